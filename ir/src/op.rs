@@ -1,0 +1,620 @@
+//! The ops of the IR. Each op infers its output types from its input types (so a graph's
+//! types cannot drift from its ops) and states its axis mapping (so the dependency analysis
+//! needs no per-op rule of its own).
+
+use std::fmt;
+
+use crate::axes::{reshape_links, AxisLink, AxisMapping, PortAxis};
+use crate::error::{IrError, Result};
+use crate::types::{DType, Dim, Shape, ValueType};
+
+/// How a rotary embedding pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// Dimension `i` pairs with `i + d/2` (HF LLaMA, GPT-NeoX).
+    HalfSplit,
+    /// Dimension `2i` pairs with `2i + 1` (GPT-J, ChatGLM2).
+    Interleaved,
+}
+
+/// A rotary position embedding applied to `x[batch, seq, heads, head_dim]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rope {
+    /// Base of the inverse frequencies (`theta`).
+    pub theta: f32,
+    /// How many leading dimensions of each head rotate (the rest pass through).
+    pub rotary_dims: usize,
+    /// How dimensions pair.
+    pub layout: RopeLayout,
+}
+
+/// Scaled dot-product attention over `q[batch, seq, heads, d]`, `k[batch, kv_seq, heads, d]`,
+/// `v[batch, kv_seq, heads, dv]`, giving `[batch, seq, heads, dv]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attention {
+    /// Multiplier of `q·kᵀ` before the softmax.
+    pub scale: f32,
+    /// Whether a query attends only to keys at or before its position.
+    pub causal: bool,
+}
+
+/// Element-wise binary ops, broadcasting as numpy does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a * b`.
+    Mul,
+    /// `a / b`.
+    Div,
+}
+
+/// Element-wise unary ops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnaryOp {
+    /// `x · sigmoid(x)`.
+    Silu,
+    /// Exact GeLU, `x · Φ(x)`.
+    Gelu,
+    /// GeLU's tanh approximation.
+    GeluTanh,
+    /// Logistic sigmoid.
+    Sigmoid,
+    /// `-x`.
+    Neg,
+    /// Square root.
+    Sqrt,
+    /// `1 / x`.
+    Reciprocal,
+    /// `e^x`.
+    Exp,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `x · c`.
+    Scale(f32),
+}
+
+/// An operation of the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// A graph input (token ids, positions).
+    Input {
+        /// Its name.
+        name: String,
+        /// Its type.
+        ty: ValueType,
+    },
+    /// A parameter from the store, by name.
+    Param {
+        /// Its name in the store.
+        name: String,
+        /// Its type.
+        ty: ValueType,
+    },
+    /// A graph output.
+    Output {
+        /// Its name.
+        name: String,
+    },
+    /// Rows of `table[vocab, hidden]` looked up by `ids[..]`: `[.., hidden]`.
+    Embedding,
+    /// `x[.., in] · w[out, in]ᵀ (+ bias[out])`: `[.., out]`.
+    Linear,
+    /// `a[.., m, k] · b[.., k, n]`: `[.., m, n]`, batch axes broadcast.
+    MatMul,
+    /// `x / sqrt(mean(x²) + eps) · w` over the last axis.
+    RmsNorm {
+        /// Added to the mean square.
+        eps: f32,
+    },
+    /// `(x − mean) / sqrt(var + eps) · w + b` over the last axis.
+    LayerNorm {
+        /// Added to the variance.
+        eps: f32,
+    },
+    /// A rotary position embedding; positions are `0..seq` unless a second input gives them.
+    Rope(Rope),
+    /// Repeats each head of `x[.., heads, d]` `times` times consecutively (`repeat_kv`).
+    RepeatHeads {
+        /// Copies of each head.
+        times: usize,
+    },
+    /// Scaled dot-product attention.
+    Attention(Attention),
+    /// A reshape to `shape`; its axis mapping comes from aligning the sizes.
+    Reshape {
+        /// The output shape.
+        shape: Shape,
+    },
+    /// An axis permutation: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        /// The permutation.
+        perm: Vec<usize>,
+    },
+    /// An element-wise binary op.
+    Binary(BinaryOp),
+    /// An element-wise unary op.
+    Unary(UnaryOp),
+    /// Concatenation of the inputs along `axis`.
+    Concat {
+        /// The axis.
+        axis: usize,
+    },
+    /// Indices `start..end` of `axis`.
+    Slice {
+        /// The axis.
+        axis: usize,
+        /// First index kept.
+        start: usize,
+        /// One past the last index kept.
+        end: usize,
+    },
+    /// Softmax over `axis`.
+    Softmax {
+        /// The axis.
+        axis: usize,
+    },
+}
+
+fn bad(node: &str, op: &Op, reason: impl Into<String>) -> IrError {
+    IrError::BadOperands { node: node.to_string(), op: op.mnemonic(), reason: reason.into() }
+}
+
+/// Numpy broadcasting of two shapes.
+fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
+    let n = a.rank().max(b.rank());
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let da = (i + a.rank()).checked_sub(n).and_then(|k| a.0.get(k));
+        let db = (i + b.rank()).checked_sub(n).and_then(|k| b.0.get(k));
+        out.push(match (da, db) {
+            (Some(x), None) | (None, Some(x)) => x.clone(),
+            (Some(x), Some(y)) if x == y => x.clone(),
+            (Some(Dim::Fixed(1)), Some(y)) => y.clone(),
+            (Some(x), Some(Dim::Fixed(1))) => x.clone(),
+            _ => return None,
+        });
+    }
+    Some(Shape(out))
+}
+
+impl Op {
+    /// The op's short name, as the printer writes it.
+    pub fn mnemonic(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Param { .. } => "param",
+            Op::Output { .. } => "output",
+            Op::Embedding => "embedding",
+            Op::Linear => "linear",
+            Op::MatMul => "matmul",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::Rope(_) => "rope",
+            Op::RepeatHeads { .. } => "repeat_heads",
+            Op::Attention(_) => "attention",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Binary(BinaryOp::Add) => "add",
+            Op::Binary(BinaryOp::Sub) => "sub",
+            Op::Binary(BinaryOp::Mul) => "mul",
+            Op::Binary(BinaryOp::Div) => "div",
+            Op::Unary(UnaryOp::Silu) => "silu",
+            Op::Unary(UnaryOp::Gelu) => "gelu",
+            Op::Unary(UnaryOp::GeluTanh) => "gelu_tanh",
+            Op::Unary(UnaryOp::Sigmoid) => "sigmoid",
+            Op::Unary(UnaryOp::Neg) => "neg",
+            Op::Unary(UnaryOp::Sqrt) => "sqrt",
+            Op::Unary(UnaryOp::Reciprocal) => "reciprocal",
+            Op::Unary(UnaryOp::Exp) => "exp",
+            Op::Unary(UnaryOp::Tanh) => "tanh",
+            Op::Unary(UnaryOp::Scale(_)) => "scale",
+            Op::Concat { .. } => "concat",
+            Op::Slice { .. } => "slice",
+            Op::Softmax { .. } => "softmax",
+        }
+    }
+
+    /// The op's attributes as the printer writes them (empty when it has none).
+    pub fn attributes(&self) -> String {
+        match self {
+            Op::Input { name, .. } | Op::Param { name, .. } | Op::Output { name } => format!("{name:?}"),
+            Op::RmsNorm { eps } | Op::LayerNorm { eps } => format!("eps={eps:e}"),
+            Op::Rope(r) => format!(
+                "theta={}, dims={}, {}",
+                r.theta,
+                r.rotary_dims,
+                match r.layout {
+                    RopeLayout::HalfSplit => "half-split",
+                    RopeLayout::Interleaved => "interleaved",
+                }
+            ),
+            Op::RepeatHeads { times } => format!("times={times}"),
+            Op::Attention(a) => format!("scale={}, causal={}", a.scale, a.causal),
+            Op::Reshape { shape } => format!("{shape}"),
+            Op::Transpose { perm } => format!("perm={perm:?}"),
+            Op::Unary(UnaryOp::Scale(c)) => format!("{c}"),
+            Op::Concat { axis } | Op::Softmax { axis } => format!("axis={axis}"),
+            Op::Slice { axis, start, end } => format!("axis={axis}, {start}..{end}"),
+            _ => String::new(),
+        }
+    }
+
+    /// How many inputs the op takes: `(min, max)`.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Input { .. } | Op::Param { .. } => (0, 0),
+            Op::Output { .. } | Op::Unary(_) | Op::RepeatHeads { .. } | Op::Reshape { .. } => (1, 1),
+            Op::Transpose { .. } | Op::Slice { .. } | Op::Softmax { .. } => (1, 1),
+            Op::Rope(_) => (1, 2),
+            Op::Embedding | Op::MatMul | Op::Binary(_) | Op::RmsNorm { .. } => (2, 2),
+            Op::Linear => (2, 3),
+            Op::LayerNorm { .. } | Op::Attention(_) => (3, 3),
+            Op::Concat { .. } => (1, usize::MAX),
+        }
+    }
+
+    /// The output types for inputs of types `inputs`; `node` names the node in errors.
+    pub fn infer(&self, node: &str, inputs: &[&ValueType]) -> Result<Vec<ValueType>> {
+        let (lo, hi) = self.arity();
+        if inputs.len() < lo || inputs.len() > hi {
+            return Err(bad(node, self, format!("takes {lo}..={hi} inputs, got {}", inputs.len())));
+        }
+        let last = |t: &ValueType| -> Result<Dim> {
+            t.shape.last().cloned().ok_or_else(|| bad(node, self, "scalar operand"))
+        };
+        let need_rank = |t: &ValueType, r: usize, what: &str| -> Result<()> {
+            if t.rank() == r {
+                Ok(())
+            } else {
+                Err(bad(node, self, format!("{what} must have rank {r}, has {}", t.shape)))
+            }
+        };
+        let with_last = |t: &ValueType, d: Dim, dtype: DType| {
+            let mut s = t.shape.0.clone();
+            if let Some(x) = s.last_mut() {
+                *x = d;
+            }
+            ValueType::new(dtype, Shape(s))
+        };
+        Ok(match self {
+            Op::Input { ty, .. } | Op::Param { ty, .. } => vec![ty.clone()],
+            Op::Output { .. } => vec![],
+            Op::Embedding => {
+                let (table, ids) = (inputs[0], inputs[1]);
+                need_rank(table, 2, "the table")?;
+                if !matches!(ids.dtype, DType::I64 | DType::I32) {
+                    return Err(bad(node, self, format!("ids must be integers, are {}", ids.dtype)));
+                }
+                let mut s = ids.shape.0.clone();
+                s.push(table.shape.0[1].clone());
+                vec![ValueType::new(table.dtype, Shape(s))]
+            }
+            Op::Linear => {
+                let (x, w) = (inputs[0], inputs[1]);
+                need_rank(w, 2, "the weight")?;
+                if last(x)? != w.shape.0[1] {
+                    return Err(bad(node, self, format!("input {} does not match weight {}", x.shape, w.shape)));
+                }
+                if let Some(b) = inputs.get(2) {
+                    if b.shape.0 != [w.shape.0[0].clone()] {
+                        return Err(bad(node, self, format!("bias {} does not match weight {}", b.shape, w.shape)));
+                    }
+                }
+                vec![with_last(x, w.shape.0[0].clone(), x.dtype)]
+            }
+            Op::MatMul => {
+                let (a, b) = (inputs[0], inputs[1]);
+                if a.rank() < 2 || b.rank() < 2 {
+                    return Err(bad(node, self, "operands must have rank ≥ 2"));
+                }
+                let (ar, br) = (a.rank(), b.rank());
+                if a.shape.0[ar - 1] != b.shape.0[br - 2] {
+                    return Err(bad(node, self, format!("cannot multiply {} by {}", a.shape, b.shape)));
+                }
+                let batch = broadcast(&Shape(a.shape.0[..ar - 2].to_vec()), &Shape(b.shape.0[..br - 2].to_vec()))
+                    .ok_or_else(|| bad(node, self, format!("batch axes of {} and {} differ", a.shape, b.shape)))?;
+                let mut s = batch.0;
+                s.push(a.shape.0[ar - 2].clone());
+                s.push(b.shape.0[br - 1].clone());
+                vec![ValueType::new(a.dtype, Shape(s))]
+            }
+            Op::RmsNorm { .. } | Op::LayerNorm { .. } => {
+                let x = inputs[0];
+                let h = last(x)?;
+                for (i, p) in inputs.iter().enumerate().skip(1) {
+                    if p.shape.0 != [h.clone()] {
+                        return Err(bad(node, self, format!("parameter {i} is {} for input {}", p.shape, x.shape)));
+                    }
+                }
+                vec![x.clone()]
+            }
+            Op::Rope(r) => {
+                let x = inputs[0];
+                need_rank(x, 4, "the input")?;
+                let d = x.shape.0[3].fixed().ok_or_else(|| bad(node, self, "head_dim must be fixed"))?;
+                if r.rotary_dims == 0 || r.rotary_dims > d || r.rotary_dims % 2 != 0 {
+                    return Err(bad(node, self, format!("rotary_dims {} for head_dim {d}", r.rotary_dims)));
+                }
+                vec![x.clone()]
+            }
+            Op::RepeatHeads { times } => {
+                let x = inputs[0];
+                if x.rank() < 2 || *times == 0 {
+                    return Err(bad(node, self, "needs [.., heads, d] and times ≥ 1"));
+                }
+                let mut s = x.shape.0.clone();
+                let h = x.rank() - 2;
+                let heads = s[h].fixed().ok_or_else(|| bad(node, self, "heads must be fixed"))?;
+                s[h] = Dim::Fixed(heads * times);
+                vec![ValueType::new(x.dtype, Shape(s))]
+            }
+            Op::Attention(_) => {
+                let (q, k, v) = (inputs[0], inputs[1], inputs[2]);
+                for (t, w) in [(q, "q"), (k, "k"), (v, "v")] {
+                    need_rank(t, 4, w)?;
+                }
+                let (qs, ks, vs) = (&q.shape.0, &k.shape.0, &v.shape.0);
+                if qs[2] != ks[2] || qs[2] != vs[2] || qs[3] != ks[3] || ks[1] != vs[1] || qs[0] != ks[0] {
+                    return Err(bad(node, self, format!("q {} k {} v {} disagree", q.shape, k.shape, v.shape)));
+                }
+                vec![ValueType::new(q.dtype, Shape(vec![qs[0].clone(), qs[1].clone(), qs[2].clone(), vs[3].clone()]))]
+            }
+            Op::Reshape { shape } => {
+                let x = inputs[0];
+                if reshape_links(&x.shape, shape, 0, 0).is_none() {
+                    return Err(bad(node, self, format!("cannot reshape {} to {shape}", x.shape)));
+                }
+                vec![ValueType::new(x.dtype, shape.clone())]
+            }
+            Op::Transpose { perm } => {
+                let x = inputs[0];
+                let mut seen = vec![false; x.rank()];
+                for &p in perm {
+                    match seen.get_mut(p) {
+                        Some(s) if !*s => *s = true,
+                        _ => return Err(bad(node, self, format!("{perm:?} is no permutation of {}", x.shape))),
+                    }
+                }
+                if perm.len() != x.rank() {
+                    return Err(bad(node, self, format!("{perm:?} is no permutation of {}", x.shape)));
+                }
+                vec![ValueType::new(x.dtype, Shape(perm.iter().map(|&p| x.shape.0[p].clone()).collect()))]
+            }
+            Op::Binary(_) => {
+                let (a, b) = (inputs[0], inputs[1]);
+                let s = broadcast(&a.shape, &b.shape)
+                    .ok_or_else(|| bad(node, self, format!("cannot broadcast {} with {}", a.shape, b.shape)))?;
+                vec![ValueType::new(a.dtype, s)]
+            }
+            Op::Unary(_) | Op::Softmax { .. } => {
+                if let Op::Softmax { axis } = self {
+                    if *axis >= inputs[0].rank() {
+                        return Err(bad(node, self, format!("axis {axis} of {}", inputs[0].shape)));
+                    }
+                }
+                vec![inputs[0].clone()]
+            }
+            Op::Concat { axis } => {
+                let first = inputs[0];
+                let mut total = 0usize;
+                for t in inputs {
+                    if t.rank() != first.rank() || *axis >= t.rank() {
+                        return Err(bad(node, self, format!("cannot concatenate {} on axis {axis}", t.shape)));
+                    }
+                    for (i, (x, y)) in t.shape.0.iter().zip(&first.shape.0).enumerate() {
+                        if i != *axis && x != y {
+                            return Err(bad(node, self, format!("{} and {} differ off axis {axis}", t.shape, first.shape)));
+                        }
+                    }
+                    total += t.shape.0[*axis].fixed().ok_or_else(|| bad(node, self, "concat axis must be fixed"))?;
+                }
+                let mut s = first.shape.0.clone();
+                s[*axis] = Dim::Fixed(total);
+                vec![ValueType::new(first.dtype, Shape(s))]
+            }
+            Op::Slice { axis, start, end } => {
+                let x = inputs[0];
+                let n = x.dim(*axis).and_then(Dim::fixed).ok_or_else(|| bad(node, self, format!("axis {axis} of {}", x.shape)))?;
+                if start >= end || *end > n {
+                    return Err(bad(node, self, format!("{start}..{end} out of 0..{n}")));
+                }
+                let mut s = x.shape.0.clone();
+                s[*axis] = Dim::Fixed(end - start);
+                vec![ValueType::new(x.dtype, Shape(s))]
+            }
+        })
+    }
+
+    /// The op's axis mapping for these input and output types (as `infer` gave them).
+    pub fn axis_mapping(&self, inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
+        let mut m = AxisMapping::default();
+        let i = PortAxis::input;
+        let o = PortAxis::output;
+        let out_rank = outputs.first().map_or(0, ValueType::rank);
+        // Leading axes shared one to one between input `k` (of rank r) and the output.
+        let leading = |m: &mut AxisMapping, k: usize, count: usize| {
+            for a in 0..count {
+                m.same(i(k, a), o(0, a));
+            }
+        };
+        match self {
+            Op::Input { ty, .. } => (0..ty.rank()).for_each(|a| m.pin(o(0, a))),
+            Op::Output { .. } => (0..inputs.first().map_or(0, |t| t.rank())).for_each(|a| m.pin(i(0, a))),
+            Op::Param { .. } => {}
+            Op::Embedding => {
+                m.pin(i(0, 0));
+                let r = inputs[1].rank();
+                leading(&mut m, 1, r);
+                m.same(i(0, 1), o(0, r));
+            }
+            Op::Linear => {
+                let r = inputs[0].rank();
+                leading(&mut m, 0, r.saturating_sub(1));
+                m.same(i(0, r - 1), i(1, 1));
+                m.same(i(1, 0), o(0, r - 1));
+                if inputs.len() > 2 {
+                    m.same(i(2, 0), o(0, r - 1));
+                }
+            }
+            Op::MatMul => {
+                let (ar, br) = (inputs[0].rank(), inputs[1].rank());
+                for (k, r) in [(0, ar), (1, br)] {
+                    for a in 0..r - 2 {
+                        let oa = a + out_rank - r;
+                        if inputs[k].shape.0[a] == outputs[0].shape.0[oa] {
+                            m.same(i(k, a), o(0, oa));
+                        }
+                    }
+                }
+                m.same(i(0, ar - 1), i(1, br - 2));
+                m.same(i(0, ar - 2), o(0, out_rank - 2));
+                m.same(i(1, br - 1), o(0, out_rank - 1));
+            }
+            Op::RmsNorm { .. } | Op::LayerNorm { .. } => {
+                leading(&mut m, 0, out_rank);
+                for k in 1..inputs.len() {
+                    m.same(i(k, 0), o(0, out_rank - 1));
+                }
+            }
+            Op::Rope(_) => leading(&mut m, 0, 3),
+            Op::RepeatHeads { times } => {
+                let r = out_rank;
+                leading(&mut m, 0, r - 2);
+                m.links.push(AxisLink::Repeat { source: i(0, r - 2), target: o(0, r - 2), times: *times });
+                m.same(i(0, r - 1), o(0, r - 1));
+            }
+            Op::Attention(_) => {
+                m.same(i(0, 0), o(0, 0));
+                m.same(i(0, 1), o(0, 1));
+                m.same(i(1, 1), i(2, 1));
+                for k in 0..3 {
+                    m.same(i(k, 2), o(0, 2));
+                }
+                m.same(i(0, 3), i(1, 3));
+                m.same(i(2, 3), o(0, 3));
+            }
+            Op::Reshape { shape } => {
+                if let Some(links) = reshape_links(&inputs[0].shape, shape, 0, 0) {
+                    m.links = links;
+                }
+            }
+            Op::Transpose { perm } => {
+                for (a, &p) in perm.iter().enumerate() {
+                    m.same(i(0, p), o(0, a));
+                }
+            }
+            Op::Binary(_) => {
+                for (k, t) in inputs.iter().enumerate() {
+                    for a in 0..t.rank() {
+                        let oa = a + out_rank - t.rank();
+                        if t.shape.0[a] == outputs[0].shape.0[oa] && t.shape.0[a] != Dim::Fixed(1) {
+                            m.same(i(k, a), o(0, oa));
+                        }
+                    }
+                }
+            }
+            Op::Unary(_) => leading(&mut m, 0, out_rank),
+            Op::Softmax { axis } => {
+                for a in (0..out_rank).filter(|a| a != axis) {
+                    m.same(i(0, a), o(0, a));
+                }
+            }
+            Op::Concat { axis } => {
+                let mut offset = 0;
+                for (k, t) in inputs.iter().enumerate() {
+                    for a in (0..out_rank).filter(|a| a != axis) {
+                        m.same(i(k, a), o(0, a));
+                    }
+                    m.links.push(AxisLink::Offset { part: i(k, *axis), whole: o(0, *axis), offset });
+                    offset += t.shape.0[*axis].fixed().unwrap_or(0);
+                }
+            }
+            Op::Slice { axis, start, .. } => {
+                for a in (0..out_rank).filter(|a| a != axis) {
+                    m.same(i(0, a), o(0, a));
+                }
+                m.links.push(AxisLink::Offset { part: o(0, *axis), whole: i(0, *axis), offset: *start });
+            }
+        }
+        m
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let attrs = self.attributes();
+        if attrs.is_empty() {
+            f.write_str(self.mnemonic())
+        } else {
+            write!(f, "{}<{attrs}>", self.mnemonic())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(dims: Vec<Dim>) -> ValueType {
+        ValueType::new(DType::F32, Shape(dims))
+    }
+
+    #[test]
+    fn linear_infers_and_links_contraction_and_rows() {
+        let x = t(vec![Dim::batch(), Dim::seq(), 64.into()]);
+        let w = t(vec![128.into(), 64.into()]);
+        let out = Op::Linear.infer("q", &[&x, &w]).unwrap();
+        assert_eq!(out[0].to_string(), "f32[batch, seq, 128]");
+        let m = Op::Linear.axis_mapping(&[&x, &w], &out);
+        assert!(m.links.contains(&AxisLink::Same(PortAxis::input(0, 2), PortAxis::input(1, 1))));
+        assert!(m.links.contains(&AxisLink::Same(PortAxis::input(1, 0), PortAxis::output(0, 2))));
+        // the contraction's output axis is not linked to its input axis
+        assert!(!m.links.contains(&AxisLink::Same(PortAxis::input(0, 2), PortAxis::output(0, 2))));
+    }
+
+    #[test]
+    fn linear_rejects_mismatched_weight() {
+        let x = t(vec![Dim::batch(), 64.into()]);
+        let w = t(vec![128.into(), 63.into()]);
+        let e = Op::Linear.infer("q", &[&x, &w]).unwrap_err();
+        assert!(e.to_string().contains("node `q` (linear)"), "{e}");
+    }
+
+    #[test]
+    fn repeat_heads_is_a_directed_repeat() {
+        let x = t(vec![Dim::batch(), Dim::seq(), 2.into(), 8.into()]);
+        let op = Op::RepeatHeads { times: 4 };
+        let out = op.infer("r", &[&x]).unwrap();
+        assert_eq!(out[0].to_string(), "f32[batch, seq, 8, 8]");
+        let m = op.axis_mapping(&[&x], &out);
+        assert!(m.links.contains(&AxisLink::Repeat { source: PortAxis::input(0, 2), target: PortAxis::output(0, 2), times: 4 }));
+    }
+
+    #[test]
+    fn broadcasting_size_one_axes_do_not_couple() {
+        let a = t(vec![Dim::batch(), 64.into()]);
+        let b = t(vec![Dim::batch(), 1.into()]);
+        let op = Op::Binary(BinaryOp::Mul);
+        let out = op.infer("m", &[&a, &b]).unwrap();
+        let m = op.axis_mapping(&[&a, &b], &out);
+        assert!(m.links.contains(&AxisLink::Same(PortAxis::input(0, 1), PortAxis::output(0, 1))));
+        assert!(!m.links.contains(&AxisLink::Same(PortAxis::input(1, 1), PortAxis::output(0, 1))));
+    }
+
+    #[test]
+    fn concat_and_slice_state_offsets() {
+        let a = t(vec![Dim::batch(), 4.into()]);
+        let b = t(vec![Dim::batch(), 6.into()]);
+        let op = Op::Concat { axis: 1 };
+        let out = op.infer("c", &[&a, &b]).unwrap();
+        assert_eq!(out[0].to_string(), "f32[batch, 10]");
+        let m = op.axis_mapping(&[&a, &b], &out);
+        assert!(m.links.contains(&AxisLink::Offset { part: PortAxis::input(1, 1), whole: PortAxis::output(0, 1), offset: 4 }));
+        let s = Op::Slice { axis: 1, start: 4, end: 10 };
+        assert!(s.infer("s", &[&out[0]]).is_ok());
+        assert!(Op::Slice { axis: 1, start: 4, end: 11 }.infer("s", &[&out[0]]).is_err());
+    }
+}
