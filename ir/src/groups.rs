@@ -174,6 +174,7 @@ impl Group {
         let fmt_ranges = |rs: &[Range<usize>]| rs.iter().map(|r| format!("[{},{})", r.start, r.end)).collect::<Vec<_>>().join(" ");
         if affine {
             match stride {
+                Some(1) if first.len() == 1 && first[0] == (0..1) => "u".to_string(),
                 Some(s) if self.units.len() > 1 => format!("u*{s}+{}", fmt_ranges(first)),
                 _ => fmt_ranges(first),
             }

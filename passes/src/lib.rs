@@ -1,1 +1,38 @@
-//! placeholder
+//! # prunec-passes
+//!
+//! The passes of prunec and the pass manager that runs them by name. Analyses read the
+//! model; transforms change it; the verifier runs after each pass.
+//!
+//! Passes available: `group` (dependency groups). An unknown name is refused with the list
+//! of valid ones.
+#![warn(missing_docs)]
+
+pub mod group;
+pub mod manager;
+
+pub use group::{find_groups, summarize};
+pub use manager::{parse_pipeline, Pass, PassOutcome, PASSES};
+
+use prunec_ir::IrError;
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// A pass name no pass answers to.
+    #[error("unknown pass `{name}`; valid passes: {}", valid.join(", "))]
+    UnknownPass {
+        /// The name given.
+        name: String,
+        /// The valid names.
+        valid: Vec<&'static str>,
+    },
+    /// The IR is inconsistent (before or after a pass).
+    #[error(transparent)]
+    Ir(#[from] IrError),
+    /// The dependency analysis failed.
+    #[error("group: {0}")]
+    Group(String),
+}
+
+/// Result of the passes.
+pub type Result<T, E = PassError> = std::result::Result<T, E>;
