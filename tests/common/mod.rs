@@ -1,0 +1,43 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A fixture of the project's own `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// Runs the `prunec` binary with `args`.
+pub fn prunec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prunec")).args(args).output().expect("the prunec binary runs")
+}
+
+/// Stdout and stderr of a run, as text.
+pub fn texts(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Copies a fixture folder into a fresh temporary folder, files writable.
+pub fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for entry in std::fs::read_dir(fixture(name)).expect("the fixture exists") {
+        let entry = entry.expect("a folder entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
+    }
+    dir
+}
+
+/// Asserts that a run failed cleanly: non-zero exit, an `error:` line naming every one of
+/// `needles`, and no panic.
+pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
+    let (stdout, stderr) = texts(out);
+    assert!(!out.status.success(), "expected failure, got success; stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "panicked:\n{stderr}");
+    assert!(stderr.contains("error:"), "no error line:\n{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "stderr does not name `{n}`:\n{stderr}");
+    }
+}

@@ -1,0 +1,114 @@
+//! The `group` pass on the LLaMA fixtures: counts, the head ↔ key/value correspondence of
+//! grouped-query attention, and snapshots of the dependency IR.
+
+mod common;
+
+use common::fixture;
+use prunec_ir::{Group, GroupKind, Model};
+
+fn grouped(name: &str) -> Model {
+    let mut model = prunec_frontends::load(&fixture(name)).expect("the fixture loads");
+    prunec_passes::manager::Pass::Group.run(&mut model).expect("group runs");
+    model
+}
+
+fn of_kind(model: &Model, kind: GroupKind) -> Vec<&Group> {
+    model.groups.as_ref().expect("groups").iter().filter(|g| g.kind == kind).collect()
+}
+
+/// The indices of parameter `name`'s axis `axis` covered by `elements`.
+fn rows(group: &Group, elements: &[prunec_ir::Element], name: &str, axis: usize) -> Vec<std::ops::Range<usize>> {
+    let k = group
+        .axes
+        .iter()
+        .position(|a| a.axis == axis && a.param.as_ref().is_some_and(|(n, _)| n == name))
+        .unwrap_or_else(|| panic!("{name}[{axis}] is not in the group"));
+    group.indices_on(elements, k)
+}
+
+#[test]
+fn llama_gqa_groups_heads_by_key_value_head() {
+    let model = grouped("llama-gqa");
+    let attn = of_kind(&model, GroupKind::Attention);
+    assert_eq!(attn.len(), 4);
+    for (layer, g) in attn.iter().enumerate() {
+        assert_eq!(g.block, Some(layer as u32));
+        assert_eq!(g.units.len(), 2, "two key/value heads");
+        let p = format!("model.layers.{layer}.self_attn");
+        for (kv, unit) in g.units.iter().enumerate() {
+            // key/value head kv serves query heads 4kv..4kv+3 (j ÷ (8 ÷ 2) = kv), head_dim 8
+            assert_eq!(rows(g, &unit.elements, &format!("{p}.k_proj.weight"), 0), vec![kv * 8..kv * 8 + 8]);
+            assert_eq!(rows(g, &unit.elements, &format!("{p}.v_proj.weight"), 0), vec![kv * 8..kv * 8 + 8]);
+            assert_eq!(rows(g, &unit.elements, &format!("{p}.q_proj.weight"), 0), vec![kv * 32..kv * 32 + 32]);
+            assert_eq!(rows(g, &unit.elements, &format!("{p}.o_proj.weight"), 1), vec![kv * 32..kv * 32 + 32]);
+            assert_eq!(g.params_in(&unit.elements), 2048 + 512 + 512 + 2048);
+            // the query heads inside can go alone: q rows and o columns, no k/v
+            assert_eq!(unit.sub_units.len(), 4);
+            for (j, sub) in unit.sub_units.iter().enumerate() {
+                let head = kv * 4 + j;
+                assert_eq!(rows(g, sub, &format!("{p}.q_proj.weight"), 0), vec![head * 8..head * 8 + 8]);
+                assert_eq!(rows(g, sub, &format!("{p}.o_proj.weight"), 1), vec![head * 8..head * 8 + 8]);
+                assert!(rows(g, sub, &format!("{p}.k_proj.weight"), 0).is_empty());
+                assert_eq!(g.params_in(sub), 2 * 8 * 64);
+            }
+        }
+    }
+    let mlp = of_kind(&model, GroupKind::Mlp);
+    assert_eq!(mlp.len(), 4);
+    assert!(mlp.iter().all(|g| g.units.len() == 176 && g.params_per_unit() == (192, 192)));
+    let hidden = of_kind(&model, GroupKind::Hidden);
+    assert_eq!(hidden.len(), 1);
+    assert_eq!(hidden[0].units.len(), 64);
+    // the tied embedding is one parameter: its column counts once
+    let names: Vec<&str> = hidden[0].axes.iter().filter_map(|a| a.param.as_ref().map(|(n, _)| n.as_str())).collect();
+    assert!(names.contains(&"model.embed_tokens.weight") && !names.contains(&"lm_head.weight"));
+    assert_eq!(names.len(), 1 + 4 * 9 + 1, "embedding, 9 per layer, final norm");
+}
+
+#[test]
+fn llama_mha_groups_whole_heads() {
+    let model = grouped("llama-mha");
+    let attn = of_kind(&model, GroupKind::Attention);
+    assert_eq!(attn.len(), 4);
+    for g in &attn {
+        assert_eq!(g.units.len(), 4);
+        assert!(g.units.iter().all(|u| u.sub_units.is_empty()), "one key/value head per query head: nothing finer");
+        assert_eq!(g.params_per_unit(), (4 * 16 * 64, 4 * 16 * 64));
+    }
+    let hidden = of_kind(&model, GroupKind::Hidden);
+    assert_eq!(hidden.len(), 1);
+    let names: Vec<&str> = hidden[0].axes.iter().filter_map(|a| a.param.as_ref().map(|(n, _)| n.as_str())).collect();
+    assert!(names.contains(&"lm_head.weight"), "the untied LM head's columns are hidden channels");
+    assert_eq!(names.len(), 1 + 4 * 9 + 2);
+}
+
+fn snapshot(name: &str) {
+    let model = grouped(name);
+    let text = prunec_ir::print(&model).expect("prints");
+    insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!(format!("{name}.group"), text);
+    });
+}
+
+#[test]
+fn snapshot_llama_mha() {
+    snapshot("llama-mha");
+}
+
+#[test]
+fn snapshot_llama_gqa() {
+    snapshot("llama-gqa");
+}
+
+#[test]
+fn group_pass_source_names_no_architecture() {
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/passes/src/group.rs")).unwrap();
+    for word in ["llama", "chatglm", "q_proj", "k_proj", "gate_proj", "query_key_value", "mistral", "vicuna"] {
+        let hits: Vec<&str> = src
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .filter(|l| l.to_lowercase().contains(word))
+            .collect();
+        assert!(hits.is_empty(), "group.rs mentions `{word}`: {hits:?}");
+    }
+}
