@@ -1,1 +1,48 @@
-//! placeholder
+//! # prunec-backends
+//!
+//! Backends turn the IR into something that runs or loads elsewhere. For now: the writers'
+//! foundation — parameters to safetensors, every output written to a temporary path and
+//! renamed into place so that no half-written file is ever left where a user looks.
+#![warn(missing_docs)]
+
+pub mod atomic;
+pub mod safetensors_writer;
+
+pub use atomic::AtomicPath;
+pub use safetensors_writer::write_safetensors;
+
+use std::path::PathBuf;
+
+/// Why a backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder being written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The output would overwrite the model's own input.
+    #[error("{path}: refusing to overwrite an input of this run")]
+    WouldOverwriteInput {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Encoding a tensor file failed.
+    #[error("{path}: {reason}")]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The IR could not be read (a parameter's data, for instance).
+    #[error(transparent)]
+    Ir(#[from] prunec_ir::IrError),
+}
+
+/// Result of the backends.
+pub type Result<T, E = BackendError> = std::result::Result<T, E>;
