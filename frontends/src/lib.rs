@@ -8,8 +8,8 @@
 #![warn(missing_docs)]
 
 pub mod error;
-// pub mod gguf;
-// pub mod gguf_llama;
+pub mod gguf;
+pub mod gguf_llama;
 pub mod hf;
 pub mod llama;
 pub mod safetensors;
@@ -30,7 +30,7 @@ pub fn load(path: &Path) -> Result<Model> {
     let mut file = std::fs::File::open(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
     let n = file.read(&mut magic).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
     if n == 4 && &magic == b"GGUF" {
-        return Err(FrontendError::Corrupt{path: path.to_path_buf(), format: "GGUF", reason: "wip".into()});
+        return gguf_llama::load(path);
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     Err(FrontendError::Corrupt {

@@ -41,3 +41,19 @@ pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
         assert!(stderr.contains(n), "stderr does not name `{n}`:\n{stderr}");
     }
 }
+
+/// SmolLM2-135M-Instruct's GGUF file: `PRUNEC_SMOLLM2_GGUF`, else fetched (once, cached) by
+/// `scripts/fetch-smollm2`. `None` only when `PRUNEC_OFFLINE` is set; a failed fetch fails.
+pub fn smollm2() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PRUNEC_SMOLLM2_GGUF") {
+        return Some(PathBuf::from(p));
+    }
+    if std::env::var_os("PRUNEC_OFFLINE").is_some() {
+        println!("skipped: PRUNEC_OFFLINE is set");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-smollm2");
+    let out = Command::new(&script).output().expect("scripts/fetch-smollm2 runs");
+    assert!(out.status.success(), "fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}

@@ -1,0 +1,87 @@
+//! GGUF input: the same model read from a GGUF file and from its HF folder gives the same
+//! parameters and the same groups; the real SmolLM2-135M reads and groups as expected.
+
+mod common;
+
+use common::{assert_clean_failure, fixture, prunec, smollm2, texts};
+use prunec_ir::{GroupKind, Model};
+
+fn grouped(path: &std::path::Path) -> Model {
+    let mut model = prunec_frontends::load(path).expect("the model loads");
+    prunec_passes::manager::Pass::Group.run(&mut model).expect("group runs");
+    model
+}
+
+/// `tests/fixtures/gguf/llama-gqa.gguf` was converted from `tests/fixtures/llama-gqa` by
+/// gguf-py as llama.cpp's converter does (q/k rows permuted), see `make_fixtures.py`.
+#[test]
+fn gguf_and_hf_of_one_model_agree() {
+    let hf = grouped(&fixture("llama-gqa"));
+    let gguf = grouped(&fixture("gguf/llama-gqa.gguf"));
+    // same parameters, bit for bit, in HF's layout
+    let names: Vec<&String> = hf.params.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, gguf.params.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    for name in names {
+        assert_eq!(hf.params.get(name).unwrap().shape, gguf.params.get(name).unwrap().shape, "{name}");
+        let (a, b) = (hf.params.read_f32(name).unwrap(), gguf.params.read_f32(name).unwrap());
+        assert!(a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} differs");
+    }
+    // same graph and groups: the dependency IR prints the same, but for the header line
+    let body = |m: &Model| prunec_ir::print(m).unwrap().lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&hf), body(&gguf));
+    assert_eq!(hf.groups, gguf.groups);
+}
+
+#[test]
+fn every_truncation_of_a_gguf_is_a_clean_error() {
+    let bytes = std::fs::read(fixture("gguf/llama-gqa.gguf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.gguf");
+    for cut in [0, 3, 4, 8, 20, 100, 1000, 5000, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let out = prunec(&[path.to_str().unwrap(), "--pass", "group"]);
+        assert_clean_failure(&out, &["cut.gguf"]);
+    }
+}
+
+#[test]
+fn gguf_of_another_architecture_is_refused() {
+    // rewrite `general.architecture = llama` as `falcon` (same length, same file layout)
+    let bytes = std::fs::read(fixture("gguf/llama-gqa.gguf")).unwrap();
+    let key = b"general.architecture";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap();
+    let value = at + key.len() + 4 + 8; // key, value type (u32), string length (u64)
+    assert_eq!(&bytes[value..value + 5], b"llama");
+    let mut edited = bytes.clone();
+    edited[value..value + 5].copy_from_slice(b"bloom");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bloom.gguf");
+    std::fs::write(&path, &edited).unwrap();
+    let out = prunec(&[path.to_str().unwrap(), "--pass", "group"]);
+    assert_clean_failure(&out, &["bloom.gguf", "unsupported architecture `bloom`", "supported: llama"]);
+}
+
+#[test]
+fn smollm2_groups() {
+    let Some(path) = smollm2() else { return };
+    let model = grouped(&path);
+    assert_eq!(model.params.numel(), 134_515_008, "as the fixtures README counts it");
+    let groups = model.groups.as_ref().unwrap();
+    let of = |k: GroupKind| groups.iter().filter(move |g| g.kind == k);
+    assert_eq!(of(GroupKind::Attention).count(), 30);
+    for g in of(GroupKind::Attention) {
+        assert_eq!(g.units.len(), 3, "3 key/value heads");
+        assert!(g.units.iter().all(|u| u.sub_units.len() == 3), "3 query heads share each");
+    }
+    assert_eq!(of(GroupKind::Mlp).count(), 30);
+    assert!(of(GroupKind::Mlp).all(|g| g.units.len() == 1536));
+    let hidden: Vec<_> = of(GroupKind::Hidden).collect();
+    assert_eq!(hidden.len(), 1);
+    assert_eq!(hidden[0].units.len(), 576);
+
+    // the CLI says the same
+    let out = prunec(&[path.to_str().unwrap(), "--pass", "group"]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("61 dependency groups"), "{stdout}");
+}
