@@ -83,7 +83,7 @@ impl LlamaConfig {
             num_layers: need("num_hidden_layers")?,
             num_heads,
             num_kv_heads: get_usize(json, "num_key_value_heads").unwrap_or(num_heads),
-            head_dim: get_usize(json, "head_dim").unwrap_or(if num_heads > 0 { hidden_size / num_heads } else { 0 }),
+            head_dim: get_usize(json, "head_dim").unwrap_or(hidden_size.checked_div(num_heads).unwrap_or(0)),
             rms_norm_eps: json.get("rms_norm_eps").and_then(serde_json::Value::as_f64).unwrap_or(1e-6) as f32,
             rope_theta,
             tie_word_embeddings: json.get("tie_word_embeddings").and_then(serde_json::Value::as_bool).unwrap_or(false),
@@ -115,13 +115,13 @@ impl LlamaConfig {
                 return bad(format!("`{k}` = {v} is implausibly large"));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
         }
         Ok(())

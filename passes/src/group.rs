@@ -227,7 +227,7 @@ impl Dependencies {
         for (s, slot) in ag.slots.iter().enumerate() {
             base.push(u32::try_from(slot_of.len()).map_err(|_| PassError::Group("too many elements".into()))?);
             let n = if bad.contains(&s) { 1 } else { slot.size / g[s] };
-            slot_of.extend(std::iter::repeat(s as u32).take(n));
+            slot_of.extend(std::iter::repeat_n(s as u32, n));
         }
         let count = |s: usize| -> u32 { if bad.contains(&s) { 1 } else { (ag.slots[s].size / g[s]) as u32 } };
         let mut atoms = UnionFind::new(slot_of.len());
