@@ -1,19 +1,56 @@
 //! `prunec`: the command-line driver. Reads a model through a frontend, runs the passes
-//! named on the command line (verifying the IR after each), and prints what they found.
+//! named on the command line (verifying the IR after each), and prints what they found;
+//! `generate`, `bench` and `synth` are tools around it.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use prunec_frontends::data::{read_text_source, token_stream, TextSource};
+use prunec_frontends::tokenizer::Tokenizer;
+use prunec_ir::Model;
+
+mod device;
+mod pipeline;
+mod progress;
+mod report;
+mod synth;
+
+use device::Device;
+use pipeline::Step;
+use progress::Progress;
+use report::{PassRecord, Report};
 
 /// A compiler for structural pruning of large language models.
 #[derive(Debug, Parser)]
-#[command(name = "prunec", version, about, long_about = None)]
+#[command(name = "prunec", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Commands other than running passes on a model.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Write an HF folder with a real model's shape and random weights.
+    Synth(synth::SynthArgs),
+    /// Generate text from a prompt (greedy, or sampled with temperature and top-p).
+    Generate(GenerateArgs),
+    /// Measure tokens/s of forward and forward+backward passes, and peak memory.
+    Bench(BenchArgs),
+}
+
+/// `prunec MODEL --pass ...`: read a model and run passes on it.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
     /// The model: an HF folder (config.json + safetensors) or a GGUF file.
-    model: PathBuf,
+    model: Option<PathBuf>,
 
     /// Passes to run, comma-separated, in order (a pass may appear more than once).
     #[arg(long, default_value = "group")]
@@ -26,6 +63,77 @@ struct Cli {
     /// Print the IR as read, before any pass.
     #[arg(long)]
     dump_input: bool,
+
+    /// Text for the `eval` pass: plain text, or JSONL rows with `text` or `input_ids`.
+    #[arg(long, value_name = "FILE")]
+    eval_text: Option<PathBuf>,
+
+    /// Tokens per perplexity window.
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+
+    /// Perplexity windows per forward pass.
+    #[arg(long, default_value_t = 8)]
+    eval_batch: usize,
+
+    /// A tokenizer.json to use instead of the model's own.
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+
+    /// Where the backend runs.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+
+    /// Write a JSON report of the run here.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+/// `prunec generate MODEL --prompt ...`.
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// The model.
+    model: PathBuf,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Softmax temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A tokenizer.json to use instead of the model's own.
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
+    /// Where the backend runs.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+}
+
+/// `prunec bench MODEL`.
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// The model.
+    model: PathBuf,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Timed batches of each kind.
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    /// Where the backend runs.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
 }
 
 /// Peak resident memory of this process, from the kernel, in MiB.
@@ -36,19 +144,9 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn run(cli: &Cli) -> Result<()> {
-    let pipeline = prunec_passes::parse_pipeline(&cli.pass)?;
-    if pipeline.is_empty() {
-        bail!("--pass names no pass; valid passes: {}", prunec_passes::PASSES.join(", "));
-    }
-    for name in &cli.dump_after {
-        prunec_passes::manager::Pass::from_name(name)?;
-        if !pipeline.iter().any(|p| p.name() == name) {
-            bail!("--dump-after {name}: `{name}` is not in --pass {}", cli.pass);
-        }
-    }
+fn load(path: &Path) -> Result<Model> {
     let start = Instant::now();
-    let mut model = prunec_frontends::load(&cli.model).with_context(|| format!("reading {}", cli.model.display()))?;
+    let model = prunec_frontends::load(path).with_context(|| format!("reading {}", path.display()))?;
     eprintln!(
         "read {} ({}, {}): {} parameters in {} tensors, {} nodes, {:.2} s",
         model.info.name,
@@ -59,29 +157,174 @@ fn run(cli: &Cli) -> Result<()> {
         model.graph.len(),
         start.elapsed().as_secs_f64()
     );
+    Ok(model)
+}
+
+fn tokenizer(model: &Path, explicit: Option<&Path>) -> Result<Tokenizer> {
+    Ok(match explicit {
+        Some(t) => Tokenizer::from_file(t)?,
+        None => Tokenizer::for_model(model)
+            .with_context(|| format!("no tokenizer for {} (give one with --tokenizer)", model.display()))?,
+    })
+}
+
+/// The tokens of an evaluation text; pre-tokenized rows need no tokenizer.
+fn eval_tokens(text: &Path, model: &Path, explicit_tokenizer: Option<&Path>) -> Result<Vec<u32>> {
+    let src = read_text_source(text)?;
+    Ok(match &src {
+        TextSource::Tokens(rows) => rows.concat(),
+        _ => token_stream(&src, &tokenizer(model, explicit_tokenizer)?)?,
+    })
+}
+
+fn run(cli: &RunArgs) -> Result<()> {
+    let Some(model_path) = &cli.model else {
+        bail!("no MODEL given: `prunec MODEL --pass PASSES` runs passes on a model, `prunec synth ...` writes one (see --help)");
+    };
+    let steps = pipeline::parse(&cli.pass)?;
+    for name in &cli.dump_after {
+        if !pipeline::valid_names().contains(&name.as_str()) {
+            bail!("--dump-after: unknown pass `{name}`; valid passes: {}", pipeline::valid_names().join(", "));
+        }
+        if !steps.iter().any(|p| p.name() == name) {
+            bail!("--dump-after {name}: `{name}` is not in --pass {}", cli.pass);
+        }
+    }
+    if steps.contains(&Step::Eval) && cli.eval_text.is_none() {
+        bail!("pass `eval` needs --eval-text FILE (plain text, or JSONL rows with `text` or `input_ids`)");
+    }
+    let start = Instant::now();
+    let mut model = load(model_path)?;
+    let mut report = Report {
+        model: serde_json::json!({
+            "name": model.info.name,
+            "architecture": model.info.architecture,
+            "format": model.info.format,
+            "source": model.info.source,
+        }),
+        params_before: model.params.numel(),
+        device: cli.device.name().into(),
+        ..Report::default()
+    };
     if cli.dump_input {
         print!("{}", prunec_ir::print(&model)?);
     }
-    let total = pipeline.len();
-    for (k, pass) in pipeline.iter().enumerate() {
-        eprintln!("[{}/{total}] {} ...", k + 1, pass.name());
-        let outcome = pass.run(&mut model).with_context(|| format!("pass `{}`", pass.name()))?;
-        eprintln!("[{}/{total}] {} done in {:.2} s", k + 1, pass.name(), outcome.elapsed.as_secs_f64());
-        print!("{}", outcome.summary);
-        if cli.dump_after.iter().any(|d| d == pass.name()) {
+    let mut eval_cache: Option<Vec<u32>> = None;
+    let total = steps.len();
+    for (k, step) in steps.iter().enumerate() {
+        eprintln!("[{}/{total}] {} ...", k + 1, step.name());
+        let t = Instant::now();
+        let mut record = PassRecord { name: step.name().into(), seconds: 0.0, summary: String::new(), perplexity: None };
+        match step {
+            Step::Ir(pass) => {
+                let outcome = pass.run(&mut model).with_context(|| format!("pass `{}`", pass.name()))?;
+                record.summary = outcome.summary;
+            }
+            Step::Eval => {
+                let text = cli.eval_text.as_deref().context("--eval-text")?;
+                if eval_cache.is_none() {
+                    eval_cache = Some(eval_tokens(text, model_path, cli.tokenizer.as_deref())?);
+                }
+                let tokens = eval_cache.as_deref().unwrap_or_default();
+                let windows = tokens.len() / cli.seq_len.max(1);
+                let mut bar = Progress::new("eval", windows, "windows");
+                let ppl = device::perplexity(cli.device, &model, tokens, cli.seq_len, cli.eval_batch, |done, _| {
+                    bar.update(done, "")
+                })
+                .context("pass `eval`")?;
+                bar.finish();
+                record.summary = format!(
+                    "perplexity: {:.4} ({} tokens, {} windows of {}, {} predicted; mean NLL {:.6})\n",
+                    ppl.perplexity, ppl.tokens, ppl.windows, cli.seq_len, ppl.predicted, ppl.mean_nll
+                );
+                record.perplexity = Some((ppl, text.display().to_string(), cli.seq_len));
+            }
+        }
+        record.seconds = t.elapsed().as_secs_f64();
+        eprintln!("[{}/{total}] {} done in {:.2} s", k + 1, step.name(), record.seconds);
+        print!("{}", record.summary);
+        if cli.dump_after.iter().any(|d| d == step.name()) {
             print!("{}", prunec_ir::print(&model)?);
         }
+        report.passes.push(record);
     }
-    match peak_rss_mib() {
-        Some(rss) => eprintln!("done in {:.2} s, peak RSS {rss:.1} MiB", start.elapsed().as_secs_f64()),
-        None => eprintln!("done in {:.2} s", start.elapsed().as_secs_f64()),
+    report.params_after = model.params.numel();
+    report.seconds = start.elapsed().as_secs_f64();
+    report.peak_rss_mib = peak_rss_mib();
+    if let Some(path) = &cli.report {
+        report.write(path, &[model_path.as_path()])?;
+        eprintln!("report written to {}", path.display());
+    }
+    match report.peak_rss_mib {
+        Some(rss) => eprintln!("done in {:.2} s, peak RSS {rss:.1} MiB", report.seconds),
+        None => eprintln!("done in {:.2} s", report.seconds),
+    }
+    Ok(())
+}
+
+fn generate(args: &GenerateArgs) -> Result<()> {
+    let model = load(&args.model)?;
+    let tok = tokenizer(&args.model, args.tokenizer.as_deref())?;
+    let prompt = tok.encode(&args.prompt)?;
+    if prompt.is_empty() {
+        bail!("the prompt gives no tokens");
+    }
+    let sampling = prunec_backends::runtime::Sampling {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    let start = Instant::now();
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", args.prompt)?;
+    out.flush()?;
+    let mut ids: Vec<u32> = Vec::new();
+    let mut shown = 0;
+    let generated = device::generate(args.device, &model, &prompt, &sampling, tok.eos, |t| {
+        ids.push(t);
+        // print what decodes cleanly so far (a character may span tokens)
+        if let Ok(text) = tok.decode(&ids) {
+            if text.len() > shown && text.is_char_boundary(shown) && !text.ends_with('\u{fffd}') {
+                let _ = write!(out, "{}", &text[shown..]);
+                let _ = out.flush();
+                shown = text.len();
+            }
+        }
+    })?;
+    writeln!(out)?;
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!("{} tokens in {secs:.2} s ({:.1} tokens/s, prompt {} tokens)", generated.len(), generated.len() as f64 / secs, prompt.len());
+    Ok(())
+}
+
+fn bench(args: &BenchArgs) -> Result<()> {
+    if args.batch == 0 || args.seq_len < 2 || args.iters == 0 {
+        bail!("--batch and --iters must be positive and --seq-len at least 2");
+    }
+    let model = load(&args.model)?;
+    let t = device::bench(args.device, &model, args.batch, args.seq_len, args.iters)?;
+    println!("model                {} ({} parameters)", model.info.name, model.params.numel());
+    println!("device               {}", args.device.name());
+    println!("batch                {} × {} tokens, {} timed iterations", args.batch, args.seq_len, t.iters);
+    println!("forward              {:.1} tokens/s", t.forward_tokens_per_s);
+    println!("forward+backward     {:.1} tokens/s", t.backward_tokens_per_s);
+    println!("load                 {:.2} s", t.load_seconds);
+    if let Some(rss) = peak_rss_mib() {
+        println!("peak RSS             {rss:.1} MiB");
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let result = match &cli.command {
+        Some(Command::Synth(args)) => synth::run(args),
+        Some(Command::Generate(args)) => generate(args),
+        Some(Command::Bench(args)) => bench(args),
+        None => run(&cli.run),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

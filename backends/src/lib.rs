@@ -6,8 +6,12 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod runtime;
 pub mod safetensors_writer;
+pub mod stream_writer;
 
+/// The Burn version prunec is built with, for code that works with its tensors.
+pub use ::burn;
 pub use atomic::AtomicPath;
 pub use safetensors_writer::write_safetensors;
 
@@ -39,6 +43,9 @@ pub enum BackendError {
         /// What went wrong.
         reason: String,
     },
+    /// The IR could not be run (an op the backend cannot lower, inconsistent operands).
+    #[error("backend: {0}")]
+    Lowering(String),
     /// The IR could not be read (a parameter's data, for instance).
     #[error(transparent)]
     Ir(#[from] prunec_ir::IrError),

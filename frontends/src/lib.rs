@@ -7,12 +7,14 @@
 //! [`load`] looks at the path and picks the frontend.
 #![warn(missing_docs)]
 
+pub mod data;
 pub mod error;
 pub mod gguf;
 pub mod gguf_llama;
 pub mod hf;
 pub mod llama;
 pub mod safetensors;
+pub mod tokenizer;
 pub mod weights;
 
 use std::io::Read;

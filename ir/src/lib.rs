@@ -32,6 +32,8 @@ pub mod model;
 pub mod op;
 pub mod params;
 pub mod print;
+pub mod rng;
+pub mod stats;
 pub mod types;
 pub mod verify;
 
@@ -43,5 +45,6 @@ pub use model::{Model, ModelInfo};
 pub use op::{Attention, BinaryOp, Op, Rope, RopeLayout, UnaryOp};
 pub use params::{Param, ParamData, ParamStore, TensorSource};
 pub use print::print;
+pub use stats::CalibrationStats;
 pub use types::{DType, Dim, Shape, ValueType};
 pub use verify::verify;

@@ -1,0 +1,92 @@
+//! Calibration: the causal-LM loss on a few samples, its gradient for every parameter, and
+//! the per-sample squared gradients whose mean approximates the Hessian diagonal (Fisher).
+//!
+//! Memory: besides the model and the autodiff graph of one micro-batch, it holds one f32
+//! copy of the parameters per statistic asked for (the gradient; the Fisher diagonal).
+
+use std::collections::BTreeMap;
+
+use burn::tensor::backend::AutodiffBackend;
+use prunec_ir::{CalibrationStats, Model};
+
+use super::exec::{causal_lm_loss, Executor};
+use crate::{BackendError, Result};
+
+/// How to calibrate.
+#[derive(Debug, Clone, Copy)]
+pub struct CalibrationOptions {
+    /// Also accumulate the Fisher diagonal (needs one backward pass per sample).
+    pub fisher: bool,
+    /// Samples per forward/backward pass when the Fisher diagonal is not asked for.
+    pub micro_batch: usize,
+}
+
+impl Default for CalibrationOptions {
+    fn default() -> Self {
+        CalibrationOptions { fisher: false, micro_batch: 4 }
+    }
+}
+
+fn add_scaled(acc: &mut Vec<f32>, g: &[f32], scale: f32, square: bool) {
+    if acc.is_empty() {
+        acc.resize(g.len(), 0.0);
+    }
+    for (a, &x) in acc.iter_mut().zip(g) {
+        *a += if square { x * x * scale } else { x * scale };
+    }
+}
+
+/// Measures the calibration statistics of `model` on `samples` (token ids, each at least 2
+/// long). `progress(done, total)` is called after each pass.
+pub fn calibrate<B: AutodiffBackend>(
+    model: &Model,
+    device: &B::Device,
+    samples: &[Vec<u32>],
+    options: CalibrationOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<CalibrationStats> {
+    if samples.is_empty() || samples.iter().any(|s| s.len() < 2) {
+        return Err(BackendError::Lowering("calibration needs samples of at least 2 tokens".into()));
+    }
+    let mut exec = Executor::<B>::new(model, device)?;
+    exec.require_grad();
+    let total_tokens: usize = samples.iter().map(|s| s.len() - 1).sum();
+    // batches of equal-length samples; one sample per batch when per-sample gradients are needed
+    let per_batch = if options.fisher { 1 } else { options.micro_batch.max(1) };
+    let mut batches: Vec<Vec<Vec<u32>>> = Vec::new();
+    for s in samples {
+        match batches.last_mut() {
+            Some(b) if b.len() < per_batch && b[0].len() == s.len() => b.push(s.clone()),
+            _ => batches.push(vec![s.clone()]),
+        }
+    }
+    let mut grad: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut fisher: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut loss_sum = 0.0f64;
+    let n_batches = batches.len();
+    for (k, batch) in batches.iter().enumerate() {
+        let ids = exec.ids(batch)?;
+        let loss = causal_lm_loss(exec.forward(ids.clone())?, ids);
+        let tokens = batch.len() * (batch[0].len() - 1);
+        let value = loss.clone().into_data().convert::<f32>().into_vec::<f32>().map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
+        loss_sum += f64::from(value.first().copied().unwrap_or(f32::NAN)) * tokens as f64;
+        let grads = loss.backward();
+        // the batch gradient is the token-weighted mean of the micro-batch gradients
+        let weight = tokens as f32 / total_tokens as f32;
+        for (name, t) in exec.params() {
+            let Some(g) = t.grad_f32(&grads)? else { continue };
+            add_scaled(grad.entry(name.clone()).or_default(), &g, weight, false);
+            if options.fisher {
+                add_scaled(fisher.entry(name.clone()).or_default(), &g, 1.0 / samples.len() as f32, true);
+            }
+        }
+        progress(k + 1, n_batches);
+    }
+    Ok(CalibrationStats {
+        samples: samples.len(),
+        tokens: total_tokens,
+        loss: loss_sum / total_tokens as f64,
+        grad,
+        fisher: options.fisher.then_some(fisher),
+    })
+}

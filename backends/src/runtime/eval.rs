@@ -1,0 +1,61 @@
+//! Perplexity as LLM-Pruner's evaluator computes it: non-overlapping windows of `seq_len`
+//! tokens (the last partial window dropped), each scored on its own (positions `1..L` predicted
+//! from `0..L−1`), `exp` of the mean NLL over every predicted token, summed in f64.
+
+use burn::prelude::Backend;
+use prunec_ir::Model;
+
+use super::exec::{row_nll, Executor};
+use crate::{BackendError, Result};
+
+/// What a perplexity run measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Perplexity {
+    /// `exp(mean_nll)`.
+    pub perplexity: f64,
+    /// Mean negative log-likelihood per predicted token.
+    pub mean_nll: f64,
+    /// Tokens of the text.
+    pub tokens: usize,
+    /// Windows scored.
+    pub windows: usize,
+    /// Tokens predicted (`windows × (seq_len − 1)`).
+    pub predicted: usize,
+}
+
+/// Perplexity of `model` on `tokens`, in windows of `seq_len`, `batch` windows per forward.
+/// `progress(done, total)` is called after each batch.
+pub fn perplexity<B: Backend>(
+    model: &Model,
+    device: &B::Device,
+    tokens: &[u32],
+    seq_len: usize,
+    batch: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Perplexity> {
+    if seq_len < 2 {
+        return Err(BackendError::Lowering(format!("--seq-len {seq_len}: windows need at least 2 tokens")));
+    }
+    let windows: Vec<Vec<u32>> = tokens.chunks_exact(seq_len).map(<[u32]>::to_vec).collect();
+    if windows.is_empty() {
+        return Err(BackendError::Lowering(format!(
+            "the text has {} tokens, fewer than one window of {seq_len}",
+            tokens.len()
+        )));
+    }
+    let exec = Executor::<B>::new(model, device)?;
+    let mut nll = 0.0f64;
+    let total = windows.len();
+    let mut done = 0;
+    for chunk in windows.chunks(batch.max(1)) {
+        let ids = exec.ids(chunk)?;
+        let rows = row_nll(exec.forward(ids.clone())?, ids);
+        let values = rows.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
+        nll += values.iter().map(|&v| f64::from(v)).sum::<f64>();
+        done += chunk.len();
+        progress(done, total);
+    }
+    let predicted = total * (seq_len - 1);
+    let mean_nll = nll / predicted as f64;
+    Ok(Perplexity { perplexity: mean_nll.exp(), mean_nll, tokens: tokens.len(), windows: total, predicted })
+}

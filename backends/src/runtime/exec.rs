@@ -1,0 +1,414 @@
+//! The IR lowered to Burn: an interpreter that runs each op of the graph, in topological
+//! order, as Burn tensor ops on any backend (`Flex` on the CPU, `Cuda` on NVIDIA GPUs, each
+//! wrapped in `Autodiff` when gradients are wanted). Values are dropped after their last use.
+//! An optional key/value cache makes generation incremental.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use burn::prelude::{Backend, Int, Tensor, TensorData};
+use burn::tensor::activation;
+use burn::tensor::backend::AutodiffBackend;
+use prunec_ir::{BinaryOp, Dim, Model, NodeId, Op, RopeLayout, UnaryOp, ValueId, ValueType};
+
+use super::tensor::{float_map, float_zip, DynTensor};
+use crate::{BackendError, Result};
+
+fn err(msg: impl Into<String>) -> BackendError {
+    BackendError::Lowering(msg.into())
+}
+
+/// One node, as the interpreter needs it.
+#[derive(Debug, Clone)]
+struct Step {
+    id: NodeId,
+    op: Op,
+    name: String,
+    inputs: Vec<ValueId>,
+    outputs: Vec<ValueType>,
+}
+
+/// Keys and values of past positions, per attention node.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    /// Positions already seen.
+    pub past: usize,
+    entries: HashMap<NodeId, (Tensor<B, 4>, Tensor<B, 4>)>,
+}
+
+impl<B: Backend> Default for KvCache<B> {
+    fn default() -> Self {
+        KvCache { past: 0, entries: HashMap::new() }
+    }
+}
+
+/// A model ready to run on backend `B`: its steps and its parameters as tensors.
+#[derive(Debug)]
+pub struct Executor<B: Backend> {
+    device: B::Device,
+    steps: Vec<Step>,
+    /// Index of the step after which each value is no longer needed.
+    last_use: HashMap<ValueId, usize>,
+    params: HashMap<String, DynTensor<B>>,
+    output: ValueId,
+}
+
+/// Cached rotary tables: (theta bits, dims, layout, offset, seq) -> (cos, sin).
+type RopeTables<B> = HashMap<(u32, usize, bool, usize, usize), (Tensor<B, 4>, Tensor<B, 4>)>;
+
+struct Run<'a, B: Backend> {
+    batch: usize,
+    seq: usize,
+    ids: Tensor<B, 2, Int>,
+    cache: Option<&'a mut KvCache<B>>,
+    ropes: RefCell<RopeTables<B>>,
+}
+
+impl<B: Backend> Executor<B> {
+    /// Prepares `model` to run on `device`, reading every parameter into a tensor.
+    pub fn new(model: &Model, device: &B::Device) -> Result<Executor<B>> {
+        let g = &model.graph;
+        let order = g.topological_order()?;
+        let mut steps = Vec::with_capacity(order.len());
+        let mut last_use = HashMap::new();
+        let mut output = None;
+        for (k, &id) in order.iter().enumerate() {
+            let node = g.node(id)?;
+            let inputs = g.inputs(id);
+            for &v in &inputs {
+                last_use.insert(v, k);
+            }
+            if let Op::Output { name } = &node.op {
+                if name == "logits" {
+                    output = inputs.first().copied();
+                }
+            }
+            steps.push(Step { id, op: node.op.clone(), name: node.name.clone(), inputs, outputs: node.outputs().to_vec() });
+        }
+        let output = output.ok_or_else(|| err("the graph has no `logits` output"))?;
+        let mut params = HashMap::new();
+        for (name, p) in model.params.iter() {
+            let values = model.params.read_f32(name)?;
+            params.insert(name.clone(), DynTensor::from_f32(values.as_ref().clone(), &p.shape, device)?);
+        }
+        Ok(Executor { device: device.clone(), steps, last_use, params, output })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// The parameters as tensors, by name.
+    pub fn params(&self) -> &HashMap<String, DynTensor<B>> {
+        &self.params
+    }
+
+    /// Token ids `[batch, seq]` as a tensor on the device.
+    pub fn ids(&self, rows: &[Vec<u32>]) -> Result<Tensor<B, 2, Int>> {
+        let seq = rows.first().map_or(0, Vec::len);
+        if seq == 0 || rows.iter().any(|r| r.len() != seq) {
+            return Err(err("a batch needs rows of one, non-zero length"));
+        }
+        let flat: Vec<i64> = rows.iter().flatten().map(|&t| i64::from(t)).collect();
+        Ok(Tensor::from_data(TensorData::new(flat, [rows.len(), seq]), &self.device))
+    }
+
+    /// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>> {
+        self.run(ids, None)
+    }
+
+    /// Logits for `ids` following the positions in `cache`, which is extended.
+    pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
+        let seq = ids.dims()[1];
+        let out = self.run(ids, Some(cache))?;
+        cache.past += seq;
+        Ok(out)
+    }
+
+    fn run(&self, ids: Tensor<B, 2, Int>, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 3>> {
+        let [batch, seq] = ids.dims();
+        let mut run = Run { batch, seq, ids, cache, ropes: RefCell::new(HashMap::new()) };
+        let mut values: HashMap<ValueId, DynTensor<B>> = HashMap::new();
+        for (k, step) in self.steps.iter().enumerate() {
+            let inputs = step
+                .inputs
+                .iter()
+                .map(|v| values.get(v).cloned().ok_or_else(|| err(format!("value {v} used before it is computed"))))
+                .collect::<Result<Vec<_>>>()?;
+            for v in &step.inputs {
+                if self.last_use.get(v) == Some(&k) && *v != self.output {
+                    values.remove(v);
+                }
+            }
+            let outs = self
+                .eval(step, inputs, &mut run)
+                .map_err(|e| err(format!("node `{}` ({}): {e}", step.name, step.op.mnemonic())))?;
+            for (j, t) in outs.into_iter().enumerate() {
+                values.insert(ValueId { node: step.id, output: j as u16 }, t);
+            }
+        }
+        match values.remove(&self.output) {
+            Some(DynTensor::F3(t)) => Ok(t),
+            Some(other) => Err(err(format!("logits have shape {:?}, not [batch, seq, vocab]", other.dims()))),
+            None => Err(err("logits were not computed")),
+        }
+    }
+
+    fn shape_of(&self, ty: &ValueType, run: &Run<'_, B>) -> Result<Vec<usize>> {
+        ty.shape
+            .dims()
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => Ok(*n),
+                Dim::Sym(s) if s == "batch" => Ok(run.batch),
+                Dim::Sym(s) if s == "seq" => Ok(run.seq),
+                Dim::Sym(s) => Err(err(format!("no value for dimension `{s}`"))),
+            })
+            .collect()
+    }
+
+    fn eval(&self, step: &Step, mut inputs: Vec<DynTensor<B>>, run: &mut Run<'_, B>) -> Result<Vec<DynTensor<B>>> {
+        let mut it = inputs.drain(..);
+        let mut next = || it.next().ok_or_else(|| err("missing input"));
+        let one = |t: DynTensor<B>| Ok(vec![t]);
+        match &step.op {
+            Op::Input { name, .. } => match name.as_str() {
+                "input_ids" => one(DynTensor::I2(run.ids.clone())),
+                other => Err(err(format!("no value for graph input `{other}`"))),
+            },
+            Op::Param { name, .. } => {
+                one(self.params.get(name).cloned().ok_or_else(|| err(format!("parameter `{name}` not loaded")))?)
+            }
+            Op::Output { .. } => Ok(vec![]),
+            Op::Embedding => {
+                let table = next()?;
+                let ids = next()?;
+                let DynTensor::F2(table) = table else { return Err(err("the table must be a matrix")) };
+                match ids {
+                    DynTensor::I2(ids) => {
+                        let [b, s] = ids.dims();
+                        let rows = table.select(0, ids.reshape([b * s]));
+                        let h = rows.dims()[1];
+                        one(DynTensor::F3(rows.reshape([b, s, h])))
+                    }
+                    DynTensor::I1(ids) => one(DynTensor::F2(table.select(0, ids))),
+                    _ => Err(err("ids must be integers")),
+                }
+            }
+            Op::Linear => {
+                let x = next()?;
+                let DynTensor::F2(w) = next()? else { return Err(err("the weight must be a matrix")) };
+                let bias = next().ok();
+                let mut dims = x.dims();
+                let inner = dims.pop().ok_or_else(|| err("scalar input"))?;
+                let rows: usize = dims.iter().product();
+                let DynTensor::F2(x2) = x.reshape(&[rows, inner])? else { return Err(err("reshape")) };
+                let mut y = x2.matmul(w.transpose());
+                if let Some(DynTensor::F1(b)) = bias {
+                    y = y + b.unsqueeze::<2>();
+                }
+                let out = y.dims()[1];
+                dims.push(out);
+                one(DynTensor::F2(y).reshape(&dims)?)
+            }
+            Op::MatMul => {
+                let (a, b) = (next()?, next()?);
+                let r = a.rank().max(b.rank());
+                float_zip!(a.lift(r)?, b.lift(r)?, |x, y| x.matmul(y)).map(|t| vec![t])
+            }
+            Op::RmsNorm { eps } => {
+                let (x, w) = (next()?, next()?);
+                let axis = x.rank() - 1;
+                let eps = *eps;
+                let normed = float_map!(x, t => {
+                    let var = t.clone().powi_scalar(2).mean_dim(axis);
+                    t * (var + eps).sqrt().recip()
+                })?;
+                one(binary(BinaryOp::Mul, w, normed)?)
+            }
+            Op::LayerNorm { eps } => {
+                let (x, w, b) = (next()?, next()?, next()?);
+                let axis = x.rank() - 1;
+                let eps = *eps;
+                let normed = float_map!(x, t => {
+                    let mean = t.clone().mean_dim(axis);
+                    let centered = t - mean;
+                    let var = centered.clone().powi_scalar(2).mean_dim(axis);
+                    centered * (var + eps).sqrt().recip()
+                })?;
+                one(binary(BinaryOp::Add, binary(BinaryOp::Mul, normed, w)?, b)?)
+            }
+            Op::Rope(rope) => {
+                let DynTensor::F4(x) = next()? else { return Err(err("rope needs [batch, seq, heads, dim]")) };
+                let offset = run.cache.as_ref().map_or(0, |c| c.past);
+                one(DynTensor::F4(self.rope(x, rope, offset, run)?))
+            }
+            Op::RepeatHeads { times } => {
+                let x = next()?;
+                let mut dims = x.dims();
+                let r = dims.len();
+                if r < 2 {
+                    return Err(err("repeat_heads needs [.., heads, dim]"));
+                }
+                let mut expanded = dims.clone();
+                expanded.insert(r - 1, 1);
+                let repeated = float_map!(x.reshape(&expanded)?, t => t.repeat_dim(r - 1, *times))?;
+                dims[r - 2] *= times;
+                one(repeated.reshape(&dims)?)
+            }
+            Op::Attention(attn) => {
+                let (q, k, v) = (next()?, next()?, next()?);
+                let (DynTensor::F4(q), DynTensor::F4(mut k), DynTensor::F4(mut v)) = (q, k, v) else {
+                    return Err(err("attention needs [batch, seq, heads, dim] operands"));
+                };
+                let mut past = 0;
+                if let Some(cache) = run.cache.as_deref_mut() {
+                    past = cache.past;
+                    if let Some((pk, pv)) = cache.entries.get(&step.id) {
+                        k = Tensor::cat(vec![pk.clone(), k], 1);
+                        v = Tensor::cat(vec![pv.clone(), v], 1);
+                    }
+                    cache.entries.insert(step.id, (k.clone(), v.clone()));
+                }
+                let (s, t) = (q.dims()[1], k.dims()[1]);
+                let q = q.swap_dims(1, 2);
+                let k = k.swap_dims(1, 2);
+                let v = v.swap_dims(1, 2);
+                let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(attn.scale);
+                if attn.causal {
+                    let mask: Vec<f32> = (0..s)
+                        .flat_map(|i| (0..t).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+                        .collect();
+                    let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [s, t]), &self.device);
+                    scores = scores + mask.unsqueeze::<4>();
+                }
+                let probs = activation::softmax(scores, 3);
+                one(DynTensor::F4(probs.matmul(v).swap_dims(1, 2)))
+            }
+            Op::Reshape { .. } => {
+                let x = next()?;
+                let ty = step.outputs.first().ok_or_else(|| err("reshape has no output type"))?;
+                one(x.reshape(&self.shape_of(ty, run)?)?)
+            }
+            Op::Transpose { perm } => one(next()?.permute(perm)?),
+            Op::Binary(op) => {
+                let (a, b) = (next()?, next()?);
+                one(binary(*op, a, b)?)
+            }
+            Op::Unary(op) => {
+                let x = next()?;
+                one(match *op {
+                    UnaryOp::Silu => float_map!(x, t => activation::silu(t))?,
+                    UnaryOp::Gelu => float_map!(x, t => activation::gelu(t))?,
+                    UnaryOp::GeluTanh => float_map!(x, t => {
+                        let inner = t.clone().mul(t.clone().powi_scalar(2).mul_scalar(0.044715).add_scalar(1.0)).mul_scalar(0.797_884_6);
+                        t.clone().mul(inner.tanh().add_scalar(1.0)).mul_scalar(0.5)
+                    })?,
+                    UnaryOp::Sigmoid => float_map!(x, t => activation::sigmoid(t))?,
+                    UnaryOp::Neg => float_map!(x, t => t.neg())?,
+                    UnaryOp::Sqrt => float_map!(x, t => t.sqrt())?,
+                    UnaryOp::Reciprocal => float_map!(x, t => t.recip())?,
+                    UnaryOp::Exp => float_map!(x, t => t.exp())?,
+                    UnaryOp::Tanh => float_map!(x, t => t.tanh())?,
+                    UnaryOp::Scale(c) => float_map!(x, t => t.mul_scalar(c))?,
+                })
+            }
+            Op::Concat { axis } => {
+                let parts: Vec<DynTensor<B>> = std::iter::from_fn(|| next().ok()).collect();
+                one(DynTensor::cat(parts, *axis)?)
+            }
+            Op::Slice { axis, start, end } => one(next()?.narrow(*axis, *start, end - start)?),
+            Op::Softmax { axis } => one(float_map!(next()?, t => activation::softmax(t, *axis))?),
+        }
+    }
+
+    /// Rotary embedding of `x[batch, seq, heads, dim]` at positions `offset..offset+seq`.
+    fn rope(&self, x: Tensor<B, 4>, rope: &prunec_ir::Rope, offset: usize, run: &Run<'_, B>) -> Result<Tensor<B, 4>> {
+        let [b, s, h, d] = x.dims();
+        let r = rope.rotary_dims;
+        let half = r / 2;
+        let interleaved = rope.layout == RopeLayout::Interleaved;
+        let key = (rope.theta.to_bits(), r, interleaved, offset, s);
+        let (cos, sin) = {
+            let mut tables = run.ropes.borrow_mut();
+            tables
+                .entry(key)
+                .or_insert_with(|| {
+                    // as HF computes them, in f32: inv_freq = 1 / theta^(2i / r); angle = pos · inv_freq
+                    let inv: Vec<f32> = (0..half).map(|i| 1.0 / rope.theta.powf((2 * i) as f32 / r as f32)).collect();
+                    let width = if interleaved { half } else { r };
+                    let mut cos = Vec::with_capacity(s * width);
+                    let mut sin = Vec::with_capacity(s * width);
+                    for p in offset..offset + s {
+                        for j in 0..width {
+                            let a = p as f32 * inv[j % half];
+                            cos.push(a.cos());
+                            sin.push(a.sin());
+                        }
+                    }
+                    let table = |v: Vec<f32>| {
+                        Tensor::<B, 2>::from_data(TensorData::new(v, [s, width]), &self.device).reshape([1, s, 1, width])
+                    };
+                    (table(cos), table(sin))
+                })
+                .clone()
+        };
+        let (rot, pass) = if r < d { (x.clone().narrow(3, 0, r), Some(x.narrow(3, r, d - r))) } else { (x, None) };
+        let rotated = if interleaved {
+            let pairs = rot.reshape([b, s, h, half, 2]);
+            let even = pairs.clone().narrow(4, 0, 1).reshape([b, s, h, half]);
+            let odd = pairs.narrow(4, 1, 1).reshape([b, s, h, half]);
+            let e = even.clone() * cos.clone() - odd.clone() * sin.clone();
+            let o = odd * cos + even * sin;
+            Tensor::cat(vec![e.reshape([b, s, h, half, 1]), o.reshape([b, s, h, half, 1])], 4).reshape([b, s, h, r])
+        } else {
+            let x1 = rot.clone().narrow(3, 0, half);
+            let x2 = rot.clone().narrow(3, half, half);
+            let rotated_half = Tensor::cat(vec![x2.neg(), x1], 3);
+            rot * cos + rotated_half * sin
+        };
+        Ok(match pass {
+            Some(p) => Tensor::cat(vec![rotated, p], 3),
+            None => rotated,
+        })
+    }
+}
+
+impl<B: AutodiffBackend> Executor<B> {
+    /// Marks every parameter as a leaf whose gradient is wanted.
+    pub fn require_grad(&mut self) {
+        let params = std::mem::take(&mut self.params);
+        self.params = params.into_iter().map(|(n, t)| (n, t.require_grad())).collect();
+    }
+}
+
+/// An element-wise binary op with numpy broadcasting.
+fn binary<B: Backend>(op: BinaryOp, a: DynTensor<B>, b: DynTensor<B>) -> Result<DynTensor<B>> {
+    let r = a.rank().max(b.rank());
+    let (a, b) = (a.lift(r)?, b.lift(r)?);
+    match op {
+        BinaryOp::Add => float_zip!(a, b, |x, y| x + y),
+        BinaryOp::Sub => float_zip!(a, b, |x, y| x - y),
+        BinaryOp::Mul => float_zip!(a, b, |x, y| x * y),
+        BinaryOp::Div => float_zip!(a, b, |x, y| x / y),
+    }
+}
+
+/// Mean negative log-likelihood of each row's tokens `1..seq` predicted from `0..seq-1`
+/// (the causal-LM loss), as a scalar tensor `[1]`.
+pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, s, _] = logits.dims();
+    let logp = activation::log_softmax(logits.narrow(1, 0, s - 1), 2);
+    let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
+    logp.gather(2, targets).mean().neg()
+}
+
+/// Sum of negative log-likelihoods per row `[batch]`, over tokens `1..seq`.
+pub fn row_nll<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    let [b, s, _] = logits.dims();
+    let logp = activation::log_softmax(logits.narrow(1, 0, s - 1), 2);
+    let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
+    logp.gather(2, targets).reshape([b, s - 1]).sum_dim(1).reshape([b]).neg()
+}

@@ -1,0 +1,23 @@
+//! The Burn runtime: the IR lowered to Burn tensor ops, generic over Burn's backends (Flex on the CPU, Cuda on NVIDIA GPUs, each with or without Autodiff).
+
+pub mod bench;
+pub mod calibrate;
+pub mod eval;
+pub mod exec;
+pub mod generate;
+pub mod tensor;
+
+pub use calibrate::{calibrate, CalibrationOptions};
+pub use eval::{perplexity, Perplexity};
+pub use generate::{generate, Sampling};
+pub use exec::{causal_lm_loss, row_nll, Executor, KvCache};
+pub use tensor::DynTensor;
+
+/// The CPU backend.
+pub type Cpu = burn::backend::Flex;
+/// The CPU backend with automatic differentiation.
+pub type CpuAutodiff = burn::backend::Autodiff<burn::backend::Flex>;
+/// The CPU device.
+pub fn cpu() -> burn::backend::flex::FlexDevice {
+    burn::backend::flex::FlexDevice
+}

@@ -1,0 +1,450 @@
+//! Calibration and evaluation text: reading it, drawing calibration samples as LLM-Pruner's
+//! `get_examples` does, and cutting a token stream into perplexity windows.
+//!
+//! Randomness is prunec's own SplitMix64 ([`SplitMix64`]) with unbiased bounded draws
+//! (rejection), so a seed gives the same samples in every version of prunec and on every
+//! machine; nothing here depends on another crate's generator.
+
+use std::path::Path;
+
+use crate::error::{FrontendError, Result};
+use crate::tokenizer::Tokenizer;
+
+/// Token samples for calibration or evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextSource {
+    /// A whole plain text.
+    Plain(String),
+    /// The `text` fields of JSONL rows.
+    Rows(Vec<String>),
+    /// The `input_ids` fields of JSONL rows, used as they are.
+    Tokens(Vec<Vec<u32>>),
+}
+
+/// Why calibration samples could not be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// Tokenizing failed.
+    #[error(transparent)]
+    Tokenizer(#[from] FrontendError),
+    /// `n = 0` samples were asked for.
+    #[error("no calibration samples asked for (n = 0)")]
+    NoSamples,
+    /// The window is shorter than 2 tokens: nothing to predict.
+    #[error("a window of {len} tokens is too short: at least 2 are needed")]
+    WindowTooShort {
+        /// The window length asked for.
+        len: usize,
+    },
+    /// A plain text has fewer tokens than one window.
+    #[error("the text has {tokens} tokens, fewer than one window of {len}")]
+    TextTooShort {
+        /// The text's tokens.
+        tokens: usize,
+        /// The window length.
+        len: usize,
+    },
+    /// Too few rows are long enough to hold a window (each row is drawn at most once).
+    #[error("only {long_enough} of {rows} rows have at least {len} tokens, but {n} samples were asked for")]
+    TooFewLongRows {
+        /// The rows with at least `len` tokens.
+        long_enough: usize,
+        /// All rows.
+        rows: usize,
+        /// The window length.
+        len: usize,
+        /// The samples asked for.
+        n: usize,
+    },
+    /// Too few token rows for `n` samples.
+    #[error("only {rows} token rows, but {n} samples were asked for")]
+    TooFewRows {
+        /// The rows.
+        rows: usize,
+        /// The samples asked for.
+        n: usize,
+    },
+    /// A token row is empty.
+    #[error("token row {row} is empty")]
+    EmptyRow {
+        /// Its index (0-based).
+        row: usize,
+    },
+}
+
+/// Reads calibration or evaluation text. A `.jsonl` or `.json` file holds one JSON object per
+/// line (blank lines skipped), each with a `text` string or an `input_ids` array of token ids
+/// (all rows of one kind); a `.json` file may also be one JSON array of such objects. Any other
+/// file is plain UTF-8 text. Errors name the file and the line.
+pub fn read_text_source(path: &Path) -> Result<TextSource> {
+    let bytes = std::fs::read(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let is_json = matches!(ext.as_deref(), Some("jsonl" | "json"));
+    let text = String::from_utf8(bytes).map_err(|e| FrontendError::Corrupt {
+        path: path.to_path_buf(),
+        format: if is_json { "JSONL" } else { "text" },
+        reason: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+    })?;
+    if !is_json {
+        return Ok(TextSource::Plain(text));
+    }
+    let mut rows = RowReader { path, texts: Vec::new(), tokens: Vec::new() };
+    // A `.json` file holding one array of rows.
+    if ext.as_deref() == Some("json") && text.trim_start().starts_with('[') {
+        let array: Vec<serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| corrupt(path, format!("line {}: {e}", e.line())))?;
+        for (i, row) in array.iter().enumerate() {
+            rows.push(row, &format!("element {i}"))?;
+        }
+    } else {
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let at = format!("line {}", i + 1);
+            let row: serde_json::Value = serde_json::from_str(line).map_err(|e| corrupt(path, format!("{at}: {e}")))?;
+            rows.push(&row, &at)?;
+        }
+    }
+    rows.finish()
+}
+
+fn corrupt(path: &Path, reason: String) -> FrontendError {
+    FrontendError::Corrupt { path: path.to_path_buf(), format: "JSONL", reason }
+}
+
+/// Collects JSONL rows, checking they are all of one kind.
+struct RowReader<'p> {
+    path: &'p Path,
+    texts: Vec<String>,
+    tokens: Vec<Vec<u32>>,
+}
+
+impl RowReader<'_> {
+    fn push(&mut self, row: &serde_json::Value, at: &str) -> Result<()> {
+        let err = |what: String| corrupt(self.path, format!("{at}: {what}"));
+        let Some(obj) = row.as_object() else {
+            return Err(err("a row must be a JSON object with `text` or `input_ids`".into()));
+        };
+        match (obj.get("text"), obj.get("input_ids")) {
+            (Some(text), None) => {
+                let text = text.as_str().ok_or_else(|| err("`text` is not a string".into()))?;
+                if !self.tokens.is_empty() {
+                    return Err(err("a `text` row among `input_ids` rows".into()));
+                }
+                self.texts.push(text.to_string());
+            }
+            (None, Some(ids)) => {
+                let ids = ids
+                    .as_array()
+                    .and_then(|a| {
+                        a.iter().map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok())).collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or_else(|| err("`input_ids` is not an array of token ids".into()))?;
+                if !self.texts.is_empty() {
+                    return Err(err("an `input_ids` row among `text` rows".into()));
+                }
+                self.tokens.push(ids);
+            }
+            (Some(_), Some(_)) => return Err(err("a row has both `text` and `input_ids`".into())),
+            (None, None) => return Err(err("a row has neither `text` nor `input_ids`".into())),
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<TextSource> {
+        if !self.tokens.is_empty() {
+            Ok(TextSource::Tokens(self.tokens))
+        } else if !self.texts.is_empty() {
+            Ok(TextSource::Rows(self.texts))
+        } else {
+            Err(corrupt(self.path, "no rows".into()))
+        }
+    }
+}
+
+/// `n` random windows of `len` tokens, as LLM-Pruner's `get_examples` draws them, reproducibly
+/// from `seed` ([`SplitMix64`]):
+///
+/// * `Plain`: the whole text is tokenized once; each window start is drawn uniformly from
+///   `0..=tokens - len` (windows may overlap or repeat).
+/// * `Rows`: rows are drawn uniformly, each at most once, among those not yet drawn; a row with
+///   fewer than `len` tokens is passed over; the window start is then drawn uniformly inside the
+///   row. Rows are tokenized only when drawn.
+/// * `Tokens`: the first `n` rows as they are, each cut to at most `len` tokens.
+///
+/// Texts are tokenized without special tokens ([`Tokenizer::encode`]).
+pub fn calibration_samples(
+    src: &TextSource,
+    tok: &Tokenizer,
+    n: usize,
+    len: usize,
+    seed: u64,
+) -> Result<Vec<Vec<u32>>, DataError> {
+    if n == 0 {
+        return Err(DataError::NoSamples);
+    }
+    if len < 2 {
+        return Err(DataError::WindowTooShort { len });
+    }
+    let mut rng = SplitMix64::new(seed);
+    match src {
+        TextSource::Plain(text) => {
+            let ids = tok.encode(text)?;
+            if ids.len() < len {
+                return Err(DataError::TextTooShort { tokens: ids.len(), len });
+            }
+            let starts = ids.len() - len + 1;
+            Ok((0..n)
+                .map(|_| {
+                    let s = rng.below(starts);
+                    ids[s..s + len].to_vec()
+                })
+                .collect())
+        }
+        TextSource::Rows(rows) => {
+            let mut left: Vec<usize> = (0..rows.len()).collect();
+            let mut samples = Vec::with_capacity(n);
+            let mut long_enough = 0;
+            while samples.len() < n {
+                if left.is_empty() {
+                    return Err(DataError::TooFewLongRows { long_enough, rows: rows.len(), len, n });
+                }
+                let row = left.swap_remove(rng.below(left.len()));
+                let ids = tok.encode(&rows[row])?;
+                if ids.len() < len {
+                    continue;
+                }
+                long_enough += 1;
+                let s = rng.below(ids.len() - len + 1);
+                samples.push(ids[s..s + len].to_vec());
+            }
+            Ok(samples)
+        }
+        TextSource::Tokens(rows) => {
+            if rows.len() < n {
+                return Err(DataError::TooFewRows { rows: rows.len(), n });
+            }
+            rows[..n]
+                .iter()
+                .enumerate()
+                .map(|(row, ids)| {
+                    if ids.is_empty() {
+                        return Err(DataError::EmptyRow { row });
+                    }
+                    Ok(ids[..ids.len().min(len)].to_vec())
+                })
+                .collect()
+        }
+    }
+}
+
+/// All tokens of the text, without special tokens: a plain text in one call, rows joined with
+/// `"\n\n"` first (as LLM-Pruner joins wikitext), token rows concatenated.
+pub fn token_stream(src: &TextSource, tok: &Tokenizer) -> Result<Vec<u32>> {
+    match src {
+        TextSource::Plain(text) => tok.encode(text),
+        TextSource::Rows(rows) => tok.encode(&rows.join("\n\n")),
+        TextSource::Tokens(rows) => Ok(rows.concat()),
+    }
+}
+
+/// Consecutive, non-overlapping windows of exactly `len` tokens; the last partial window is
+/// dropped (none when `len` is 0).
+pub fn eval_windows(tokens: &[u32], len: usize) -> Vec<&[u32]> {
+    if len == 0 {
+        return Vec::new();
+    }
+    tokens.chunks_exact(len).collect()
+}
+
+pub use prunec_ir::rng::SplitMix64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A byte-level tokenizer with no merges: one token per byte of the text.
+    fn byte_tokenizer(dir: &Path) -> Tokenizer {
+        let mut alphabet: Vec<char> =
+            tokenizers::pre_tokenizers::byte_level::ByteLevel::alphabet().into_iter().collect();
+        alphabet.sort();
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            alphabet.iter().zip(0u32..).map(|(c, i)| (c.to_string(), i.into())).collect();
+        let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": byte_level, "post_processor": null, "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                      "ignore_merges": false, "vocab": vocab, "merges": []}
+        });
+        let path = dir.join("tokenizer.json");
+        std::fs::write(&path, json.to_string()).unwrap();
+        Tokenizer::from_file(&path).unwrap()
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn reads_plain_text_and_jsonl_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = write(dir.path(), "a.txt", " leading spaces\n\nkept\n");
+        assert_eq!(read_text_source(&plain).unwrap(), TextSource::Plain(" leading spaces\n\nkept\n".into()));
+        let rows = write(dir.path(), "r.jsonl", "{\"text\": \"one\"}\n\n{\"text\": \"two\", \"meta\": 3}\n");
+        assert_eq!(read_text_source(&rows).unwrap(), TextSource::Rows(vec!["one".into(), "two".into()]));
+        let ids = write(dir.path(), "t.JSONL", "{\"input_ids\": [1, 2, 3]}\n{\"input_ids\": [4]}\n");
+        assert_eq!(read_text_source(&ids).unwrap(), TextSource::Tokens(vec![vec![1, 2, 3], vec![4]]));
+        let array = write(dir.path(), "a.json", "[{\"text\": \"x\"},\n {\"text\": \"y\"}]");
+        assert_eq!(read_text_source(&array).unwrap(), TextSource::Rows(vec!["x".into(), "y".into()]));
+        let json_lines = write(dir.path(), "l.json", "{\"text\": \"x\"}\n{\"text\": \"y\"}\n");
+        assert_eq!(read_text_source(&json_lines).unwrap(), TextSource::Rows(vec!["x".into(), "y".into()]));
+    }
+
+    #[test]
+    fn bad_rows_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": \"c\"\n", "line 3"),
+            ("{\"text\": \"a\"}\n\n{\"input_ids\": [1]}\n", "line 3"),
+            ("{\"input_ids\": [1]}\n{\"text\": \"a\"}\n", "line 2"),
+            ("{\"txt\": \"a\"}\n", "line 1"),
+            ("{\"text\": 5}\n", "line 1"),
+            ("{\"input_ids\": [1, -2]}\n", "line 1"),
+            ("{\"input_ids\": [4294967296]}\n", "line 1"),
+            ("{\"text\": \"a\", \"input_ids\": [1]}\n", "line 1"),
+            ("[1, 2]\n", "line 1"),
+            ("\n\n", "no rows"),
+        ];
+        for (i, (text, at)) in cases.iter().enumerate() {
+            let path = write(dir.path(), &format!("bad{i}.jsonl"), text);
+            let err = read_text_source(&path).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, FrontendError::Corrupt { .. }), "case {i}: {msg}");
+            assert!(msg.contains(&format!("bad{i}.jsonl")) && msg.contains(at), "case {i}: {msg}");
+        }
+        let array = write(dir.path(), "bad.json", "[{\"text\": \"x\"}, {\"nope\": 1}]");
+        assert!(read_text_source(&array).unwrap_err().to_string().contains("element 1"));
+        let latin1 = dir.path().join("l.txt");
+        std::fs::write(&latin1, b"caf\xe9").unwrap();
+        assert!(read_text_source(&latin1).unwrap_err().to_string().contains("not UTF-8 (byte 3)"));
+        let missing = read_text_source(&dir.path().join("none.txt")).unwrap_err();
+        assert!(matches!(missing, FrontendError::Io { .. }));
+    }
+
+    #[test]
+    fn plain_text_windows_are_reproducible_slices() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = byte_tokenizer(dir.path());
+        let text: String = (0..200).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let src = TextSource::Plain(text.clone());
+        let samples = calibration_samples(&src, &tok, 8, 16, 42).unwrap();
+        assert_eq!(samples.len(), 8);
+        for s in &samples {
+            assert_eq!(s.len(), 16);
+            assert!(text.contains(&tok.decode(s).unwrap()));
+        }
+        assert_eq!(calibration_samples(&src, &tok, 8, 16, 42).unwrap(), samples);
+        assert_ne!(calibration_samples(&src, &tok, 8, 16, 43).unwrap(), samples);
+        // A text of exactly one window gives that window.
+        let one = TextSource::Plain("abcd".into());
+        assert_eq!(calibration_samples(&one, &tok, 2, 4, 0).unwrap(), vec![tok.encode("abcd").unwrap(); 2]);
+    }
+
+    #[test]
+    fn rows_too_short_are_passed_over_and_rows_drawn_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = byte_tokenizer(dir.path());
+        // Long rows are one letter repeated (a window tells its row); odd rows are too short.
+        let letter = |i: usize| char::from(b'a' + i as u8);
+        let rows: Vec<String> =
+            (0..20).map(|i| if i % 2 == 0 { letter(i).to_string().repeat(12) } else { "short".into() }).collect();
+        let src = TextSource::Rows(rows.clone());
+        let samples = calibration_samples(&src, &tok, 10, 8, 7).unwrap();
+        let mut used = std::collections::BTreeSet::new();
+        for s in &samples {
+            assert_eq!(s.len(), 8);
+            let text = tok.decode(s).unwrap();
+            let row = rows.iter().position(|r| r.contains(&text)).unwrap();
+            assert!(row % 2 == 0);
+            used.insert(row);
+        }
+        assert_eq!(used.len(), 10, "every long row is drawn once");
+        assert_eq!(calibration_samples(&src, &tok, 10, 8, 7).unwrap(), samples);
+        assert_ne!(calibration_samples(&src, &tok, 10, 8, 8).unwrap(), samples);
+        let err = calibration_samples(&src, &tok, 11, 8, 7).unwrap_err();
+        assert!(matches!(err, DataError::TooFewLongRows { long_enough: 10, rows: 20, len: 8, n: 11 }), "{err}");
+    }
+
+    #[test]
+    fn token_rows_are_used_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = byte_tokenizer(dir.path());
+        let src = TextSource::Tokens(vec![vec![1, 2, 3, 4, 5], vec![6, 7], vec![8, 9, 10]]);
+        assert_eq!(calibration_samples(&src, &tok, 2, 3, 0).unwrap(), [vec![1, 2, 3], vec![6, 7]]);
+        assert!(matches!(calibration_samples(&src, &tok, 4, 3, 0), Err(DataError::TooFewRows { rows: 3, n: 4 })));
+        let empty = TextSource::Tokens(vec![vec![1, 2], vec![]]);
+        assert!(matches!(calibration_samples(&empty, &tok, 2, 3, 0), Err(DataError::EmptyRow { row: 1 })));
+        assert_eq!(token_stream(&src, &tok).unwrap(), (1..=10).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = byte_tokenizer(dir.path());
+        let src = TextSource::Plain("abcdef".into());
+        assert!(matches!(calibration_samples(&src, &tok, 0, 4, 0), Err(DataError::NoSamples)));
+        assert!(matches!(calibration_samples(&src, &tok, 1, 1, 0), Err(DataError::WindowTooShort { len: 1 })));
+        let err = calibration_samples(&src, &tok, 1, 7, 0).unwrap_err();
+        assert!(matches!(err, DataError::TextTooShort { tokens: 6, len: 7 }), "{err}");
+        assert_eq!(err.to_string(), "the text has 6 tokens, fewer than one window of 7");
+    }
+
+    #[test]
+    fn token_stream_joins_rows_like_llm_pruner() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = byte_tokenizer(dir.path());
+        let rows = TextSource::Rows(vec!["a b".into(), "c".into()]);
+        assert_eq!(token_stream(&rows, &tok).unwrap(), tok.encode("a b\n\nc").unwrap());
+        let plain = TextSource::Plain(" x\n".into());
+        assert_eq!(token_stream(&plain, &tok).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn eval_windows_drop_the_partial_last() {
+        let tokens: Vec<u32> = (0..10).collect();
+        assert_eq!(eval_windows(&tokens, 3), [&[0, 1, 2][..], &[3, 4, 5], &[6, 7, 8]]);
+        assert_eq!(eval_windows(&tokens, 5).len(), 2);
+        assert!(eval_windows(&tokens, 11).is_empty());
+        assert!(eval_windows(&tokens, 0).is_empty());
+        // SmolLM2's golden perplexity: 7658 tokens in windows of 128 give 59 windows.
+        assert_eq!(eval_windows(&vec![0; 7658], 128).len(), 59);
+    }
+
+    /// The generator's sequence is part of prunec's reproducibility promise: pinned here.
+    #[test]
+    fn splitmix64_sequence_is_pinned() {
+        let mut rng = SplitMix64::new(0);
+        assert_eq!(
+            [rng.next_u64(), rng.next_u64(), rng.next_u64()],
+            [0xE220_A839_7B1D_CDAF, 0x6E78_9E6A_A1B9_65F4, 0x06C4_5D18_8009_454F]
+        );
+        let mut rng = SplitMix64::new(42);
+        let draws: Vec<usize> = (0..8).map(|_| rng.below(100)).collect();
+        let mut again = SplitMix64::new(42);
+        assert_eq!(draws, (0..8).map(|_| again.below(100)).collect::<Vec<_>>());
+        assert_eq!(SplitMix64::new(1).below(0), 0);
+        assert_eq!(SplitMix64::new(1).below(1), 0);
+        // Uniform enough: each of 10 buckets gets 10% ± 1% of 100k draws.
+        let mut counts = [0usize; 10];
+        let mut rng = SplitMix64::new(7);
+        for _ in 0..100_000 {
+            counts[rng.below(10)] += 1;
+        }
+        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+    }
+}

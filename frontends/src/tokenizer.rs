@@ -1,0 +1,760 @@
+//! A model's tokenizer, read from an HF folder (`tokenizer.json`) or built from the
+//! `tokenizer.ggml.*` metadata of a GGUF file, on top of HF's `tokenizers` crate.
+//!
+//! GGUF tokenizers are rebuilt as transformers' GGUF loader (`from_pretrained(gguf_file=...)`)
+//! rebuilds them, since that is how HF (and prunec's golden data) tokenize a GGUF model:
+//!
+//! * `tokenizer.ggml.model = "gpt2"`: a byte-level BPE (vocabulary `tokenizer.ggml.tokens`, merges
+//!   `tokenizer.ggml.merges`, ByteLevel decoder) that splits words with GPT-2's regex
+//!   (`ByteLevel(use_regex=true)`), whatever `tokenizer.ggml.pre` says. For SmolLM2 this gives
+//!   exactly the golden ids. The model's own `tokenizer.json` (and llama.cpp) may split
+//!   otherwise: SmolLM2's first isolates every digit (`Digits(individual_digits=true)`), which
+//!   differs where spaces precede a digit (`"\n\n  0"`: 1 token instead of 2; 7639 tokens instead of
+//!   7658 on `tests/fixtures/smollm2/public.txt`). [`GgufPreTokenizer::Native`] gives that split.
+//! * `tokenizer.ggml.model = "llama"`: SentencePiece BPE as HF's `LlamaTokenizerFast` (legacy)
+//!   holds it: BPE with byte fallback, `▁` for spaces (and one in front when
+//!   `tokenizer.ggml.add_space_prefix`, default true); merges from `tokenizer.ggml.merges`, else
+//!   derived from `tokenizer.ggml.scores` as transformers' GGUF converter does.
+//!
+//! Tokens of type CONTROL (3) and UNKNOWN (2) become special tokens (matched in text, skipped by
+//! [`Tokenizer::decode`]); USER_DEFINED (4) ones become added, non-special tokens.
+//!
+//! [`Tokenizer::encode`] never adds special tokens (HF's `add_special_tokens=False`); special
+//! tokens written in the text (`<|im_start|>`) are still recognised, as in HF.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::byte_level::ByteLevel;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence, NFC};
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
+use tokenizers::pre_tokenizers::split::Split;
+use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
+
+use crate::error::{FrontendError, Result};
+use crate::gguf::{GgufFile, GgufValue};
+
+/// How a GGUF byte-level BPE (`tokenizer.ggml.model = "gpt2"`) splits text into words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GgufPreTokenizer {
+    /// As transformers' GGUF loader does: GPT-2's regex (`ByteLevel(use_regex=true)`) for every
+    /// model. prunec's golden data (perplexity, logits) was tokenized so.
+    #[default]
+    Transformers,
+    /// As `tokenizer.ggml.pre` names it, like llama.cpp and the model's own `tokenizer.json`;
+    /// see [`NATIVE_PRE_TOKENIZERS`].
+    Native,
+}
+
+/// GGUF `tokenizer.ggml.pre` names that [`GgufPreTokenizer::Native`] rebuilds, with the HF
+/// pre-tokenizer each one stands for (llama.cpp's `llama-vocab.cpp` gives each name a splitting
+/// regex; HF's `tokenizer.json` of those models holds the same split):
+///
+/// * `default`, `gpt-2`, `gpt2`, `phi-2`, `roberta-bpe`: GPT-2's `ByteLevel(use_regex=true)`.
+/// * `smollm`, `starcoder`, `refact`, `codeshell`: `Sequence[Digits(individual_digits=true),
+///   ByteLevel(add_prefix_space=false, use_regex=true)]` (every digit its own word), as
+///   SmolLM2's `tokenizer.json`.
+/// * `llama-bpe`, `llama3`, `smaug-bpe`, `dbrx`: LLaMA 3's `Split(regex, isolated)` +
+///   `ByteLevel(use_regex=false)`, with `ignore_merges` (as llama.cpp and HF do).
+/// * `qwen2`: NFC, then Qwen2's `Split(regex, isolated)` + `ByteLevel(use_regex=false)`.
+///
+/// Only `smollm` is checked against real ids (those of SmolLM2's own split, by a test).
+pub const NATIVE_PRE_TOKENIZERS: &[&str] = &[
+    "default",
+    "gpt-2",
+    "gpt2",
+    "phi-2",
+    "roberta-bpe",
+    "smollm",
+    "starcoder",
+    "refact",
+    "codeshell",
+    "llama-bpe",
+    "llama3",
+    "smaug-bpe",
+    "dbrx",
+    "qwen2",
+];
+
+/// LLaMA 3's splitting regex (HF `tokenizer.json`, `Split` pre-tokenizer).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen2's splitting regex (HF `tokenizer.json`, `Split` pre-tokenizer).
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// llama.cpp's token types (`tokenizer.ggml.token_type`).
+const TOKEN_TYPE_UNKNOWN: i64 = 2;
+const TOKEN_TYPE_CONTROL: i64 = 3;
+const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+/// A model's tokenizer.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// The file it was read from (`tokenizer.json` or the GGUF file), for errors.
+    source: PathBuf,
+    chat_template: Option<String>,
+    /// The beginning-of-sequence token, if the model names one.
+    pub bos: Option<u32>,
+    /// The end-of-sequence token, if the model names one.
+    pub eos: Option<u32>,
+}
+
+impl fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("source", &self.source)
+            .field("vocab_size", &self.vocab_size())
+            .field("bos", &self.bos)
+            .field("eos", &self.eos)
+            .field("chat_template", &self.chat_template.is_some())
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    /// The tokenizer of the model at `path`: an HF folder (its `tokenizer.json`, with bos/eos
+    /// from `generation_config.json`, else `config.json`, else `tokenizer_config.json`, and the
+    /// chat template from `chat_template.jinja` or `tokenizer_config.json`), or a GGUF file
+    /// (built from its `tokenizer.ggml.*` metadata); a `.json` file is read as a `tokenizer.json`.
+    pub fn for_model(path: &Path) -> Result<Tokenizer> {
+        if path.is_dir() {
+            let json = path.join("tokenizer.json");
+            if !json.is_file() {
+                return Err(FrontendError::Missing {
+                    path: json,
+                    what:
+                        "the model's tokenizer (only `tokenizer.json` is read, not a SentencePiece `tokenizer.model`)"
+                            .into(),
+                });
+            }
+            return Tokenizer::from_file(&json);
+        }
+        if path.extension().is_some_and(|e| e == "json") {
+            return Tokenizer::from_file(path);
+        }
+        Tokenizer::from_gguf(&GgufFile::open(path)?)
+    }
+
+    /// The tokenizer in the `tokenizer.json` at `path`. The files next to it
+    /// (`tokenizer_config.json`, `config.json`, `generation_config.json`, `chat_template.jinja`)
+    /// give bos/eos and the chat template when they are there.
+    pub fn from_file(path: &Path) -> Result<Tokenizer> {
+        if !path.is_file() {
+            return Err(FrontendError::Missing {
+                path: path.to_path_buf(),
+                what: "a tokenizer (`tokenizer.json`)".into(),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| FrontendError::Corrupt {
+            path: path.to_path_buf(),
+            format: "tokenizer.json",
+            reason: e.to_string(),
+        })?;
+        let mut tok = Tokenizer { inner, source: path.to_path_buf(), chat_template: None, bos: None, eos: None };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        tok.read_hf_configs(dir)?;
+        Ok(tok)
+    }
+
+    /// The tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata, as transformers
+    /// rebuilds it ([`GgufPreTokenizer::Transformers`]).
+    pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer> {
+        Tokenizer::from_gguf_with(file, GgufPreTokenizer::Transformers)
+    }
+
+    /// [`Tokenizer::from_gguf`] with the word split of a byte-level BPE chosen.
+    pub fn from_gguf_with(file: &GgufFile, split: GgufPreTokenizer) -> Result<Tokenizer> {
+        let path = file.path();
+        let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
+        let model = file.get_str("tokenizer.ggml.model")?;
+        let tokens = file.get_str_array("tokenizer.ggml.tokens")?;
+        let n = tokens.len();
+        let types = match file.get("tokenizer.ggml.token_type") {
+            None => vec![1; n],
+            Some(v) => {
+                let types = v.as_array().and_then(|a| a.iter().map(GgufValue::as_i64).collect::<Option<Vec<_>>>());
+                match types {
+                    Some(t) if t.len() == n => t,
+                    Some(t) => {
+                        return Err(bad(format!("`tokenizer.ggml.token_type` has {} entries for {n} tokens", t.len())))
+                    }
+                    None => return Err(bad("`tokenizer.ggml.token_type` is not an array of integers".into())),
+                }
+            }
+        };
+        let token_id = |key: &str| -> Result<Option<u32>> {
+            if file.get(key).is_none() {
+                return Ok(None);
+            }
+            let id = file.get_usize(key)?;
+            if id >= n {
+                return Err(bad(format!("`{key}` = {id} is not a token id (the vocabulary has {n} tokens)")));
+            }
+            Ok(u32::try_from(id).ok())
+        };
+        let bos = token_id("tokenizer.ggml.bos_token_id")?;
+        let eos = token_id("tokenizer.ggml.eos_token_id")?;
+        let chat_template = match file.get("tokenizer.chat_template") {
+            None => None,
+            Some(_) => Some(file.get_str("tokenizer.chat_template")?.to_string()),
+        };
+        let vocab_ids = u32::try_from(n).map_err(|_| bad(format!("{n} tokens are too many")))?;
+        let vocab: Vocab = tokens.iter().zip(0..vocab_ids).map(|(t, i)| (t.to_string(), i)).collect();
+
+        let inner = match model {
+            "gpt2" => {
+                let pre = match (split, file.get("tokenizer.ggml.pre")) {
+                    (GgufPreTokenizer::Transformers, _) | (_, None) => "default",
+                    (GgufPreTokenizer::Native, Some(_)) => file.get_str("tokenizer.ggml.pre")?,
+                };
+                let merges = parse_merges(&file.get_str_array("tokenizer.ggml.merges")?).map_err(bad)?;
+                byte_level_bpe(vocab, merges, pre).map_err(bad)?
+            }
+            "llama" => {
+                let add_space_prefix = match file.get("tokenizer.ggml.add_space_prefix") {
+                    None => true,
+                    Some(_) => file.get_bool("tokenizer.ggml.add_space_prefix")?,
+                };
+                let merges = match file.get("tokenizer.ggml.merges") {
+                    Some(_) => parse_merges(&file.get_str_array("tokenizer.ggml.merges")?).map_err(bad)?,
+                    None => {
+                        let scores = file.get("tokenizer.ggml.scores").ok_or_else(|| {
+                            bad("a SentencePiece (`llama`) tokenizer needs `tokenizer.ggml.merges` or `tokenizer.ggml.scores`"
+                                .into())
+                        })?;
+                        let scores = scores
+                            .as_array()
+                            .and_then(|a| a.iter().map(GgufValue::as_f64).collect::<Option<Vec<_>>>())
+                            .filter(|s| s.len() == n)
+                            .ok_or_else(|| bad(format!("`tokenizer.ggml.scores` is not an array of {n} numbers")))?;
+                        merges_from_scores(&tokens, &scores)
+                    }
+                };
+                let unk = match file.get("tokenizer.ggml.unknown_token_id") {
+                    None => None,
+                    Some(_) => token_id("tokenizer.ggml.unknown_token_id")?.and_then(|id| tokens.get(id as usize)),
+                };
+                sentencepiece_bpe(vocab, merges, unk.map(|s| s.to_string()), add_space_prefix).map_err(bad)?
+            }
+            other => {
+                return Err(bad(format!(
+                    "tokenizer model `{other}` (`tokenizer.ggml.model`) is not supported (supported: gpt2, llama)"
+                )))
+            }
+        };
+        let mut tok = Tokenizer { inner, source: path.to_path_buf(), chat_template, bos, eos };
+        let (mut special, mut user) = (Vec::new(), Vec::new());
+        for (&ty, &token) in types.iter().zip(&tokens) {
+            match ty {
+                TOKEN_TYPE_CONTROL | TOKEN_TYPE_UNKNOWN => special.push(AddedToken::from(token, true)),
+                TOKEN_TYPE_USER_DEFINED => user.push(AddedToken::from(token, false).normalized(false)),
+                _ => {}
+            }
+        }
+        tok.inner.add_special_tokens(special).map_err(|e| bad(format!("special tokens: {e}")))?;
+        tok.inner.add_tokens(user).map_err(|e| bad(format!("user-defined tokens: {e}")))?;
+        Ok(tok)
+    }
+
+    /// The ids of `text`, without special tokens added (HF's `add_special_tokens=False`).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode_fast(text, false).map_err(|e| self.failed("tokenizing", e))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The text of `ids`, special tokens skipped.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, true).map_err(|e| self.failed("decoding", e))
+    }
+
+    /// The number of tokens, added tokens included (the rows the embedding needs at least).
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The chat template (Jinja), from `tokenizer_config.json`/`chat_template.jinja` or GGUF
+    /// `tokenizer.chat_template`.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    /// The id of a token given by its text (`<|im_end|>`), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Writes the tokenizer as an HF `tokenizer.json` at `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = self.inner.to_string(false).map_err(|e| self.failed("serializing", e))?;
+        std::fs::write(path, json).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })
+    }
+
+    /// The file the tokenizer was read from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    fn failed(&self, what: &str, e: tokenizers::Error) -> FrontendError {
+        FrontendError::BadConfig { path: self.source.clone(), reason: format!("{what} failed: {e}") }
+    }
+
+    /// bos/eos and the chat template from the HF files in `dir`; later files override earlier
+    /// ones: `tokenizer_config.json` (token texts), `config.json`, `generation_config.json` (ids).
+    fn read_hf_configs(&mut self, dir: &Path) -> Result<()> {
+        if let Some((path, cfg)) = read_json(&dir.join("tokenizer_config.json"), "tokenizer_config.json")? {
+            for (key, slot) in [("bos_token", &mut self.bos), ("eos_token", &mut self.eos)] {
+                let text = match cfg.get(key) {
+                    Some(serde_json::Value::String(s)) => Some(s.as_str()),
+                    Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()),
+                    _ => None,
+                };
+                if let Some(text) = text {
+                    *slot = self.inner.token_to_id(text);
+                }
+            }
+            self.chat_template = match cfg.get("chat_template") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                // A list of named templates: the one named `default`, else the first.
+                Some(serde_json::Value::Array(list)) => {
+                    let named = |name: Option<&str>| {
+                        list.iter().find(|t| name.is_none() || t.get("name").and_then(|n| n.as_str()) == name)
+                    };
+                    named(Some("default"))
+                        .or_else(|| named(None))
+                        .and_then(|t| t.get("template"))
+                        .and_then(|t| t.as_str())
+                        .map(str::to_string)
+                }
+                Some(_) => {
+                    return Err(FrontendError::Corrupt {
+                        path,
+                        format: "tokenizer_config.json",
+                        reason: "`chat_template` is neither a string nor a list of templates".into(),
+                    })
+                }
+            };
+        }
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            let text =
+                std::fs::read_to_string(&jinja).map_err(|source| FrontendError::Io { path: jinja.clone(), source })?;
+            self.chat_template = Some(text);
+        }
+        for name in ["config.json", "generation_config.json"] {
+            if let Some((path, cfg)) = read_json(&dir.join(name), name)? {
+                for (key, slot) in [("bos_token_id", &mut self.bos), ("eos_token_id", &mut self.eos)] {
+                    if let Some(id) = json_token_id(&path, &cfg, key)? {
+                        *slot = Some(id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The JSON object in `path`, if the file is there.
+fn read_json(path: &Path, format: &'static str) -> Result<Option<(PathBuf, serde_json::Value)>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| FrontendError::Corrupt {
+        path: path.to_path_buf(),
+        format,
+        reason: e.to_string(),
+    })?;
+    if !json.is_object() {
+        return Err(FrontendError::Corrupt { path: path.to_path_buf(), format, reason: "not a JSON object".into() });
+    }
+    Ok(Some((path.to_path_buf(), json)))
+}
+
+/// A token id of a config (`eos_token_id`: an integer, a list of them (the first is taken) or
+/// null).
+fn json_token_id(path: &Path, cfg: &serde_json::Value, key: &str) -> Result<Option<u32>> {
+    let value = match cfg.get(key) {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Array(list)) => match list.first() {
+            None => return Ok(None),
+            Some(v) => v,
+        },
+        Some(v) => v,
+    };
+    value.as_u64().and_then(|id| u32::try_from(id).ok()).map(Some).ok_or_else(|| FrontendError::BadConfig {
+        path: path.to_path_buf(),
+        reason: format!("`{key}` = {value} is not a token id"),
+    })
+}
+
+/// GGUF merges (`"Ġ t"`) as pairs.
+fn parse_merges(merges: &[&str]) -> std::result::Result<Vec<(String, String)>, String> {
+    merges
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match m.split_once(' ') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
+            _ => Err(format!("`tokenizer.ggml.merges`[{i}] = {m:?} is not two tokens separated by a space")),
+        })
+        .collect()
+}
+
+/// A byte-level BPE with the pre-tokenizer that llama.cpp's `pre` name stands for
+/// ([`NATIVE_PRE_TOKENIZERS`]).
+fn byte_level_bpe(
+    vocab: Vocab,
+    merges: Vec<(String, String)>,
+    pre: &str,
+) -> std::result::Result<tokenizers::Tokenizer, String> {
+    let byte_level = |use_regex: bool| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, use_regex));
+    let split = |regex: &str| {
+        Split::new(
+            tokenizers::pre_tokenizers::split::SplitPattern::Regex(regex.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map(PreTokenizerWrapper::Split)
+        .map_err(|e| format!("pre-tokenizer regex: {e}"))
+    };
+    let mut normalizer = None;
+    let mut ignore_merges = false;
+    let pre_tokenizer = match pre {
+        "default" | "gpt-2" | "gpt2" | "phi-2" | "roberta-bpe" => byte_level(true),
+        "smollm" | "starcoder" | "refact" | "codeshell" => {
+            PreTokenizerWrapper::Sequence(PreTokenizerSequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                byte_level(true),
+            ]))
+        }
+        "llama-bpe" | "llama3" | "smaug-bpe" | "dbrx" => {
+            ignore_merges = true;
+            PreTokenizerWrapper::Sequence(PreTokenizerSequence::new(vec![split(LLAMA3_SPLIT)?, byte_level(false)]))
+        }
+        "qwen2" => {
+            normalizer = Some(NormalizerWrapper::NFC(NFC));
+            PreTokenizerWrapper::Sequence(PreTokenizerSequence::new(vec![split(QWEN2_SPLIT)?, byte_level(false)]))
+        }
+        other => {
+            return Err(format!(
+                "byte-level BPE pre-tokenizer `{other}` (`tokenizer.ggml.pre`) is not supported (supported: {})",
+                NATIVE_PRE_TOKENIZERS.join(", ")
+            ))
+        }
+    };
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(ignore_merges)
+        .build()
+        .map_err(|e| format!("BPE model: {e}"))?;
+    let mut tok = tokenizers::Tokenizer::new(bpe);
+    if let Some(n) = normalizer {
+        tok.with_normalizer(Some(n)).map_err(|e| format!("normalizer: {e}"))?;
+    }
+    tok.with_pre_tokenizer(Some(pre_tokenizer));
+    tok.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::new(false, true, true))));
+    Ok(tok)
+}
+
+/// SentencePiece BPE with byte fallback, as HF's `LlamaTokenizerFast` (legacy) holds it.
+fn sentencepiece_bpe(
+    vocab: Vocab,
+    merges: Vec<(String, String)>,
+    unk: Option<String>,
+    add_space_prefix: bool,
+) -> std::result::Result<tokenizers::Tokenizer, String> {
+    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).fuse_unk(true).byte_fallback(true);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(unk);
+    }
+    let bpe = builder.build().map_err(|e| format!("BPE model: {e}"))?;
+    let replace = |from: &str, to: &str| Replace::new(from, to).map_err(|e| format!("replace: {e}"));
+    let mut normalizers = Vec::new();
+    if add_space_prefix {
+        normalizers.push(NormalizerWrapper::Prepend(Prepend::new("▁".into())));
+    }
+    normalizers.push(NormalizerWrapper::Replace(replace(" ", "▁")?));
+    let mut decoders = vec![
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+        DecoderWrapper::Replace(replace("▁", " ")?),
+    ];
+    if add_space_prefix {
+        decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+    }
+    let mut tok = tokenizers::Tokenizer::new(bpe);
+    tok.with_normalizer(Some(NormalizerWrapper::Sequence(NormalizerSequence::new(normalizers))))
+        .map_err(|e| format!("normalizer: {e}"))?;
+    tok.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(decoders))));
+    Ok(tok)
+}
+
+/// BPE merges of a SentencePiece vocabulary, from its scores, exactly as transformers'
+/// `GGUFTokenizerSkeleton` builds them: every split of every token into two tokens, the splits of
+/// one token ordered by their parts' scores (descending), all merges then ordered by the merged
+/// token's score (descending); both sorts are stable.
+fn merges_from_scores(tokens: &[&str], scores: &[f64]) -> Vec<(String, String)> {
+    // Python's `{t: scores[i] for i, t in enumerate(tokens)}`: first position, last score.
+    let mut score: HashMap<&str, f64> = HashMap::with_capacity(tokens.len());
+    let mut order: Vec<&str> = Vec::with_capacity(tokens.len());
+    for (&t, &s) in tokens.iter().zip(scores) {
+        if score.insert(t, s).is_none() {
+            order.push(t);
+        }
+    }
+    let known: HashSet<&str> = tokens.iter().copied().collect();
+    let mut merges: Vec<(&str, &str, f64)> = Vec::new();
+    for &token in &order {
+        let piece_score = score.get(token).copied().unwrap_or(0.0);
+        let mut local: Vec<(&str, &str, f64)> = token
+            .char_indices()
+            .skip(1)
+            .map(|(i, _)| token.split_at(i))
+            .filter(|(l, r)| known.contains(l) && known.contains(r))
+            .map(|(l, r)| (l, r, piece_score))
+            .collect();
+        let key =
+            |m: &(&str, &str, f64)| (score.get(m.0).copied().unwrap_or(0.0), score.get(m.1).copied().unwrap_or(0.0));
+        local.sort_by(|a, b| {
+            let (a, b) = (key(a), key(b));
+            b.0.total_cmp(&a.0).then(b.1.total_cmp(&a.1))
+        });
+        merges.extend(local);
+    }
+    merges.sort_by(|a, b| b.2.total_cmp(&a.2));
+    merges.into_iter().map(|(l, r, _)| (l.to_string(), r.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SmolLM2-135M's GGUF: `PRUNEC_SMOLLM2_GGUF`, else fetched by `scripts/fetch-smollm2`;
+    /// `None` only when `PRUNEC_OFFLINE` is set.
+    fn smollm2() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("PRUNEC_SMOLLM2_GGUF") {
+            return Some(PathBuf::from(p));
+        }
+        if std::env::var_os("PRUNEC_OFFLINE").is_some() {
+            return None;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-smollm2");
+        let out = std::process::Command::new(&script).output().expect("scripts/fetch-smollm2 runs");
+        assert!(out.status.success(), "fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr));
+        Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/smollm2").join(name)
+    }
+
+    /// An I64 tensor of `golden.safetensors`, as u32 ids.
+    fn golden_ids(name: &str) -> Vec<u32> {
+        let bytes = std::fs::read(fixture("golden.safetensors")).unwrap();
+        let st = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = st.tensor(name).unwrap();
+        assert_eq!(view.dtype(), ::safetensors::Dtype::I64, "{name}");
+        view.data().chunks_exact(8).map(|c| u32::try_from(i64::from_le_bytes(c.try_into().unwrap())).unwrap()).collect()
+    }
+
+    const PROMPTS: [&str; 3] = [
+        "The capital of France is",
+        "Once upon a time, there was a little robot who",
+        "To make a cup of tea, first you need to",
+    ];
+
+    /// Checks `tok` against every golden tokenization of SmolLM2.
+    fn assert_smollm2_golden(tok: &Tokenizer) {
+        let text = std::fs::read_to_string(fixture("public.txt")).unwrap();
+        let want = golden_ids("public_txt.token_ids");
+        assert_eq!(want.len(), 7658);
+        let got = tok.encode(&text).unwrap();
+        if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
+            panic!("public.txt: first difference at token {i}: got {:?}, want {:?}", &got[i..i + 5], &want[i..i + 5]);
+        }
+        assert_eq!(got.len(), want.len());
+        assert_eq!(tok.decode(&got).unwrap(), text);
+        for (i, prompt) in PROMPTS.iter().enumerate() {
+            assert_eq!(tok.encode(prompt).unwrap(), golden_ids(&format!("input_ids.{i}")), "prompt {i}");
+        }
+    }
+
+    #[test]
+    fn smollm2_gguf_gives_hf_ids() {
+        let Some(path) = smollm2() else {
+            println!("skipped: PRUNEC_OFFLINE is set");
+            return;
+        };
+        let tok = Tokenizer::for_model(&path).unwrap();
+        assert_eq!(tok.vocab_size(), 49152);
+        assert_eq!((tok.bos, tok.eos), (Some(1), Some(2)));
+        assert!(tok.chat_template().unwrap().contains("<|im_start|>"));
+        assert_smollm2_golden(&tok);
+        // Special tokens written in the text are recognised; decode skips them.
+        let ids = tok.encode("<|im_start|>user\nHi<|im_end|>").unwrap();
+        assert_eq!((ids[0], ids[ids.len() - 1]), (1, 2));
+        assert_eq!(tok.decode(&ids).unwrap(), "user\nHi");
+        // SmolLM2's merges never join digits: every digit is its own token.
+        let digits = tok.encode("In 2007, x=12345").unwrap();
+        let pieces: Vec<String> = digits.iter().map(|&i| tok.decode(&[i]).unwrap()).collect();
+        assert_eq!(pieces, ["In", " ", "2", "0", "0", "7", ",", " x", "=", "1", "2", "3", "4", "5"]);
+    }
+
+    /// SmolLM2's own split (`tokenizer.ggml.pre = smollm`: digits isolated first) differs from
+    /// the golden ids where spaces precede a digit, and round-trips too.
+    #[test]
+    fn smollm2_native_split_isolates_digits_first() {
+        let Some(path) = smollm2() else {
+            println!("skipped: PRUNEC_OFFLINE is set");
+            return;
+        };
+        let file = GgufFile::open(&path).unwrap();
+        let native = Tokenizer::from_gguf_with(&file, GgufPreTokenizer::Native).unwrap();
+        let hf = Tokenizer::from_gguf(&file).unwrap();
+        let pieces = |tok: &Tokenizer, text: &str| -> Vec<String> {
+            tok.encode(text).unwrap().iter().map(|&i| tok.decode(&[i]).unwrap()).collect()
+        };
+        assert_eq!(pieces(&native, "\n\n  0. Definitions"), ["\n\n  ", "0", ".", " Definitions"]);
+        assert_eq!(pieces(&hf, "\n\n  0. Definitions"), ["\n\n ", " ", "0", ".", " Definitions"]);
+        let text = std::fs::read_to_string(fixture("public.txt")).unwrap();
+        let ids = native.encode(&text).unwrap();
+        assert_eq!(ids.len(), 7639);
+        assert_eq!(native.decode(&ids).unwrap(), text);
+        for (i, prompt) in PROMPTS.iter().enumerate() {
+            assert_eq!(native.encode(prompt).unwrap(), golden_ids(&format!("input_ids.{i}")), "prompt {i}");
+        }
+    }
+
+    #[test]
+    fn hf_folder_gives_the_same_ids() {
+        let Some(path) = smollm2() else {
+            println!("skipped: PRUNEC_OFFLINE is set");
+            return;
+        };
+        let gguf = Tokenizer::for_model(&path).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        gguf.save(&dir.path().join("tokenizer.json")).unwrap();
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            r#"{"bos_token": "<|im_start|>", "eos_token": {"content": "<|endoftext|>"}, "chat_template": "{{ x }}"}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"bos_token_id": 1, "eos_token_id": [2, 0]}"#).unwrap();
+        let hf = Tokenizer::for_model(dir.path()).unwrap();
+        assert_eq!((hf.bos, hf.eos), (Some(1), Some(2)));
+        assert_eq!(hf.chat_template(), Some("{{ x }}"));
+        assert_eq!(hf.vocab_size(), 49152);
+        assert_smollm2_golden(&hf);
+        // Without config.json, tokenizer_config.json's token texts give the ids.
+        std::fs::remove_file(dir.path().join("config.json")).unwrap();
+        let hf = Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+        assert_eq!((hf.bos, hf.eos), (Some(1), Some(0)));
+    }
+
+    /// A tiny byte-level BPE written as a tokenizer.json.
+    const TINY_JSON: &str = r#"{
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 0, "content": "<s>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "post_processor": null,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": {"<s>": 0, "a": 1, "b": 2, "Ġ": 3, "ab": 4, "Ġab": 5},
+                  "merges": [["a", "b"], ["Ġ", "ab"]]}
+    }"#;
+
+    #[test]
+    fn tiny_tokenizer_json() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), TINY_JSON).unwrap();
+        std::fs::write(dir.path().join("generation_config.json"), r#"{"eos_token_id": 0}"#).unwrap();
+        std::fs::write(dir.path().join("chat_template.jinja"), "{{ messages }}").unwrap();
+        let tok = Tokenizer::for_model(dir.path()).unwrap();
+        assert_eq!(tok.encode("ab ab<s>a").unwrap(), [4, 5, 0, 1]);
+        assert_eq!(tok.decode(&[4, 5, 0, 1]).unwrap(), "ab aba");
+        assert_eq!((tok.bos, tok.eos, tok.vocab_size()), (None, Some(0), 6));
+        assert_eq!(tok.chat_template(), Some("{{ messages }}"));
+    }
+
+    #[test]
+    fn missing_tokenizer_json_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Tokenizer::for_model(dir.path()).unwrap_err();
+        assert!(matches!(&err, FrontendError::Missing { path, .. } if path.ends_with("tokenizer.json")), "{err}");
+        let err = Tokenizer::from_file(&dir.path().join("nope.json")).unwrap_err();
+        assert!(matches!(&err, FrontendError::Missing { path, .. } if path.ends_with("nope.json")), "{err}");
+    }
+
+    #[test]
+    fn corrupt_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("tokenizer.json");
+        std::fs::write(&json, r#"{"model": {"type": "BPE", "vocab": {"a": 0"#).unwrap();
+        let err = Tokenizer::for_model(dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, FrontendError::Corrupt { path, format: "tokenizer.json", .. } if *path == json),
+            "{err}"
+        );
+        std::fs::write(&json, TINY_JSON).unwrap();
+        let cfg = dir.path().join("tokenizer_config.json");
+        std::fs::write(&cfg, "{").unwrap();
+        let err = Tokenizer::for_model(dir.path()).unwrap_err();
+        assert!(matches!(&err, FrontendError::Corrupt { path, .. } if *path == cfg), "{err}");
+        std::fs::remove_file(&cfg).unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"eos_token_id": -1}"#).unwrap();
+        let err = Tokenizer::for_model(dir.path()).unwrap_err();
+        assert!(matches!(&err, FrontendError::BadConfig { reason, .. } if reason.contains("eos_token_id")), "{err}");
+        // Not a GGUF file.
+        let not_gguf = dir.path().join("model.gguf");
+        std::fs::write(&not_gguf, "hello").unwrap();
+        assert!(Tokenizer::for_model(&not_gguf).is_err());
+    }
+
+    #[test]
+    fn gpt2_merges_must_be_pairs() {
+        assert_eq!(parse_merges(&["a b", "Ġ t"]).unwrap(), [("a".into(), "b".into()), ("Ġ".into(), "t".into())]);
+        assert!(parse_merges(&["ab"]).unwrap_err().contains("[0]"));
+        assert!(parse_merges(&["a "]).is_err());
+    }
+
+    #[test]
+    fn unknown_pre_tokenizer_is_refused_by_name() {
+        let err = byte_level_bpe(Vocab::new(), Vec::new(), "falcon").unwrap_err();
+        assert!(err.contains("`falcon`") && err.contains("smollm"), "{err}");
+        for pre in NATIVE_PRE_TOKENIZERS {
+            byte_level_bpe(Vocab::new(), Vec::new(), pre).unwrap();
+        }
+    }
+
+    /// SentencePiece merges from scores, in transformers' order.
+    #[test]
+    fn sentencepiece_merges_from_scores() {
+        let tokens = ["<unk>", "▁", "a", "b", "ab", "▁a", "▁ab", "<0x41>"];
+        let scores = [0.0, -1.0, -2.0, -3.0, -4.0, -5.0, -6.0, 0.0];
+        let merges = merges_from_scores(&tokens, &scores);
+        let merges: Vec<(&str, &str)> = merges.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        // "▁ab" splits as ("▁", "ab") and ("▁a", "b"): "▁" scores higher, so it comes first.
+        assert_eq!(merges, [("a", "b"), ("▁", "a"), ("▁", "ab"), ("▁a", "b")]);
+        let vocab = tokens.iter().zip(0u32..).map(|(t, i)| (t.to_string(), i)).collect();
+        let inner = sentencepiece_bpe(vocab, merges_from_scores(&tokens, &scores), Some("<unk>".into()), true).unwrap();
+        let tok = Tokenizer { inner, source: PathBuf::from("x.gguf"), chat_template: None, bos: None, eos: None };
+        // " ab" -> "▁▁ab": "▁" then "▁ab"; "A" falls back to its byte.
+        assert_eq!(tok.encode("ab").unwrap(), [6]);
+        assert_eq!(tok.encode(" ab").unwrap(), [1, 6]);
+        assert_eq!(tok.encode("A").unwrap(), [1, 7]);
+        assert_eq!(tok.decode(&[6, 1, 7]).unwrap(), "ab A");
+    }
+}

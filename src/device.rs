@@ -1,0 +1,107 @@
+//! Where the backend runs: `--device cpu` (Burn's Flex) or `--device cuda` (Burn's CUDA
+//! backend, in builds with the `cuda` feature). Each entry point here picks the backend type
+//! and calls the generic runtime.
+
+use anyhow::{bail, Result};
+use prunec_backends::runtime::{self, CalibrationOptions, Executor, Perplexity, Sampling};
+use prunec_ir::{CalibrationStats, Model};
+
+/// A device to run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The CPU, through Burn's Flex backend.
+    Cpu,
+    /// An NVIDIA GPU, through Burn's CUDA backend.
+    Cuda,
+}
+
+impl Device {
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn no_cuda<T>() -> Result<T> {
+    bail!("--device cuda: this prunec was built without CUDA; build it with `cargo build --release --features cuda`")
+}
+
+/// Runs `$body` with `B` bound to the backend (and `B::Autodiff` wrapper `A`) of `$device`,
+/// and `dev` to its device.
+macro_rules! on_device {
+    ($device:expr, |$b:ident, $a:ident, $dev:ident| $body:expr) => {
+        match $device {
+            Device::Cpu => {
+                #[allow(dead_code)]
+                type $b = runtime::Cpu;
+                #[allow(dead_code)]
+                type $a = runtime::CpuAutodiff;
+                let $dev = runtime::cpu();
+                $body
+            }
+            Device::Cuda => {
+                #[cfg(feature = "cuda")]
+                {
+                    #[allow(dead_code)]
+                    type $b = prunec_backends::burn::backend::Cuda;
+                    #[allow(dead_code)]
+                    type $a = prunec_backends::burn::backend::Autodiff<prunec_backends::burn::backend::Cuda>;
+                    let $dev = prunec_backends::burn::backend::cuda::CudaDevice::default();
+                    $body
+                }
+                #[cfg(not(feature = "cuda"))]
+                {
+                    no_cuda()
+                }
+            }
+        }
+    };
+}
+
+/// Perplexity of `model` on `tokens` (see [`runtime::perplexity`]).
+pub fn perplexity(
+    device: Device,
+    model: &Model,
+    tokens: &[u32],
+    seq_len: usize,
+    batch: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<Perplexity> {
+    on_device!(device, |B, A, dev| Ok(runtime::perplexity::<B>(model, &dev, tokens, seq_len, batch, progress)?))
+}
+
+/// Calibration statistics of `model` on `samples` (see [`runtime::calibrate`]).
+#[allow(dead_code)]
+pub fn calibrate(
+    device: Device,
+    model: &Model,
+    samples: &[Vec<u32>],
+    options: CalibrationOptions,
+    progress: impl FnMut(usize, usize),
+) -> Result<CalibrationStats> {
+    on_device!(device, |B, A, dev| Ok(runtime::calibrate::<A>(model, &dev, samples, options, progress)?))
+}
+
+/// Generates after `prompt` (see [`runtime::generate`]).
+pub fn generate(
+    device: Device,
+    model: &Model,
+    prompt: &[u32],
+    sampling: &Sampling,
+    eos: Option<u32>,
+    on_token: impl FnMut(u32),
+) -> Result<Vec<u32>> {
+    on_device!(device, |B, A, dev| {
+        let exec = Executor::<B>::new(model, &dev)?;
+        Ok(runtime::generate(&exec, prompt, sampling, eos, on_token)?)
+    })
+}
+
+/// Throughput of forward and of forward+backward on batches of `batch × seq_len` tokens.
+pub fn bench(device: Device, model: &Model, batch: usize, seq_len: usize, iters: usize) -> Result<runtime::bench::Throughput> {
+    on_device!(device, |B, A, dev| Ok(runtime::bench::measure::<A>(model, &dev, batch, seq_len, iters)?))
+}

@@ -1,0 +1,89 @@
+//! The run report: JSON (keys kept stable for scripts) written to a temporary path and
+//! renamed into place.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use prunec_backends::runtime::Perplexity;
+use serde_json::{json, Value};
+
+/// One pass of the run, as the report records it.
+#[derive(Debug, Clone)]
+pub struct PassRecord {
+    /// The pass's name.
+    pub name: String,
+    /// Wall time.
+    pub seconds: f64,
+    /// What it found, for people.
+    pub summary: String,
+    /// The perplexity an `eval` pass measured, with the text and window length.
+    pub perplexity: Option<(Perplexity, String, usize)>,
+}
+
+/// The run report.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Model name, architecture, format, source path.
+    pub model: Value,
+    /// Parameters before any pass.
+    pub params_before: usize,
+    /// Parameters after the last pass.
+    pub params_after: usize,
+    /// The passes in order.
+    pub passes: Vec<PassRecord>,
+    /// Device the backend ran on.
+    pub device: String,
+    /// Peak resident memory of the run, MiB.
+    pub peak_rss_mib: Option<f64>,
+    /// Wall time of the run.
+    pub seconds: f64,
+}
+
+impl Report {
+    /// The report as JSON.
+    pub fn to_json(&self) -> Value {
+        let evals: Vec<f64> = self.passes.iter().filter_map(|p| p.perplexity.as_ref().map(|e| e.0.perplexity)).collect();
+        let pruned = self.params_after != self.params_before;
+        let passes: Vec<Value> = self
+            .passes
+            .iter()
+            .map(|p| {
+                let mut v = json!({ "name": p.name, "seconds": p.seconds, "summary": p.summary });
+                if let Some((ppl, text, seq_len)) = &p.perplexity {
+                    v["perplexity"] = json!(ppl.perplexity);
+                    v["eval"] = json!({
+                        "text": text,
+                        "seq_len": seq_len,
+                        "tokens": ppl.tokens,
+                        "windows": ppl.windows,
+                        "predicted_tokens": ppl.predicted,
+                        "mean_nll": ppl.mean_nll,
+                    });
+                }
+                v
+            })
+            .collect();
+        json!({
+            "model": self.model,
+            "device": self.device,
+            "params": { "before": self.params_before, "after": self.params_after },
+            "ratio": { "achieved": 1.0 - self.params_after as f64 / self.params_before.max(1) as f64 },
+            "perplexity": {
+                "before": evals.first(),
+                "after": if pruned && evals.len() > 1 { evals.last() } else { None },
+            },
+            "passes": passes,
+            "seconds": self.seconds,
+            "peak_rss_mib": self.peak_rss_mib,
+        })
+    }
+
+    /// Writes the JSON report to `path` (atomically), never over an input of the run.
+    pub fn write(&self, path: &Path, inputs: &[&Path]) -> Result<()> {
+        let out = prunec_backends::AtomicPath::new(path, inputs)?;
+        let text = serde_json::to_string_pretty(&self.to_json())? + "\n";
+        std::fs::write(out.temp(), text).with_context(|| format!("writing {}", path.display()))?;
+        out.commit()?;
+        Ok(())
+    }
+}
