@@ -1,0 +1,160 @@
+//! The runtime through the command line: the `eval` pass and its report, `generate`, `bench`,
+//! `--device`, and their refusals.
+
+mod common;
+
+use common::{assert_clean_failure, fixture, prunec, smollm2, texts};
+
+fn golden_ids_jsonl(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("ids.jsonl");
+    std::fs::write(
+        &path,
+        "{\"input_ids\": [250,250,252,97,43,236,26,66,35,81,137,30]}\n\
+         {\"input_ids\": [203,61,201,81,203,246,245,67,142,112,65,156]}\n",
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn eval_pass_reports_perplexity_of_the_golden_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = golden_ids_jsonl(dir.path());
+    let report = dir.path().join("report.json");
+    let model = fixture("llama-mha");
+    let out = prunec(&[
+        model.to_str().unwrap(),
+        "--pass",
+        "eval",
+        "--eval-text",
+        ids.to_str().unwrap(),
+        "--seq-len",
+        "12",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("perplexity: "), "{stdout}");
+    // two windows of 12 are the two golden rows: perplexity = exp(golden loss)
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let ppl = json["perplexity"]["before"].as_f64().unwrap();
+    let want = 7.0955033f64.exp();
+    assert!((ppl / want - 1.0).abs() < 1e-5, "{ppl} vs {want}");
+    assert!(json["perplexity"]["after"].is_null());
+    assert_eq!(json["passes"][0]["name"], "eval");
+    assert_eq!(json["passes"][0]["perplexity"].as_f64(), Some(ppl));
+    assert_eq!(json["passes"][0]["eval"]["predicted_tokens"], 22);
+    assert!(json["passes"][0]["seconds"].as_f64().is_some());
+    assert_eq!(json["params"]["before"], 234048);
+    assert_eq!(json["params"]["after"], 234048);
+    assert!(stderr.contains("eval: 2/2"), "progress lines: {stderr}");
+}
+
+#[test]
+fn eval_without_text_is_refused() {
+    let out = prunec(&[fixture("llama-mha").to_str().unwrap(), "--pass", "eval"]);
+    assert_clean_failure(&out, &["pass `eval` needs --eval-text"]);
+}
+
+#[test]
+fn eval_text_missing_or_too_short() {
+    let model = fixture("llama-mha");
+    let out = prunec(&[model.to_str().unwrap(), "--pass", "eval", "--eval-text", "/nonexistent/wiki.txt"]);
+    assert_clean_failure(&out, &["/nonexistent/wiki.txt"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ids = golden_ids_jsonl(dir.path());
+    let out = prunec(&[model.to_str().unwrap(), "--pass", "eval", "--eval-text", ids.to_str().unwrap()]);
+    assert_clean_failure(&out, &["24 tokens, fewer than one window of 128"]);
+}
+
+#[test]
+fn a_report_never_overwrites_the_input() {
+    let dir = common::copy_fixture("llama-mha");
+    let ids = golden_ids_jsonl(dir.path());
+    let config = dir.path().join("config.json");
+    let before = std::fs::read(&config).unwrap();
+    let out = prunec(&[
+        dir.path().to_str().unwrap(),
+        "--pass",
+        "eval",
+        "--eval-text",
+        ids.to_str().unwrap(),
+        "--seq-len",
+        "12",
+        "--report",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, &["refusing to overwrite an input"]);
+    assert_eq!(std::fs::read(&config).unwrap(), before);
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_says_how_to_get_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = golden_ids_jsonl(dir.path());
+    let out = prunec(&[
+        fixture("llama-mha").to_str().unwrap(),
+        "--pass",
+        "eval",
+        "--eval-text",
+        ids.to_str().unwrap(),
+        "--seq-len",
+        "12",
+        "--device",
+        "cuda",
+    ]);
+    assert_clean_failure(&out, &["--features cuda"]);
+}
+
+#[test]
+fn bench_reports_throughput() {
+    let out = prunec(&["bench", fixture("llama-gqa").to_str().unwrap(), "--seq-len", "16", "--iters", "1"]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    for line in ["forward ", "forward+backward", "peak RSS"] {
+        assert!(stdout.contains(line), "{stdout}");
+    }
+}
+
+#[test]
+fn smollm2_generates_paris_and_evaluates_golden_windows() {
+    let Some(gguf) = smollm2() else { return };
+    let out = prunec(&["generate", gguf.to_str().unwrap(), "--prompt", "The capital of France is", "--max-new-tokens", "3"]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with("The capital of France is Paris"), "{stdout}");
+
+    // the first two 128-token windows of the golden text, as token rows
+    let bytes = std::fs::read(fixture("smollm2/golden.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let ids: Vec<i64> =
+        st.tensor("public_txt.token_ids").unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let window_nll: Vec<f32> = st
+        .tensor("public_txt.window_mean_nll")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let rows: String = ids[..256].chunks(128).map(|w| format!("{{\"input_ids\": {w:?}}}\n")).collect();
+    let path = dir.path().join("w.jsonl");
+    std::fs::write(&path, rows).unwrap();
+    let report = dir.path().join("r.json");
+    let out = prunec(&[
+        gguf.to_str().unwrap(),
+        "--pass",
+        "eval",
+        "--eval-text",
+        path.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", texts(&out).1);
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let want = ((f64::from(window_nll[0]) + f64::from(window_nll[1])) / 2.0).exp();
+    let got = json["perplexity"]["before"].as_f64().unwrap();
+    assert!((got / want - 1.0).abs() < 1e-4, "{got} vs {want}");
+}
