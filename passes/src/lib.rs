@@ -9,9 +9,11 @@
 
 pub mod group;
 pub mod manager;
+pub mod score;
 
 pub use group::{find_groups, summarize};
 pub use manager::{parse_pipeline, Pass, PassOutcome, PASSES};
+pub use score::{score, Aggregation, Importance, Scores};
 
 use prunec_ir::IrError;
 
@@ -29,6 +31,9 @@ pub enum PassError {
     /// The IR is inconsistent (before or after a pass).
     #[error(transparent)]
     Ir(#[from] IrError),
+    /// A pass was asked for something it cannot do (missing statistics, bad option).
+    #[error("{0}")]
+    Config(String),
     /// The dependency analysis failed.
     #[error("group: {0}")]
     Group(String),
