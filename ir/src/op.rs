@@ -123,6 +123,14 @@ pub enum Op {
     },
     /// Scaled dot-product attention.
     Attention(Attention),
+    /// `x[.., heads·head_dim]` viewed as `[.., heads, head_dim]`, heads outermost. Unlike a
+    /// reshape, it says which axis is the heads axis even when there is one head.
+    SplitHeads {
+        /// Heads.
+        heads: usize,
+    },
+    /// `x[.., heads, head_dim]` viewed as `[.., heads·head_dim]`.
+    MergeHeads,
     /// A reshape to `shape`; its axis mapping comes from aligning the sizes.
     Reshape {
         /// The output shape.
@@ -195,6 +203,8 @@ impl Op {
             Op::Rope(_) => "rope",
             Op::RepeatHeads { .. } => "repeat_heads",
             Op::Attention(_) => "attention",
+            Op::SplitHeads { .. } => "split_heads",
+            Op::MergeHeads => "merge_heads",
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Binary(BinaryOp::Add) => "add",
@@ -232,6 +242,7 @@ impl Op {
                 }
             ),
             Op::RepeatHeads { times } => format!("times={times}"),
+            Op::SplitHeads { heads } => format!("heads={heads}"),
             Op::Attention(a) => format!("scale={}, causal={}", a.scale, a.causal),
             Op::Reshape { shape } => format!("{shape}"),
             Op::Transpose { perm } => format!("perm={perm:?}"),
@@ -247,6 +258,7 @@ impl Op {
         match self {
             Op::Input { .. } | Op::Param { .. } => (0, 0),
             Op::Output { .. } | Op::Unary(_) | Op::RepeatHeads { .. } | Op::Reshape { .. } => (1, 1),
+            Op::SplitHeads { .. } | Op::MergeHeads => (1, 1),
             Op::Transpose { .. } | Op::Slice { .. } | Op::Softmax { .. } => (1, 1),
             Op::Rope(_) => (1, 2),
             Op::Embedding | Op::MatMul | Op::Binary(_) | Op::RmsNorm { .. } => (2, 2),
@@ -361,6 +373,30 @@ impl Op {
                     return Err(bad(node, self, format!("q {} k {} v {} disagree", q.shape, k.shape, v.shape)));
                 }
                 vec![ValueType::new(q.dtype, Shape(vec![qs[0].clone(), qs[1].clone(), qs[2].clone(), vs[3].clone()]))]
+            }
+            Op::SplitHeads { heads } => {
+                let x = inputs[0];
+                let n = last(x)?.fixed().ok_or_else(|| bad(node, self, "the split axis must be fixed"))?;
+                if *heads == 0 || n % heads != 0 {
+                    return Err(bad(node, self, format!("{n} is not {heads} heads")));
+                }
+                let mut s = x.shape.0.clone();
+                s.pop();
+                s.push(Dim::Fixed(*heads));
+                s.push(Dim::Fixed(n / heads));
+                vec![ValueType::new(x.dtype, Shape(s))]
+            }
+            Op::MergeHeads => {
+                let x = inputs[0];
+                if x.rank() < 2 {
+                    return Err(bad(node, self, "needs [.., heads, head_dim]"));
+                }
+                let mut s = x.shape.0.clone();
+                let d = s.pop().and_then(|d| d.fixed());
+                let h = s.pop().and_then(|h| h.fixed());
+                let (Some(h), Some(d)) = (h, d) else { return Err(bad(node, self, "heads and head_dim must be fixed")) };
+                s.push(Dim::Fixed(h * d));
+                vec![ValueType::new(x.dtype, Shape(s))]
             }
             Op::Reshape { shape } => {
                 let x = inputs[0];
@@ -496,6 +532,24 @@ impl Op {
                 m.same(i(0, 3), i(1, 3));
                 m.same(i(2, 3), o(0, 3));
             }
+            Op::SplitHeads { .. } => {
+                let r = inputs[0].rank();
+                leading(&mut m, 0, r - 1);
+                m.links.push(AxisLink::Split {
+                    flat: i(0, r - 1),
+                    outer: o(0, r - 1),
+                    inner: outputs[0].shape.0[r].fixed().unwrap_or(1),
+                });
+            }
+            Op::MergeHeads => {
+                let r = out_rank;
+                leading(&mut m, 0, r - 1);
+                m.links.push(AxisLink::Split {
+                    flat: o(0, r - 1),
+                    outer: i(0, r - 1),
+                    inner: inputs[0].shape.0[r].fixed().unwrap_or(1),
+                });
+            }
             Op::Reshape { shape } => {
                 if let Some(links) = reshape_links(&inputs[0].shape, shape, 0, 0) {
                     m.links = links;
@@ -510,7 +564,8 @@ impl Op {
                 for (k, t) in inputs.iter().enumerate() {
                     for a in 0..t.rank() {
                         let oa = a + out_rank - t.rank();
-                        if t.shape.0[a] == outputs[0].shape.0[oa] && t.shape.0[a] != Dim::Fixed(1) {
+                        // equal sizes correspond; a size 1 against a larger one is a broadcast
+                        if t.shape.0[a] == outputs[0].shape.0[oa] {
                             m.same(i(k, a), o(0, oa));
                         }
                     }

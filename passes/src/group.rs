@@ -1,6 +1,6 @@
 //! The `group` pass: finds the coupled structures of a model from its graph alone.
 //!
-//! Every axis of every value and parameter with a known size above one is cut into
+//! Every axis of every value and parameter with a known size is cut into
 //! *elements* (neurons, or blocks of them where a reshape makes several indices one head).
 //! The ops' axis mappings say which elements stand for the same structure; the dependency
 //! rules of LLM-Pruner then say which must go together:
@@ -103,8 +103,9 @@ impl AxisGraph {
             for (k, t) in node.outputs().iter().enumerate() {
                 let value = ValueId { node: id, output: k as u16 };
                 for (axis, d) in t.shape.dims().iter().enumerate() {
+                    // axes of size 1 take part too: one head is still a head
                     if let Dim::Fixed(size) = *d {
-                        if size > 1 {
+                        if size >= 1 {
                             index.insert((value, axis), slots.len());
                             slots.push(Slot { value, axis, size });
                         }

@@ -9,6 +9,7 @@
 
 pub mod group;
 pub mod manager;
+pub mod prune;
 pub mod score;
 
 pub use group::{find_groups, summarize};

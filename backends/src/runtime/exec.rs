@@ -287,7 +287,7 @@ impl<B: Backend> Executor<B> {
                 let probs = activation::softmax(scores, 3);
                 one(DynTensor::F4(probs.matmul(v).swap_dims(1, 2)))
             }
-            Op::Reshape { .. } => {
+            Op::Reshape { .. } | Op::SplitHeads { .. } | Op::MergeHeads => {
                 let x = next()?;
                 let ty = step.outputs.first().ok_or_else(|| err("reshape has no output type"))?;
                 one(x.reshape(&self.shape_of(ty, run)?)?)

@@ -1,0 +1,338 @@
+//! The `prune` pass: removes the lowest-scoring units of the chosen groups and shrinks every
+//! tensor they touch — parameters, and the shape attributes of reshapes and slices — then
+//! re-infers every type and re-verifies the graph. What to remove is chosen by [`select`];
+//! [`apply`] is the rewrite, and works for any selection of whole units.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+
+use prunec_ir::{Dim, GroupKind, Model, Op, Param, ValueId};
+
+use crate::score::Scores;
+use crate::{PassError, Result};
+
+/// Which groups are pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Attention heads and MLP channels of the decoder layers (LLM-Pruner's block-wise).
+    Block,
+    /// Hidden channels, across the whole model (LLM-Pruner's channel-wise).
+    Channel,
+}
+
+/// How much to remove.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    /// This fraction of all parameters (embeddings included); the achieved fraction is reported.
+    Ratio(f64),
+    /// LLM-Pruner's meaning: in each pruned group, `current − int(initial·(1−r))` indices of
+    /// its first member, counted in whole units.
+    UnitRatio(f64),
+}
+
+/// The options of `prune`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneOptions {
+    /// How much.
+    pub amount: Amount,
+    /// Which groups.
+    pub mode: Mode,
+    /// Layers whose attention groups are pruned (all when `None`).
+    pub attn_layers: Option<Range<u32>>,
+    /// Layers whose MLP groups are pruned (all when `None`).
+    pub mlp_layers: Option<Range<u32>>,
+    /// One threshold across layers (by score per parameter) instead of the same share in each.
+    pub global: bool,
+}
+
+/// Units to remove, per group (indices into `Group::units`), in the order of `model.groups`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selection {
+    /// Sorted unit indices per group.
+    pub removed: Vec<Vec<usize>>,
+}
+
+fn eligible(kind: GroupKind, block: Option<u32>, opts: &PruneOptions) -> bool {
+    let within = |r: &Option<Range<u32>>| match (r, block) {
+        (None, _) => true,
+        (Some(r), Some(b)) => r.contains(&b),
+        (Some(_), None) => false,
+    };
+    match (opts.mode, kind) {
+        (Mode::Block, GroupKind::Attention) => within(&opts.attn_layers),
+        (Mode::Block, GroupKind::Mlp) => within(&opts.mlp_layers),
+        (Mode::Channel, GroupKind::Hidden) => true,
+        _ => false,
+    }
+}
+
+/// Chooses the units to remove.
+pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Selection> {
+    let groups = model.groups.as_ref().ok_or_else(|| PassError::Config("`prune` needs the groups: run `group` first".into()))?;
+    if scores.groups.len() != groups.len() {
+        return Err(PassError::Config("the scores are not those of these groups: run `score` again".into()));
+    }
+    let r = match opts.amount {
+        Amount::Ratio(r) | Amount::UnitRatio(r) => r,
+    };
+    if !(0.0..1.0).contains(&r) || r.is_nan() {
+        return Err(PassError::Config(format!("ratio {r} is out of range: it must be in [0, 1)")));
+    }
+    // units of each eligible group, lowest score first
+    let order: Vec<Option<Vec<usize>>> = groups
+        .iter()
+        .zip(&scores.groups)
+        .map(|(g, s)| {
+            eligible(g.kind, g.block, opts).then(|| {
+                let mut o: Vec<usize> = (0..g.units.len()).collect();
+                o.sort_by(|&a, &b| s.units[a].total_cmp(&s.units[b]).then(a.cmp(&b)));
+                o
+            })
+        })
+        .collect();
+    if order.iter().all(Option::is_none) {
+        return Err(PassError::Config("no group is eligible for pruning with these layer ranges and mode".into()));
+    }
+    let per_unit: Vec<usize> = groups.iter().map(|g| g.params_per_unit().1).collect();
+    let take = |counts: &[usize]| -> Selection {
+        let removed = order
+            .iter()
+            .zip(counts)
+            .map(|(o, &n)| {
+                let mut v: Vec<usize> = o.as_ref().map(|o| o[..n.min(o.len())].to_vec()).unwrap_or_default();
+                v.sort_unstable();
+                v
+            })
+            .collect();
+        Selection { removed }
+    };
+    let max_units = |k: usize| groups[k].units.len().saturating_sub(1); // never a whole group
+    match opts.amount {
+        Amount::UnitRatio(r) => {
+            let counts: Vec<usize> = groups
+                .iter()
+                .enumerate()
+                .map(|(k, g)| {
+                    if order[k].is_none() {
+                        return 0;
+                    }
+                    let first = g.axes.iter().find(|a| a.param.is_some());
+                    let total = first.map_or(0, |a| a.size);
+                    let per = total / g.units.len().max(1);
+                    let remove = total - ((total as f64) * (1.0 - r)).floor() as usize;
+                    (remove / per.max(1)).min(max_units(k))
+                })
+                .collect();
+            Ok(take(&counts))
+        }
+        Amount::Ratio(r) => {
+            let target = (r * model.params.numel() as f64).round() as usize;
+            if opts.global {
+                // lowest score per parameter first, across all eligible groups
+                let mut all: Vec<(f64, usize, usize)> = Vec::new();
+                for (k, o) in order.iter().enumerate() {
+                    for &u in o.iter().flatten() {
+                        all.push((scores.groups[k].units[u] / per_unit[k].max(1) as f64, k, u));
+                    }
+                }
+                all.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+                let mut counts = vec![0usize; groups.len()];
+                let mut removed = 0usize;
+                let mut chosen: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
+                for (_, k, u) in all {
+                    if removed + per_unit[k] / 2 >= target {
+                        break;
+                    }
+                    if counts[k] < max_units(k) {
+                        counts[k] += 1;
+                        removed += per_unit[k];
+                        chosen[k].push(u);
+                    }
+                }
+                chosen.iter_mut().for_each(|v| v.sort_unstable());
+                Ok(Selection { removed: chosen })
+            } else {
+                // the same share of units in every eligible group, the share closest to the target
+                let removed_at = |share: f64| -> (Vec<usize>, usize) {
+                    let counts: Vec<usize> = groups
+                        .iter()
+                        .enumerate()
+                        .map(|(k, g)| if order[k].is_some() { ((share * g.units.len() as f64).round() as usize).min(max_units(k)) } else { 0 })
+                        .collect();
+                    let params = counts.iter().zip(&per_unit).map(|(c, p)| c * p).sum();
+                    (counts, params)
+                };
+                let (mut lo, mut hi) = (0.0f64, 1.0f64);
+                for _ in 0..60 {
+                    let mid = (lo + hi) / 2.0;
+                    if removed_at(mid).1 <= target {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                let (a, b) = (removed_at(lo), removed_at(hi));
+                let best = if target.abs_diff(a.1) <= target.abs_diff(b.1) { a.0 } else { b.0 };
+                Ok(take(&best))
+            }
+        }
+    }
+}
+
+/// What `apply` changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Parameters before.
+    pub params_before: usize,
+    /// Parameters after.
+    pub params_after: usize,
+    /// Per pruned group: kind, block, units before, units after.
+    pub groups: Vec<(GroupKind, Option<u32>, usize, usize)>,
+}
+
+impl PruneReport {
+    /// A readable summary.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let removed = self.params_before - self.params_after;
+        let _ = writeln!(
+            s,
+            "pruned {removed} of {} parameters ({:.2}%): {} left",
+            self.params_before,
+            100.0 * removed as f64 / self.params_before.max(1) as f64,
+            self.params_after
+        );
+        let mut by_block: BTreeMap<Option<u32>, Vec<String>> = BTreeMap::new();
+        for (kind, block, before, after) in &self.groups {
+            by_block.entry(*block).or_default().push(format!("{kind} {before}→{after}"));
+        }
+        for (block, parts) in by_block {
+            match block {
+                Some(b) => {
+                    let _ = writeln!(s, "  layer {b}: {}", parts.join(", "));
+                }
+                None => {
+                    let _ = writeln!(s, "  model: {}", parts.join(", "));
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Removes `indices` (sorted) of `axis` from row-major `data` of `shape`.
+fn remove_indices(data: &[f32], shape: &[usize], axis: usize, indices: &BTreeSet<usize>) -> Vec<f32> {
+    let size = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let outer: usize = shape[..axis].iter().product();
+    let keep: Vec<usize> = (0..size).filter(|i| !indices.contains(i)).collect();
+    let mut out = Vec::with_capacity(outer * keep.len() * inner);
+    for o in 0..outer {
+        for &i in &keep {
+            let start = (o * size + i) * inner;
+            out.extend_from_slice(&data[start..start + inner]);
+        }
+    }
+    out
+}
+
+/// Removes the selected units: shrinks parameters, reshapes and slices, re-infers types and
+/// re-verifies. The groups are dropped (their indices no longer hold): run `group` again to
+/// prune further.
+pub fn apply(model: &mut Model, selection: &Selection) -> Result<PruneReport> {
+    let groups = model.groups.take().ok_or_else(|| PassError::Config("`prune` needs the groups: run `group` first".into()))?;
+    let params_before = model.params.numel();
+    // indices removed from every (value, axis)
+    let mut removed: HashMap<(ValueId, usize), BTreeSet<usize>> = HashMap::new();
+    let mut report_groups = Vec::new();
+    for (g, units) in groups.iter().zip(&selection.removed) {
+        if units.is_empty() {
+            continue;
+        }
+        if units.len() >= g.units.len() {
+            return Err(PassError::Config(format!("refusing to remove every unit of the {} group of block {:?}", g.kind, g.block)));
+        }
+        for &u in units {
+            let unit = g.units.get(u).ok_or_else(|| PassError::Config(format!("no unit {u} in a group of {}", g.units.len())))?;
+            for e in &unit.elements {
+                let ax = &g.axes[e.axis as usize];
+                removed.entry((ax.value, ax.axis)).or_default().extend(ax.indices(e.index));
+            }
+        }
+        report_groups.push((g.kind, g.block, g.units.len(), g.units.len() - units.len()));
+    }
+    let graph = &mut model.graph;
+    for id in graph.node_ids() {
+        let node = graph.node(id)?.clone();
+        let out = |axis: usize| removed.get(&(ValueId { node: id, output: 0 }, axis));
+        match &node.op {
+            Op::Param { name, ty } => {
+                let shape = ty.shape.to_fixed().ok_or_else(|| PassError::Config(format!("`{name}` has a symbolic shape")))?;
+                let mut data: Option<(Vec<usize>, Vec<f32>)> = None;
+                for axis in 0..shape.len() {
+                    let Some(idx) = out(axis) else { continue };
+                    let (cur_shape, cur) = match data.take() {
+                        Some(d) => d,
+                        None => (shape.clone(), model.params.read_f32(name)?.as_ref().clone()),
+                    };
+                    let new = remove_indices(&cur, &cur_shape, axis, idx);
+                    let mut new_shape = cur_shape;
+                    new_shape[axis] -= idx.len();
+                    data = Some((new_shape, new));
+                }
+                if let Some((new_shape, values)) = data {
+                    let dtype = model.params.get(name).map_or(prunec_ir::DType::F32, |p| p.dtype);
+                    let mut p = Param::owned(new_shape.clone(), values)?;
+                    p.dtype = dtype;
+                    model.params.insert(name.clone(), p);
+                    let mut ty = ty.clone();
+                    ty.shape = prunec_ir::Shape::fixed(&new_shape);
+                    graph.node_mut(id)?.op = Op::Param { name: name.clone(), ty };
+                }
+            }
+            Op::Reshape { shape } => {
+                let mut shape = shape.clone();
+                for (axis, d) in shape.0.iter_mut().enumerate() {
+                    if let (Some(idx), Dim::Fixed(n)) = (out(axis), &*d) {
+                        *d = Dim::Fixed(n - idx.len());
+                    }
+                }
+                graph.node_mut(id)?.op = Op::Reshape { shape };
+            }
+            Op::SplitHeads { heads } => {
+                let rank = node.outputs().first().map_or(0, |t| t.rank());
+                if let Some(idx) = out(rank.saturating_sub(2)) {
+                    graph.node_mut(id)?.op = Op::SplitHeads { heads: heads - idx.len() };
+                }
+            }
+            Op::Slice { axis, start, end } => {
+                let input = graph.inputs(id).first().copied();
+                if let Some(idx) = input.and_then(|v| removed.get(&(v, *axis))) {
+                    let before = |x: usize| idx.range(..x).count();
+                    let (s, e) = (start - before(*start), end - before(*end));
+                    graph.node_mut(id)?.op = Op::Slice { axis: *axis, start: s, end: e };
+                }
+            }
+            Op::RepeatHeads { times } => {
+                let input = graph.inputs(id).first().copied();
+                let rank = node.outputs().first().map_or(0, |t| t.rank());
+                let heads = rank.saturating_sub(2);
+                let src = input.and_then(|v| removed.get(&(v, heads))).map_or(0, BTreeSet::len);
+                let dst = out(heads).map_or(0, BTreeSet::len);
+                if src * times != dst {
+                    return Err(PassError::Config(format!(
+                        "node `{}`: removing query heads inside a key/value group ({dst} copies of {src} heads) is not supported yet",
+                        node.name
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    for id in graph.topological_order()? {
+        graph.reinfer(id)?;
+    }
+    prunec_ir::verify(model)?;
+    Ok(PruneReport { params_before, params_after: model.params.numel(), groups: report_groups })
+}

@@ -1,0 +1,191 @@
+//! The `prune` pass: its laws (pruning nothing changes no bit; a pruned model computes what
+//! the original computes with the removed units' weights zeroed), LLM-Pruner's block-wise
+//! recipe reproduced on `llama-mha`, and snapshots of pruned IR.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::fixture;
+use prunec_backends::runtime::{calibrate, cpu, CalibrationOptions, Cpu, CpuAutodiff, Executor};
+use prunec_ir::{Model, Param};
+use prunec_passes::prune::{apply, select, Amount, Mode, PruneOptions, Selection};
+use prunec_passes::score::{score, Aggregation, Importance};
+
+fn rows() -> Vec<Vec<u32>> {
+    vec![
+        vec![250, 250, 252, 97, 43, 236, 26, 66, 35, 81, 137, 30],
+        vec![203, 61, 201, 81, 203, 246, 245, 67, 142, 112, 65, 156],
+    ]
+}
+
+fn grouped(name: &str) -> Model {
+    let mut m = prunec_frontends::load(&fixture(name)).unwrap();
+    prunec_passes::Pass::Group.run(&mut m).unwrap();
+    m
+}
+
+fn logits(model: &Model) -> Vec<f32> {
+    let exec = Executor::<Cpu>::new(model, &cpu()).unwrap();
+    exec.forward(exec.ids(&rows()).unwrap()).unwrap().into_data().into_vec().unwrap()
+}
+
+fn block(amount: Amount) -> PruneOptions {
+    PruneOptions { amount, mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false }
+}
+
+/// The original model with every parameter slice of the selected units set to zero.
+fn zeroed(model: &Model, selection: &Selection) -> Model {
+    let mut z = model.clone();
+    let groups = model.groups.as_ref().unwrap();
+    for (g, units) in groups.iter().zip(&selection.removed) {
+        for &u in units {
+            for e in &g.units[u].elements {
+                let ax = &g.axes[e.axis as usize];
+                let Some((name, shape)) = &ax.param else { continue };
+                let idx: BTreeSet<usize> = ax.indices(e.index).collect();
+                let mut data = z.params.read_f32(name).unwrap().as_ref().clone();
+                let inner: usize = shape[ax.axis + 1..].iter().product();
+                let size = shape[ax.axis];
+                for (i, v) in data.iter_mut().enumerate() {
+                    if idx.contains(&((i / inner) % size)) {
+                        *v = 0.0;
+                    }
+                }
+                z.params.insert(name.clone(), Param::owned(shape.clone(), data).unwrap());
+            }
+        }
+    }
+    z
+}
+
+#[test]
+fn pruning_nothing_changes_no_bit() {
+    let mut model = grouped("llama-gqa");
+    let before = logits(&model);
+    let params: Vec<(String, Vec<f32>)> = model.params.iter().map(|(n, _)| (n.clone(), model.params.read_f32(n).unwrap().to_vec())).collect();
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let sel = select(&model, &scores, &block(Amount::Ratio(0.0))).unwrap();
+    assert!(sel.removed.iter().all(Vec::is_empty));
+    let report = apply(&mut model, &sel).unwrap();
+    assert_eq!(report.params_after, report.params_before);
+    for (n, v) in params {
+        assert_eq!(model.params.read_f32(&n).unwrap().as_ref(), &v, "{n}");
+    }
+    let after = logits(&model);
+    assert!(before.iter().zip(&after).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+fn zeroing_law(name: &str, amount: Amount, importance: Importance) {
+    let model = grouped(name);
+    let scores = score(&model, None, importance, Aggregation::Sum, 7).unwrap();
+    let sel = select(&model, &scores, &block(amount)).unwrap();
+    assert!(sel.removed.iter().any(|r| !r.is_empty()), "something is pruned");
+    let reference = logits(&zeroed(&model, &sel));
+    let mut pruned = model.clone();
+    let report = apply(&mut pruned, &sel).unwrap();
+    assert!(report.params_after < report.params_before);
+    let got = logits(&pruned);
+    let diff = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    println!("{name} {amount:?}: {} → {} params, max |Δ| {diff:e}", report.params_before, report.params_after);
+    assert!(diff < 1e-5, "{name}: pruned and zeroed differ by {diff}");
+}
+
+#[test]
+fn zeroing_law_block_wise_mha() {
+    zeroing_law("llama-mha", Amount::UnitRatio(0.25), Importance::L2);
+    zeroing_law("llama-mha", Amount::Ratio(0.2), Importance::Random);
+}
+
+#[test]
+fn zeroing_law_block_wise_gqa() {
+    // whole key/value heads with their query heads
+    zeroing_law("llama-gqa", Amount::UnitRatio(0.5), Importance::L1);
+    zeroing_law("llama-gqa", Amount::Ratio(0.3), Importance::Random);
+}
+
+#[test]
+fn global_ratio_stays_near_the_target_and_keeps_every_group() {
+    let model = grouped("llama-mha");
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let mut opts = block(Amount::Ratio(0.25));
+    opts.global = true;
+    let sel = select(&model, &scores, &opts).unwrap();
+    let groups = model.groups.as_ref().unwrap();
+    assert!(groups.iter().zip(&sel.removed).all(|(g, r)| r.len() < g.units.len()));
+    let mut pruned = model.clone();
+    let report = apply(&mut pruned, &sel).unwrap();
+    let achieved = 1.0 - report.params_after as f64 / report.params_before as f64;
+    assert!((achieved - 0.25).abs() < 0.02, "achieved {achieved}");
+}
+
+#[test]
+fn ratio_out_of_range_is_refused() {
+    let model = grouped("llama-mha");
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    for r in [-0.1, 1.0, 1.5, f64::NAN] {
+        let e = select(&model, &scores, &block(Amount::Ratio(r))).unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+    }
+}
+
+/// LLM-Pruner's block-wise recipe (`--pruning_ratio 0.25 --block_attention_layer_start 1
+/// --block_attention_layer_end 3` and the same for MLP, Taylor `param_first`): the same heads
+/// and channels go, the same shapes and parameter count come out.
+#[test]
+fn reproduces_llm_pruner_block_wise() {
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("llm-pruner-importance.json")).unwrap()).unwrap();
+    let variant = &reference["variants"]["taylor:param_first"];
+    let mut model = grouped("llama-mha");
+    let stats = calibrate::<CpuAutodiff>(&model, &cpu(), &rows(), CalibrationOptions::default(), |_, _| {}).unwrap();
+    let scores = score(&model, Some(&stats), Importance::TaylorElement1, Aggregation::Sum, 0).unwrap();
+    let opts = PruneOptions {
+        amount: Amount::UnitRatio(0.25),
+        mode: Mode::Block,
+        attn_layers: Some(1..3),
+        mlp_layers: Some(1..3),
+        global: false,
+    };
+    let sel = select(&model, &scores, &opts).unwrap();
+    let groups = model.groups.clone().unwrap();
+    for g in variant["groups"].as_array().unwrap() {
+        let layer = g["layer"].as_u64().unwrap() as u32;
+        let attention = g["kind"] == "attention";
+        let k = groups
+            .iter()
+            .position(|gr| gr.block == Some(layer) && (gr.kind == prunec_ir::GroupKind::Attention) == attention && gr.kind != prunec_ir::GroupKind::Hidden)
+            .unwrap();
+        let want: Vec<usize> = g["pruned_units"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        assert_eq!(sel.removed[k], want, "layer {layer} {}", g["kind"]);
+    }
+    let report = apply(&mut model, &sel).unwrap();
+    assert_eq!(report.params_before, variant["params_before"].as_u64().unwrap() as usize);
+    assert_eq!(report.params_after, variant["params_after"].as_u64().unwrap() as usize);
+    for l in 1..3 {
+        let shape = |n: &str| model.params.get(&format!("model.layers.{l}.{n}.weight")).unwrap().shape.clone();
+        assert_eq!(shape("self_attn.q_proj"), [48, 64]);
+        assert_eq!(shape("self_attn.k_proj"), [48, 64]);
+        assert_eq!(shape("self_attn.o_proj"), [64, 48]);
+        assert_eq!(shape("mlp.gate_proj"), [132, 64]);
+        assert_eq!(shape("mlp.down_proj"), [64, 132]);
+    }
+    // the pruned graph still runs, and prints for the snapshot
+    let _ = logits(&model);
+    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("llama-mha.pruned-llm-pruner-block", prunec_ir::print(&model).unwrap());
+    });
+}
+
+#[test]
+fn pruned_gqa_snapshot() {
+    let mut model = grouped("llama-gqa");
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let sel = select(&model, &scores, &block(Amount::UnitRatio(0.5))).unwrap();
+    apply(&mut model, &sel).unwrap();
+    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("llama-gqa.pruned-l2-unit-0.5", prunec_ir::print(&model).unwrap());
+    });
+}
