@@ -87,6 +87,75 @@ struct RunArgs {
     /// Write a JSON report of the run here.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+
+    /// Importance estimator of `score`: random, l1, l2, taylor-vector, taylor-element1,
+    /// taylor-element2, taylor-mix.
+    #[arg(long, default_value = "taylor-element1")]
+    importance: String,
+
+    /// How a unit's members combine: sum, mean, max, prod, first, last.
+    #[arg(long, default_value = "sum")]
+    aggregation: String,
+
+    /// Calibration text for Taylor importance: plain text, or JSONL rows with `text` or `input_ids`.
+    #[arg(long, value_name = "FILE")]
+    calib: Option<PathBuf>,
+
+    /// Calibration samples (the paper: 10).
+    #[arg(long, default_value_t = 10)]
+    calib_samples: usize,
+
+    /// Tokens per calibration sample (LLM-Pruner: 64).
+    #[arg(long, default_value_t = 64)]
+    calib_len: usize,
+
+    /// Seed of calibration sampling and random importance.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Fraction of all parameters to remove (embeddings included).
+    #[arg(long)]
+    ratio: Option<f64>,
+
+    /// LLM-Pruner's ratio: in each pruned group, `current − int(initial·(1−r))` channels, in whole units.
+    #[arg(long, conflicts_with = "ratio")]
+    unit_ratio: Option<f64>,
+
+    /// What `prune` removes: `block` (attention heads and MLP channels) or `channel` (hidden channels).
+    #[arg(long, value_enum, default_value = "block")]
+    mode: PruneMode,
+
+    /// Layers whose attention heads are pruned, `start..end` (end excluded); all by default.
+    #[arg(long, value_parser = parse_layers)]
+    attn_layers: Option<std::ops::Range<u32>>,
+
+    /// Layers whose MLP channels are pruned, `start..end` (end excluded); all by default.
+    #[arg(long, value_parser = parse_layers)]
+    mlp_layers: Option<std::ops::Range<u32>>,
+
+    /// One threshold across layers (score per parameter) instead of the same share in each.
+    #[arg(long)]
+    global: bool,
+}
+
+/// What `prune` removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PruneMode {
+    /// Attention heads and MLP channels of the decoder layers.
+    Block,
+    /// Hidden channels.
+    Channel,
+}
+
+/// Parses `start..end`.
+fn parse_layers(s: &str) -> std::result::Result<std::ops::Range<u32>, String> {
+    let (a, b) = s.split_once("..").ok_or_else(|| format!("`{s}` is not START..END"))?;
+    let a: u32 = a.trim().parse().map_err(|_| format!("`{a}` is not a layer number"))?;
+    let b: u32 = b.trim().parse().map_err(|_| format!("`{b}` is not a layer number"))?;
+    if a >= b {
+        return Err(format!("`{s}` is empty: END must exceed START"));
+    }
+    Ok(a..b)
 }
 
 /// `prunec generate MODEL --prompt ...`.
@@ -190,6 +259,19 @@ fn run(cli: &RunArgs) -> Result<()> {
             bail!("--dump-after {name}: `{name}` is not in --pass {}", cli.pass);
         }
     }
+    let importance = prunec_passes::Importance::from_name(&cli.importance)?;
+    let aggregation = prunec_passes::Aggregation::from_name(&cli.aggregation)?;
+    if steps.contains(&Step::Prune) && cli.ratio.is_none() && cli.unit_ratio.is_none() {
+        bail!("pass `prune` needs --ratio R (fraction of all parameters) or --unit-ratio R (LLM-Pruner's)");
+    }
+    if let Some(r) = cli.ratio.or(cli.unit_ratio) {
+        if !(0.0..1.0).contains(&r) {
+            bail!("ratio {r} is out of range: it must be in [0, 1)");
+        }
+    }
+    if steps.contains(&Step::Score) && (importance.needs_gradient() || importance.needs_fisher()) && cli.calib.is_none() {
+        bail!("importance `{}` needs calibration text: give --calib FILE (or use l1, l2 or random)", importance.name());
+    }
     if steps.contains(&Step::Eval) && cli.eval_text.is_none() {
         bail!("pass `eval` needs --eval-text FILE (plain text, or JSONL rows with `text` or `input_ids`)");
     }
@@ -210,6 +292,7 @@ fn run(cli: &RunArgs) -> Result<()> {
         print!("{}", prunec_ir::print(&model)?);
     }
     let mut eval_cache: Option<Vec<u32>> = None;
+    let mut scores: Option<prunec_passes::Scores> = None;
     let total = steps.len();
     for (k, step) in steps.iter().enumerate() {
         eprintln!("[{}/{total}] {} ...", k + 1, step.name());
@@ -219,6 +302,65 @@ fn run(cli: &RunArgs) -> Result<()> {
             Step::Ir(pass) => {
                 let outcome = pass.run(&mut model).with_context(|| format!("pass `{}`", pass.name()))?;
                 record.summary = outcome.summary;
+            }
+            Step::Score => {
+                let stats = if importance.needs_gradient() || importance.needs_fisher() {
+                    let calib = cli.calib.as_deref().context("--calib")?;
+                    let src = read_text_source(calib)?;
+                    let tok = match &src {
+                        TextSource::Tokens(_) => None,
+                        _ => Some(tokenizer(model_path, cli.tokenizer.as_deref())?),
+                    };
+                    let samples = match (&src, &tok) {
+                        (TextSource::Tokens(rows), _) => rows.iter().take(cli.calib_samples).map(|r| r[..r.len().min(cli.calib_len)].to_vec()).collect(),
+                        (_, Some(tok)) => prunec_frontends::data::calibration_samples(&src, tok, cli.calib_samples, cli.calib_len, cli.seed)?,
+                        (_, None) => unreachable!("a text source has a tokenizer"),
+                    };
+                    let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
+                    let mut bar = Progress::new("calibrate", samples.len(), "passes");
+                    let stats = device::calibrate(cli.device, &model, &samples, options, |done, total| {
+                        if total != samples.len() {
+                            bar = Progress::new("calibrate", total, "passes");
+                        }
+                        bar.update(done, "")
+                    })
+                    .context("calibration")?;
+                    bar.finish();
+                    eprintln!(
+                        "calibrated on {} samples of {} tokens from {}: loss {:.4}",
+                        stats.samples,
+                        cli.calib_len,
+                        calib.display(),
+                        stats.loss
+                    );
+                    Some(stats)
+                } else {
+                    None
+                };
+                let s = prunec_passes::score(&model, stats.as_ref(), importance, aggregation, cli.seed)?;
+                let units: usize = s.groups.iter().map(|g| g.units.len()).sum();
+                record.summary = format!("scored {units} units of {} groups ({}, {})\n", s.groups.len(), importance.name(), aggregation.name());
+                scores = Some(s);
+            }
+            Step::Prune => {
+                let s = scores.take().context("pass `prune` needs scores: put `score` before it")?;
+                let opts = prunec_passes::prune::PruneOptions {
+                    amount: match (cli.ratio, cli.unit_ratio) {
+                        (Some(r), _) => prunec_passes::prune::Amount::Ratio(r),
+                        (None, Some(r)) => prunec_passes::prune::Amount::UnitRatio(r),
+                        (None, None) => bail!("pass `prune` needs --ratio or --unit-ratio"),
+                    },
+                    mode: match cli.mode {
+                        PruneMode::Block => prunec_passes::prune::Mode::Block,
+                        PruneMode::Channel => prunec_passes::prune::Mode::Channel,
+                    },
+                    attn_layers: cli.attn_layers.clone(),
+                    mlp_layers: cli.mlp_layers.clone(),
+                    global: cli.global,
+                };
+                let selection = prunec_passes::prune::select(&model, &s, &opts)?;
+                let pruned = prunec_passes::prune::apply(&mut model, &selection)?;
+                record.summary = pruned.summary();
             }
             Step::Eval => {
                 let text = cli.eval_text.as_deref().context("--eval-text")?;

@@ -8,6 +8,10 @@ use anyhow::{bail, Result};
 pub enum Step {
     /// A pass of the IR.
     Ir(prunec_passes::Pass),
+    /// Importance of every unit (calibrating first when the estimator needs gradients).
+    Score,
+    /// Removal of the lowest-scoring units.
+    Prune,
     /// Perplexity on `--eval-text`.
     Eval,
 }
@@ -17,6 +21,8 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::Ir(p) => p.name(),
+            Step::Score => "score",
+            Step::Prune => "prune",
             Step::Eval => "eval",
         }
     }
@@ -25,7 +31,7 @@ impl Step {
 /// Every pass name the driver knows, in pipeline order.
 pub fn valid_names() -> Vec<&'static str> {
     let mut names = prunec_passes::PASSES.to_vec();
-    names.push("eval");
+    names.extend(["score", "prune", "eval"]);
     names
 }
 
@@ -35,6 +41,8 @@ pub fn parse(spec: &str) -> Result<Vec<Step>> {
     for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         steps.push(match name {
             "eval" => Step::Eval,
+            "score" => Step::Score,
+            "prune" => Step::Prune,
             other => match prunec_passes::Pass::from_name(other) {
                 Ok(p) => Step::Ir(p),
                 Err(_) => bail!("unknown pass `{other}`; valid passes: {}", valid_names().join(", ")),
