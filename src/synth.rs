@@ -18,11 +18,12 @@
 //! Memory: tensors are streamed to disk in pieces of [`CHUNK`] values through
 //! [`SafetensorsStreamWriter`]; nothing close to the model's size is ever held.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use prunec_backends::hf_writer::torch_dtype;
+use prunec_backends::sharding::{self, ShardPlan};
 use prunec_backends::stream_writer::{Dtype, SafetensorsStreamWriter, TensorEntry};
 use prunec_backends::AtomicPath;
 use prunec_frontends::llama::LlamaConfig;
@@ -183,6 +184,7 @@ impl Preset {
             attention_bias: false,
             mlp_bias: false,
             max_position_embeddings: self.max_position_embeddings,
+            layer_widths: None,
         }
     }
 
@@ -230,14 +232,6 @@ impl Preset {
             "eos_token_id": self.eos_token_id,
             "use_cache": true,
         })
-    }
-}
-
-fn torch_dtype(dtype: Dtype) -> &'static str {
-    match dtype {
-        Dtype::F16 => "float16",
-        Dtype::BF16 => "bfloat16",
-        _ => "float32",
     }
 }
 
@@ -325,27 +319,6 @@ fn write_tensor(
     Ok(())
 }
 
-/// Cuts `tensors` (in the model's order) into shards of at most `max_bytes` of tensor data the
-/// way `save_pretrained` does: a tensor opens a new shard when it would overflow the current
-/// one (a tensor bigger than `max_bytes` gets a shard of its own).
-fn plan_shards(tensors: Vec<TensorEntry>, max_bytes: u64) -> Result<Vec<Vec<TensorEntry>>> {
-    let mut shards: Vec<Vec<TensorEntry>> = vec![Vec::new()];
-    let mut size = 0u64;
-    for t in tensors {
-        let bytes = t.byte_len().context("tensor size overflows")? as u64;
-        let current = shards.last().map_or(0, Vec::len);
-        if current > 0 && size + bytes > max_bytes {
-            shards.push(Vec::new());
-            size = 0;
-        }
-        size += bytes;
-        if let Some(shard) = shards.last_mut() {
-            shard.push(t);
-        }
-    }
-    Ok(shards)
-}
-
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
@@ -405,21 +378,8 @@ pub fn run(args: &SynthArgs) -> Result<()> {
 
     let tensors: Vec<TensorEntry> =
         config.expected_params().into_iter().map(|(name, shape)| TensorEntry::new(name, dtype, shape)).collect();
-    let mut total_bytes = 0u64;
-    let mut total_params = 0u64;
-    for t in &tensors {
-        total_bytes += t.byte_len().context("tensor size overflows")? as u64;
-        total_params += t.numel().context("tensor size overflows")? as u64;
-    }
-    let shards = plan_shards(tensors, args.max_shard_mib << 20)?;
-    let n_shards = shards.len();
-    let file_name = |k: usize| {
-        if n_shards == 1 {
-            "model.safetensors".to_string()
-        } else {
-            format!("model-{:05}-of-{n_shards:05}.safetensors", k + 1)
-        }
-    };
+    let plan = ShardPlan::new(&args.output, tensors, args.max_shard_mib << 20)?;
+    let (n_shards, total_bytes, total_params) = (plan.len(), plan.total_bytes(), plan.total_params());
     eprintln!(
         "synth {} {} (shape of {}): {num_layers} layers, {total_params} parameters, {}, {:.2} GiB in {n_shards} file{} -> {}",
         args.arch,
@@ -437,51 +397,36 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing a stale {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let write_json = |name: &str, value: &serde_json::Value| -> Result<()> {
-        let path = dir.join(name);
-        let text = serde_json::to_string_pretty(value)? + "\n";
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
-    };
-    write_json("config.json", &preset.config_json(num_layers, dtype, args.seed))?;
-    write_json("generation_config.json", &preset.generation_config_json())?;
+    sharding::write_json(&dir.join("config.json"), &preset.config_json(num_layers, dtype, args.seed), &[])?;
+    sharding::write_json(&dir.join("generation_config.json"), &preset.generation_config_json(), &[])?;
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
     let mut buffers = [vec![0f32; CHUNK], vec![0f32; CHUNK]];
-    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    let mut weight_map = BTreeMap::new();
     let mut written = 0u64;
-    for (k, mut shard) in shards.into_iter().enumerate() {
-        let name = file_name(k);
-        // Within a file, tensors lie by name, as the `safetensors` library orders them.
-        shard.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut writer = SafetensorsStreamWriter::create(&dir.join(&name), shard.clone(), Some(&metadata), &[])?;
-        let mut shard_bytes = 0u64;
-        for entry in &shard {
-            write_tensor(&mut writer, entry, args.seed, &mut buffers, threads)
-                .with_context(|| format!("writing `{}` to {name}", entry.name))?;
-            shard_bytes += entry.byte_len().unwrap_or(0) as u64;
-            weight_map.insert(entry.name.clone(), name.clone());
-        }
-        writer.finish()?;
-        written += shard_bytes;
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "[{}/{n_shards}] {name}: {:.2} GiB; {:.2} of {:.2} GiB ({:.0}%) in {secs:.1} s, {:.0} MiB/s",
-            k + 1,
-            gib(shard_bytes),
-            gib(written),
-            gib(total_bytes),
-            100.0 * written as f64 / total_bytes.max(1) as f64,
-            written as f64 / (1u64 << 20) as f64 / secs.max(1e-9),
-        );
-    }
-    if n_shards > 1 {
-        let index = serde_json::json!({
-            "metadata": { "total_parameters": total_params, "total_size": total_bytes },
-            "weight_map": weight_map,
-        });
-        write_json("model.safetensors.index.json", &index)?;
-    }
+    sharding::write_shards::<anyhow::Error>(
+        &dir,
+        plan,
+        &[],
+        |writer, entry| {
+            let file = writer.path().file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            write_tensor(writer, entry, args.seed, &mut buffers, threads)
+                .with_context(|| format!("writing `{}` to {file}", entry.name))
+        },
+        |shard| {
+            written += shard.bytes;
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!(
+                "[{}/{n_shards}] {}: {:.2} GiB; {:.2} of {:.2} GiB ({:.0}%) in {secs:.1} s, {:.0} MiB/s",
+                shard.index + 1,
+                shard.file_name,
+                gib(shard.bytes),
+                gib(written),
+                gib(total_bytes),
+                100.0 * written as f64 / total_bytes.max(1) as f64,
+                written as f64 / (1u64 << 20) as f64 / secs.max(1e-9),
+            );
+        },
+    )?;
     let dest = out.commit()?;
     println!(
         "wrote {}: {} {} shape, {num_layers} layers, {total_params} parameters, {}, seed {}, {:.2} GiB in {n_shards} file{}, {:.1} s",
@@ -521,13 +466,5 @@ mod tests {
         fill_blocks(&mut many[..2 * BLOCK], key, 0, 3);
         fill_blocks(&mut many[2 * BLOCK..], key, 2, 2);
         assert_eq!(one, many);
-    }
-
-    #[test]
-    fn shards_follow_the_size_limit() {
-        let t = |n: &str, gib: usize| TensorEntry::new(n, Dtype::F32, vec![gib << 28]);
-        let shards = plan_shards(vec![t("a", 1), t("b", 1), t("c", 1), t("d", 3), t("e", 1)], 2 << 30).unwrap();
-        let names: Vec<Vec<&str>> = shards.iter().map(|s| s.iter().map(|e| e.name.as_str()).collect()).collect();
-        assert_eq!(names, [vec!["a", "b"], vec!["c"], vec!["d"], vec!["e"]]);
     }
 }

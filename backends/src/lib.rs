@@ -1,18 +1,22 @@
 //! # prunec-backends
 //!
-//! Backends turn the IR into something that runs or loads elsewhere. For now: the writers'
-//! foundation — parameters to safetensors, every output written to a temporary path and
-//! renamed into place so that no half-written file is ever left where a user looks.
+//! Backends turn the IR into something that runs or loads elsewhere: the Burn runtime, and
+//! writers — HF folders ([`hf_writer`]), safetensors streamed tensor by tensor — every output
+//! written to a temporary path and renamed into place so that no half-written file is ever
+//! left where a user looks.
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod hf_writer;
 pub mod runtime;
 pub mod safetensors_writer;
+pub mod sharding;
 pub mod stream_writer;
 
 /// The Burn version prunec is built with, for code that works with its tensors.
 pub use ::burn;
 pub use atomic::AtomicPath;
+pub use hf_writer::{write_hf_folder, HfWriteOptions};
 pub use safetensors_writer::write_safetensors;
 
 use std::path::PathBuf;
@@ -28,6 +32,14 @@ pub enum BackendError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// The output exists already.
+    #[error("{path}: exists; {reason}")]
+    OutputExists {
+        /// The output.
+        path: PathBuf,
+        /// Why it is not replaced.
+        reason: &'static str,
     },
     /// The output would overwrite the model's own input.
     #[error("{path}: refusing to overwrite an input of this run")]

@@ -1,8 +1,14 @@
 //! The LLaMA family (LLaMA 1/2/3, Vicuna, SmolLM, any `LlamaForCausalLM`): configuration and
 //! lowering to the IR. The HF and GGUF frontends both come here, so the same model gives the
 //! same graph whatever file it was read from.
+//!
+//! Layers may have widths of their own (a pruned model): `config.json` then lists them under
+//! [`LAYER_WIDTHS_KEY`], and the top-level widths are the maxima. A layer with no attention
+//! heads (or no MLP channels) has no attention (or MLP) branch at all: the residual stream
+//! passes through it unchanged. [`hf_config`] writes the configuration back from a model's
+//! parameter shapes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use prunec_ir::{
     Attention, BinaryOp, DType, Dim, Graph, Model, ModelInfo, Op, Param, ParamData, ParamStore, Rope, RopeLayout, Shape,
@@ -41,6 +47,46 @@ pub struct LlamaConfig {
     pub mlp_bias: bool,
     /// Longest context the model was trained for.
     pub max_position_embeddings: usize,
+    /// Each layer's widths when they differ ([`LAYER_WIDTHS_KEY`]); `None`: every layer has
+    /// `num_heads`, `num_kv_heads` and `intermediate_size` above (which are otherwise the
+    /// maxima over the layers).
+    pub layer_widths: Option<Vec<LayerWidths>>,
+}
+
+/// The `config.json` key listing every layer's widths, for models whose layers differ:
+/// `[{"num_attention_heads": .., "num_key_value_heads": .., "intermediate_size": ..}, ...]`.
+pub const LAYER_WIDTHS_KEY: &str = "prunec_layer_widths";
+
+/// The widths of one decoder layer (`head_dim` is the model's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerWidths {
+    /// Query heads; 0: the layer has no attention branch.
+    pub num_heads: usize,
+    /// Key/value heads (0 exactly when `num_heads` is).
+    pub num_kv_heads: usize,
+    /// MLP channels; 0: the layer has no MLP branch.
+    pub intermediate_size: usize,
+}
+
+impl LayerWidths {
+    /// Whether the layer has an attention branch.
+    pub fn has_attention(&self) -> bool {
+        self.num_heads > 0
+    }
+
+    /// Whether the layer has an MLP branch.
+    pub fn has_mlp(&self) -> bool {
+        self.intermediate_size > 0
+    }
+
+    /// The widths as a `prunec_layer_widths` entry.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "intermediate_size": self.intermediate_size,
+        })
+    }
 }
 
 fn get_usize(json: &serde_json::Value, key: &str) -> Option<usize> {
@@ -48,13 +94,12 @@ fn get_usize(json: &serde_json::Value, key: &str) -> Option<usize> {
 }
 
 impl LlamaConfig {
-    /// Reads an HF `config.json` (transformers 4 and 5 formats).
+    /// Reads an HF `config.json` (transformers 4 and 5 formats), with each layer's widths
+    /// from [`LAYER_WIDTHS_KEY`] when it is there.
     pub fn from_hf_json(path: &Path, json: &serde_json::Value) -> Result<LlamaConfig> {
+        let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
         let need = |key: &str| -> Result<usize> {
-            get_usize(json, key).ok_or_else(|| FrontendError::BadConfig {
-                path: path.to_path_buf(),
-                reason: format!("`{key}` is missing or not a non-negative integer"),
-            })
+            get_usize(json, key).ok_or_else(|| bad(format!("`{key}` is missing or not a non-negative integer")))
         };
         let hidden_size = need("hidden_size")?;
         let num_heads = need("num_attention_heads")?;
@@ -70,12 +115,29 @@ impl LlamaConfig {
             .and_then(serde_json::Value::as_str)
         {
             if kind != "default" {
-                return Err(FrontendError::BadConfig {
-                    path: path.to_path_buf(),
-                    reason: format!("rope type `{kind}` is not supported yet (only `default`)"),
-                });
+                return Err(bad(format!("rope type `{kind}` is not supported yet (only `default`)")));
             }
         }
+        let layer_widths = match json.get(LAYER_WIDTHS_KEY) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Array(entries)) => {
+                let mut layers = Vec::with_capacity(entries.len());
+                for (l, entry) in entries.iter().enumerate() {
+                    let width = |key: &str| -> Result<usize> {
+                        get_usize(entry, key).ok_or_else(|| {
+                            bad(format!("`{LAYER_WIDTHS_KEY}[{l}]`: `{key}` is missing or not a non-negative integer"))
+                        })
+                    };
+                    layers.push(LayerWidths {
+                        num_heads: width("num_attention_heads")?,
+                        num_kv_heads: width("num_key_value_heads")?,
+                        intermediate_size: width("intermediate_size")?,
+                    });
+                }
+                Some(layers)
+            }
+            Some(_) => return Err(bad(format!("`{LAYER_WIDTHS_KEY}` is not a list (one entry per layer)"))),
+        };
         let cfg = LlamaConfig {
             vocab_size: need("vocab_size")?,
             hidden_size,
@@ -90,23 +152,41 @@ impl LlamaConfig {
             attention_bias: json.get("attention_bias").and_then(serde_json::Value::as_bool).unwrap_or(false),
             mlp_bias: json.get("mlp_bias").and_then(serde_json::Value::as_bool).unwrap_or(false),
             max_position_embeddings: get_usize(json, "max_position_embeddings").unwrap_or(2048),
+            layer_widths,
         };
         cfg.validate(path)?;
         Ok(cfg)
     }
 
+    /// The widths of layer `l`.
+    pub fn layer(&self, l: usize) -> LayerWidths {
+        match self.layer_widths.as_ref().and_then(|w| w.get(l)) {
+            Some(w) => *w,
+            None => LayerWidths {
+                num_heads: self.num_heads,
+                num_kv_heads: self.num_kv_heads,
+                intermediate_size: self.intermediate_size,
+            },
+        }
+    }
+
     /// Checks that the sizes are consistent.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |reason: String| Err(FrontendError::BadConfig { path: path.to_path_buf(), reason });
-        let positive = [
+        let mut positive = vec![
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
             ("num_hidden_layers", self.num_layers),
-            ("num_attention_heads", self.num_heads),
-            ("num_key_value_heads", self.num_kv_heads),
             ("head_dim", self.head_dim),
         ];
+        if self.layer_widths.is_none() {
+            // With per-layer widths the top-level ones are only the maxima, checked per layer.
+            positive.extend([
+                ("intermediate_size", self.intermediate_size),
+                ("num_attention_heads", self.num_heads),
+                ("num_key_value_heads", self.num_kv_heads),
+            ]);
+        }
         for (k, v) in positive {
             if v == 0 {
                 return bad(format!("`{k}` must be positive"));
@@ -115,42 +195,83 @@ impl LlamaConfig {
                 return bad(format!("`{k}` = {v} is implausibly large"));
             }
         }
-        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
-            return bad(format!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                self.num_heads, self.num_kv_heads
-            ));
-        }
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
+        }
+        let Some(layers) = &self.layer_widths else {
+            if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+                return bad(format!(
+                    "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                    self.num_heads, self.num_kv_heads
+                ));
+            }
+            return Ok(());
+        };
+        if layers.len() != self.num_layers {
+            return bad(format!(
+                "`{LAYER_WIDTHS_KEY}` has {} entries for {} layers (num_hidden_layers)",
+                layers.len(),
+                self.num_layers
+            ));
+        }
+        for (l, w) in layers.iter().enumerate() {
+            let at = format!("`{LAYER_WIDTHS_KEY}[{l}]`");
+            for (k, v) in [
+                ("num_attention_heads", w.num_heads),
+                ("num_key_value_heads", w.num_kv_heads),
+                ("intermediate_size", w.intermediate_size),
+            ] {
+                if v > 1 << 24 {
+                    return bad(format!("{at}: `{k}` = {v} is implausibly large"));
+                }
+            }
+            if (w.num_heads == 0) != (w.num_kv_heads == 0) {
+                return bad(format!(
+                    "{at}: num_attention_heads {} and num_key_value_heads {} must be both zero (no attention) or both positive",
+                    w.num_heads, w.num_kv_heads
+                ));
+            }
+            if w.num_kv_heads > 0 && !w.num_heads.is_multiple_of(w.num_kv_heads) {
+                return bad(format!(
+                    "{at}: num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                    w.num_heads, w.num_kv_heads
+                ));
+            }
         }
         Ok(())
     }
 
-    /// Parameter names and shapes, in the order HF lists them.
+    /// Parameter names and shapes, in the order HF lists them. A layer without attention heads
+    /// has no attention parameters (its input norm included), one without MLP channels no MLP
+    /// parameters (its post-attention norm included).
     pub fn expected_params(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let (q, kv) = (self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
+        let (h, v) = (self.hidden_size, self.vocab_size);
         let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
         for l in 0..self.num_layers {
+            let w = self.layer(l);
+            let (q, kv, i) = (w.num_heads * self.head_dim, w.num_kv_heads * self.head_dim, w.intermediate_size);
             let p = format!("model.layers.{l}");
-            out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-            for (n, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
-                out.push((format!("{p}.self_attn.{n}.weight"), vec![rows, h]));
+            if w.has_attention() {
+                out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+                for (n, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
+                    out.push((format!("{p}.self_attn.{n}.weight"), vec![rows, h]));
+                    if self.attention_bias {
+                        out.push((format!("{p}.self_attn.{n}.bias"), vec![rows]));
+                    }
+                }
+                out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
                 if self.attention_bias {
-                    out.push((format!("{p}.self_attn.{n}.bias"), vec![rows]));
+                    out.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
                 }
             }
-            out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
-            if self.attention_bias {
-                out.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
-            }
-            out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-            for (n, shape) in [("gate_proj", vec![i, h]), ("up_proj", vec![i, h]), ("down_proj", vec![h, i])] {
-                let rows = shape[0];
-                out.push((format!("{p}.mlp.{n}.weight"), shape));
-                if self.mlp_bias {
-                    out.push((format!("{p}.mlp.{n}.bias"), vec![rows]));
+            if w.has_mlp() {
+                out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+                for (n, shape) in [("gate_proj", vec![i, h]), ("up_proj", vec![i, h]), ("down_proj", vec![h, i])] {
+                    let rows = shape[0];
+                    out.push((format!("{p}.mlp.{n}.weight"), shape));
+                    if self.mlp_bias {
+                        out.push((format!("{p}.mlp.{n}.bias"), vec![rows]));
+                    }
                 }
             }
         }
@@ -160,10 +281,167 @@ impl LlamaConfig {
         }
         out
     }
+
+    /// The configuration as a transformers `config.json` for `LlamaForCausalLM` (the keys
+    /// transformers 5 writes, `head_dim` always explicit; [`LAYER_WIDTHS_KEY`] when layers
+    /// differ). The GGUF frontend's models carry this as their `config_json`.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let mut json = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"],
+            "attention_bias": self.attention_bias,
+            "attention_dropout": 0.0,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "hidden_size": self.hidden_size,
+            "initializer_range": 0.02,
+            "intermediate_size": self.intermediate_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "mlp_bias": self.mlp_bias,
+            "model_type": "llama",
+            "num_attention_heads": self.num_heads,
+            "num_hidden_layers": self.num_layers,
+            "num_key_value_heads": self.num_kv_heads,
+            "pretraining_tp": 1,
+            "rms_norm_eps": shortest_f64(self.rms_norm_eps),
+            "rope_parameters": { "rope_theta": shortest_f64(self.rope_theta), "rope_type": "default" },
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "use_cache": true,
+            "vocab_size": self.vocab_size,
+        });
+        if let (Some(layers), Some(obj)) = (&self.layer_widths, json.as_object_mut()) {
+            obj.insert(LAYER_WIDTHS_KEY.into(), layers.iter().map(LayerWidths::to_json).collect());
+        }
+        json
+    }
 }
 
-/// Lowers a LLaMA model to the IR, checking every tensor's shape against `config`.
-pub fn build(config: &LlamaConfig, weights: &dyn WeightSource, info: ModelInfo) -> Result<Model> {
+/// `v` as the f64 of its shortest decimal form (`1e-5`, not `9.999999747378752e-6`).
+fn shortest_f64(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
+/// Where a model's configuration lives, for messages: `config.json` of an HF folder, else
+/// the model file itself.
+fn config_path(model: &Model) -> PathBuf {
+    let source = &model.info.source;
+    if model.info.format == "hf" || source.is_dir() {
+        source.join("config.json")
+    } else {
+        source.clone()
+    }
+}
+
+/// The width of one head: the rotary op's `rotary_dims` (LLaMA rotates whole heads), else the
+/// configuration's `head_dim`.
+fn head_dim(model: &Model, original: &LlamaConfig) -> usize {
+    let g = &model.graph;
+    g.node_ids()
+        .into_iter()
+        .find_map(|id| match g.node(id).ok().map(|n| &n.op) {
+            Some(Op::Rope(rope)) => Some(rope.rotary_dims),
+            _ => None,
+        })
+        .unwrap_or(original.head_dim)
+}
+
+/// The HF `config.json` of a LLaMA model as it is now, widths read from its parameters:
+/// `hidden_size` and `vocab_size` from the embedding, each layer's heads from the rows of
+/// q_proj and k_proj (over `head_dim`, from the rotary op) and its MLP channels from the rows
+/// of gate_proj (a layer without them has 0), `tie_word_embeddings` from whether `lm_head`
+/// exists. Every other key is the model's own configuration (`config_json`; for a GGUF model
+/// the one its metadata describes). When all layers have the same widths the result is a
+/// stock LLaMA config (no [`LAYER_WIDTHS_KEY`]) that transformers' `LlamaForCausalLM` loads;
+/// otherwise the top-level widths are the maxima and [`LAYER_WIDTHS_KEY`] lists every layer.
+///
+/// The result is checked against the parameters: every tensor it implies exists with its shape.
+pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
+    let path = config_path(model);
+    let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
+    let text = model.info.config_json.as_deref().ok_or_else(|| bad("the model carries no configuration".into()))?;
+    let mut json: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| FrontendError::Corrupt { path: path.clone(), format: "config.json", reason: e.to_string() })?;
+    let original = LlamaConfig::from_hf_json(&path, &json)?;
+    let head_dim = head_dim(model, &original);
+    let source = model.info.source.clone();
+    let shape = |name: &str| model.params.get(name).map(|p| p.shape.as_slice());
+    let embed = "model.embed_tokens.weight";
+    let (vocab_size, hidden_size) = match shape(embed) {
+        Some(&[v, h]) => (v, h),
+        Some(other) => {
+            return Err(FrontendError::BadTensor {
+                path: source,
+                tensor: embed.into(),
+                reason: format!("shape {other:?} is not [vocab, hidden]"),
+            })
+        }
+        None => return Err(FrontendError::MissingTensor { path: source, tensor: embed.into() }),
+    };
+    let rows = |name: String, per: usize| -> Result<usize> {
+        let Some(&r) = shape(&name).and_then(<[usize]>::first) else { return Ok(0) };
+        if per == 0 || !r.is_multiple_of(per) {
+            return Err(FrontendError::BadTensor {
+                path: source.clone(),
+                tensor: name,
+                reason: format!("{r} rows are not whole heads of {per}"),
+            });
+        }
+        Ok(r / per)
+    };
+    let mut layers = Vec::with_capacity(original.num_layers);
+    for l in 0..original.num_layers {
+        let p = format!("model.layers.{l}");
+        layers.push(LayerWidths {
+            num_heads: rows(format!("{p}.self_attn.q_proj.weight"), head_dim)?,
+            num_kv_heads: rows(format!("{p}.self_attn.k_proj.weight"), head_dim)?,
+            intermediate_size: rows(format!("{p}.mlp.gate_proj.weight"), 1)?,
+        });
+    }
+    let max = |f: fn(&LayerWidths) -> usize| layers.iter().map(f).max().unwrap_or(0);
+    let top = LayerWidths {
+        num_heads: max(|w| w.num_heads),
+        num_kv_heads: max(|w| w.num_kv_heads),
+        intermediate_size: max(|w| w.intermediate_size),
+    };
+    let uniform = layers.iter().all(|w| *w == top);
+    let has = |suffix: &str| model.params.iter().any(|(n, _)| n.starts_with("model.layers.") && n.ends_with(suffix));
+    let obj = json.as_object_mut().ok_or_else(|| bad("not a JSON object".into()))?;
+    obj.insert("hidden_size".into(), hidden_size.into());
+    obj.insert("vocab_size".into(), vocab_size.into());
+    obj.insert("head_dim".into(), head_dim.into());
+    obj.insert("num_hidden_layers".into(), original.num_layers.into());
+    obj.insert("num_attention_heads".into(), top.num_heads.into());
+    obj.insert("num_key_value_heads".into(), top.num_kv_heads.into());
+    obj.insert("intermediate_size".into(), top.intermediate_size.into());
+    obj.insert("tie_word_embeddings".into(), model.params.get("lm_head.weight").is_none().into());
+    obj.insert("attention_bias".into(), has(".self_attn.q_proj.bias").into());
+    obj.insert("mlp_bias".into(), has(".mlp.gate_proj.bias").into());
+    if uniform {
+        obj.remove(LAYER_WIDTHS_KEY);
+    } else {
+        obj.insert(LAYER_WIDTHS_KEY.into(), layers.iter().map(LayerWidths::to_json).collect());
+    }
+
+    // The configuration must describe the parameters exactly as a reload will expect them.
+    let config = LlamaConfig::from_hf_json(&path, &json)?;
+    for (name, expected) in config.expected_params() {
+        match model.params.get(&name) {
+            None => return Err(FrontendError::MissingTensor { path: source, tensor: name }),
+            Some(p) if p.shape != expected => {
+                return Err(FrontendError::ShapeMismatch { path: source, tensor: name, expected, found: p.shape.clone() })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(json)
+}
+
+/// Lowers a LLaMA model to the IR, checking every tensor's shape against `config`. A model
+/// whose `info` has no configuration (GGUF) gets `config`'s, as [`LlamaConfig::to_hf_json`]
+/// writes it.
+pub fn build(config: &LlamaConfig, weights: &dyn WeightSource, mut info: ModelInfo) -> Result<Model> {
+    if info.config_json.is_none() {
+        info.config_json = Some(config.to_hf_json().to_string());
+    }
     let mut params = ParamStore::new();
     for (name, shape) in config.expected_params() {
         let t = weights
@@ -210,14 +488,6 @@ impl Builder<'_> {
     }
 }
 
-fn bsd(n: usize) -> Shape {
-    Shape(vec![Dim::batch(), Dim::seq(), Dim::Fixed(n)])
-}
-
-fn bshd(h: usize, d: usize) -> Shape {
-    Shape(vec![Dim::batch(), Dim::seq(), Dim::Fixed(h), Dim::Fixed(d)])
-}
-
 fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let mut b = Builder { g: Graph::new(), params };
     let ids_ty = ValueType::new(DType::I64, Shape(vec![Dim::batch(), Dim::seq()]));
@@ -226,37 +496,43 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let mut x = b.op(Op::Embedding, "model.embed_tokens", None, &[embed, ids])?;
     let rope = Rope { theta: c.rope_theta, rotary_dims: c.head_dim, layout: RopeLayout::HalfSplit };
     let attention = Attention { scale: 1.0 / (c.head_dim as f32).sqrt(), causal: true };
-    let n_rep = c.num_heads / c.num_kv_heads;
     for l in 0..c.num_layers {
         let blk = Some(l as u32);
         let p = format!("model.layers.{l}");
-        let w = b.param(&format!("{p}.input_layernorm.weight"), blk)?;
-        let h = b.op(Op::RmsNorm { eps: c.rms_norm_eps }, &format!("{p}.input_layernorm"), blk, &[x, w])?;
-        let q = b.linear(h, &format!("{p}.self_attn.q_proj"), c.attention_bias, blk)?;
-        let k = b.linear(h, &format!("{p}.self_attn.k_proj"), c.attention_bias, blk)?;
-        let v = b.linear(h, &format!("{p}.self_attn.v_proj"), c.attention_bias, blk)?;
-        let q = b.op(Op::Reshape { shape: bshd(c.num_heads, c.head_dim) }, &format!("{p}.self_attn.q_heads"), blk, &[q])?;
-        let k = b.op(Op::Reshape { shape: bshd(c.num_kv_heads, c.head_dim) }, &format!("{p}.self_attn.k_heads"), blk, &[k])?;
-        let v = b.op(Op::Reshape { shape: bshd(c.num_kv_heads, c.head_dim) }, &format!("{p}.self_attn.v_heads"), blk, &[v])?;
-        let q = b.op(Op::Rope(rope), &format!("{p}.self_attn.q_rope"), blk, &[q])?;
-        let mut k = b.op(Op::Rope(rope), &format!("{p}.self_attn.k_rope"), blk, &[k])?;
-        let mut v = v;
-        if n_rep > 1 {
-            k = b.op(Op::RepeatHeads { times: n_rep }, &format!("{p}.self_attn.k_repeat"), blk, &[k])?;
-            v = b.op(Op::RepeatHeads { times: n_rep }, &format!("{p}.self_attn.v_repeat"), blk, &[v])?;
+        let width = c.layer(l);
+        if width.has_attention() {
+            let (heads, kv_heads) = (width.num_heads, width.num_kv_heads);
+            let w = b.param(&format!("{p}.input_layernorm.weight"), blk)?;
+            let h = b.op(Op::RmsNorm { eps: c.rms_norm_eps }, &format!("{p}.input_layernorm"), blk, &[x, w])?;
+            let q = b.linear(h, &format!("{p}.self_attn.q_proj"), c.attention_bias, blk)?;
+            let k = b.linear(h, &format!("{p}.self_attn.k_proj"), c.attention_bias, blk)?;
+            let v = b.linear(h, &format!("{p}.self_attn.v_proj"), c.attention_bias, blk)?;
+            let q = b.op(Op::SplitHeads { heads }, &format!("{p}.self_attn.q_heads"), blk, &[q])?;
+            let k = b.op(Op::SplitHeads { heads: kv_heads }, &format!("{p}.self_attn.k_heads"), blk, &[k])?;
+            let v = b.op(Op::SplitHeads { heads: kv_heads }, &format!("{p}.self_attn.v_heads"), blk, &[v])?;
+            let q = b.op(Op::Rope(rope), &format!("{p}.self_attn.q_rope"), blk, &[q])?;
+            let mut k = b.op(Op::Rope(rope), &format!("{p}.self_attn.k_rope"), blk, &[k])?;
+            let mut v = v;
+            let n_rep = heads / kv_heads;
+            if n_rep > 1 {
+                k = b.op(Op::RepeatHeads { times: n_rep }, &format!("{p}.self_attn.k_repeat"), blk, &[k])?;
+                v = b.op(Op::RepeatHeads { times: n_rep }, &format!("{p}.self_attn.v_repeat"), blk, &[v])?;
+            }
+            let a = b.op(Op::Attention(attention), &format!("{p}.self_attn"), blk, &[q, k, v])?;
+            let a = b.op(Op::MergeHeads, &format!("{p}.self_attn.merge_heads"), blk, &[a])?;
+            let o = b.linear(a, &format!("{p}.self_attn.o_proj"), c.attention_bias, blk)?;
+            x = b.op(Op::Binary(BinaryOp::Add), &format!("{p}.attn_residual"), blk, &[x, o])?;
         }
-        let a = b.op(Op::Attention(attention), &format!("{p}.self_attn"), blk, &[q, k, v])?;
-        let a = b.op(Op::Reshape { shape: bsd(c.num_heads * c.head_dim) }, &format!("{p}.self_attn.merge_heads"), blk, &[a])?;
-        let o = b.linear(a, &format!("{p}.self_attn.o_proj"), c.attention_bias, blk)?;
-        x = b.op(Op::Binary(BinaryOp::Add), &format!("{p}.attn_residual"), blk, &[x, o])?;
-        let w = b.param(&format!("{p}.post_attention_layernorm.weight"), blk)?;
-        let h = b.op(Op::RmsNorm { eps: c.rms_norm_eps }, &format!("{p}.post_attention_layernorm"), blk, &[x, w])?;
-        let gate = b.linear(h, &format!("{p}.mlp.gate_proj"), c.mlp_bias, blk)?;
-        let up = b.linear(h, &format!("{p}.mlp.up_proj"), c.mlp_bias, blk)?;
-        let act = b.op(Op::Unary(UnaryOp::Silu), &format!("{p}.mlp.act"), blk, &[gate])?;
-        let m = b.op(Op::Binary(BinaryOp::Mul), &format!("{p}.mlp.gated"), blk, &[act, up])?;
-        let d = b.linear(m, &format!("{p}.mlp.down_proj"), c.mlp_bias, blk)?;
-        x = b.op(Op::Binary(BinaryOp::Add), &format!("{p}.mlp_residual"), blk, &[x, d])?;
+        if width.has_mlp() {
+            let w = b.param(&format!("{p}.post_attention_layernorm.weight"), blk)?;
+            let h = b.op(Op::RmsNorm { eps: c.rms_norm_eps }, &format!("{p}.post_attention_layernorm"), blk, &[x, w])?;
+            let gate = b.linear(h, &format!("{p}.mlp.gate_proj"), c.mlp_bias, blk)?;
+            let up = b.linear(h, &format!("{p}.mlp.up_proj"), c.mlp_bias, blk)?;
+            let act = b.op(Op::Unary(UnaryOp::Silu), &format!("{p}.mlp.act"), blk, &[gate])?;
+            let m = b.op(Op::Binary(BinaryOp::Mul), &format!("{p}.mlp.gated"), blk, &[act, up])?;
+            let d = b.linear(m, &format!("{p}.mlp.down_proj"), c.mlp_bias, blk)?;
+            x = b.op(Op::Binary(BinaryOp::Add), &format!("{p}.mlp_residual"), blk, &[x, d])?;
+        }
     }
     let w = b.param("model.norm.weight", None)?;
     let x = b.op(Op::RmsNorm { eps: c.rms_norm_eps }, "model.norm", None, &[x, w])?;
@@ -266,3 +542,128 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     Ok(b.g)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::safetensors::HfWeights;
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/llama-gqa")
+    }
+
+    fn fixture_json() -> serde_json::Value {
+        crate::hf::read_config(&fixture()).unwrap()
+    }
+
+    /// The fixture's config with `widths` as its `prunec_layer_widths`.
+    fn with_widths(widths: serde_json::Value) -> serde_json::Value {
+        let mut json = fixture_json();
+        json[LAYER_WIDTHS_KEY] = widths;
+        json
+    }
+
+    fn w(heads: usize, kv: usize, inter: usize) -> serde_json::Value {
+        LayerWidths { num_heads: heads, num_kv_heads: kv, intermediate_size: inter }.to_json()
+    }
+
+    fn bad_config(json: &serde_json::Value, needle: &str) {
+        let path = Path::new("some/config.json");
+        match LlamaConfig::from_hf_json(path, json) {
+            Err(e @ FrontendError::BadConfig { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("some/config.json") && msg.contains(needle), "{msg}");
+            }
+            other => panic!("expected BadConfig naming `{needle}`, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn per_layer_widths_are_read() {
+        let json = with_widths(serde_json::json!([w(8, 2, 176), w(4, 1, 176), w(8, 2, 100), w(6, 2, 0)]));
+        let c = LlamaConfig::from_hf_json(Path::new("config.json"), &json).unwrap();
+        assert_eq!(c.layer(1), LayerWidths { num_heads: 4, num_kv_heads: 1, intermediate_size: 176 });
+        assert_eq!(c.layer(2).intermediate_size, 100);
+        assert!(!c.layer(3).has_mlp());
+        let shapes: BTreeMap<String, Vec<usize>> = c.expected_params().into_iter().collect();
+        assert_eq!(shapes["model.layers.1.self_attn.q_proj.weight"], [32, 64]);
+        assert_eq!(shapes["model.layers.1.self_attn.k_proj.weight"], [8, 64]);
+        assert_eq!(shapes["model.layers.1.self_attn.o_proj.weight"], [64, 32]);
+        assert_eq!(shapes["model.layers.2.mlp.down_proj.weight"], [64, 100]);
+        assert_eq!(shapes["model.layers.3.self_attn.q_proj.weight"], [48, 64]);
+        assert!(!shapes.contains_key("model.layers.3.mlp.gate_proj.weight"));
+        assert!(!shapes.contains_key("model.layers.3.post_attention_layernorm.weight"));
+        // without the key, every layer has the top-level widths
+        let c = LlamaConfig::from_hf_json(Path::new("config.json"), &fixture_json()).unwrap();
+        assert_eq!(c.layer_widths, None);
+        assert_eq!(c.layer(3), LayerWidths { num_heads: 8, num_kv_heads: 2, intermediate_size: 176 });
+    }
+
+    #[test]
+    fn bad_per_layer_widths_are_config_errors() {
+        bad_config(&with_widths(serde_json::json!([w(8, 2, 176)])), "has 1 entries for 4 layers");
+        let not_multiple = with_widths(serde_json::json!([w(8, 2, 176), w(5, 2, 176), w(8, 2, 176), w(8, 2, 176)]));
+        bad_config(&not_multiple, "prunec_layer_widths[1]`: num_attention_heads 5 is not a multiple of num_key_value_heads 2");
+        let kv_alone = with_widths(serde_json::json!([w(8, 2, 176), w(0, 2, 176), w(8, 2, 176), w(8, 2, 176)]));
+        bad_config(&kv_alone, "both zero");
+        let missing = with_widths(serde_json::json!([w(8, 2, 176), w(8, 2, 176), {"num_attention_heads": 8}, w(8, 2, 176)]));
+        bad_config(&missing, "prunec_layer_widths[2]`: `num_key_value_heads` is missing");
+        bad_config(&with_widths(serde_json::json!({"num_attention_heads": 8})), "not a list");
+    }
+
+    #[test]
+    fn hf_config_of_an_unpruned_model_is_its_config() {
+        let model = crate::load(&fixture()).unwrap();
+        let got = hf_config(&model).unwrap();
+        let want = fixture_json();
+        assert_eq!(got, want, "every key, widths included, as the fixture has it");
+        assert!(got.get(LAYER_WIDTHS_KEY).is_none());
+    }
+
+    #[test]
+    fn gguf_models_carry_the_config_their_metadata_describes() {
+        let gguf = crate::load(&fixture().join("../gguf/llama-gqa.gguf")).unwrap();
+        let got = hf_config(&gguf).unwrap();
+        let want = fixture_json();
+        for key in [
+            "architectures",
+            "model_type",
+            "head_dim",
+            "hidden_size",
+            "intermediate_size",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "num_hidden_layers",
+            "vocab_size",
+            "tie_word_embeddings",
+            "rms_norm_eps",
+            "rope_parameters",
+            "attention_bias",
+            "mlp_bias",
+            "max_position_embeddings",
+        ] {
+            assert_eq!(got[key], want[key], "{key}");
+        }
+        let path = Path::new("config.json");
+        assert_eq!(LlamaConfig::from_hf_json(path, &got).unwrap(), LlamaConfig::from_hf_json(path, &want).unwrap());
+    }
+
+    #[test]
+    fn layers_without_attention_or_mlp_pass_the_residual_through() {
+        let json = with_widths(serde_json::json!([w(8, 2, 176), w(0, 0, 176), w(8, 2, 0), w(8, 2, 176)]));
+        let config = LlamaConfig::from_hf_json(&fixture().join("config.json"), &json).unwrap();
+        let weights = HfWeights::open(&fixture()).unwrap();
+        let info = ModelInfo { source: fixture(), format: "hf".into(), config_json: Some(json.to_string()), ..Default::default() };
+        let model = build(&config, &weights, info).unwrap();
+        let names: Vec<String> = model.graph.node_ids().into_iter().map(|id| model.graph.node(id).unwrap().name.clone()).collect();
+        assert!(!names.iter().any(|n| n.starts_with("model.layers.1.self_attn") || n == "model.layers.1.input_layernorm"));
+        assert!(names.iter().any(|n| n == "model.layers.1.mlp_residual"));
+        assert!(!names.iter().any(|n| n.starts_with("model.layers.2.mlp")));
+        assert!(names.iter().any(|n| n == "model.layers.2.attn_residual"));
+        assert!(model.params.get("model.layers.1.self_attn.q_proj.weight").is_none());
+        let widths = hf_config(&model).unwrap()[LAYER_WIDTHS_KEY].clone();
+        assert_eq!(widths, serde_json::json!([w(8, 2, 176), w(0, 0, 176), w(8, 2, 0), w(8, 2, 176)]));
+    }
+}
