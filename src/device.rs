@@ -2,7 +2,7 @@
 //! backend, in builds with the `cuda` feature). Each entry point here picks the backend type
 //! and calls the generic runtime.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use prunec_backends::runtime::{self, CalibrationOptions, Executor, Perplexity, Sampling};
 use prunec_ir::{CalibrationStats, Model};
 
@@ -27,7 +27,7 @@ impl Device {
 
 #[cfg(not(feature = "cuda"))]
 fn no_cuda<T>() -> Result<T> {
-    bail!("--device cuda: this prunec was built without CUDA; build it with `cargo build --release --features cuda`")
+    anyhow::bail!("--device cuda: this prunec was built without CUDA; build it with `cargo build --release --features cuda`")
 }
 
 /// Runs `$body` with `B` bound to the backend (and `B::Autodiff` wrapper `A`) of `$device`,

@@ -4,21 +4,11 @@ mod common;
 
 use common::{assert_clean_failure, fixture, prunec, texts};
 
-fn ids_jsonl(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("ids.jsonl");
-    std::fs::write(
-        &path,
-        "{\"input_ids\": [250,250,252,97,43,236,26,66,35,81,137,30]}\n\
-         {\"input_ids\": [203,61,201,81,203,246,245,67,142,112,65,156]}\n",
-    )
-    .unwrap();
-    path
-}
 
 #[test]
 fn llm_pruner_recipe_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let calib = ids_jsonl(dir.path());
+    let calib = common::golden_ids_jsonl(dir.path());
     let report = dir.path().join("r.json");
     let model = fixture("llama-mha");
     let out = prunec(&[

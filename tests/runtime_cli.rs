@@ -5,21 +5,11 @@ mod common;
 
 use common::{assert_clean_failure, fixture, prunec, smollm2, texts};
 
-fn golden_ids_jsonl(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("ids.jsonl");
-    std::fs::write(
-        &path,
-        "{\"input_ids\": [250,250,252,97,43,236,26,66,35,81,137,30]}\n\
-         {\"input_ids\": [203,61,201,81,203,246,245,67,142,112,65,156]}\n",
-    )
-    .unwrap();
-    path
-}
 
 #[test]
 fn eval_pass_reports_perplexity_of_the_golden_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = golden_ids_jsonl(dir.path());
+    let ids = common::golden_ids_jsonl(dir.path());
     let report = dir.path().join("report.json");
     let model = fixture("llama-mha");
     let out = prunec(&[
@@ -63,7 +53,7 @@ fn eval_text_missing_or_too_short() {
     let out = prunec(&[model.to_str().unwrap(), "--pass", "eval", "--eval-text", "/nonexistent/wiki.txt"]);
     assert_clean_failure(&out, &["/nonexistent/wiki.txt"]);
     let dir = tempfile::tempdir().unwrap();
-    let ids = golden_ids_jsonl(dir.path());
+    let ids = common::golden_ids_jsonl(dir.path());
     let out = prunec(&[model.to_str().unwrap(), "--pass", "eval", "--eval-text", ids.to_str().unwrap()]);
     assert_clean_failure(&out, &["24 tokens, fewer than one window of 128"]);
 }
@@ -71,7 +61,7 @@ fn eval_text_missing_or_too_short() {
 #[test]
 fn a_report_never_overwrites_the_input() {
     let dir = common::copy_fixture("llama-mha");
-    let ids = golden_ids_jsonl(dir.path());
+    let ids = common::golden_ids_jsonl(dir.path());
     let config = dir.path().join("config.json");
     let before = std::fs::read(&config).unwrap();
     let out = prunec(&[
@@ -93,7 +83,7 @@ fn a_report_never_overwrites_the_input() {
 #[test]
 fn cuda_without_the_feature_says_how_to_get_it() {
     let dir = tempfile::tempdir().unwrap();
-    let ids = golden_ids_jsonl(dir.path());
+    let ids = common::golden_ids_jsonl(dir.path());
     let out = prunec(&[
         fixture("llama-mha").to_str().unwrap(),
         "--pass",

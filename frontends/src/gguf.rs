@@ -2333,20 +2333,7 @@ mod tests {
 
     // --- a real model, when present ---------------------------------------------------------
 
-    /// SmolLM2-135M's GGUF: `PRUNEC_SMOLLM2_GGUF`, else fetched by `scripts/fetch-smollm2`;
-    /// `None` only when `PRUNEC_OFFLINE` is set.
-    fn smollm2() -> Option<PathBuf> {
-        if let Some(p) = std::env::var_os("PRUNEC_SMOLLM2_GGUF") {
-            return Some(PathBuf::from(p));
-        }
-        if std::env::var_os("PRUNEC_OFFLINE").is_some() {
-            return None;
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-smollm2");
-        let out = std::process::Command::new(&script).output().expect("scripts/fetch-smollm2 runs");
-        assert!(out.status.success(), "fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr));
-        Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    }
+    use crate::test_support::smollm2;
 
     #[test]
     fn smollm2_q4_1() {

@@ -57,3 +57,15 @@ pub fn smollm2() -> Option<PathBuf> {
     assert!(out.status.success(), "fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr));
     Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
+
+/// The two golden rows of `llama-mha` as JSONL `input_ids` rows in `dir`.
+pub fn golden_ids_jsonl(dir: &Path) -> PathBuf {
+    let path = dir.join("ids.jsonl");
+    std::fs::write(
+        &path,
+        "{\"input_ids\": [250,250,252,97,43,236,26,66,35,81,137,30]}\n\
+         {\"input_ids\": [203,61,201,81,203,246,245,67,142,112,65,156]}\n",
+    )
+    .expect("write ids.jsonl");
+    path
+}
