@@ -136,6 +136,72 @@ struct RunArgs {
     /// One threshold across layers (score per parameter) instead of the same share in each.
     #[arg(long)]
     global: bool,
+
+    /// Write the resulting model here as an HF folder (safetensors + config.json + tokenizer).
+    #[arg(short = 'o', long, value_name = "DIR")]
+    output: Option<PathBuf>,
+
+    /// Element type of the written weights.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: OutDType,
+
+    /// Replace an existing output folder.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Element type of written weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutDType {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// Writes `model` as an HF folder at `out`, with the tokenizer of `source`.
+fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force: bool) -> Result<()> {
+    use prunec_backends::hf_writer::{write_hf_folder, HfWriteOptions};
+    if model.info.architecture != "llama" {
+        bail!("-o: writing `{}` models as HF folders is not supported yet", model.info.architecture);
+    }
+    let config = prunec_frontends::llama::hf_config(model)?;
+    let mut copy = Vec::new();
+    let mut extra = Vec::new();
+    if source.is_dir() {
+        for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "tokenizer.model"] {
+            copy.push(source.join(f));
+        }
+    } else if let Ok(tok) = Tokenizer::for_model(source) {
+        // a GGUF file's embedded tokenizer, as tokenizer.json
+        let dir = tempfile_dir()?;
+        let path = dir.join("tokenizer.json");
+        tok.save(&path)?;
+        extra.push(("tokenizer.json".to_string(), std::fs::read(&path)?));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let options = HfWriteOptions {
+        dtype: match dtype {
+            OutDType::F32 => prunec_backends::stream_writer::Dtype::F32,
+            OutDType::F16 => prunec_backends::stream_writer::Dtype::F16,
+            OutDType::Bf16 => prunec_backends::stream_writer::Dtype::BF16,
+        },
+        overwrite: force,
+        ..HfWriteOptions::default()
+    };
+    let t = Instant::now();
+    let written = write_hf_folder(model, &config, &copy, &extra, out, &[source], options)?;
+    eprintln!("wrote {} ({} parameters) in {:.2} s", written.display(), model.params.numel(), t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// A fresh private folder under the system's temporary folder.
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("prunec-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// What `prune` removes.
@@ -275,6 +341,11 @@ fn run(cli: &RunArgs) -> Result<()> {
     if steps.contains(&Step::Eval) && cli.eval_text.is_none() {
         bail!("pass `eval` needs --eval-text FILE (plain text, or JSONL rows with `text` or `input_ids`)");
     }
+    if let Some(out) = &cli.output {
+        if out.exists() && !cli.force {
+            bail!("-o {}: already exists (give --force to replace it)", out.display());
+        }
+    }
     let start = Instant::now();
     let mut model = load(model_path)?;
     let mut report = Report {
@@ -391,6 +462,9 @@ fn run(cli: &RunArgs) -> Result<()> {
         report.passes.push(record);
     }
     report.params_after = model.params.numel();
+    if let Some(out) = &cli.output {
+        write_output(&model, model_path, out, cli.dtype, cli.force)?;
+    }
     report.seconds = start.elapsed().as_secs_f64();
     report.peak_rss_mib = peak_rss_mib();
     if let Some(path) = &cli.report {

@@ -68,3 +68,29 @@ fn refusals() {
     let out = prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.2", "--importance", "l2", "--attn-layers", "9..12", "--mlp-layers", "9..12"]);
     assert_clean_failure(&out, &["no group is eligible"]);
 }
+
+#[test]
+fn pruned_model_is_written_as_an_hf_folder_that_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pruned");
+    let model = fixture("llama-gqa");
+    let run = |extra: &[&str]| {
+        let mut args = vec![model.to_str().unwrap(), "--pass", "group,score,prune", "--unit-ratio", "0.5", "--importance", "l2", "-o", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        prunec(&args)
+    };
+    let first = run(&[]);
+    assert!(first.status.success(), "{}", texts(&first).1);
+    let reread = prunec_frontends::load(&out).unwrap();
+    assert_eq!(reread.params.get("model.layers.0.self_attn.k_proj.weight").unwrap().shape, [8, 64]);
+    assert_eq!(reread.params.get("model.layers.0.mlp.gate_proj.weight").unwrap().shape, [88, 64]);
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["num_key_value_heads"].as_u64(), config["intermediate_size"].as_u64()), (Some(1), Some(88)));
+    // an existing output is refused before any work, and kept
+    assert_clean_failure(&run(&[]), &["already exists", "--force"]);
+    assert!(out.join("model.safetensors").is_file());
+    assert!(run(&["--force"]).status.success());
+    // never over the input
+    let out = prunec(&[model.to_str().unwrap(), "--pass", "group", "-o", model.to_str().unwrap(), "--force"]);
+    assert_clean_failure(&out, &["refusing to overwrite an input"]);
+}
