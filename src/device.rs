@@ -30,6 +30,20 @@ fn no_cuda<T>() -> Result<T> {
     anyhow::bail!("--device cuda: this prunec was built without CUDA; build it with `cargo build --release --features cuda`")
 }
 
+/// Checks that the CUDA driver can be loaded (Burn's CUDA backend would panic without it).
+#[cfg(feature = "cuda")]
+fn cuda_driver() -> Result<()> {
+    const NAMES: &[&str] = &["libcuda.so.1", "libcuda.so", "libnvcuda.so"];
+    for name in NAMES {
+        // SAFETY: loading the system's CUDA driver library runs its initialisers, as the CUDA
+        // backend itself does when it starts; nothing else is called.
+        if unsafe { libloading::Library::new(name) }.is_ok() {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("--device cuda: no CUDA driver found ({} not loadable): is there an NVIDIA GPU and its driver?", NAMES.join(", "))
+}
+
 /// Runs `$body` with `B` bound to the backend (and `B::Autodiff` wrapper `A`) of `$device`,
 /// and `dev` to its device.
 macro_rules! on_device {
@@ -46,6 +60,7 @@ macro_rules! on_device {
             Device::Cuda => {
                 #[cfg(feature = "cuda")]
                 {
+                    cuda_driver()?;
                     #[allow(dead_code)]
                     type $b = prunec_backends::burn::backend::Cuda;
                     #[allow(dead_code)]

@@ -137,6 +137,10 @@ struct RunArgs {
     #[arg(long)]
     global: bool,
 
+    /// Write every unit's score here (JSON: layer, kind, unit, score; sub-unit scores too).
+    #[arg(long, value_name = "FILE")]
+    scores_out: Option<PathBuf>,
+
     /// Write the resulting model here as an HF folder (safetensors + config.json + tokenizer).
     #[arg(short = 'o', long, value_name = "DIR")]
     output: Option<PathBuf>,
@@ -194,6 +198,35 @@ fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force
     let t = Instant::now();
     let written = write_hf_folder(model, &config, &copy, &extra, out, &[source], options)?;
     eprintln!("wrote {} ({} parameters) in {:.2} s", written.display(), model.params.numel(), t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Writes every unit's score as JSON rows `{layer, kind, unit, score, sub_units}`.
+fn write_scores(model: &Model, scores: &prunec_passes::Scores, path: &Path, input: &Path) -> Result<()> {
+    let groups = model.groups.as_deref().unwrap_or_default();
+    let rows: Vec<serde_json::Value> = groups
+        .iter()
+        .zip(&scores.groups)
+        .flat_map(|(g, s)| {
+            s.units.iter().enumerate().map(move |(u, score)| {
+                serde_json::json!({
+                    "layer": g.block,
+                    "kind": g.kind.name(),
+                    "unit": u,
+                    "score": score,
+                    "sub_units": s.sub_units.get(u),
+                })
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "importance": scores.importance.name(),
+        "aggregation": scores.aggregation.name(),
+        "units": rows,
+    });
+    let out = prunec_backends::AtomicPath::new(path, &[input])?;
+    std::fs::write(out.temp(), serde_json::to_string_pretty(&doc)? + "\n")?;
+    out.commit()?;
     Ok(())
 }
 
@@ -411,6 +444,9 @@ fn run(cli: &RunArgs) -> Result<()> {
                 let s = prunec_passes::score(&model, stats.as_ref(), importance, aggregation, cli.seed)?;
                 let units: usize = s.groups.iter().map(|g| g.units.len()).sum();
                 record.summary = format!("scored {units} units of {} groups ({}, {})\n", s.groups.len(), importance.name(), aggregation.name());
+                if let Some(path) = &cli.scores_out {
+                    write_scores(&model, &s, path, model_path)?;
+                }
                 scores = Some(s);
             }
             Step::Prune => {

@@ -33,10 +33,20 @@ fn llm_pruner_recipe_from_the_command_line() {
         "12",
         "--report",
         report.to_str().unwrap(),
+        "--scores-out",
+        dir.path().join("scores.json").to_str().unwrap(),
     ]);
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("pruned 25088 of 234048 parameters"), "{stdout}");
+    // the scores file holds LLM-Pruner's per-head importances (fixtures README §6.3)
+    let scores: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("scores.json")).unwrap()).unwrap();
+    assert_eq!(scores["importance"], "taylor-element1");
+    let head = |layer: u64, unit: u64| {
+        scores["units"].as_array().unwrap().iter().find(|r| r["layer"] == layer && r["kind"] == "attention" && r["unit"] == unit).unwrap()["score"].as_f64().unwrap()
+    };
+    assert!((head(1, 1) / 8.44541 - 1.0).abs() < 1e-4, "{}", head(1, 1));
+    assert!((head(2, 3) / 4.57320 - 1.0).abs() < 1e-4, "{}", head(2, 3));
     assert!(stdout.contains("layer 1: attention 4→3, mlp 176→132"), "{stdout}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["params"]["before"], 234048);
