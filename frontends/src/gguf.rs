@@ -1432,9 +1432,12 @@ fn gather_rows(data: &[f32], rows: usize, cols: usize, src_row: impl Fn(usize) -
     out
 }
 
-/// Like [`unpermute_rows`], but an error instead of a panic for inconsistent arguments (use it
-/// with values read from a file).
-pub fn try_unpermute_rows(
+/// Undoes llama.cpp's convert_hf_to_gguf.py `permute` of q/k projection rows (for rotary),
+/// giving HF's row order. `data` is `rows x cols`, row-major (numpy order, as
+/// [`GgufFile::dequantize`] returns it); `n_head` is `head_count` for `attn_q` and
+/// `head_count_kv` for `attn_k`. Inconsistent arguments (no heads, rows not a multiple of
+/// `2 * n_head`, a wrong length) are an error.
+pub fn unpermute_rows(
     data: &[f32],
     n_head: usize,
     rows: usize,
@@ -1449,23 +1452,8 @@ pub fn try_unpermute_rows(
     }))
 }
 
-/// Undoes llama.cpp's convert_hf_to_gguf.py `permute` of q/k projection rows (for rotary),
-/// giving HF's row order. `data` is `rows x cols`, row-major (numpy order, as
-/// [`GgufFile::dequantize`] returns it); `n_head` is `head_count` for `attn_q` and
-/// `head_count_kv` for `attn_k`.
-///
-/// # Panics
-/// If `n_head` is 0, `rows` is not a multiple of `2 * n_head` or `data.len() != rows * cols`;
-/// [`try_unpermute_rows`] returns an error instead.
-pub fn unpermute_rows(data: &[f32], n_head: usize, rows: usize, cols: usize) -> Vec<f32> {
-    match try_unpermute_rows(data, n_head, rows, cols) {
-        Ok(v) => v,
-        Err(e) => panic!("unpermute_rows: {e}"),
-    }
-}
-
 /// llama.cpp's convert_hf_to_gguf.py `permute` itself (HF row order to GGUF's), for writing GGUF
-/// files; the inverse of [`try_unpermute_rows`], with the same argument checks.
+/// files; the inverse of [`unpermute_rows`], with the same argument checks.
 pub fn try_permute_rows(
     data: &[f32],
     n_head: usize,
@@ -1835,7 +1823,7 @@ mod tests {
             };
             let got = match heads {
                 Some(h) => {
-                    let permuted = unpermute_rows(&data, h, shape[0], shape[1]);
+                    let permuted = unpermute_rows(&data, h, shape[0], shape[1]).unwrap();
                     assert_ne!(permuted, data, "{gguf_name}: the permutation should move rows");
                     permuted
                 }
@@ -1854,24 +1842,23 @@ mod tests {
         let order = [0usize, 2, 1, 3, 4, 6, 5, 7];
         let permuted: Vec<f32> = order.iter().flat_map(|&r| original[r * 3..r * 3 + 3].to_vec()).collect();
         assert_eq!(try_permute_rows(&original, 2, 8, 3).unwrap(), permuted);
-        assert_eq!(unpermute_rows(&permuted, 2, 8, 3), original);
+        assert_eq!(unpermute_rows(&permuted, 2, 8, 3).unwrap(), original);
         // round trips with several head counts
         let x: Vec<f32> = (0..48 * 5).map(|v| v as f32 * 0.5).collect();
         for h in [1, 2, 3, 4, 6, 8, 12, 24] {
             let p = try_permute_rows(&x, h, 48, 5).unwrap();
-            assert_eq!(unpermute_rows(&p, h, 48, 5), x, "{h} heads");
+            assert_eq!(unpermute_rows(&p, h, 48, 5).unwrap(), x, "{h} heads");
         }
         // inconsistent arguments: errors, not panics
-        assert!(try_unpermute_rows(&x, 0, 48, 5).is_err());
-        assert!(try_unpermute_rows(&x, 5, 48, 5).is_err());
-        assert!(try_unpermute_rows(&x, 2, 48, 4).is_err());
+        assert!(unpermute_rows(&x, 0, 48, 5).is_err());
+        assert!(unpermute_rows(&x, 5, 48, 5).is_err());
+        assert!(unpermute_rows(&x, 2, 48, 4).is_err());
         assert!(try_permute_rows(&x, 7, 48, 5).is_err());
     }
 
     #[test]
-    #[should_panic(expected = "unpermute_rows")]
-    fn unpermute_rows_panics_on_bad_geometry() {
-        unpermute_rows(&[0.0; 6], 2, 3, 2);
+    fn unpermute_rejects_inconsistent_arguments() {
+        assert!(unpermute_rows(&[0.0; 6], 2, 3, 2).is_err());
     }
 
     // --- hand-made inputs -------------------------------------------------------------------
@@ -2408,9 +2395,9 @@ mod tests {
         }
         // q rows un-permute with 9 heads, k rows with 3
         let q = f.dequantize("blk.0.attn_q.weight").unwrap();
-        assert_eq!(unpermute_rows(&q, 9, 576, 576).len(), q.len());
+        assert_eq!(unpermute_rows(&q, 9, 576, 576).unwrap().len(), q.len());
         let k = f.dequantize("blk.0.attn_k.weight").unwrap();
-        assert!(try_unpermute_rows(&k, 3, 192, 576).is_ok());
+        assert!(unpermute_rows(&k, 3, 192, 576).is_ok());
     }
 
     /// Full comparison against a safetensors of gguf-py dequantizations (name -> flat F32), made

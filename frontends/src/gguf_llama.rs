@@ -29,7 +29,7 @@ impl TensorSource for GgufTensor {
     fn read_f32(&self) -> std::result::Result<Vec<f32>, String> {
         let data = self.file.dequantize(&self.name).map_err(|e| e.to_string())?;
         Ok(match self.unpermute {
-            Some((heads, rows, cols)) => gguf::unpermute_rows(&data, heads, rows, cols),
+            Some((heads, rows, cols)) => gguf::unpermute_rows(&data, heads, rows, cols)?,
             None => data,
         })
     }
