@@ -1454,7 +1454,7 @@ pub fn unpermute_rows(
 
 /// llama.cpp's convert_hf_to_gguf.py `permute` itself (HF row order to GGUF's), for writing GGUF
 /// files; the inverse of [`unpermute_rows`], with the same argument checks.
-pub fn try_permute_rows(
+pub fn permute_rows(
     data: &[f32],
     n_head: usize,
     rows: usize,
@@ -1841,19 +1841,19 @@ mod tests {
         let original: Vec<f32> = (0..8 * 3).map(|v| v as f32).collect(); // 8 rows x 3 cols
         let order = [0usize, 2, 1, 3, 4, 6, 5, 7];
         let permuted: Vec<f32> = order.iter().flat_map(|&r| original[r * 3..r * 3 + 3].to_vec()).collect();
-        assert_eq!(try_permute_rows(&original, 2, 8, 3).unwrap(), permuted);
+        assert_eq!(permute_rows(&original, 2, 8, 3).unwrap(), permuted);
         assert_eq!(unpermute_rows(&permuted, 2, 8, 3).unwrap(), original);
         // round trips with several head counts
         let x: Vec<f32> = (0..48 * 5).map(|v| v as f32 * 0.5).collect();
         for h in [1, 2, 3, 4, 6, 8, 12, 24] {
-            let p = try_permute_rows(&x, h, 48, 5).unwrap();
+            let p = permute_rows(&x, h, 48, 5).unwrap();
             assert_eq!(unpermute_rows(&p, h, 48, 5).unwrap(), x, "{h} heads");
         }
         // inconsistent arguments: errors, not panics
         assert!(unpermute_rows(&x, 0, 48, 5).is_err());
         assert!(unpermute_rows(&x, 5, 48, 5).is_err());
         assert!(unpermute_rows(&x, 2, 48, 4).is_err());
-        assert!(try_permute_rows(&x, 7, 48, 5).is_err());
+        assert!(permute_rows(&x, 7, 48, 5).is_err());
     }
 
     #[test]
