@@ -78,12 +78,45 @@ impl Report {
         })
     }
 
-    /// Writes the JSON report to `path` (atomically), never over an input of the run.
+    /// The report as Markdown, for people.
+    pub fn to_markdown(&self) -> String {
+        use std::fmt::Write;
+        let j = self.to_json();
+        let num = |v: &Value| v.as_f64().map_or("—".to_string(), |x| format!("{x:.4}"));
+        let mut s = String::new();
+        let _ = writeln!(s, "# prunec report: {}\n", j["model"]["name"].as_str().unwrap_or("model"));
+        let _ = writeln!(s, "| | |\n|---|---|");
+        let _ = writeln!(s, "| model | {} ({}, {}) |", j["model"]["source"].as_str().unwrap_or(""), j["model"]["architecture"].as_str().unwrap_or(""), j["model"]["format"].as_str().unwrap_or(""));
+        let _ = writeln!(s, "| parameters before | {} |", self.params_before);
+        let _ = writeln!(s, "| parameters after | {} |", self.params_after);
+        let _ = writeln!(s, "| ratio achieved | {:.4} |", j["ratio"]["achieved"].as_f64().unwrap_or(0.0));
+        let _ = writeln!(s, "| perplexity before | {} |", num(&j["perplexity"]["before"]));
+        let _ = writeln!(s, "| perplexity after | {} |", num(&j["perplexity"]["after"]));
+        let _ = writeln!(s, "| device | {} |", self.device);
+        let _ = writeln!(s, "| wall time | {:.2} s |", self.seconds);
+        if let Some(rss) = self.peak_rss_mib {
+            let _ = writeln!(s, "| peak RSS | {rss:.1} MiB |");
+        }
+        let _ = writeln!(s, "\n## Passes\n\n| pass | seconds | perplexity |\n|---|---|---|");
+        for p in &self.passes {
+            let ppl = p.perplexity.as_ref().map_or("".to_string(), |e| format!("{:.4}", e.0.perplexity));
+            let _ = writeln!(s, "| {} | {:.2} | {ppl} |", p.name, p.seconds);
+        }
+        for p in &self.passes {
+            let _ = writeln!(s, "\n### {}\n\n```\n{}```", p.name, p.summary);
+        }
+        s
+    }
+
+    /// Writes the JSON report to `path` and its Markdown twin beside it (`.md`), atomically,
+    /// never over an input of the run.
     pub fn write(&self, path: &Path, inputs: &[&Path]) -> Result<()> {
-        let out = prunec_backends::AtomicPath::new(path, inputs)?;
-        let text = serde_json::to_string_pretty(&self.to_json())? + "\n";
-        std::fs::write(out.temp(), text).with_context(|| format!("writing {}", path.display()))?;
-        out.commit()?;
+        let md_path = path.with_extension("md");
+        for (dest, text) in [(path.to_path_buf(), serde_json::to_string_pretty(&self.to_json())? + "\n"), (md_path, self.to_markdown())] {
+            let out = prunec_backends::AtomicPath::new(&dest, inputs)?;
+            std::fs::write(out.temp(), text).with_context(|| format!("writing {}", dest.display()))?;
+            out.commit()?;
+        }
         Ok(())
     }
 }

@@ -51,6 +51,8 @@ fn llm_pruner_recipe_from_the_command_line() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["params"]["before"], 234048);
     assert_eq!(json["params"]["after"], 208960);
+    let md = std::fs::read_to_string(report.with_extension("md")).unwrap();
+    assert!(md.contains("| parameters after | 208960 |") && md.contains("layer 1: attention 4→3"), "{md}");
     let achieved = json["ratio"]["achieved"].as_f64().unwrap();
     assert!((achieved - 25088.0 / 234048.0).abs() < 1e-12);
     let names: Vec<&str> = json["passes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
