@@ -244,6 +244,8 @@ enum PruneMode {
     Block,
     /// Hidden channels.
     Channel,
+    /// Whole decoder layers, the lowest-scoring first (`--attn-layers` limits which).
+    Layer,
 }
 
 /// Parses `start..end`.
@@ -460,6 +462,7 @@ fn run(cli: &RunArgs) -> Result<()> {
                     mode: match cli.mode {
                         PruneMode::Block => prunec_passes::prune::Mode::Block,
                         PruneMode::Channel => prunec_passes::prune::Mode::Channel,
+                        PruneMode::Layer => prunec_passes::prune::Mode::Layer,
                     },
                     attn_layers: cli.attn_layers.clone(),
                     mlp_layers: cli.mlp_layers.clone(),

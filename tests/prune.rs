@@ -77,9 +77,13 @@ fn pruning_nothing_changes_no_bit() {
 }
 
 fn zeroing_law(name: &str, amount: Amount, importance: Importance) {
+    zeroing_law_in(name, amount, importance, Mode::Block);
+}
+
+fn zeroing_law_in(name: &str, amount: Amount, importance: Importance, mode: Mode) {
     let model = grouped(name);
     let scores = score(&model, None, importance, Aggregation::Sum, 7).unwrap();
-    let sel = select(&model, &scores, &block(amount)).unwrap();
+    let sel = select(&model, &scores, &PruneOptions { mode, ..block(amount) }).unwrap();
     assert!(sel.removed.iter().any(|r| !r.is_empty()), "something is pruned");
     let reference = logits(&zeroed(&model, &sel));
     let mut pruned = model.clone();
@@ -188,4 +192,31 @@ fn pruned_gqa_snapshot() {
     insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("llama-gqa.pruned-l2-unit-0.5", prunec_ir::print(&model).unwrap());
     });
+}
+
+#[test]
+fn zeroing_law_layer_wise() {
+    // a removed decoder layer computes what the original computes with that layer's weights zeroed
+    zeroing_law_in("llama-mha", Amount::UnitRatio(0.5), Importance::L2, Mode::Layer);
+    zeroing_law_in("llama-gqa", Amount::Ratio(0.2), Importance::Random, Mode::Layer);
+}
+
+#[test]
+fn layer_wise_removes_whole_blocks_and_writes_a_model_that_reads_back() {
+    let mut model = grouped("llama-mha");
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let opts = PruneOptions { mode: Mode::Layer, ..block(Amount::UnitRatio(0.5)) };
+    let sel = select(&model, &scores, &opts).unwrap();
+    apply(&mut model, &sel).unwrap();
+    let kept: Vec<usize> = (0..4).filter(|l| model.params.get(&format!("model.layers.{l}.input_layernorm.weight")).is_some()).collect();
+    assert_eq!(kept.len(), 2, "two of four layers removed, norms and all: {kept:?}");
+    let before = logits(&model);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let config = prunec_frontends::llama::hf_config(&model).unwrap();
+    prunec_backends::hf_writer::write_hf_folder(&model, &config, &[], &[], &out, &[], Default::default()).unwrap();
+    let reread = prunec_frontends::load(&out).unwrap();
+    let after = logits(&reread);
+    let diff = before.iter().zip(&after).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-5, "{diff}");
 }

@@ -18,6 +18,9 @@ pub enum Mode {
     Block,
     /// Hidden channels, across the whole model (LLM-Pruner's channel-wise).
     Channel,
+    /// Whole decoder layers (every unit of a block's attention and MLP groups), the blocks
+    /// with the lowest total score first; the residual stream then passes them unchanged.
+    Layer,
 }
 
 /// How much to remove.
@@ -50,6 +53,8 @@ pub struct PruneOptions {
 pub struct Selection {
     /// Sorted unit indices per group.
     pub removed: Vec<Vec<usize>>,
+    /// Whether a group may lose every unit (layer-wise pruning removes whole branches).
+    pub whole_groups: bool,
 }
 
 fn eligible(kind: GroupKind, block: Option<u32>, opts: &PruneOptions) -> bool {
@@ -62,6 +67,7 @@ fn eligible(kind: GroupKind, block: Option<u32>, opts: &PruneOptions) -> bool {
         (Mode::Block, GroupKind::Attention) => within(&opts.attn_layers),
         (Mode::Block, GroupKind::Mlp) => within(&opts.mlp_layers),
         (Mode::Channel, GroupKind::Hidden) => true,
+        (Mode::Layer, GroupKind::Attention | GroupKind::Mlp) => within(&opts.attn_layers) && block.is_some(),
         _ => false,
     }
 }
@@ -104,9 +110,47 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
                 v
             })
             .collect();
-        Selection { removed }
+        Selection { removed, whole_groups: false }
     };
     let max_units = |k: usize| groups[k].units.len().saturating_sub(1); // never a whole group
+    if opts.mode == Mode::Layer {
+        // blocks by total score (for Taylor importance, the first-order loss change of removing them)
+        let mut blocks: BTreeMap<u32, (f64, usize, Vec<usize>)> = BTreeMap::new();
+        for (k, g) in groups.iter().enumerate() {
+            if let (Some(_), Some(b)) = (&order[k], g.block) {
+                let e = blocks.entry(b).or_insert((0.0, 0, Vec::new()));
+                e.0 += scores.groups[k].units.iter().sum::<f64>();
+                e.1 += g.units.len() * per_unit[k];
+                e.2.push(k);
+            }
+        }
+        let mut ranked: Vec<(u32, f64, usize, Vec<usize>)> = blocks.into_iter().map(|(b, (s, p, ks))| (b, s, p, ks)).collect();
+        ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        let n_blocks = ranked.len();
+        let take_blocks = match opts.amount {
+            Amount::UnitRatio(r) => ((r * n_blocks as f64).floor() as usize).min(n_blocks.saturating_sub(1)),
+            Amount::Ratio(r) => {
+                let target = (r * model.params.numel() as f64).round() as usize;
+                let mut removed = 0;
+                let mut n = 0;
+                for (_, _, p, _) in &ranked {
+                    if n + 1 >= n_blocks || removed + p / 2 >= target {
+                        break;
+                    }
+                    removed += p;
+                    n += 1;
+                }
+                n
+            }
+        };
+        let mut removed = vec![Vec::new(); groups.len()];
+        for (_, _, _, ks) in ranked.iter().take(take_blocks) {
+            for &k in ks {
+                removed[k] = (0..groups[k].units.len()).collect();
+            }
+        }
+        return Ok(Selection { removed, whole_groups: true });
+    }
     match opts.amount {
         Amount::UnitRatio(r) => {
             let counts: Vec<usize> = groups
@@ -150,7 +194,7 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
                     }
                 }
                 chosen.iter_mut().for_each(|v| v.sort_unstable());
-                Ok(Selection { removed: chosen })
+                Ok(Selection { removed: chosen, whole_groups: false })
             } else {
                 // the same share of units in every eligible group, the share closest to the target
                 let removed_at = |share: f64| -> (Vec<usize>, usize) {
@@ -237,6 +281,61 @@ fn remove_indices(data: &[f32], shape: &[usize], axis: usize, indices: &BTreeSet
     out
 }
 
+/// A linear op whose contraction lost every index (and has no bias) computes zeros: where
+/// such a value is added to another, the sum is the other. Then every node no longer used
+/// (but outputs) goes, with its parameters.
+fn remove_dead_branches(model: &mut Model) -> Result<()> {
+    let graph = &mut model.graph;
+    for id in graph.node_ids() {
+        let node = graph.node(id)?;
+        if !matches!(node.op, Op::Linear) {
+            continue;
+        }
+        let inputs = graph.inputs(id);
+        if inputs.len() != 2 {
+            continue;
+        }
+        let empty = match &graph.node(inputs[1].node)?.op {
+            Op::Param { ty, .. } => ty.shape.dims().get(1) == Some(&Dim::Fixed(0)),
+            _ => false,
+        };
+        if !empty {
+            continue;
+        }
+        let zeros = ValueId { node: id, output: 0 };
+        for (user, slot) in graph.users(zeros) {
+            if matches!(graph.node(user)?.op, Op::Binary(prunec_ir::BinaryOp::Add)) {
+                let other = graph.inputs(user)[1 - slot];
+                graph.replace_uses(ValueId { node: user, output: 0 }, other);
+            }
+        }
+    }
+    // dead code
+    loop {
+        let dead: Vec<_> = graph
+            .node_ids()
+            .into_iter()
+            .filter(|&id| {
+                graph.node(id).is_ok_and(|n| {
+                    !matches!(n.op, Op::Output { .. })
+                        && (0..n.outputs().len()).all(|k| graph.users(ValueId { node: id, output: k as u16 }).is_empty())
+                })
+            })
+            .collect();
+        if dead.is_empty() {
+            break;
+        }
+        for id in dead {
+            if let Some(node) = graph.remove(id) {
+                if let Op::Param { name, .. } = node.op {
+                    model.params.remove(&name);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Removes the selected units: shrinks parameters, reshapes and slices, re-infers types and
 /// re-verifies. The groups are dropped (their indices no longer hold): run `group` again to
 /// prune further.
@@ -250,7 +349,7 @@ pub fn apply(model: &mut Model, selection: &Selection) -> Result<PruneReport> {
         if units.is_empty() {
             continue;
         }
-        if units.len() >= g.units.len() {
+        if units.len() >= g.units.len() && !selection.whole_groups {
             return Err(PassError::Config(format!("refusing to remove every unit of the {} group of block {:?}", g.kind, g.block)));
         }
         for &u in units {
@@ -330,6 +429,8 @@ pub fn apply(model: &mut Model, selection: &Selection) -> Result<PruneReport> {
             _ => {}
         }
     }
+    remove_dead_branches(model)?;
+    let graph = &mut model.graph;
     for id in graph.topological_order()? {
         graph.reinfer(id)?;
     }
