@@ -282,6 +282,7 @@ fn models_pruned_by_the_prune_pass_round_trip() {
             // one threshold across layers: here 104..110 MLP channels, one layer with 1 kv head
             Mode::Block => assert_eq!(layer_widths(&config).len(), 4, "{config}"),
             Mode::Channel => assert!(config["hidden_size"].as_u64().unwrap() < 64, "{config}"),
+            Mode::Layer => unreachable!("not in this loop; see tests/prune.rs"),
         }
         let out = write(&model, &dir.path().join(format!("pruned-{k}")), HfWriteOptions::default());
         let back = load(&out);
