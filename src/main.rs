@@ -423,13 +423,8 @@ fn run(cli: &RunArgs) -> Result<()> {
                         (_, None) => unreachable!("a text source has a tokenizer"),
                     };
                     let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
-                    let mut bar = Progress::new("calibrate", samples.len(), "passes");
-                    let stats = device::calibrate(cli.device, &model, &samples, options, |done, total| {
-                        if total != samples.len() {
-                            bar = Progress::new("calibrate", total, "passes");
-                        }
-                        bar.update(done, "")
-                    })
+                    let mut bar = Progress::new("calibrate", samples.len(), "samples");
+                    let stats = device::calibrate(cli.device, &model, &samples, options, |done, _| bar.update(done, ""))
                     .context("calibration")?;
                     bar.finish();
                     eprintln!(

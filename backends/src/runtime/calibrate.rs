@@ -37,7 +37,7 @@ fn add_scaled(acc: &mut Vec<f32>, g: &[f32], scale: f32, square: bool) {
 }
 
 /// Measures the calibration statistics of `model` on `samples` (token ids, each at least 2
-/// long). `progress(done, total)` is called after each pass.
+/// long). `progress(samples_done, samples)` is called after each forward/backward pass.
 pub fn calibrate<B: AutodiffBackend>(
     model: &Model,
     device: &B::Device,
@@ -63,8 +63,8 @@ pub fn calibrate<B: AutodiffBackend>(
     let mut grad: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let mut fisher: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let mut loss_sum = 0.0f64;
-    let n_batches = batches.len();
-    for (k, batch) in batches.iter().enumerate() {
+    let mut done = 0;
+    for batch in &batches {
         let ids = exec.ids(batch)?;
         let loss = causal_lm_loss(exec.forward(ids.clone())?, ids);
         let tokens = batch.len() * (batch[0].len() - 1);
@@ -80,7 +80,8 @@ pub fn calibrate<B: AutodiffBackend>(
                 add_scaled(fisher.entry(name.clone()).or_default(), &g, 1.0 / samples.len() as f32, true);
             }
         }
-        progress(k + 1, n_batches);
+        done += batch.len();
+        progress(done, samples.len());
     }
     Ok(CalibrationStats {
         samples: samples.len(),
