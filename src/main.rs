@@ -370,9 +370,6 @@ fn run(cli: &RunArgs) -> Result<()> {
             bail!("ratio {r} is out of range: it must be in [0, 1)");
         }
     }
-    if steps.contains(&Step::Score) && (importance.needs_gradient() || importance.needs_fisher()) && cli.calib.is_none() {
-        bail!("importance `{}` needs calibration text: give --calib FILE (or use l1, l2 or random)", importance.name());
-    }
     if steps.contains(&Step::Eval) && cli.eval_text.is_none() {
         bail!("pass `eval` needs --eval-text FILE (plain text, or JSONL rows with `text` or `input_ids`)");
     }
@@ -411,8 +408,13 @@ fn run(cli: &RunArgs) -> Result<()> {
             }
             Step::Score => {
                 let stats = if importance.needs_gradient() || importance.needs_fisher() {
-                    let calib = cli.calib.as_deref().context("--calib")?;
-                    let src = read_text_source(calib)?;
+                    let (src, calib_name) = match cli.calib.as_deref() {
+                        Some(path) => (read_text_source(path)?, path.display().to_string()),
+                        None => (
+                            TextSource::Plain(prunec_frontends::data::EMBEDDED_CALIBRATION_TEXT.to_string()),
+                            "the embedded calibration text (give --calib FILE for your own)".to_string(),
+                        ),
+                    };
                     let tok = match &src {
                         TextSource::Tokens(_) => None,
                         _ => Some(tokenizer(model_path, cli.tokenizer.as_deref())?),
@@ -428,12 +430,17 @@ fn run(cli: &RunArgs) -> Result<()> {
                     .context("calibration")?;
                     bar.finish();
                     eprintln!(
-                        "calibrated on {} samples of {} tokens from {}: loss {:.4}",
-                        stats.samples,
-                        cli.calib_len,
-                        calib.display(),
-                        stats.loss
+                        "calibrated on {} samples of {} tokens from {calib_name}: loss {:.4}",
+                        stats.samples, cli.calib_len, stats.loss
                     );
+                    report.calibration = Some(serde_json::json!({
+                        "text": if cli.calib.is_some() { calib_name.clone() } else { "embedded".to_string() },
+                        "samples": stats.samples,
+                        "tokens_per_sample": cli.calib_len,
+                        "predicted_tokens": stats.tokens,
+                        "loss": stats.loss,
+                        "seed": cli.seed,
+                    }));
                     Some(stats)
                 } else {
                     None

@@ -37,6 +37,8 @@ pub struct Report {
     pub peak_rss_mib: Option<f64>,
     /// Wall time of the run.
     pub seconds: f64,
+    /// What calibration used (text — a path or `embedded` —, samples, loss), when it ran.
+    pub calibration: Option<Value>,
 }
 
 impl Report {
@@ -73,6 +75,7 @@ impl Report {
                 "after": if pruned && evals.len() > 1 { evals.last() } else { None },
             },
             "passes": passes,
+            "calibration": self.calibration,
             "seconds": self.seconds,
             "peak_rss_mib": self.peak_rss_mib,
         })

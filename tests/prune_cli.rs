@@ -49,6 +49,7 @@ fn llm_pruner_recipe_from_the_command_line() {
     assert!((head(2, 3) / 4.57320 - 1.0).abs() < 1e-4, "{}", head(2, 3));
     assert!(stdout.contains("layer 1: attention 4→3, mlp 176→132"), "{stdout}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["calibration"]["samples"], 2);
     assert_eq!(json["params"]["before"], 234048);
     assert_eq!(json["params"]["after"], 208960);
     let md = std::fs::read_to_string(report.with_extension("md")).unwrap();
@@ -68,9 +69,10 @@ fn refusals() {
     let m = model.to_str().unwrap();
     assert_clean_failure(&prunec(&[m, "--pass", "group,score,prune"]), &["needs --ratio"]);
     assert_clean_failure(&prunec(&[m, "--pass", "group,score,prune", "--ratio", "1.5"]), &["out of range"]);
+    // without --calib the embedded text is used, which needs a tokenizer the tiny fixture lacks
     assert_clean_failure(
         &prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.2", "--importance", "taylor-element1"]),
-        &["needs calibration text", "--calib"],
+        &["no tokenizer", "--tokenizer"],
     );
     assert_clean_failure(
         &prunec(&[m, "--pass", "group,score", "--importance", "fisher"]),
@@ -105,4 +107,23 @@ fn pruned_model_is_written_as_an_hf_folder_that_reads_back() {
     // never over the input
     let out = prunec(&[model.to_str().unwrap(), "--pass", "group", "-o", model.to_str().unwrap(), "--force"]);
     assert_clean_failure(&out, &["refusing to overwrite an input"]);
+}
+
+/// The bare command works out of the box on a real model: Taylor importance calibrates on the
+/// embedded text, and the report says so.
+#[test]
+fn smollm2_prunes_out_of_the_box() {
+    let Some(gguf) = common::smollm2() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = prunec(&[gguf.to_str().unwrap(), "--pass", "group,score,prune", "--ratio", "0.2", "--report", report.to_str().unwrap()]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the embedded calibration text"), "{stderr}");
+    assert!(stdout.contains("pruned 26887680 of 134515008 parameters"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["calibration"]["text"], "embedded");
+    assert_eq!(json["calibration"]["samples"], 10);
+    let achieved = json["ratio"]["achieved"].as_f64().unwrap();
+    assert!((achieved - 0.2).abs() < 0.01, "{achieved}");
 }

@@ -10,6 +10,12 @@ use std::path::Path;
 use crate::error::{FrontendError, Result};
 use crate::tokenizer::Tokenizer;
 
+/// A small English text embedded in prunec for calibration when the user gives none: about
+/// 14 KB of plain prose on everyday subjects (a harbour town, a letter, bridges, bread, a
+/// forest walk, libraries, a clockmaker, the weather, a night train, learning a language),
+/// written for prunec and dedicated to the public domain (CC0).
+pub const EMBEDDED_CALIBRATION_TEXT: &str = include_str!("calibration.txt");
+
 /// Token samples for calibration or evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TextSource {
