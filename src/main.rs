@@ -388,6 +388,7 @@ fn run(cli: &RunArgs) -> Result<()> {
             "source": model.info.source,
         }),
         params_before: model.params.numel(),
+        macs_per_token: (report::linear_macs_per_token(&model), 0),
         device: cli.device.name().into(),
         ..Report::default()
     };
@@ -448,6 +449,24 @@ fn run(cli: &RunArgs) -> Result<()> {
                 let s = prunec_passes::score(&model, stats.as_ref(), importance, aggregation, cli.seed)?;
                 let units: usize = s.groups.iter().map(|g| g.units.len()).sum();
                 record.summary = format!("scored {units} units of {} groups ({}, {})\n", s.groups.len(), importance.name(), aggregation.name());
+                report.importance = model
+                    .groups
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .zip(&s.groups)
+                    .map(|(g, gs)| {
+                        let n = gs.units.len().max(1) as f64;
+                        serde_json::json!({
+                            "layer": g.block,
+                            "kind": g.kind.name(),
+                            "units": gs.units.len(),
+                            "min": gs.units.iter().copied().fold(f64::INFINITY, f64::min),
+                            "mean": gs.units.iter().sum::<f64>() / n,
+                            "max": gs.units.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                        })
+                    })
+                    .collect();
                 if let Some(path) = &cli.scores_out {
                     write_scores(&model, &s, path, model_path)?;
                 }
@@ -503,6 +522,7 @@ fn run(cli: &RunArgs) -> Result<()> {
         report.passes.push(record);
     }
     report.params_after = model.params.numel();
+    report.macs_per_token.1 = report::linear_macs_per_token(&model);
     if let Some(out) = &cli.output {
         write_output(&model, model_path, out, cli.dtype, cli.force)?;
     }

@@ -39,6 +39,21 @@ pub struct Report {
     pub seconds: f64,
     /// What calibration used (text — a path or `embedded` —, samples, loss), when it ran.
     pub calibration: Option<Value>,
+    /// Multiply-accumulates per token before and after (linear ops; attention's score and value
+    /// products, which grow with the context, are not counted).
+    pub macs_per_token: (usize, usize),
+    /// Importance statistics per scored group (layer, kind, units, min, mean, max).
+    pub importance: Vec<Value>,
+}
+
+/// Multiply-accumulates per token of the linear ops of `model`.
+pub fn linear_macs_per_token(model: &prunec_ir::Model) -> usize {
+    let g = &model.graph;
+    g.node_ids()
+        .into_iter()
+        .filter(|&id| g.node(id).is_ok_and(|n| matches!(n.op, prunec_ir::Op::Linear)))
+        .filter_map(|id| g.inputs(id).get(1).and_then(|w| g.value_type(*w).ok()).map(|t| t.shape.fixed_product()))
+        .sum()
 }
 
 impl Report {
@@ -76,6 +91,8 @@ impl Report {
             },
             "passes": passes,
             "calibration": self.calibration,
+            "macs_per_token": { "before": self.macs_per_token.0, "after": self.macs_per_token.1 },
+            "importance": self.importance,
             "seconds": self.seconds,
             "peak_rss_mib": self.peak_rss_mib,
         })
@@ -93,6 +110,7 @@ impl Report {
         let _ = writeln!(s, "| parameters before | {} |", self.params_before);
         let _ = writeln!(s, "| parameters after | {} |", self.params_after);
         let _ = writeln!(s, "| ratio achieved | {:.4} |", j["ratio"]["achieved"].as_f64().unwrap_or(0.0));
+        let _ = writeln!(s, "| MACs per token (linear ops) | {} → {} |", self.macs_per_token.0, self.macs_per_token.1);
         let _ = writeln!(s, "| perplexity before | {} |", num(&j["perplexity"]["before"]));
         let _ = writeln!(s, "| perplexity after | {} |", num(&j["perplexity"]["after"]));
         let _ = writeln!(s, "| device | {} |", self.device);
