@@ -137,6 +137,10 @@ struct RunArgs {
     #[arg(long)]
     global: bool,
 
+    /// Prune in this many steps, regrouping and rescoring (recalibrating) between them.
+    #[arg(long, default_value_t = 1)]
+    steps: usize,
+
     /// Write every unit's score here (JSON: layer, kind, unit, score; sub-unit scores too).
     #[arg(long, value_name = "FILE")]
     scores_out: Option<PathBuf>,
@@ -347,6 +351,80 @@ fn eval_tokens(text: &Path, model: &Path, explicit_tokenizer: Option<&Path>) -> 
     })
 }
 
+/// The `score` pass: calibrates when the estimator needs gradients, then scores every unit.
+fn run_score(
+    cli: &RunArgs,
+    model: &Model,
+    model_path: &Path,
+    importance: prunec_passes::Importance,
+    aggregation: prunec_passes::Aggregation,
+    report: &mut Report,
+) -> Result<(prunec_passes::Scores, String)> {
+    let stats = if importance.needs_gradient() || importance.needs_fisher() {
+        let (src, calib_name) = match cli.calib.as_deref() {
+            Some(path) => (read_text_source(path)?, path.display().to_string()),
+            None => (
+                TextSource::Plain(prunec_frontends::data::EMBEDDED_CALIBRATION_TEXT.to_string()),
+                "the embedded calibration text (give --calib FILE for your own)".to_string(),
+            ),
+        };
+        let tok = match &src {
+            TextSource::Tokens(_) => None,
+            _ => Some(tokenizer(model_path, cli.tokenizer.as_deref())?),
+        };
+        let samples = match (&src, &tok) {
+            (TextSource::Tokens(rows), _) => rows.iter().take(cli.calib_samples).map(|r| r[..r.len().min(cli.calib_len)].to_vec()).collect(),
+            (_, Some(tok)) => prunec_frontends::data::calibration_samples(&src, tok, cli.calib_samples, cli.calib_len, cli.seed)?,
+            (_, None) => unreachable!("a text source has a tokenizer"),
+        };
+        let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
+        let mut bar = Progress::new("calibrate", samples.len(), "samples");
+        let stats = device::calibrate(cli.device, model, &samples, options, |done, _| bar.update(done, ""))
+        .context("calibration")?;
+        bar.finish();
+        eprintln!(
+            "calibrated on {} samples of {} tokens from {calib_name}: loss {:.4}",
+            stats.samples, cli.calib_len, stats.loss
+        );
+        report.calibration = Some(serde_json::json!({
+            "text": if cli.calib.is_some() { calib_name.clone() } else { "embedded".to_string() },
+            "samples": stats.samples,
+            "tokens_per_sample": cli.calib_len,
+            "predicted_tokens": stats.tokens,
+            "loss": stats.loss,
+            "seed": cli.seed,
+        }));
+        Some(stats)
+    } else {
+        None
+    };
+    let s = prunec_passes::score(model, stats.as_ref(), importance, aggregation, cli.seed)?;
+    let units: usize = s.groups.iter().map(|g| g.units.len()).sum();
+    let summary = format!("scored {units} units of {} groups ({}, {})\n", s.groups.len(), importance.name(), aggregation.name());
+    report.importance = model
+        .groups
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .zip(&s.groups)
+        .map(|(g, gs)| {
+            let n = gs.units.len().max(1) as f64;
+            serde_json::json!({
+                "layer": g.block,
+                "kind": g.kind.name(),
+                "units": gs.units.len(),
+                "min": gs.units.iter().copied().fold(f64::INFINITY, f64::min),
+                "mean": gs.units.iter().sum::<f64>() / n,
+                "max": gs.units.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            })
+        })
+        .collect();
+    if let Some(path) = &cli.scores_out {
+        write_scores(model, &s, path, model_path)?;
+    }
+    Ok((s, summary))
+}
+
 fn run(cli: &RunArgs) -> Result<()> {
     let Some(model_path) = &cli.model else {
         bail!("no MODEL given: `prunec MODEL --pass PASSES` runs passes on a model, `prunec synth ...` writes one (see --help)");
@@ -408,90 +486,54 @@ fn run(cli: &RunArgs) -> Result<()> {
                 record.summary = outcome.summary;
             }
             Step::Score => {
-                let stats = if importance.needs_gradient() || importance.needs_fisher() {
-                    let (src, calib_name) = match cli.calib.as_deref() {
-                        Some(path) => (read_text_source(path)?, path.display().to_string()),
-                        None => (
-                            TextSource::Plain(prunec_frontends::data::EMBEDDED_CALIBRATION_TEXT.to_string()),
-                            "the embedded calibration text (give --calib FILE for your own)".to_string(),
-                        ),
-                    };
-                    let tok = match &src {
-                        TextSource::Tokens(_) => None,
-                        _ => Some(tokenizer(model_path, cli.tokenizer.as_deref())?),
-                    };
-                    let samples = match (&src, &tok) {
-                        (TextSource::Tokens(rows), _) => rows.iter().take(cli.calib_samples).map(|r| r[..r.len().min(cli.calib_len)].to_vec()).collect(),
-                        (_, Some(tok)) => prunec_frontends::data::calibration_samples(&src, tok, cli.calib_samples, cli.calib_len, cli.seed)?,
-                        (_, None) => unreachable!("a text source has a tokenizer"),
-                    };
-                    let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
-                    let mut bar = Progress::new("calibrate", samples.len(), "samples");
-                    let stats = device::calibrate(cli.device, &model, &samples, options, |done, _| bar.update(done, ""))
-                    .context("calibration")?;
-                    bar.finish();
-                    eprintln!(
-                        "calibrated on {} samples of {} tokens from {calib_name}: loss {:.4}",
-                        stats.samples, cli.calib_len, stats.loss
-                    );
-                    report.calibration = Some(serde_json::json!({
-                        "text": if cli.calib.is_some() { calib_name.clone() } else { "embedded".to_string() },
-                        "samples": stats.samples,
-                        "tokens_per_sample": cli.calib_len,
-                        "predicted_tokens": stats.tokens,
-                        "loss": stats.loss,
-                        "seed": cli.seed,
-                    }));
-                    Some(stats)
-                } else {
-                    None
-                };
-                let s = prunec_passes::score(&model, stats.as_ref(), importance, aggregation, cli.seed)?;
-                let units: usize = s.groups.iter().map(|g| g.units.len()).sum();
-                record.summary = format!("scored {units} units of {} groups ({}, {})\n", s.groups.len(), importance.name(), aggregation.name());
-                report.importance = model
-                    .groups
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .zip(&s.groups)
-                    .map(|(g, gs)| {
-                        let n = gs.units.len().max(1) as f64;
-                        serde_json::json!({
-                            "layer": g.block,
-                            "kind": g.kind.name(),
-                            "units": gs.units.len(),
-                            "min": gs.units.iter().copied().fold(f64::INFINITY, f64::min),
-                            "mean": gs.units.iter().sum::<f64>() / n,
-                            "max": gs.units.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                        })
-                    })
-                    .collect();
-                if let Some(path) = &cli.scores_out {
-                    write_scores(&model, &s, path, model_path)?;
-                }
+                let (s, summary) = run_score(cli, &model, model_path, importance, aggregation, &mut report)?;
+                record.summary = summary;
                 scores = Some(s);
             }
             Step::Prune => {
-                let s = scores.take().context("pass `prune` needs scores: put `score` before it")?;
-                let opts = prunec_passes::prune::PruneOptions {
-                    amount: match (cli.ratio, cli.unit_ratio) {
-                        (Some(r), _) => prunec_passes::prune::Amount::Ratio(r),
+                let mut s = scores.take().context("pass `prune` needs scores: put `score` before it")?;
+                let steps = cli.steps.max(1);
+                if steps > 1 && cli.ratio.is_none() {
+                    bail!("--steps {steps}: iterative pruning needs --ratio (a fraction of the parameters)");
+                }
+                let start_params = model.params.numel() as f64;
+                let mut summaries = Vec::new();
+                for k in 1..=steps {
+                    if k > 1 {
+                        // each further step works on the pruned model: groups and scores anew
+                        prunec_passes::Pass::Group.run(&mut model)?;
+                        s = run_score(cli, &model, model_path, importance, aggregation, &mut report)?.0;
+                    }
+                    let amount = match (cli.ratio, cli.unit_ratio) {
+                        // step k reaches k/steps of the asked-for ratio, measured on the model as it was
+                        (Some(r), _) => {
+                            let keep = start_params * (1.0 - r * k as f64 / steps as f64);
+                            prunec_passes::prune::Amount::Ratio((1.0 - keep / model.params.numel() as f64).max(0.0))
+                        }
                         (None, Some(r)) => prunec_passes::prune::Amount::UnitRatio(r),
                         (None, None) => bail!("pass `prune` needs --ratio or --unit-ratio"),
-                    },
-                    mode: match cli.mode {
-                        PruneMode::Block => prunec_passes::prune::Mode::Block,
-                        PruneMode::Channel => prunec_passes::prune::Mode::Channel,
-                        PruneMode::Layer => prunec_passes::prune::Mode::Layer,
-                    },
-                    attn_layers: cli.attn_layers.clone(),
-                    mlp_layers: cli.mlp_layers.clone(),
-                    global: cli.global,
-                };
-                let selection = prunec_passes::prune::select(&model, &s, &opts)?;
-                let pruned = prunec_passes::prune::apply(&mut model, &selection)?;
-                record.summary = pruned.summary();
+                    };
+                    let opts = prunec_passes::prune::PruneOptions {
+                        amount,
+                        mode: match cli.mode {
+                            PruneMode::Block => prunec_passes::prune::Mode::Block,
+                            PruneMode::Channel => prunec_passes::prune::Mode::Channel,
+                            PruneMode::Layer => prunec_passes::prune::Mode::Layer,
+                        },
+                        attn_layers: cli.attn_layers.clone(),
+                        mlp_layers: cli.mlp_layers.clone(),
+                        global: cli.global,
+                    };
+                    let selection = prunec_passes::prune::select(&model, &s, &opts)?;
+                    let pruned = prunec_passes::prune::apply(&mut model, &selection)?;
+                    if steps > 1 {
+                        eprintln!("prune step {k}/{steps}: {} parameters left", pruned.params_after);
+                        summaries.push(format!("step {k}/{steps}: {}", pruned.summary()));
+                    } else {
+                        summaries.push(pruned.summary());
+                    }
+                }
+                record.summary = summaries.concat();
             }
             Step::Eval => {
                 let text = cli.eval_text.as_deref().context("--eval-text")?;

@@ -131,3 +131,35 @@ fn smollm2_prunes_out_of_the_box() {
     let achieved = json["ratio"]["achieved"].as_f64().unwrap();
     assert!((achieved - 0.2).abs() < 0.01, "{achieved}");
 }
+
+#[test]
+fn iterative_steps_regroup_and_rescore() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let model = fixture("llama-mha");
+    let out = prunec(&[
+        model.to_str().unwrap(),
+        "--pass",
+        "group,score,prune",
+        "--ratio",
+        "0.3",
+        "--steps",
+        "3",
+        "--importance",
+        "l2",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    for k in 1..=3 {
+        assert!(stdout.contains(&format!("step {k}/3: pruned")), "{stdout}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let achieved = json["ratio"]["achieved"].as_f64().unwrap();
+    assert!((achieved - 0.3).abs() < 0.03, "{achieved}");
+    assert_clean_failure(
+        &prunec(&[model.to_str().unwrap(), "--pass", "group,score,prune", "--unit-ratio", "0.3", "--steps", "2", "--importance", "l2"]),
+        &["iterative pruning needs --ratio"],
+    );
+}
