@@ -137,6 +137,11 @@ struct RunArgs {
     #[arg(long)]
     global: bool,
 
+    /// Keep every layer's widths equal (the same units removed in every layer), so that a stock
+    /// config describes the result and transformers loads it without custom code.
+    #[arg(long, conflicts_with_all = ["global", "attn_layers", "mlp_layers"])]
+    uniform: bool,
+
     /// Prune in this many steps, regrouping and rescoring (recalibrating) between them.
     #[arg(long, default_value_t = 1)]
     steps: usize,
@@ -448,6 +453,9 @@ fn run(cli: &RunArgs) -> Result<()> {
             bail!("ratio {r} is out of range: it must be in [0, 1)");
         }
     }
+    if cli.uniform && cli.mode == PruneMode::Layer {
+        bail!("--uniform keeps every layer's widths equal: it does not go with --mode layer");
+    }
     if steps.contains(&Step::Eval) && cli.eval_text.is_none() {
         bail!("pass `eval` needs --eval-text FILE (plain text, or JSONL rows with `text` or `input_ids`)");
     }
@@ -525,6 +533,21 @@ fn run(cli: &RunArgs) -> Result<()> {
                         global: cli.global,
                     };
                     let selection = prunec_passes::prune::select(&model, &s, &opts)?;
+                    if cli.uniform {
+                        // every group of a kind loses as many units (the local share does this on a uniform model)
+                        let groups = model.groups.as_deref().unwrap_or_default();
+                        for kind in [prunec_ir::GroupKind::Attention, prunec_ir::GroupKind::Mlp, prunec_ir::GroupKind::Hidden] {
+                            let counts: std::collections::BTreeSet<(usize, usize)> = groups
+                                .iter()
+                                .zip(&selection.removed)
+                                .filter(|(g, _)| g.kind == kind)
+                                .map(|(g, r)| (g.units.len(), r.len()))
+                                .collect();
+                            if counts.len() > 1 {
+                                bail!("--uniform: the {kind} groups would differ ({counts:?} units before/removed): the model's layers are not alike");
+                            }
+                        }
+                    }
                     let pruned = prunec_passes::prune::apply(&mut model, &selection)?;
                     if steps > 1 {
                         eprintln!("prune step {k}/{steps}: {} parameters left", pruned.params_after);

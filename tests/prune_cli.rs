@@ -85,6 +85,8 @@ fn refusals() {
     assert_clean_failure(&prunec(&[m, "--pass", "prune", "--ratio", "0.2"]), &["needs scores"]);
     let out = prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.2", "--importance", "l2", "--attn-layers", "9..12", "--mlp-layers", "9..12"]);
     assert_clean_failure(&out, &["no group is eligible"]);
+    let out = prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.2", "--importance", "l2", "--uniform", "--global"]);
+    assert_eq!(out.status.code(), Some(2), "clap refuses --uniform with --global");
 }
 
 #[test]
@@ -97,13 +99,14 @@ fn pruned_model_is_written_as_an_hf_folder_that_reads_back() {
         args.extend_from_slice(extra);
         prunec(&args)
     };
-    let first = run(&[]);
+    let first = run(&["--uniform"]);
     assert!(first.status.success(), "{}", texts(&first).1);
     let reread = prunec_frontends::load(&out).unwrap();
     assert_eq!(reread.params.get("model.layers.0.self_attn.k_proj.weight").unwrap().shape, [8, 64]);
     assert_eq!(reread.params.get("model.layers.0.mlp.gate_proj.weight").unwrap().shape, [88, 64]);
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!((config["num_key_value_heads"].as_u64(), config["intermediate_size"].as_u64()), (Some(1), Some(88)));
+    assert!(config.get("prunec_layer_widths").is_none(), "--uniform gives a stock config");
     // an existing output is refused before any work, and kept
     assert_clean_failure(&run(&[]), &["already exists", "--force"]);
     assert!(out.join("model.safetensors").is_file());
