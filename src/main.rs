@@ -549,6 +549,13 @@ fn run(cli: &RunArgs) -> Result<()> {
                         }
                     }
                     let pruned = prunec_passes::prune::apply(&mut model, &selection)?;
+                    report.widths = pruned
+                        .groups
+                        .iter()
+                        .map(|(kind, block, before, after)| {
+                            serde_json::json!({ "layer": block, "kind": kind.name(), "units_before": before, "units_after": after })
+                        })
+                        .collect();
                     if steps > 1 {
                         eprintln!("prune step {k}/{steps}: {} parameters left", pruned.params_after);
                         summaries.push(format!("step {k}/{steps}: {}", pruned.summary()));

@@ -44,6 +44,8 @@ pub struct Report {
     pub macs_per_token: (usize, usize),
     /// Importance statistics per scored group (layer, kind, units, min, mean, max).
     pub importance: Vec<Value>,
+    /// Units of every pruned group before and after (layer, kind, before, after).
+    pub widths: Vec<Value>,
 }
 
 /// Multiply-accumulates per token of the linear ops of `model`.
@@ -93,6 +95,7 @@ impl Report {
             "calibration": self.calibration,
             "macs_per_token": { "before": self.macs_per_token.0, "after": self.macs_per_token.1 },
             "importance": self.importance,
+            "widths": self.widths,
             "seconds": self.seconds,
             "peak_rss_mib": self.peak_rss_mib,
         })

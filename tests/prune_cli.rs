@@ -54,6 +54,9 @@ fn llm_pruner_recipe_from_the_command_line() {
     assert_eq!(json["macs_per_token"]["before"], 4 * (4 * 64 * 64 + 3 * 176 * 64) + 256 * 64);
     assert_eq!(json["macs_per_token"]["after"], 4 * (4 * 64 * 64 + 3 * 176 * 64) + 256 * 64 - 25088);
     assert_eq!(json["importance"].as_array().unwrap().len(), 9);
+    let widths = json["widths"].as_array().unwrap();
+    assert_eq!(widths.len(), 4, "attention and mlp of layers 1 and 2");
+    assert!(widths.iter().any(|w| w["layer"] == 1 && w["kind"] == "mlp" && w["units_before"] == 176 && w["units_after"] == 132));
     assert_eq!(json["params"]["before"], 234048);
     assert_eq!(json["params"]["after"], 208960);
     let md = std::fs::read_to_string(report.with_extension("md")).unwrap();
