@@ -315,6 +315,11 @@ struct BenchArgs {
     device: Device,
 }
 
+/// Starts a new peak-memory measurement (Linux: writing 5 to `clear_refs` resets `VmHWM`).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 /// Peak resident memory of this process, from the kernel, in MiB.
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -484,10 +489,14 @@ fn run(cli: &RunArgs) -> Result<()> {
     let mut eval_cache: Option<Vec<u32>> = None;
     let mut scores: Option<prunec_passes::Scores> = None;
     let total = steps.len();
+    let mut overall_peak = 0.0f64;
     for (k, step) in steps.iter().enumerate() {
         eprintln!("[{}/{total}] {} ...", k + 1, step.name());
         let t = Instant::now();
-        let mut record = PassRecord { name: step.name().into(), seconds: 0.0, summary: String::new(), perplexity: None };
+        let run_peak = peak_rss_mib();
+        reset_peak_rss();
+        let mut record =
+            PassRecord { name: step.name().into(), seconds: 0.0, summary: String::new(), perplexity: None, peak_rss_mib: None };
         match step {
             Step::Ir(pass) => {
                 let outcome = pass.run(&mut model).with_context(|| format!("pass `{}`", pass.name()))?;
@@ -586,6 +595,8 @@ fn run(cli: &RunArgs) -> Result<()> {
             }
         }
         record.seconds = t.elapsed().as_secs_f64();
+        record.peak_rss_mib = peak_rss_mib();
+        overall_peak = overall_peak.max(run_peak.unwrap_or(0.0)).max(record.peak_rss_mib.unwrap_or(0.0));
         eprintln!("[{}/{total}] {} done in {:.2} s", k + 1, step.name(), record.seconds);
         print!("{}", record.summary);
         if cli.dump_after.iter().any(|d| d == step.name()) {
@@ -599,7 +610,7 @@ fn run(cli: &RunArgs) -> Result<()> {
         write_output(&model, model_path, out, cli.dtype, cli.force)?;
     }
     report.seconds = start.elapsed().as_secs_f64();
-    report.peak_rss_mib = peak_rss_mib();
+    report.peak_rss_mib = Some(overall_peak.max(peak_rss_mib().unwrap_or(0.0)));
     if let Some(path) = &cli.report {
         report.write(path, &[model_path.as_path()])?;
         eprintln!("report written to {}", path.display());

@@ -18,6 +18,8 @@ pub struct PassRecord {
     pub summary: String,
     /// The perplexity an `eval` pass measured, with the text and window length.
     pub perplexity: Option<(Perplexity, String, usize)>,
+    /// Peak resident memory during the pass, MiB.
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// The run report.
@@ -67,7 +69,7 @@ impl Report {
             .passes
             .iter()
             .map(|p| {
-                let mut v = json!({ "name": p.name, "seconds": p.seconds, "summary": p.summary });
+                let mut v = json!({ "name": p.name, "seconds": p.seconds, "peak_rss_mib": p.peak_rss_mib, "summary": p.summary });
                 if let Some((ppl, text, seq_len)) = &p.perplexity {
                     v["perplexity"] = json!(ppl.perplexity);
                     v["eval"] = json!({
@@ -121,10 +123,11 @@ impl Report {
         if let Some(rss) = self.peak_rss_mib {
             let _ = writeln!(s, "| peak RSS | {rss:.1} MiB |");
         }
-        let _ = writeln!(s, "\n## Passes\n\n| pass | seconds | perplexity |\n|---|---|---|");
+        let _ = writeln!(s, "\n## Passes\n\n| pass | seconds | peak RSS (MiB) | perplexity |\n|---|---|---|---|");
         for p in &self.passes {
             let ppl = p.perplexity.as_ref().map_or("".to_string(), |e| format!("{:.4}", e.0.perplexity));
-            let _ = writeln!(s, "| {} | {:.2} | {ppl} |", p.name, p.seconds);
+            let rss = p.peak_rss_mib.map_or("".to_string(), |r| format!("{r:.1}"));
+            let _ = writeln!(s, "| {} | {:.2} | {rss} | {ppl} |", p.name, p.seconds);
         }
         for p in &self.passes {
             let _ = writeln!(s, "\n### {}\n\n```\n{}```", p.name, p.summary);

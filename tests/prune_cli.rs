@@ -50,6 +50,7 @@ fn llm_pruner_recipe_from_the_command_line() {
     assert!(stdout.contains("layer 1: attention 4→3, mlp 176→132"), "{stdout}");
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["calibration"]["samples"], 2);
+    assert!(json["passes"].as_array().unwrap().iter().all(|p| p["peak_rss_mib"].as_f64().is_some_and(|r| r > 0.0)));
     // linear MACs per token: 4 layers × (4·64·64 + 3·176·64) + 256·64 before; 25088 fewer after
     assert_eq!(json["macs_per_token"]["before"], 4 * (4 * 64 * 64 + 3 * 176 * 64) + 256 * 64);
     assert_eq!(json["macs_per_token"]["after"], 4 * (4 * 64 * 64 + 3 * 176 * 64) + 256 * 64 - 25088);
