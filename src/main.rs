@@ -180,6 +180,12 @@ fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force
     if model.info.architecture != "llama" {
         bail!("-o: writing `{}` models as HF folders is not supported yet", model.info.architecture);
     }
+    let mut model = model.clone();
+    let dropped = prunec_frontends::llama::drop_empty_layers(&mut model)?;
+    if dropped > 0 {
+        eprintln!("{dropped} emptied layers left out; the others renumbered");
+    }
+    let model = &model;
     let config = prunec_frontends::llama::hf_config(model)?;
     let mut copy = Vec::new();
     let mut extra = Vec::new();

@@ -211,9 +211,14 @@ fn layer_wise_removes_whole_blocks_and_writes_a_model_that_reads_back() {
     let kept: Vec<usize> = (0..4).filter(|l| model.params.get(&format!("model.layers.{l}.input_layernorm.weight")).is_some()).collect();
     assert_eq!(kept.len(), 2, "two of four layers removed, norms and all: {kept:?}");
     let before = logits(&model);
+    // the emptied layers are left out and the others renumbered: a stock config of 2 layers
+    assert_eq!(prunec_frontends::llama::drop_empty_layers(&mut model).unwrap(), 2);
+    assert_eq!(logits(&model), before);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m");
     let config = prunec_frontends::llama::hf_config(&model).unwrap();
+    assert_eq!(config["num_hidden_layers"], 2);
+    assert!(config.get("prunec_layer_widths").is_none(), "{config}");
     prunec_backends::hf_writer::write_hf_folder(&model, &config, &[], &[], &out, &[], Default::default()).unwrap();
     let reread = prunec_frontends::load(&out).unwrap();
     let after = logits(&reread);

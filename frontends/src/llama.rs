@@ -435,6 +435,67 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     Ok(json)
 }
 
+/// Removes the decoder layers that pruning emptied (no parameter left) and renumbers the
+/// others, so that a writer gives a model with fewer layers — a stock config when the layers
+/// left are alike. Renames parameters and nodes and updates the model's configuration.
+/// Returns how many layers went.
+pub fn drop_empty_layers(model: &mut Model) -> Result<usize> {
+    let path = config_path(model);
+    let text = model.info.config_json.clone().ok_or_else(|| FrontendError::BadConfig {
+        path: path.clone(),
+        reason: "the model carries no configuration".into(),
+    })?;
+    let mut json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| FrontendError::Corrupt { path: path.clone(), format: "config.json", reason: e.to_string() })?;
+    let original = LlamaConfig::from_hf_json(&path, &json)?;
+    let prefix = |l: usize| format!("model.layers.{l}.");
+    let kept: Vec<usize> =
+        (0..original.num_layers).filter(|&l| model.params.iter().any(|(n, _)| n.starts_with(&prefix(l)))).collect();
+    let dropped = original.num_layers - kept.len();
+    if dropped == 0 {
+        return Ok(0);
+    }
+    let renumber = |name: &str| -> String {
+        for (new, &old) in kept.iter().enumerate() {
+            if let Some(rest) = name.strip_prefix(&prefix(old)) {
+                return format!("{}{rest}", prefix(new));
+            }
+        }
+        name.to_string()
+    };
+    // parameters, then the nodes naming them
+    let names: Vec<String> = model.params.iter().map(|(n, _)| n.clone()).collect();
+    let mut renamed = prunec_ir::ParamStore::new();
+    for name in names {
+        if let Some(p) = model.params.remove(&name) {
+            renamed.insert(renumber(&name), p);
+        }
+    }
+    model.params = renamed;
+    let ir = |source| FrontendError::Ir { path: path.clone(), source };
+    for id in model.graph.node_ids() {
+        let node = model.graph.node_mut(id).map_err(ir)?;
+        if let Op::Param { name, ty } = &node.op {
+            node.op = Op::Param { name: renumber(name), ty: ty.clone() };
+        }
+        node.name = renumber(&node.name);
+        if let Some(b) = node.block {
+            node.block = kept.iter().position(|&k| k as u32 == b).map(|p| p as u32);
+        }
+    }
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("num_hidden_layers".into(), kept.len().into());
+        if let Some(serde_json::Value::Array(widths)) = obj.get(LAYER_WIDTHS_KEY).cloned() {
+            let kept_widths: Vec<serde_json::Value> = kept.iter().filter_map(|&l| widths.get(l).cloned()).collect();
+            obj.insert(LAYER_WIDTHS_KEY.into(), kept_widths.into());
+        }
+    }
+    model.info.config_json = Some(json.to_string());
+    model.groups = None;
+    prunec_ir::verify(model).map_err(ir)?;
+    Ok(dropped)
+}
+
 /// Lowers a LLaMA model to the IR, checking every tensor's shape against `config`. A model
 /// whose `info` has no configuration (GGUF) gets `config`'s, as [`LlamaConfig::to_hf_json`]
 /// writes it.
