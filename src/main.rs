@@ -142,6 +142,11 @@ struct RunArgs {
     #[arg(long, conflicts_with_all = ["global", "attn_layers", "mlp_layers"])]
     uniform: bool,
 
+    /// With grouped-query attention: prune whole key/value heads with their query heads (`kv`),
+    /// or query heads inside key/value groups, evenly (`query`).
+    #[arg(long, value_enum, default_value = "kv")]
+    gqa: Gqa,
+
     /// Prune in this many steps, regrouping and rescoring (recalibrating) between them.
     #[arg(long, default_value_t = 1)]
     steps: usize,
@@ -250,6 +255,15 @@ fn tempfile_dir() -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("prunec-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// What grouped-query attention loses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Gqa {
+    /// Whole key/value heads with the query heads that share them.
+    Kv,
+    /// Query heads inside key/value groups, the same number from each.
+    Query,
 }
 
 /// What `prune` removes.
@@ -546,6 +560,7 @@ fn run(cli: &RunArgs) -> Result<()> {
                         attn_layers: cli.attn_layers.clone(),
                         mlp_layers: cli.mlp_layers.clone(),
                         global: cli.global,
+                        query_heads: cli.gqa == Gqa::Query,
                     };
                     let selection = prunec_passes::prune::select(&model, &s, &opts)?;
                     if cli.uniform {

@@ -274,7 +274,7 @@ fn models_pruned_by_the_prune_pass_round_trip() {
         let mut model = load(&fixture("llama-gqa"));
         prunec_passes::Pass::Group.run(&mut model).unwrap();
         let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, global };
+        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, global, query_heads: false };
         let selection = select(&model, &scores, &opts).unwrap();
         apply(&mut model, &selection).unwrap();
         let config = hf_config(&model).unwrap();

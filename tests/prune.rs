@@ -31,16 +31,26 @@ fn logits(model: &Model) -> Vec<f32> {
 }
 
 fn block(amount: Amount) -> PruneOptions {
-    PruneOptions { amount, mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false }
+    PruneOptions { amount, mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, query_heads: false }
 }
 
 /// The original model with every parameter slice of the selected units set to zero.
 fn zeroed(model: &Model, selection: &Selection) -> Model {
     let mut z = model.clone();
     let groups = model.groups.as_ref().unwrap();
-    for (g, units) in groups.iter().zip(&selection.removed) {
+    let mut parts: Vec<(usize, Vec<prunec_ir::Element>)> = Vec::new();
+    for (k, (g, units)) in groups.iter().zip(&selection.removed).enumerate() {
         for &u in units {
-            for e in &g.units[u].elements {
+            parts.push((k, g.units[u].elements.clone()));
+        }
+        for &(u, sub) in selection.removed_sub.get(k).map(Vec::as_slice).unwrap_or(&[]) {
+            parts.push((k, g.units[u].sub_units[sub].clone()));
+        }
+    }
+    for (k, elements) in parts {
+        let g = &groups[k];
+        {
+            for e in &elements {
                 let ax = &g.axes[e.axis as usize];
                 let Some((name, shape)) = &ax.param else { continue };
                 let idx: BTreeSet<usize> = ax.indices(e.index).collect();
@@ -150,6 +160,7 @@ fn reproduces_llm_pruner_block_wise() {
         attn_layers: Some(1..3),
         mlp_layers: Some(1..3),
         global: false,
+        query_heads: false,
     };
     let sel = select(&model, &scores, &opts).unwrap();
     let groups = model.groups.clone().unwrap();
@@ -224,4 +235,29 @@ fn layer_wise_removes_whole_blocks_and_writes_a_model_that_reads_back() {
     let after = logits(&reread);
     let diff = before.iter().zip(&after).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(diff < 1e-5, "{diff}");
+}
+
+#[test]
+fn query_heads_inside_kv_groups() {
+    // llama-gqa: 8 query heads share 2 key/value heads; remove 2 query heads from each group
+    let model = grouped("llama-gqa");
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let opts = PruneOptions { query_heads: true, ..block(Amount::UnitRatio(0.5)) };
+    let sel = select(&model, &scores, &opts).unwrap();
+    let reference = logits(&zeroed(&model, &sel));
+    let mut pruned = model.clone();
+    apply(&mut pruned, &sel).unwrap();
+    for l in 0..4 {
+        let shape = |n: &str| pruned.params.get(&format!("model.layers.{l}.self_attn.{n}.weight")).unwrap().shape.clone();
+        assert_eq!(shape("q_proj"), [32, 64], "4 of 8 query heads left");
+        assert_eq!(shape("k_proj"), [16, 64], "both key/value heads kept");
+        assert_eq!(shape("o_proj"), [64, 32]);
+    }
+    let got = logits(&pruned);
+    let diff = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-5, "pruned and zeroed differ by {diff}");
+    // still a stock config: 4 heads sharing 2 key/value heads
+    let config = prunec_frontends::llama::hf_config(&pruned).unwrap();
+    assert_eq!((config["num_attention_heads"].as_u64(), config["num_key_value_heads"].as_u64()), (Some(4), Some(2)));
+    assert!(config.get("prunec_layer_widths").is_none());
 }

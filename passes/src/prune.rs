@@ -46,6 +46,9 @@ pub struct PruneOptions {
     pub mlp_layers: Option<Range<u32>>,
     /// One threshold across layers (by score per parameter) instead of the same share in each.
     pub global: bool,
+    /// With grouped-query attention, prune query heads inside key/value groups (the same
+    /// number from every group, so the heads stay evenly shared) instead of whole groups.
+    pub query_heads: bool,
 }
 
 /// Units to remove, per group (indices into `Group::units`), in the order of `model.groups`.
@@ -55,6 +58,8 @@ pub struct Selection {
     pub removed: Vec<Vec<usize>>,
     /// Whether a group may lose every unit (layer-wise pruning removes whole branches).
     pub whole_groups: bool,
+    /// Sub-units to remove, per group: `(unit, sub-unit)` (query heads inside key/value groups).
+    pub removed_sub: Vec<Vec<(usize, usize)>>,
 }
 
 fn eligible(kind: GroupKind, block: Option<u32>, opts: &PruneOptions) -> bool {
@@ -110,9 +115,15 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
                 v
             })
             .collect();
-        Selection { removed, whole_groups: false }
+        Selection { removed, whole_groups: false, removed_sub: Vec::new() }
     };
     let max_units = |k: usize| groups[k].units.len().saturating_sub(1); // never a whole group
+    if opts.query_heads {
+        if opts.mode != Mode::Block || opts.global {
+            return Err(PassError::Config("query-head pruning is block-wise and local (not --global)".into()));
+        }
+        return select_query_heads(model, scores, opts, &order, &per_unit);
+    }
     if opts.mode == Mode::Layer {
         // blocks by total score (for Taylor importance, the first-order loss change of removing them)
         let mut blocks: BTreeMap<u32, (f64, usize, Vec<usize>)> = BTreeMap::new();
@@ -149,7 +160,7 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
                 removed[k] = (0..groups[k].units.len()).collect();
             }
         }
-        return Ok(Selection { removed, whole_groups: true });
+        return Ok(Selection { removed, whole_groups: true, removed_sub: Vec::new() });
     }
     match opts.amount {
         Amount::UnitRatio(r) => {
@@ -194,7 +205,7 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
                     }
                 }
                 chosen.iter_mut().for_each(|v| v.sort_unstable());
-                Ok(Selection { removed: chosen, whole_groups: false })
+                Ok(Selection { removed: chosen, whole_groups: false, removed_sub: Vec::new() })
             } else {
                 // the same share of units in every eligible group, the share closest to the target
                 let removed_at = |share: f64| -> (Vec<usize>, usize) {
@@ -221,6 +232,78 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
             }
         }
     }
+}
+
+/// Block-wise selection where attention groups lose query heads inside their key/value
+/// units — the same number `m` from every unit, the lowest-scoring ones — and MLP groups lose
+/// channels as usual, one share for all.
+fn select_query_heads(
+    model: &Model,
+    scores: &Scores,
+    opts: &PruneOptions,
+    order: &[Option<Vec<usize>>],
+    per_unit: &[usize],
+) -> Result<Selection> {
+    let groups = model.groups.as_deref().unwrap_or_default();
+    let plan = |share: f64| -> (Vec<usize>, Vec<Vec<(usize, usize)>>, usize) {
+        let mut counts = vec![0usize; groups.len()];
+        let mut subs = vec![Vec::new(); groups.len()];
+        let mut params = 0;
+        for (k, g) in groups.iter().enumerate() {
+            if order[k].is_none() {
+                continue;
+            }
+            let per_sub = g.units.first().map_or(0, |u| u.sub_units.len());
+            if g.kind == GroupKind::Attention && per_sub > 0 {
+                let m = ((share * per_sub as f64).round() as usize).min(per_sub - 1);
+                for (u, unit) in g.units.iter().enumerate() {
+                    let mut o: Vec<usize> = (0..unit.sub_units.len()).collect();
+                    o.sort_by(|&a, &b| scores.groups[k].sub_units[u][a].total_cmp(&scores.groups[k].sub_units[u][b]).then(a.cmp(&b)));
+                    for &sub in o.iter().take(m) {
+                        subs[k].push((u, sub));
+                        params += g.params_in(&unit.sub_units[sub]);
+                    }
+                }
+            } else {
+                let c = ((share * g.units.len() as f64).round() as usize).min(g.units.len().saturating_sub(1));
+                counts[k] = c;
+                params += c * per_unit[k];
+            }
+        }
+        (counts, subs, params)
+    };
+    let share = match opts.amount {
+        Amount::UnitRatio(r) => r,
+        Amount::Ratio(r) => {
+            let target = (r * model.params.numel() as f64).round() as usize;
+            let (mut lo, mut hi) = (0.0f64, 1.0f64);
+            for _ in 0..60 {
+                let mid = (lo + hi) / 2.0;
+                if plan(mid).2 <= target {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            if target.abs_diff(plan(lo).2) <= target.abs_diff(plan(hi).2) {
+                lo
+            } else {
+                hi
+            }
+        }
+    };
+    let (counts, mut removed_sub, _) = plan(share);
+    let removed = order
+        .iter()
+        .zip(&counts)
+        .map(|(o, &n)| {
+            let mut v: Vec<usize> = o.as_ref().map(|o| o[..n.min(o.len())].to_vec()).unwrap_or_default();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    removed_sub.iter_mut().for_each(|v| v.sort_unstable());
+    Ok(Selection { removed, whole_groups: false, removed_sub })
 }
 
 /// What `apply` changed.
@@ -345,6 +428,22 @@ pub fn apply(model: &mut Model, selection: &Selection) -> Result<PruneReport> {
     // indices removed from every (value, axis)
     let mut removed: HashMap<(ValueId, usize), BTreeSet<usize>> = HashMap::new();
     let mut report_groups = Vec::new();
+    for (k, g) in groups.iter().enumerate() {
+        let Some(subs) = selection.removed_sub.get(k).filter(|s| !s.is_empty()) else { continue };
+        for &(u, sub) in subs {
+            let elements = g
+                .units
+                .get(u)
+                .and_then(|unit| unit.sub_units.get(sub))
+                .ok_or_else(|| PassError::Config(format!("no sub-unit {sub} of unit {u}")))?;
+            for e in elements {
+                let ax = &g.axes[e.axis as usize];
+                removed.entry((ax.value, ax.axis)).or_default().extend(ax.indices(e.index));
+            }
+        }
+        let per_sub = g.units.first().map_or(0, |u| u.sub_units.len()) * g.units.len();
+        report_groups.push((g.kind, g.block, per_sub, per_sub - subs.len()));
+    }
     for (g, units) in groups.iter().zip(&selection.removed) {
         if units.is_empty() {
             continue;
@@ -417,13 +516,30 @@ pub fn apply(model: &mut Model, selection: &Selection) -> Result<PruneReport> {
                 let input = graph.inputs(id).first().copied();
                 let rank = node.outputs().first().map_or(0, |t| t.rank());
                 let heads = rank.saturating_sub(2);
-                let src = input.and_then(|v| removed.get(&(v, heads))).map_or(0, BTreeSet::len);
-                let dst = out(heads).map_or(0, BTreeSet::len);
-                if src * times != dst {
-                    return Err(PassError::Config(format!(
-                        "node `{}`: removing query heads inside a key/value group ({dst} copies of {src} heads) is not supported yet",
-                        node.name
-                    )));
+                let src = input.and_then(|v| removed.get(&(v, heads))).cloned().unwrap_or_default();
+                let dst = out(heads).cloned().unwrap_or_default();
+                // copies lost per kept source head: all its copies when it goes, else the same
+                // number from every one (query heads pruned evenly inside key/value groups)
+                let n_src = input.and_then(|v| graph.value_type(v).ok()).and_then(|t| t.dim(heads).and_then(Dim::fixed)).unwrap_or(0);
+                let mut lost = BTreeSet::new();
+                for h in (0..n_src).filter(|h| !src.contains(h)) {
+                    lost.insert((h * times..(h + 1) * times).filter(|c| dst.contains(c)).count());
+                }
+                let whole = src.iter().all(|h| (h * times..(h + 1) * times).all(|c| dst.contains(&c)));
+                match (whole, lost.len()) {
+                    (true, 0) => {}
+                    (true, 1) => {
+                        let m = lost.first().copied().unwrap_or(0);
+                        if m > 0 {
+                            graph.node_mut(id)?.op = Op::RepeatHeads { times: times - m };
+                        }
+                    }
+                    _ => {
+                        return Err(PassError::Config(format!(
+                            "node `{}`: query heads must be removed evenly from every key/value head",
+                            node.name
+                        )))
+                    }
                 }
             }
             _ => {}
