@@ -265,7 +265,12 @@ fn select_query_heads(
                     }
                 }
             } else {
-                let c = ((share * g.units.len() as f64).round() as usize).min(g.units.len().saturating_sub(1));
+                let c = match opts.amount {
+                    // LLM-Pruner's count: current − int(initial·(1−r))
+                    Amount::UnitRatio(r) => g.units.len() - ((g.units.len() as f64) * (1.0 - r)).floor() as usize,
+                    Amount::Ratio(_) => (share * g.units.len() as f64).round() as usize,
+                }
+                .min(g.units.len().saturating_sub(1));
                 counts[k] = c;
                 params += c * per_unit[k];
             }
