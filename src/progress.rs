@@ -37,7 +37,7 @@ impl Progress {
                 bar.set_message(msg.to_string());
             }
             None => {
-                let tenth = if self.total == 0 { 10 } else { done * 10 / self.total };
+                let tenth = (done * 10).checked_div(self.total).unwrap_or(10);
                 if tenth > self.last_tenth || done == self.total {
                     self.last_tenth = tenth;
                     eprintln!(

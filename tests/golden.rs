@@ -104,7 +104,7 @@ fn kv_cache_equals_full_forward() {
     let g = golden("llama-gqa");
     let exec = Executor::<Cpu>::new(&model, &cpu()).unwrap();
     let row = g.ids[0].clone();
-    let full: Vec<f32> = exec.forward(exec.ids(&[row.clone()]).unwrap()).unwrap().into_data().into_vec().unwrap();
+    let full: Vec<f32> = exec.forward(exec.ids(std::slice::from_ref(&row)).unwrap()).unwrap().into_data().into_vec().unwrap();
     let mut cache = KvCache::default();
     let mut got: Vec<f32> = exec.forward_cached(exec.ids(&[row[..5].to_vec()]).unwrap(), &mut cache).unwrap().into_data().into_vec().unwrap();
     for &t in &row[5..] {

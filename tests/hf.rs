@@ -13,7 +13,8 @@ fn sharded_copy(dtype: Dtype) -> tempfile::TempDir {
     let bytes = std::fs::read(fixture("llama-mha/model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
-    let mut shards: [BTreeMap<String, (Vec<usize>, Vec<u8>)>; 2] = Default::default();
+    type Shard = BTreeMap<String, (Vec<usize>, Vec<u8>)>;
+    let mut shards: [Shard; 2] = Default::default();
     let mut weight_map = serde_json::Map::new();
     for (k, (name, view)) in st.tensors().into_iter().enumerate() {
         let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()));

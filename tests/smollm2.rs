@@ -51,7 +51,7 @@ fn smollm2_prompts_match_golden_logits() {
         let ids = tok.encode(text).unwrap();
         let want_ids: Vec<u32> = g.ints[&format!("input_ids.{i}")].iter().map(|&x| x as u32).collect();
         assert_eq!(ids, want_ids, "prompt {i} tokens");
-        let logits = exec.forward(exec.ids(&[ids.clone()]).unwrap()).unwrap();
+        let logits = exec.forward(exec.ids(std::slice::from_ref(&ids)).unwrap()).unwrap();
         let l = ids.len();
         let all: Vec<f32> = logits.clone().into_data().into_vec().unwrap();
         let last = &all[(l - 1) * vocab..l * vocab];

@@ -17,27 +17,6 @@ pub mod safetensors;
 pub mod tokenizer;
 pub mod weights;
 
-#[cfg(test)]
-pub(crate) mod test_support {
-    //! Helpers of the unit tests.
-    use std::path::{Path, PathBuf};
-
-    /// SmolLM2-135M's GGUF: `PRUNEC_SMOLLM2_GGUF`, else fetched by `scripts/fetch-smollm2`;
-    /// `None` only when `PRUNEC_OFFLINE` is set.
-    pub fn smollm2() -> Option<PathBuf> {
-        if let Some(p) = std::env::var_os("PRUNEC_SMOLLM2_GGUF") {
-            return Some(PathBuf::from(p));
-        }
-        if std::env::var_os("PRUNEC_OFFLINE").is_some() {
-            return None;
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-smollm2");
-        let out = std::process::Command::new(&script).output().expect("scripts/fetch-smollm2 runs");
-        assert!(out.status.success(), "fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr));
-        Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    }
-}
-
 use std::io::Read;
 use std::path::Path;
 
@@ -65,4 +44,25 @@ pub fn load(path: &Path) -> Result<Model> {
             "not an HF folder nor a GGUF file (ONNX input is not read yet)".into()
         },
     })
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Helpers of the unit tests.
+    use std::path::{Path, PathBuf};
+
+    /// SmolLM2-135M's GGUF: `PRUNEC_SMOLLM2_GGUF`, else fetched by `scripts/fetch-smollm2`;
+    /// `None` only when `PRUNEC_OFFLINE` is set.
+    pub fn smollm2() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("PRUNEC_SMOLLM2_GGUF") {
+            return Some(PathBuf::from(p));
+        }
+        if std::env::var_os("PRUNEC_OFFLINE").is_some() {
+            return None;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fetch-smollm2");
+        let out = std::process::Command::new(&script).output().expect("scripts/fetch-smollm2 runs");
+        assert!(out.status.success(), "fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr));
+        Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    }
 }

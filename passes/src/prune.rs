@@ -245,7 +245,9 @@ fn select_query_heads(
     per_unit: &[usize],
 ) -> Result<Selection> {
     let groups = model.groups.as_deref().unwrap_or_default();
-    let plan = |share: f64| -> (Vec<usize>, Vec<Vec<(usize, usize)>>, usize) {
+    // (units per group, sub-units per group, parameters removed) at a share
+    type Plan = (Vec<usize>, Vec<Vec<(usize, usize)>>, usize);
+    let plan = |share: f64| -> Plan {
         let mut counts = vec![0usize; groups.len()];
         let mut subs = vec![Vec::new(); groups.len()];
         let mut params = 0;
