@@ -398,14 +398,12 @@ fn run_score(
                 "the embedded calibration text (give --calib FILE for your own)".to_string(),
             ),
         };
-        let tok = match &src {
-            TextSource::Tokens(_) => None,
-            _ => Some(tokenizer(model_path, cli.tokenizer.as_deref())?),
-        };
-        let samples = match (&src, &tok) {
-            (TextSource::Tokens(rows), _) => rows.iter().take(cli.calib_samples).map(|r| r[..r.len().min(cli.calib_len)].to_vec()).collect(),
-            (_, Some(tok)) => prunec_frontends::data::calibration_samples(&src, tok, cli.calib_samples, cli.calib_len, cli.seed)?,
-            (_, None) => unreachable!("a text source has a tokenizer"),
+        let samples = match &src {
+            TextSource::Tokens(rows) => rows.iter().take(cli.calib_samples).map(|r| r[..r.len().min(cli.calib_len)].to_vec()).collect(),
+            _ => {
+                let tok = tokenizer(model_path, cli.tokenizer.as_deref())?;
+                prunec_frontends::data::calibration_samples(&src, &tok, cli.calib_samples, cli.calib_len, cli.seed)?
+            }
         };
         let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
         let mut bar = Progress::new("calibrate", samples.len(), "samples");
