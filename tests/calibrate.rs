@@ -5,30 +5,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::fixture;
+use common::{fixture, golden, GoldenFile};
 use prunec_backends::runtime::{calibrate, cpu, CalibrationOptions, CpuAutodiff};
-
-fn floats(path: &std::path::Path) -> (BTreeMap<String, Vec<f32>>, Vec<Vec<u32>>) {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut out = BTreeMap::new();
-    let mut ids = Vec::new();
-    for (n, v) in st.tensors() {
-        match v.dtype() {
-            safetensors::Dtype::F32 => {
-                out.insert(n, v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect());
-            }
-            safetensors::Dtype::I64 => {
-                let flat: Vec<u32> = v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect();
-                ids = flat.chunks(v.shape()[1]).map(<[u32]>::to_vec).collect();
-            }
-            _ => {}
-        }
-    }
-    (out, ids)
-}
 
 /// Largest difference relative to the reference tensor's largest magnitude.
 fn rel_err(got: &[f32], want: &[f32]) -> f32 {
@@ -39,20 +17,21 @@ fn rel_err(got: &[f32], want: &[f32]) -> f32 {
 #[test]
 fn gradient_and_fisher_match_llm_pruner() {
     let model = prunec_frontends::load(&fixture("llama-mha")).unwrap();
-    let (golden, rows) = floats(&fixture("llama-mha/golden.safetensors"));
-    let (acc, _) = floats(&fixture("llm-pruner-importance-acc-grad.safetensors"));
+    let golden = golden("llama-mha");
+    let rows = golden.rows("input_ids");
+    let acc = GoldenFile::read(&fixture("llm-pruner-importance-acc-grad.safetensors"));
     let mut calls = 0;
     let stats = calibrate::<CpuAutodiff>(&model, &cpu(), &rows, CalibrationOptions { fisher: true, micro_batch: 4 }, |_, _| calls += 1)
         .unwrap();
     assert_eq!((stats.samples, stats.tokens, calls), (2, 22, 2), "one backward per sample");
     assert!((stats.loss - 7.0955033).abs() < 1e-5, "{}", stats.loss);
     for (name, g) in &stats.grad {
-        let e = rel_err(g, &golden[&format!("grad.{name}")]);
+        let e = rel_err(g, golden.floats(&format!("grad.{name}")));
         assert!(e < 1e-4, "grad {name}: {e}");
     }
     let fisher = stats.fisher.as_ref().unwrap();
-    assert_eq!(acc.len(), 14);
-    for (key, want) in &acc {
+    assert_eq!(acc.f32.len(), 14);
+    for (key, (_, want)) in &acc.f32 {
         let name = key.strip_prefix("acc_grad.").unwrap();
         let e = rel_err(&fisher[name], want);
         assert!(e < 1e-4, "fisher {name}: {e}");
@@ -62,11 +41,12 @@ fn gradient_and_fisher_match_llm_pruner() {
 #[test]
 fn micro_batched_gradient_equals_per_sample_gradient() {
     let model = prunec_frontends::load(&fixture("llama-gqa")).unwrap();
-    let (golden, rows) = floats(&fixture("llama-gqa/golden.safetensors"));
+    let golden = golden("llama-gqa");
+    let rows = golden.rows("input_ids");
     let batched = calibrate::<CpuAutodiff>(&model, &cpu(), &rows, CalibrationOptions { fisher: false, micro_batch: 2 }, |_, _| {}).unwrap();
     assert!(batched.fisher.is_none());
     for (name, g) in &batched.grad {
-        assert!(rel_err(g, &golden[&format!("grad.{name}")]) < 1e-4, "{name}");
+        assert!(rel_err(g, golden.floats(&format!("grad.{name}"))) < 1e-4, "{name}");
     }
 }
 

@@ -5,32 +5,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
-use common::fixture;
+use common::{fixture, golden};
 use prunec_backends::runtime::{causal_lm_loss, cpu, Cpu, CpuAutodiff, Executor};
-
-pub struct Golden {
-    pub ids: Vec<Vec<u32>>,
-    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-}
-
-pub fn golden(name: &str) -> Golden {
-    let bytes = std::fs::read(fixture(name).join("golden.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors = BTreeMap::new();
-    let mut ids = Vec::new();
-    for (n, v) in st.tensors() {
-        if n == "input_ids" {
-            let flat: Vec<u32> = v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect();
-            ids = flat.chunks(v.shape()[1]).map(<[u32]>::to_vec).collect();
-        } else if v.dtype() == safetensors::Dtype::F32 {
-            let vals = v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-            tensors.insert(n.clone(), (v.shape().to_vec(), vals));
-        }
-    }
-    Golden { ids, tensors }
-}
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -41,9 +17,9 @@ fn check_logits(name: &str) {
     let model = prunec_frontends::load(&fixture(name)).unwrap();
     let g = golden(name);
     let exec = Executor::<Cpu>::new(&model, &cpu()).unwrap();
-    let logits = exec.forward(exec.ids(&g.ids).unwrap()).unwrap();
+    let logits = exec.forward(exec.ids(&g.rows("input_ids")).unwrap()).unwrap();
     let got: Vec<f32> = logits.into_data().into_vec().unwrap();
-    let want = &g.tensors["logits"].1;
+    let want = g.floats("logits");
     let diff = max_abs_diff(&got, want);
     println!("{name}: max |Δlogits| = {diff:e}");
     assert!(diff < 1e-4, "{name}: max |Δlogits| = {diff}");
@@ -54,10 +30,10 @@ fn check_loss_and_grads(name: &str) {
     let g = golden(name);
     let mut exec = Executor::<CpuAutodiff>::new(&model, &cpu()).unwrap();
     exec.require_grad();
-    let ids = exec.ids(&g.ids).unwrap();
+    let ids = exec.ids(&g.rows("input_ids")).unwrap();
     let loss = causal_lm_loss(exec.forward(ids.clone()).unwrap(), ids);
     let value: f32 = loss.clone().into_data().into_vec::<f32>().unwrap()[0];
-    let want = g.tensors["loss"].1[0];
+    let want = g.floats("loss")[0];
     println!("{name}: loss {value} (golden {want})");
     assert!(((value - want) / want).abs() < 1e-5, "{name}: loss {value} vs {want}");
     let grads = loss.backward();
@@ -65,14 +41,14 @@ fn check_loss_and_grads(name: &str) {
     let mut count = 0;
     for (pname, t) in exec.params() {
         let got = t.grad_f32(&grads).unwrap().unwrap_or_else(|| panic!("no gradient for {pname}"));
-        let (_, want) = &g.tensors[&format!("grad.{pname}")];
+        let want = g.floats(&format!("grad.{pname}"));
         let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let rel = max_abs_diff(&got, want) / scale;
         worst = worst.max(rel);
         assert!(rel < 1e-3, "{name}: grad.{pname} relative error {rel}");
         count += 1;
     }
-    assert_eq!(count, g.tensors.keys().filter(|k| k.starts_with("grad.")).count());
+    assert_eq!(count, g.f32.keys().filter(|k| k.starts_with("grad.")).count());
     println!("{name}: {count} gradients, worst relative error {worst:e}");
 }
 
@@ -103,7 +79,7 @@ fn kv_cache_equals_full_forward() {
     let model = prunec_frontends::load(&fixture("llama-gqa")).unwrap();
     let g = golden("llama-gqa");
     let exec = Executor::<Cpu>::new(&model, &cpu()).unwrap();
-    let row = g.ids[0].clone();
+    let row = g.rows("input_ids")[0].clone();
     let full: Vec<f32> = exec.forward(exec.ids(std::slice::from_ref(&row)).unwrap()).unwrap().into_data().into_vec().unwrap();
     let mut cache = KvCache::default();
     let mut got: Vec<f32> = exec.forward_cached(exec.ids(&[row[..5].to_vec()]).unwrap(), &mut cache).unwrap().into_data().into_vec().unwrap();

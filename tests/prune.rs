@@ -13,10 +13,7 @@ use prunec_passes::prune::{apply, select, Amount, Mode, PruneOptions, Selection}
 use prunec_passes::score::{score, Aggregation, Importance};
 
 fn rows() -> Vec<Vec<u32>> {
-    vec![
-        vec![250, 250, 252, 97, 43, 236, 26, 66, 35, 81, 137, 30],
-        vec![203, 61, 201, 81, 203, 246, 245, 67, 142, 112, 65, 156],
-    ]
+    common::golden("llama-mha").rows("input_ids")
 }
 
 fn grouped(name: &str) -> Model {

@@ -117,17 +117,9 @@ fn smollm2_generates_paris_and_evaluates_golden_windows() {
     assert!(stdout.starts_with("The capital of France is Paris"), "{stdout}");
 
     // the first two 128-token windows of the golden text, as token rows
-    let bytes = std::fs::read(fixture("smollm2/golden.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let ids: Vec<i64> =
-        st.tensor("public_txt.token_ids").unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
-    let window_nll: Vec<f32> = st
-        .tensor("public_txt.window_mean_nll")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let g = common::GoldenFile::read(&fixture("smollm2/golden.safetensors"));
+    let ids = g.ints("public_txt.token_ids");
+    let window_nll = g.floats("public_txt.window_mean_nll");
     let dir = tempfile::tempdir().unwrap();
     let rows: String = ids[..256].chunks(128).map(|w| format!("{{\"input_ids\": {w:?}}}\n")).collect();
     let path = dir.path().join("w.jsonl");

@@ -11,10 +11,7 @@ use prunec_ir::GroupKind;
 use prunec_passes::score::{score, Aggregation, Importance};
 
 fn golden_rows() -> Vec<Vec<u32>> {
-    vec![
-        vec![250, 250, 252, 97, 43, 236, 26, 66, 35, 81, 137, 30],
-        vec![203, 61, 201, 81, 203, 246, 245, 67, 142, 112, 65, 156],
-    ]
+    common::golden("llama-mha").rows("input_ids")
 }
 
 #[test]

@@ -6,63 +6,36 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use prunec_backends::burn::tensor::activation::log_softmax;
-use common::{fixture, smollm2};
+use common::{fixture, smollm2, GoldenFile};
 use prunec_backends::runtime::{cpu, perplexity, Cpu, Executor};
 use prunec_frontends::tokenizer::Tokenizer;
-
-struct Golden {
-    ints: BTreeMap<String, Vec<i64>>,
-    floats: BTreeMap<String, Vec<f32>>,
-    mean_nll: f64,
-}
-
-fn golden() -> Golden {
-    let bytes = std::fs::read(fixture("smollm2/golden.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let (mut ints, mut floats, mut mean_nll) = (BTreeMap::new(), BTreeMap::new(), f64::NAN);
-    for (n, v) in st.tensors() {
-        match v.dtype() {
-            safetensors::Dtype::I64 => {
-                ints.insert(n, v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect());
-            }
-            safetensors::Dtype::F32 => {
-                floats.insert(n, v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect());
-            }
-            safetensors::Dtype::F64 => mean_nll = f64::from_le_bytes(v.data()[..8].try_into().unwrap()),
-            _ => {}
-        }
-    }
-    Golden { ints, floats, mean_nll }
-}
 
 #[test]
 fn smollm2_prompts_match_golden_logits() {
     let Some(path) = smollm2() else { return };
     let model = prunec_frontends::load(&path).unwrap();
     let tok = Tokenizer::for_model(&path).unwrap();
-    let g = golden();
+    let g = GoldenFile::read(&fixture("smollm2/golden.safetensors"));
     let exec = Executor::<Cpu>::new(&model, &cpu()).unwrap();
     let texts = ["The capital of France is", "Once upon a time, there was a little robot who", "To make a cup of tea, first you need to"];
     let vocab = 49152;
     for (i, text) in texts.iter().enumerate() {
         let ids = tok.encode(text).unwrap();
-        let want_ids: Vec<u32> = g.ints[&format!("input_ids.{i}")].iter().map(|&x| x as u32).collect();
+        let want_ids: Vec<u32> = g.rows(&format!("input_ids.{i}")).concat();
         assert_eq!(ids, want_ids, "prompt {i} tokens");
         let logits = exec.forward(exec.ids(std::slice::from_ref(&ids)).unwrap()).unwrap();
         let l = ids.len();
         let all: Vec<f32> = logits.clone().into_data().into_vec().unwrap();
         let last = &all[(l - 1) * vocab..l * vocab];
-        let want = &g.floats["logits_last"][i * vocab..(i + 1) * vocab];
+        let want = &g.floats("logits_last")[i * vocab..(i + 1) * vocab];
         let diff = last.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         println!("prompt {i}: max |Δ last logits| = {diff:e}");
         assert!(diff < 1e-3, "prompt {i}: {diff}");
         // top-20 log-probabilities at every position
         let logp: Vec<f32> = log_softmax(logits, 2).into_data().into_vec().unwrap();
-        let top_ids = &g.ints[&format!("logprobs_topk.{i}.ids")];
-        let top_vals = &g.floats[&format!("logprobs_topk.{i}.values")];
+        let top_ids = g.ints(&format!("logprobs_topk.{i}.ids"));
+        let top_vals = g.floats(&format!("logprobs_topk.{i}.values"));
         let mut worst = 0.0f32;
         for pos in 0..l {
             for k in 0..20 {
@@ -80,14 +53,14 @@ fn smollm2_perplexity_matches_golden() {
     let Some(path) = smollm2() else { return };
     let model = prunec_frontends::load(&path).unwrap();
     let tok = Tokenizer::for_model(&path).unwrap();
-    let g = golden();
+    let g = GoldenFile::read(&fixture("smollm2/golden.safetensors"));
     let text = std::fs::read_to_string(fixture("smollm2/public.txt")).unwrap();
     let tokens = tok.encode(&text).unwrap();
-    let want: Vec<u32> = g.ints["public_txt.token_ids"].iter().map(|&x| x as u32).collect();
+    let want: Vec<u32> = g.rows("public_txt.token_ids").concat();
     assert_eq!(tokens, want);
     let ppl = perplexity::<Cpu>(&model, &cpu(), &tokens, 128, 8, |_, _| {}).unwrap();
     assert_eq!((ppl.windows, ppl.predicted), (59, 7493));
-    let rel = (ppl.mean_nll - g.mean_nll).abs() / g.mean_nll;
-    println!("perplexity {} (golden {}), mean NLL relative error {rel:e}", ppl.perplexity, g.mean_nll.exp());
-    assert!((ppl.perplexity / g.mean_nll.exp() - 1.0).abs() < 0.005);
+    let rel = (ppl.mean_nll - g.f64["public_txt.mean_nll"].1[0]).abs() / g.f64["public_txt.mean_nll"].1[0];
+    println!("perplexity {} (golden {}), mean NLL relative error {rel:e}", ppl.perplexity, g.f64["public_txt.mean_nll"].1[0].exp());
+    assert!((ppl.perplexity / g.f64["public_txt.mean_nll"].1[0].exp() - 1.0).abs() < 0.005);
 }

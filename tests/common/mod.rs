@@ -69,3 +69,61 @@ pub fn golden_ids_jsonl(dir: &Path) -> PathBuf {
     .expect("write ids.jsonl");
     path
 }
+
+/// The tensors of a golden safetensors file, by element type.
+pub struct GoldenFile {
+    /// F32 tensors: shape and values.
+    pub f32: std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    /// I64 tensors: shape and values.
+    pub i64: std::collections::BTreeMap<String, (Vec<usize>, Vec<i64>)>,
+    /// F64 tensors: shape and values.
+    pub f64: std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)>,
+}
+
+impl GoldenFile {
+    /// Reads `path` (a fixture's `golden.safetensors` or another golden file).
+    pub fn read(path: &Path) -> GoldenFile {
+        let bytes = std::fs::read(path).expect("golden file");
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden safetensors");
+        let mut g = GoldenFile { f32: Default::default(), i64: Default::default(), f64: Default::default() };
+        for (n, v) in st.tensors() {
+            let shape = v.shape().to_vec();
+            let d = v.data();
+            match v.dtype() {
+                safetensors::Dtype::F32 => {
+                    g.f32.insert(n, (shape, d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()));
+                }
+                safetensors::Dtype::I64 => {
+                    g.i64.insert(n, (shape, d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()));
+                }
+                safetensors::Dtype::F64 => {
+                    g.f64.insert(n, (shape, d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()));
+                }
+                _ => {}
+            }
+        }
+        g
+    }
+
+    /// F32 tensor `name`'s values.
+    pub fn floats(&self, name: &str) -> &[f32] {
+        &self.f32.get(name).unwrap_or_else(|| panic!("no f32 `{name}`")).1
+    }
+
+    /// I64 tensor `name`'s values.
+    pub fn ints(&self, name: &str) -> &[i64] {
+        &self.i64.get(name).unwrap_or_else(|| panic!("no i64 `{name}`")).1
+    }
+
+    /// I64 tensor `name` as token ids, one row per outer index (a 1-D tensor is one row).
+    pub fn rows(&self, name: &str) -> Vec<Vec<u32>> {
+        let (shape, v) = self.i64.get(name).unwrap_or_else(|| panic!("no i64 `{name}`"));
+        let width = shape.last().copied().unwrap_or(v.len()).max(1);
+        v.chunks(width).map(|r| r.iter().map(|&x| x as u32).collect()).collect()
+    }
+}
+
+/// The golden file of fixture `name` (`tests/fixtures/NAME/golden.safetensors`).
+pub fn golden(name: &str) -> GoldenFile {
+    GoldenFile::read(&fixture(name).join("golden.safetensors"))
+}
