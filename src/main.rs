@@ -143,7 +143,8 @@ struct RunArgs {
     uniform: bool,
 
     /// With grouped-query attention: prune whole key/value heads with their query heads (`kv`),
-    /// or query heads inside key/value groups, evenly (`query`).
+    /// or query heads (`query`): the lowest-scoring of each layer, key/value heads then serving
+    /// different numbers of them — with --uniform the same number from every key/value head.
     #[arg(long, value_enum, default_value = "kv")]
     gqa: Gqa,
 
@@ -558,7 +559,11 @@ fn run(cli: &RunArgs) -> Result<()> {
                         attn_layers: cli.attn_layers.clone(),
                         mlp_layers: cli.mlp_layers.clone(),
                         global: cli.global,
-                        query_heads: cli.gqa == Gqa::Query,
+                        gqa: match (cli.gqa, cli.uniform) {
+                            (Gqa::Kv, _) => prunec_passes::prune::Gqa::KvHeads,
+                            (Gqa::Query, false) => prunec_passes::prune::Gqa::QueryHeads,
+                            (Gqa::Query, true) => prunec_passes::prune::Gqa::QueryHeadsEven,
+                        },
                     };
                     let selection = prunec_passes::prune::select(&model, &s, &opts)?;
                     if cli.uniform {

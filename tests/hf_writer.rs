@@ -263,7 +263,7 @@ fn equal_widths_give_a_stock_config() {
 #[test]
 fn models_pruned_by_the_prune_pass_round_trip() {
     use prunec_backends::runtime::{cpu, Cpu, Executor};
-    use prunec_passes::prune::{apply, select, Amount, Mode, PruneOptions};
+    use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let logits = |m: &Model| -> Vec<f32> {
         let exec = Executor::<Cpu>::new(m, &cpu()).unwrap();
@@ -274,7 +274,7 @@ fn models_pruned_by_the_prune_pass_round_trip() {
         let mut model = load(&fixture("llama-gqa"));
         prunec_passes::Pass::Group.run(&mut model).unwrap();
         let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, global, query_heads: false };
+        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, global, gqa: Gqa::KvHeads };
         let selection = select(&model, &scores, &opts).unwrap();
         apply(&mut model, &selection).unwrap();
         let config = hf_config(&model).unwrap();
@@ -363,4 +363,14 @@ fn transformers_loads_written_folders() {
     let input = pruned_folder(&[(4, 1, 100); 4]);
     check_with_transformers(&load(input.path()), dir.path(), "uniformly-pruned");
     check_with_transformers(&load(&fixture("gguf/llama-gqa.gguf")), dir.path(), "from-gguf");
+    // hidden channels pruned: a stock config whose rms_norm_eps carries the norms' rescaling
+    use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+    use prunec_passes::score::{score, Aggregation, Importance};
+    let mut model = load(&fixture("llama-gqa"));
+    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let opts = PruneOptions { amount: Amount::UnitRatio(0.25), mode: Mode::Channel, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads };
+    let selection = select(&model, &scores, &opts).unwrap();
+    apply(&mut model, &selection).unwrap();
+    check_with_transformers(&model, dir.path(), "channel-pruned");
 }

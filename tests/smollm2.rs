@@ -64,3 +64,30 @@ fn smollm2_perplexity_matches_golden() {
     println!("perplexity {} (golden {}), mean NLL relative error {rel:e}", ppl.perplexity, g.f64["public_txt.mean_nll"].1[0].exp());
     assert!((ppl.perplexity / g.f64["public_txt.mean_nll"].1[0].exp() - 1.0).abs() < 0.005);
 }
+
+/// LLM-Pruner's `--unit-ratio` counts on SmolLM2 (9 query heads over 3 key/value heads, 1536
+/// MLP channels): r = 0.2 removes 576 − int(576·0.8) = 116 channels of q_proj, 1 whole head,
+/// and 1536 − int(1536·0.8) = 308 MLP channels; whole key/value heads (192 channels) none.
+#[test]
+fn smollm2_unit_ratio_counts_as_llm_pruner() {
+    use prunec_ir::GroupKind;
+    use prunec_passes::prune::{select, Amount, Gqa, Mode, PruneOptions};
+    use prunec_passes::score::{score, Aggregation, Importance};
+    let Some(path) = smollm2() else { return };
+    let mut model = prunec_frontends::load(&path).unwrap();
+    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    let scores = score(&model, None, Importance::Random, Aggregation::Sum, 0).unwrap();
+    for gqa in [Gqa::QueryHeads, Gqa::KvHeads] {
+        let opts = PruneOptions { amount: Amount::UnitRatio(0.2), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa };
+        let sel = select(&model, &scores, &opts).unwrap();
+        for (k, g) in model.groups.as_ref().unwrap().iter().enumerate() {
+            let subs = sel.removed_sub.get(k).map_or(0, Vec::len);
+            match g.kind {
+                GroupKind::Attention if gqa == Gqa::QueryHeads => assert_eq!((sel.removed[k].len(), subs), (0, 1), "layer {:?}", g.block),
+                GroupKind::Attention => assert_eq!((sel.removed[k].len(), subs), (0, 0)),
+                GroupKind::Mlp => assert_eq!(sel.removed[k].len(), 308, "layer {:?}", g.block),
+                GroupKind::Hidden => assert!(sel.removed[k].is_empty()),
+            }
+        }
+    }
+}

@@ -54,11 +54,18 @@ pub struct LlamaConfig {
 }
 
 /// The `config.json` key listing every layer's widths, for models whose layers differ:
-/// `[{"num_attention_heads": .., "num_key_value_heads": .., "intermediate_size": ..}, ...]`.
+/// `[{"num_attention_heads": .., "num_key_value_heads": .., "intermediate_size": ..}, ...]`,
+/// plus [`QUERY_HEADS_PER_KV_KEY`] in a layer whose key/value heads serve different numbers
+/// of query heads.
+
 pub const LAYER_WIDTHS_KEY: &str = "prunec_layer_widths";
 
+/// The key, in a [`LAYER_WIDTHS_KEY`] entry, of how many query heads each key/value head
+/// serves (in order; query heads are grouped by their key/value head), when they differ.
+pub const QUERY_HEADS_PER_KV_KEY: &str = "query_heads_per_kv_head";
+
 /// The widths of one decoder layer (`head_dim` is the model's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerWidths {
     /// Query heads; 0: the layer has no attention branch.
     pub num_heads: usize,
@@ -66,6 +73,9 @@ pub struct LayerWidths {
     pub num_kv_heads: usize,
     /// MLP channels; 0: the layer has no MLP branch.
     pub intermediate_size: usize,
+    /// Query heads served by each key/value head, when they differ (query heads pruned
+    /// unevenly); `None`: `num_heads / num_kv_heads` each.
+    pub query_heads_per_kv: Option<Vec<usize>>,
 }
 
 impl LayerWidths {
@@ -81,11 +91,23 @@ impl LayerWidths {
 
     /// The widths as a `prunec_layer_widths` entry.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "num_attention_heads": self.num_heads,
             "num_key_value_heads": self.num_kv_heads,
             "intermediate_size": self.intermediate_size,
-        })
+        });
+        if let (Some(map), Some(obj)) = (&self.query_heads_per_kv, json.as_object_mut()) {
+            obj.insert(QUERY_HEADS_PER_KV_KEY.into(), map.clone().into());
+        }
+        json
+    }
+
+    /// Copies of each key/value head for its query heads (`repeat_kv`).
+    pub fn kv_copies(&self) -> Vec<usize> {
+        match &self.query_heads_per_kv {
+            Some(map) => map.clone(),
+            None => vec![self.num_heads / self.num_kv_heads.max(1); self.num_kv_heads],
+        }
     }
 }
 
@@ -128,10 +150,23 @@ impl LlamaConfig {
                             bad(format!("`{LAYER_WIDTHS_KEY}[{l}]`: `{key}` is missing or not a non-negative integer"))
                         })
                     };
+                    let query_heads_per_kv = match entry.get(QUERY_HEADS_PER_KV_KEY) {
+                        None | Some(serde_json::Value::Null) => None,
+                        Some(serde_json::Value::Array(v)) => Some(
+                            v.iter()
+                                .map(|c| c.as_u64().and_then(|c| usize::try_from(c).ok()))
+                                .collect::<Option<Vec<usize>>>()
+                                .ok_or_else(|| {
+                                    bad(format!("`{LAYER_WIDTHS_KEY}[{l}]`: `{QUERY_HEADS_PER_KV_KEY}` must list non-negative integers"))
+                                })?,
+                        ),
+                        Some(_) => return Err(bad(format!("`{LAYER_WIDTHS_KEY}[{l}]`: `{QUERY_HEADS_PER_KV_KEY}` is not a list"))),
+                    };
                     layers.push(LayerWidths {
                         num_heads: width("num_attention_heads")?,
                         num_kv_heads: width("num_key_value_heads")?,
                         intermediate_size: width("intermediate_size")?,
+                        query_heads_per_kv,
                     });
                 }
                 Some(layers)
@@ -161,11 +196,12 @@ impl LlamaConfig {
     /// The widths of layer `l`.
     pub fn layer(&self, l: usize) -> LayerWidths {
         match self.layer_widths.as_ref().and_then(|w| w.get(l)) {
-            Some(w) => *w,
+            Some(w) => w.clone(),
             None => LayerWidths {
                 num_heads: self.num_heads,
                 num_kv_heads: self.num_kv_heads,
                 intermediate_size: self.intermediate_size,
+                query_heads_per_kv: None,
             },
         }
     }
@@ -231,7 +267,14 @@ impl LlamaConfig {
                     w.num_heads, w.num_kv_heads
                 ));
             }
-            if w.num_kv_heads > 0 && !w.num_heads.is_multiple_of(w.num_kv_heads) {
+            if let Some(map) = &w.query_heads_per_kv {
+                if map.len() != w.num_kv_heads || map.iter().sum::<usize>() != w.num_heads || map.contains(&0) {
+                    return bad(format!(
+                        "{at}: `{QUERY_HEADS_PER_KV_KEY}` {map:?} must give each of the {} key/value heads at least one of the {} query heads",
+                        w.num_kv_heads, w.num_heads
+                    ));
+                }
+            } else if w.num_kv_heads > 0 && !w.num_heads.is_multiple_of(w.num_kv_heads) {
                 return bad(format!(
                     "{at}: num_attention_heads {} is not a multiple of num_key_value_heads {}",
                     w.num_heads, w.num_kv_heads
@@ -390,22 +433,29 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let mut layers = Vec::with_capacity(original.num_layers);
     for l in 0..original.num_layers {
         let p = format!("model.layers.{l}");
+        let copies = repeat_copies(model, &format!("{p}.self_attn.k_repeat"));
         layers.push(LayerWidths {
             num_heads: rows(format!("{p}.self_attn.q_proj.weight"), head_dim)?,
             num_kv_heads: rows(format!("{p}.self_attn.k_proj.weight"), head_dim)?,
             intermediate_size: rows(format!("{p}.mlp.gate_proj.weight"), 1)?,
+            query_heads_per_kv: copies.filter(|c| Op::uniform_copies(c).is_none()),
         });
     }
+    let eps = norm_eps(model).map_err(bad)?;
     let max = |f: fn(&LayerWidths) -> usize| layers.iter().map(f).max().unwrap_or(0);
     let top = LayerWidths {
         num_heads: max(|w| w.num_heads),
         num_kv_heads: max(|w| w.num_kv_heads),
         intermediate_size: max(|w| w.intermediate_size),
+        query_heads_per_kv: None,
     };
     let uniform = layers.iter().all(|w| *w == top);
     let has = |suffix: &str| model.params.iter().any(|(n, _)| n.starts_with("model.layers.") && n.ends_with(suffix));
     let obj = json.as_object_mut().ok_or_else(|| bad("not a JSON object".into()))?;
     obj.insert("hidden_size".into(), hidden_size.into());
+    if let Some(eps) = eps {
+        obj.insert("rms_norm_eps".into(), shortest_f64(eps).into());
+    }
     obj.insert("vocab_size".into(), vocab_size.into());
     obj.insert("head_dim".into(), head_dim.into());
     obj.insert("num_hidden_layers".into(), original.num_layers.into());
@@ -433,6 +483,38 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
         }
     }
     Ok(json)
+}
+
+/// The copies of each head made by the `repeat_heads` node `name`, if there is one.
+fn repeat_copies(model: &Model, name: &str) -> Option<Vec<usize>> {
+    let g = &model.graph;
+    g.node_ids().into_iter().find_map(|id| match g.node(id).ok() {
+        Some(n) if n.name == name => match &n.op {
+            Op::RepeatHeads { copies } => Some(copies.clone()),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// The epsilon of the model's RMSNorms as the graph has it now (pruning hidden channels
+/// rescales it, see the `prune` pass); `None` without norms; an error when they differ, which
+/// one `rms_norm_eps` cannot say.
+fn norm_eps(model: &Model) -> std::result::Result<Option<f32>, String> {
+    let g = &model.graph;
+    let mut eps = None;
+    for id in g.node_ids() {
+        if let Some(Op::RmsNorm { eps: e }) = g.node(id).ok().map(|n| &n.op) {
+            match eps {
+                None => eps = Some(*e),
+                Some(first) if first != *e => {
+                    return Err(format!("the RMSNorms have different epsilons ({first:e}, {e:e}): one rms_norm_eps cannot hold them"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(eps)
 }
 
 /// Removes the decoder layers that pruning emptied (no parameter left) and renumbers the
@@ -574,10 +656,10 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
             let q = b.op(Op::Rope(rope), &format!("{p}.self_attn.q_rope"), blk, &[q])?;
             let mut k = b.op(Op::Rope(rope), &format!("{p}.self_attn.k_rope"), blk, &[k])?;
             let mut v = v;
-            let n_rep = heads / kv_heads;
-            if n_rep > 1 {
-                k = b.op(Op::RepeatHeads { times: n_rep }, &format!("{p}.self_attn.k_repeat"), blk, &[k])?;
-                v = b.op(Op::RepeatHeads { times: n_rep }, &format!("{p}.self_attn.v_repeat"), blk, &[v])?;
+            let copies = width.kv_copies();
+            if copies.iter().any(|&c| c != 1) {
+                k = b.op(Op::RepeatHeads { copies: copies.clone() }, &format!("{p}.self_attn.k_repeat"), blk, &[k])?;
+                v = b.op(Op::RepeatHeads { copies }, &format!("{p}.self_attn.v_repeat"), blk, &[v])?;
             }
             let a = b.op(Op::Attention(attention), &format!("{p}.self_attn"), blk, &[q, k, v])?;
             let a = b.op(Op::MergeHeads, &format!("{p}.self_attn.merge_heads"), blk, &[a])?;
@@ -627,7 +709,7 @@ mod tests {
     }
 
     fn w(heads: usize, kv: usize, inter: usize) -> serde_json::Value {
-        LayerWidths { num_heads: heads, num_kv_heads: kv, intermediate_size: inter }.to_json()
+        LayerWidths { num_heads: heads, num_kv_heads: kv, intermediate_size: inter, query_heads_per_kv: None }.to_json()
     }
 
     fn bad_config(json: &serde_json::Value, needle: &str) {
@@ -645,7 +727,7 @@ mod tests {
     fn per_layer_widths_are_read() {
         let json = with_widths(serde_json::json!([w(8, 2, 176), w(4, 1, 176), w(8, 2, 100), w(6, 2, 0)]));
         let c = LlamaConfig::from_hf_json(Path::new("config.json"), &json).unwrap();
-        assert_eq!(c.layer(1), LayerWidths { num_heads: 4, num_kv_heads: 1, intermediate_size: 176 });
+        assert_eq!(c.layer(1), LayerWidths { num_heads: 4, num_kv_heads: 1, intermediate_size: 176, query_heads_per_kv: None });
         assert_eq!(c.layer(2).intermediate_size, 100);
         assert!(!c.layer(3).has_mlp());
         let shapes: BTreeMap<String, Vec<usize>> = c.expected_params().into_iter().collect();
@@ -659,7 +741,7 @@ mod tests {
         // without the key, every layer has the top-level widths
         let c = LlamaConfig::from_hf_json(Path::new("config.json"), &fixture_json()).unwrap();
         assert_eq!(c.layer_widths, None);
-        assert_eq!(c.layer(3), LayerWidths { num_heads: 8, num_kv_heads: 2, intermediate_size: 176 });
+        assert_eq!(c.layer(3), LayerWidths { num_heads: 8, num_kv_heads: 2, intermediate_size: 176, query_heads_per_kv: None });
     }
 
     #[test]

@@ -37,7 +37,7 @@ impl PortAxis {
 }
 
 /// How indices of two axes correspond.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AxisLink {
     /// Index `i` of `a` is index `i` of `b`: element-wise ops, the two sides of a
     /// contraction, a weight's output axis and the output's feature axis.
@@ -62,17 +62,31 @@ pub enum AxisLink {
         /// The product of the inner sizes.
         inner: usize,
     },
-    /// Index `i` of `source` is repeated as indices `i·times .. (i+1)·times` of `target`
-    /// (grouped-query attention's shared key/value heads). Directed: pruning a source index
-    /// removes its copies; pruning a copy does not remove the source.
+    /// Index `i` of `source` is repeated `copies[i]` times, consecutively, in `target`
+    /// (grouped-query attention's shared key/value heads): see [`repeat_ranges`]. Directed:
+    /// pruning a source index removes its copies; pruning a copy does not remove the source.
     Repeat {
         /// The repeated axis.
         source: PortAxis,
         /// The axis holding the copies.
         target: PortAxis,
-        /// Copies of each index.
-        times: usize,
+        /// Copies of each source index.
+        copies: Vec<usize>,
     },
+}
+
+/// Where the copies of each source index lie in the target of a repeat: index `i` of the
+/// source becomes the range `ranges[i]` (consecutive, in source order).
+pub fn repeat_ranges(copies: &[usize]) -> Vec<std::ops::Range<usize>> {
+    let mut start = 0;
+    copies
+        .iter()
+        .map(|&c| {
+            let r = start..start + c;
+            start += c;
+            r
+        })
+        .collect()
 }
 
 /// Everything an op says about its axes.

@@ -37,7 +37,7 @@ pub mod stats;
 pub mod types;
 pub mod verify;
 
-pub use axes::{AxisLink, AxisMapping, Port, PortAxis};
+pub use axes::{repeat_ranges, AxisLink, AxisMapping, Port, PortAxis};
 pub use error::{IrError, Result};
 pub use graph::{Edge, Graph, Node, NodeId, ValueId};
 pub use groups::{Element, Group, GroupAxis, GroupKind, Unit};

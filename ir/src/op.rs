@@ -116,10 +116,12 @@ pub enum Op {
     },
     /// A rotary position embedding; positions are `0..seq` unless a second input gives them.
     Rope(Rope),
-    /// Repeats each head of `x[.., heads, d]` `times` times consecutively (`repeat_kv`).
+    /// Repeats head `i` of `x[.., heads, d]` `copies[i]` times, consecutively (`repeat_kv`;
+    /// after query heads are pruned unevenly, key/value heads may serve different numbers of
+    /// query heads).
     RepeatHeads {
-        /// Copies of each head.
-        times: usize,
+        /// Copies of each head (one entry per input head).
+        copies: Vec<usize>,
     },
     /// Scaled dot-product attention.
     Attention(Attention),
@@ -227,6 +229,18 @@ impl Op {
         }
     }
 
+    /// `repeat_kv`: each of `heads` heads repeated `times` times.
+    pub fn repeat_heads(heads: usize, times: usize) -> Op {
+        Op::RepeatHeads { copies: vec![times; heads] }
+    }
+
+    /// The common number of copies when every head has the same (`None` when they differ or
+    /// there are none).
+    pub fn uniform_copies(copies: &[usize]) -> Option<usize> {
+        let first = *copies.first()?;
+        copies.iter().all(|&c| c == first).then_some(first)
+    }
+
     /// The op's attributes as the printer writes them (empty when it has none).
     pub fn attributes(&self) -> String {
         match self {
@@ -241,7 +255,10 @@ impl Op {
                     RopeLayout::Interleaved => "interleaved",
                 }
             ),
-            Op::RepeatHeads { times } => format!("times={times}"),
+            Op::RepeatHeads { copies } => match Op::uniform_copies(copies) {
+                Some(times) => format!("times={times}"),
+                None => format!("copies={copies:?}"),
+            },
             Op::SplitHeads { heads } => format!("heads={heads}"),
             Op::Attention(a) => format!("scale={}, causal={}", a.scale, a.causal),
             Op::Reshape { shape } => format!("{shape}"),
@@ -352,15 +369,18 @@ impl Op {
                 }
                 vec![x.clone()]
             }
-            Op::RepeatHeads { times } => {
+            Op::RepeatHeads { copies } => {
                 let x = inputs[0];
-                if x.rank() < 2 || *times == 0 {
-                    return Err(bad(node, self, "needs [.., heads, d] and times ≥ 1"));
+                if x.rank() < 2 || copies.contains(&0) {
+                    return Err(bad(node, self, "needs [.., heads, d] and at least one copy of each head"));
                 }
                 let mut s = x.shape.0.clone();
                 let h = x.rank() - 2;
                 let heads = s[h].fixed().ok_or_else(|| bad(node, self, "heads must be fixed"))?;
-                s[h] = Dim::Fixed(heads * times);
+                if heads != copies.len() {
+                    return Err(bad(node, self, format!("{heads} heads but {} copy counts", copies.len())));
+                }
+                s[h] = Dim::Fixed(copies.iter().sum());
                 vec![ValueType::new(x.dtype, Shape(s))]
             }
             Op::Attention(_) => {
@@ -516,10 +536,10 @@ impl Op {
                 }
             }
             Op::Rope(_) => leading(&mut m, 0, 3),
-            Op::RepeatHeads { times } => {
+            Op::RepeatHeads { copies } => {
                 let r = out_rank;
                 leading(&mut m, 0, r - 2);
-                m.links.push(AxisLink::Repeat { source: i(0, r - 2), target: o(0, r - 2), times: *times });
+                m.links.push(AxisLink::Repeat { source: i(0, r - 2), target: o(0, r - 2), copies: copies.clone() });
                 m.same(i(0, r - 1), o(0, r - 1));
             }
             Op::Attention(_) => {
@@ -641,11 +661,24 @@ mod tests {
     #[test]
     fn repeat_heads_is_a_directed_repeat() {
         let x = t(vec![Dim::batch(), Dim::seq(), 2.into(), 8.into()]);
-        let op = Op::RepeatHeads { times: 4 };
+        let op = Op::repeat_heads(2, 4);
         let out = op.infer("r", &[&x]).unwrap();
         assert_eq!(out[0].to_string(), "f32[batch, seq, 8, 8]");
+        assert_eq!(op.attributes(), "times=4");
         let m = op.axis_mapping(&[&x], &out);
-        assert!(m.links.contains(&AxisLink::Repeat { source: PortAxis::input(0, 2), target: PortAxis::output(0, 2), times: 4 }));
+        let link = AxisLink::Repeat { source: PortAxis::input(0, 2), target: PortAxis::output(0, 2), copies: vec![4, 4] };
+        assert!(m.links.contains(&link));
+    }
+
+    #[test]
+    fn repeat_heads_may_be_uneven() {
+        let x = t(vec![Dim::batch(), Dim::seq(), 3.into(), 8.into()]);
+        let op = Op::RepeatHeads { copies: vec![3, 2, 3] };
+        let out = op.infer("r", &[&x]).unwrap();
+        assert_eq!(out[0].to_string(), "f32[batch, seq, 8, 8]");
+        assert_eq!(op.attributes(), "copies=[3, 2, 3]");
+        assert!(Op::RepeatHeads { copies: vec![3, 2] }.infer("r", &[&x]).is_err());
+        assert!(Op::RepeatHeads { copies: vec![3, 0, 3] }.infer("r", &[&x]).is_err());
     }
 
     #[test]

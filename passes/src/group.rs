@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use prunec_ir::{
+    repeat_ranges,
     AxisLink, Dim, Element, Graph, Group, GroupAxis, GroupKind, Model, Op, Port, PortAxis, Unit, ValueId,
 };
 
@@ -65,12 +66,13 @@ struct Slot {
 }
 
 /// A link between slots, resolved from an op's axis mapping.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Link {
     Same(usize, usize),
     Offset { part: usize, whole: usize, offset: usize },
     Split { flat: usize, outer: usize, inner: usize },
-    Repeat { source: usize, target: usize, times: usize },
+    /// Source index `i` is repeated as target indices `ranges[i]`.
+    Repeat { source: usize, target: usize, ranges: Vec<std::ops::Range<usize>> },
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -133,17 +135,17 @@ impl AxisGraph {
                 }
             }
             for l in &mapping.links {
-                let resolved = match *l {
-                    AxisLink::Same(a, b) => slot(a).zip(slot(b)).map(|(a, b)| Link::Same(a, b)),
-                    AxisLink::Offset { part, whole, offset } => {
+                let resolved = match l {
+                    &AxisLink::Same(a, b) => slot(a).zip(slot(b)).map(|(a, b)| Link::Same(a, b)),
+                    &AxisLink::Offset { part, whole, offset } => {
                         slot(part).zip(slot(whole)).map(|(part, whole)| Link::Offset { part, whole, offset })
                     }
-                    AxisLink::Split { flat, outer, inner } => {
+                    &AxisLink::Split { flat, outer, inner } => {
                         slot(flat).zip(slot(outer)).map(|(flat, outer)| Link::Split { flat, outer, inner })
                     }
-                    AxisLink::Repeat { source, target, times } => {
-                        slot(source).zip(slot(target)).map(|(source, target)| Link::Repeat { source, target, times })
-                    }
+                    AxisLink::Repeat { source, target, copies } => slot(*source)
+                        .zip(slot(*target))
+                        .map(|(source, target)| Link::Repeat { source, target, ranges: repeat_ranges(copies) }),
                 };
                 links.extend(resolved);
             }
@@ -257,7 +259,7 @@ impl Dependencies {
                         }
                     }
                 }
-                Link::Repeat { source, target, times } => {
+                Link::Repeat { source, target, ref ranges } => {
                     if bad.contains(&source) || bad.contains(&target) {
                         atoms.union(base[source], base[target]);
                         continue;
@@ -266,7 +268,7 @@ impl Dependencies {
                     for k in 0..count(source) {
                         let mut targets = BTreeSet::new();
                         for i in k as usize * gs..(k as usize + 1) * gs {
-                            for c in i * times..(i + 1) * times {
+                            for c in ranges.get(i).cloned().unwrap_or_default() {
                                 targets.insert((c / gt) as u32);
                             }
                         }

@@ -46,9 +46,24 @@ pub struct PruneOptions {
     pub mlp_layers: Option<Range<u32>>,
     /// One threshold across layers (by score per parameter) instead of the same share in each.
     pub global: bool,
-    /// With grouped-query attention, prune query heads inside key/value groups (the same
-    /// number from every group, so the heads stay evenly shared) instead of whole groups.
-    pub query_heads: bool,
+    /// With grouped-query attention: what an attention unit loses.
+    pub gqa: Gqa,
+}
+
+/// What block-wise pruning removes from grouped-query attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Gqa {
+    /// Whole key/value heads with the query heads they serve.
+    #[default]
+    KvHeads,
+    /// Query heads, the lowest-scoring of the layer wherever they are (LLM-Pruner's count:
+    /// at unit ratio 0.2, 1 of SmolLM2's 9 heads); each key/value head keeps at least one.
+    /// Key/value heads may then serve different numbers of query heads (`repeat_heads` with
+    /// uneven copies), which a stock config cannot describe.
+    QueryHeads,
+    /// Query heads, the same number from every key/value head (the lowest-scoring of each),
+    /// so the heads stay evenly shared and stock configs describe the result.
+    QueryHeadsEven,
 }
 
 /// Units to remove, per group (indices into `Group::units`), in the order of `model.groups`.
@@ -118,7 +133,7 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
         Selection { removed, whole_groups: false, removed_sub: Vec::new() }
     };
     let max_units = |k: usize| groups[k].units.len().saturating_sub(1); // never a whole group
-    if opts.query_heads {
+    if opts.gqa != Gqa::KvHeads {
         if opts.mode != Mode::Block || opts.global {
             return Err(PassError::Config("query-head pruning is block-wise and local (not --global)".into()));
         }
@@ -235,8 +250,9 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
 }
 
 /// Block-wise selection where attention groups lose query heads inside their key/value
-/// units — the same number `m` from every unit, the lowest-scoring ones — and MLP groups lose
-/// channels as usual, one share for all.
+/// units — the lowest-scoring of the layer ([`Gqa::QueryHeads`]) or the same number from
+/// every unit ([`Gqa::QueryHeadsEven`]) — and MLP groups lose channels as usual, one share
+/// for all.
 fn select_query_heads(
     model: &Model,
     scores: &Scores,
@@ -257,13 +273,36 @@ fn select_query_heads(
             }
             let per_sub = g.units.first().map_or(0, |u| u.sub_units.len());
             if g.kind == GroupKind::Attention && per_sub > 0 {
-                let m = ((share * per_sub as f64).round() as usize).min(per_sub - 1);
-                for (u, unit) in g.units.iter().enumerate() {
-                    let mut o: Vec<usize> = (0..unit.sub_units.len()).collect();
-                    o.sort_by(|&a, &b| scores.groups[k].sub_units[u][a].total_cmp(&scores.groups[k].sub_units[u][b]).then(a.cmp(&b)));
-                    for &sub in o.iter().take(m) {
-                        subs[k].push((u, sub));
-                        params += g.params_in(&unit.sub_units[sub]);
+                let sub_score = |u: usize, sub: usize| scores.groups[k].sub_units[u][sub];
+                if opts.gqa == Gqa::QueryHeadsEven {
+                    let m = ((share * per_sub as f64).round() as usize).min(per_sub - 1);
+                    for (u, unit) in g.units.iter().enumerate() {
+                        let mut o: Vec<usize> = (0..unit.sub_units.len()).collect();
+                        o.sort_by(|&a, &b| sub_score(u, a).total_cmp(&sub_score(u, b)).then(a.cmp(&b)));
+                        for &sub in o.iter().take(m) {
+                            subs[k].push((u, sub));
+                            params += g.params_in(&unit.sub_units[sub]);
+                        }
+                    }
+                } else {
+                    let heads: usize = g.units.iter().map(|u| u.sub_units.len()).sum();
+                    let m = match opts.amount {
+                        Amount::UnitRatio(r) => llm_pruner_heads(g, heads, r),
+                        Amount::Ratio(_) => (share * heads as f64).round() as usize,
+                    };
+                    let mut all: Vec<(usize, usize)> =
+                        g.units.iter().enumerate().flat_map(|(u, unit)| (0..unit.sub_units.len()).map(move |sub| (u, sub))).collect();
+                    all.sort_by(|&(ua, a), &(ub, b)| sub_score(ua, a).total_cmp(&sub_score(ub, b)).then((ua, a).cmp(&(ub, b))));
+                    let mut left: Vec<usize> = g.units.iter().map(|u| u.sub_units.len()).collect();
+                    for (u, sub) in all {
+                        if subs[k].len() >= m {
+                            break;
+                        }
+                        if left[u] > 1 {
+                            left[u] -= 1;
+                            subs[k].push((u, sub));
+                            params += g.params_in(&g.units[u].sub_units[sub]);
+                        }
                     }
                 }
             } else {
@@ -311,6 +350,16 @@ fn select_query_heads(
         .collect();
     removed_sub.iter_mut().for_each(|v| v.sort_unstable());
     Ok(Selection { removed, whole_groups: false, removed_sub })
+}
+
+/// LLM-Pruner's count of query heads to remove at unit ratio `r`: `current − int(initial·(1−r))`
+/// channels of the group's first weight, in whole heads.
+fn llm_pruner_heads(g: &prunec_ir::Group, heads: usize, r: f64) -> usize {
+    let channels = g.axes.iter().find(|a| a.param.is_some()).map_or(heads, |a| a.size);
+    let per_head = if heads > 0 && channels.is_multiple_of(heads) { channels / heads } else { 1 };
+    let total = if per_head == 1 { heads } else { channels };
+    let removed = total - ((total as f64) * (1.0 - r)).floor() as usize;
+    removed / per_head
 }
 
 /// What `apply` changed.
@@ -426,6 +475,44 @@ fn remove_dead_branches(model: &mut Model) -> Result<()> {
     Ok(())
 }
 
+/// Keeps every RMSNorm whose axis lost channels computing what it computed with those
+/// channels zeroed. The mean square is taken over the `k` channels left instead of the `n`
+/// there were: `w·x / sqrt(Σx²/n + ε)` equals `(w·sqrt(n/k))·x / sqrt(Σx²/k + ε·n/k)`, so
+/// the weight is scaled by `sqrt(n/k)` and ε by `n/k` — exact, and still a stock RMSNorm (one
+/// `rms_norm_eps`, as every norm of the hidden stream loses the same channels). LLM-Pruner's
+/// channel-wise pruning leaves both as they were, which changes what the norms compute.
+fn compensate_rms_norms(model: &mut Model, removed: &HashMap<(ValueId, usize), BTreeSet<usize>>) -> Result<()> {
+    let graph = &mut model.graph;
+    let mut scaled = BTreeSet::new();
+    for id in graph.node_ids() {
+        let Op::RmsNorm { eps } = graph.node(id)?.op else { continue };
+        let inputs = graph.inputs(id);
+        let (Some(&x), Some(&w)) = (inputs.first(), inputs.get(1)) else { continue };
+        let ty = graph.value_type(x)?;
+        let axis = ty.rank().saturating_sub(1);
+        let Some(n) = ty.dim(axis).and_then(Dim::fixed) else { continue };
+        let lost = removed.get(&(x, axis)).map_or(0, BTreeSet::len);
+        if lost == 0 || lost >= n {
+            continue;
+        }
+        let factor = n as f64 / (n - lost) as f64;
+        graph.node_mut(id)?.op = Op::RmsNorm { eps: (f64::from(eps) * factor) as f32 };
+        let Op::Param { name, .. } = &graph.node(w.node)?.op else { continue };
+        let name = name.clone();
+        if !scaled.insert(name.clone()) {
+            return Err(PassError::Config(format!("`{name}` weighs more than one norm: cannot rescale it for each")));
+        }
+        let p = model.params.get(&name).ok_or_else(|| PassError::Config(format!("no parameter `{name}`")))?;
+        let (shape, dtype) = (p.shape.clone(), p.dtype);
+        let scale = factor.sqrt() as f32;
+        let values: Vec<f32> = model.params.read_f32(&name)?.iter().map(|v| v * scale).collect();
+        let mut p = Param::owned(shape, values)?;
+        p.dtype = dtype;
+        model.params.insert(name, p);
+    }
+    Ok(())
+}
+
 /// Removes the selected units: shrinks parameters, reshapes and slices, re-infers types and
 /// re-verifies. The groups are dropped (their indices no longer hold): run `group` again to
 /// prune further.
@@ -519,39 +606,35 @@ pub fn apply(model: &mut Model, selection: &Selection) -> Result<PruneReport> {
                     graph.node_mut(id)?.op = Op::Slice { axis: *axis, start: s, end: e };
                 }
             }
-            Op::RepeatHeads { times } => {
+            Op::RepeatHeads { copies } => {
                 let input = graph.inputs(id).first().copied();
                 let rank = node.outputs().first().map_or(0, |t| t.rank());
                 let heads = rank.saturating_sub(2);
                 let src = input.and_then(|v| removed.get(&(v, heads))).cloned().unwrap_or_default();
                 let dst = out(heads).cloned().unwrap_or_default();
-                // copies lost per kept source head: all its copies when it goes, else the same
-                // number from every one (query heads pruned evenly inside key/value groups)
-                let n_src = input.and_then(|v| graph.value_type(v).ok()).and_then(|t| t.dim(heads).and_then(Dim::fixed)).unwrap_or(0);
-                let mut lost = BTreeSet::new();
-                for h in (0..n_src).filter(|h| !src.contains(h)) {
-                    lost.insert((h * times..(h + 1) * times).filter(|c| dst.contains(c)).count());
-                }
-                let whole = src.iter().all(|h| (h * times..(h + 1) * times).all(|c| dst.contains(&c)));
-                match (whole, lost.len()) {
-                    (true, 0) => {}
-                    (true, 1) => {
-                        let m = lost.first().copied().unwrap_or(0);
-                        if m > 0 {
-                            graph.node_mut(id)?.op = Op::RepeatHeads { times: times - m };
+                // a removed source head loses all its copies; a kept one keeps at least one
+                let mut new = Vec::with_capacity(copies.len());
+                for (h, range) in prunec_ir::repeat_ranges(copies).into_iter().enumerate() {
+                    let lost = range.clone().filter(|c| dst.contains(c)).count();
+                    match (src.contains(&h), lost == range.len()) {
+                        (true, true) => {}
+                        (false, false) => new.push(range.len() - lost),
+                        (true, false) | (false, true) => {
+                            return Err(PassError::Config(format!(
+                                "node `{}`: key/value head {h} and the query heads it serves must go together",
+                                node.name
+                            )))
                         }
                     }
-                    _ => {
-                        return Err(PassError::Config(format!(
-                            "node `{}`: query heads must be removed evenly from every key/value head",
-                            node.name
-                        )))
-                    }
+                }
+                if new != *copies {
+                    graph.node_mut(id)?.op = Op::RepeatHeads { copies: new };
                 }
             }
             _ => {}
         }
     }
+    compensate_rms_norms(model, &removed)?;
     remove_dead_branches(model)?;
     let graph = &mut model.graph;
     for id in graph.topological_order()? {

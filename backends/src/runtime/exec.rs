@@ -245,18 +245,26 @@ impl<B: Backend> Executor<B> {
                 let offset = run.cache.as_ref().map_or(0, |c| c.past);
                 one(DynTensor::F4(self.rope(x, rope, offset, run)?))
             }
-            Op::RepeatHeads { times } => {
+            Op::RepeatHeads { copies } => {
                 let x = next()?;
                 let mut dims = x.dims();
                 let r = dims.len();
                 if r < 2 {
                     return Err(err("repeat_heads needs [.., heads, dim]"));
                 }
-                let mut expanded = dims.clone();
-                expanded.insert(r - 1, 1);
-                let repeated = float_map!(x.reshape(&expanded)?, t => t.repeat_dim(r - 1, *times))?;
-                dims[r - 2] *= times;
-                one(repeated.reshape(&dims)?)
+                if let Some(times) = Op::uniform_copies(copies) {
+                    let mut expanded = dims.clone();
+                    expanded.insert(r - 1, 1);
+                    let repeated = float_map!(x.reshape(&expanded)?, t => t.repeat_dim(r - 1, times))?;
+                    dims[r - 2] *= times;
+                    one(repeated.reshape(&dims)?)
+                } else {
+                    // uneven (query heads pruned unevenly): gather source heads by index
+                    let index: Vec<i64> = copies.iter().enumerate().flat_map(|(h, &c)| std::iter::repeat_n(h as i64, c)).collect();
+                    let n = index.len();
+                    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &self.device);
+                    one(float_map!(x, t => t.select(r - 2, index.clone()))?)
+                }
             }
             Op::Attention(attn) => {
                 let (q, k, v) = (next()?, next()?, next()?);
