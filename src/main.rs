@@ -148,6 +148,12 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "kv")]
     gqa: Gqa,
 
+    /// Keep each pruned group's width a multiple of N (removing fewer units when needed). With
+    /// --uniform and --mode channel, also a multiple of the query heads (transformers 5 wants
+    /// hidden_size divisible by num_attention_heads).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    round_to: u64,
+
     /// Prune in this many steps, regrouping and rescoring (recalibrating) between them.
     #[arg(long, default_value_t = 1)]
     steps: usize,
@@ -564,6 +570,12 @@ fn run(cli: &RunArgs) -> Result<()> {
                             (Gqa::Query, false) => prunec_passes::prune::Gqa::QueryHeads,
                             (Gqa::Query, true) => prunec_passes::prune::Gqa::QueryHeadsEven,
                         },
+                        round_to: if cli.uniform && cli.mode == PruneMode::Channel {
+                            // a stock config for transformers 5 needs hidden_size a multiple of the heads
+                            lcm(cli.round_to as usize, query_heads(&model))
+                        } else {
+                            cli.round_to as usize
+                        },
                     };
                     let selection = prunec_passes::prune::select(&model, &s, &opts)?;
                     if cli.uniform {
@@ -715,4 +727,26 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The most query heads of any attention group (its sub-units, or its units without them).
+fn query_heads(model: &prunec_ir::Model) -> usize {
+    let groups = model.groups.as_deref().unwrap_or_default();
+    groups
+        .iter()
+        .filter(|g| g.kind == prunec_ir::GroupKind::Attention)
+        .map(|g| g.units.iter().map(|u| u.sub_units.len().max(1)).sum::<usize>())
+        .max()
+        .unwrap_or(1)
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    fn gcd(a: usize, b: usize) -> usize {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    a / gcd(a, b).max(1) * b
 }

@@ -274,7 +274,7 @@ fn models_pruned_by_the_prune_pass_round_trip() {
         let mut model = load(&fixture("llama-gqa"));
         prunec_passes::Pass::Group.run(&mut model).unwrap();
         let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, global, gqa: Gqa::KvHeads };
+        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, global, gqa: Gqa::KvHeads, round_to: 1 };
         let selection = select(&model, &scores, &opts).unwrap();
         apply(&mut model, &selection).unwrap();
         let config = hf_config(&model).unwrap();
@@ -369,7 +369,7 @@ fn transformers_loads_written_folders() {
     let mut model = load(&fixture("llama-gqa"));
     prunec_passes::Pass::Group.run(&mut model).unwrap();
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::UnitRatio(0.25), mode: Mode::Channel, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads };
+    let opts = PruneOptions { amount: Amount::UnitRatio(0.25), mode: Mode::Channel, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1 };
     let selection = select(&model, &scores, &opts).unwrap();
     apply(&mut model, &selection).unwrap();
     check_with_transformers(&model, dir.path(), "channel-pruned");

@@ -28,7 +28,7 @@ fn logits(model: &Model) -> Vec<f32> {
 }
 
 fn block(amount: Amount) -> PruneOptions {
-    PruneOptions { amount, mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads }
+    PruneOptions { amount, mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1 }
 }
 
 /// The original model with every parameter slice of the selected units set to zero.
@@ -161,6 +161,7 @@ fn reproduces_llm_pruner_block_wise() {
         mlp_layers: Some(1..3),
         global: false,
         gqa: Gqa::KvHeads,
+        round_to: 1,
     };
     let sel = select(&model, &scores, &opts).unwrap();
     let groups = model.groups.clone().unwrap();

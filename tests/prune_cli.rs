@@ -170,3 +170,30 @@ fn iterative_steps_regroup_and_rescore() {
         &["iterative pruning needs --ratio"],
     );
 }
+
+/// `--round-to` keeps widths in multiples; `--uniform --mode channel` keeps the hidden width
+/// a multiple of the query heads, as transformers 5 requires of a stock config.
+#[test]
+fn widths_are_rounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("llama-gqa"); // hidden 64, 8 query heads, MLP 176
+    let run = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let out_dir = dir.path().join(name);
+        let mut args = vec![model.to_str().unwrap(), "--pass", "group,score,prune", "--importance", "l2", "-o", out_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = prunec(&args);
+        assert!(out.status.success(), "{}", texts(&out).1);
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("config.json")).unwrap()).unwrap()
+    };
+    // 176 − int(176·0.7) = 53 channels asked: 123 left, rounded up to 128
+    let c = run("mlp", &["--unit-ratio", "0.3", "--round-to", "16"]);
+    assert_eq!(c["intermediate_size"], 128, "{c}");
+    // 64 − int(64·0.85) = 10 hidden channels asked: 54 left, which --uniform rounds up to 56,
+    // a multiple of the 8 heads
+    let c = run("hidden", &["--unit-ratio", "0.15", "--mode", "channel", "--uniform"]);
+    assert_eq!(c["hidden_size"], 56, "{c}");
+    let c = run("hidden-free", &["--unit-ratio", "0.15", "--mode", "channel"]);
+    assert_eq!(c["hidden_size"], 54, "{c}");
+    let out = prunec(&[model.to_str().unwrap(), "--pass", "group", "--round-to", "0"]);
+    assert!(!out.status.success() && texts(&out).1.contains("--round-to"), "{}", texts(&out).1);
+}

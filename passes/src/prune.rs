@@ -48,6 +48,17 @@ pub struct PruneOptions {
     pub global: bool,
     /// With grouped-query attention: what an attention unit loses.
     pub gqa: Gqa,
+    /// Each pruned group keeps a multiple of this many units, removing fewer when needed
+    /// (torch-pruning's `round_to`; 1: any number). Hardware likes widths in multiples of 8;
+    /// transformers 5 wants `hidden_size` a multiple of `num_attention_heads`.
+    pub round_to: usize,
+}
+
+/// How many of `units` to remove, at most `remove`, so that a multiple of `to` remains.
+fn rounded(units: usize, remove: usize, to: usize) -> usize {
+    let keep = units - remove.min(units);
+    let keep = keep.div_ceil(to.max(1)) * to.max(1);
+    units - keep.min(units)
 }
 
 /// What block-wise pruning removes from grouped-query attention.
@@ -190,7 +201,7 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
                     let total = first.map_or(0, |a| a.size);
                     let per = total / g.units.len().max(1);
                     let remove = total - ((total as f64) * (1.0 - r)).floor() as usize;
-                    (remove / per.max(1)).min(max_units(k))
+                    rounded(g.units.len(), (remove / per.max(1)).min(max_units(k)), opts.round_to)
                 })
                 .collect();
             Ok(take(&counts))
@@ -219,7 +230,11 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
                         chosen[k].push(u);
                     }
                 }
-                chosen.iter_mut().for_each(|v| v.sort_unstable());
+                for (k, v) in chosen.iter_mut().enumerate() {
+                    // chosen lowest first: rounding gives back the best of them
+                    v.truncate(rounded(groups[k].units.len(), v.len(), opts.round_to));
+                    v.sort_unstable();
+                }
                 Ok(Selection { removed: chosen, whole_groups: false, removed_sub: Vec::new() })
             } else {
                 // the same share of units in every eligible group, the share closest to the target
@@ -227,7 +242,14 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
                     let counts: Vec<usize> = groups
                         .iter()
                         .enumerate()
-                        .map(|(k, g)| if order[k].is_some() { ((share * g.units.len() as f64).round() as usize).min(max_units(k)) } else { 0 })
+                        .map(|(k, g)| {
+                            if order[k].is_some() {
+                                let n = ((share * g.units.len() as f64).round() as usize).min(max_units(k));
+                                rounded(g.units.len(), n, opts.round_to)
+                            } else {
+                                0
+                            }
+                        })
                         .collect();
                     let params = counts.iter().zip(&per_unit).map(|(c, p)| c * p).sum();
                     (counts, params)
@@ -312,6 +334,7 @@ fn select_query_heads(
                     Amount::Ratio(_) => (share * g.units.len() as f64).round() as usize,
                 }
                 .min(g.units.len().saturating_sub(1));
+                let c = rounded(g.units.len(), c, opts.round_to);
                 counts[k] = c;
                 params += c * per_unit[k];
             }
