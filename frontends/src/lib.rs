@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod gguf_llama;
 pub mod hf;
 pub mod llama;
+pub mod onnx;
 pub mod safetensors;
 pub mod tokenizer;
 pub mod weights;
