@@ -36,13 +36,16 @@ pub fn load(path: &Path) -> Result<Model> {
         return gguf_llama::load(path);
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "onnx" {
+        return onnx::load(path);
+    }
     Err(FrontendError::Corrupt {
         path: path.to_path_buf(),
         format: if ext == "gguf" { "GGUF" } else { "model" },
         reason: if ext == "gguf" {
             "no GGUF magic at the start".into()
         } else {
-            "not an HF folder nor a GGUF file (ONNX input is not read yet)".into()
+            "not an HF folder, a GGUF file nor an `.onnx` file".into()
         },
     })
 }

@@ -8,7 +8,10 @@
 //! encodes a model back, moving large initializers to an external data file when asked
 //! (or when the model would pass protobuf's 2 GiB limit).
 
+pub mod fold;
+mod lower;
 pub mod proto;
+pub mod rules;
 mod tensor;
 mod write;
 
@@ -31,6 +34,16 @@ use proto::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
 
 pub use tensor::{raw_len, type_name, RawTensor};
 pub use write::{write_model, WrittenModel, EXTERNAL_ALIGNMENT, EXTERNAL_THRESHOLD, PROTOBUF_LIMIT};
+
+/// Reads an ONNX model as exporters write it and raises it to the IR: shape arithmetic
+/// folded ([`fold`]), exporter patterns recognised by egg rules ([`rules`]), the cheapest
+/// term lowered to IR ops.
+pub fn load(path: &Path) -> Result<prunec_ir::Model> {
+    let file = OnnxFile::open(path)?;
+    let mut folded = fold::fold(&file)?;
+    rules::raise(&mut folded).map_err(|reason| FrontendError::Corrupt { path: path.to_path_buf(), format: FORMAT, reason })?;
+    lower::lower(&file, &folded, path)
+}
 
 /// A float tensor's shape (outermost first) and its values, borrowed where they can be.
 pub type TensorF32<'a> = (Vec<usize>, Cow<'a, [f32]>);

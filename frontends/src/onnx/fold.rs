@@ -1,0 +1,821 @@
+//! The first step of importing an ONNX graph: every value is classified as a runtime tensor
+//! (with a symbolic shape), a weight, a small constant or a vector of symbolic integers (the
+//! shape arithmetic exporters emit: `Shape → Gather → Unsqueeze → Concat → Reshape`). Shape
+//! arithmetic is evaluated here, so no `Shape` node survives; runtime ops become e-nodes of
+//! the e-graph the raising rules work on ([`super::rules`]), their constant operands and
+//! attributes leaves with canonical names:
+//!
+//! | leaf | meaning |
+//! |---|---|
+//! | `in:NAME` | a graph input |
+//! | `w:NAME` | a float initializer (a weight; small ones are also in [`Folded::floats`]) |
+//! | `c:K` | a float constant vector, values in [`Folded::floats`] |
+//! | `f:V` | a float scalar |
+//! | `i:V`, `i:[..]` | an integer scalar or list (constants, attributes, normalised axes) |
+//! | `s:K` | a shape with symbolic dims, [`Folded::shapes`]`[K]` |
+//!
+//! Reductions, softmax, concatenation and slices name their axis from the end (`i:-1`), so
+//! that rules need not know ranks; reshapes that split the last axis into heads (or merge the
+//! last two) become `SplitHeads`/`MergeHeads`, a transpose `[0,2,1,3]` `T0213`.
+
+use std::collections::HashMap;
+
+use egg::{EGraph, Id, SymbolLang};
+use prunec_ir::{DType, Dim};
+
+use super::proto::tensor_proto::DataType;
+use super::proto::NodeProto;
+use super::{ConstantValue, OnnxFile};
+use crate::error::{FrontendError, Result};
+
+/// The e-graph of the raising step.
+pub type Egraph = EGraph<SymbolLang, ()>;
+
+/// An integer that may be a symbolic size.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SInt {
+    /// Known.
+    K(i64),
+    /// A symbolic dimension.
+    D(Dim),
+}
+
+/// What an ONNX value is.
+#[derive(Debug, Clone)]
+pub enum Val {
+    /// A runtime tensor.
+    T {
+        /// Its e-class.
+        id: Id,
+        /// Element type.
+        dtype: DType,
+        /// Shape.
+        shape: Vec<Dim>,
+    },
+    /// A float initializer, kept by name.
+    W {
+        /// Its name.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// Known float values.
+    F {
+        /// Shape.
+        shape: Vec<usize>,
+        /// Values.
+        data: Vec<f32>,
+    },
+    /// Integers (and booleans), possibly symbolic.
+    I {
+        /// Shape (rank 0 or 1 in practice).
+        shape: Vec<usize>,
+        /// Values.
+        data: Vec<SInt>,
+    },
+}
+
+/// The folded graph: the e-graph, the output classes, and the tables leaves refer to.
+pub struct Folded {
+    /// The e-graph.
+    pub egraph: Egraph,
+    /// The graph outputs, by name.
+    pub outputs: Vec<(String, Id)>,
+    /// Shapes of the runtime e-classes as folding saw them.
+    pub shapes: HashMap<Id, Vec<Dim>>,
+    /// Values of float leaves: `c:K` and small `w:NAME`.
+    pub floats: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// `s:K` leaves.
+    pub shape_table: Vec<Vec<Dim>>,
+    /// Shapes of the weights (`w:NAME`).
+    pub weights: HashMap<String, Vec<usize>>,
+    /// Graph inputs: name, dtype, shape.
+    pub inputs: Vec<(String, DType, Vec<Dim>)>,
+}
+
+/// Float initializers of at most this many elements and rank ≤ 1 have their values in
+/// [`Folded::floats`] (norm weights, rotary frequencies): rules may need to read them.
+const SMALL: usize = 1 << 16;
+
+struct Folder<'a> {
+    file: &'a OnnxFile,
+    eg: Egraph,
+    vals: HashMap<String, Val>,
+    floats: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    shape_table: Vec<Vec<Dim>>,
+    shapes: HashMap<Id, Vec<Dim>>,
+    weights: HashMap<String, Vec<usize>>,
+}
+
+fn dim_of(s: &SInt) -> Option<Dim> {
+    match s {
+        SInt::K(k) => usize::try_from(*k).ok().map(Dim::Fixed),
+        SInt::D(d) => Some(d.clone()),
+    }
+}
+
+fn sint(d: &Dim) -> SInt {
+    match d {
+        Dim::Fixed(n) => SInt::K(*n as i64),
+        Dim::Sym(_) => SInt::D(d.clone()),
+    }
+}
+
+fn broadcast(a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
+    let n = a.len().max(b.len());
+    let one = Dim::Fixed(1);
+    (0..n)
+        .map(|i| {
+            let x = if i + a.len() >= n { &a[i + a.len() - n] } else { &one };
+            let y = if i + b.len() >= n { &b[i + b.len() - n] } else { &one };
+            if x == y || *y == one {
+                Some(x.clone())
+            } else if *x == one {
+                Some(y.clone())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// `axis` (possibly negative) of a rank-`rank` tensor, counted from the end (−1 is the last).
+fn from_end(axis: i64, rank: usize) -> i64 {
+    if axis >= 0 {
+        axis - rank as i64
+    } else {
+        axis
+    }
+}
+
+fn positive(axis: i64, rank: usize) -> usize {
+    if axis < 0 {
+        (axis + rank as i64).max(0) as usize
+    } else {
+        axis as usize
+    }
+}
+
+fn list(v: &[i64]) -> String {
+    format!("i:[{}]", v.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
+}
+
+impl Folder<'_> {
+    fn err(&self, node: &NodeProto, reason: impl Into<String>) -> FrontendError {
+        FrontendError::Corrupt {
+            path: self.file.path().to_path_buf(),
+            format: "ONNX",
+            reason: format!("node `{}` ({}): {}", node.name, node.op_type, reason.into()),
+        }
+    }
+
+    fn leaf(&mut self, s: impl Into<String>) -> Id {
+        self.eg.add(SymbolLang::leaf(s.into()))
+    }
+
+    fn node(&mut self, op: &str, children: Vec<Id>, dtype: DType, shape: Vec<Dim>) -> Val {
+        let id = self.eg.add(SymbolLang::new(op, children));
+        self.shapes.insert(id, shape.clone());
+        Val::T { id, dtype, shape }
+    }
+
+    fn val(&self, node: &NodeProto, k: usize) -> Result<Val> {
+        let name = node.input.get(k).filter(|n| !n.is_empty()).ok_or_else(|| self.err(node, format!("input {k} missing")))?;
+        self.vals.get(name).cloned().ok_or_else(|| self.err(node, format!("input `{name}` is not defined before use")))
+    }
+
+    fn opt_val(&self, node: &NodeProto, k: usize) -> Option<Val> {
+        node.input.get(k).filter(|n| !n.is_empty()).and_then(|n| self.vals.get(n).cloned())
+    }
+
+    fn known_ints(v: &Val) -> Option<Vec<i64>> {
+        match v {
+            Val::I { data, .. } => data.iter().map(|s| if let SInt::K(k) = s { Some(*k) } else { None }).collect(),
+            _ => None,
+        }
+    }
+
+    fn ints_input(&self, node: &NodeProto, k: usize, what: &str) -> Result<Vec<i64>> {
+        let v = self.val(node, k)?;
+        Self::known_ints(&v).ok_or_else(|| self.err(node, format!("{what} must be constant")))
+    }
+
+    /// An e-class for any value used as a runtime operand.
+    fn operand(&mut self, v: &Val) -> Id {
+        match v {
+            Val::T { id, .. } => *id,
+            Val::W { name, .. } => self.leaf(format!("w:{name}")),
+            Val::F { data, shape } if data.len() == 1 => {
+                let _ = shape;
+                self.leaf(format!("f:{}", data[0]))
+            }
+            Val::F { shape, data } => {
+                let key = format!("c:{}", self.floats.len());
+                self.floats.insert(key.clone(), (shape.clone(), data.clone()));
+                self.leaf(key)
+            }
+            Val::I { data, .. } => match Self::known_ints(v) {
+                Some(k) if k.len() == 1 && matches!(v, Val::I { shape, .. } if shape.is_empty()) => self.leaf(format!("i:{}", k[0])),
+                Some(k) => self.leaf(list(&k)),
+                None => {
+                    let dims: Vec<Dim> = data.iter().map(|s| dim_of(s).unwrap_or(Dim::Fixed(0))).collect();
+                    self.shape_table.push(dims);
+                    self.leaf(format!("s:{}", self.shape_table.len() - 1))
+                }
+            },
+        }
+    }
+
+    fn shape_of(&self, v: &Val) -> Vec<Dim> {
+        match v {
+            Val::T { shape, .. } => shape.clone(),
+            Val::W { shape, .. } | Val::F { shape, .. } | Val::I { shape, .. } => shape.iter().map(|&n| Dim::Fixed(n)).collect(),
+        }
+    }
+
+    fn dtype_of(v: &Val) -> DType {
+        match v {
+            Val::T { dtype, .. } => *dtype,
+            Val::W { .. } | Val::F { .. } => DType::F32,
+            Val::I { .. } => DType::I64,
+        }
+    }
+
+    fn constant(&self, node: &NodeProto) -> Result<Val> {
+        let value = self.file.constant_value(node)?;
+        Ok(match value {
+            ConstantValue::Float(f) => Val::F { shape: vec![], data: vec![f] },
+            ConstantValue::Floats(f) => Val::F { shape: vec![f.len()], data: f.to_vec() },
+            ConstantValue::Int(i) => Val::I { shape: vec![], data: vec![SInt::K(i)] },
+            ConstantValue::Ints(i) => Val::I { shape: vec![i.len()], data: i.iter().map(|&k| SInt::K(k)).collect() },
+            ConstantValue::Tensor(t) => self.tensor_val(t)?,
+            _ => return Err(self.err(node, "string constants are not supported")),
+        })
+    }
+
+    fn tensor_val(&self, t: &super::proto::TensorProto) -> Result<Val> {
+        let dt = DataType::try_from(t.data_type).unwrap_or(DataType::Undefined);
+        match dt {
+            DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double => {
+                let (shape, data) = self.file.tensor_f32(t)?;
+                Ok(Val::F { shape, data: data.into_owned() })
+            }
+            _ => {
+                let (shape, data) = self.file.tensor_i64(t)?;
+                Ok(Val::I { shape, data: data.into_iter().map(SInt::K).collect() })
+            }
+        }
+    }
+
+    fn binary_ints(&self, node: &NodeProto, a: &Val, b: &Val) -> Option<Val> {
+        let (Val::I { shape: sa, data: da }, Val::I { shape: sb, data: db }) = (a, b) else { return None };
+        let n = da.len().max(db.len());
+        if !(da.len() == n || da.len() == 1) || !(db.len() == n || db.len() == 1) {
+            return None;
+        }
+        let shape = if sa.len() >= sb.len() { sa.clone() } else { sb.clone() };
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let (x, y) = (&da[if da.len() == 1 { 0 } else { i }], &db[if db.len() == 1 { 0 } else { i }]);
+            let r = match (node.op_type.as_str(), x, y) {
+                ("Add", SInt::K(x), SInt::K(y)) => SInt::K(x + y),
+                ("Sub", SInt::K(x), SInt::K(y)) => SInt::K(x - y),
+                ("Mul", SInt::K(x), SInt::K(y)) => SInt::K(x * y),
+                ("Div", SInt::K(x), SInt::K(y)) if *y != 0 => SInt::K(x.div_euclid(*y)),
+                ("Equal", x, y) => SInt::K(i64::from(x == y)),
+                _ => return None,
+            };
+            out.push(r);
+        }
+        Some(Val::I { shape, data: out })
+    }
+
+    fn fold_node(&mut self, node: &NodeProto) -> Result<Vec<Val>> {
+        let op = node.op_type.as_str();
+        let attr_i = |name: &str| self.file.attr_int(node, name);
+        let out = match op {
+            "Constant" => self.constant(node)?,
+            "Identity" => self.val(node, 0)?,
+            "Shape" => {
+                let x = self.val(node, 0)?;
+                let dims: Vec<SInt> = self.shape_of(&x).iter().map(sint).collect();
+                let r = dims.len() as i64;
+                let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+                let start = clamp(attr_i("start")?.unwrap_or(0));
+                let end = clamp(attr_i("end")?.unwrap_or(r));
+                let data = dims.get(start..end.max(start)).unwrap_or_default().to_vec();
+                Val::I { shape: vec![data.len()], data }
+            }
+            "Cast" => {
+                let x = self.val(node, 0)?;
+                let to = attr_i("to")?.unwrap_or(1);
+                let float = matches!(DataType::try_from(to as i32), Ok(DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double));
+                match (&x, float) {
+                    (Val::T { dtype, .. }, true) if dtype.is_float() => x.clone(),
+                    (Val::T { dtype, .. }, false) if !dtype.is_float() => x.clone(),
+                    (Val::T { shape, .. }, _) => {
+                        let id = self.operand(&x);
+                        let to_leaf = self.leaf(format!("i:{to}"));
+                        let shape = shape.clone();
+                        self.node("Cast", vec![id, to_leaf], if float { DType::F32 } else { DType::I64 }, shape)
+                    }
+                    (Val::I { shape, .. }, true) => match Self::known_ints(&x) {
+                        Some(k) => Val::F { shape: shape.clone(), data: k.iter().map(|&v| v as f32).collect() },
+                        None => return Err(self.err(node, "casting a symbolic size to float")),
+                    },
+                    (Val::F { shape, data }, false) => {
+                        Val::I { shape: shape.clone(), data: data.iter().map(|&v| SInt::K(v as i64)).collect() }
+                    }
+                    _ => x.clone(),
+                }
+            }
+            "Gather" => {
+                let (data, idx) = (self.val(node, 0)?, self.val(node, 1)?);
+                let axis = attr_i("axis")?.unwrap_or(0);
+                match (&data, Self::known_ints(&idx)) {
+                    (Val::I { data: d, .. }, Some(ix)) if axis == 0 => {
+                        let n = d.len() as i64;
+                        let picked: Option<Vec<SInt>> =
+                            ix.iter().map(|&i| d.get(if i < 0 { i + n } else { i } as usize).cloned()).collect();
+                        let picked = picked.ok_or_else(|| self.err(node, "index out of range"))?;
+                        let Val::I { shape: ishape, .. } = &idx else { return Err(self.err(node, "index")) };
+                        Val::I { shape: ishape.clone(), data: picked }
+                    }
+                    _ => {
+                        let ds = self.shape_of(&data);
+                        let is = self.shape_of(&idx);
+                        let ax = positive(axis, ds.len());
+                        let mut shape = ds[..ax].to_vec();
+                        shape.extend(is);
+                        shape.extend_from_slice(ds.get(ax + 1..).unwrap_or_default());
+                        let (a, b) = (self.operand(&data), self.operand(&idx));
+                        let ax_leaf = self.leaf(format!("i:{ax}"));
+                        self.node("Gather", vec![a, b, ax_leaf], Self::dtype_of(&data), shape)
+                    }
+                }
+            }
+            "Unsqueeze" | "Squeeze" => {
+                let x = self.val(node, 0)?;
+                let axes = match self.file.attr_ints(node, "axes")? {
+                    Some(a) => a.to_vec(),
+                    None if node.input.len() > 1 => self.ints_input(node, 1, "axes")?,
+                    None => vec![],
+                };
+                let shape = self.shape_of(&x);
+                let new_shape: Vec<Dim> = if op == "Unsqueeze" {
+                    let r = shape.len() + axes.len();
+                    let mut ax: Vec<usize> = axes.iter().map(|&a| positive(a, r)).collect();
+                    ax.sort_unstable();
+                    let mut s = shape.clone();
+                    for a in ax {
+                        s.insert(a.min(s.len()), Dim::Fixed(1));
+                    }
+                    s
+                } else {
+                    let ax: Vec<usize> = if axes.is_empty() {
+                        shape.iter().enumerate().filter(|(_, d)| **d == Dim::Fixed(1)).map(|(i, _)| i).collect()
+                    } else {
+                        axes.iter().map(|&a| positive(a, shape.len())).collect()
+                    };
+                    shape.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, d)| d.clone()).collect()
+                };
+                match x {
+                    Val::I { data, .. } => Val::I { shape: new_shape.iter().filter_map(Dim::fixed).collect(), data },
+                    Val::F { data, .. } => Val::F { shape: new_shape.iter().filter_map(Dim::fixed).collect(), data },
+                    _ => {
+                        let id = self.operand(&x);
+                        let norm: Vec<i64> = if op == "Unsqueeze" {
+                            let r = new_shape.len();
+                            let mut a: Vec<i64> = axes.iter().map(|&a| positive(a, r) as i64).collect();
+                            a.sort_unstable();
+                            a
+                        } else {
+                            axes.iter().map(|&a| positive(a, shape.len()) as i64).collect()
+                        };
+                        let l = self.leaf(list(&norm));
+                        self.node(op, vec![id, l], Self::dtype_of(&x), new_shape)
+                    }
+                }
+            }
+            "Concat" => {
+                let xs: Vec<Val> = (0..node.input.len()).map(|k| self.val(node, k)).collect::<Result<_>>()?;
+                let axis = attr_i("axis")?.unwrap_or(0);
+                if xs.iter().all(|x| matches!(x, Val::I { .. })) {
+                    let data: Vec<SInt> = xs.iter().flat_map(|x| if let Val::I { data, .. } = x { data.clone() } else { vec![] }).collect();
+                    Val::I { shape: vec![data.len()], data }
+                } else {
+                    let shapes: Vec<Vec<Dim>> = xs.iter().map(|x| self.shape_of(x)).collect();
+                    let rank = shapes[0].len();
+                    let ax = positive(axis, rank);
+                    let mut shape = shapes[0].clone();
+                    let total: Option<usize> = shapes.iter().map(|s| s.get(ax).and_then(Dim::fixed)).sum();
+                    shape[ax] = match total {
+                        Some(t) => Dim::Fixed(t),
+                        None => return Err(self.err(node, "concatenation along a symbolic axis")),
+                    };
+                    let mut children = vec![self.leaf(format!("i:{}", from_end(axis, rank)))];
+                    for x in &xs {
+                        children.push(self.operand(x));
+                    }
+                    self.node("Concat", children, Self::dtype_of(&xs[0]), shape)
+                }
+            }
+            "Range" => {
+                let (s, l, d) = (self.val(node, 0)?, self.val(node, 1)?, self.val(node, 2)?);
+                let first = |v: &Val| if let Val::I { data, .. } = v { data.first().cloned() } else { None };
+                match (first(&s), first(&l), first(&d)) {
+                    (Some(SInt::K(s)), Some(SInt::K(l)), Some(SInt::K(d))) if d != 0 => {
+                        let data: Vec<SInt> = (0..).map(|k| s + k * d).take_while(|&v| if d > 0 { v < l } else { v > l }).map(SInt::K).collect();
+                        Val::I { shape: vec![data.len()], data }
+                    }
+                    (Some(SInt::K(0)), Some(SInt::D(dim)), Some(SInt::K(1))) => {
+                        let (a, b, c) = (self.operand(&s), self.operand(&l), self.operand(&d));
+                        self.node("Range", vec![a, b, c], DType::I64, vec![dim])
+                    }
+                    _ => return Err(self.err(node, "only ranges 0..n step 1 over a symbolic n, or constant ones")),
+                }
+            }
+            "ConstantOfShape" => {
+                let s = self.ints_input(node, 0, "the shape")?;
+                let n: usize = s.iter().map(|&v| v.max(0) as usize).product();
+                let shape: Vec<usize> = s.iter().map(|&v| v.max(0) as usize).collect();
+                match self.file.attr_tensor(node, "value")? {
+                    Some(t) => match self.tensor_val(t)? {
+                        Val::F { data, .. } => Val::F { shape, data: vec![data.first().copied().unwrap_or(0.0); n] },
+                        Val::I { data, .. } => Val::I { shape, data: vec![data.first().cloned().unwrap_or(SInt::K(0)); n] },
+                        _ => return Err(self.err(node, "value")),
+                    },
+                    None => Val::F { shape, data: vec![0.0; n] },
+                }
+            }
+            "Reshape" => {
+                let x = self.val(node, 0)?;
+                let target = match self.val(node, 1)? {
+                    Val::I { data, .. } => data,
+                    _ => return Err(self.err(node, "the target shape must be known")),
+                };
+                let allowzero = attr_i("allowzero")?.unwrap_or(0) != 0;
+                let from = self.shape_of(&x);
+                let mut dims: Vec<Option<Dim>> = Vec::new();
+                for (i, t) in target.iter().enumerate() {
+                    dims.push(match t {
+                        SInt::K(0) if !allowzero => from.get(i).cloned(),
+                        SInt::K(-1) => None,
+                        other => dim_of(other),
+                    });
+                }
+                if dims.iter().filter(|d| d.is_none()).count() > 1 {
+                    return Err(self.err(node, "more than one -1 in the target shape"));
+                }
+                if let Some(hole) = dims.iter().position(Option::is_none) {
+                    // cancel the symbols present on both sides, divide the fixed products
+                    let mut syms: Vec<Dim> = from.iter().filter(|d| d.fixed().is_none()).cloned().collect();
+                    let mut rest = 1usize;
+                    for d in dims.iter().flatten() {
+                        match d.fixed() {
+                            Some(n) => rest *= n,
+                            None => match syms.iter().position(|s| s == d) {
+                                Some(p) => {
+                                    syms.remove(p);
+                                }
+                                None => return Err(self.err(node, "cannot infer -1")),
+                            },
+                        }
+                    }
+                    let fixed: usize = from.iter().filter_map(Dim::fixed).product();
+                    dims[hole] = Some(match (syms.len(), rest) {
+                        (0, r) if r > 0 && fixed % r == 0 => Dim::Fixed(fixed / r),
+                        (1, r) if r > 0 && fixed == r => syms[0].clone(),
+                        _ => return Err(self.err(node, "cannot infer -1")),
+                    });
+                }
+                let to: Vec<Dim> = dims.into_iter().flatten().collect();
+                match &x {
+                    Val::I { data, .. } => Val::I { shape: to.iter().filter_map(Dim::fixed).collect(), data: data.clone() },
+                    Val::F { data, .. } => Val::F { shape: to.iter().filter_map(Dim::fixed).collect(), data: data.clone() },
+                    _ => {
+                        let dtype = Self::dtype_of(&x);
+                        let id = self.operand(&x);
+                        let r = from.len();
+                        let split = to.len() == r + 1
+                            && to[..r - 1] == from[..r - 1]
+                            && matches!((&from[r - 1], &to[r - 1], &to[r]), (Dim::Fixed(n), Dim::Fixed(h), Dim::Fixed(d)) if h * d == *n);
+                        let merge = r >= 2
+                            && to.len() == r - 1
+                            && to[..r - 2] == from[..r - 2]
+                            && matches!((&from[r - 2], &from[r - 1], &to[r - 2]), (Dim::Fixed(h), Dim::Fixed(d), Dim::Fixed(n)) if h * d == *n);
+                        if split {
+                            let h = to[r - 1].fixed().unwrap_or(1);
+                            let l = self.leaf(format!("i:{h}"));
+                            self.node("SplitHeads", vec![id, l], dtype, to)
+                        } else if merge {
+                            self.node("MergeHeads", vec![id], dtype, to)
+                        } else {
+                            self.shape_table.push(to.clone());
+                            let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
+                            self.node("Reshape", vec![id, l], dtype, to)
+                        }
+                    }
+                }
+            }
+            "Expand" => {
+                let x = self.val(node, 0)?;
+                let target: Vec<Dim> = match self.val(node, 1)? {
+                    Val::I { data, .. } => data.iter().map(|s| dim_of(s).unwrap_or(Dim::Fixed(1))).collect(),
+                    _ => return Err(self.err(node, "the target shape must be known")),
+                };
+                let from = self.shape_of(&x);
+                let shape = broadcast(&from, &target).ok_or_else(|| self.err(node, "shapes do not broadcast"))?;
+                let dtype = Self::dtype_of(&x);
+                let id = self.operand(&x);
+                self.shape_table.push(shape.clone());
+                let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
+                self.node("Expand", vec![id, l], dtype, shape)
+            }
+            "Transpose" => {
+                let x = self.val(node, 0)?;
+                let from = self.shape_of(&x);
+                let perm: Vec<i64> = match self.file.attr_ints(node, "perm")? {
+                    Some(p) => p.to_vec(),
+                    None => (0..from.len() as i64).rev().collect(),
+                };
+                let shape: Vec<Dim> = perm.iter().map(|&p| from.get(p as usize).cloned().unwrap_or(Dim::Fixed(1))).collect();
+                let dtype = Self::dtype_of(&x);
+                let id = self.operand(&x);
+                if perm == [0, 2, 1, 3] {
+                    self.node("T0213", vec![id], dtype, shape)
+                } else {
+                    let l = self.leaf(list(&perm));
+                    self.node("Transpose", vec![id, l], dtype, shape)
+                }
+            }
+            "Slice" => {
+                let x = self.val(node, 0)?;
+                let starts = self.ints_input(node, 1, "starts")?;
+                let ends = self.ints_input(node, 2, "ends")?;
+                let shape = self.shape_of(&x);
+                let axes = match self.opt_val(node, 3) {
+                    Some(v) => Self::known_ints(&v).ok_or_else(|| self.err(node, "axes must be constant"))?,
+                    None => (0..starts.len() as i64).collect(),
+                };
+                let steps = match self.opt_val(node, 4) {
+                    Some(v) => Self::known_ints(&v).ok_or_else(|| self.err(node, "steps must be constant"))?,
+                    None => vec![1; starts.len()],
+                };
+                if starts.len() != 1 || ends.len() != 1 || axes.len() != 1 || steps != [1] {
+                    return Err(self.err(node, "only slices of one axis with step 1"));
+                }
+                let ax = positive(axes[0], shape.len());
+                let size = shape.get(ax).and_then(Dim::fixed);
+                let norm = |v: i64| -> Option<usize> {
+                    match size {
+                        Some(n) => Some((if v < 0 { v + n as i64 } else { v }).clamp(0, n as i64) as usize),
+                        None if (0..i64::MAX / 2).contains(&v) => Some(v as usize),
+                        None => None,
+                    }
+                };
+                let (s, e) = match (norm(starts[0]), norm(ends[0])) {
+                    (Some(s), Some(e)) => (s, e.max(s)),
+                    _ => return Err(self.err(node, "slice bounds on a symbolic axis")),
+                };
+                match &x {
+                    Val::I { data, .. } if shape.len() == 1 => {
+                        let data = data.get(s..e.min(data.len())).unwrap_or_default().to_vec();
+                        Val::I { shape: vec![data.len()], data }
+                    }
+                    _ => {
+                        let mut out = shape.clone();
+                        out[ax] = Dim::Fixed(e - s);
+                        let dtype = Self::dtype_of(&x);
+                        let id = self.operand(&x);
+                        let a = self.leaf(format!("i:{}", from_end(axes[0], shape.len())));
+                        let (ls, le) = (self.leaf(format!("i:{s}")), self.leaf(format!("i:{e}")));
+                        self.node("Slice", vec![id, a, ls, le], dtype, out)
+                    }
+                }
+            }
+            "ReduceMean" => {
+                let x = self.val(node, 0)?;
+                let axes = match self.file.attr_ints(node, "axes")? {
+                    Some(a) => a.to_vec(),
+                    None => self.ints_input(node, 1, "axes")?,
+                };
+                let keep = attr_i("keepdims")?.unwrap_or(1);
+                let mut shape = self.shape_of(&x);
+                let rank = shape.len();
+                let norm: Vec<i64> = axes.iter().map(|&a| from_end(a, rank)).collect();
+                for &a in &norm {
+                    shape[positive(a, rank)] = Dim::Fixed(1);
+                }
+                if keep == 0 {
+                    let pos: Vec<usize> = norm.iter().map(|&a| positive(a, rank)).collect();
+                    shape = shape.into_iter().enumerate().filter(|(i, _)| !pos.contains(i)).map(|(_, d)| d).collect();
+                }
+                let id = self.operand(&x);
+                let (la, lk) = (self.leaf(list(&norm)), self.leaf(format!("i:{keep}")));
+                self.node("ReduceMean", vec![id, la, lk], DType::F32, shape)
+            }
+            "Softmax" => {
+                let x = self.val(node, 0)?;
+                let shape = self.shape_of(&x);
+                let axis = from_end(attr_i("axis")?.unwrap_or(-1), shape.len());
+                let id = self.operand(&x);
+                let l = self.leaf(format!("i:{axis}"));
+                self.node("Softmax", vec![id, l], DType::F32, shape)
+            }
+            "Sqrt" | "Reciprocal" | "Neg" | "Sigmoid" | "Cos" | "Sin" | "IsNaN" | "Not" | "Exp" | "Tanh" => {
+                let x = self.val(node, 0)?;
+                let shape = self.shape_of(&x);
+                let dtype = if matches!(op, "IsNaN" | "Not") { DType::Bool } else { Self::dtype_of(&x) };
+                let id = self.operand(&x);
+                self.node(op, vec![id], dtype, shape)
+            }
+            "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "LessOrEqual" | "Less" | "Greater" | "And" | "Or" | "Max" | "Min" => {
+                let (a, b) = (self.val(node, 0)?, self.val(node, 1)?);
+                if let Some(v) = self.binary_ints(node, &a, &b) {
+                    v
+                } else if let (Val::F { shape, data: da }, Val::F { data: db, .. }) = (&a, &b) {
+                    if da.len() != db.len() && da.len() != 1 && db.len() != 1 {
+                        return Err(self.err(node, "constant operands do not broadcast"));
+                    }
+                    let n = da.len().max(db.len());
+                    let at = |d: &Vec<f32>, i: usize| d[if d.len() == 1 { 0 } else { i }];
+                    let data: Vec<f32> = (0..n)
+                        .map(|i| match op {
+                            "Add" => at(da, i) + at(db, i),
+                            "Sub" => at(da, i) - at(db, i),
+                            "Mul" => at(da, i) * at(db, i),
+                            "Div" => at(da, i) / at(db, i),
+                            "Pow" => at(da, i).powf(at(db, i)),
+                            _ => f32::NAN,
+                        })
+                        .collect();
+                    Val::F { shape: if da.len() >= db.len() { shape.clone() } else { vec![n] }, data }
+                } else {
+                    let shape = broadcast(&self.shape_of(&a), &self.shape_of(&b)).ok_or_else(|| self.err(node, "shapes do not broadcast"))?;
+                    let dtype = match op {
+                        "Equal" | "LessOrEqual" | "Less" | "Greater" | "And" | "Or" => DType::Bool,
+                        _ if matches!(a, Val::T { .. }) => Self::dtype_of(&a),
+                        _ => Self::dtype_of(&b),
+                    };
+                    let (ia, ib) = (self.operand(&a), self.operand(&b));
+                    self.node(op, vec![ia, ib], dtype, shape)
+                }
+            }
+            "Where" => {
+                let (c, a, b) = (self.val(node, 0)?, self.val(node, 1)?, self.val(node, 2)?);
+                if let (Some(cv), Val::I { data: da, .. }, Val::I { data: db, shape }) = (Self::known_ints(&c), &a, &b) {
+                    let n = cv.len();
+                    let pick = |d: &Vec<SInt>, i: usize| d[if d.len() == 1 { 0 } else { i }].clone();
+                    let data = (0..n).map(|i| if cv[i] != 0 { pick(da, i) } else { pick(db, i) }).collect();
+                    Val::I { shape: shape.clone(), data }
+                } else {
+                    let s = broadcast(&self.shape_of(&c), &self.shape_of(&a)).and_then(|s| broadcast(&s, &self.shape_of(&b)));
+                    let shape = s.ok_or_else(|| self.err(node, "shapes do not broadcast"))?;
+                    let dtype = if matches!(a, Val::T { .. }) { Self::dtype_of(&a) } else { Self::dtype_of(&b) };
+                    let (ic, ia, ib) = (self.operand(&c), self.operand(&a), self.operand(&b));
+                    self.node("Where", vec![ic, ia, ib], dtype, shape)
+                }
+            }
+            "MatMul" => {
+                let (a, b) = (self.val(node, 0)?, self.val(node, 1)?);
+                let (sa, sb) = (self.shape_of(&a), self.shape_of(&b));
+                if sa.len() < 2 || sb.len() < 2 {
+                    return Err(self.err(node, "operands of rank < 2"));
+                }
+                let batch = broadcast(&sa[..sa.len() - 2], &sb[..sb.len() - 2]).ok_or_else(|| self.err(node, "batch axes do not broadcast"))?;
+                let mut shape = batch;
+                shape.push(sa[sa.len() - 2].clone());
+                shape.push(sb[sb.len() - 1].clone());
+                let (ia, ib) = (self.operand(&a), self.operand(&b));
+                self.node("MatMul", vec![ia, ib], DType::F32, shape)
+            }
+            "Gemm" => {
+                let (a, b) = (self.val(node, 0)?, self.val(node, 1)?);
+                let (ta, tb) = (attr_i("transA")?.unwrap_or(0), attr_i("transB")?.unwrap_or(0));
+                let (alpha, beta) = (self.file.attr_float(node, "alpha")?.unwrap_or(1.0), self.file.attr_float(node, "beta")?.unwrap_or(1.0));
+                if ta != 0 || alpha != 1.0 || beta != 1.0 {
+                    return Err(self.err(node, "only Gemm with transA=0, alpha=beta=1"));
+                }
+                let (sa, sb) = (self.shape_of(&a), self.shape_of(&b));
+                let n = if tb != 0 { sb[0].clone() } else { sb[1].clone() };
+                let shape = vec![sa[0].clone(), n];
+                let (ia, ib) = (self.operand(&a), self.operand(&b));
+                let w = if tb != 0 {
+                    let p = self.leaf("i:[1,0]");
+                    self.eg.add(SymbolLang::new("Transpose", vec![ib, p]))
+                } else {
+                    ib
+                };
+                let Val::T { id: mm, .. } = self.node("MatMul", vec![ia, w], DType::F32, shape.clone()) else {
+                    return Err(self.err(node, "gemm"));
+                };
+                match self.opt_val(node, 2) {
+                    Some(c) => {
+                        let ic = self.operand(&c);
+                        self.node("Add", vec![mm, ic], DType::F32, shape)
+                    }
+                    None => Val::T { id: mm, dtype: DType::F32, shape },
+                }
+            }
+            other => return Err(self.err(node, format!("op `{other}` is not supported by the ONNX importer"))),
+        };
+        Ok(vec![out])
+    }
+}
+
+/// Folds the graph of `file` into an e-graph (see the module documentation).
+pub fn fold(file: &OnnxFile) -> Result<Folded> {
+    let mut f = Folder {
+        file,
+        eg: Egraph::default(),
+        vals: HashMap::new(),
+        floats: HashMap::new(),
+        shape_table: Vec::new(),
+        shapes: HashMap::new(),
+        weights: HashMap::new(),
+    };
+    let graph = file.graph();
+    for init in &graph.initializer {
+        let dt = DataType::try_from(init.data_type).unwrap_or(DataType::Undefined);
+        let shape: Vec<usize> = init.dims.iter().map(|&d| d.max(0) as usize).collect();
+        let numel: usize = shape.iter().product();
+        let float = matches!(dt, DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double);
+        let v = if float && (shape.len() >= 2 || (shape.len() == 1 && numel > 1)) {
+            if shape.len() <= 1 && numel <= SMALL {
+                let (_, data) = file.tensor_f32(init)?;
+                f.floats.insert(format!("w:{}", init.name), (shape.clone(), data.into_owned()));
+            }
+            f.weights.insert(init.name.clone(), shape.clone());
+            Val::W { name: init.name.clone(), shape }
+        } else {
+            f.tensor_val(init)?
+        };
+        f.vals.insert(init.name.clone(), v);
+    }
+    let mut inputs = Vec::new();
+    for input in &graph.input {
+        if f.vals.contains_key(&input.name) {
+            continue; // an initializer listed as an input (old exporters)
+        }
+        let ty = file.value_type(&input.name).cloned();
+        let dtype = match ty.as_ref().and_then(|t| t.data_type()) {
+            Some(DataType::Int64 | DataType::Int32) => DType::I64,
+            Some(DataType::Float) => DType::F32,
+            other => {
+                return Err(FrontendError::Corrupt {
+                    path: file.path().to_path_buf(),
+                    format: "ONNX",
+                    reason: format!("graph input `{}` has element type {other:?}: expected token ids (int64)", input.name),
+                })
+            }
+        };
+        let shape: Vec<Dim> = ty
+            .and_then(|t| t.shape)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                super::Dim::Fixed(n) if *n > 0 => Dim::Fixed(*n as usize),
+                _ if i == 0 => Dim::batch(),
+                _ => Dim::seq(),
+            })
+            .collect();
+        let id = f.leaf(format!("in:{}", input.name));
+        f.shapes.insert(id, shape.clone());
+        inputs.push((input.name.clone(), dtype, shape.clone()));
+        f.vals.insert(input.name.clone(), Val::T { id, dtype, shape });
+    }
+    for node in &graph.node {
+        if !node.domain.is_empty() && node.domain != "ai.onnx" {
+            return Err(f.err(node, format!("domain `{}` is not supported", node.domain)));
+        }
+        let outs = f.fold_node(node)?;
+        for (name, v) in node.output.iter().zip(outs) {
+            f.vals.insert(name.clone(), v);
+        }
+    }
+    let mut outputs = Vec::new();
+    for out in &graph.output {
+        match f.vals.get(&out.name) {
+            Some(Val::T { id, .. }) => outputs.push((out.name.clone(), *id)),
+            _ => {
+                return Err(FrontendError::Corrupt {
+                    path: file.path().to_path_buf(),
+                    format: "ONNX",
+                    reason: format!("graph output `{}` is not computed at run time", out.name),
+                })
+            }
+        }
+    }
+    f.eg.rebuild();
+    Ok(Folded {
+        egraph: f.eg,
+        outputs,
+        shapes: f.shapes,
+        floats: f.floats,
+        shape_table: f.shape_table,
+        weights: f.weights,
+        inputs,
+    })
+}

@@ -1,0 +1,322 @@
+//! The raising rules: egg rewrites that recognise what exporters write for RMSNorm, linear
+//! layers, the SiLU gate, rotary embeddings, repeated key/value heads and scaled dot-product
+//! attention with a causal mask, and add the IR's op beside it in the e-graph. Every rule is
+//! named and listed in [`rules`]; [`raise`] runs them with bounded iterations, nodes and time
+//! and checks why the runner stopped. The extraction that follows prefers raised ops, so what
+//! no rule raises stays a primitive op.
+//!
+//! Raised forms (children, then attribute leaves): `RmsNorm(x, w, f:eps)`, `Linear(x, w)` with
+//! `w` as `[out, in]` (`wt:NAME` is initializer `NAME` transposed), `Embedding(table, ids)`,
+//! `Silu(x)`, `Rope(x, f:theta, i:dims)` and `Attention(q, k, v, f:scale)` on `[b, s, h, d]`,
+//! `RepeatHeads(x, i:n)`; `T0213` is the transpose `[0, 2, 1, 3]`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use egg::{Applier, Id, Pattern, PatternAst, Rewrite, Runner, StopReason, Subst, Symbol, SymbolLang, Var};
+use prunec_ir::Dim;
+
+use super::fold::{Egraph, Folded};
+
+/// What the rules may read besides the e-graph.
+#[derive(Debug, Default)]
+pub struct Context {
+    /// Values of float leaves (`c:K`, small `w:NAME`).
+    pub floats: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// `s:K` shapes.
+    pub shape_table: Vec<Vec<Dim>>,
+    /// Weight shapes by name.
+    pub weights: HashMap<String, Vec<usize>>,
+    /// Shapes of runtime e-classes as folding saw them (by the ids of then).
+    pub shapes: HashMap<Id, Vec<Dim>>,
+}
+
+impl Context {
+    /// The context of a folded graph.
+    pub fn of(folded: &Folded) -> Context {
+        Context {
+            floats: folded.floats.clone(),
+            shape_table: folded.shape_table.clone(),
+            weights: folded.weights.clone(),
+            shapes: folded.shapes.clone(),
+        }
+    }
+
+    fn shape(&self, eg: &Egraph, id: Id) -> Option<&Vec<Dim>> {
+        let c = eg.find(id);
+        self.shapes.iter().find(|(k, _)| eg.find(**k) == c).map(|(_, s)| s)
+    }
+}
+
+fn leaves(eg: &Egraph, id: Id) -> impl Iterator<Item = &str> {
+    eg[id].nodes.iter().filter(|n| n.children.is_empty()).map(|n| n.op.as_str())
+}
+
+/// A scalar constant (`f:V` or `i:V`).
+fn scalar(eg: &Egraph, id: Id) -> Option<f64> {
+    leaves(eg, id).find_map(|s| s.strip_prefix("f:").or_else(|| s.strip_prefix("i:")).and_then(|v| v.parse().ok()))
+}
+
+/// An integer list (`i:[..]`) or scalar (`i:V`).
+fn ints(eg: &Egraph, id: Id) -> Option<Vec<i64>> {
+    leaves(eg, id).find_map(|s| {
+        let v = s.strip_prefix("i:")?;
+        match v.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+            Some("") => Some(vec![]),
+            Some(l) => l.split(',').map(|x| x.parse().ok()).collect(),
+            None => v.parse().ok().map(|x| vec![x]),
+        }
+    })
+}
+
+/// A weight leaf's name.
+fn weight(eg: &Egraph, id: Id) -> Option<String> {
+    leaves(eg, id).find_map(|s| s.strip_prefix("w:").map(str::to_string))
+}
+
+/// An `s:K` shape.
+fn shape_leaf<'c>(ctx: &'c Context, eg: &Egraph, id: Id) -> Option<&'c Vec<Dim>> {
+    leaves(eg, id).find_map(|s| s.strip_prefix("s:").and_then(|k| k.parse::<usize>().ok()).and_then(|k| ctx.shape_table.get(k)))
+}
+
+/// Values of a float vector leaf.
+fn float_vector<'c>(ctx: &'c Context, eg: &Egraph, id: Id) -> Option<&'c Vec<f32>> {
+    leaves(eg, id).find_map(|s| ctx.floats.get(s).map(|(_, v)| v))
+}
+
+fn children_of<'e>(eg: &'e Egraph, id: Id, op: &'e str) -> impl Iterator<Item = &'e [Id]> {
+    eg[id].nodes.iter().filter(move |n| n.op.as_str() == op).map(|n| n.children.as_slice())
+}
+
+/// Whether `id` is the positions `0..seq` (possibly unsqueezed, cast or expanded).
+fn positions(eg: &Egraph, id: Id, depth: usize) -> bool {
+    if depth > 8 {
+        return false;
+    }
+    if children_of(eg, id, "Range").any(|c| scalar(eg, c[0]) == Some(0.0) && scalar(eg, c[2]) == Some(1.0)) {
+        return true;
+    }
+    ["Unsqueeze", "Cast", "Expand"].iter().any(|op| children_of(eg, id, op).any(|c| positions(eg, c[0], depth + 1)))
+}
+
+/// The inverse frequencies of a rotary table `Unsqueeze(f(Concat(p·inv, p·inv)), [1])` with
+/// `f` = `Cos` or `Sin`, `p` the positions.
+fn rope_table(ctx: &Context, eg: &Egraph, id: Id, f: &str) -> Option<Vec<f32>> {
+    for c in children_of(eg, id, "Unsqueeze") {
+        if ints(eg, c[1]).as_deref() != Some(&[1]) {
+            continue;
+        }
+        for t in children_of(eg, c[0], f) {
+            for cat in children_of(eg, t[0], "Concat") {
+                if cat.len() != 3 || ints(eg, cat[0]).as_deref() != Some(&[-1]) || eg.find(cat[1]) != eg.find(cat[2]) {
+                    continue;
+                }
+                for m in children_of(eg, cat[1], "Mul") {
+                    for (p, inv) in [(m[0], m[1]), (m[1], m[0])] {
+                        if let Some(v) = float_vector(ctx, eg, inv).filter(|_| positions(eg, p, 0)) {
+                            return Some(v.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// `θ` of inverse frequencies `θ^(−2i/d)`, `d` = 2·len, when they are those.
+fn rope_theta(inv: &[f32]) -> Option<f64> {
+    let d = 2 * inv.len();
+    if inv.len() < 2 || (inv[0] - 1.0).abs() > 1e-6 {
+        return None;
+    }
+    let theta = f64::from(inv[1]).powf(-(d as f64) / 2.0);
+    let ok = inv.iter().enumerate().all(|(i, &v)| {
+        let want = theta.powf(-2.0 * i as f64 / d as f64);
+        (f64::from(v) - want).abs() <= 1e-4 * want.max(1e-30)
+    });
+    ok.then_some(theta)
+}
+
+type Build = dyn Fn(&mut Egraph, &Subst) -> Option<Id> + Send + Sync;
+
+/// An applier that builds the raised form (or nothing) and unions it with the match.
+struct Raise(Box<Build>);
+
+impl Applier<SymbolLang, ()> for Raise {
+    fn apply_one(&self, eg: &mut Egraph, eclass: Id, subst: &Subst, _: Option<&PatternAst<SymbolLang>>, _: Symbol) -> Vec<Id> {
+        match (self.0)(eg, subst) {
+            Some(id) if eg.union(eclass, id) => vec![eclass],
+            _ => vec![],
+        }
+    }
+}
+
+fn v(name: &str) -> Var {
+    // the names below are all well-formed `?x`; a bad one would match nothing
+    name.parse().unwrap_or(Var::from(u32::MAX))
+}
+
+fn rule(name: &str, pattern: &str, build: impl Fn(&mut Egraph, &Subst) -> Option<Id> + Send + Sync + 'static) -> Result<Rewrite<SymbolLang, ()>, String> {
+    let p: Pattern<SymbolLang> = pattern.parse().map_err(|e| format!("rule {name}: {e}"))?;
+    Rewrite::new(name, p, Raise(Box::new(build)))
+}
+
+fn node(eg: &mut Egraph, op: &str, children: Vec<Id>) -> Id {
+    eg.add(SymbolLang::new(op, children))
+}
+
+fn leaf(eg: &mut Egraph, s: String) -> Id {
+    eg.add(SymbolLang::leaf(s))
+}
+
+/// Every raising rule, by name.
+pub fn rules(ctx: Arc<Context>) -> Result<Vec<Rewrite<SymbolLang, ()>>, String> {
+    let c = ctx;
+    let mut r = vec![
+        rule("mul-commutes", "(Mul ?a ?b)", |eg, s| Some(node(eg, "Mul", vec![s[v("?b")], s[v("?a")]])))?,
+        rule("add-commutes", "(Add ?a ?b)", |eg, s| Some(node(eg, "Add", vec![s[v("?b")], s[v("?a")]])))?,
+        rule("times-one", "(Mul ?x ?one)", |eg, s| (scalar(eg, s[v("?one")]) == Some(1.0)).then(|| s[v("?x")]))?,
+        rule("one-over-is-reciprocal", "(Div ?one ?x)", |eg, s| {
+            (scalar(eg, s[v("?one")]) == Some(1.0)).then(|| node(eg, "Reciprocal", vec![s[v("?x")]]))
+        })?,
+        rule("rms-norm", "(Mul ?w (Mul ?x (Reciprocal (Sqrt (Add (ReduceMean (Pow ?x ?two) ?axes ?keep) ?eps)))))", |eg, s| {
+            let ok = weight(eg, s[v("?w")]).is_some()
+                && scalar(eg, s[v("?two")]) == Some(2.0)
+                && ints(eg, s[v("?axes")]).as_deref() == Some(&[-1])
+                && scalar(eg, s[v("?keep")]) == Some(1.0);
+            let eps = scalar(eg, s[v("?eps")])?;
+            ok.then(|| {
+                let e = leaf(eg, format!("f:{}", eps as f32));
+                node(eg, "RmsNorm", vec![s[v("?x")], s[v("?w")], e])
+            })
+        })?,
+        rule("silu", "(Mul ?x (Sigmoid ?x))", |eg, s| Some(node(eg, "Silu", vec![s[v("?x")]])))?,
+        {
+            let c = c.clone();
+            rule("linear", "(MatMul ?x ?w)", move |eg, s| {
+                let name = weight(eg, s[v("?w")])?;
+                (c.weights.get(&name)?.len() == 2).then(|| {
+                    let wt = leaf(eg, format!("wt:{name}"));
+                    node(eg, "Linear", vec![s[v("?x")], wt])
+                })
+            })?
+        },
+        {
+            let c = c.clone();
+            rule("linear-of-transposed-weight", "(MatMul ?x (Transpose ?w ?perm))", move |eg, s| {
+                let name = weight(eg, s[v("?w")])?;
+                (c.weights.get(&name)?.len() == 2 && ints(eg, s[v("?perm")]).as_deref() == Some(&[1, 0]))
+                    .then(|| node(eg, "Linear", vec![s[v("?x")], s[v("?w")]]))
+            })?
+        },
+        {
+            let c = c.clone();
+            rule("embedding", "(Gather ?w ?ids ?axis)", move |eg, s| {
+                let name = weight(eg, s[v("?w")])?;
+                (c.weights.get(&name)?.len() == 2 && scalar(eg, s[v("?axis")]) == Some(0.0))
+                    .then(|| node(eg, "Embedding", vec![s[v("?w")], s[v("?ids")]]))
+            })?
+        },
+        rule("transpose-0213-twice", "(T0213 (T0213 ?x))", |_, s| Some(s[v("?x")]))?,
+        {
+            let c = c.clone();
+            rule(
+                "rotary-half-split",
+                "(Add (Mul (T0213 ?x) ?cos) (Mul (Concat ?ax (Neg (Slice (T0213 ?x) ?ax2 ?h ?d)) (Slice (T0213 ?x) ?ax2 ?zero ?h)) ?sin))",
+                move |eg, s| {
+                    let (h, d) = (scalar(eg, s[v("?h")])?, scalar(eg, s[v("?d")])?);
+                    let ok = ints(eg, s[v("?ax")]).as_deref() == Some(&[-1])
+                        && ints(eg, s[v("?ax2")]).as_deref() == Some(&[-1])
+                        && scalar(eg, s[v("?zero")]) == Some(0.0)
+                        && d == 2.0 * h;
+                    let cos = rope_table(&c, eg, s[v("?cos")], "Cos")?;
+                    let sin = rope_table(&c, eg, s[v("?sin")], "Sin")?;
+                    if !ok || cos != sin || 2 * cos.len() != d as usize {
+                        return None;
+                    }
+                    let theta = rope_theta(&cos)?;
+                    let (t, dims) = (leaf(eg, format!("f:{}", theta as f32)), leaf(eg, format!("i:{}", d as usize)));
+                    let rope = node(eg, "Rope", vec![s[v("?x")], t, dims]);
+                    Some(node(eg, "T0213", vec![rope]))
+                },
+            )?
+        },
+        {
+            let c = c.clone();
+            rule("repeat-kv", "(Reshape (Expand (Unsqueeze (T0213 ?k) ?ax) ?s1) ?s2)", move |eg, s| {
+                let (s1, s2) = (shape_leaf(&c, eg, s[v("?s1")])?, shape_leaf(&c, eg, s[v("?s2")])?);
+                let n = s1.get(2)?.fixed()?;
+                let kv = s1.get(1)?.fixed()?;
+                let ok = ints(eg, s[v("?ax")]).as_deref() == Some(&[2])
+                    && s1.len() == 5
+                    && s2.len() == 4
+                    && s2[1] == Dim::Fixed(kv * n)
+                    && s2[0] == s1[0]
+                    && s2[2] == s1[3]
+                    && s2[3] == s1[4];
+                ok.then(|| {
+                    let l = leaf(eg, format!("i:{n}"));
+                    let r = node(eg, "RepeatHeads", vec![s[v("?k")], l]);
+                    node(eg, "T0213", vec![r])
+                })
+            })?
+        },
+        rule("safe-softmax", "(Where (IsNaN ?p) ?zero ?p)", |eg, s| (scalar(eg, s[v("?zero")]) == Some(0.0)).then(|| s[v("?p")]))?,
+    ];
+    for (name, pattern) in [
+        ("causal-mask", "(Where (LessOrEqual ?k ?q) ?zero ?neg)"),
+        ("causal-mask-expanded", "(Where (Expand (LessOrEqual ?k ?q) ?shape) ?zero ?neg)"),
+    ] {
+        let c = c.clone();
+        r.push(rule(name, pattern, move |eg, s| {
+            let (k, q) = (s[v("?k")], s[v("?q")]);
+            let (ks, qs) = (c.shape(eg, k)?, c.shape(eg, q)?);
+            let seq_last = |sh: &Vec<Dim>| sh.len() >= 2 && sh[sh.len() - 1].fixed().is_none() && sh[sh.len() - 2] == Dim::Fixed(1);
+            let seq_second = |sh: &Vec<Dim>| sh.len() >= 2 && sh[sh.len() - 2].fixed().is_none() && sh[sh.len() - 1] == Dim::Fixed(1);
+            let ok = positions(eg, k, 0)
+                && positions(eg, q, 0)
+                && seq_last(ks)
+                && seq_second(qs)
+                && scalar(eg, s[v("?zero")]) == Some(0.0)
+                && scalar(eg, s[v("?neg")]).is_some_and(|n| n <= -1e30);
+            ok.then(|| leaf(eg, "mask:causal".into()))
+        })?);
+    }
+    r.push(rule(
+        "sdpa-causal",
+        "(MatMul (Softmax (Add (Mul (MatMul (T0213 ?q) (Transpose (T0213 ?k) ?perm)) ?scale) ?mask) ?ax) (T0213 ?v))",
+        |eg, s| {
+            let ok = ints(eg, s[v("?perm")]).as_deref() == Some(&[0, 1, 3, 2])
+                && ints(eg, s[v("?ax")]).as_deref() == Some(&[-1])
+                && leaves(eg, s[v("?mask")]).any(|l| l == "mask:causal");
+            let scale = scalar(eg, s[v("?scale")])?;
+            ok.then(|| {
+                let l = leaf(eg, format!("f:{}", scale as f32));
+                let a = node(eg, "Attention", vec![s[v("?q")], s[v("?k")], s[v("?v")], l]);
+                node(eg, "T0213", vec![a])
+            })
+        },
+    )?);
+    Ok(r)
+}
+
+/// Runs the rules on `folded`'s e-graph, bounded; an error unless the rules saturated.
+pub fn raise(folded: &mut Folded) -> Result<(), String> {
+    let ctx = Arc::new(Context::of(folded));
+    let rules = rules(ctx)?;
+    let eg = std::mem::take(&mut folded.egraph);
+    let runner = Runner::default()
+        .with_egraph(eg)
+        .with_iter_limit(40)
+        .with_node_limit(1_000_000)
+        .with_time_limit(Duration::from_secs(60))
+        .run(&rules);
+    let reason = runner.stop_reason.clone();
+    folded.egraph = runner.egraph;
+    match reason {
+        Some(StopReason::Saturated) => Ok(()),
+        other => Err(format!("raising did not saturate: {other:?}")),
+    }
+}
