@@ -29,3 +29,31 @@ fn torchscript_exports_compute_the_golden_logits() {
     check_logits("llama-mha", "model.ts.onnx");
     check_logits("llama-gqa", "model.ts.onnx");
 }
+
+
+/// The groups of a model: per group its kind, layer, units, sub-units per unit and parameters
+/// per unit — what must not depend on the file the model came in.
+fn group_structure(mut model: Model) -> Vec<String> {
+    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    model
+        .groups
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let subs: std::collections::BTreeSet<usize> = g.units.iter().map(|u| u.sub_units.len()).collect();
+            format!("{} {:?} units {} sub-units per unit {:?} params/unit {:?}", g.kind, g.block, g.units.len(), subs, g.params_per_unit())
+        })
+        .collect()
+}
+
+#[test]
+fn torchscript_exports_group_as_their_hf_folders() {
+    for name in ["llama-mha", "llama-gqa"] {
+        let onnx = group_structure(load(&format!("{name}/model.ts.onnx")));
+        let hf = group_structure(load(name));
+        assert_eq!(onnx, hf, "{name}");
+        insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+            insta::assert_snapshot!(format!("{name}.ts-onnx.groups"), onnx.join("\n"));
+        });
+    }
+}

@@ -140,6 +140,17 @@ impl Tokenizer {
         if path.extension().is_some_and(|e| e == "json") {
             return Tokenizer::from_file(path);
         }
+        if path.extension().is_some_and(|e| e == "onnx") {
+            // optimum's exports put `tokenizer.json` beside the model
+            let json = path.with_file_name("tokenizer.json");
+            if !json.is_file() {
+                return Err(FrontendError::Missing {
+                    path: json,
+                    what: format!("the tokenizer of {} (an ONNX file holds none: put `tokenizer.json` beside it or give --tokenizer)", path.display()),
+                });
+            }
+            return Tokenizer::from_file(&json);
+        }
         Tokenizer::from_gguf(&GgufFile::open(path)?)
     }
 

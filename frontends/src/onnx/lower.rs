@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use egg::{CostFunction, Extractor, Id, Language, SymbolLang};
-use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, Param, ParamStore, Rope, RopeLayout, Shape, UnaryOp, ValueId, ValueType};
+use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, Param, ParamData, ParamStore, Rope, RopeLayout, Shape, UnaryOp, ValueId, ValueType};
 
 use super::fold::{Egraph, Folded};
 use super::OnnxFile;
@@ -39,6 +39,7 @@ struct Lowerer<'a> {
     params: ParamStore,
     memo: HashMap<Id, ValueId>,
     used: HashMap<String, bool>,
+    param_nodes: HashMap<String, ValueId>,
 }
 
 fn leaf_str(n: &SymbolLang) -> Option<&str> {
@@ -78,7 +79,7 @@ impl Lowerer<'_> {
 
     fn param(&mut self, name: &str, transposed: bool) -> Result<ValueId> {
         // an initializer used both as it is and transposed gives two parameters
-        let key = match self.used.get(name) {
+        let mut key = match self.used.get(name) {
             Some(&t) if t != transposed => format!("{name}{}", if transposed { ".T" } else { ".plain" }),
             _ => {
                 self.used.insert(name.to_string(), transposed);
@@ -104,11 +105,32 @@ impl Lowerer<'_> {
                 Param::owned(shape, data.into_owned())
             }
             .map_err(|e| self.ir(e))?;
-            self.params.insert(key.clone(), p);
+            // TorchScript exports a tied LM head as a second, transposed copy of the embedding:
+            // one matrix with the same values is the same parameter
+            let twin = match (&p.data, p.shape.len()) {
+                (ParamData::Owned(values), 2) => self
+                    .params
+                    .iter()
+                    .filter(|(_, q)| q.shape == p.shape)
+                    .map(|(k, _)| k.clone())
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .find(|k| self.params.read_f32(k).is_ok_and(|v| v.as_slice() == values.as_slice())),
+                _ => None,
+            };
+            match twin {
+                Some(k) => key = k,
+                None => self.params.insert(key.clone(), p),
+            }
+        }
+        if let Some(&v) = self.param_nodes.get(&key) {
+            return Ok(v);
         }
         let p = self.params.get(&key).ok_or_else(|| self.err("parameter"))?;
         let ty = ValueType::new(p.dtype, Shape::fixed(&p.shape));
-        self.graph.add_value(Op::Param { name: key.clone(), ty }, key, None, &[]).map_err(|e| self.ir(e))
+        let v = self.graph.add_value(Op::Param { name: key.clone(), ty }, key.clone(), None, &[]).map_err(|e| self.ir(e))?;
+        self.param_nodes.insert(key, v);
+        Ok(v)
     }
 
     fn add(&mut self, op: Op, name: &str, inputs: &[ValueId]) -> Result<ValueId> {
@@ -332,6 +354,7 @@ pub fn lower(file: &OnnxFile, folded: &Folded, path: &Path) -> Result<Model> {
         params: ParamStore::new(),
         memo: HashMap::new(),
         used: HashMap::new(),
+        param_nodes: HashMap::new(),
     };
     for (name, id) in &folded.outputs {
         let v = l.lower(*id)?;
