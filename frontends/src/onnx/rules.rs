@@ -320,3 +320,145 @@ pub fn raise(folded: &mut Folded) -> Result<(), String> {
         other => Err(format!("raising did not saturate: {other:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each rule on its own: an exporter's pattern in, the raised op found in the same class.
+    use super::*;
+    use egg::{Language, RecExpr};
+
+    /// Runs every rule on `expr` and says whether its root class holds an `op` node.
+    fn raises(expr: &str, ctx: Context, op: &str) -> bool {
+        let expr: RecExpr<SymbolLang> = expr.parse().unwrap();
+        let mut eg = Egraph::default();
+        let root = eg.add_expr(&expr);
+        let rules = rules(Arc::new(ctx)).unwrap();
+        let runner = Runner::default().with_egraph(eg).with_iter_limit(20).run(&rules);
+        assert!(matches!(runner.stop_reason, Some(StopReason::Saturated)), "{:?}", runner.stop_reason);
+        let eg = runner.egraph;
+        eg[eg.find(root)].nodes.iter().any(|n| n.op.as_str() == op)
+    }
+
+    fn weights(ws: &[(&str, &[usize])]) -> Context {
+        Context { weights: ws.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect(), ..Context::default() }
+    }
+
+    const RMS_TS: &str = "(Mul w:g (Mul x (Div f:1 (Sqrt (Add (ReduceMean (Pow x f:2) i:-1 i:1) f:0.000001)))))";
+    const RMS_DYNAMO: &str = "(Mul w:g (Mul x (Reciprocal (Sqrt (Add (ReduceMean (Pow x f:2) i:-1 i:1) f:0.000001)))))";
+
+    #[test]
+    fn rms_norm_both_exporters() {
+        assert!(raises(RMS_TS, weights(&[("g", &[64])]), "RmsNorm"));
+        assert!(raises(RMS_DYNAMO, weights(&[("g", &[64])]), "RmsNorm"));
+        // a mean over another axis is not an RMSNorm
+        assert!(!raises(&RMS_TS.replace("i:-1 i:1", "i:-2 i:1"), weights(&[("g", &[64])]), "RmsNorm"));
+        // a cube is not a square
+        assert!(!raises(&RMS_TS.replace("f:2", "f:3"), weights(&[("g", &[64])]), "RmsNorm"));
+    }
+
+    #[test]
+    fn silu_and_its_operand_order() {
+        assert!(raises("(Mul x (Sigmoid x))", Context::default(), "Silu"));
+        assert!(raises("(Mul (Sigmoid x) x)", Context::default(), "Silu"));
+        assert!(!raises("(Mul y (Sigmoid x))", Context::default(), "Silu"));
+    }
+
+    #[test]
+    fn linear_from_matmul_by_a_weight() {
+        assert!(raises("(MatMul x w:q)", weights(&[("q", &[64, 32])]), "Linear"));
+        assert!(raises("(MatMul x (Transpose w:e i:[1,0]))", weights(&[("e", &[256, 64])]), "Linear"));
+        // two activations multiplied are not a linear layer
+        assert!(!raises("(MatMul x y)", Context::default(), "Linear"));
+    }
+
+    #[test]
+    fn embedding_from_gather_of_a_table() {
+        assert!(raises("(Gather w:e in:ids i:0)", weights(&[("e", &[256, 64])]), "Embedding"));
+        assert!(!raises("(Gather w:e in:ids i:1)", weights(&[("e", &[256, 64])]), "Embedding"));
+    }
+
+    #[test]
+    fn small_identities() {
+        assert!(raises("(T0213 (T0213 x))", Context::default(), "x"));
+        assert!(raises("(Mul x f:1)", Context::default(), "x"));
+        assert!(raises("(Div f:1 x)", Context::default(), "Reciprocal"));
+        assert!(raises("(Where (IsNaN p) f:0 p)", Context::default(), "p"));
+        assert!(!raises("(Where (IsNaN p) f:1 p)", Context::default(), "p"));
+    }
+
+    #[test]
+    fn repeated_key_value_heads() {
+        let ctx = Context {
+            shape_table: vec![
+                vec![Dim::batch(), Dim::Fixed(2), Dim::Fixed(4), Dim::seq(), Dim::Fixed(8)],
+                vec![Dim::batch(), Dim::Fixed(8), Dim::seq(), Dim::Fixed(8)],
+            ],
+            ..Context::default()
+        };
+        assert!(raises("(Reshape (Expand (Unsqueeze (T0213 k) i:[2]) s:0) s:1)", ctx, "T0213"));
+    }
+
+    /// A rotary table as exporters compute it: positions 0..seq times θ^(−2i/d), d = 8.
+    fn rope_ctx() -> Context {
+        let inv: Vec<f32> = (0..4).map(|i| 10000f32.powf(-2.0 * i as f32 / 8.0)).collect();
+        let mut floats = HashMap::new();
+        floats.insert("c:0".to_string(), (vec![4], inv));
+        Context { floats, ..Context::default() }
+    }
+
+    fn table(f: &str) -> String {
+        format!("(Unsqueeze ({f} (Concat i:-1 (Mul (Cast (Unsqueeze (Unsqueeze (Range i:0 s:0 i:1) i:[0]) i:[2]) i:1) c:0) (Mul (Cast (Unsqueeze (Unsqueeze (Range i:0 s:0 i:1) i:[0]) i:[2]) i:1) c:0))) i:[1])")
+    }
+
+    #[test]
+    fn rotary_half_split() {
+        let expr = format!(
+            "(Add (Mul (T0213 x) {}) (Mul (Concat i:-1 (Neg (Slice (T0213 x) i:-1 i:4 i:8)) (Slice (T0213 x) i:-1 i:0 i:4)) {}))",
+            table("Cos"),
+            table("Sin")
+        );
+        assert!(raises(&expr, rope_ctx(), "T0213"));
+        // cos where sin belongs
+        let swapped = expr.replacen("Sin", "Cos", 1);
+        assert!(!raises(&swapped, rope_ctx(), "T0213"));
+    }
+
+    #[test]
+    fn causal_mask_and_attention() {
+        // k positions along the last axis, q along the one before: k ≤ q
+        let expr: RecExpr<SymbolLang> =
+            "(Where (LessOrEqual (Unsqueeze (Range i:0 s:0 i:1) i:[0,1,2]) (Unsqueeze (Range i:0 s:0 i:1) i:[0,1,3])) f:0 f:-3.4028235e38)".parse().unwrap();
+        let mut eg = Egraph::default();
+        let root = eg.add_expr(&expr);
+        // the shapes folding gives the two position tensors
+        let nodes = expr.as_ref();
+        let mut ids = Vec::new();
+        for n in nodes {
+            ids.push(eg.lookup(n.clone().map_children(|c| ids[usize::from(c)])).unwrap());
+        }
+        let k = ids[nodes.iter().position(|n| n.op.as_str() == "Unsqueeze").unwrap()];
+        let q = ids[nodes.iter().rposition(|n| n.op.as_str() == "Unsqueeze").unwrap()];
+        let mut shapes = HashMap::new();
+        shapes.insert(k, vec![Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1), Dim::seq()]);
+        shapes.insert(q, vec![Dim::Fixed(1), Dim::Fixed(1), Dim::seq(), Dim::Fixed(1)]);
+        let ctx = Arc::new(Context { shapes: shapes.clone(), ..Context::default() });
+        let runner = Runner::default().with_egraph(eg).with_iter_limit(20).run(&rules(ctx).unwrap());
+        let eg = runner.egraph;
+        assert!(eg[eg.find(root)].nodes.iter().any(|n| n.op.as_str() == "mask:causal"));
+        // the other way round (k ≥ q) is not causal
+        let mut swapped = shapes;
+        let (a, b) = (swapped[&k].clone(), swapped[&q].clone());
+        swapped.insert(k, b);
+        swapped.insert(q, a);
+        let mut eg = Egraph::default();
+        let root = eg.add_expr(&expr);
+        let runner = Runner::default().with_egraph(eg).with_iter_limit(20).run(&rules(Arc::new(Context { shapes: swapped, ..Context::default() })).unwrap());
+        let eg = runner.egraph;
+        assert!(!eg[eg.find(root)].nodes.iter().any(|n| n.op.as_str() == "mask:causal"));
+
+        let sdpa = "(MatMul (Softmax (Add (Mul (MatMul (T0213 q) (Transpose (T0213 k) i:[0,1,3,2])) f:0.35355338) mask:causal) i:-1) (T0213 v))";
+        assert!(raises(sdpa, Context::default(), "T0213"));
+        // without the causal mask it is not the IR's causal attention
+        assert!(!raises(&sdpa.replace("mask:causal", "m"), Context::default(), "T0213"));
+    }
+}
