@@ -30,6 +30,12 @@ fn torchscript_exports_compute_the_golden_logits() {
     check_logits("llama-gqa", "model.ts.onnx");
 }
 
+#[test]
+fn dynamo_exports_compute_the_golden_logits() {
+    check_logits("llama-mha", "model.dynamo.onnx");
+    check_logits("llama-gqa", "model.dynamo.onnx");
+}
+
 
 /// The groups of a model: per group its kind, layer, units, sub-units per unit and parameters
 /// per unit — what must not depend on the file the model came in.
@@ -47,13 +53,15 @@ fn group_structure(mut model: Model) -> Vec<String> {
 }
 
 #[test]
-fn torchscript_exports_group_as_their_hf_folders() {
+fn both_exporters_group_as_the_hf_folders() {
     for name in ["llama-mha", "llama-gqa"] {
-        let onnx = group_structure(load(&format!("{name}/model.ts.onnx")));
         let hf = group_structure(load(name));
-        assert_eq!(onnx, hf, "{name}");
-        insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
-            insta::assert_snapshot!(format!("{name}.ts-onnx.groups"), onnx.join("\n"));
-        });
+        for flavour in ["ts", "dynamo"] {
+            let onnx = group_structure(load(&format!("{name}/model.{flavour}.onnx")));
+            assert_eq!(onnx, hf, "{name} {flavour}");
+            insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
+                insta::assert_snapshot!(format!("{name}.{flavour}-onnx.groups"), onnx.join("\n"));
+            });
+        }
     }
 }

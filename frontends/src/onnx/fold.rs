@@ -114,6 +114,109 @@ fn dim_of(s: &SInt) -> Option<Dim> {
     }
 }
 
+/// A size as `constant + Σ coefficient·term`, a term being a symbol or a product of symbols.
+fn linear(d: &Dim) -> (i64, std::collections::BTreeMap<String, i64>) {
+    let mut terms = std::collections::BTreeMap::new();
+    let mut constant = 0;
+    match d {
+        Dim::Fixed(n) => constant = *n as i64,
+        Dim::Sym(s) => {
+            for (sign, term) in split_terms(s) {
+                let (coef, names): (i64, Vec<&str>) = term.split('*').fold((sign, Vec::new()), |(c, mut n), f| match f.parse::<i64>() {
+                    Ok(k) => (c * k, n),
+                    Err(_) => {
+                        n.push(f);
+                        (c, n)
+                    }
+                });
+                if names.is_empty() {
+                    constant += coef;
+                } else {
+                    *terms.entry(names.join("*")).or_insert(0) += coef;
+                }
+            }
+        }
+    }
+    terms.retain(|_, c| *c != 0);
+    (constant, terms)
+}
+
+/// The signed terms of `a+b-c`.
+pub(crate) fn split_terms(s: &str) -> Vec<(i64, &str)> {
+    let mut out = Vec::new();
+    let (mut sign, mut start) = (1, 0);
+    for (i, c) in s.char_indices() {
+        if (c == '+' || c == '-') && i > start {
+            out.push((sign, &s[start..i]));
+            sign = if c == '-' { -1 } else { 1 };
+            start = i + 1;
+        } else if (c == '+' || c == '-') && i == start {
+            sign = if c == '-' { -sign } else { sign };
+            start = i + 1;
+        }
+    }
+    if start < s.len() {
+        out.push((sign, &s[start..]));
+    }
+    out
+}
+
+fn from_linear(constant: i64, terms: &std::collections::BTreeMap<String, i64>) -> Dim {
+    if terms.is_empty() && constant >= 0 {
+        return Dim::Fixed(constant as usize);
+    }
+    let mut s = String::new();
+    for (name, c) in terms {
+        let sep = if s.is_empty() { "" } else { "+" };
+        match *c {
+            1 => s.push_str(&format!("{sep}{name}")),
+            -1 => s.push_str(&format!("-{name}")),
+            c if c < 0 => s.push_str(&format!("{c}*{name}")),
+            c => s.push_str(&format!("{sep}{c}*{name}")),
+        }
+    }
+    if constant != 0 || s.is_empty() {
+        s.push_str(&format!("{}{constant}", if constant >= 0 && !s.is_empty() { "+" } else { "" }));
+    }
+    Dim::Sym(s)
+}
+
+/// `a op b` of sizes: a number when both are, else a canonical symbolic sum such as `seq+1`
+/// (so that `seq+1-1` is `seq` again).
+fn dim_op(op: char, a: &Dim, b: &Dim) -> Dim {
+    let ((ca, ta), (cb, tb)) = (linear(a), linear(b));
+    match op {
+        '+' | '-' => {
+            let sign = if op == '-' { -1 } else { 1 };
+            let mut t = ta;
+            for (k, c) in tb {
+                *t.entry(k).or_insert(0) += sign * c;
+            }
+            t.retain(|_, c| *c != 0);
+            from_linear(ca + sign * cb, &t)
+        }
+        _ => {
+            if tb.is_empty() {
+                from_linear(ca * cb, &ta.into_iter().map(|(k, c)| (k, c * cb)).collect())
+            } else if ta.is_empty() {
+                from_linear(ca * cb, &tb.into_iter().map(|(k, c)| (k, c * ca)).collect())
+            } else {
+                let mut names = vec![a.to_string(), b.to_string()];
+                names.sort();
+                Dim::Sym(names.join("*"))
+            }
+        }
+    }
+}
+
+fn sint_dim(s: &SInt) -> Dim {
+    match s {
+        SInt::K(k) if *k >= 0 => Dim::Fixed(*k as usize),
+        SInt::K(k) => Dim::Sym(k.to_string()),
+        SInt::D(d) => d.clone(),
+    }
+}
+
 fn sint(d: &Dim) -> SInt {
     match d {
         Dim::Fixed(n) => SInt::K(*n as i64),
@@ -283,6 +386,9 @@ impl Folder<'_> {
                 ("Mul", SInt::K(x), SInt::K(y)) => SInt::K(x * y),
                 ("Div", SInt::K(x), SInt::K(y)) if *y != 0 => SInt::K(x.div_euclid(*y)),
                 ("Equal", x, y) => SInt::K(i64::from(x == y)),
+                ("Add", x, y) => SInt::D(dim_op('+', &sint_dim(x), &sint_dim(y))),
+                ("Sub", x, y) => SInt::D(dim_op('-', &sint_dim(x), &sint_dim(y))),
+                ("Mul", x, y) => SInt::D(dim_op('*', &sint_dim(x), &sint_dim(y))),
                 _ => return None,
             };
             out.push(r);
@@ -408,11 +514,7 @@ impl Folder<'_> {
                     let rank = shapes[0].len();
                     let ax = positive(axis, rank);
                     let mut shape = shapes[0].clone();
-                    let total: Option<usize> = shapes.iter().map(|s| s.get(ax).and_then(Dim::fixed)).sum();
-                    shape[ax] = match total {
-                        Some(t) => Dim::Fixed(t),
-                        None => return Err(self.err(node, "concatenation along a symbolic axis")),
-                    };
+                    shape[ax] = shapes.iter().skip(1).fold(shapes[0][ax].clone(), |acc, s| dim_op('+', &acc, &s[ax]));
                     let mut children = vec![self.leaf(format!("i:{}", from_end(axis, rank)))];
                     for x in &xs {
                         children.push(self.operand(x));
@@ -483,11 +585,10 @@ impl Folder<'_> {
                         }
                     }
                     let fixed: usize = from.iter().filter_map(Dim::fixed).product();
-                    dims[hole] = Some(match (syms.len(), rest) {
-                        (0, r) if r > 0 && fixed % r == 0 => Dim::Fixed(fixed / r),
-                        (1, r) if r > 0 && fixed == r => syms[0].clone(),
-                        _ => return Err(self.err(node, "cannot infer -1")),
-                    });
+                    if rest == 0 || fixed % rest != 0 {
+                        return Err(self.err(node, "cannot infer -1"));
+                    }
+                    dims[hole] = Some(syms.iter().fold(Dim::Fixed(fixed / rest), |acc, s| dim_op('*', s, &acc)));
                 }
                 let to: Vec<Dim> = dims.into_iter().flatten().collect();
                 match &x {
@@ -551,8 +652,13 @@ impl Folder<'_> {
             }
             "Slice" => {
                 let x = self.val(node, 0)?;
-                let starts = self.ints_input(node, 1, "starts")?;
-                let ends = self.ints_input(node, 2, "ends")?;
+                let bound = |k: usize| -> Result<Vec<SInt>> {
+                    match self.val(node, k)? {
+                        Val::I { data, .. } => Ok(data),
+                        _ => Err(self.err(node, "slice bounds must be integers")),
+                    }
+                };
+                let (starts, ends) = (bound(1)?, bound(2)?);
                 let shape = self.shape_of(&x);
                 let axes = match self.opt_val(node, 3) {
                     Some(v) => Self::known_ints(&v).ok_or_else(|| self.err(node, "axes must be constant"))?,
@@ -567,32 +673,63 @@ impl Folder<'_> {
                 }
                 let ax = positive(axes[0], shape.len());
                 let size = shape.get(ax).and_then(Dim::fixed);
-                let norm = |v: i64| -> Option<usize> {
+                let norm = |v: &SInt| -> Option<usize> {
+                    let SInt::K(v) = v else { return None };
                     match size {
-                        Some(n) => Some((if v < 0 { v + n as i64 } else { v }).clamp(0, n as i64) as usize),
-                        None if (0..i64::MAX / 2).contains(&v) => Some(v as usize),
+                        Some(n) => Some((if *v < 0 { v + n as i64 } else { *v }).clamp(0, n as i64) as usize),
+                        None if (0..i64::MAX / 2).contains(v) => Some(*v as usize),
                         None => None,
                     }
                 };
-                let (s, e) = match (norm(starts[0]), norm(ends[0])) {
-                    (Some(s), Some(e)) => (s, e.max(s)),
-                    _ => return Err(self.err(node, "slice bounds on a symbolic axis")),
-                };
-                match &x {
-                    Val::I { data, .. } if shape.len() == 1 => {
-                        let data = data.get(s..e.min(data.len())).unwrap_or_default().to_vec();
+                match (&x, norm(&starts[0]), norm(&ends[0])) {
+                    (Val::I { data, .. }, Some(s), Some(e)) if shape.len() == 1 => {
+                        let data = data.get(s..e.max(s).min(data.len())).unwrap_or_default().to_vec();
                         Val::I { shape: vec![data.len()], data }
                     }
-                    _ => {
+                    (_, s, e) => {
                         let mut out = shape.clone();
-                        out[ax] = Dim::Fixed(e - s);
+                        let (sd, ed) = (s.map(Dim::Fixed).unwrap_or_else(|| sint_dim(&starts[0])), e.map(Dim::Fixed).unwrap_or_else(|| sint_dim(&ends[0])));
+                        out[ax] = match (s, e) {
+                            (Some(s), Some(e)) => Dim::Fixed(e.max(s) - s),
+                            _ => dim_op('-', &ed, &sd),
+                        };
                         let dtype = Self::dtype_of(&x);
                         let id = self.operand(&x);
                         let a = self.leaf(format!("i:{}", from_end(axes[0], shape.len())));
-                        let (ls, le) = (self.leaf(format!("i:{s}")), self.leaf(format!("i:{e}")));
+                        let ls = match s {
+                            Some(s) => self.leaf(format!("i:{s}")),
+                            None => self.operand(&Val::I { shape: vec![], data: vec![starts[0].clone()] }),
+                        };
+                        let le = match e {
+                            Some(e) => self.leaf(format!("i:{e}")),
+                            None => self.operand(&Val::I { shape: vec![], data: vec![ends[0].clone()] }),
+                        };
                         self.node("Slice", vec![id, a, ls, le], dtype, out)
                     }
                 }
+            }
+            "CumSum" => {
+                let x = self.val(node, 0)?;
+                let axis = self.ints_input(node, 1, "the axis")?;
+                if attr_i("exclusive")?.unwrap_or(0) != 0 || attr_i("reverse")?.unwrap_or(0) != 0 {
+                    return Err(self.err(node, "only inclusive forward sums"));
+                }
+                let shape = self.shape_of(&x);
+                let id = self.operand(&x);
+                let l = self.leaf(format!("i:{}", from_end(axis.first().copied().unwrap_or(0), shape.len())));
+                self.node("CumSum", vec![id, l], Self::dtype_of(&x), shape)
+            }
+            "GatherND" => {
+                let (data, idx) = (self.val(node, 0)?, self.val(node, 1)?);
+                if attr_i("batch_dims")?.unwrap_or(0) != 0 {
+                    return Err(self.err(node, "only batch_dims = 0"));
+                }
+                let (ds, is) = (self.shape_of(&data), self.shape_of(&idx));
+                let m = is.last().and_then(Dim::fixed).ok_or_else(|| self.err(node, "the index depth must be fixed"))?;
+                let mut shape = is[..is.len() - 1].to_vec();
+                shape.extend_from_slice(ds.get(m..).unwrap_or_default());
+                let (a, b) = (self.operand(&data), self.operand(&idx));
+                self.node("GatherND", vec![a, b], Self::dtype_of(&data), shape)
             }
             "ReduceMean" => {
                 let x = self.val(node, 0)?;

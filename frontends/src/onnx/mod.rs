@@ -10,6 +10,7 @@
 
 pub mod fold;
 mod lower;
+pub mod probe;
 pub mod proto;
 pub mod rules;
 mod tensor;

@@ -284,6 +284,39 @@ pub fn rules(ctx: Arc<Context>) -> Result<Vec<Rewrite<SymbolLang, ()>>, String> 
             ok.then(|| leaf(eg, "mask:causal".into()))
         })?);
     }
+    {
+        let c = c.clone();
+        r.push(rule("causal-mask-by-probe", "(Where ?cond ?zero ?neg)", move |eg, s| {
+            let ok = scalar(eg, s[v("?zero")]) == Some(0.0)
+                && scalar(eg, s[v("?neg")]).is_some_and(|n| n <= -1e30)
+                && !leaves(eg, s[v("?cond")]).any(|l| l == "mask:causal")
+                && super::probe::is_causal(eg, &c, s[v("?cond")]);
+            ok.then(|| leaf(eg, "mask:causal".into()))
+        })?);
+    }
+    r.push(rule("scales-of-both-operands", "(MatMul (Mul ?a ?s) (Mul ?b ?t))", |eg, s| {
+        let (x, y) = (scalar(eg, s[v("?s")])?, scalar(eg, s[v("?t")])?);
+        let m = node(eg, "MatMul", vec![s[v("?a")], s[v("?b")]]);
+        let l = leaf(eg, format!("f:{}", (x * y) as f32));
+        Some(node(eg, "Mul", vec![m, l]))
+    })?);
+    {
+        let c = c.clone();
+        r.push(rule("swap-last-two-through-3d", "(Reshape (Transpose (Reshape ?x ?r1) ?perm) ?r2)", move |eg, s| {
+            let x = c.shape(eg, s[v("?x")])?.clone();
+            let (r1, r2) = (shape_leaf(&c, eg, s[v("?r1")])?, shape_leaf(&c, eg, s[v("?r2")])?);
+            let ok = ints(eg, s[v("?perm")]).as_deref() == Some(&[0, 2, 1])
+                && x.len() == 4
+                && r1.len() == 3
+                && r1[1] == x[2]
+                && r1[2] == x[3]
+                && *r2 == [x[0].clone(), x[1].clone(), x[3].clone(), x[2].clone()];
+            ok.then(|| {
+                let p = leaf(eg, "i:[0,1,3,2]".into());
+                node(eg, "Transpose", vec![s[v("?x")], p])
+            })
+        })?);
+    }
     r.push(rule(
         "sdpa-causal",
         "(MatMul (Softmax (Add (Mul (MatMul (T0213 ?q) (Transpose (T0213 ?k) ?perm)) ?scale) ?mask) ?ax) (T0213 ?v))",
