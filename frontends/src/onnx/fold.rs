@@ -201,7 +201,7 @@ fn dim_op(op: char, a: &Dim, b: &Dim) -> Dim {
             } else if ta.is_empty() {
                 from_linear(ca * cb, &tb.into_iter().map(|(k, c)| (k, c * ca)).collect())
             } else {
-                let mut names = vec![a.to_string(), b.to_string()];
+                let mut names = [a.to_string(), b.to_string()];
                 names.sort();
                 Dim::Sym(names.join("*"))
             }
@@ -585,7 +585,7 @@ impl Folder<'_> {
                         }
                     }
                     let fixed: usize = from.iter().filter_map(Dim::fixed).product();
-                    if rest == 0 || fixed % rest != 0 {
+                    if rest == 0 || !fixed.is_multiple_of(rest) {
                         return Err(self.err(node, "cannot infer -1"));
                     }
                     dims[hole] = Some(syms.iter().fold(Dim::Fixed(fixed / rest), |acc, s| dim_op('*', s, &acc)));

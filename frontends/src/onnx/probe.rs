@@ -311,15 +311,15 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
             let mut out = Vec::with_capacity(rows * inner);
             for r in 0..rows {
                 let mut off = 0;
-                for j in 0..m {
+                for (j, (&n, &stride)) in data.shape.iter().zip(&st).take(m).enumerate() {
                     let mut v = idx.data[r * m + j] as i64;
                     if v < 0 {
-                        v += data.shape[j] as i64;
+                        v += n as i64;
                     }
-                    if v < 0 || v as usize >= data.shape[j] {
+                    if v < 0 || v as usize >= n {
                         return None;
                     }
-                    off += v as usize * st[j];
+                    off += v as usize * stride;
                 }
                 out.extend_from_slice(&data.data[off..off + inner]);
             }
