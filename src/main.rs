@@ -189,6 +189,13 @@ enum OutDType {
 /// Writes `model` as an HF folder at `out`, with the tokenizer of `source`.
 fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force: bool) -> Result<()> {
     use prunec_backends::hf_writer::{write_hf_folder, HfWriteOptions};
+    if model.info.format == "onnx" {
+        // the source graph, rewritten: shrunken initializers, corrected shape constants
+        let t = Instant::now();
+        let written = prunec_frontends::onnx::write_pruned(model, out)?;
+        eprintln!("wrote {} ({} parameters) in {:.2} s", written.model.display(), model.params.numel(), t.elapsed().as_secs_f64());
+        return Ok(());
+    }
     if model.info.architecture != "llama" {
         bail!("-o: writing `{}` models as HF folders is not supported yet", model.info.architecture);
     }

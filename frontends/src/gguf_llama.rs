@@ -183,6 +183,7 @@ pub fn load(path: &Path) -> Result<Model> {
         source: path.to_path_buf(),
         format: "gguf".into(),
         config_json: None,
+        ..ModelInfo::default()
     };
     llama::build(&config, &GgufWeights { file, config: config.clone() }, info)
 }

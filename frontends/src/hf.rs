@@ -73,6 +73,7 @@ pub fn load(dir: &Path) -> Result<Model> {
         source: dir.to_path_buf(),
         format: "hf".into(),
         config_json: Some(json.to_string()),
+        ..ModelInfo::default()
     };
     match arch.as_str() {
         "llama" => {

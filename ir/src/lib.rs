@@ -41,7 +41,7 @@ pub use axes::{repeat_ranges, AxisLink, AxisMapping, Port, PortAxis};
 pub use error::{IrError, Result};
 pub use graph::{Edge, Graph, Node, NodeId, ValueId};
 pub use groups::{Element, Group, GroupAxis, GroupKind, Unit};
-pub use model::{Model, ModelInfo};
+pub use model::{Model, ModelInfo, ParamOrigin, SourceValue};
 pub use op::{Attention, BinaryOp, Op, Rope, RopeLayout, UnaryOp};
 pub use params::{Param, ParamData, ParamStore, TensorSource};
 pub use print::print;

@@ -20,6 +20,34 @@ pub struct ModelInfo {
     pub format: String,
     /// The source's configuration, as JSON text, when it has one.
     pub config_json: Option<String>,
+    /// Where parameters came from in the source file, for writers that rewrite it (ONNX):
+    /// every source tensor a parameter stands for, possibly transposed.
+    pub origins: Vec<ParamOrigin>,
+    /// Source values that IR values compute, for writers that must recompute shapes the
+    /// source file states (ONNX reshape targets).
+    pub source_values: Vec<SourceValue>,
+}
+
+/// A source tensor that a parameter stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamOrigin {
+    /// The parameter.
+    pub param: String,
+    /// The tensor's name in the source file.
+    pub tensor: String,
+    /// Whether the tensor is the parameter transposed (ONNX `MatMul` weights are `[in, out]`).
+    pub transposed: bool,
+}
+
+/// A source value and the IR value holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceValue {
+    /// The value's name in the source file.
+    pub name: String,
+    /// The IR value.
+    pub value: crate::graph::ValueId,
+    /// The source value is the IR value with axes 1 and 2 swapped (`[b, h, s, d]` vs `[b, s, h, d]`).
+    pub swap_1_2: bool,
 }
 
 /// A model in the IR.

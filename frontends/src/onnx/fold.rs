@@ -91,6 +91,8 @@ pub struct Folded {
     pub weights: HashMap<String, Vec<usize>>,
     /// Graph inputs: name, dtype, shape.
     pub inputs: Vec<(String, DType, Vec<Dim>)>,
+    /// The outputs of `Reshape` nodes computed at run time, with their e-classes.
+    pub reshapes: Vec<(String, Id)>,
 }
 
 /// Float initializers of at most this many elements and rank ≤ 1 have their values in
@@ -105,6 +107,38 @@ struct Folder<'a> {
     shape_table: Vec<Vec<Dim>>,
     shapes: HashMap<Id, Vec<Dim>>,
     weights: HashMap<String, Vec<usize>>,
+    /// Where integer values' elements come from (constants, through unsqueezes and concats).
+    prov: HashMap<String, Vec<Option<Prov>>>,
+    /// Expected shapes of reshape outputs (repairing a pruned model's shape constants).
+    oracle: Option<&'a HashMap<String, Vec<Dim>>>,
+    /// Constant elements to change.
+    edits: Vec<Edit>,
+    /// The `Expand` producing a runtime e-class: its node index and target's value name.
+    expand_of: HashMap<Id, (usize, String)>,
+    /// The node being folded.
+    current: usize,
+}
+
+/// Where an integer element comes from: element `elem` of constant `source`, read by input
+/// `input` of node `node` (the use to rewire when the element must change).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prov {
+    /// The constant's value name.
+    pub source: String,
+    /// The element.
+    pub elem: usize,
+    /// The node reading the constant, and the input.
+    pub reader: Option<(usize, usize)>,
+}
+
+/// A constant element to change: in the copy of `prov.source` read by `prov.reader`, element
+/// `prov.elem` becomes `value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edit {
+    /// The element.
+    pub prov: Prov,
+    /// Its new value.
+    pub value: i64,
 }
 
 fn dim_of(s: &SInt) -> Option<Dim> {
@@ -264,6 +298,95 @@ fn list(v: &[i64]) -> String {
 }
 
 impl Folder<'_> {
+    /// Provenance of the integer output (of `n` elements) of `node`.
+    fn propagate_prov(&self, node: &NodeProto, index: usize, n: usize) -> Vec<Option<Prov>> {
+        let read = |k: usize| -> Vec<Option<Prov>> {
+            let name = node.input.get(k).cloned().unwrap_or_default();
+            match self.prov.get(&name) {
+                Some(p) => p
+                    .iter()
+                    .map(|e| e.clone().map(|mut e| {
+                        if e.reader.is_none() {
+                            e.reader = Some((index, k));
+                        }
+                        e
+                    }))
+                    .collect(),
+                None => Vec::new(),
+            }
+        };
+        let out = match node.op_type.as_str() {
+            "Constant" => node.output.first().map(|o| (0..n).map(|elem| Some(Prov { source: o.clone(), elem, reader: None })).collect()).unwrap_or_default(),
+            "Unsqueeze" | "Squeeze" | "Reshape" | "Cast" | "Identity" => read(0),
+            "Concat" => (0..node.input.len()).flat_map(|k| {
+                let p = read(k);
+                let len = self.vals.get(&node.input[k]).map_or(0, |v| if let Val::I { data, .. } = v { data.len() } else { 0 });
+                if p.len() == len { p } else { vec![None; len] }
+            }).collect(),
+            _ => Vec::new(),
+        };
+        if out.len() == n { out } else { vec![None; n] }
+    }
+
+    /// Makes a reshape produce `expected`: when its input comes from an `Expand` whose size no
+    /// longer matches, the one broadcast size of the expand is corrected; then every constant
+    /// element of the target that disagrees with `expected`.
+    fn repair_reshape(&mut self, node: &NodeProto, x: &Val, target: &[SInt], expected: &[Dim]) -> Result<()> {
+        let probe: HashMap<String, i64> = [("batch".to_string(), 2), ("seq".to_string(), 3)].into_iter().collect();
+        let count = |dims: &[Dim]| -> Option<i64> { dims.iter().map(|d| super::probe::eval_dim(d, &probe)).product() };
+        let Val::T { id, shape, .. } = x else { return Ok(()) };
+        let (have, want) = (count(shape), count(expected));
+        if have != want {
+            let Some((e_idx, tname)) = self.expand_of.get(id).cloned() else {
+                return Err(self.err(node, format!("its input has {have:?} elements at the probe sizes, {want:?} are expected, and no expand before it to correct")));
+            };
+            let e_node = self.file.graph().node.get(e_idx).cloned().ok_or_else(|| self.err(node, "expand"))?;
+            let e_in = self.val(&e_node, 0)?;
+            let from = self.shape_of(&e_in);
+            let Some(Val::I { data: tdata, .. }) = self.vals.get(&tname).cloned() else { return Err(self.err(&e_node, "expand target")) };
+            let off = tdata.len().saturating_sub(from.len());
+            let candidates: Vec<usize> = (off..tdata.len())
+                .filter(|&k| from[k - off] == Dim::Fixed(1) && matches!(tdata[k], SInt::K(c) if c > 1))
+                .collect();
+            let (Some(have), Some(want), [k]) = (have, want, candidates.as_slice()) else {
+                return Err(self.err(&e_node, "cannot tell which broadcast size of this expand to correct"));
+            };
+            let SInt::K(c) = tdata[*k] else { return Ok(()) };
+            if (want * c) % have != 0 {
+                return Err(self.err(&e_node, "the corrected broadcast size is not a whole number"));
+            }
+            let new = want * c / have;
+            self.edit(&e_node, &tname, *k, new)?;
+            let mut s = shape.clone();
+            s[*k] = Dim::Fixed(new as usize);
+            self.shapes.insert(*id, s);
+        }
+        let tname = node.input.get(1).cloned().unwrap_or_default();
+        if target.len() != expected.len() {
+            return Err(self.err(node, format!("the target has {} axes, {} are expected", target.len(), expected.len())));
+        }
+        for (k, (t, e)) in target.iter().zip(expected).enumerate() {
+            if let (SInt::K(c), Dim::Fixed(e)) = (t, e) {
+                if *c > 0 && *c as usize != *e {
+                    self.edit(node, &tname, k, *e as i64)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that element `k` of the integer value `name` must be `value`.
+    fn edit(&mut self, node: &NodeProto, name: &str, k: usize, value: i64) -> Result<()> {
+        let prov = self.prov.get(name).and_then(|p| p.get(k).cloned().flatten());
+        match prov {
+            Some(prov) if prov.reader.is_some() => {
+                self.edits.push(Edit { prov, value });
+                Ok(())
+            }
+            _ => Err(self.err(node, format!("element {k} of `{name}` must become {value}, but it is not a constant prunec can rewrite"))),
+        }
+    }
+
     fn err(&self, node: &NodeProto, reason: impl Into<String>) -> FrontendError {
         FrontendError::Corrupt {
             path: self.file.path().to_path_buf(),
@@ -557,7 +680,17 @@ impl Folder<'_> {
                     _ => return Err(self.err(node, "the target shape must be known")),
                 };
                 let allowzero = attr_i("allowzero")?.unwrap_or(0) != 0;
-                let from = self.shape_of(&x);
+                let expected = match (&x, self.oracle.and_then(|o| node.output.first().and_then(|n| o.get(n)))) {
+                    (Val::T { .. }, Some(e)) => Some(e.clone()),
+                    _ => None,
+                };
+                if let Some(e) = &expected {
+                    self.repair_reshape(node, &x, &target, e)?;
+                }
+                let from = match &x {
+                    Val::T { id, .. } => self.shapes.get(id).cloned().unwrap_or_else(|| self.shape_of(&x)),
+                    _ => self.shape_of(&x),
+                };
                 let mut dims: Vec<Option<Dim>> = Vec::new();
                 for (i, t) in target.iter().enumerate() {
                     dims.push(match t {
@@ -568,6 +701,9 @@ impl Folder<'_> {
                 }
                 if dims.iter().filter(|d| d.is_none()).count() > 1 {
                     return Err(self.err(node, "more than one -1 in the target shape"));
+                }
+                if let Some(e) = &expected {
+                    dims = e.iter().cloned().map(Some).collect();
                 }
                 if let Some(hole) = dims.iter().position(Option::is_none) {
                     // cancel the symbols present on both sides, divide the fixed products
@@ -626,6 +762,30 @@ impl Folder<'_> {
                     _ => return Err(self.err(node, "the target shape must be known")),
                 };
                 let from = self.shape_of(&x);
+                let mut target = target;
+                if self.oracle.is_some() {
+                    // a kept (not broadcast) axis must keep the input's size; when the input is
+                    // an unsqueeze, the axes it inserted are the broadcast ones, and the others
+                    // keep their size even when pruning left 1
+                    let off = target.len().saturating_sub(from.len());
+                    let tname = node.input.get(1).cloned().unwrap_or_default();
+                    let inserted: Option<Vec<usize>> = match &x {
+                        Val::T { id, .. } => self.eg[*id].nodes.iter().find(|n| n.op.as_str() == "Unsqueeze").and_then(|n| {
+                            let l = self.eg[n.children[1]].nodes.first()?.op.as_str().strip_prefix("i:[")?.strip_suffix(']')?.to_string();
+                            l.split(',').map(|v| v.parse::<usize>().ok()).collect()
+                        }),
+                        _ => None,
+                    };
+                    for k in off..target.len() {
+                        if let (Dim::Fixed(n), Dim::Fixed(c)) = (&from[k - off], &target[k]) {
+                            let kept = *n != 1 || inserted.as_ref().is_some_and(|ins| !ins.contains(&(k - off)));
+                            if kept && n != c && *c != 1 {
+                                self.edit(node, &tname, k, *n as i64)?;
+                                target[k] = Dim::Fixed(*n);
+                            }
+                        }
+                    }
+                }
                 let shape = broadcast(&from, &target).ok_or_else(|| self.err(node, "shapes do not broadcast"))?;
                 let dtype = Self::dtype_of(&x);
                 let id = self.operand(&x);
@@ -863,6 +1023,20 @@ impl Folder<'_> {
 
 /// Folds the graph of `file` into an e-graph (see the module documentation).
 pub fn fold(file: &OnnxFile) -> Result<Folded> {
+    Ok(fold_with(file, None)?.0)
+}
+
+/// Folds `file` knowing the shapes its reshapes must now produce (`oracle`, by output name):
+/// the constant elements of reshape and expand targets that must change for them, and the
+/// shape of every value (by name) once they have.
+pub fn repair(file: &OnnxFile, oracle: &HashMap<String, Vec<Dim>>) -> Result<(Vec<Edit>, HashMap<String, Vec<Dim>>)> {
+    let (_, edits, shapes) = fold_with(file, Some(oracle))?;
+    Ok((edits, shapes))
+}
+
+type FoldResult = (Folded, Vec<Edit>, HashMap<String, Vec<Dim>>);
+
+fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Result<FoldResult> {
     let mut f = Folder {
         file,
         eg: Egraph::default(),
@@ -871,6 +1045,11 @@ pub fn fold(file: &OnnxFile) -> Result<Folded> {
         shape_table: Vec::new(),
         shapes: HashMap::new(),
         weights: HashMap::new(),
+        prov: HashMap::new(),
+        oracle,
+        edits: Vec::new(),
+        expand_of: HashMap::new(),
+        current: 0,
     };
     let graph = file.graph();
     for init in &graph.initializer {
@@ -888,6 +1067,9 @@ pub fn fold(file: &OnnxFile) -> Result<Folded> {
         } else {
             f.tensor_val(init)?
         };
+        if let Val::I { data, .. } = &v {
+            f.prov.insert(init.name.clone(), (0..data.len()).map(|elem| Some(Prov { source: init.name.clone(), elem, reader: None })).collect());
+        }
         f.vals.insert(init.name.clone(), v);
     }
     let mut inputs = Vec::new();
@@ -923,12 +1105,30 @@ pub fn fold(file: &OnnxFile) -> Result<Folded> {
         inputs.push((input.name.clone(), dtype, shape.clone()));
         f.vals.insert(input.name.clone(), Val::T { id, dtype, shape });
     }
-    for node in &graph.node {
+    let mut reshapes = Vec::new();
+    let mut names: HashMap<String, Vec<Dim>> = HashMap::new();
+    for (index, node) in graph.node.iter().enumerate() {
+        f.current = index;
         if !node.domain.is_empty() && node.domain != "ai.onnx" {
             return Err(f.err(node, format!("domain `{}` is not supported", node.domain)));
         }
         let outs = f.fold_node(node)?;
         for (name, v) in node.output.iter().zip(outs) {
+            if let (Val::T { id, .. }, "Reshape") = (&v, node.op_type.as_str()) {
+                reshapes.push((name.clone(), *id));
+            }
+            if let Val::T { id, .. } = &v {
+                if node.op_type == "Expand" {
+                    if let Some(target) = node.input.get(1) {
+                        f.expand_of.insert(*id, (index, target.clone()));
+                    }
+                }
+            }
+            names.insert(name.clone(), f.shape_of(&v));
+            if let Val::I { data, .. } = &v {
+                let prov = f.propagate_prov(node, index, data.len());
+                f.prov.insert(name.clone(), prov);
+            }
             f.vals.insert(name.clone(), v);
         }
     }
@@ -946,7 +1146,8 @@ pub fn fold(file: &OnnxFile) -> Result<Folded> {
         }
     }
     f.eg.rebuild();
-    Ok(Folded {
+    let edits = std::mem::take(&mut f.edits);
+    Ok((Folded {
         egraph: f.eg,
         outputs,
         shapes: f.shapes,
@@ -954,5 +1155,6 @@ pub fn fold(file: &OnnxFile) -> Result<Folded> {
         shape_table: f.shape_table,
         weights: f.weights,
         inputs,
-    })
+        reshapes,
+    }, edits, names))
 }

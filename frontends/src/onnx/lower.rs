@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use egg::{CostFunction, Extractor, Id, Language, SymbolLang};
-use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, Param, ParamData, ParamStore, Rope, RopeLayout, Shape, UnaryOp, ValueId, ValueType};
+use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, Param, ParamData, ParamOrigin, ParamStore, SourceValue, Rope, RopeLayout, Shape, UnaryOp, ValueId, ValueType};
 
 use super::fold::{Egraph, Folded};
 use super::OnnxFile;
@@ -40,6 +40,7 @@ struct Lowerer<'a> {
     memo: HashMap<Id, ValueId>,
     used: HashMap<String, bool>,
     param_nodes: HashMap<String, ValueId>,
+    origins: Vec<ParamOrigin>,
 }
 
 fn leaf_str(n: &SymbolLang) -> Option<&str> {
@@ -122,6 +123,7 @@ impl Lowerer<'_> {
                 Some(k) => key = k,
                 None => self.params.insert(key.clone(), p),
             }
+            self.origins.push(ParamOrigin { param: key.clone(), tensor: name.to_string(), transposed });
         }
         if let Some(&v) = self.param_nodes.get(&key) {
             return Ok(v);
@@ -355,18 +357,37 @@ pub fn lower(file: &OnnxFile, folded: &Folded, path: &Path) -> Result<Model> {
         memo: HashMap::new(),
         used: HashMap::new(),
         param_nodes: HashMap::new(),
+        origins: Vec::new(),
     };
     for (name, id) in &folded.outputs {
         let v = l.lower(*id)?;
         l.add(Op::Output { name: name.clone() }, name, &[v])?;
     }
-    let Lowerer { mut graph, params, .. } = l;
+    // the IR values computing the source's reshapes (a writer recomputes their targets)
+    let mut source_values = Vec::new();
+    for (name, id) in &folded.reshapes {
+        let c = eg.find(*id);
+        if let Some(&value) = l.memo.get(&c) {
+            source_values.push(SourceValue { name: name.clone(), value, swap_1_2: false });
+        } else if let Some(&value) = eg[c].nodes.iter().filter(|n| n.op.as_str() == "T0213").find_map(|n| l.memo.get(&eg.find(n.children[0]))) {
+            source_values.push(SourceValue { name: name.clone(), value, swap_1_2: true });
+        }
+    }
+    let Lowerer { mut graph, params, origins, .. } = l;
     number_layers(&mut graph).map_err(|e| FrontendError::Ir { path: path.to_path_buf(), source: e })?;
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let model = Model {
         graph,
         params,
-        info: ModelInfo { name, architecture: "onnx".into(), source: path.to_path_buf(), format: "onnx".into(), config_json: None },
+        info: ModelInfo {
+            name,
+            architecture: "onnx".into(),
+            source: path.to_path_buf(),
+            format: "onnx".into(),
+            config_json: None,
+            origins,
+            source_values,
+        },
         groups: None,
     };
     prunec_ir::verify(&model).map_err(|e| FrontendError::Ir { path: path.to_path_buf(), source: e })?;

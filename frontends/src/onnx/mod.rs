@@ -8,6 +8,7 @@
 //! encodes a model back, moving large initializers to an external data file when asked
 //! (or when the model would pass protobuf's 2 GiB limit).
 
+mod emit;
 pub mod fold;
 mod lower;
 pub mod probe;
@@ -33,6 +34,7 @@ use proto::tensor_proto::DataType;
 use proto::type_proto;
 use proto::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
 
+pub use emit::write_pruned;
 pub use tensor::{raw_len, type_name, RawTensor};
 pub use write::{write_model, WrittenModel, EXTERNAL_ALIGNMENT, EXTERNAL_THRESHOLD, PROTOBUF_LIMIT};
 
