@@ -116,7 +116,8 @@ pub fn write_pruned(model: &Model, out: &Path) -> Result<WrittenModel> {
 /// changed, read by the one use that needed it.
 fn apply_edits(file: &mut OnnxFile, edits: &[Edit]) -> Result<()> {
     // group by the use
-    let mut by_use: HashMap<(usize, usize), (String, Vec<(usize, i64)>)> = HashMap::new();
+    type Changes = (String, Vec<(usize, i64)>);
+    let mut by_use: HashMap<(usize, usize), Changes> = HashMap::new();
     for e in edits {
         let Some(reader) = e.prov.reader else { continue };
         let entry = by_use.entry(reader).or_insert_with(|| (e.prov.source.clone(), Vec::new()));
@@ -125,7 +126,7 @@ fn apply_edits(file: &mut OnnxFile, edits: &[Edit]) -> Result<()> {
     let path = file.path().to_path_buf();
     let mut new_inits = Vec::new();
     let mut uses: Vec<_> = by_use.into_iter().collect();
-    uses.sort_by(|a, b| a.0.cmp(&b.0));
+    uses.sort_by_key(|u| u.0);
     for (k, ((node, input), (source, changes))) in uses.into_iter().enumerate() {
         let (shape, mut data) = file.value_i64(&source)?.ok_or_else(|| bad(&path, &source, "not a constant"))?;
         for (elem, value) in changes {

@@ -1029,12 +1029,15 @@ pub fn fold(file: &OnnxFile) -> Result<Folded> {
 /// Folds `file` knowing the shapes its reshapes must now produce (`oracle`, by output name):
 /// the constant elements of reshape and expand targets that must change for them, and the
 /// shape of every value (by name) once they have.
-pub fn repair(file: &OnnxFile, oracle: &HashMap<String, Vec<Dim>>) -> Result<(Vec<Edit>, HashMap<String, Vec<Dim>>)> {
+pub fn repair(file: &OnnxFile, oracle: &HashMap<String, Vec<Dim>>) -> Result<(Vec<Edit>, ValueShapes)> {
     let (_, edits, shapes) = fold_with(file, Some(oracle))?;
     Ok((edits, shapes))
 }
 
-type FoldResult = (Folded, Vec<Edit>, HashMap<String, Vec<Dim>>);
+/// Shapes of values by name.
+pub type ValueShapes = HashMap<String, Vec<Dim>>;
+
+type FoldResult = (Folded, Vec<Edit>, ValueShapes);
 
 fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Result<FoldResult> {
     let mut f = Folder {
