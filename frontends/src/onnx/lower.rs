@@ -11,7 +11,8 @@ use super::fold::{Egraph, Folded};
 use super::OnnxFile;
 use crate::error::{FrontendError, Result};
 
-/// Raised ops cost 1, transposes 2, other primitives 10: extraction prefers what rules raised.
+/// Raised ops cost 1, transposes 2, other primitives 10, plus the costliest operand:
+/// extraction prefers what rules raised.
 struct PreferRaised;
 
 impl CostFunction<SymbolLang> for PreferRaised {
@@ -26,7 +27,10 @@ impl CostFunction<SymbolLang> for PreferRaised {
             "T0213" => 2,
             _ => 10,
         };
-        enode.children().iter().fold(own, |s, &c| s.saturating_add(costs(c)))
+        // own cost plus the costliest child, not the sum: a tree sum grows exponentially with
+        // the residual stream's sharing (2^layers) and saturates, leaving every choice a tie;
+        // this is bounded by the depth and still counts a cycle through the class as dearer
+        own + enode.children().iter().map(|&c| costs(c)).max().unwrap_or(0)
     }
 }
 
@@ -392,4 +396,30 @@ pub fn lower(file: &OnnxFile, folded: &Folded, path: &Path) -> Result<Model> {
     };
     prunec_ir::verify(&model).map_err(|e| FrontendError::Ir { path: path.to_path_buf(), source: e })?;
     Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use egg::RecExpr;
+
+    /// Deep residual-like sharing (each level uses the one below twice) must not hide the
+    /// raised choice at the top: a summed tree cost would be 2^80 there.
+    #[test]
+    fn raised_ops_win_under_deep_sharing() {
+        let mut e = String::from("x");
+        for _ in 0..80 {
+            e = format!("(Add {e} {e})");
+        }
+        let expr: RecExpr<SymbolLang> = format!("(MatMul {e} w:head)").parse().unwrap();
+        let mut eg = Egraph::default();
+        let root = eg.add_expr(&expr);
+        let body = eg.add_expr(&e.parse().unwrap());
+        let wt = eg.add(SymbolLang::leaf("wt:head"));
+        let linear = eg.add(SymbolLang::new("Linear", vec![body, wt]));
+        eg.union(root, linear);
+        eg.rebuild();
+        let ext = Extractor::new(&eg, PreferRaised);
+        assert_eq!(ext.find_best_node(root).op.as_str(), "Linear");
+    }
 }
