@@ -401,20 +401,18 @@ pub fn lower(file: &OnnxFile, folded: &Folded, path: &Path) -> Result<Model> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use egg::RecExpr;
 
     /// Deep residual-like sharing (each level uses the one below twice) must not hide the
     /// raised choice at the top: a summed tree cost would be 2^80 there.
     #[test]
     fn raised_ops_win_under_deep_sharing() {
-        let mut e = String::from("x");
-        for _ in 0..80 {
-            e = format!("(Add {e} {e})");
-        }
-        let expr: RecExpr<SymbolLang> = format!("(MatMul {e} w:head)").parse().unwrap();
         let mut eg = Egraph::default();
-        let root = eg.add_expr(&expr);
-        let body = eg.add_expr(&e.parse().unwrap());
+        let mut body = eg.add(SymbolLang::leaf("x"));
+        for _ in 0..80 {
+            body = eg.add(SymbolLang::new("Add", vec![body, body]));
+        }
+        let w = eg.add(SymbolLang::leaf("w:head"));
+        let root = eg.add(SymbolLang::new("MatMul", vec![body, w]));
         let wt = eg.add(SymbolLang::leaf("wt:head"));
         let linear = eg.add(SymbolLang::new("Linear", vec![body, wt]));
         eg.union(root, linear);
