@@ -191,6 +191,10 @@ fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force
     use prunec_backends::hf_writer::{write_hf_folder, HfWriteOptions};
     if model.info.format == "onnx" {
         // the source graph, rewritten: shrunken initializers, corrected shape constants
+        let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);
+        if same(out, source) || same(&out.with_extension("onnx.data"), source) {
+            bail!("-o {}: that is the input; an input is never overwritten", out.display());
+        }
         let t = Instant::now();
         let written = prunec_frontends::onnx::write_pruned(model, out)?;
         eprintln!("wrote {} ({} parameters) in {:.2} s", written.model.display(), model.params.numel(), t.elapsed().as_secs_f64());
@@ -415,7 +419,13 @@ fn run_score(
         let samples = match &src {
             TextSource::Tokens(rows) => rows.iter().take(cli.calib_samples).map(|r| r[..r.len().min(cli.calib_len)].to_vec()).collect(),
             _ => {
-                let tok = tokenizer(model_path, cli.tokenizer.as_deref())?;
+                let tok = tokenizer(model_path, cli.tokenizer.as_deref()).with_context(|| {
+                    format!(
+                        "{} importance calibrates on token ids: give a tokenizer (--tokenizer), calibration rows of \
+                         `input_ids` (--calib FILE.jsonl), or use a magnitude importance (--importance l1|l2)",
+                        importance.name()
+                    )
+                })?;
                 prunec_frontends::data::calibration_samples(&src, &tok, cli.calib_samples, cli.calib_len, cli.seed)?
             }
         };

@@ -92,3 +92,35 @@ fn onnxruntime_runs_the_pruned_files() {
         assert!(diff < 1e-4, "{file}: {diff}");
     }
 }
+
+#[test]
+fn command_line_prunes_onnx_and_refuses_what_it_cannot() {
+    use common::{assert_clean_failure, prunec, texts};
+    let dir = tempfile::tempdir().unwrap();
+    let calib = common::golden_ids_jsonl(dir.path());
+    let model = fixture("llama-gqa/model.dynamo.onnx");
+    let m = model.to_str().unwrap();
+    let out = dir.path().join("pruned.onnx");
+    let o = out.to_str().unwrap();
+    let run = prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.25", "--calib", calib.to_str().unwrap(), "--calib-len", "12", "-o", o]);
+    assert!(run.status.success(), "{}", texts(&run).1);
+    let back = prunec(&[o, "--pass", "group"]);
+    assert!(back.status.success(), "{}", texts(&back).1);
+    // Taylor importance without a tokenizer nor token ids says what is missing; l2 needs none
+    assert_clean_failure(&prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.2"]), &["tokenizer", "input_ids", "l2"]);
+    let l2 = prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.2", "--importance", "l2"]);
+    assert!(l2.status.success(), "{}", texts(&l2).1);
+    // the input is never overwritten, even with --force
+    let copy = dir.path().join("model.onnx");
+    std::fs::copy(&model, &copy).unwrap();
+    let c = copy.to_str().unwrap();
+    assert_clean_failure(&prunec(&[c, "--pass", "group,score,prune", "--ratio", "0.2", "--importance", "l2", "-o", c, "--force"]), &["never overwritten"]);
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&model).unwrap());
+    // truncated and garbage files: errors naming the file
+    let bytes = std::fs::read(&model).unwrap();
+    for (name, data) in [("truncated.onnx", &bytes[..bytes.len() / 3]), ("garbage.onnx", &b"not a model at all"[..])] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, data).unwrap();
+        assert_clean_failure(&prunec(&[p.to_str().unwrap(), "--pass", "group"]), &[name, "ONNX"]);
+    }
+}
