@@ -1,8 +1,8 @@
 //! Pruned ONNX: each fixture export (both exporters) pruned block-wise at ratio 0.25 with
 //! Taylor importance, written back as ONNX — the original graph with shrunken initializers and
 //! corrected shape constants — and read again: the same logits as prunec's forward of the
-//! pruned IR. With `PRUNEC_PYTHON` (a Python with numpy and onnxruntime), onnxruntime runs
-//! the written files too: `PRUNEC_PYTHON=/path/to/python cargo test --test onnx_prune -- --ignored`.
+//! pruned IR — and onnxruntime, the reference client (`PRUNEC_PYTHON`, else installed from
+//! PyPI by `scripts/fetch-onnxruntime`), runs the written files to the same logits.
 
 mod common;
 
@@ -66,9 +66,8 @@ fn pruned_onnx_reads_back_as_the_pruned_model() {
 }
 
 #[test]
-#[ignore = "needs Python with numpy and onnxruntime (PRUNEC_PYTHON)"]
 fn onnxruntime_runs_the_pruned_files() {
-    let python = std::env::var("PRUNEC_PYTHON").expect("PRUNEC_PYTHON");
+    let Some(python) = common::onnxruntime_python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("ort.py");
     std::fs::write(
@@ -83,7 +82,7 @@ fn onnxruntime_runs_the_pruned_files() {
     for file in FILES {
         let (pruned, out) = prune_and_write(file, dir.path());
         let raw = dir.path().join("logits.f32");
-        let status = std::process::Command::new(&python).arg(&script).arg(&out).arg(&ids).arg(&raw).status().unwrap();
+        let status = python().arg(&script).arg(&out).arg(&ids).arg(&raw).status().unwrap();
         assert!(status.success(), "{file}: onnxruntime failed");
         let bytes = std::fs::read(&raw).unwrap();
         let ort: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();

@@ -58,6 +58,33 @@ pub fn smollm2() -> Option<PathBuf> {
     Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
+/// A Python with numpy and onnxruntime, the ONNX tests' reference client: `PRUNEC_PYTHON`,
+/// else `python3` with the packages `scripts/fetch-onnxruntime` installs (once, cached) on its
+/// path. Each call of the returned function gives a fresh command. `None` only when
+/// `PRUNEC_OFFLINE` is set.
+#[allow(dead_code)]
+pub fn onnxruntime_python() -> Option<impl Fn() -> Command> {
+    let (program, path) = if let Some(p) = std::env::var_os("PRUNEC_PYTHON") {
+        (PathBuf::from(p), None)
+    } else {
+        if std::env::var_os("PRUNEC_OFFLINE").is_some() {
+            println!("skipped: PRUNEC_OFFLINE is set");
+            return None;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-onnxruntime");
+        let out = Command::new(&script).output().expect("scripts/fetch-onnxruntime runs");
+        assert!(out.status.success(), "installing onnxruntime failed: {}", String::from_utf8_lossy(&out.stderr));
+        (PathBuf::from("python3"), Some(String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    };
+    Some(move || {
+        let mut cmd = Command::new(&program);
+        if let Some(p) = &path {
+            cmd.env("PYTHONPATH", p);
+        }
+        cmd
+    })
+}
+
 /// The two golden rows of `llama-mha` as JSONL `input_ids` rows in `dir`.
 pub fn golden_ids_jsonl(dir: &Path) -> PathBuf {
     let path = dir.join("ids.jsonl");
