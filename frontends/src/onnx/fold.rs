@@ -375,6 +375,47 @@ impl Folder<'_> {
         Ok(())
     }
 
+    /// `Split`: one slice per output.
+    fn split(&mut self, node: &NodeProto) -> Result<Vec<Val>> {
+        let x = self.val(node, 0)?;
+        let shape = self.shape_of(&x);
+        let axis = self.file.attr_int(node, "axis")?.unwrap_or(0);
+        let ax = positive(axis, shape.len());
+        let size = shape.get(ax).and_then(Dim::fixed).ok_or_else(|| self.err(node, "splitting a symbolic axis"))?;
+        let n = node.output.len().max(1);
+        let sizes: Vec<usize> = match (self.opt_val(node, 1), self.file.attr_ints(node, "split")?) {
+            (Some(v), _) => Self::known_ints(&v).ok_or_else(|| self.err(node, "split sizes must be constant"))?.iter().map(|&v| v.max(0) as usize).collect(),
+            (None, Some(a)) => a.iter().map(|&v| v.max(0) as usize).collect(),
+            // equal parts, the last one smaller (opset 18's num_outputs)
+            (None, None) => {
+                let part = size.div_ceil(n);
+                (0..n).map(|k| part.min(size.saturating_sub(k * part))).collect()
+            }
+        };
+        if sizes.len() != node.output.len() || sizes.iter().sum::<usize>() != size {
+            return Err(self.err(node, format!("split sizes {sizes:?} do not cover the axis of {size}")));
+        }
+        let mut outs = Vec::with_capacity(sizes.len());
+        let mut start = 0;
+        for len in sizes {
+            let end = start + len;
+            outs.push(match &x {
+                Val::I { data, .. } if shape.len() == 1 => Val::I { shape: vec![len], data: data[start..end].to_vec() },
+                _ => {
+                    let mut out = shape.clone();
+                    out[ax] = Dim::Fixed(len);
+                    let dtype = Self::dtype_of(&x);
+                    let id = self.operand(&x);
+                    let a = self.leaf(format!("i:{}", from_end(axis, shape.len())));
+                    let (ls, le) = (self.leaf(format!("i:{start}")), self.leaf(format!("i:{end}")));
+                    self.node("Slice", vec![id, a, ls, le], dtype, out)
+                }
+            });
+            start = end;
+        }
+        Ok(outs)
+    }
+
     /// Records that element `k` of the integer value `name` must be `value`.
     fn edit(&mut self, node: &NodeProto, name: &str, k: usize, value: i64) -> Result<()> {
         let prov = self.prov.get(name).and_then(|p| p.get(k).cloned().flatten());
@@ -522,6 +563,9 @@ impl Folder<'_> {
     fn fold_node(&mut self, node: &NodeProto) -> Result<Vec<Val>> {
         let op = node.op_type.as_str();
         let attr_i = |name: &str| self.file.attr_int(node, name);
+        if op == "Split" {
+            return self.split(node);
+        }
         let out = match op {
             "Constant" => self.constant(node)?,
             "Identity" => self.val(node, 0)?,
@@ -659,6 +703,39 @@ impl Folder<'_> {
                     }
                     _ => return Err(self.err(node, "only ranges 0..n step 1 over a symbolic n, or constant ones")),
                 }
+            }
+            "ConstantOfShape" if Self::known_ints(&self.val(node, 0)?).is_none() => {
+                // a symbolic shape: a runtime tensor (masks are built from these)
+                let Val::I { data, .. } = self.val(node, 0)? else { return Err(self.err(node, "the shape")) };
+                let dims: Vec<Dim> = data.iter().map(sint_dim).collect();
+                let value = match self.file.attr_tensor(node, "value")? {
+                    Some(t) => match self.tensor_val(t)? {
+                        Val::F { data, .. } => data.first().copied().unwrap_or(0.0),
+                        Val::I { data, .. } => match data.first() {
+                            Some(SInt::K(k)) => *k as f32,
+                            _ => 0.0,
+                        },
+                        _ => 0.0,
+                    },
+                    None => 0.0,
+                };
+                self.shape_table.push(dims.clone());
+                let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
+                let v = self.leaf(format!("f:{value}"));
+                self.node("ConstantOfShape", vec![l, v], DType::F32, dims)
+            }
+            "Trilu" => {
+                let x = self.val(node, 0)?;
+                let k = match self.opt_val(node, 1) {
+                    Some(v) => Self::known_ints(&v).and_then(|k| k.first().copied()).ok_or_else(|| self.err(node, "k must be constant"))?,
+                    None => 0,
+                };
+                let upper = attr_i("upper")?.unwrap_or(1);
+                let shape = self.shape_of(&x);
+                let dtype = Self::dtype_of(&x);
+                let id = self.operand(&x);
+                let (lk, lu) = (self.leaf(format!("i:{k}")), self.leaf(format!("i:{upper}")));
+                self.node("Trilu", vec![id, lk, lu], dtype, shape)
             }
             "ConstantOfShape" => {
                 let s = self.ints_input(node, 0, "the shape")?;

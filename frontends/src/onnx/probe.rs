@@ -286,6 +286,34 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
                 .collect();
             Some(Arr { shape, data })
         }
+        "ConstantOfShape" => {
+            let shape: Vec<usize> = ints_of(&a[0]).iter().map(|&x| x.max(0) as usize).collect();
+            let n: usize = shape.iter().product();
+            (n <= LIMIT).then(|| Arr { data: vec![a[1].data.first().copied().unwrap_or(0.0); n], shape })
+        }
+        "Trilu" => {
+            // keep the upper (j − i ≥ k) or lower (j − i ≤ k) triangle of the last two axes
+            let r = a[0].shape.len();
+            if r < 2 {
+                return None;
+            }
+            let (k, upper) = (scalar_of(&a[1])?, scalar_of(&a[2])? != 0);
+            let data = a[0]
+                .data
+                .iter()
+                .enumerate()
+                .map(|(n, &v)| {
+                    let idx = Arr::index(n, &a[0].shape);
+                    let d = idx[r - 1] as i64 - idx[r - 2] as i64;
+                    if (upper && d >= k) || (!upper && d <= k) {
+                        v
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            Some(Arr { shape: a[0].shape.clone(), data })
+        }
         "CumSum" => {
             let rank = a[0].shape.len() as i64;
             let axis = (scalar_of(&a[1])? + rank) as usize;
@@ -385,5 +413,9 @@ mod tests {
         // the packed-sequence check of torch.export's mask: equal cumulative sums pass
         let packed = format!("(And (LessOrEqual {k} {q}) (Equal (CumSum {k} i:-1) (CumSum {k} i:-1)))");
         assert!(causal(&packed, &ctx));
+        // the lower triangle of a square of ones (Trilu, upper = 0): causal; the upper one not
+        let ctx = Context { shape_table: vec![vec![Dim::seq()], vec![Dim::seq(), Dim::seq()]], ..Context::default() };
+        assert!(causal("(Trilu (ConstantOfShape s:1 f:1) i:0 i:0)", &ctx));
+        assert!(!causal("(Trilu (ConstantOfShape s:1 f:1) i:0 i:1)", &ctx));
     }
 }
