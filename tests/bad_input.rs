@@ -130,5 +130,5 @@ fn sharded_index_naming_a_missing_shard() {
 #[test]
 fn not_a_model_file() {
     let out = run_group(&fixture("llama-mha").join("config.json"));
-    assert_clean_failure(&out, &["config.json", "not an HF folder nor a GGUF file"]);
+    assert_clean_failure(&out, &["config.json", "not an HF folder, a GGUF file nor an `.onnx` file"]);
 }
