@@ -48,14 +48,20 @@ pub fn smollm2() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("PRUNEC_SMOLLM2_GGUF") {
         return Some(PathBuf::from(p));
     }
+    fetched("fetch-smollm2").map(PathBuf::from)
+}
+
+/// What `scripts/NAME` prints (a path it fetched into the cache, once); `None` when
+/// `PRUNEC_OFFLINE` is set; a failed fetch fails the test.
+fn fetched(name: &str) -> Option<String> {
     if std::env::var_os("PRUNEC_OFFLINE").is_some() {
         println!("skipped: PRUNEC_OFFLINE is set");
         return None;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-smollm2");
-    let out = Command::new(&script).output().expect("scripts/fetch-smollm2 runs");
-    assert!(out.status.success(), "fetching SmolLM2 failed: {}", String::from_utf8_lossy(&out.stderr));
-    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name);
+    let out = Command::new(&script).output().unwrap_or_else(|e| panic!("scripts/{name} runs: {e}"));
+    assert!(out.status.success(), "scripts/{name} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// A Python with numpy and onnxruntime, the ONNX tests' reference client: `PRUNEC_PYTHON`,
@@ -67,14 +73,7 @@ pub fn onnxruntime_python() -> Option<impl Fn() -> Command> {
     let (program, path) = if let Some(p) = std::env::var_os("PRUNEC_PYTHON") {
         (PathBuf::from(p), None)
     } else {
-        if std::env::var_os("PRUNEC_OFFLINE").is_some() {
-            println!("skipped: PRUNEC_OFFLINE is set");
-            return None;
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-onnxruntime");
-        let out = Command::new(&script).output().expect("scripts/fetch-onnxruntime runs");
-        assert!(out.status.success(), "installing onnxruntime failed: {}", String::from_utf8_lossy(&out.stderr));
-        (PathBuf::from("python3"), Some(String::from_utf8_lossy(&out.stdout).trim().to_string()))
+        (PathBuf::from("python3"), Some(fetched("fetch-onnxruntime")?))
     };
     Some(move || {
         let mut cmd = Command::new(&program);

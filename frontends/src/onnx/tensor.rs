@@ -175,22 +175,21 @@ fn typed_bytes(t: &TensorProto, data_type: DataType, n: usize) -> Result<Vec<u8>
 
 /// Little-endian float data to f32.
 fn f32_from_le(bytes: &[u8], data_type: DataType) -> Result<Vec<f32>, String> {
+    use ::safetensors::Dtype;
     use DataType as T;
-    Ok(match data_type {
-        T::Float => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        T::Float16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        T::Bfloat16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        T::Double => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
+    let dtype = match data_type {
+        T::Float => Dtype::F32,
+        T::Float16 => Dtype::F16,
+        T::Bfloat16 => Dtype::BF16,
+        T::Double => Dtype::F64,
         other => {
             return Err(format!(
                 "data type {} is not a float type prunec reads (FLOAT, FLOAT16, BFLOAT16, DOUBLE)",
                 other.as_str_name()
             ))
         }
-    })
+    };
+    crate::safetensors::decode(bytes, dtype)
 }
 
 /// Little-endian integer data to i64.
