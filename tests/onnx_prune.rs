@@ -123,3 +123,25 @@ fn command_line_prunes_onnx_and_refuses_what_it_cannot() {
         assert_clean_failure(&prunec(&[p.to_str().unwrap(), "--pass", "group"]), &[name, "ONNX"]);
     }
 }
+
+/// A model whose weights live in an external data file is written back the same way.
+#[test]
+fn external_data_in_external_data_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = prunec_frontends::onnx::OnnxFile::open(&fixture("llama-gqa/model.ts.onnx")).unwrap();
+    let input = dir.path().join("ext.onnx");
+    let written = prunec_frontends::onnx::write_model(&source.model, &input, Some("ext.onnx.data")).unwrap();
+    assert!(written.external_data.is_some());
+    let mut model = prunec_frontends::load(&input).unwrap();
+    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1 };
+    let sel = select(&model, &scores, &opts).unwrap();
+    apply(&mut model, &sel).unwrap();
+    let out = dir.path().join("out.onnx");
+    let w = prunec_frontends::onnx::write_pruned(&model, &out).unwrap();
+    let data = w.external_data.expect("external data written beside the model");
+    assert!(std::fs::metadata(&data).unwrap().len() > std::fs::metadata(&out).unwrap().len());
+    let diff = max_diff(&logits(&model), &logits(&prunec_frontends::load(&out).unwrap()));
+    assert!(diff < 1e-4, "{diff}");
+}
