@@ -53,6 +53,16 @@ fn check_loss_and_grads(name: &str) {
 }
 
 #[test]
+fn chatglm2_logits() {
+    check_logits("chatglm2-6b");
+}
+
+#[test]
+fn chatglm2_loss_and_gradients() {
+    check_loss_and_grads("chatglm2-6b");
+}
+
+#[test]
 fn llama_mha_logits() {
     check_logits("llama-mha");
 }

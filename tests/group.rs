@@ -96,6 +96,13 @@ fn snapshot_llama_mha() {
 }
 
 #[test]
+fn snapshot_chatglm2() {
+    // heads and key/value groups inside the fused query_key_value, MLP channels inside the
+    // fused dense_h_to_4h: found through the slices' axis mappings
+    snapshot("chatglm2-6b");
+}
+
+#[test]
 fn snapshot_llama_gqa() {
     snapshot("llama-gqa");
 }

@@ -351,3 +351,10 @@ fn uneven_query_heads_keep_one_per_key_value_head() {
     apply(&mut pruned, &sel).unwrap();
     assert_eq!(pruned.params.get("model.layers.0.self_attn.q_proj.weight").unwrap().shape, [16, 64]);
 }
+
+#[test]
+fn zeroing_law_block_wise_chatglm2() {
+    // heads, key/value groups and MLP channels inside fused query_key_value and dense_h_to_4h
+    zeroing_law("chatglm2-6b", Amount::Ratio(0.25), Importance::L2);
+    zeroing_law("chatglm2-6b", Amount::UnitRatio(0.5), Importance::Random);
+}

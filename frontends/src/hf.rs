@@ -5,13 +5,14 @@ use std::path::Path;
 use prunec_ir::{DType, Model, ModelInfo};
 use safetensors::tensor::Dtype;
 
+use crate::chatglm::{self, ChatGlmConfig};
 use crate::error::{FrontendError, Result};
 use crate::llama::{self, LlamaConfig};
 use crate::safetensors::HfWeights;
 use crate::weights::{FoundTensor, WeightSource};
 
 /// Architectures the HF frontend reads, by `model_type`.
-pub const SUPPORTED: &[&str] = &["llama"];
+pub const SUPPORTED: &[&str] = &["llama", "chatglm"];
 
 impl WeightSource for HfWeights {
     fn location(&self) -> &Path {
@@ -80,6 +81,11 @@ pub fn load(dir: &Path) -> Result<Model> {
             let config = LlamaConfig::from_hf_json(&config_path, &json)?;
             let weights = HfWeights::open(dir)?;
             llama::build(&config, &weights, info)
+        }
+        "chatglm" => {
+            let config = ChatGlmConfig::from_hf_json(&config_path, &json)?;
+            let weights = HfWeights::open(dir)?;
+            chatglm::build(&config, &weights, info)
         }
         other => Err(FrontendError::UnsupportedArchitecture {
             path: config_path,

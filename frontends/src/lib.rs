@@ -7,6 +7,8 @@
 //! [`load`] looks at the path and picks the frontend.
 #![warn(missing_docs)]
 
+pub mod chatglm;
+mod builder;
 pub mod data;
 pub mod error;
 pub mod gguf;

@@ -10,11 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
-use prunec_ir::{
-    Attention, BinaryOp, DType, Dim, Graph, Model, ModelInfo, Op, Param, ParamData, ParamStore, Rope, RopeLayout, Shape,
-    UnaryOp, ValueId, ValueType,
-};
+use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
 
+use crate::builder::Builder;
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
 
@@ -584,56 +582,13 @@ pub fn build(config: &LlamaConfig, weights: &dyn WeightSource, mut info: ModelIn
     if info.config_json.is_none() {
         info.config_json = Some(config.to_hf_json().to_string());
     }
-    let mut params = ParamStore::new();
-    for (name, shape) in config.expected_params() {
-        let t = weights
-            .tensor(&name)?
-            .ok_or_else(|| FrontendError::MissingTensor { path: weights.location().to_path_buf(), tensor: name.clone() })?;
-        if t.shape != shape {
-            return Err(FrontendError::ShapeMismatch { path: t.file, tensor: name, expected: shape, found: t.shape });
-        }
-        params.insert(name, Param { shape, dtype: t.dtype, data: ParamData::Source(t.source) });
-    }
-    let path = info.source.clone();
-    let graph = lower(config, &params).map_err(|source| FrontendError::Ir { path: path.clone(), source })?;
-    let model = Model { graph, params, info, groups: None };
-    prunec_ir::verify(&model).map_err(|source| FrontendError::Ir { path, source })?;
-    Ok(model)
-}
-
-struct Builder<'a> {
-    g: Graph,
-    params: &'a ParamStore,
-}
-
-impl Builder<'_> {
-    fn param(&mut self, name: &str, block: Option<u32>) -> prunec_ir::Result<ValueId> {
-        let p = self.params.get(name).ok_or_else(|| prunec_ir::IrError::BadParam {
-            name: name.to_string(),
-            reason: "not in the store".into(),
-        })?;
-        let ty = ValueType::new(p.dtype, Shape::fixed(&p.shape));
-        self.g.add_value(Op::Param { name: name.to_string(), ty }, name, block, &[])
-    }
-
-    fn linear(&mut self, x: ValueId, module: &str, bias: bool, block: Option<u32>) -> prunec_ir::Result<ValueId> {
-        let w = self.param(&format!("{module}.weight"), block)?;
-        let mut inputs = vec![x, w];
-        if bias {
-            inputs.push(self.param(&format!("{module}.bias"), block)?);
-        }
-        self.g.add_value(Op::Linear, module, block, &inputs)
-    }
-
-    fn op(&mut self, op: Op, name: &str, block: Option<u32>, inputs: &[ValueId]) -> prunec_ir::Result<ValueId> {
-        self.g.add_value(op, name, block, inputs)
-    }
+    let params = crate::builder::read_params(config.expected_params(), weights)?;
+    crate::builder::finish(params, info, |params| lower(config, params))
 }
 
 fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
-    let mut b = Builder { g: Graph::new(), params };
-    let ids_ty = ValueType::new(DType::I64, Shape(vec![Dim::batch(), Dim::seq()]));
-    let ids = b.op(Op::Input { name: "input_ids".into(), ty: ids_ty }, "input_ids", None, &[])?;
+    let mut b = Builder::new(params);
+    let ids = b.token_ids()?;
     let embed = b.param("model.embed_tokens.weight", None)?;
     let mut x = b.op(Op::Embedding, "model.embed_tokens", None, &[embed, ids])?;
     let rope = Rope { theta: c.rope_theta, rotary_dims: c.head_dim, layout: RopeLayout::HalfSplit };
