@@ -200,21 +200,30 @@ fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force
         eprintln!("wrote {} ({} parameters) in {:.2} s", written.model.display(), model.params.numel(), t.elapsed().as_secs_f64());
         return Ok(());
     }
-    if model.info.architecture != "llama" {
-        bail!("-o: writing `{}` models as HF folders is not supported yet", model.info.architecture);
-    }
     let mut model = model.clone();
-    let dropped = prunec_frontends::llama::drop_empty_layers(&mut model)?;
-    if dropped > 0 {
-        eprintln!("{dropped} emptied layers left out; the others renumbered");
-    }
+    let config = match model.info.architecture.as_str() {
+        "llama" => {
+            let dropped = prunec_frontends::llama::drop_empty_layers(&mut model)?;
+            if dropped > 0 {
+                eprintln!("{dropped} emptied layers left out; the others renumbered");
+            }
+            prunec_frontends::llama::hf_config(&model)?
+        }
+        "chatglm" => prunec_frontends::chatglm::hf_config(&model)?,
+        other => bail!("-o: writing `{other}` models as HF folders is not supported yet"),
+    };
     let model = &model;
-    let config = prunec_frontends::llama::hf_config(model)?;
     let mut copy = Vec::new();
     let mut extra = Vec::new();
     if source.is_dir() {
         for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "tokenizer.model"] {
             copy.push(source.join(f));
+        }
+        // the model's own code (ChatGLM's modeling_chatglm.py, tokenization_chatglm.py...)
+        for entry in std::fs::read_dir(source)?.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "py") {
+                copy.push(entry.path());
+            }
         }
     } else if let Ok(tok) = Tokenizer::for_model(source) {
         // a GGUF file's embedded tokenizer, as tokenizer.json

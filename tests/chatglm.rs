@@ -22,3 +22,30 @@ fn chatglm2_group_pass() {
     assert_eq!(row("attention")[1..5], ["4", "2", "(each", "2"], "{stdout}");
     assert_eq!(row("mlp")[1..3], ["4", "128"], "{stdout}");
 }
+
+/// Pruned with `--uniform`, a ChatGLM2 model is written with ChatGLM's own names, layout and
+/// config fields and reads back as the same model; layers of different widths are refused.
+#[test]
+fn chatglm2_pruned_writes_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = common::golden_ids_jsonl(dir.path());
+    let c = calib.to_str().unwrap();
+    let out = dir.path().join("pruned");
+    let o = out.to_str().unwrap();
+    let m = fixture(NAME);
+    let m = m.to_str().unwrap();
+    let perplexity = |stderr: &str| stderr.lines().rfind(|l| l.starts_with("perplexity:")).map(str::to_string);
+    let run = prunec(&[m, "--pass", "group,score,prune,eval", "--ratio", "0.25", "--importance", "l2", "--uniform", "--eval-text", c, "--seq-len", "12", "-o", o]);
+    let (_, stderr) = texts(&run);
+    assert!(run.status.success(), "{stderr}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "chatglm");
+    assert!(config["multi_query_group_num"].as_u64().unwrap() <= 2 && config["ffn_hidden_size"].as_u64().unwrap() < 128, "{config}");
+    let back = prunec(&[o, "--pass", "eval", "--eval-text", c, "--seq-len", "12"]);
+    assert!(back.status.success(), "{}", texts(&back).1);
+    assert_eq!(perplexity(&texts(&back).1), perplexity(&stderr));
+    common::assert_clean_failure(
+        &prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.25", "--importance", "l2", "--global", "-o", dir.path().join("g").to_str().unwrap()]),
+        &["different widths", "--uniform"],
+    );
+}

@@ -238,6 +238,72 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     Ok(b.g)
 }
 
+/// The `config.json` of a ChatGLM2 model as it is now: `hidden_size` and `padded_vocab_size`
+/// from the embedding, `num_attention_heads`, `multi_query_group_num` and `ffn_hidden_size`
+/// from the slices of the fused projections, `layernorm_epsilon` from the norms (pruning hidden
+/// channels rescales it); every other key as the model's own config has it, so the model's own
+/// code loads the result. ChatGLM's config has one set of widths: layers that differ (pruned
+/// without `--uniform`) are refused. The result is checked against the parameters.
+pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
+    let path = model.info.source.join("config.json");
+    let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
+    let text = model.info.config_json.as_deref().ok_or_else(|| bad("the model carries no configuration".into()))?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| FrontendError::Corrupt { path: path.clone(), format: "config.json", reason: e.to_string() })?;
+    let original = ChatGlmConfig::from_hf_json(&path, &json)?;
+    let g = &model.graph;
+    let width = |name: &str| -> Option<usize> {
+        g.node_ids().into_iter().find_map(|id| match g.node(id).ok() {
+            Some(n) if n.name == name => match n.op {
+                Op::Slice { start, end, .. } => Some(end - start),
+                _ => None,
+            },
+            _ => None,
+        })
+    };
+    let kv = original.kv_channels.max(1);
+    let mut layers = Vec::with_capacity(original.num_layers);
+    for l in 0..original.num_layers {
+        let (sa, mlp) = (format!("transformer.encoder.layers.{l}.self_attention"), format!("transformer.encoder.layers.{l}.mlp"));
+        match (width(&format!("{sa}.query")), width(&format!("{sa}.key")), width(&format!("{mlp}.gate"))) {
+            (Some(q), Some(k), Some(f)) => layers.push((q / kv, k / kv, f)),
+            _ => return Err(bad(format!("layer {l} lost its attention or MLP: ChatGLM's config cannot say so"))),
+        }
+    }
+    let first = layers.first().copied().unwrap_or_default();
+    if layers.iter().any(|w| *w != first) {
+        return Err(bad(format!(
+            "the layers have different widths ({layers:?} heads, key/value groups, MLP channels); ChatGLM's config holds one set: prune with --uniform"
+        )));
+    }
+    let embed = "transformer.embedding.word_embeddings.weight";
+    let (vocab, hidden) = match model.params.get(embed).map(|p| p.shape.as_slice()) {
+        Some(&[v, h]) => (v, h),
+        _ => return Err(FrontendError::MissingTensor { path: model.info.source.clone(), tensor: embed.into() }),
+    };
+    let eps = crate::llama::norm_eps(model).map_err(bad)?;
+    let obj = json.as_object_mut().ok_or_else(|| bad("not a JSON object".into()))?;
+    obj.insert("hidden_size".into(), hidden.into());
+    obj.insert("padded_vocab_size".into(), vocab.into());
+    obj.insert("num_attention_heads".into(), first.0.into());
+    obj.insert("multi_query_group_num".into(), first.1.into());
+    obj.insert("ffn_hidden_size".into(), first.2.into());
+    if let Some(eps) = eps {
+        obj.insert("layernorm_epsilon".into(), crate::llama::shortest_f64(eps).into());
+    }
+    let config = ChatGlmConfig::from_hf_json(&path, &json)?;
+    for (name, expected) in config.expected_params() {
+        match model.params.get(&name) {
+            None => return Err(FrontendError::MissingTensor { path: model.info.source.clone(), tensor: name }),
+            Some(p) if p.shape != expected => {
+                return Err(FrontendError::ShapeMismatch { path: model.info.source.clone(), tensor: name, expected, found: p.shape.clone() })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(json)
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;

@@ -356,7 +356,7 @@ impl LlamaConfig {
 }
 
 /// `v` as the f64 of its shortest decimal form (`1e-5`, not `9.999999747378752e-6`).
-fn shortest_f64(v: f32) -> f64 {
+pub(crate) fn shortest_f64(v: f32) -> f64 {
     v.to_string().parse().unwrap_or(f64::from(v))
 }
 
@@ -497,7 +497,7 @@ fn repeat_copies(model: &Model, name: &str) -> Option<Vec<usize>> {
 /// The epsilon of the model's RMSNorms as the graph has it now (pruning hidden channels
 /// rescales it, see the `prune` pass); `None` without norms; an error when they differ, which
 /// one `rms_norm_eps` cannot say.
-fn norm_eps(model: &Model) -> std::result::Result<Option<f32>, String> {
+pub(crate) fn norm_eps(model: &Model) -> std::result::Result<Option<f32>, String> {
     let g = &model.graph;
     let mut eps = None;
     for id in g.node_ids() {
