@@ -1,6 +1,8 @@
 //! What every architecture's lowering shares: reading the parameters a configuration expects
 //! (each checked against it), a small graph builder, and the verified model at the end.
 
+use std::path::Path;
+
 use prunec_ir::{DType, Dim, Graph, Model, ModelInfo, Op, Param, ParamData, ParamStore, Shape, ValueId, ValueType};
 
 use crate::error::{FrontendError, Result};
@@ -78,4 +80,19 @@ pub(crate) fn finish(
     let model = Model { graph, params, info, groups: None };
     prunec_ir::verify(&model).map_err(|source| FrontendError::Ir { path, source })?;
     Ok(model)
+}
+
+/// Checks that a configuration about to be written describes `params` exactly: every tensor
+/// it implies (`expected`) exists with its shape.
+pub(crate) fn check_params(expected: Vec<(String, Vec<usize>)>, params: &ParamStore, source: &Path) -> Result<()> {
+    for (name, expected) in expected {
+        match params.get(&name) {
+            None => return Err(FrontendError::MissingTensor { path: source.to_path_buf(), tensor: name }),
+            Some(p) if p.shape != expected => {
+                return Err(FrontendError::ShapeMismatch { path: source.to_path_buf(), tensor: name, expected, found: p.shape.clone() })
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }

@@ -292,15 +292,7 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
         obj.insert("layernorm_epsilon".into(), crate::llama::shortest_f64(eps).into());
     }
     let config = ChatGlmConfig::from_hf_json(&path, &json)?;
-    for (name, expected) in config.expected_params() {
-        match model.params.get(&name) {
-            None => return Err(FrontendError::MissingTensor { path: model.info.source.clone(), tensor: name }),
-            Some(p) if p.shape != expected => {
-                return Err(FrontendError::ShapeMismatch { path: model.info.source.clone(), tensor: name, expected, found: p.shape.clone() })
-            }
-            Some(_) => {}
-        }
-    }
+    crate::builder::check_params(config.expected_params(), &model.params, &model.info.source)?;
     Ok(json)
 }
 

@@ -470,15 +470,7 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
 
     // The configuration must describe the parameters exactly as a reload will expect them.
     let config = LlamaConfig::from_hf_json(&path, &json)?;
-    for (name, expected) in config.expected_params() {
-        match model.params.get(&name) {
-            None => return Err(FrontendError::MissingTensor { path: source, tensor: name }),
-            Some(p) if p.shape != expected => {
-                return Err(FrontendError::ShapeMismatch { path: source, tensor: name, expected, found: p.shape.clone() })
-            }
-            Some(_) => {}
-        }
-    }
+    crate::builder::check_params(config.expected_params(), &model.params, &source)?;
     Ok(json)
 }
 
