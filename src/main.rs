@@ -341,6 +341,13 @@ struct GenerateArgs {
     /// Where the backend runs.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    /// Wrap the prompt as a user's turn in the model's chat template (and open the assistant's).
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: `vicuna` (Vicuna's conversation, which its checkpoints do not ship) or a
+    /// Jinja file, instead of the model's own template.
+    #[arg(long, value_name = "NAME|FILE", requires = "chat")]
+    chat_template: Option<String>,
 }
 
 /// `prunec bench MODEL`.
@@ -687,7 +694,22 @@ fn run(cli: &RunArgs) -> Result<()> {
 fn generate(args: &GenerateArgs) -> Result<()> {
     let model = load(&args.model)?;
     let tok = tokenizer(&args.model, args.tokenizer.as_deref())?;
-    let prompt = tok.encode(&args.prompt)?;
+    let text = if args.chat {
+        let template = match args.chat_template.as_deref() {
+            Some("vicuna") => prunec_frontends::chat::VICUNA.to_string(),
+            Some(file) => std::fs::read_to_string(file).with_context(|| format!("--chat-template {file}"))?,
+            None => tok
+                .chat_template()
+                .map(str::to_string)
+                .with_context(|| format!("{} has no chat template: give --chat-template vicuna or a Jinja file", args.model.display()))?,
+        };
+        let special = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or_default();
+        let user = prunec_frontends::chat::Message { role: "user".into(), content: args.prompt.clone() };
+        prunec_frontends::chat::render(&template, &[user], &special(tok.bos), &special(tok.eos), true).map_err(anyhow::Error::msg)?
+    } else {
+        args.prompt.clone()
+    };
+    let prompt = tok.encode(&text)?;
     if prompt.is_empty() {
         bail!("the prompt gives no tokens");
     }
@@ -699,7 +721,7 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     };
     let start = Instant::now();
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", args.prompt)?;
+    write!(out, "{text}")?;
     out.flush()?;
     let mut ids: Vec<u32> = Vec::new();
     let mut shown = 0;

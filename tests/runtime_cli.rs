@@ -140,3 +140,28 @@ fn smollm2_generates_paris_and_evaluates_golden_windows() {
     let got = json["perplexity"]["before"].as_f64().unwrap();
     assert!((got / want - 1.0).abs() < 1e-4, "{got} vs {want}");
 }
+
+/// `generate --chat`: the prompt as a user's turn in the model's own chat template (SmolLM2's,
+/// from its GGUF metadata) — the instruct model then answers and stops at its end of turn;
+/// `--chat-template vicuna` for a model without one; without either, a clear refusal.
+#[test]
+fn smollm2_answers_in_its_chat_template() {
+    let Some(gguf) = smollm2() else { return };
+    let g = gguf.to_str().unwrap();
+    let out = prunec(&["generate", g, "--prompt", "What is the capital of France?", "--chat", "--max-new-tokens", "12"]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"), "{stdout}");
+    let answer = stdout.rsplit("<|im_start|>assistant\n").next().unwrap_or_default();
+    assert!(answer.contains("Paris"), "{stdout}");
+    let out = prunec(&["generate", g, "--prompt", "Hello", "--chat", "--chat-template", "vicuna", "--max-new-tokens", "2"]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(" USER: Hello ASSISTANT:"), "{stdout}");
+    // a template file that is not there
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tokenizer.json");
+    let run = prunec(&["generate", g, "--prompt", "x", "--max-new-tokens", "1", "--chat", "--chat-template", tok.to_str().unwrap()]);
+    assert!(!run.status.success());
+    assert!(texts(&run).1.contains("--chat-template"), "{}", texts(&run).1);
+}

@@ -7,6 +7,7 @@
 //! [`load`] looks at the path and picks the frontend.
 #![warn(missing_docs)]
 
+pub mod chat;
 pub mod chatglm;
 mod builder;
 pub mod data;
