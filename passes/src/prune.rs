@@ -54,6 +54,38 @@ pub struct PruneOptions {
     pub round_to: usize,
 }
 
+/// The first `counts[k]` units of each group's order (lowest score first), sorted by index.
+fn lowest(order: &[Option<Vec<usize>>], counts: &[usize]) -> Vec<Vec<usize>> {
+    order
+        .iter()
+        .zip(counts)
+        .map(|(o, &n)| {
+            let mut v: Vec<usize> = o.as_ref().map(|o| o[..n.min(o.len())].to_vec()).unwrap_or_default();
+            v.sort_unstable();
+            v
+        })
+        .collect()
+}
+
+/// The share in [0, 1] whose removal (`removed(share)` parameters, growing with the share)
+/// comes closest to `target`, by bisection.
+fn closest_share(target: usize, removed: impl Fn(f64) -> usize) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if removed(mid) <= target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    if target.abs_diff(removed(lo)) <= target.abs_diff(removed(hi)) {
+        lo
+    } else {
+        hi
+    }
+}
+
 /// How many of `units` to remove, at most `remove`, so that a multiple of `to` remains.
 fn rounded(units: usize, remove: usize, to: usize) -> usize {
     let keep = units - remove.min(units);
@@ -131,18 +163,7 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
         return Err(PassError::Config("no group is eligible for pruning with these layer ranges and mode".into()));
     }
     let per_unit: Vec<usize> = groups.iter().map(|g| g.params_per_unit().1).collect();
-    let take = |counts: &[usize]| -> Selection {
-        let removed = order
-            .iter()
-            .zip(counts)
-            .map(|(o, &n)| {
-                let mut v: Vec<usize> = o.as_ref().map(|o| o[..n.min(o.len())].to_vec()).unwrap_or_default();
-                v.sort_unstable();
-                v
-            })
-            .collect();
-        Selection { removed, whole_groups: false, removed_sub: Vec::new() }
-    };
+    let take = |counts: &[usize]| Selection { removed: lowest(&order, counts), whole_groups: false, removed_sub: Vec::new() };
     let max_units = |k: usize| groups[k].units.len().saturating_sub(1); // never a whole group
     if opts.gqa != Gqa::KvHeads {
         if opts.mode != Mode::Block || opts.global {
@@ -254,18 +275,8 @@ pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Sel
                     let params = counts.iter().zip(&per_unit).map(|(c, p)| c * p).sum();
                     (counts, params)
                 };
-                let (mut lo, mut hi) = (0.0f64, 1.0f64);
-                for _ in 0..60 {
-                    let mid = (lo + hi) / 2.0;
-                    if removed_at(mid).1 <= target {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                let (a, b) = (removed_at(lo), removed_at(hi));
-                let best = if target.abs_diff(a.1) <= target.abs_diff(b.1) { a.0 } else { b.0 };
-                Ok(take(&best))
+                let share = closest_share(target, |share| removed_at(share).1);
+                Ok(take(&removed_at(share).0))
             }
         }
     }
@@ -345,32 +356,11 @@ fn select_query_heads(
         Amount::UnitRatio(r) => r,
         Amount::Ratio(r) => {
             let target = (r * model.params.numel() as f64).round() as usize;
-            let (mut lo, mut hi) = (0.0f64, 1.0f64);
-            for _ in 0..60 {
-                let mid = (lo + hi) / 2.0;
-                if plan(mid).2 <= target {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            if target.abs_diff(plan(lo).2) <= target.abs_diff(plan(hi).2) {
-                lo
-            } else {
-                hi
-            }
+            closest_share(target, |share| plan(share).2)
         }
     };
     let (counts, mut removed_sub, _) = plan(share);
-    let removed = order
-        .iter()
-        .zip(&counts)
-        .map(|(o, &n)| {
-            let mut v: Vec<usize> = o.as_ref().map(|o| o[..n.min(o.len())].to_vec()).unwrap_or_default();
-            v.sort_unstable();
-            v
-        })
-        .collect();
+    let removed = lowest(order, &counts);
     removed_sub.iter_mut().for_each(|v| v.sort_unstable());
     Ok(Selection { removed, whole_groups: false, removed_sub })
 }

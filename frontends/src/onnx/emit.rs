@@ -52,15 +52,7 @@ pub fn write_pruned(model: &Model, out: &Path) -> Result<WrittenModel> {
         }
         let values = model.params.read_f32(&o.param).map_err(|e| FrontendError::Ir { path: source.clone(), source: e })?;
         let (shape, data): (Vec<usize>, Vec<f32>) = match (o.transposed, p.shape.as_slice()) {
-            (true, &[r, c]) => {
-                let mut t = vec![0f32; r * c];
-                for i in 0..r {
-                    for j in 0..c {
-                        t[j * r + i] = values[i * c + j];
-                    }
-                }
-                (vec![c, r], t)
-            }
+            (true, &[r, c]) => (vec![c, r], super::tensor::transposed(&values, r, c)),
             (true, other) => return Err(bad(source, &o.tensor, format!("a transposed parameter of shape {other:?}"))),
             (false, s) => (s.to_vec(), values.as_ref().clone()),
         };

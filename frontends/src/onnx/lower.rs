@@ -99,13 +99,7 @@ impl Lowerer<'_> {
                     [r, c] => (*r, *c),
                     _ => return Err(FrontendError::BadTensor { path: self.file.path().to_path_buf(), tensor: name.into(), reason: format!("shape {shape:?} is not a matrix") }),
                 };
-                let mut t = vec![0f32; r * c];
-                for i in 0..r {
-                    for j in 0..c {
-                        t[j * r + i] = data[i * c + j];
-                    }
-                }
-                Param::owned(vec![c, r], t)
+                Param::owned(vec![c, r], super::tensor::transposed(&data, r, c))
             } else {
                 Param::owned(shape, data.into_owned())
             }

@@ -173,6 +173,18 @@ fn typed_bytes(t: &TensorProto, data_type: DataType, n: usize) -> Result<Vec<u8>
     })
 }
 
+/// The `rows × cols` row-major matrix `values`, transposed (`cols × rows`): ONNX stores
+/// `MatMul` weights `[in, out]`, the IR `[out, in]`.
+pub(crate) fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = values[i * cols + j];
+        }
+    }
+    t
+}
+
 /// Little-endian float data to f32.
 fn f32_from_le(bytes: &[u8], data_type: DataType) -> Result<Vec<f32>, String> {
     use ::safetensors::Dtype;
