@@ -82,22 +82,45 @@ fn llama_gqa_loss_and_gradients() {
     check_loss_and_grads("llama-gqa");
 }
 
-/// Incremental decoding with the key/value cache gives the logits of a full forward.
-#[test]
-fn kv_cache_equals_full_forward() {
+/// Incremental decoding with the key/value cache gives the logits of a full forward: the first
+/// `prompt` tokens at once, then one at a time.
+fn check_kv_cache(name: &str, prompt: usize) {
     use prunec_backends::runtime::KvCache;
-    let model = prunec_frontends::load(&fixture("llama-gqa")).unwrap();
-    let g = golden("llama-gqa");
+    let model = prunec_frontends::load(&fixture(name)).unwrap();
+    let g = golden(name);
     let exec = Executor::<Cpu>::new(&model, &cpu()).unwrap();
     let row = g.rows("input_ids")[0].clone();
     let full: Vec<f32> = exec.forward(exec.ids(std::slice::from_ref(&row)).unwrap()).unwrap().into_data().into_vec().unwrap();
     let mut cache = KvCache::default();
-    let mut got: Vec<f32> = exec.forward_cached(exec.ids(&[row[..5].to_vec()]).unwrap(), &mut cache).unwrap().into_data().into_vec().unwrap();
-    for &t in &row[5..] {
+    let mut got: Vec<f32> = exec.forward_cached(exec.ids(&[row[..prompt].to_vec()]).unwrap(), &mut cache).unwrap().into_data().into_vec().unwrap();
+    for &t in &row[prompt..] {
         let step: Vec<f32> = exec.forward_cached(exec.ids(&[vec![t]]).unwrap(), &mut cache).unwrap().into_data().into_vec().unwrap();
         got.extend(step);
     }
     assert_eq!(cache.past, row.len());
     let diff = max_abs_diff(&got, &full);
-    assert!(diff < 1e-4, "cached decoding differs by {diff}"); // measured 1.0e-5: summation order only
+    println!("{name}: cached decoding differs by {diff:e}");
+    assert!(diff < 1e-4, "{name}: cached decoding differs by {diff}"); // measured 1.0e-5: summation order only
+}
+
+#[test]
+fn kv_cache_equals_full_forward() {
+    check_kv_cache("llama-gqa", 5);
+}
+
+/// ChatGLM-6B: the prompt through `<sop>` at once (its tokens see each other), then the answer
+/// token by token, its 2-D positions derived from the whole history.
+#[test]
+fn kv_cache_equals_full_forward_chatglm6b() {
+    check_kv_cache("chatglm-6b", 7);
+}
+
+#[test]
+fn chatglm6b_logits() {
+    check_logits("chatglm-6b");
+}
+
+#[test]
+fn chatglm6b_loss_and_gradients() {
+    check_loss_and_grads("chatglm-6b");
 }

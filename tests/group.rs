@@ -103,6 +103,13 @@ fn snapshot_chatglm2() {
 }
 
 #[test]
+fn snapshot_chatglm6b() {
+    // heads found through the per-head layout of the fused query_key_value (heads split
+    // before q, k and v are sliced), with LayerNorm biases and the alpha-scaled residual
+    snapshot("chatglm-6b");
+}
+
+#[test]
 fn snapshot_llama_gqa() {
     snapshot("llama-gqa");
 }
@@ -110,7 +117,7 @@ fn snapshot_llama_gqa() {
 #[test]
 fn group_pass_source_names_no_architecture() {
     let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/passes/src/group.rs")).unwrap();
-    for word in ["llama", "chatglm", "q_proj", "k_proj", "gate_proj", "query_key_value", "mistral", "vicuna"] {
+    for word in ["llama", "chatglm", "glm", "q_proj", "k_proj", "gate_proj", "query_key_value", "mistral", "vicuna"] {
         let hits: Vec<&str> = src
             .lines()
             .filter(|l| !l.trim_start().starts_with("//"))

@@ -358,3 +358,11 @@ fn zeroing_law_block_wise_chatglm2() {
     zeroing_law("chatglm2-6b", Amount::Ratio(0.25), Importance::L2);
     zeroing_law("chatglm2-6b", Amount::UnitRatio(0.5), Importance::Random);
 }
+
+#[test]
+fn zeroing_law_block_wise_chatglm6b() {
+    // heads inside the per-head query_key_value layout, GeLU MLP channels; the golden ids hold
+    // [gMASK] and <sop>, so 2-D positions and the prefix mask are exercised
+    zeroing_law("chatglm-6b", Amount::Ratio(0.25), Importance::L2);
+    zeroing_law("chatglm-6b", Amount::UnitRatio(0.5), Importance::Random);
+}

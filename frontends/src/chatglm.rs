@@ -1,6 +1,6 @@
 //! ChatGLM2-6B (and ChatGLM3-6B, which has the same modules): configuration and lowering to
 //! the IR. The HF frontend comes here for `model_type` `chatglm` with `rmsnorm: true`; the v1
-//! GLM block of ChatGLM-6B (`rmsnorm` absent or false) is not supported yet.
+//! GLM block of ChatGLM-6B (`rmsnorm` absent or false) is [`crate::glm`]'s.
 //!
 //! The fused projections stay fused, as the checkpoint has them: one `query_key_value` Linear
 //! whose output is sliced into q, k and v, and one `dense_h_to_4h` Linear sliced into the gate
@@ -58,10 +58,9 @@ impl ChatGlmConfig {
         let need = |key: &str| -> Result<usize> {
             get_usize(json, key).ok_or_else(|| bad(format!("`{key}` is missing or not a non-negative integer")))
         };
-        if get_bool(json, "rmsnorm") != Some(true) {
+        if crate::glm::is_v1(json) {
             return Err(bad(
-                "ChatGLM-6B v1 (the GLM block: LayerNorm, 2-D rotary positions; `rmsnorm` absent or false) is not supported yet; \
-                 only ChatGLM2/3 (`rmsnorm: true`) is"
+                "this is ChatGLM-6B v1 (the GLM block: LayerNorm, 2-D rotary positions; `rmsnorm` absent or false), which `glm::GlmConfig` reads; ChatGLM2/3 have `rmsnorm: true`"
                     .into(),
             ));
         }
@@ -186,7 +185,7 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let ids = b.token_ids()?;
     let embed = b.param("transformer.embedding.word_embeddings.weight", None)?;
     let mut x = b.op(Op::Embedding, "transformer.embedding.word_embeddings", None, &[embed, ids])?;
-    let rope = Rope { theta: c.rope_theta, rotary_dims: c.kv_channels / 2, layout: RopeLayout::Interleaved };
+    let rope = Rope { theta: c.rope_theta, rotary_dims: c.kv_channels / 2, layout: RopeLayout::Interleaved, half_freqs: false };
     let attention = Attention { scale: 1.0 / (c.kv_channels as f32).sqrt(), causal: true };
     let (q_rows, kv_rows) = c.qkv_rows();
     let f = c.ffn_hidden_size;
@@ -238,7 +237,7 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     Ok(b.g)
 }
 
-/// The `config.json` of a ChatGLM2 model as it is now: `hidden_size` and `padded_vocab_size`
+/// The `config.json` of a ChatGLM2 model (ChatGLM-6B v1: [`crate::glm::hf_config`]) as it is now: `hidden_size` and `padded_vocab_size`
 /// from the embedding, `num_attention_heads`, `multi_query_group_num` and `ffn_hidden_size`
 /// from the slices of the fused projections, `layernorm_epsilon` from the norms (pruning hidden
 /// channels rescales it); every other key as the model's own config has it, so the model's own
@@ -250,6 +249,9 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let text = model.info.config_json.as_deref().ok_or_else(|| bad("the model carries no configuration".into()))?;
     let mut json: serde_json::Value =
         serde_json::from_str(text).map_err(|e| FrontendError::Corrupt { path: path.clone(), format: "config.json", reason: e.to_string() })?;
+    if crate::glm::is_v1(&json) {
+        return crate::glm::hf_config(model);
+    }
     let original = ChatGlmConfig::from_hf_json(&path, &json)?;
     let g = &model.graph;
     let width = |name: &str| -> Option<usize> {
@@ -354,7 +356,7 @@ mod tests {
     fn unsupported_configs_are_refused() {
         let mut v1 = fixture_json();
         v1.as_object_mut().unwrap().remove("rmsnorm");
-        bad_config(&v1, "not supported yet");
+        bad_config(&v1, "glm::GlmConfig");
         let mut v1 = fixture_json();
         v1["rmsnorm"] = false.into();
         bad_config(&v1, "ChatGLM-6B v1");

@@ -6,6 +6,7 @@ use prunec_ir::{DType, Model, ModelInfo};
 use safetensors::tensor::Dtype;
 
 use crate::chatglm::{self, ChatGlmConfig};
+use crate::glm::{self, GlmConfig};
 use crate::error::{FrontendError, Result};
 use crate::llama::{self, LlamaConfig};
 use crate::safetensors::HfWeights;
@@ -81,6 +82,11 @@ pub fn load(dir: &Path) -> Result<Model> {
             let config = LlamaConfig::from_hf_json(&config_path, &json)?;
             let weights = HfWeights::open(dir)?;
             llama::build(&config, &weights, info)
+        }
+        "chatglm" if glm::is_v1(&json) => {
+            let config = GlmConfig::from_hf_json(&config_path, &json)?;
+            let weights = HfWeights::open(dir)?;
+            glm::build(&config, &weights, info)
         }
         "chatglm" => {
             let config = ChatGlmConfig::from_hf_json(&config_path, &json)?;

@@ -9,6 +9,7 @@
 
 pub mod chat;
 pub mod chatglm;
+pub mod glm;
 mod builder;
 pub mod data;
 pub mod error;

@@ -42,7 +42,7 @@ pub use error::{IrError, Result};
 pub use graph::{Edge, Graph, Node, NodeId, ValueId};
 pub use groups::{Element, Group, GroupAxis, GroupKind, Unit};
 pub use model::{Model, ModelInfo, ParamOrigin, SourceValue};
-pub use op::{Attention, BinaryOp, Op, Rope, RopeLayout, UnaryOp};
+pub use op::{Attention, BinaryOp, Op, PrefixPart, Rope, RopeLayout, UnaryOp};
 pub use params::{Param, ParamData, ParamStore, TensorSource};
 pub use print::print;
 pub use stats::CalibrationStats;

@@ -26,10 +26,26 @@ pub struct Rope {
     pub rotary_dims: usize,
     /// How dimensions pair.
     pub layout: RopeLayout,
+    /// Whether the inverse frequencies are rounded to f16 before use (ChatGLM-6B's code
+    /// always stores them as f16, whatever the model's dtype).
+    pub half_freqs: bool,
+}
+
+/// Which of the prefix-LM (GLM) position inputs a [`Op::PrefixLm`] node gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixPart {
+    /// Position `t` in the prefix, the mask token's position after it: `[batch, seq]`.
+    Positions,
+    /// 0 in the prefix, `t − prefix + 1` after it: `[batch, seq]`.
+    BlockPositions,
+    /// The prefix length per row (keys before it are seen by every query): `[batch]`.
+    Length,
 }
 
 /// Scaled dot-product attention over `q[batch, seq, heads, d]`, `k[batch, kv_seq, heads, d]`,
-/// `v[batch, kv_seq, heads, dv]`, giving `[batch, seq, heads, dv]`.
+/// `v[batch, kv_seq, heads, dv]`, giving `[batch, seq, heads, dv]`. A fourth, integer input
+/// `prefix[batch]` makes a causal mask a prefix-LM one: every query also sees the keys before
+/// `prefix` of its row.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Attention {
     /// Multiplier of `q·kᵀ` before the softmax.
@@ -166,6 +182,18 @@ pub enum Op {
         /// The axis.
         axis: usize,
     },
+    /// The positions of a prefix-LM (GLM) layout, derived from token ids `[batch, seq]`: the
+    /// prefix of a row ends at its first `bos` token; the mask token is the first of `masks`
+    /// found in the row. A row without `bos` has no answer part: positions `0..seq`, block
+    /// positions 0 and a prefix of length 0 (plain causal attention, so text can be scored).
+    PrefixLm {
+        /// The token that starts the answer (`<sop>`).
+        bos: u32,
+        /// The mask tokens, by preference (`[gMASK]`, `[MASK]`).
+        masks: Vec<u32>,
+        /// Which input it gives.
+        part: PrefixPart,
+    },
 }
 
 fn bad(node: &str, op: &Op, reason: impl Into<String>) -> IrError {
@@ -188,6 +216,14 @@ fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
         });
     }
     Some(Shape(out))
+}
+
+/// Checks that `t` holds integers of shape `dims` (positions or lengths per row).
+fn integer_rows(node: &str, op: &Op, t: &ValueType, dims: &[Dim]) -> Result<()> {
+    if !matches!(t.dtype, DType::I64 | DType::I32) || t.shape.0 != dims {
+        return Err(bad(node, op, format!("expected integers of shape {}, got {} {}", Shape(dims.to_vec()), t.dtype, t.shape)));
+    }
+    Ok(())
 }
 
 impl Op {
@@ -226,6 +262,7 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Slice { .. } => "slice",
             Op::Softmax { .. } => "softmax",
+            Op::PrefixLm { .. } => "prefix_lm",
         }
     }
 
@@ -247,14 +284,16 @@ impl Op {
             Op::Input { name, .. } | Op::Param { name, .. } | Op::Output { name } => format!("{name:?}"),
             Op::RmsNorm { eps } | Op::LayerNorm { eps } => format!("eps={eps:e}"),
             Op::Rope(r) => format!(
-                "theta={}, dims={}, {}",
+                "theta={}, dims={}, {}{}",
                 r.theta,
                 r.rotary_dims,
                 match r.layout {
                     RopeLayout::HalfSplit => "half-split",
                     RopeLayout::Interleaved => "interleaved",
-                }
+                },
+                if r.half_freqs { ", f16-freqs" } else { "" }
             ),
+            Op::PrefixLm { bos, masks, part } => format!("bos={bos}, masks={masks:?}, {part:?}"),
             Op::RepeatHeads { copies } => match Op::uniform_copies(copies) {
                 Some(times) => format!("times={times}"),
                 None => format!("copies={copies:?}"),
@@ -276,11 +315,12 @@ impl Op {
             Op::Input { .. } | Op::Param { .. } => (0, 0),
             Op::Output { .. } | Op::Unary(_) | Op::RepeatHeads { .. } | Op::Reshape { .. } => (1, 1),
             Op::SplitHeads { .. } | Op::MergeHeads => (1, 1),
-            Op::Transpose { .. } | Op::Slice { .. } | Op::Softmax { .. } => (1, 1),
+            Op::Transpose { .. } | Op::Slice { .. } | Op::Softmax { .. } | Op::PrefixLm { .. } => (1, 1),
             Op::Rope(_) => (1, 2),
             Op::Embedding | Op::MatMul | Op::Binary(_) | Op::RmsNorm { .. } => (2, 2),
             Op::Linear => (2, 3),
-            Op::LayerNorm { .. } | Op::Attention(_) => (3, 3),
+            Op::LayerNorm { .. } => (3, 3),
+            Op::Attention(_) => (3, 4),
             Op::Concat { .. } => (1, usize::MAX),
         }
     }
@@ -367,6 +407,9 @@ impl Op {
                 if r.rotary_dims == 0 || r.rotary_dims > d || r.rotary_dims % 2 != 0 {
                     return Err(bad(node, self, format!("rotary_dims {} for head_dim {d}", r.rotary_dims)));
                 }
+                if let Some(pos) = inputs.get(1) {
+                    integer_rows(node, self, pos, &x.shape.0[..2])?;
+                }
                 vec![x.clone()]
             }
             Op::RepeatHeads { copies } => {
@@ -391,6 +434,9 @@ impl Op {
                 let (qs, ks, vs) = (&q.shape.0, &k.shape.0, &v.shape.0);
                 if qs[2] != ks[2] || qs[2] != vs[2] || qs[3] != ks[3] || ks[1] != vs[1] || qs[0] != ks[0] {
                     return Err(bad(node, self, format!("q {} k {} v {} disagree", q.shape, k.shape, v.shape)));
+                }
+                if let Some(prefix) = inputs.get(3) {
+                    integer_rows(node, self, prefix, &qs[..1])?;
                 }
                 vec![ValueType::new(q.dtype, Shape(vec![qs[0].clone(), qs[1].clone(), qs[2].clone(), vs[3].clone()]))]
             }
@@ -471,6 +517,13 @@ impl Op {
                 s[*axis] = Dim::Fixed(total);
                 vec![ValueType::new(first.dtype, Shape(s))]
             }
+            Op::PrefixLm { part, .. } => {
+                let ids = inputs[0];
+                integer_rows(node, self, ids, &ids.shape.0)?;
+                need_rank(ids, 2, "the ids")?;
+                let dims = if *part == PrefixPart::Length { &ids.shape.0[..1] } else { &ids.shape.0[..] };
+                vec![ValueType::new(DType::I64, Shape(dims.to_vec()))]
+            }
             Op::Slice { axis, start, end } => {
                 let x = inputs[0];
                 let n = x.dim(*axis).and_then(Dim::fixed).ok_or_else(|| bad(node, self, format!("axis {axis} of {}", x.shape)))?;
@@ -535,7 +588,13 @@ impl Op {
                     m.same(i(k, 0), o(0, out_rank - 1));
                 }
             }
-            Op::Rope(_) => leading(&mut m, 0, 3),
+            Op::Rope(_) => {
+                leading(&mut m, 0, 3);
+                if inputs.len() > 1 {
+                    leading(&mut m, 1, 2);
+                }
+            }
+            Op::PrefixLm { .. } => leading(&mut m, 0, out_rank),
             Op::RepeatHeads { copies } => {
                 let r = out_rank;
                 leading(&mut m, 0, r - 2);
@@ -551,6 +610,9 @@ impl Op {
                 }
                 m.same(i(0, 3), i(1, 3));
                 m.same(i(2, 3), o(0, 3));
+                if inputs.len() > 3 {
+                    m.same(i(3, 0), o(0, 0));
+                }
             }
             Op::SplitHeads { .. } => {
                 let r = inputs[0].rank();

@@ -96,6 +96,14 @@ pub fn golden_ids_jsonl(dir: &Path) -> PathBuf {
     path
 }
 
+/// The golden input ids of fixture `name`, written as JSONL rows of `input_ids` in `dir`.
+pub fn golden_ids_jsonl_of(name: &str, dir: &Path) -> PathBuf {
+    let path = dir.join(format!("{name}-ids.jsonl"));
+    let rows: String = golden(name).rows("input_ids").iter().map(|r| format!("{{\"input_ids\": {r:?}}}\n")).collect();
+    std::fs::write(&path, rows).expect("write ids jsonl");
+    path
+}
+
 /// The tensors of a golden safetensors file, by element type.
 pub struct GoldenFile {
     /// F32 tensors: shape and values.

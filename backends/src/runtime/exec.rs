@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use burn::prelude::{Backend, Int, Tensor, TensorData};
 use burn::tensor::activation;
 use burn::tensor::backend::AutodiffBackend;
-use prunec_ir::{BinaryOp, Dim, Model, NodeId, Op, RopeLayout, UnaryOp, ValueId, ValueType};
+use prunec_ir::{BinaryOp, Dim, Model, NodeId, Op, PrefixPart, RopeLayout, UnaryOp, ValueId, ValueType};
 
 use super::tensor::{float_map, float_zip, DynTensor};
 use crate::{BackendError, Result};
@@ -34,11 +34,13 @@ pub struct KvCache<B: Backend> {
     /// Positions already seen.
     pub past: usize,
     entries: HashMap<NodeId, (Tensor<B, 4>, Tensor<B, 4>)>,
+    /// The token ids seen (positions of a prefix-LM layout depend on all of them).
+    history: Option<Tensor<B, 2, Int>>,
 }
 
 impl<B: Backend> Default for KvCache<B> {
     fn default() -> Self {
-        KvCache { past: 0, entries: HashMap::new() }
+        KvCache { past: 0, entries: HashMap::new(), history: None }
     }
 }
 
@@ -53,8 +55,8 @@ pub struct Executor<B: Backend> {
     output: ValueId,
 }
 
-/// Cached rotary tables: (theta bits, dims, layout, offset, seq) -> (cos, sin).
-type RopeTables<B> = HashMap<(u32, usize, bool, usize, usize), (Tensor<B, 4>, Tensor<B, 4>)>;
+/// Cached rotary tables: (theta bits, dims, layout, f16 frequencies, offset, seq) -> (cos, sin).
+type RopeTables<B> = HashMap<(u32, usize, bool, bool, usize, usize), (Tensor<B, 4>, Tensor<B, 4>)>;
 
 struct Run<'a, B: Backend> {
     batch: usize,
@@ -122,8 +124,12 @@ impl<B: Backend> Executor<B> {
     /// Logits for `ids` following the positions in `cache`, which is extended.
     pub fn forward_cached(&self, ids: Tensor<B, 2, Int>, cache: &mut KvCache<B>) -> Result<Tensor<B, 3>> {
         let seq = ids.dims()[1];
-        let out = self.run(ids, Some(cache))?;
+        let out = self.run(ids.clone(), Some(cache))?;
         cache.past += seq;
+        cache.history = Some(match cache.history.take() {
+            Some(h) => Tensor::cat(vec![h, ids], 1),
+            None => ids,
+        });
         Ok(out)
     }
 
@@ -242,8 +248,36 @@ impl<B: Backend> Executor<B> {
             }
             Op::Rope(rope) => {
                 let DynTensor::F4(x) = next()? else { return Err(err("rope needs [batch, seq, heads, dim]")) };
+                let positions = match next().ok() {
+                    Some(DynTensor::I2(p)) => Some(p),
+                    Some(_) => return Err(err("rope positions must be integers [batch, seq]")),
+                    None => None,
+                };
                 let offset = run.cache.as_ref().map_or(0, |c| c.past);
-                one(DynTensor::F4(self.rope(x, rope, offset, run)?))
+                one(DynTensor::F4(self.rope(x, rope, offset, positions, run)?))
+            }
+            Op::PrefixLm { bos, masks, part } => {
+                let DynTensor::I2(ids) = next()? else { return Err(err("prefix_lm needs token ids [batch, seq]")) };
+                let full = match run.cache.as_ref().and_then(|c| c.history.clone()) {
+                    Some(h) => Tensor::cat(vec![h, ids], 1),
+                    None => ids,
+                };
+                let [b, t] = full.dims();
+                let tokens: Vec<i64> =
+                    full.into_data().convert::<i64>().into_vec::<i64>().map_err(|e| err(format!("{e:?}")))?;
+                let layouts: Vec<PrefixLayout> =
+                    tokens.chunks(t.max(1)).map(|row| PrefixLayout::of(row, i64::from(*bos), masks)).collect();
+                let s = run.seq;
+                if *part == PrefixPart::Length {
+                    let lengths: Vec<i64> = layouts.iter().map(|l| l.prefix as i64).collect();
+                    return one(DynTensor::I1(Tensor::from_data(TensorData::new(lengths, [b]), &self.device)));
+                }
+                // the positions of the last `s` tokens (all of them without a cache)
+                let values: Vec<i64> = layouts
+                    .iter()
+                    .flat_map(|l| (t - s..t).map(move |i| l.position(i, *part)))
+                    .collect();
+                one(DynTensor::I2(Tensor::from_data(TensorData::new(values, [b, s]), &self.device)))
             }
             Op::RepeatHeads { copies } => {
                 let x = next()?;
@@ -268,6 +302,13 @@ impl<B: Backend> Executor<B> {
             }
             Op::Attention(attn) => {
                 let (q, k, v) = (next()?, next()?, next()?);
+                let prefix = match next().ok() {
+                    Some(DynTensor::I1(p)) => {
+                        Some(p.into_data().convert::<i64>().into_vec::<i64>().map_err(|e| err(format!("{e:?}")))?)
+                    }
+                    Some(_) => return Err(err("the prefix lengths must be integers [batch]")),
+                    None => None,
+                };
                 let (DynTensor::F4(q), DynTensor::F4(mut k), DynTensor::F4(mut v)) = (q, k, v) else {
                     return Err(err("attention needs [batch, seq, heads, dim] operands"));
                 };
@@ -286,11 +327,19 @@ impl<B: Backend> Executor<B> {
                 let v = v.swap_dims(1, 2);
                 let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(attn.scale);
                 if attn.causal {
-                    let mask: Vec<f32> = (0..s)
-                        .flat_map(|i| (0..t).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 }))
+                    // key j is hidden from query i when it lies ahead of it and past the row's prefix
+                    let rows = prefix.unwrap_or_else(|| vec![0]);
+                    let mask: Vec<f32> = rows
+                        .iter()
+                        .flat_map(|&p| {
+                            (0..s).flat_map(move |i| {
+                                (0..t).map(move |j| if j > past + i && j as i64 >= p { f32::NEG_INFINITY } else { 0.0 })
+                            })
+                        })
                         .collect();
-                    let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [s, t]), &self.device);
-                    scores = scores + mask.unsqueeze::<4>();
+                    let n = rows.len();
+                    let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [n, s, t]), &self.device);
+                    scores = scores + mask.unsqueeze_dim::<4>(1);
                 }
                 let probs = activation::softmax(scores, 3);
                 one(DynTensor::F4(probs.matmul(v).swap_dims(1, 2)))
@@ -332,21 +381,44 @@ impl<B: Backend> Executor<B> {
         }
     }
 
-    /// Rotary embedding of `x[batch, seq, heads, dim]` at positions `offset..offset+seq`.
-    fn rope(&self, x: Tensor<B, 4>, rope: &prunec_ir::Rope, offset: usize, run: &Run<'_, B>) -> Result<Tensor<B, 4>> {
+    /// Rotary embedding of `x[batch, seq, heads, dim]` at `positions[batch, seq]`, or
+    /// `offset..offset+seq` in every row.
+    fn rope(
+        &self,
+        x: Tensor<B, 4>,
+        rope: &prunec_ir::Rope,
+        offset: usize,
+        positions: Option<Tensor<B, 2, Int>>,
+        run: &Run<'_, B>,
+    ) -> Result<Tensor<B, 4>> {
         let [b, s, h, d] = x.dims();
         let r = rope.rotary_dims;
         let half = r / 2;
         let interleaved = rope.layout == RopeLayout::Interleaved;
-        let key = (rope.theta.to_bits(), r, interleaved, offset, s);
-        let (cos, sin) = {
+        // as HF computes them, in f32: inv_freq = 1 / theta^(2i / r); angle = pos · inv_freq
+        let inv: Vec<f32> = (0..half)
+            .map(|i| {
+                let f = 1.0 / rope.theta.powf((2 * i) as f32 / r as f32);
+                if rope.half_freqs {
+                    half::f16::from_f32(f).to_f32()
+                } else {
+                    f
+                }
+            })
+            .collect();
+        let width = if interleaved { half } else { r };
+        let (cos, sin) = if let Some(positions) = positions {
+            // per-row positions: angles on the device, [batch, seq, 1, width]
+            let freqs: Vec<f32> = (0..width).map(|j| inv[j % half]).collect();
+            let freqs = Tensor::<B, 1>::from_data(TensorData::new(freqs, [width]), &self.device).reshape([1, 1, width]);
+            let angles = positions.float().reshape([b, s, 1]) * freqs;
+            (angles.clone().cos().reshape([b, s, 1, width]), angles.sin().reshape([b, s, 1, width]))
+        } else {
+            let key = (rope.theta.to_bits(), r, interleaved, rope.half_freqs, offset, s);
             let mut tables = run.ropes.borrow_mut();
             tables
                 .entry(key)
                 .or_insert_with(|| {
-                    // as HF computes them, in f32: inv_freq = 1 / theta^(2i / r); angle = pos · inv_freq
-                    let inv: Vec<f32> = (0..half).map(|i| 1.0 / rope.theta.powf((2 * i) as f32 / r as f32)).collect();
-                    let width = if interleaved { half } else { r };
                     let mut cos = Vec::with_capacity(s * width);
                     let mut sin = Vec::with_capacity(s * width);
                     for p in offset..offset + s {
@@ -392,6 +464,44 @@ impl<B: AutodiffBackend> Executor<B> {
     }
 }
 
+/// The prefix-LM layout of one row of token ids, as ChatGLM-6B's `get_position_ids` and
+/// `get_masks` derive it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PrefixLayout {
+    /// Index of the first `bos` (the answer starts there); the row's length when it has none.
+    answer: usize,
+    /// Index of the mask token (the position every answer token takes).
+    mask: usize,
+    /// Keys before it are seen by every query (0 without `bos`: plain causal attention).
+    prefix: usize,
+}
+
+impl PrefixLayout {
+    fn of(row: &[i64], bos: i64, masks: &[u32]) -> PrefixLayout {
+        match row.iter().position(|&t| t == bos) {
+            Some(answer) => {
+                let mask = masks
+                    .iter()
+                    .find_map(|&m| row.iter().position(|&t| t == i64::from(m)))
+                    .unwrap_or(answer.saturating_sub(1));
+                PrefixLayout { answer, mask, prefix: answer }
+            }
+            None => PrefixLayout { answer: row.len(), mask: 0, prefix: 0 },
+        }
+    }
+
+    fn position(&self, i: usize, part: PrefixPart) -> i64 {
+        let (i, answer) = (i as i64, self.answer as i64);
+        match part {
+            PrefixPart::Positions if i < answer => i,
+            PrefixPart::Positions => self.mask as i64,
+            PrefixPart::BlockPositions if i < answer => 0,
+            PrefixPart::BlockPositions => i - answer + 1,
+            PrefixPart::Length => self.prefix as i64,
+        }
+    }
+}
+
 /// An element-wise binary op with numpy broadcasting.
 fn binary<B: Backend>(op: BinaryOp, a: DynTensor<B>, b: DynTensor<B>) -> Result<DynTensor<B>> {
     let r = a.rank().max(b.rank());
@@ -419,4 +529,37 @@ pub fn row_nll<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tens
     let logp = activation::log_softmax(logits.narrow(1, 0, s - 1), 2);
     let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
     logp.gather(2, targets).reshape([b, s - 1]).sum_dim(1).reshape([b]).neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(row: &[i64]) -> (Vec<i64>, Vec<i64>, i64) {
+        let l = PrefixLayout::of(row, 252, &[251, 250]);
+        let at = |p| (0..row.len()).map(|i| l.position(i, p)).collect::<Vec<_>>();
+        (at(PrefixPart::Positions), at(PrefixPart::BlockPositions), l.position(0, PrefixPart::Length))
+    }
+
+    /// The fixtures README's position ids of ChatGLM-6B's golden rows.
+    #[test]
+    fn prefix_layout_matches_chatglm6b() {
+        let (p, b, n) = parts(&[244, 4, 122, 202, 234, 251, 252, 135, 64, 34, 224, 26]);
+        assert_eq!(p, [0, 1, 2, 3, 4, 5, 5, 5, 5, 5, 5, 5]);
+        assert_eq!(b, [0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(n, 6);
+        let (p, b, n) = parts(&[13, 219, 184, 17, 6, 219, 55, 128, 251, 252, 114, 68]);
+        assert_eq!(p, [0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 8]);
+        assert_eq!(b, [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]);
+        assert_eq!(n, 9);
+    }
+
+    #[test]
+    fn rows_without_bos_are_plain_text() {
+        let (p, b, n) = parts(&[5, 6, 7]);
+        assert_eq!((p, b, n), (vec![0, 1, 2], vec![0, 0, 0], 0));
+        // [MASK] when there is no [gMASK]; the token before <sop> when there is neither
+        assert_eq!(parts(&[5, 250, 6, 252, 7]).0, [0, 1, 2, 1, 1]);
+        assert_eq!(parts(&[5, 6, 252, 7]).0, [0, 1, 1, 1]);
+    }
 }

@@ -193,7 +193,7 @@ impl Lowerer<'_> {
                     let theta = self.scalar(ch[1])? as f32;
                     let dims = self.scalar(ch[2])? as usize;
                     let x = self.lower(ch[0])?;
-                    self.add(Op::Rope(Rope { theta, rotary_dims: dims, layout: RopeLayout::HalfSplit }), "rope", &[x])?
+                    self.add(Op::Rope(Rope { theta, rotary_dims: dims, layout: RopeLayout::HalfSplit, half_freqs: false }), "rope", &[x])?
                 }
                 "RepeatHeads" => {
                     let n = self.scalar(ch[1])? as usize;
