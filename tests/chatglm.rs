@@ -24,7 +24,8 @@ fn chatglm2_group_pass() {
 }
 
 /// Pruned with `--uniform`, a ChatGLM2 model is written with ChatGLM's own names, layout and
-/// config fields and reads back as the same model; layers of different widths are refused.
+/// config fields and reads back as the same model; layers of different widths are listed under
+/// `prunec_layer_widths` and read back too.
 #[test]
 fn chatglm2_pruned_writes_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,10 +45,19 @@ fn chatglm2_pruned_writes_and_reads_back() {
     let back = prunec(&[o, "--pass", "eval", "--eval-text", c, "--seq-len", "12"]);
     assert!(back.status.success(), "{}", texts(&back).1);
     assert_eq!(perplexity(&texts(&back).1), perplexity(&stderr));
-    common::assert_clean_failure(
-        &prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.25", "--importance", "l2", "--global", "-o", dir.path().join("g").to_str().unwrap()]),
-        &["different widths", "--uniform"],
-    );
+    // pruned globally, the layers differ: listed under prunec_layer_widths and read back
+    let global = dir.path().join("global");
+    let g = global.to_str().unwrap();
+    let run = prunec(&[m, "--pass", "group,score,prune,eval", "--ratio", "0.25", "--importance", "l2", "--global", "--eval-text", c, "--seq-len", "12", "-o", g]);
+    let (_, stderr) = texts(&run);
+    assert!(run.status.success(), "{stderr}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(global.join("config.json")).unwrap()).unwrap();
+    let widths = config["prunec_layer_widths"].as_array().unwrap_or_else(|| panic!("no per-layer widths: {config}"));
+    assert_eq!(widths.len(), 4);
+    assert!(widths.windows(2).any(|w| w[0] != w[1]), "{config}");
+    let back = prunec(&[g, "--pass", "eval", "--eval-text", c, "--seq-len", "12"]);
+    assert!(back.status.success(), "{}", texts(&back).1);
+    assert_eq!(perplexity(&texts(&back).1), perplexity(&stderr));
 }
 
 const V1: &str = "chatglm-6b";
@@ -93,8 +103,32 @@ fn chatglm6b_pruned_writes_and_reads_back() {
         assert_eq!(config["hidden_size"], 64, "{config}");
         assert_eq!(config.get("prunec_head_dim").and_then(serde_json::Value::as_u64), (heads == 3).then_some(16), "{config}");
         assert_eq!(config["gmask_token_id"], 251);
+        assert!(config.get("prunec_layer_widths").is_none(), "{config}");
         let back = prunec(&[o, "--pass", "eval", "--eval-text", c, "--seq-len", "12"]);
         assert!(back.status.success(), "{}", texts(&back).1);
         assert_eq!(perplexity(&texts(&back).1), perplexity(&stderr));
     }
+}
+
+/// ChatGLM-6B pruned globally: layers of different widths, listed under `prunec_layer_widths`,
+/// read back as the same model.
+#[test]
+fn chatglm6b_layers_of_different_widths_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = common::golden_ids_jsonl_of(V1, dir.path());
+    let c = calib.to_str().unwrap();
+    let out = dir.path().join("global");
+    let o = out.to_str().unwrap();
+    let m = fixture(V1);
+    let perplexity = |stderr: &str| stderr.lines().rfind(|l| l.starts_with("perplexity:")).map(str::to_string);
+    let run = prunec(&[m.to_str().unwrap(), "--pass", "group,score,prune,eval", "--ratio", "0.3", "--importance", "l1", "--global", "--eval-text", c, "--seq-len", "12", "-o", o]);
+    let (_, stderr) = texts(&run);
+    assert!(run.status.success(), "{stderr}");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let widths = config["prunec_layer_widths"].as_array().unwrap_or_else(|| panic!("no per-layer widths: {config}"));
+    assert_eq!(widths.len(), 4);
+    assert!(widths.windows(2).any(|w| w[0] != w[1]), "{config}");
+    let back = prunec(&[o, "--pass", "eval", "--eval-text", c, "--seq-len", "12"]);
+    assert!(back.status.success(), "{}", texts(&back).1);
+    assert_eq!(perplexity(&texts(&back).1), perplexity(&stderr));
 }

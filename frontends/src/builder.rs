@@ -96,3 +96,64 @@ pub(crate) fn check_params(expected: Vec<(String, Vec<usize>)>, params: &ParamSt
     }
     Ok(())
 }
+
+/// The config key of per-layer widths, written when pruning left layers of different widths
+/// (one object per layer, with the architecture's own width keys).
+pub const LAYER_WIDTHS_KEY: &str = "prunec_layer_widths";
+
+/// Reads `prunec_layer_widths` from `json`: `None` when absent, else one entry per layer, each
+/// holding every one of `keys` as a positive integer.
+pub(crate) fn read_layer_widths<const N: usize>(
+    path: &Path,
+    json: &serde_json::Value,
+    keys: [&str; N],
+    num_layers: usize,
+) -> Result<Option<Vec<[usize; N]>>> {
+    let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
+    let entries = match json.get(LAYER_WIDTHS_KEY) {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Array(entries)) => entries,
+        Some(_) => return Err(bad(format!("`{LAYER_WIDTHS_KEY}` is not a list (one entry per layer)"))),
+    };
+    if entries.len() != num_layers {
+        return Err(bad(format!("`{LAYER_WIDTHS_KEY}` has {} entries for {num_layers} layers", entries.len())));
+    }
+    let mut layers = Vec::with_capacity(entries.len());
+    for (l, entry) in entries.iter().enumerate() {
+        let mut widths = [0; N];
+        for (w, key) in widths.iter_mut().zip(keys) {
+            *w = entry
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| v > 0 && v <= 1 << 24)
+                .ok_or_else(|| bad(format!("`{LAYER_WIDTHS_KEY}[{l}]`: `{key}` is missing or not a positive integer")))?;
+        }
+        layers.push(widths);
+    }
+    Ok(Some(layers))
+}
+
+/// Writes `layers` into `obj`: the top-level `keys` hold the widest layer's widths; when the
+/// layers differ, `prunec_layer_widths` lists each layer's, else it is removed.
+pub(crate) fn write_layer_widths<const N: usize>(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    keys: [&str; N],
+    layers: &[[usize; N]],
+) {
+    let mut top = [0; N];
+    for layer in layers {
+        for (t, &w) in top.iter_mut().zip(layer) {
+            *t = (*t).max(w);
+        }
+    }
+    for (key, w) in keys.iter().zip(top) {
+        obj.insert((*key).into(), w.into());
+    }
+    if layers.iter().all(|l| *l == top) {
+        obj.remove(LAYER_WIDTHS_KEY);
+    } else {
+        let entries = layers.iter().map(|l| keys.iter().zip(l).map(|(k, &w)| ((*k).to_string(), w.into())).collect());
+        obj.insert(LAYER_WIDTHS_KEY.into(), serde_json::Value::Array(entries.map(serde_json::Value::Object).collect()));
+    }
+}

@@ -41,7 +41,13 @@ pub struct ChatGlmConfig {
     pub linear_bias: bool,
     /// Whether there is a final RMSNorm (`post_layer_norm`).
     pub post_layer_norm: bool,
+    /// Each layer's `[num_attention_heads, multi_query_group_num, ffn_hidden_size]` when they
+    /// differ (`prunec_layer_widths`); the top-level widths are then the largest.
+    pub layer_widths: Option<Vec<[usize; 3]>>,
 }
+
+/// The width keys of one ChatGLM2 layer.
+pub const WIDTH_KEYS: [&str; 3] = ["num_attention_heads", "multi_query_group_num", "ffn_hidden_size"];
 
 fn get_usize(json: &serde_json::Value, key: &str) -> Option<usize> {
     json.get(key).and_then(serde_json::Value::as_u64).and_then(|v| usize::try_from(v).ok())
@@ -85,11 +91,12 @@ impl ChatGlmConfig {
         };
         let rope_ratio = json.get("rope_ratio").and_then(serde_json::Value::as_f64).unwrap_or(1.0);
         let hidden_size = need("hidden_size")?;
+        let num_layers = need("num_layers")?;
         let cfg = ChatGlmConfig {
             vocab_size,
             hidden_size,
             ffn_hidden_size: need("ffn_hidden_size")?,
-            num_layers: need("num_layers")?,
+            num_layers,
             num_heads,
             num_groups,
             kv_channels: get_usize(json, "kv_channels").unwrap_or(hidden_size.checked_div(num_heads).unwrap_or(0)),
@@ -98,6 +105,7 @@ impl ChatGlmConfig {
             qkv_bias: get_bool(json, "add_qkv_bias").unwrap_or(false),
             linear_bias: get_bool(json, "add_bias_linear").unwrap_or(false),
             post_layer_norm: get_bool(json, "post_layer_norm").unwrap_or(true),
+            layer_widths: crate::builder::read_layer_widths(path, json, WIDTH_KEYS, num_layers)?,
         };
         cfg.validate(path)?;
         Ok(cfg)
@@ -128,11 +136,12 @@ impl ChatGlmConfig {
                 self.kv_channels
             ));
         }
-        if !self.num_heads.is_multiple_of(self.num_groups) {
-            return bad(format!(
-                "num_attention_heads {} is not a multiple of multi_query_group_num {}",
-                self.num_heads, self.num_groups
-            ));
+        for l in 0..self.num_layers {
+            let [heads, groups, _] = self.layer(l);
+            if !heads.is_multiple_of(groups) {
+                let at = if self.layer_widths.is_some() { format!(" in layer {l}") } else { String::new() };
+                return bad(format!("num_attention_heads {heads} is not a multiple of multi_query_group_num {groups}{at}"));
+            }
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return bad(format!("rotary base {} (10000 · rope_ratio) must be positive", self.rope_theta));
@@ -140,16 +149,24 @@ impl ChatGlmConfig {
         Ok(())
     }
 
-    /// Rows of `query_key_value`: q, then k, then v.
-    pub fn qkv_rows(&self) -> (usize, usize) {
-        (self.num_heads * self.kv_channels, self.num_groups * self.kv_channels)
+    /// Layer `l`'s `[heads, key/value groups, MLP width]`.
+    pub fn layer(&self, l: usize) -> [usize; 3] {
+        match self.layer_widths.as_ref().and_then(|w| w.get(l)) {
+            Some(w) => *w,
+            None => [self.num_heads, self.num_groups, self.ffn_hidden_size],
+        }
+    }
+
+    /// Rows of layer `l`'s `query_key_value`: q, then k, then v.
+    pub fn qkv_rows(&self, l: usize) -> (usize, usize) {
+        let [heads, groups, _] = self.layer(l);
+        (heads * self.kv_channels, groups * self.kv_channels)
     }
 
     /// Parameter names and shapes, in the order the checkpoint lists them (the unused
     /// `transformer.rotary_pos_emb.inv_freq` buffer is not a parameter).
     pub fn expected_params(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, v, f) = (self.hidden_size, self.vocab_size, self.ffn_hidden_size);
-        let (q, kv) = self.qkv_rows();
+        let (h, v) = (self.hidden_size, self.vocab_size);
         let mut out = vec![("transformer.embedding.word_embeddings.weight".to_string(), vec![v, h])];
         let linear = |out: &mut Vec<(String, Vec<usize>)>, module: String, rows: usize, cols: usize, bias: bool| {
             out.push((format!("{module}.weight"), vec![rows, cols]));
@@ -158,6 +175,8 @@ impl ChatGlmConfig {
             }
         };
         for l in 0..self.num_layers {
+            let (q, kv) = self.qkv_rows(l);
+            let f = self.layer(l)[2];
             let p = format!("transformer.encoder.layers.{l}");
             out.push((format!("{p}.input_layernorm.weight"), vec![h]));
             linear(&mut out, format!("{p}.self_attention.query_key_value"), q + 2 * kv, h, self.qkv_bias);
@@ -187,13 +206,13 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let mut x = b.op(Op::Embedding, "transformer.embedding.word_embeddings", None, &[embed, ids])?;
     let rope = Rope { theta: c.rope_theta, rotary_dims: c.kv_channels / 2, layout: RopeLayout::Interleaved, half_freqs: false };
     let attention = Attention { scale: 1.0 / (c.kv_channels as f32).sqrt(), causal: true };
-    let (q_rows, kv_rows) = c.qkv_rows();
-    let f = c.ffn_hidden_size;
     // the last axis of a [batch, seq, features] activation
     const FEATURES: usize = 2;
     let slice = |start: usize, end: usize| Op::Slice { axis: FEATURES, start, end };
     for l in 0..c.num_layers {
         let blk = Some(l as u32);
+        let (q_rows, kv_rows) = c.qkv_rows(l);
+        let [num_heads, num_groups, f] = c.layer(l);
         let p = format!("transformer.encoder.layers.{l}");
         let sa = format!("{p}.self_attention");
         let w = b.param(&format!("{p}.input_layernorm.weight"), blk)?;
@@ -202,15 +221,15 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
         let q = b.op(slice(0, q_rows), &format!("{sa}.query"), blk, &[qkv])?;
         let k = b.op(slice(q_rows, q_rows + kv_rows), &format!("{sa}.key"), blk, &[qkv])?;
         let v = b.op(slice(q_rows + kv_rows, q_rows + 2 * kv_rows), &format!("{sa}.value"), blk, &[qkv])?;
-        let q = b.op(Op::SplitHeads { heads: c.num_heads }, &format!("{sa}.q_heads"), blk, &[q])?;
-        let k = b.op(Op::SplitHeads { heads: c.num_groups }, &format!("{sa}.k_heads"), blk, &[k])?;
-        let mut v = b.op(Op::SplitHeads { heads: c.num_groups }, &format!("{sa}.v_heads"), blk, &[v])?;
+        let q = b.op(Op::SplitHeads { heads: num_heads }, &format!("{sa}.q_heads"), blk, &[q])?;
+        let k = b.op(Op::SplitHeads { heads: num_groups }, &format!("{sa}.k_heads"), blk, &[k])?;
+        let mut v = b.op(Op::SplitHeads { heads: num_groups }, &format!("{sa}.v_heads"), blk, &[v])?;
         let q = b.op(Op::Rope(rope), &format!("{sa}.q_rope"), blk, &[q])?;
         let mut k = b.op(Op::Rope(rope), &format!("{sa}.k_rope"), blk, &[k])?;
-        let times = c.num_heads / c.num_groups;
+        let times = num_heads / num_groups;
         if times != 1 {
-            k = b.op(Op::repeat_heads(c.num_groups, times), &format!("{sa}.k_repeat"), blk, &[k])?;
-            v = b.op(Op::repeat_heads(c.num_groups, times), &format!("{sa}.v_repeat"), blk, &[v])?;
+            k = b.op(Op::repeat_heads(num_groups, times), &format!("{sa}.k_repeat"), blk, &[k])?;
+            v = b.op(Op::repeat_heads(num_groups, times), &format!("{sa}.v_repeat"), blk, &[v])?;
         }
         let a = b.op(Op::Attention(attention), &format!("{sa}.core_attention"), blk, &[q, k, v])?;
         let a = b.op(Op::MergeHeads, &format!("{sa}.merge_heads"), blk, &[a])?;
@@ -237,12 +256,14 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     Ok(b.g)
 }
 
-/// The `config.json` of a ChatGLM2 model (ChatGLM-6B v1: [`crate::glm::hf_config`]) as it is now: `hidden_size` and `padded_vocab_size`
-/// from the embedding, `num_attention_heads`, `multi_query_group_num` and `ffn_hidden_size`
-/// from the slices of the fused projections, `layernorm_epsilon` from the norms (pruning hidden
-/// channels rescales it); every other key as the model's own config has it, so the model's own
-/// code loads the result. ChatGLM's config has one set of widths: layers that differ (pruned
-/// without `--uniform`) are refused. The result is checked against the parameters.
+/// The `config.json` of a ChatGLM2 model (ChatGLM-6B v1: [`crate::glm::hf_config`]) as it is
+/// now: `hidden_size` and `padded_vocab_size` from the embedding, `num_attention_heads`,
+/// `multi_query_group_num` and `ffn_hidden_size` from the slices of the fused projections,
+/// `layernorm_epsilon` from the norms (pruning hidden channels rescales it); every other key as
+/// the model's own config has it, so the model's own code loads a result whose layers are alike
+/// (`--uniform`). Layers that differ are listed under `prunec_layer_widths` (the top-level
+/// widths are then the largest), which prunec reads and the model's own code does not. The
+/// result is checked against the parameters.
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let path = model.info.source.join("config.json");
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
@@ -268,15 +289,9 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     for l in 0..original.num_layers {
         let (sa, mlp) = (format!("transformer.encoder.layers.{l}.self_attention"), format!("transformer.encoder.layers.{l}.mlp"));
         match (width(&format!("{sa}.query")), width(&format!("{sa}.key")), width(&format!("{mlp}.gate"))) {
-            (Some(q), Some(k), Some(f)) => layers.push((q / kv, k / kv, f)),
+            (Some(q), Some(k), Some(f)) => layers.push([q / kv, k / kv, f]),
             _ => return Err(bad(format!("layer {l} lost its attention or MLP: ChatGLM's config cannot say so"))),
         }
-    }
-    let first = layers.first().copied().unwrap_or_default();
-    if layers.iter().any(|w| *w != first) {
-        return Err(bad(format!(
-            "the layers have different widths ({layers:?} heads, key/value groups, MLP channels); ChatGLM's config holds one set: prune with --uniform"
-        )));
     }
     let embed = "transformer.embedding.word_embeddings.weight";
     let (vocab, hidden) = match model.params.get(embed).map(|p| p.shape.as_slice()) {
@@ -287,9 +302,7 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let obj = json.as_object_mut().ok_or_else(|| bad("not a JSON object".into()))?;
     obj.insert("hidden_size".into(), hidden.into());
     obj.insert("padded_vocab_size".into(), vocab.into());
-    obj.insert("num_attention_heads".into(), first.0.into());
-    obj.insert("multi_query_group_num".into(), first.1.into());
-    obj.insert("ffn_hidden_size".into(), first.2.into());
+    crate::builder::write_layer_widths(obj, WIDTH_KEYS, &layers);
     if let Some(eps) = eps {
         obj.insert("layernorm_epsilon".into(), crate::llama::shortest_f64(eps).into());
     }
@@ -342,6 +355,7 @@ mod tests {
                 qkv_bias: true,
                 linear_bias: false,
                 post_layer_norm: true,
+                layer_widths: None,
             }
         );
         let shapes: std::collections::BTreeMap<String, Vec<usize>> = c.expected_params().into_iter().collect();
@@ -369,6 +383,16 @@ mod tests {
         let mut missing = fixture_json();
         missing.as_object_mut().unwrap().remove("ffn_hidden_size");
         bad_config(&missing, "`ffn_hidden_size` is missing");
+        let layer = |h: u64, g: u64, f: u64| serde_json::json!({"num_attention_heads": h, "multi_query_group_num": g, "ffn_hidden_size": f});
+        let mut short = fixture_json();
+        short["prunec_layer_widths"] = serde_json::json!([layer(4, 2, 128)]);
+        bad_config(&short, "`prunec_layer_widths` has 1 entries for 4 layers");
+        let mut uneven = fixture_json();
+        uneven["prunec_layer_widths"] = serde_json::json!([layer(4, 2, 128), layer(3, 2, 64), layer(4, 2, 128), layer(4, 2, 128)]);
+        bad_config(&uneven, "num_attention_heads 3 is not a multiple of multi_query_group_num 2 in layer 1");
+        let mut zero = fixture_json();
+        zero["prunec_layer_widths"] = serde_json::json!([layer(4, 2, 128), layer(4, 2, 0), layer(4, 2, 128), layer(4, 2, 128)]);
+        bad_config(&zero, "`prunec_layer_widths[1]`: `ffn_hidden_size` is missing or not a positive integer");
     }
 
     #[test]

@@ -57,7 +57,13 @@ pub struct GlmConfig {
     pub gmask_token_id: u32,
     /// `[MASK]`.
     pub mask_token_id: u32,
+    /// Each layer's `[num_attention_heads, inner_hidden_size]` when they differ
+    /// (`prunec_layer_widths`); the top-level widths are then the largest.
+    pub layer_widths: Option<Vec<[usize; 2]>>,
 }
+
+/// The width keys of one GLM layer.
+pub const WIDTH_KEYS: [&str; 2] = ["num_attention_heads", "inner_hidden_size"];
 
 fn get_usize(json: &serde_json::Value, key: &str) -> Option<usize> {
     json.get(key).and_then(serde_json::Value::as_u64).and_then(|v| usize::try_from(v).ok())
@@ -94,11 +100,12 @@ impl GlmConfig {
             None if num_heads > 0 && hidden_size.is_multiple_of(num_heads) => hidden_size / num_heads,
             None => return Err(bad(format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"))),
         };
+        let num_layers = need("num_layers")?;
         let cfg = GlmConfig {
             vocab_size: need("vocab_size")?,
             hidden_size,
             inner_hidden_size: get_usize(json, "inner_hidden_size").unwrap_or(4 * hidden_size),
-            num_layers: need("num_layers")?,
+            num_layers,
             num_heads,
             head_dim,
             eps: json.get("layernorm_epsilon").and_then(serde_json::Value::as_f64).unwrap_or(1e-5) as f32,
@@ -107,6 +114,7 @@ impl GlmConfig {
             bos_token_id: token("bos_token_id", 130_004)?,
             gmask_token_id: token("gmask_token_id", 130_001)?,
             mask_token_id: token("mask_token_id", 130_000)?,
+            layer_widths: crate::builder::read_layer_widths(path, json, WIDTH_KEYS, num_layers)?,
         };
         cfg.validate(path)?;
         Ok(cfg)
@@ -140,10 +148,18 @@ impl GlmConfig {
         Ok(())
     }
 
+    /// Layer `l`'s `[heads, MLP width]`.
+    pub fn layer(&self, l: usize) -> [usize; 2] {
+        match self.layer_widths.as_ref().and_then(|w| w.get(l)) {
+            Some(w) => *w,
+            None => [self.num_heads, self.inner_hidden_size],
+        }
+    }
+
     /// Parameter names and shapes, in the checkpoint's order (the `inv_freq` buffers are not
     /// parameters: the code recomputes them and ignores the stored ones).
     pub fn expected_params(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, f, heads) = (self.hidden_size, self.inner_hidden_size, self.num_heads * self.head_dim);
+        let h = self.hidden_size;
         let mut out = vec![("transformer.word_embeddings.weight".to_string(), vec![self.vocab_size, h])];
         let norm = |out: &mut Vec<(String, Vec<usize>)>, module: String| {
             out.push((format!("{module}.weight"), vec![h]));
@@ -154,6 +170,8 @@ impl GlmConfig {
             out.push((format!("{module}.bias"), vec![rows]));
         };
         for l in 0..self.num_layers {
+            let [heads, f] = self.layer(l);
+            let heads = heads * self.head_dim;
             let p = format!("transformer.layers.{l}");
             norm(&mut out, format!("{p}.input_layernorm"));
             linear(&mut out, format!("{p}.attention.query_key_value"), 3 * heads, h);
@@ -198,7 +216,7 @@ fn lower(c: &GlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
         let sa = format!("{p}.attention");
         let a_in = layer_norm(&mut b, x, &format!("{p}.input_layernorm"), c.eps, blk)?;
         let qkv = b.linear(a_in, &format!("{sa}.query_key_value"), true, blk)?;
-        let heads = b.op(Op::SplitHeads { heads: c.num_heads }, &format!("{sa}.heads"), blk, &[qkv])?;
+        let heads = b.op(Op::SplitHeads { heads: c.layer(l)[0] }, &format!("{sa}.heads"), blk, &[qkv])?;
         let q = b.op(slice(0, d), &format!("{sa}.query"), blk, &[heads])?;
         let k = b.op(slice(d, 2 * d), &format!("{sa}.key"), blk, &[heads])?;
         let v = b.op(slice(2 * d, 3 * d), &format!("{sa}.value"), blk, &[heads])?;
@@ -250,8 +268,8 @@ fn alpha_residual(b: &mut Builder, normed: ValueId, out: ValueId, name: &str, bl
 
 /// The `config.json` of a ChatGLM-6B model as it is now: `hidden_size` and `vocab_size` from
 /// the embedding, `num_attention_heads` and `inner_hidden_size` from the fused projections;
-/// every other key as the model's own config has it. One set of widths: layers that differ are
-/// refused. When heads were pruned, the head width is recorded under [`HEAD_DIM_KEY`], since
+/// every other key as the model's own config has it. Layers that differ are listed under
+/// `prunec_layer_widths` (read by prunec, not by the model's own code). When heads were pruned, the head width is recorded under [`HEAD_DIM_KEY`], since
 /// ChatGLM-6B's own code takes it to be `hidden_size / num_attention_heads` (such a result is
 /// read by prunec; the model's own code loads results whose heads are whole).
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
@@ -266,15 +284,9 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     for l in 0..original.num_layers {
         let p = format!("transformer.layers.{l}");
         match (shape(&format!("{p}.attention.query_key_value.weight")), shape(&format!("{p}.mlp.dense_h_to_4h.weight"))) {
-            (Some(qkv), Some(mlp)) => layers.push((qkv[0] / (3 * original.head_dim), mlp[0])),
+            (Some(qkv), Some(mlp)) => layers.push([qkv[0] / (3 * original.head_dim), mlp[0]]),
             _ => return Err(bad(format!("layer {l} lost its attention or MLP: ChatGLM's config cannot say so"))),
         }
-    }
-    let first = layers.first().copied().unwrap_or_default();
-    if layers.iter().any(|w| *w != first) {
-        return Err(bad(format!(
-            "the layers have different widths ({layers:?} heads, MLP channels); ChatGLM's config holds one set: prune with --uniform"
-        )));
     }
     let embed = "transformer.word_embeddings.weight";
     let (vocab, hidden) = match shape(embed).as_deref() {
@@ -284,9 +296,8 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let obj = json.as_object_mut().ok_or_else(|| bad("not a JSON object".into()))?;
     obj.insert("hidden_size".into(), hidden.into());
     obj.insert("vocab_size".into(), vocab.into());
-    obj.insert("num_attention_heads".into(), first.0.into());
-    obj.insert("inner_hidden_size".into(), first.1.into());
-    if first.0 == 0 || first.0 * original.head_dim != hidden {
+    crate::builder::write_layer_widths(obj, WIDTH_KEYS, &layers);
+    if layers.iter().any(|&[heads, _]| heads * original.head_dim != hidden) {
         obj.insert(HEAD_DIM_KEY.into(), original.head_dim.into());
     } else {
         obj.remove(HEAD_DIM_KEY);
@@ -335,6 +346,7 @@ mod tests {
                 bos_token_id: 252,
                 gmask_token_id: 251,
                 mask_token_id: 250,
+                layer_widths: None,
             }
         );
         assert_eq!(c.expected_params().len(), 52);

@@ -55,7 +55,7 @@ pub struct LlamaConfig {
 /// `[{"num_attention_heads": .., "num_key_value_heads": .., "intermediate_size": ..}, ...]`,
 /// plus [`QUERY_HEADS_PER_KV_KEY`] in a layer whose key/value heads serve different numbers
 /// of query heads.
-pub const LAYER_WIDTHS_KEY: &str = "prunec_layer_widths";
+pub const LAYER_WIDTHS_KEY: &str = crate::builder::LAYER_WIDTHS_KEY;
 
 /// The key, in a [`LAYER_WIDTHS_KEY`] entry, of how many query heads each key/value head
 /// serves (in order; query heads are grouped by their key/value head), when they differ.
