@@ -15,8 +15,10 @@ use prunec_ir::Model;
 
 mod device;
 mod pipeline;
+mod plot;
 mod progress;
 mod report;
+mod study;
 mod synth;
 
 use device::Device;
@@ -44,6 +46,11 @@ enum Command {
     Generate(GenerateArgs),
     /// Measure tokens/s of forward and forward+backward passes, and peak memory.
     Bench(BenchArgs),
+    /// Perplexity against pruning ratio for chosen importances and aggregations (the paper's
+    /// Fig. 4 and Table 7; `--no-dependency` adds Table 6's ablation): table and chart.
+    Sweep(study::SweepArgs),
+    /// Perplexity when only layer i is pruned, for every layer (the paper's Fig. 3): table and chart.
+    Sensitivity(study::SensitivityArgs),
 }
 
 /// `prunec MODEL --pass ...`: read a model and run passes on it.
@@ -415,6 +422,80 @@ fn eval_tokens(text: &Path, model: &Path, explicit_tokenizer: Option<&Path>) -> 
     })
 }
 
+/// The options of `prune` that the command line gives, for `amount`.
+fn prune_options(cli: &RunArgs, model: &Model, amount: prunec_passes::prune::Amount) -> prunec_passes::prune::PruneOptions {
+    prunec_passes::prune::PruneOptions {
+        amount,
+        mode: match cli.mode {
+            PruneMode::Block => prunec_passes::prune::Mode::Block,
+            PruneMode::Channel => prunec_passes::prune::Mode::Channel,
+            PruneMode::Layer => prunec_passes::prune::Mode::Layer,
+        },
+        attn_layers: cli.attn_layers.clone(),
+        mlp_layers: cli.mlp_layers.clone(),
+        global: cli.global,
+        gqa: match (cli.gqa, cli.uniform) {
+            (Gqa::Kv, _) => prunec_passes::prune::Gqa::KvHeads,
+            (Gqa::Query, false) => prunec_passes::prune::Gqa::QueryHeads,
+            (Gqa::Query, true) => prunec_passes::prune::Gqa::QueryHeadsEven,
+        },
+        round_to: if cli.uniform && cli.mode == PruneMode::Channel {
+            // a stock config for transformers 5 needs hidden_size a multiple of the heads
+            lcm(cli.round_to as usize, query_heads(model))
+        } else {
+            cli.round_to as usize
+        },
+    }
+}
+
+/// Calibration for `importance` (the Fisher diagonal too when it needs it): the gradient of
+/// the mean loss on `--calib-samples` windows of `--calib`, recorded in the report.
+fn calibrate(
+    cli: &RunArgs,
+    model: &Model,
+    model_path: &Path,
+    importance: prunec_passes::Importance,
+    report: &mut Report,
+) -> Result<prunec_ir::CalibrationStats> {
+    let (src, calib_name) = match cli.calib.as_deref() {
+        Some(path) => (read_text_source(path)?, path.display().to_string()),
+        None => (
+            TextSource::Plain(prunec_frontends::data::EMBEDDED_CALIBRATION_TEXT.to_string()),
+            "the embedded calibration text (give --calib FILE for your own)".to_string(),
+        ),
+    };
+    let samples = match &src {
+        TextSource::Tokens(rows) => rows.iter().take(cli.calib_samples).map(|r| r[..r.len().min(cli.calib_len)].to_vec()).collect(),
+        _ => {
+            let tok = tokenizer(model_path, cli.tokenizer.as_deref()).with_context(|| {
+                format!(
+                    "{} importance calibrates on token ids: give a tokenizer (--tokenizer), calibration rows of \
+                     `input_ids` (--calib FILE.jsonl), or use a magnitude importance (--importance l1|l2)",
+                    importance.name()
+                )
+            })?;
+            prunec_frontends::data::calibration_samples(&src, &tok, cli.calib_samples, cli.calib_len, cli.seed)?
+        }
+    };
+    let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
+    let mut bar = Progress::new("calibrate", samples.len(), "samples");
+    let stats = device::calibrate(cli.device, model, &samples, options, |done, _| bar.update(done, "")).context("calibration")?;
+    bar.finish();
+    eprintln!(
+        "calibrated on {} samples of {} tokens from {calib_name}: loss {:.4}",
+        stats.samples, cli.calib_len, stats.loss
+    );
+    report.calibration = Some(serde_json::json!({
+        "text": if cli.calib.is_some() { calib_name.clone() } else { "embedded".to_string() },
+        "samples": stats.samples,
+        "tokens_per_sample": cli.calib_len,
+        "predicted_tokens": stats.tokens,
+        "loss": stats.loss,
+        "seed": cli.seed,
+    }));
+    Ok(stats)
+}
+
 /// The `score` pass: calibrates when the estimator needs gradients, then scores every unit.
 fn run_score(
     cli: &RunArgs,
@@ -425,44 +506,7 @@ fn run_score(
     report: &mut Report,
 ) -> Result<(prunec_passes::Scores, String)> {
     let stats = if importance.needs_gradient() || importance.needs_fisher() {
-        let (src, calib_name) = match cli.calib.as_deref() {
-            Some(path) => (read_text_source(path)?, path.display().to_string()),
-            None => (
-                TextSource::Plain(prunec_frontends::data::EMBEDDED_CALIBRATION_TEXT.to_string()),
-                "the embedded calibration text (give --calib FILE for your own)".to_string(),
-            ),
-        };
-        let samples = match &src {
-            TextSource::Tokens(rows) => rows.iter().take(cli.calib_samples).map(|r| r[..r.len().min(cli.calib_len)].to_vec()).collect(),
-            _ => {
-                let tok = tokenizer(model_path, cli.tokenizer.as_deref()).with_context(|| {
-                    format!(
-                        "{} importance calibrates on token ids: give a tokenizer (--tokenizer), calibration rows of \
-                         `input_ids` (--calib FILE.jsonl), or use a magnitude importance (--importance l1|l2)",
-                        importance.name()
-                    )
-                })?;
-                prunec_frontends::data::calibration_samples(&src, &tok, cli.calib_samples, cli.calib_len, cli.seed)?
-            }
-        };
-        let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
-        let mut bar = Progress::new("calibrate", samples.len(), "samples");
-        let stats = device::calibrate(cli.device, model, &samples, options, |done, _| bar.update(done, ""))
-        .context("calibration")?;
-        bar.finish();
-        eprintln!(
-            "calibrated on {} samples of {} tokens from {calib_name}: loss {:.4}",
-            stats.samples, cli.calib_len, stats.loss
-        );
-        report.calibration = Some(serde_json::json!({
-            "text": if cli.calib.is_some() { calib_name.clone() } else { "embedded".to_string() },
-            "samples": stats.samples,
-            "tokens_per_sample": cli.calib_len,
-            "predicted_tokens": stats.tokens,
-            "loss": stats.loss,
-            "seed": cli.seed,
-        }));
-        Some(stats)
+        Some(calibrate(cli, model, model_path, importance, report)?)
     } else {
         None
     };
@@ -588,28 +632,7 @@ fn run(cli: &RunArgs) -> Result<()> {
                         (None, Some(r)) => prunec_passes::prune::Amount::UnitRatio(r),
                         (None, None) => bail!("pass `prune` needs --ratio or --unit-ratio"),
                     };
-                    let opts = prunec_passes::prune::PruneOptions {
-                        amount,
-                        mode: match cli.mode {
-                            PruneMode::Block => prunec_passes::prune::Mode::Block,
-                            PruneMode::Channel => prunec_passes::prune::Mode::Channel,
-                            PruneMode::Layer => prunec_passes::prune::Mode::Layer,
-                        },
-                        attn_layers: cli.attn_layers.clone(),
-                        mlp_layers: cli.mlp_layers.clone(),
-                        global: cli.global,
-                        gqa: match (cli.gqa, cli.uniform) {
-                            (Gqa::Kv, _) => prunec_passes::prune::Gqa::KvHeads,
-                            (Gqa::Query, false) => prunec_passes::prune::Gqa::QueryHeads,
-                            (Gqa::Query, true) => prunec_passes::prune::Gqa::QueryHeadsEven,
-                        },
-                        round_to: if cli.uniform && cli.mode == PruneMode::Channel {
-                            // a stock config for transformers 5 needs hidden_size a multiple of the heads
-                            lcm(cli.round_to as usize, query_heads(&model))
-                        } else {
-                            cli.round_to as usize
-                        },
-                    };
+                    let opts = prune_options(cli, &model, amount);
                     let selection = prunec_passes::prune::select(&model, &s, &opts)?;
                     if cli.uniform {
                         // every group of a kind loses as many units (the local share does this on a uniform model)
@@ -766,6 +789,8 @@ fn main() -> ExitCode {
         Some(Command::Synth(args)) => synth::run(args),
         Some(Command::Generate(args)) => generate(args),
         Some(Command::Bench(args)) => bench(args),
+        Some(Command::Sweep(args)) => study::sweep(args),
+        Some(Command::Sensitivity(args)) => study::sensitivity(args),
         None => run(&cli.run),
     };
     match result {

@@ -7,6 +7,7 @@
 //! of valid ones.
 #![warn(missing_docs)]
 
+pub mod ablate;
 pub mod group;
 pub mod manager;
 pub mod prune;

@@ -159,7 +159,7 @@ pub struct Scores {
 }
 
 /// Per-index importance of parameters' axes, computed once each.
-struct MemberVectors<'a> {
+pub(crate) struct MemberVectors<'a> {
     model: &'a Model,
     stats: Option<&'a CalibrationStats>,
     importance: Importance,
@@ -167,7 +167,12 @@ struct MemberVectors<'a> {
     cache: HashMap<(String, usize), Vec<f64>>,
 }
 
-impl MemberVectors<'_> {
+impl<'a> MemberVectors<'a> {
+    /// Importance of `importance` over `model`'s parameters (`stats` for Taylor estimators).
+    pub(crate) fn new(model: &'a Model, stats: Option<&'a CalibrationStats>, importance: Importance, seed: u64) -> Self {
+        MemberVectors { model, stats, importance, seed, cache: HashMap::new() }
+    }
+
     fn stat<'s>(&self, table: Option<&'s std::collections::BTreeMap<String, Vec<f32>>>, what: &str, name: &str) -> Result<&'s [f32]>
     where
         Self: 's,
@@ -180,7 +185,8 @@ impl MemberVectors<'_> {
         })
     }
 
-    fn get(&mut self, name: &str, shape: &[usize], axis: usize) -> Result<&[f64]> {
+    /// The importance of every index of `axis` of parameter `name`.
+    pub(crate) fn get(&mut self, name: &str, shape: &[usize], axis: usize) -> Result<&[f64]> {
         let key = (name.to_string(), axis);
         if !self.cache.contains_key(&key) {
             let v = self.compute(name, shape, axis)?;
@@ -273,7 +279,7 @@ pub fn score(
     seed: u64,
 ) -> Result<Scores> {
     let groups = model.groups.as_ref().ok_or_else(|| PassError::Config("`score` needs the groups: run `group` first".into()))?;
-    let mut vectors = MemberVectors { model, stats, importance, seed, cache: HashMap::new() };
+    let mut vectors = MemberVectors::new(model, stats, importance, seed);
     let mut out = Vec::with_capacity(groups.len());
     for group in groups {
         let mut units = Vec::with_capacity(group.units.len());
