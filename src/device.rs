@@ -116,7 +116,15 @@ pub fn generate(
     })
 }
 
-/// Throughput of forward and of forward+backward on batches of `batch × seq_len` tokens.
-pub fn bench(device: Device, model: &Model, batch: usize, seq_len: usize, iters: usize) -> Result<runtime::bench::Throughput> {
-    on_device!(device, |B, A, dev| Ok(runtime::bench::measure::<A>(model, &dev, batch, seq_len, iters)?))
+/// Throughput of forward and of forward+backward on batches of `batch × seq_len` tokens, and of
+/// generating `new_tokens` tokens.
+pub fn bench(
+    device: Device,
+    model: &Model,
+    batch: usize,
+    seq_len: usize,
+    iters: usize,
+    new_tokens: usize,
+) -> Result<runtime::bench::Throughput> {
+    on_device!(device, |B, A, dev| Ok(runtime::bench::measure::<A>(model, &dev, batch, seq_len, iters, new_tokens)?))
 }

@@ -357,11 +357,18 @@ struct GenerateArgs {
     chat_template: Option<String>,
 }
 
-/// `prunec bench MODEL`.
+/// `prunec bench MODEL [MODEL...]`.
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
-    /// The model.
-    model: PathBuf,
+    /// The models (the first is the reference of the ratios: the original, then pruned ones).
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
+    /// Tokens generated (greedy, with the key/value cache, after a prompt of --seq-len tokens).
+    #[arg(long, default_value_t = 32)]
+    new_tokens: usize,
+    /// Also write the comparison as `<STEM>.md`, `.csv` and `.json`.
+    #[arg(long, value_name = "STEM")]
+    out: Option<PathBuf>,
     /// Sequences per batch.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -766,19 +773,87 @@ fn generate(args: &GenerateArgs) -> Result<()> {
 }
 
 fn bench(args: &BenchArgs) -> Result<()> {
+    use std::fmt::Write as _;
     if args.batch == 0 || args.seq_len < 2 || args.iters == 0 {
         bail!("--batch and --iters must be positive and --seq-len at least 2");
     }
-    let model = load(&args.model)?;
-    let t = device::bench(args.device, &model, args.batch, args.seq_len, args.iters)?;
-    println!("model                {} ({} parameters)", model.info.name, model.params.numel());
-    println!("device               {}", args.device.name());
-    println!("batch                {} × {} tokens, {} timed iterations", args.batch, args.seq_len, t.iters);
-    println!("forward              {:.1} tokens/s", t.forward_tokens_per_s);
-    println!("forward+backward     {:.1} tokens/s", t.backward_tokens_per_s);
-    println!("load                 {:.2} s", t.load_seconds);
-    if let Some(rss) = peak_rss_mib() {
-        println!("peak RSS             {rss:.1} MiB");
+    let mut rows = Vec::new();
+    for path in &args.models {
+        reset_peak_rss();
+        let model = load(path)?;
+        let t = device::bench(args.device, &model, args.batch, args.seq_len, args.iters, args.new_tokens)?;
+        let rss = peak_rss_mib();
+        let macs = report::linear_macs_per_token(&model);
+        println!("model                {} ({} parameters)", model.info.name, model.params.numel());
+        println!("device               {}", args.device.name());
+        println!("batch                {} × {} tokens, {} timed iterations", args.batch, args.seq_len, t.iters);
+        println!("MACs per token       {macs} (linear ops)");
+        println!("forward              {:.1} tokens/s", t.forward_tokens_per_s);
+        println!("forward+backward     {:.1} tokens/s", t.backward_tokens_per_s);
+        if let Some(g) = t.generate_tokens_per_s {
+            println!("generation           {g:.1} tokens/s ({} new tokens after {}, prefill included)", args.new_tokens, args.seq_len);
+        }
+        println!("load                 {:.2} s", t.load_seconds);
+        if let Some(rss) = rss {
+            println!("peak RSS             {rss:.1} MiB");
+        }
+        rows.push((path.display().to_string(), model.params.numel(), macs, t, rss));
+    }
+    if rows.len() < 2 && args.out.is_none() {
+        return Ok(());
+    }
+    let (_, p0, m0, t0, r0) = rows[0].clone();
+    let ratio = |x: f64, base: f64| if base > 0.0 { format!("{:.3}", x / base) } else { "—".into() };
+    let mut md = format!(
+        "# Cost of each model
+
+{} on {}, batches of {} × {} tokens, {} timed iterations, {} generated tokens; ratios against `{}`.
+
+",
+        if rows.len() > 1 { "Original and pruned models" } else { "The model" },
+        args.device.name(),
+        args.batch,
+        args.seq_len,
+        args.iters,
+        args.new_tokens,
+        rows[0].0
+    );
+    md.push_str("| model | parameters | MACs/token | forward tok/s | fwd+bwd tok/s | generation tok/s | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut csv = String::from("model,parameters,macs_per_token,forward_tokens_per_s,backward_tokens_per_s,generate_tokens_per_s,peak_rss_mib\n");
+    let mut json = Vec::new();
+    for (name, params, macs, t, rss) in &rows {
+        let g = t.generate_tokens_per_s.unwrap_or(f64::NAN);
+        let r = rss.unwrap_or(f64::NAN);
+        let _ = writeln!(
+            md,
+            "| {name} | {params} ({}) | {macs} ({}) | {:.1} ({}) | {:.1} ({}) | {g:.1} ({}) | {r:.0} ({}) |",
+            ratio(*params as f64, p0 as f64),
+            ratio(*macs as f64, m0 as f64),
+            t.forward_tokens_per_s,
+            ratio(t.forward_tokens_per_s, t0.forward_tokens_per_s),
+            t.backward_tokens_per_s,
+            ratio(t.backward_tokens_per_s, t0.backward_tokens_per_s),
+            ratio(g, t0.generate_tokens_per_s.unwrap_or(f64::NAN)),
+            ratio(r, r0.unwrap_or(f64::NAN)),
+        );
+        let _ = writeln!(csv, "{},{params},{macs},{},{},{g},{r}", name.replace(',', ";"), t.forward_tokens_per_s, t.backward_tokens_per_s);
+        json.push(serde_json::json!({
+            "model": name, "parameters": params, "macs_per_token": macs,
+            "forward_tokens_per_s": t.forward_tokens_per_s, "backward_tokens_per_s": t.backward_tokens_per_s,
+            "generate_tokens_per_s": t.generate_tokens_per_s, "peak_rss_mib": rss,
+        }));
+    }
+    print!("\n{md}");
+    if let Some(stem) = &args.out {
+        let inputs: Vec<&Path> = args.models.iter().map(PathBuf::as_path).collect();
+        let doc = serde_json::json!({
+            "device": args.device.name(), "batch": args.batch, "seq_len": args.seq_len, "iters": args.iters,
+            "new_tokens": args.new_tokens, "models": json,
+        });
+        for (ext, text) in [("md", md), ("csv", csv), ("json", serde_json::to_string_pretty(&doc)? + "\n")] {
+            study::write_atomically(&stem.with_extension(ext), text.as_bytes(), &inputs)?;
+        }
+        eprintln!("wrote {}.{{md,csv,json}}", stem.display());
     }
     Ok(())
 }

@@ -77,9 +77,10 @@ struct Point {
     seconds: f64,
 }
 
-/// Writes `bytes` to `path` through a temporary file renamed into place.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let out = prunec_backends::AtomicPath::new(path, &[])?;
+/// Writes `bytes` to `path` through a temporary file renamed into place, never over one of
+/// `inputs`.
+pub fn write_atomically(path: &Path, bytes: &[u8], inputs: &[&Path]) -> Result<()> {
+    let out = prunec_backends::AtomicPath::new(path, inputs)?;
     std::fs::write(out.temp(), bytes).with_context(|| format!("writing {}", path.display()))?;
     out.commit()?;
     Ok(())
@@ -348,10 +349,10 @@ fn write_study(out: &Path, bench: &Bench<'_>, base: f64, x_name: &str, points: &
     let mut md = md.to_string();
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let _ = writeln!(md, "\n![{}]({name}.png)", chart.title);
-    write_atomically(&stem("md"), md.as_bytes())?;
-    write_atomically(&stem("csv"), csv.as_bytes())?;
-    write_atomically(&stem("json"), (serde_json::to_string_pretty(&json)? + "\n").as_bytes())?;
-    let [svg, png] = chart.write(out)?;
+    write_atomically(&stem("md"), md.as_bytes(), &[&bench.path])?;
+    write_atomically(&stem("csv"), csv.as_bytes(), &[&bench.path])?;
+    write_atomically(&stem("json"), (serde_json::to_string_pretty(&json)? + "\n").as_bytes(), &[&bench.path])?;
+    let [svg, png] = chart.write(out, &[&bench.path])?;
     eprintln!(
         "wrote {}, {}, {}, {}, {} in {:.1} s",
         stem("md").display(),

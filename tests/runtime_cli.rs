@@ -103,9 +103,41 @@ fn bench_reports_throughput() {
     let out = prunec(&["bench", fixture("llama-gqa").to_str().unwrap(), "--seq-len", "16", "--iters", "1"]);
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stderr}");
-    for line in ["forward ", "forward+backward", "peak RSS"] {
+    for line in ["forward ", "forward+backward", "generation ", "MACs per token", "peak RSS"] {
         assert!(stdout.contains(line), "{stdout}");
     }
+}
+
+/// `bench` of an original and its pruned copy: the paper's statistics table (parameters, MACs,
+/// throughput, memory) with ratios against the first.
+#[test]
+fn bench_compares_original_and_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = fixture("llama-gqa");
+    let m = m.to_str().unwrap();
+    let pruned = dir.path().join("pruned");
+    let p = pruned.to_str().unwrap();
+    let run = prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.3", "--importance", "l2", "-o", p]);
+    assert!(run.status.success(), "{}", texts(&run).1);
+    let stem = dir.path().join("cost");
+    let out = prunec(&["bench", m, p, "--seq-len", "16", "--iters", "1", "--new-tokens", "4", "--out", stem.to_str().unwrap()]);
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("| model | parameters | MACs/token |"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stem.with_extension("json")).unwrap()).unwrap();
+    let models = json["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    let (a, b) = (&models[0], &models[1]);
+    assert!(b["parameters"].as_u64() < a["parameters"].as_u64());
+    assert!(b["macs_per_token"].as_u64() < a["macs_per_token"].as_u64());
+    for m in models {
+        for key in ["forward_tokens_per_s", "backward_tokens_per_s", "generate_tokens_per_s"] {
+            assert!(m[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {m}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(stem.with_extension("csv")).unwrap().lines().count(), 3);
+    // the table's ratio of the original to itself
+    assert!(std::fs::read_to_string(stem.with_extension("md")).unwrap().contains("(1.000)"));
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Throughput of the runtime: tokens per second of forward passes and of forward+backward
-//! passes (the work of calibration), on random token ids.
+//! Throughput of the runtime: tokens per second of forward passes, of forward+backward passes
+//! (the work of calibration), and of greedy generation with the key/value cache, on random
+//! token ids.
 
 use std::time::Instant;
 
@@ -8,6 +9,7 @@ use prunec_ir::rng::SplitMix64;
 use prunec_ir::Model;
 
 use super::exec::{causal_lm_loss, Executor};
+use super::generate::{generate, Sampling};
 use crate::{BackendError, Result};
 
 /// What a benchmark measured.
@@ -21,12 +23,23 @@ pub struct Throughput {
     pub forward_tokens_per_s: f64,
     /// Forward+backward tokens per second (gradients of every parameter).
     pub backward_tokens_per_s: f64,
+    /// Tokens generated per second (greedy, one at a time with the key/value cache, after a
+    /// prompt of `seq_len` tokens); `None` when no generation was asked for.
+    pub generate_tokens_per_s: Option<f64>,
     /// Seconds to prepare the model on the device.
     pub load_seconds: f64,
 }
 
-/// Times `iters` forward passes and `iters` forward+backward passes of `batch × seq_len` tokens.
-pub fn measure<B: AutodiffBackend>(model: &Model, device: &B::Device, batch: usize, seq_len: usize, iters: usize) -> Result<Throughput> {
+/// Times `iters` forward passes and `iters` forward+backward passes of `batch × seq_len` tokens,
+/// and the generation of `new_tokens` tokens after `seq_len` (when `new_tokens > 0`).
+pub fn measure<B: AutodiffBackend>(
+    model: &Model,
+    device: &B::Device,
+    batch: usize,
+    seq_len: usize,
+    iters: usize,
+    new_tokens: usize,
+) -> Result<Throughput> {
     // token ids drawn below the embedding table's row count
     let vocab = model
         .graph
@@ -52,6 +65,14 @@ pub fn measure<B: AutodiffBackend>(model: &Model, device: &B::Device, batch: usi
         sync(read(inference.forward(ids.clone())?)?);
     }
     let forward = t.elapsed().as_secs_f64();
+    let generate_tokens_per_s = if new_tokens > 0 {
+        let sampling = Sampling { max_new_tokens: new_tokens, ..Sampling::default() };
+        let t = Instant::now();
+        let out = generate(&inference, &rows[0], &sampling, None, |_| {})?;
+        Some(out.len() as f64 / t.elapsed().as_secs_f64())
+    } else {
+        None
+    };
     drop(inference);
 
     let mut train = Executor::<B>::new(model, device)?;
@@ -78,6 +99,7 @@ pub fn measure<B: AutodiffBackend>(model: &Model, device: &B::Device, batch: usi
         iters,
         forward_tokens_per_s: tokens / forward,
         backward_tokens_per_s: tokens / backward,
+        generate_tokens_per_s,
         load_seconds,
     })
 }
