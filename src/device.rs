@@ -116,6 +116,21 @@ pub fn generate(
     })
 }
 
+/// Trains the parameters `trainable` of `model` (see [`runtime::train()`]).
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    device: Device,
+    model: &mut Model,
+    trainable: &[String],
+    train: &[runtime::Sample<'_>],
+    val: &[runtime::Sample<'_>],
+    eval_text: Option<runtime::EvalText<'_>>,
+    options: &runtime::TrainOptions,
+    observer: &mut dyn runtime::TrainObserver,
+) -> Result<runtime::TrainOutcome> {
+    on_device!(device, |B, A, dev| Ok(runtime::train::<A>(model, &dev, trainable, train, val, eval_text, options, observer)?))
+}
+
 /// Throughput of forward and of forward+backward on batches of `batch × seq_len` tokens, and of
 /// generating `new_tokens` tokens.
 pub fn bench(

@@ -17,6 +17,7 @@ mod device;
 mod pipeline;
 mod plot;
 mod progress;
+mod recover;
 mod report;
 mod study;
 mod synth;
@@ -161,9 +162,16 @@ struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     round_to: u64,
 
+    /// Training steps of `recover` (optimizer updates; or give --epochs).
+    #[arg(long)]
+    steps: Option<usize>,
+
     /// Prune in this many steps, regrouping and rescoring (recalibrating) between them.
     #[arg(long, default_value_t = 1)]
-    steps: usize,
+    prune_steps: usize,
+
+    #[command(flatten)]
+    recover: recover::RecoverArgs,
 
     /// Write every unit's score here (JSON: layer, kind, unit, score; sub-unit scores too).
     #[arg(long, value_name = "FILE")]
@@ -196,6 +204,17 @@ enum OutDType {
 /// Writes `model` as an HF folder at `out`, with the tokenizer of `source`.
 fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force: bool) -> Result<()> {
     use prunec_backends::hf_writer::{write_hf_folder, HfWriteOptions};
+    let base;
+    let model = if prunec_passes::lora::adapters(model).is_empty() {
+        model
+    } else {
+        // the adapters are not folded in: -o holds the base weights (--adapter-out the adapters)
+        let mut m = model.clone();
+        let n = prunec_passes::lora::strip(&mut m)?;
+        eprintln!("-o: {n} LoRA adapters not merged (no `merge` pass): the base model is written without them");
+        base = m;
+        &base
+    };
     if model.info.format == "onnx" {
         // the source graph, rewritten: shrunken initializers, corrected shape constants
         let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);
@@ -570,6 +589,13 @@ fn run(cli: &RunArgs) -> Result<()> {
     if cli.uniform && cli.mode == PruneMode::Layer {
         bail!("--uniform keeps every layer's widths equal: it does not go with --mode layer");
     }
+    cli.recover.check(&steps, cli.steps, cli.force)?;
+    let trains = steps.contains(&Step::Recover);
+    let prune_steps = cli.prune_steps.max(1);
+    if cli.steps.is_some() && !trains {
+        bail!("--steps counts the training steps of `recover`, which --pass does not name (iterative pruning: --prune-steps N)");
+    }
+    let pass_options = prunec_passes::PassOptions { lora: cli.recover.lora_options(cli.seed) };
     if steps.contains(&Step::Eval) && cli.eval_text.is_none() {
         bail!("pass `eval` needs --eval-text FILE (plain text, or JSONL rows with `text` or `input_ids`)");
     }
@@ -608,7 +634,7 @@ fn run(cli: &RunArgs) -> Result<()> {
             PassRecord { name: step.name().into(), seconds: 0.0, summary: String::new(), perplexity: None, peak_rss_mib: None };
         match step {
             Step::Ir(pass) => {
-                let outcome = pass.run(&mut model).with_context(|| format!("pass `{}`", pass.name()))?;
+                let outcome = pass.run_with(&mut model, &pass_options).with_context(|| format!("pass `{}`", pass.name()))?;
                 record.summary = outcome.summary;
             }
             Step::Score => {
@@ -618,9 +644,9 @@ fn run(cli: &RunArgs) -> Result<()> {
             }
             Step::Prune => {
                 let mut s = scores.take().context("pass `prune` needs scores: put `score` before it")?;
-                let steps = cli.steps.max(1);
+                let steps = prune_steps;
                 if steps > 1 && cli.ratio.is_none() {
-                    bail!("--steps {steps}: iterative pruning needs --ratio (a fraction of the parameters)");
+                    bail!("--prune-steps {steps}: iterative pruning needs --ratio (a fraction of the parameters)");
                 }
                 let start_params = model.params.numel() as f64;
                 let mut summaries = Vec::new();
@@ -672,6 +698,11 @@ fn run(cli: &RunArgs) -> Result<()> {
                     }
                 }
                 record.summary = summaries.concat();
+            }
+            Step::Recover => {
+                let (summary, training) = recover::run(cli, &mut model, model_path)?;
+                record.summary = summary;
+                report.training = Some(training);
             }
             Step::Eval => {
                 let text = cli.eval_text.as_deref().context("--eval-text")?;

@@ -1,5 +1,5 @@
 //! The driver's pipeline: the IR passes of `prunec-passes` and the passes that need the
-//! backend (`eval`), by name. An unknown name is refused with the list of valid ones.
+//! backend (`score`, `prune`, `recover`, `eval`), by name. An unknown name is refused with the list of valid ones.
 
 use anyhow::{bail, Result};
 
@@ -12,6 +12,8 @@ pub enum Step {
     Score,
     /// Removal of the lowest-scoring units.
     Prune,
+    /// LoRA fine-tuning of the adapters `lora` inserted.
+    Recover,
     /// Perplexity on `--eval-text`.
     Eval,
 }
@@ -23,6 +25,7 @@ impl Step {
             Step::Ir(p) => p.name(),
             Step::Score => "score",
             Step::Prune => "prune",
+            Step::Recover => "recover",
             Step::Eval => "eval",
         }
     }
@@ -30,8 +33,8 @@ impl Step {
 
 /// Every pass name the driver knows, in pipeline order.
 pub fn valid_names() -> Vec<&'static str> {
-    let mut names = prunec_passes::PASSES.to_vec();
-    names.extend(["score", "prune", "eval"]);
+    let mut names = vec!["group", "score", "prune", "lora", "recover", "merge", "eval"];
+    names.extend(prunec_passes::PASSES.iter().filter(|p| !names.contains(p)).collect::<Vec<_>>());
     names
 }
 
@@ -43,6 +46,7 @@ pub fn parse(spec: &str) -> Result<Vec<Step>> {
             "eval" => Step::Eval,
             "score" => Step::Score,
             "prune" => Step::Prune,
+            "recover" => Step::Recover,
             other => match prunec_passes::Pass::from_name(other) {
                 Ok(p) => Step::Ir(p),
                 Err(_) => bail!("unknown pass `{other}`; valid passes: {}", valid_names().join(", ")),

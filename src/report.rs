@@ -48,6 +48,9 @@ pub struct Report {
     pub importance: Vec<Value>,
     /// Units of every pruned group before and after (layer, kind, before, after).
     pub widths: Vec<Value>,
+    /// What `recover` did: data, options, the loss of every step, and the curve
+    /// (`curve[]`: step, train_loss, val_loss, perplexity, lr, tokens_per_s).
+    pub training: Option<Value>,
 }
 
 /// Multiply-accumulates per token of the linear ops of `model`.
@@ -98,6 +101,7 @@ impl Report {
             "macs_per_token": { "before": self.macs_per_token.0, "after": self.macs_per_token.1 },
             "importance": self.importance,
             "widths": self.widths,
+            "training": self.training,
             "seconds": self.seconds,
             "peak_rss_mib": self.peak_rss_mib,
         })
@@ -128,6 +132,12 @@ impl Report {
             let ppl = p.perplexity.as_ref().map_or("".to_string(), |e| format!("{:.4}", e.0.perplexity));
             let rss = p.peak_rss_mib.map_or("".to_string(), |r| format!("{r:.1}"));
             let _ = writeln!(s, "| {} | {:.2} | {rss} | {ppl} |", p.name, p.seconds);
+        }
+        if let Some(curve) = self.training.as_ref().and_then(|t| t["curve"].as_array()) {
+            let _ = writeln!(s, "\n## Training\n\n| step | train loss | val loss | perplexity | tokens/s |\n|---|---|---|---|---|");
+            for p in curve {
+                let _ = writeln!(s, "| {} | {} | {} | {} | {:.0} |", p["step"], num(&p["train_loss"]), num(&p["val_loss"]), num(&p["perplexity"]), p["tokens_per_s"].as_f64().unwrap_or(0.0));
+            }
         }
         for p in &self.passes {
             let _ = writeln!(s, "\n### {}\n\n```\n{}```", p.name, p.summary);

@@ -150,7 +150,7 @@ fn iterative_steps_regroup_and_rescore() {
         "group,score,prune",
         "--ratio",
         "0.3",
-        "--steps",
+        "--prune-steps",
         "3",
         "--importance",
         "l2",
@@ -166,8 +166,12 @@ fn iterative_steps_regroup_and_rescore() {
     let achieved = json["ratio"]["achieved"].as_f64().unwrap();
     assert!((achieved - 0.3).abs() < 0.03, "{achieved}");
     assert_clean_failure(
-        &prunec(&[model.to_str().unwrap(), "--pass", "group,score,prune", "--unit-ratio", "0.3", "--steps", "2", "--importance", "l2"]),
+        &prunec(&[model.to_str().unwrap(), "--pass", "group,score,prune", "--unit-ratio", "0.3", "--prune-steps", "2", "--importance", "l2"]),
         &["iterative pruning needs --ratio"],
+    );
+    assert_clean_failure(
+        &prunec(&[model.to_str().unwrap(), "--pass", "group,score,prune", "--ratio", "0.3", "--steps", "2", "--importance", "l2"]),
+        &["--steps counts the training steps of `recover`", "--prune-steps"],
     );
 }
 

@@ -8,6 +8,7 @@
 
 pub mod atomic;
 pub mod hf_writer;
+pub mod peft;
 pub mod runtime;
 pub mod safetensors_writer;
 pub mod sharding;

@@ -20,6 +20,7 @@ pub mod llama;
 pub mod onnx;
 pub mod safetensors;
 pub mod tokenizer;
+pub mod train_data;
 pub mod weights;
 
 use std::io::Read;

@@ -282,6 +282,13 @@ impl Tokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// The ids of `text` with the tokenizer's special tokens added (HF's default,
+    /// `add_special_tokens=True`: a LLaMA tokenizer's BOS, for instance).
+    pub fn encode_with_special(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self.inner.encode_fast(text, true).map_err(|e| self.failed("tokenizing", e))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
     /// The text of token `id` as the vocabulary holds it (`<s>`, `<|im_end|>`).
     pub fn token_text(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)

@@ -243,6 +243,21 @@ impl Graph {
         }
     }
 
+    /// Feeds input `input` of node `id` from `value` instead of what fed it (its type must
+    /// agree: types are not re-inferred).
+    pub fn set_input(&mut self, id: NodeId, input: usize, value: ValueId) -> Result<()> {
+        let slot = u16::try_from(input).map_err(|_| IrError::Structure("too many inputs".into()))?;
+        let old = self
+            .g
+            .edges_directed(id.0, Direction::Incoming)
+            .find(|e| e.weight().input == slot)
+            .map(|e| e.id())
+            .ok_or_else(|| IrError::Structure(format!("{id} has no input {input}")))?;
+        self.g.remove_edge(old);
+        self.g.add_edge(value.node.0, id.0, Edge { output: value.output, input: slot });
+        Ok(())
+    }
+
     /// Removes node `id` and its edges.
     pub fn remove(&mut self, id: NodeId) -> Option<Node> {
         self.g.remove_node(id.0)

@@ -194,6 +194,12 @@ pub enum Op {
         /// Which input it gives.
         part: PrefixPart,
     },
+    /// Dropout: the identity when the model runs for inference; while training, each element
+    /// is zeroed with probability `p` and the others scaled by `1/(1−p)`.
+    Dropout {
+        /// Probability of zeroing an element, in `[0, 1)`.
+        p: f32,
+    },
 }
 
 fn bad(node: &str, op: &Op, reason: impl Into<String>) -> IrError {
@@ -263,6 +269,7 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Softmax { .. } => "softmax",
             Op::PrefixLm { .. } => "prefix_lm",
+            Op::Dropout { .. } => "dropout",
         }
     }
 
@@ -305,6 +312,7 @@ impl Op {
             Op::Unary(UnaryOp::Scale(c)) => format!("{c}"),
             Op::Concat { axis } | Op::Softmax { axis } => format!("axis={axis}"),
             Op::Slice { axis, start, end } => format!("axis={axis}, {start}..{end}"),
+            Op::Dropout { p } => format!("p={p}"),
             _ => String::new(),
         }
     }
@@ -315,7 +323,7 @@ impl Op {
             Op::Input { .. } | Op::Param { .. } => (0, 0),
             Op::Output { .. } | Op::Unary(_) | Op::RepeatHeads { .. } | Op::Reshape { .. } => (1, 1),
             Op::SplitHeads { .. } | Op::MergeHeads => (1, 1),
-            Op::Transpose { .. } | Op::Slice { .. } | Op::Softmax { .. } | Op::PrefixLm { .. } => (1, 1),
+            Op::Transpose { .. } | Op::Slice { .. } | Op::Softmax { .. } | Op::PrefixLm { .. } | Op::Dropout { .. } => (1, 1),
             Op::Rope(_) => (1, 2),
             Op::Embedding | Op::MatMul | Op::Binary(_) | Op::RmsNorm { .. } => (2, 2),
             Op::Linear => (2, 3),
@@ -491,7 +499,12 @@ impl Op {
                     .ok_or_else(|| bad(node, self, format!("cannot broadcast {} with {}", a.shape, b.shape)))?;
                 vec![ValueType::new(a.dtype, s)]
             }
-            Op::Unary(_) | Op::Softmax { .. } => {
+            Op::Unary(_) | Op::Softmax { .. } | Op::Dropout { .. } => {
+                if let Op::Dropout { p } = self {
+                    if !(0.0..1.0).contains(p) {
+                        return Err(bad(node, self, format!("dropout probability {p} is not in [0, 1)")));
+                    }
+                }
                 if let Op::Softmax { axis } = self {
                     if *axis >= inputs[0].rank() {
                         return Err(bad(node, self, format!("axis {axis} of {}", inputs[0].shape)));
@@ -653,7 +666,7 @@ impl Op {
                     }
                 }
             }
-            Op::Unary(_) => leading(&mut m, 0, out_rank),
+            Op::Unary(_) | Op::Dropout { .. } => leading(&mut m, 0, out_rank),
             Op::Softmax { axis } => {
                 for a in (0..out_rank).filter(|a| a != axis) {
                     m.same(i(0, a), o(0, a));

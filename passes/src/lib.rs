@@ -3,18 +3,21 @@
 //! The passes of prunec and the pass manager that runs them by name. Analyses read the
 //! model; transforms change it; the verifier runs after each pass.
 //!
-//! Passes available: `group` (dependency groups). An unknown name is refused with the list
-//! of valid ones.
+//! Passes available by name: `group` (dependency groups), `lora` (low-rank adapters) and
+//! `merge` (adapters folded back). `score` and `prune` are called with their options. An
+//! unknown name is refused with the list of valid ones.
 #![warn(missing_docs)]
 
 pub mod ablate;
 pub mod group;
+pub mod lora;
 pub mod manager;
 pub mod prune;
 pub mod score;
 
 pub use group::{find_groups, summarize};
-pub use manager::{parse_pipeline, Pass, PassOutcome, PASSES};
+pub use lora::{LoraOptions, DEFAULT_TARGETS};
+pub use manager::{parse_pipeline, Pass, PassOptions, PassOutcome, PASSES};
 pub use score::{score, Aggregation, Importance, Scores};
 
 use prunec_ir::IrError;
@@ -39,6 +42,9 @@ pub enum PassError {
     /// The dependency analysis failed.
     #[error("group: {0}")]
     Group(String),
+    /// Adding or merging LoRA adapters failed.
+    #[error("lora: {0}")]
+    Lora(String),
 }
 
 /// Result of the passes.

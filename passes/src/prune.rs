@@ -137,6 +137,7 @@ fn eligible(kind: GroupKind, block: Option<u32>, opts: &PruneOptions) -> bool {
 
 /// Chooses the units to remove.
 pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Selection> {
+    crate::lora::refuse_adapters(model, "prune")?;
     let groups = model.groups.as_ref().ok_or_else(|| PassError::Config("`prune` needs the groups: run `group` first".into()))?;
     if scores.groups.len() != groups.len() {
         return Err(PassError::Config("the scores are not those of these groups: run `score` again".into()));

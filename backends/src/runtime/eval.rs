@@ -31,19 +31,36 @@ pub fn perplexity<B: Backend>(
     tokens: &[u32],
     seq_len: usize,
     batch: usize,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<Perplexity> {
+    check_windows(tokens, seq_len)?;
+    let exec = Executor::<B>::new(model, device)?;
+    perplexity_of(&exec, tokens, seq_len, batch, progress)
+}
+
+fn check_windows(tokens: &[u32], seq_len: usize) -> Result<()> {
     if seq_len < 2 {
         return Err(BackendError::Lowering(format!("--seq-len {seq_len}: windows need at least 2 tokens")));
     }
-    let windows: Vec<Vec<u32>> = tokens.chunks_exact(seq_len).map(<[u32]>::to_vec).collect();
-    if windows.is_empty() {
+    if tokens.len() < seq_len {
         return Err(BackendError::Lowering(format!(
             "the text has {} tokens, fewer than one window of {seq_len}",
             tokens.len()
         )));
     }
-    let exec = Executor::<B>::new(model, device)?;
+    Ok(())
+}
+
+/// [`perplexity`] with a model already prepared (during training, for instance).
+pub fn perplexity_of<B: Backend>(
+    exec: &Executor<B>,
+    tokens: &[u32],
+    seq_len: usize,
+    batch: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Perplexity> {
+    check_windows(tokens, seq_len)?;
+    let windows: Vec<Vec<u32>> = tokens.chunks_exact(seq_len).map(<[u32]>::to_vec).collect();
     let mut nll = 0.0f64;
     let total = windows.len();
     let mut done = 0;

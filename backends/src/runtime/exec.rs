@@ -1,7 +1,9 @@
 //! The IR lowered to Burn: an interpreter that runs each op of the graph, in topological
 //! order, as Burn tensor ops on any backend (`Flex` on the CPU, `Cuda` on NVIDIA GPUs, each
 //! wrapped in `Autodiff` when gradients are wanted). Values are dropped after their last use.
-//! An optional key/value cache makes generation incremental.
+//! An optional key/value cache makes generation incremental. For training, only chosen
+//! parameters need track gradients ([`Executor::require_grad_of`]), `dropout` ops are active
+//! while [`Executor::set_training`] is on, and parameters can be replaced ([`Executor::set_param`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -9,6 +11,7 @@ use std::collections::HashMap;
 use burn::prelude::{Backend, Int, Tensor, TensorData};
 use burn::tensor::activation;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Distribution;
 use prunec_ir::{BinaryOp, Dim, Model, NodeId, Op, PrefixPart, RopeLayout, UnaryOp, ValueId, ValueType};
 
 use super::tensor::{float_map, float_zip, DynTensor};
@@ -53,6 +56,8 @@ pub struct Executor<B: Backend> {
     last_use: HashMap<ValueId, usize>,
     params: HashMap<String, DynTensor<B>>,
     output: ValueId,
+    /// Whether `dropout` ops drop (training) or pass their input (inference).
+    training: bool,
 }
 
 /// Cached rotary tables: (theta bits, dims, layout, f16 frequencies, offset, seq) -> (cos, sin).
@@ -93,7 +98,22 @@ impl<B: Backend> Executor<B> {
             let values = model.params.read_f32(name)?;
             params.insert(name.clone(), DynTensor::from_f32(values.as_ref().clone(), &p.shape, device)?);
         }
-        Ok(Executor { device: device.clone(), steps, last_use, params, output })
+        Ok(Executor { device: device.clone(), steps, last_use, params, output, training: false })
+    }
+
+    /// Switches `dropout` ops on (training) or off (inference, the default).
+    pub fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    /// Replaces the tensor of parameter `name` (same shape).
+    pub fn set_param(&mut self, name: &str, tensor: DynTensor<B>) -> Result<()> {
+        let old = self.params.get_mut(name).ok_or_else(|| err(format!("parameter `{name}` not loaded")))?;
+        if old.dims() != tensor.dims() {
+            return Err(err(format!("parameter `{name}`: shape {:?} replaced by {:?}", old.dims(), tensor.dims())));
+        }
+        *old = tensor;
+        Ok(())
     }
 
     /// The device.
@@ -378,6 +398,17 @@ impl<B: Backend> Executor<B> {
             }
             Op::Slice { axis, start, end } => one(next()?.narrow(*axis, *start, end - start)?),
             Op::Softmax { axis } => one(float_map!(next()?, t => activation::softmax(t, *axis))?),
+            Op::Dropout { p } => {
+                let x = next()?;
+                if !self.training || *p <= 0.0 {
+                    return one(x);
+                }
+                let keep = 1.0 - f64::from(*p);
+                one(float_map!(x, t => {
+                    let mask = t.random_like(Distribution::Bernoulli(keep));
+                    (t * mask).div_scalar(keep)
+                })?)
+            }
         }
     }
 
@@ -462,6 +493,29 @@ impl<B: AutodiffBackend> Executor<B> {
         let params = std::mem::take(&mut self.params);
         self.params = params.into_iter().map(|(n, t)| (n, t.require_grad())).collect();
     }
+
+    /// Marks only the parameters `names` as leaves whose gradient is wanted; the others stay
+    /// constants, so backward passes neither compute nor keep their gradients.
+    pub fn require_grad_of(&mut self, names: &[String]) -> Result<()> {
+        for name in names {
+            let t = self.params.remove(name).ok_or_else(|| err(format!("parameter `{name}` not loaded")))?;
+            self.params.insert(name.clone(), t.require_grad());
+        }
+        Ok(())
+    }
+
+    /// The same model on the inner (non-differentiating) backend, sharing the parameters'
+    /// current values, for evaluation during training; `dropout` off.
+    pub fn inference(&self) -> Executor<B::InnerBackend> {
+        Executor {
+            device: self.device.clone(),
+            steps: self.steps.clone(),
+            last_use: self.last_use.clone(),
+            params: self.params.iter().map(|(n, t)| (n.clone(), t.clone().inner())).collect(),
+            output: self.output,
+            training: false,
+        }
+    }
 }
 
 /// The prefix-LM layout of one row of token ids, as ChatGLM-6B's `get_position_ids` and
@@ -514,21 +568,32 @@ fn binary<B: Backend>(op: BinaryOp, a: DynTensor<B>, b: DynTensor<B>) -> Result<
     }
 }
 
-/// Mean negative log-likelihood of each row's tokens `1..seq` predicted from `0..seq-1`
-/// (the causal-LM loss), as a scalar tensor `[1]`.
-pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+/// Log-probability of each row's tokens `1..seq` predicted from `0..seq-1`: `[batch, seq-1]`.
+fn target_log_probs<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [b, s, _] = logits.dims();
     let logp = activation::log_softmax(logits.narrow(1, 0, s - 1), 2);
     let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
-    logp.gather(2, targets).mean().neg()
+    logp.gather(2, targets).reshape([b, s - 1])
+}
+
+/// Mean negative log-likelihood of each row's tokens `1..seq` predicted from `0..seq-1`
+/// (the causal-LM loss), as a scalar tensor `[1]`.
+pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+    target_log_probs(logits, ids).mean().neg()
 }
 
 /// Sum of negative log-likelihoods per row `[batch]`, over tokens `1..seq`.
 pub fn row_nll<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
-    let [b, s, _] = logits.dims();
-    let logp = activation::log_softmax(logits.narrow(1, 0, s - 1), 2);
-    let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
-    logp.gather(2, targets).reshape([b, s - 1]).sum_dim(1).reshape([b]).neg()
+    let b = ids.dims()[0];
+    target_log_probs(logits, ids).sum_dim(1).reshape([b]).neg()
+}
+
+/// Sum of negative log-likelihoods of the tokens `mask` marks (`mask[b, t]` 1: token `t` is a
+/// target, predicted from `..t`; 0: padding or a prompt token; column 0 is never predicted),
+/// as a scalar tensor `[1]`.
+pub fn masked_nll<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+    let s = ids.dims()[1];
+    (target_log_probs(logits, ids) * mask.narrow(1, 1, s - 1)).sum().neg()
 }
 
 #[cfg(test)]

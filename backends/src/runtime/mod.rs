@@ -6,11 +6,13 @@ pub mod eval;
 pub mod exec;
 pub mod generate;
 pub mod tensor;
+pub mod train;
 
 pub use calibrate::{calibrate, CalibrationOptions};
-pub use eval::{perplexity, Perplexity};
+pub use eval::{perplexity, perplexity_of, Perplexity};
 pub use generate::{generate, Sampling};
-pub use exec::{causal_lm_loss, row_nll, Executor, KvCache};
+pub use exec::{causal_lm_loss, masked_nll, row_nll, Executor, KvCache};
+pub use train::{train, EvalText, LrSchedule, Sample, TrainObserver, TrainOptions, TrainOutcome, TrainPoint};
 pub use tensor::DynTensor;
 
 /// The CPU backend.

@@ -191,6 +191,19 @@ impl<B: AutodiffBackend> DynTensor<B> {
         }
     }
 
+    /// The tensor on the inner (non-differentiating) backend.
+    pub fn inner(self) -> DynTensor<B::InnerBackend> {
+        match self {
+            DynTensor::F1(t) => DynTensor::F1(t.inner()),
+            DynTensor::F2(t) => DynTensor::F2(t.inner()),
+            DynTensor::F3(t) => DynTensor::F3(t.inner()),
+            DynTensor::F4(t) => DynTensor::F4(t.inner()),
+            DynTensor::F5(t) => DynTensor::F5(t.inner()),
+            DynTensor::I1(t) => DynTensor::I1(t.inner()),
+            DynTensor::I2(t) => DynTensor::I2(t.inner()),
+        }
+    }
+
     /// The gradient of this leaf, on the host.
     pub fn grad_f32(&self, grads: &B::Gradients) -> Result<Option<Vec<f32>>> {
         let data = match self {
