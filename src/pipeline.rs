@@ -12,7 +12,7 @@ pub enum Step {
     Score,
     /// Removal of the lowest-scoring units.
     Prune,
-    /// Perplexity on `--eval-text`.
+    /// Perplexity on `--eval-text`, zero-shot accuracy on `--tasks`: a row of the results table.
     Eval,
 }
 

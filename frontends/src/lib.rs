@@ -17,7 +17,9 @@ pub mod gguf_llama;
 pub mod hf;
 pub mod llama;
 pub mod onnx;
+pub mod parquet;
 pub mod safetensors;
+pub mod tasks;
 pub mod tokenizer;
 pub mod weights;
 

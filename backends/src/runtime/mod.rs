@@ -6,12 +6,14 @@ pub mod eval;
 pub mod exec;
 pub mod generate;
 pub mod tensor;
+pub mod zero_shot;
 
 pub use calibrate::{calibrate, CalibrationOptions};
 pub use eval::{perplexity, Perplexity};
 pub use generate::{generate, Sampling};
 pub use exec::{causal_lm_loss, row_nll, Executor, KvCache};
 pub use tensor::DynTensor;
+pub use zero_shot::{loglikelihoods, TokenRequest};
 
 /// The CPU backend.
 pub type Cpu = burn::backend::Flex;
