@@ -89,6 +89,18 @@ pub fn perplexity(
     on_device!(device, |B, A, dev| Ok(runtime::perplexity::<B>(model, &dev, tokens, seq_len, batch, progress)?))
 }
 
+/// Log-likelihoods of task requests (see [`runtime::loglikelihoods`]).
+pub fn loglikelihoods(
+    device: Device,
+    model: &Model,
+    requests: &[runtime::TokenRequest],
+    batch: usize,
+    max_length: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<Vec<f64>> {
+    on_device!(device, |B, A, dev| Ok(runtime::loglikelihoods::<B>(model, &dev, requests, batch, max_length, progress)?))
+}
+
 /// Calibration statistics of `model` on `samples` (see [`runtime::calibrate`]).
 #[allow(dead_code)]
 pub fn calibrate(

@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use prunec_frontends::data::{read_text_source, token_stream, TextSource};
+use prunec_frontends::data::{read_text_source, TextSource};
 use prunec_frontends::tokenizer::Tokenizer;
 use prunec_ir::Model;
 
 mod device;
+mod evaluate;
 mod pipeline;
 mod plot;
 mod progress;
@@ -72,17 +73,9 @@ struct RunArgs {
     #[arg(long)]
     dump_input: bool,
 
-    /// Text for the `eval` pass: plain text, or JSONL rows with `text` or `input_ids`.
-    #[arg(long, value_name = "FILE")]
-    eval_text: Option<PathBuf>,
-
-    /// Tokens per perplexity window.
-    #[arg(long, default_value_t = 128)]
-    seq_len: usize,
-
-    /// Perplexity windows per forward pass.
-    #[arg(long, default_value_t = 8)]
-    eval_batch: usize,
+    /// What `eval` measures: perplexity texts, zero-shot tasks, and the table of results.
+    #[command(flatten)]
+    eval: evaluate::EvalArgs,
 
     /// A tokenizer.json to use instead of the model's own.
     #[arg(long, value_name = "FILE")]
@@ -439,15 +432,6 @@ fn tokenizer(model: &Path, explicit: Option<&Path>) -> Result<Tokenizer> {
     })
 }
 
-/// The tokens of an evaluation text; pre-tokenized rows need no tokenizer.
-fn eval_tokens(text: &Path, model: &Path, explicit_tokenizer: Option<&Path>) -> Result<Vec<u32>> {
-    let src = read_text_source(text)?;
-    Ok(match &src {
-        TextSource::Tokens(rows) => rows.concat(),
-        _ => token_stream(&src, &tokenizer(model, explicit_tokenizer)?)?,
-    })
-}
-
 /// The options of `prune` that the command line gives, for `amount`.
 fn prune_options(cli: &RunArgs, model: &Model, amount: prunec_passes::prune::Amount) -> prunec_passes::prune::PruneOptions {
     prunec_passes::prune::PruneOptions {
@@ -596,8 +580,9 @@ fn run(cli: &RunArgs) -> Result<()> {
         bail!("--steps counts the training steps of `recover`, which --pass does not name (iterative pruning: --prune-steps N)");
     }
     let pass_options = prunec_passes::PassOptions { lora: cli.recover.lora_options(cli.seed) };
-    if steps.contains(&Step::Eval) && cli.eval_text.is_none() {
-        bail!("pass `eval` needs --eval-text FILE (plain text, or JSONL rows with `text` or `input_ids`)");
+    let eval_plan = cli.eval.plan()?;
+    if steps.contains(&Step::Eval) && eval_plan.is_empty() {
+        bail!("pass `eval` needs --eval-text FILE (WikiText2/PTB Parquet, plain text, or JSONL rows with `text` or `input_ids`) or --tasks TASK=FILE,...");
     }
     if let Some(out) = &cli.output {
         if out.exists() && !cli.force {
@@ -605,6 +590,12 @@ fn run(cli: &RunArgs) -> Result<()> {
         }
     }
     let start = Instant::now();
+    // the evaluation's datasets, read and tokenized once, before any work that they could waste
+    let eval_inputs = if steps.contains(&Step::Eval) {
+        Some(evaluate::prepare(&eval_plan, &cli.eval, model_path, cli.tokenizer.as_deref())?)
+    } else {
+        None
+    };
     let mut model = load(model_path)?;
     let mut report = Report {
         model: serde_json::json!({
@@ -621,7 +612,6 @@ fn run(cli: &RunArgs) -> Result<()> {
     if cli.dump_input {
         print!("{}", prunec_ir::print(&model)?);
     }
-    let mut eval_cache: Option<Vec<u32>> = None;
     let mut scores: Option<prunec_passes::Scores> = None;
     let total = steps.len();
     let mut overall_peak = 0.0f64;
@@ -631,7 +621,7 @@ fn run(cli: &RunArgs) -> Result<()> {
         let run_peak = peak_rss_mib();
         reset_peak_rss();
         let mut record =
-            PassRecord { name: step.name().into(), seconds: 0.0, summary: String::new(), perplexity: None, peak_rss_mib: None };
+            PassRecord { name: step.name().into(), seconds: 0.0, summary: String::new(), perplexity: None, evaluation: None, peak_rss_mib: None };
         match step {
             Step::Ir(pass) => {
                 let outcome = pass.run_with(&mut model, &pass_options).with_context(|| format!("pass `{}`", pass.name()))?;
@@ -705,23 +695,13 @@ fn run(cli: &RunArgs) -> Result<()> {
                 report.training = Some(training);
             }
             Step::Eval => {
-                let text = cli.eval_text.as_deref().context("--eval-text")?;
-                if eval_cache.is_none() {
-                    eval_cache = Some(eval_tokens(text, model_path, cli.tokenizer.as_deref())?);
-                }
-                let tokens = eval_cache.as_deref().unwrap_or_default();
-                let windows = tokens.len() / cli.seq_len.max(1);
-                let mut bar = Progress::new("eval", windows, "windows");
-                let ppl = device::perplexity(cli.device, &model, tokens, cli.seq_len, cli.eval_batch, |done, _| {
-                    bar.update(done, "")
-                })
-                .context("pass `eval`")?;
-                bar.finish();
-                record.summary = format!(
-                    "perplexity: {:.4} ({} tokens, {} windows of {}, {} predicted; mean NLL {:.6})\n",
-                    ppl.perplexity, ppl.tokens, ppl.windows, cli.seq_len, ppl.predicted, ppl.mean_nll
-                );
-                record.perplexity = Some((ppl, text.display().to_string(), cli.seq_len));
+                let inputs = eval_inputs.as_ref().context("evaluation inputs")?;
+                let before: Vec<&str> = steps[..k].iter().filter(|s| **s != Step::Eval).map(|s| s.name()).collect();
+                let label = if before.is_empty() { "original".to_string() } else { before.join(",") };
+                let (evaluation, summary) = evaluate::run(&cli.eval, cli.device, &model, inputs, label)?;
+                record.summary = summary;
+                record.perplexity = evaluation.texts.first().map(|t| (t.perplexity, t.file.clone(), t.seq_len));
+                record.evaluation = Some(evaluation);
             }
         }
         record.seconds = t.elapsed().as_secs_f64();
@@ -744,6 +724,16 @@ fn run(cli: &RunArgs) -> Result<()> {
     if let Some(path) = &cli.report {
         report.write(path, &[model_path.as_path()])?;
         eprintln!("report written to {}", path.display());
+    }
+    let table = evaluate::Table::new(report.passes.iter().filter_map(|p| p.evaluation.as_ref()));
+    if let Some(prefix) = cli.eval.table.clone().or_else(|| cli.report.as_ref().map(|r| r.with_extension("table"))) {
+        if !table.is_empty() {
+            let mut inputs: Vec<&Path> = vec![model_path.as_path()];
+            inputs.extend(eval_plan.texts.iter().map(|(_, f)| f.as_path()));
+            inputs.extend(eval_plan.tasks.iter().map(|(_, f)| f.as_path()));
+            table.write(&prefix, &inputs)?;
+            eprintln!("table written to {}.{{md,csv,json}}", prefix.display());
+        }
     }
     match report.peak_rss_mib {
         Some(rss) => eprintln!("done in {:.2} s, peak RSS {rss:.1} MiB", report.seconds),

@@ -295,11 +295,8 @@ pub fn run(cli: &crate::RunArgs, model: &mut Model, model_path: &Path) -> Result
         (None, None) => train.len().div_ceil(batch_size),
     };
     let warmup = args.warmup_steps.min(steps / 10);
-    let eval_tokens = match &cli.eval_text {
-        Some(path) => Some(crate::eval_tokens(path, model_path, cli.tokenizer.as_deref())?),
-        None => None,
-    };
-    let eval_text = eval_tokens.as_deref().map(|tokens| EvalText { tokens, seq_len: cli.seq_len, batch: cli.eval_batch });
+    let eval_tokens = crate::evaluate::first_text_tokens(&cli.eval, model_path, cli.tokenizer.as_deref())?.map(|(_, t)| t);
+    let eval_text = eval_tokens.as_deref().map(|tokens| EvalText { tokens, seq_len: cli.eval.seq_len, batch: cli.eval.eval_batch });
     if let Some(t) = &eval_text {
         if t.tokens.len() < t.seq_len.max(2) {
             bail!("--eval-text: {} tokens, fewer than one window of --seq-len {}", t.tokens.len(), t.seq_len);

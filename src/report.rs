@@ -18,6 +18,8 @@ pub struct PassRecord {
     pub summary: String,
     /// The perplexity an `eval` pass measured, with the text and window length.
     pub perplexity: Option<(Perplexity, String, usize)>,
+    /// Everything an `eval` pass measured (perplexities, task scores): a row of the table.
+    pub evaluation: Option<crate::evaluate::Evaluation>,
     /// Peak resident memory during the pass, MiB.
     pub peak_rss_mib: Option<f64>,
 }
@@ -84,9 +86,13 @@ impl Report {
                         "mean_nll": ppl.mean_nll,
                     });
                 }
+                if let Some(e) = &p.evaluation {
+                    v["evaluation"] = e.to_json();
+                }
                 v
             })
             .collect();
+        let table = crate::evaluate::Table::new(self.passes.iter().filter_map(|p| p.evaluation.as_ref()));
         json!({
             "model": self.model,
             "device": self.device,
@@ -97,6 +103,7 @@ impl Report {
                 "after": if pruned && evals.len() > 1 { evals.last() } else { None },
             },
             "passes": passes,
+            "table": if table.is_empty() { Value::Null } else { table.to_json() },
             "calibration": self.calibration,
             "macs_per_token": { "before": self.macs_per_token.0, "after": self.macs_per_token.1 },
             "importance": self.importance,
@@ -138,6 +145,10 @@ impl Report {
             for p in curve {
                 let _ = writeln!(s, "| {} | {} | {} | {} | {:.0} |", p["step"], num(&p["train_loss"]), num(&p["val_loss"]), num(&p["perplexity"]), p["tokens_per_s"].as_f64().unwrap_or(0.0));
             }
+        }
+        let table = crate::evaluate::Table::new(self.passes.iter().filter_map(|p| p.evaluation.as_ref()));
+        if !table.is_empty() {
+            let _ = writeln!(s, "\n## Results\n\n{}", table.to_markdown());
         }
         for p in &self.passes {
             let _ = writeln!(s, "\n### {}\n\n```\n{}```", p.name, p.summary);

@@ -91,6 +91,8 @@ struct Bench<'a> {
     cli: &'a RunArgs,
     path: PathBuf,
     model: Model,
+    /// The perplexity text and its tokens.
+    text: PathBuf,
     tokens: Vec<u32>,
     stats: Option<CalibrationStats>,
 }
@@ -100,26 +102,26 @@ impl<'a> Bench<'a> {
     /// of `importances` needs gradients (with the Fisher diagonal when one needs it).
     fn new(cli: &'a RunArgs, importances: &[Importance]) -> Result<Bench<'a>> {
         let Some(path) = cli.model.clone() else { bail!("no MODEL given") };
-        let Some(text) = cli.eval_text.as_deref() else {
-            bail!("a study measures perplexity: give --eval-text FILE (plain text, or JSONL rows with `text` or `input_ids`)")
+        let Some((text, tokens)) = crate::evaluate::first_text_tokens(&cli.eval, &path, cli.tokenizer.as_deref())? else {
+            bail!("a study measures perplexity: give --eval-text FILE (WikiText2/PTB Parquet, plain text, or JSONL rows)")
         };
+        let seq_len = cli.eval.seq_len;
+        if tokens.len() < seq_len.max(2) {
+            bail!("{}: {} tokens, fewer than one window of --seq-len {seq_len}", text.display(), tokens.len());
+        }
         let mut model = crate::load(&path)?;
         prunec_passes::Pass::Group.run(&mut model).context("pass `group`")?;
-        let tokens = crate::eval_tokens(text, &path, cli.tokenizer.as_deref())?;
-        if tokens.len() < cli.seq_len.max(2) {
-            bail!("{}: {} tokens, fewer than one window of --seq-len {}", text.display(), tokens.len(), cli.seq_len);
-        }
         let needs = |f: fn(Importance) -> bool| importances.iter().copied().find(|&i| f(i));
         let stats = match needs(Importance::needs_fisher).or_else(|| needs(Importance::needs_gradient)) {
             Some(i) => Some(crate::calibrate(cli, &model, &path, i, &mut Report::default())?),
             None => None,
         };
-        Ok(Bench { cli, path, model, tokens, stats })
+        Ok(Bench { cli, path, model, text, tokens, stats })
     }
 
     fn perplexity(&self, model: &Model) -> Result<f64> {
         let cli = self.cli;
-        let ppl = crate::device::perplexity(cli.device, model, &self.tokens, cli.seq_len, cli.eval_batch, |_, _| {})?;
+        let ppl = crate::device::perplexity(cli.device, model, &self.tokens, cli.eval.seq_len, cli.eval.eval_batch, |_, _| {})?;
         Ok(ppl.perplexity)
     }
 
@@ -296,7 +298,7 @@ fn fmt_ppl(p: f64) -> String {
 
 fn describe(bench: &Bench<'_>, base: f64) -> String {
     let cli = bench.cli;
-    let text = cli.eval_text.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+    let text = bench.text.display();
     let calib = match (&bench.stats, cli.calib.as_deref()) {
         (None, _) => String::new(),
         (Some(s), Some(p)) => format!(", calibrated on {} samples of `{}` ({} predicted tokens)", s.samples, p.display(), s.tokens),
@@ -308,7 +310,7 @@ fn describe(bench: &Bench<'_>, base: f64) -> String {
         bench.model.params.numel(),
         fmt_ppl(base),
         bench.tokens.len(),
-        cli.seq_len
+        cli.eval.seq_len
     )
 }
 
@@ -333,8 +335,8 @@ fn write_study(out: &Path, bench: &Bench<'_>, base: f64, x_name: &str, points: &
         "model": bench.model.info.name,
         "source": bench.path,
         "parameters": bench.model.params.numel(),
-        "eval_text": bench.cli.eval_text,
-        "seq_len": bench.cli.seq_len,
+        "eval_text": bench.text,
+        "seq_len": bench.cli.eval.seq_len,
         "eval_tokens": bench.tokens.len(),
         "calibration": bench.stats.as_ref().map(|s| json!({ "samples": s.samples, "tokens_per_sample": bench.cli.calib_len, "loss": s.loss, "text": bench.cli.calib })),
         "unpruned_perplexity": base,

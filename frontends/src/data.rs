@@ -83,6 +83,19 @@ pub enum DataError {
 /// (all rows of one kind); a `.json` file may also be one JSON array of such objects. Any other
 /// file is plain UTF-8 text. Errors name the file and the line.
 pub fn read_text_source(path: &Path) -> Result<TextSource> {
+    let (text, ext) = read_utf8(path)?;
+    if !matches!(ext.as_deref(), Some("jsonl" | "json")) {
+        return Ok(TextSource::Plain(text));
+    }
+    let mut rows = RowReader { path, texts: Vec::new(), tokens: Vec::new() };
+    for (at, row) in json_values(path, &text, ext.as_deref() == Some("json"))? {
+        rows.push(&row, &at)?;
+    }
+    rows.finish()
+}
+
+/// The file's text and its lower-case extension.
+fn read_utf8(path: &Path) -> Result<(String, Option<String>)> {
     let bytes = std::fs::read(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let is_json = matches!(ext.as_deref(), Some("jsonl" | "json"));
@@ -91,32 +104,167 @@ pub fn read_text_source(path: &Path) -> Result<TextSource> {
         format: if is_json { "JSONL" } else { "text" },
         reason: format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to()),
     })?;
-    if !is_json {
-        return Ok(TextSource::Plain(text));
-    }
-    let mut rows = RowReader { path, texts: Vec::new(), tokens: Vec::new() };
-    // A `.json` file holding one array of rows.
-    if ext.as_deref() == Some("json") && text.trim_start().starts_with('[') {
+    Ok((text, ext))
+}
+
+/// The JSON values of a JSONL text (one per non-blank line), or of one JSON array when `array_ok`
+/// and the text starts with `[`; each with where it was (`line 3`, `element 2`).
+fn json_values(path: &Path, text: &str, array_ok: bool) -> Result<Vec<(String, serde_json::Value)>> {
+    if array_ok && text.trim_start().starts_with('[') {
         let array: Vec<serde_json::Value> =
-            serde_json::from_str(&text).map_err(|e| corrupt(path, format!("line {}: {e}", e.line())))?;
-        for (i, row) in array.iter().enumerate() {
-            rows.push(row, &format!("element {i}"))?;
+            serde_json::from_str(text).map_err(|e| corrupt(path, format!("line {}: {e}", e.line())))?;
+        return Ok(array.into_iter().enumerate().map(|(i, v)| (format!("element {i}"), v)).collect());
+    }
+    let mut values = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
         }
-    } else {
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let at = format!("line {}", i + 1);
-            let row: serde_json::Value = serde_json::from_str(line).map_err(|e| corrupt(path, format!("{at}: {e}")))?;
-            rows.push(&row, &at)?;
+        let at = format!("line {}", i + 1);
+        let row: serde_json::Value = serde_json::from_str(line).map_err(|e| corrupt(path, format!("{at}: {e}")))?;
+        values.push((at, row));
+    }
+    Ok(values)
+}
+
+/// The rows of a dataset file, each a JSON object: a Parquet file (`.parquet`, as the Hugging
+/// Face hub serves datasets), or JSON objects (`.jsonl`, or `.json` lines or array).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows {
+    /// The file read.
+    pub path: std::path::PathBuf,
+    /// The columns: a Parquet file's top-level columns, or every key of the JSON rows (sorted).
+    pub columns: Vec<String>,
+    /// The rows.
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Rows {
+    /// The first of `names` that is a column, or an error naming the file, what was looked for
+    /// and the columns there are.
+    pub fn column<'n>(&self, names: &[&'n str]) -> Result<&'n str> {
+        names.iter().copied().find(|n| self.columns.iter().any(|c| c == n)).ok_or_else(|| FrontendError::MissingColumn {
+            path: self.path.clone(),
+            column: names.join("` or `"),
+            found: self.columns.join(", "),
+        })
+    }
+
+    /// Column `column` of row `row` as text; an error names the file, row and column otherwise.
+    pub fn text(&self, row: usize, column: &str) -> Result<&str> {
+        match self.rows.get(row).and_then(|r| r.get(column)) {
+            Some(serde_json::Value::String(s)) => Ok(s),
+            Some(other) => Err(self.bad(row, column, format!("not text (found {other})"))),
+            None => Err(self.bad(row, column, "missing".into())),
         }
     }
-    rows.finish()
+
+    /// An error about one value.
+    pub fn bad(&self, row: usize, column: &str, reason: String) -> FrontendError {
+        FrontendError::BadValue { path: self.path.clone(), row, column: column.to_string(), reason }
+    }
+}
+
+/// Reads the rows of a `.parquet`, `.jsonl` or `.json` file (see [`Rows`]).
+pub fn read_rows(path: &Path) -> Result<Rows> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    if ext.as_deref() == Some("parquet") {
+        let table = crate::parquet::read_rows(path)?;
+        return Ok(Rows { path: path.to_path_buf(), columns: table.columns, rows: table.rows });
+    }
+    let (text, ext) = read_utf8(path)?;
+    if !matches!(ext.as_deref(), Some("jsonl" | "json")) {
+        return Err(FrontendError::Corrupt {
+            path: path.to_path_buf(),
+            format: "dataset",
+            reason: "not a `.parquet`, `.jsonl` or `.json` file".into(),
+        });
+    }
+    let mut rows = Vec::new();
+    let mut columns = std::collections::BTreeSet::new();
+    for (at, value) in json_values(path, &text, ext.as_deref() == Some("json"))? {
+        let serde_json::Value::Object(row) = value else {
+            return Err(corrupt(path, format!("{at}: a row must be a JSON object")));
+        };
+        columns.extend(row.keys().cloned());
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        return Err(corrupt(path, "no rows".into()));
+    }
+    Ok(Rows { path: path.to_path_buf(), columns: columns.into_iter().collect(), rows })
+}
+
+/// Columns that hold the text of a perplexity dataset, in the order they are looked for:
+/// `text` (WikiText), `sentence` (PTB's `ptb_text_only`).
+pub const TEXT_COLUMNS: &[&str] = &["text", "sentence"];
+
+/// Reads a perplexity dataset in the forms people have it, giving the rows LLM-Pruner's
+/// `ppl_dataset.py` joins with `"\n\n"` ([`token_stream`]):
+///
+/// * `.parquet` (the hub's `wikitext-2-raw-v1/test-00000-of-00001.parquet`, `ptb_text_only`'s
+///   `penn_treebank/validation-00000-of-00001.parquet`): the rows of `column`, else of the first
+///   of [`TEXT_COLUMNS`] the file has;
+/// * `.jsonl`/`.json`: as [`read_text_source`] (`text` or `input_ids` rows); with `column`, or
+///   when the rows have `sentence` and neither `text` nor `input_ids`, that column's rows;
+/// * `.raw` (WikiText's `wiki.test.raw`): one row per line, the line's `\n` kept and blank lines
+///   made empty, as the hub's `wikitext` rows were made from these files — so the raw file and
+///   the Parquet file give the same tokens;
+/// * `ptb.*.txt` (`ptb.test.txt`): one row per line, stripped, as `ptb_text_only`'s rows;
+/// * anything else: plain text, tokenized as it is.
+pub fn read_eval_source(path: &Path, column: Option<&str>) -> Result<TextSource> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    let text_rows = |rows: Rows| -> Result<TextSource> {
+        let col = match column {
+            Some(c) => rows.column(&[c])?,
+            None => rows.column(TEXT_COLUMNS)?,
+        };
+        let texts = (0..rows.rows.len())
+            .map(|i| match rows.rows[i].get(col) {
+                Some(serde_json::Value::Null) => Ok(String::new()),
+                _ => rows.text(i, col).map(str::to_string),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if texts.is_empty() {
+            return Err(corrupt_as(path, "Parquet", "no rows".into()));
+        }
+        Ok(TextSource::Rows(texts))
+    };
+    match ext.as_deref() {
+        Some("parquet") => text_rows(read_rows(path)?),
+        Some("jsonl" | "json") => {
+            if column.is_some() {
+                return text_rows(read_rows(path)?);
+            }
+            match read_rows(path) {
+                Ok(rows) if !rows.columns.iter().any(|c| c == "text" || c == "input_ids") && rows.columns.iter().any(|c| c == "sentence") => {
+                    text_rows(rows)
+                }
+                _ => read_text_source(path),
+            }
+        }
+        Some("raw") => {
+            let (text, _) = read_utf8(path)?;
+            let text = text.replace("\r\n", "\n");
+            Ok(TextSource::Rows(
+                text.split_inclusive('\n').map(|l| if l.trim().is_empty() { String::new() } else { l.to_string() }).collect(),
+            ))
+        }
+        Some("txt") if name.starts_with("ptb.") => {
+            let (text, _) = read_utf8(path)?;
+            Ok(TextSource::Rows(text.lines().map(|l| l.trim().to_string()).collect()))
+        }
+        _ => read_text_source(path),
+    }
 }
 
 fn corrupt(path: &Path, reason: String) -> FrontendError {
-    FrontendError::Corrupt { path: path.to_path_buf(), format: "JSONL", reason }
+    corrupt_as(path, "JSONL", reason)
+}
+
+fn corrupt_as(path: &Path, format: &'static str, reason: String) -> FrontendError {
+    FrontendError::Corrupt { path: path.to_path_buf(), format, reason }
 }
 
 /// Collects JSONL rows, checking they are all of one kind.
@@ -429,6 +577,53 @@ mod tests {
         assert!(eval_windows(&tokens, 0).is_empty());
         // SmolLM2's golden perplexity: 7658 tokens in windows of 128 give 59 windows.
         assert_eq!(eval_windows(&vec![0; 7658], 128).len(), 59);
+    }
+
+    fn eval_fixture(rel: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/eval").join(rel)
+    }
+
+    #[test]
+    fn perplexity_datasets_in_their_hub_and_raw_forms_agree() {
+        // WikiText2: the hub's Parquet rows are the raw file's lines, blank ones empty
+        let parquet = read_eval_source(&eval_fixture("wikitext-2-raw-v1/test-00000-of-00001.parquet"), None).unwrap();
+        let raw = read_eval_source(&eval_fixture("wiki.test.raw"), None).unwrap();
+        assert_eq!(parquet, raw);
+        let TextSource::Rows(rows) = &parquet else { panic!("{parquet:?}") };
+        assert_eq!(rows[..3], ["", " = Harbour Lights = \n", ""]);
+        // PTB: `sentence` rows, and ptb.test.txt's lines stripped
+        let ptb = read_eval_source(&eval_fixture("penn_treebank/test-00000-of-00001.parquet"), None).unwrap();
+        assert_eq!(read_eval_source(&eval_fixture("ptb.test.txt"), None).unwrap(), ptb);
+        let TextSource::Rows(rows) = &ptb else { panic!("{ptb:?}") };
+        assert_eq!(rows[0], "no it was n't black monday");
+        // joined as LLM-Pruner's ppl_dataset.py joins them: "\n\n".join(rows)
+        let dir = tempfile::tempdir().unwrap();
+        let tok = byte_tokenizer(dir.path());
+        assert_eq!(token_stream(&ptb, &tok).unwrap(), tok.encode(&rows.join("\n\n")).unwrap());
+        // JSONL rows with `sentence`, or any column named
+        let jsonl = write(dir.path(), "ptb.jsonl", "{\"sentence\": \"a b\"}\n{\"sentence\": \"c\"}\n");
+        assert_eq!(read_eval_source(&jsonl, None).unwrap(), TextSource::Rows(vec!["a b".into(), "c".into()]));
+        let other = write(dir.path(), "o.jsonl", "{\"body\": \"x\", \"text\": \"t\"}\n");
+        assert_eq!(read_eval_source(&other, Some("body")).unwrap(), TextSource::Rows(vec!["x".into()]));
+        assert_eq!(read_eval_source(&other, None).unwrap(), TextSource::Rows(vec!["t".into()]));
+        // plain text stays plain
+        let plain = write(dir.path(), "p.txt", "plain\n");
+        assert_eq!(read_eval_source(&plain, None).unwrap(), TextSource::Plain("plain\n".into()));
+    }
+
+    #[test]
+    fn a_missing_text_column_names_file_and_columns() {
+        let piqa = eval_fixture("piqa/validation-00000-of-00001.parquet");
+        let err = read_eval_source(&piqa, None).unwrap_err();
+        assert!(matches!(err, FrontendError::MissingColumn { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("validation-00000-of-00001.parquet") && msg.contains("`text` or `sentence`") && msg.contains("goal, sol1, sol2, label"), "{msg}");
+        let err = read_eval_source(&piqa, Some("label")).unwrap_err().to_string();
+        assert!(err.contains("row 0, column `label`: not text (found 1)"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let corrupt = write(dir.path(), "c.parquet", "not parquet");
+        let err = read_eval_source(&corrupt, None).unwrap_err().to_string();
+        assert!(err.contains("c.parquet") && err.contains("Parquet"), "{err}");
     }
 
     /// The generator's sequence is part of prunec's reproducibility promise: pinned here.

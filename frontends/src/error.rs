@@ -80,6 +80,28 @@ pub enum FrontendError {
         /// The architectures prunec reads.
         supported: String,
     },
+    /// A table of rows (Parquet, JSONL) lacks a column the reader needs.
+    #[error("{path}: no column `{column}` (its columns: {found})")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column looked for (alternatives separated by ` or `).
+        column: String,
+        /// The columns the file has, comma-separated.
+        found: String,
+    },
+    /// One value of a table is not what the reader needs (a number where text is expected...).
+    #[error("{path}: row {row}, column `{column}`: {reason}")]
+    BadValue {
+        /// The file.
+        path: PathBuf,
+        /// The row (0-based, as `datasets` counts).
+        row: usize,
+        /// The column.
+        column: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Building the IR failed (a bug in a frontend or an inconsistent model).
     #[error("{path}: {source}")]
     Ir {

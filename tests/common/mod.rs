@@ -161,3 +161,38 @@ impl GoldenFile {
 pub fn golden(name: &str) -> GoldenFile {
     GoldenFile::read(&fixture(name).join("golden.safetensors"))
 }
+
+/// A byte-level BPE `tokenizer.json` with no merges (one token per byte, token id = the byte's
+/// value, GPT-2's byte-to-character table), for the 256-token fixture models; written in `dir`.
+pub fn byte_tokenizer(dir: &Path) -> PathBuf {
+    // GPT-2's bytes_to_unicode: printable bytes stand for themselves, the others for 256 + n
+    let mut extra = 0u32;
+    let vocab: serde_json::Map<String, serde_json::Value> = (0u32..256)
+        .map(|b| {
+            let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+            let c = if printable {
+                char::from_u32(b).expect("a byte is a char")
+            } else {
+                extra += 1;
+                char::from_u32(255 + extra).expect("a char")
+            };
+            (c.to_string(), serde_json::Value::from(b))
+        })
+        .collect();
+    let byte_level = serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": byte_level, "post_processor": null, "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": []}
+    });
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, json.to_string()).expect("write tokenizer.json");
+    path
+}
+
+/// A file of `tests/fixtures/eval/` (the evaluation datasets' hand-made rows).
+pub fn eval_fixture(rel: &str) -> PathBuf {
+    fixture("eval").join(rel)
+}

@@ -7,6 +7,7 @@ pub mod exec;
 pub mod generate;
 pub mod tensor;
 pub mod train;
+pub mod zero_shot;
 
 pub use calibrate::{calibrate, CalibrationOptions};
 pub use eval::{perplexity, perplexity_of, Perplexity};
@@ -14,6 +15,7 @@ pub use generate::{generate, Sampling};
 pub use exec::{causal_lm_loss, masked_nll, row_nll, Executor, KvCache};
 pub use train::{train, EvalText, LrSchedule, Sample, TrainObserver, TrainOptions, TrainOutcome, TrainPoint};
 pub use tensor::DynTensor;
+pub use zero_shot::{loglikelihoods, TokenRequest};
 
 /// The CPU backend.
 pub type Cpu = burn::backend::Flex;

@@ -1,0 +1,80 @@
+//! Log-likelihoods of continuations, as lm-evaluation-harness (v0.4.2,
+//! `HFLM._loglikelihood_tokens`) computes them for multiple-choice tasks: the model reads
+//! `(context + continuation)[-(max_length + 1):][:-1]`, and the log-probabilities of the
+//! continuation's tokens at the last positions are summed. Requests are grouped longest first into
+//! batches, each row padded on the right (a causal model's earlier positions never see the padding).
+
+use burn::prelude::{Backend, Int, Tensor, TensorData};
+use burn::tensor::activation;
+use prunec_ir::Model;
+
+use super::exec::Executor;
+use crate::{BackendError, Result};
+
+/// One request: the context's tokens and the continuation's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Tokens before (at least one).
+    pub context: Vec<u32>,
+    /// Tokens scored (at least one).
+    pub continuation: Vec<u32>,
+}
+
+/// The summed log-probability of each request's continuation given its context, in the order
+/// of `requests`; `batch` rows per forward pass; inputs longer than `max_length` lose their
+/// first tokens (the harness's left truncation). `progress(done, total)` follows the requests.
+pub fn loglikelihoods<B: Backend>(
+    model: &Model,
+    device: &B::Device,
+    requests: &[TokenRequest],
+    batch: usize,
+    max_length: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<f64>> {
+    if max_length == 0 {
+        return Err(BackendError::Lowering("--max-length must be positive".into()));
+    }
+    // the model's input and how many of its last positions predict the continuation
+    let mut inputs = Vec::with_capacity(requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        if r.context.is_empty() || r.continuation.is_empty() {
+            return Err(BackendError::Lowering(format!("request {i}: the context and the continuation need at least one token each")));
+        }
+        let whole: Vec<u32> = r.context.iter().chain(&r.continuation).copied().collect();
+        let start = whole.len().saturating_sub(max_length + 1);
+        let input = whole[start..whole.len() - 1].to_vec();
+        let scored = r.continuation.len().min(input.len());
+        inputs.push((input, scored, r.continuation[r.continuation.len() - scored..].to_vec()));
+    }
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].0.len()));
+    let exec = Executor::<B>::new(model, device)?;
+    let mut out = vec![0.0f64; requests.len()];
+    let mut done = 0;
+    for chunk in order.chunks(batch.max(1)) {
+        let width = chunk.iter().map(|&i| inputs[i].0.len()).max().unwrap_or(0);
+        let rows: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|&i| {
+                let mut row = inputs[i].0.clone();
+                row.resize(width, 0);
+                row
+            })
+            .collect();
+        let logits = exec.forward(exec.ids(&rows)?)?;
+        let vocab = logits.dims()[2];
+        for (k, &i) in chunk.iter().enumerate() {
+            let (input, scored, targets) = &inputs[i];
+            let positions = logits.clone().narrow(0, k, 1).narrow(1, input.len() - scored, *scored);
+            let logp = activation::log_softmax(positions.reshape([*scored, vocab]), 1);
+            let ids: Vec<i64> = targets.iter().map(|&t| i64::from(t)).collect();
+            let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [*scored, 1]), device);
+            let picked = logp.gather(1, ids).into_data().convert::<f32>().into_vec::<f32>();
+            let picked = picked.map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
+            out[i] = picked.iter().map(|&v| f64::from(v)).sum();
+        }
+        done += chunk.len();
+        progress(done, requests.len());
+    }
+    Ok(out)
+}

@@ -1,0 +1,144 @@
+//! Parquet files as the Hugging Face hub serves datasets (`test-00000-of-00001.parquet`...):
+//! read row by row with the `parquet` crate's record API (no Arrow), each row turned into a JSON
+//! object, so that Parquet and JSONL rows reach the evaluation code in one form.
+//!
+//! Compression: snappy (the hub's default), zstd, lz4 and gzip.
+
+use std::path::Path;
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::{Field, Row};
+use serde_json::{Map, Value};
+
+use crate::error::{FrontendError, Result};
+
+/// The rows of a Parquet file, each a JSON object keyed by column name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParquetRows {
+    /// The top-level columns, in the file's order.
+    pub columns: Vec<String>,
+    /// The rows.
+    pub rows: Vec<Map<String, Value>>,
+}
+
+fn corrupt(path: &Path, reason: impl std::fmt::Display) -> FrontendError {
+    FrontendError::Corrupt { path: path.to_path_buf(), format: "Parquet", reason: reason.to_string() }
+}
+
+/// Opens `path` and names its top-level columns, reading only the footer.
+fn open(path: &Path) -> Result<(SerializedFileReader<std::fs::File>, Vec<String>)> {
+    let file = std::fs::File::open(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
+    let reader = SerializedFileReader::new(file).map_err(|e| corrupt(path, e))?;
+    let columns = reader
+        .metadata()
+        .file_metadata()
+        .schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    Ok((reader, columns))
+}
+
+/// The top-level column names of the Parquet file at `path`.
+pub fn columns(path: &Path) -> Result<Vec<String>> {
+    Ok(open(path)?.1)
+}
+
+/// Reads every row of the Parquet file at `path`. Strings stay strings, integers and booleans
+/// keep their JSON kinds, lists become arrays and structs objects; binary values must be UTF-8.
+pub fn read_rows(path: &Path) -> Result<ParquetRows> {
+    let (reader, columns) = open(path)?;
+    let iter = reader.get_row_iter(None).map_err(|e| corrupt(path, e))?;
+    let mut rows = Vec::new();
+    for (i, row) in iter.enumerate() {
+        let row = row.map_err(|e| corrupt(path, format!("row {i}: {e}")))?;
+        rows.push(row_to_json(&row).map_err(|e| corrupt(path, format!("row {i}: {e}")))?);
+    }
+    Ok(ParquetRows { columns, rows })
+}
+
+fn row_to_json(row: &Row) -> std::result::Result<Map<String, Value>, String> {
+    row.get_column_iter().map(|(name, field)| Ok((name.clone(), field_to_json(field)?))).collect()
+}
+
+fn field_to_json(field: &Field) -> std::result::Result<Value, String> {
+    Ok(match field {
+        Field::Null => Value::Null,
+        Field::Bool(b) => Value::Bool(*b),
+        Field::Byte(n) => (*n).into(),
+        Field::Short(n) => (*n).into(),
+        Field::Int(n) => (*n).into(),
+        Field::Long(n) => (*n).into(),
+        Field::UByte(n) => (*n).into(),
+        Field::UShort(n) => (*n).into(),
+        Field::UInt(n) => (*n).into(),
+        Field::ULong(n) => (*n).into(),
+        Field::Float16(x) => f64::from(*x).into(),
+        Field::Float(x) => f64::from(*x).into(),
+        Field::Double(x) => (*x).into(),
+        Field::Str(s) => Value::String(s.clone()),
+        Field::Bytes(b) => Value::String(
+            std::str::from_utf8(b.data()).map_err(|e| format!("a binary value is not UTF-8: {e}"))?.to_string(),
+        ),
+        Field::Group(row) => Value::Object(row_to_json(row)?),
+        Field::ListInternal(list) => Value::Array(list.elements().iter().map(field_to_json).collect::<std::result::Result<_, _>>()?),
+        Field::MapInternal(map) => {
+            let mut out = Map::new();
+            for (k, v) in map.entries() {
+                let key = match field_to_json(k)? {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                out.insert(key, field_to_json(v)?);
+            }
+            Value::Object(out)
+        }
+        other => Value::String(other.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(rel: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/eval").join(rel)
+    }
+
+    #[test]
+    fn reads_the_hubs_schemas() {
+        let wiki = read_rows(&fixture("wikitext-2-raw-v1/test-00000-of-00001.parquet")).unwrap();
+        assert_eq!(wiki.columns, ["text"]);
+        assert_eq!(wiki.rows[0]["text"], "");
+        assert_eq!(wiki.rows[1]["text"], " = Harbour Lights = \n");
+        let arc = read_rows(&fixture("ai2_arc/ARC-Easy/test-00000-of-00001.parquet")).unwrap();
+        assert_eq!(arc.columns, ["id", "question", "choices", "answerKey"]);
+        assert_eq!(arc.rows[1]["choices"]["label"], serde_json::json!(["1", "2", "3", "4"]));
+        assert_eq!(arc.rows[0]["choices"]["text"][0], "a ruler");
+        let boolq = read_rows(&fixture("boolq/validation-00000-of-00001.parquet")).unwrap();
+        assert_eq!(boolq.rows[1]["answer"], false);
+        let hs = read_rows(&fixture("hellaswag/validation-00000-of-00001.parquet")).unwrap();
+        assert_eq!(hs.rows[0]["label"], "3");
+        assert_eq!(hs.rows[0]["ind"], 24);
+        assert_eq!(hs.rows[0]["endings"].as_array().map(Vec::len), Some(4));
+        assert_eq!(columns(&fixture("piqa/validation-00000-of-00001.parquet")).unwrap(), ["goal", "sol1", "sol2", "label"]);
+    }
+
+    #[test]
+    fn a_corrupt_or_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.parquet");
+        std::fs::write(&bad, b"PAR1 not really a parquet file").unwrap();
+        let err = read_rows(&bad).unwrap_err();
+        assert!(matches!(err, FrontendError::Corrupt { format: "Parquet", .. }), "{err}");
+        assert!(err.to_string().contains("bad.parquet"), "{err}");
+        // a real file cut short loses its footer
+        let bytes = std::fs::read(fixture("piqa/validation-00000-of-00001.parquet")).unwrap();
+        let cut = dir.path().join("cut.parquet");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(read_rows(&cut).unwrap_err().to_string().contains("cut.parquet"));
+        let missing = read_rows(&dir.path().join("none.parquet")).unwrap_err();
+        assert!(matches!(missing, FrontendError::Io { .. }));
+    }
+}
