@@ -97,6 +97,22 @@ pub(crate) fn check_params(expected: Vec<(String, Vec<usize>)>, params: &ParamSt
     Ok(())
 }
 
+/// Checks that each of a configuration's `sizes` (key, value) is positive and plausible (at
+/// most 2^24), naming the key and `path` otherwise.
+pub(crate) fn check_sizes(path: &Path, sizes: &[(&str, usize)]) -> Result<()> {
+    for &(k, v) in sizes {
+        let reason = if v == 0 {
+            format!("`{k}` must be positive")
+        } else if v > 1 << 24 {
+            format!("`{k}` = {v} is implausibly large")
+        } else {
+            continue;
+        };
+        return Err(FrontendError::BadConfig { path: path.to_path_buf(), reason });
+    }
+    Ok(())
+}
+
 /// The config key of per-layer widths, written when pruning left layers of different widths
 /// (one object per layer, with the architecture's own width keys).
 pub const LAYER_WIDTHS_KEY: &str = "prunec_layer_widths";

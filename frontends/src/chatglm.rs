@@ -114,22 +114,18 @@ impl ChatGlmConfig {
     /// Checks that the sizes are consistent.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |reason: String| Err(FrontendError::BadConfig { path: path.to_path_buf(), reason });
-        for (k, v) in [
-            ("padded_vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("ffn_hidden_size", self.ffn_hidden_size),
-            ("num_layers", self.num_layers),
-            ("num_attention_heads", self.num_heads),
-            ("multi_query_group_num", self.num_groups),
-            ("kv_channels", self.kv_channels),
-        ] {
-            if v == 0 {
-                return bad(format!("`{k}` must be positive"));
-            }
-            if v > 1 << 24 {
-                return bad(format!("`{k}` = {v} is implausibly large"));
-            }
-        }
+        crate::builder::check_sizes(
+            path,
+            &[
+                ("padded_vocab_size", self.vocab_size),
+                ("hidden_size", self.hidden_size),
+                ("ffn_hidden_size", self.ffn_hidden_size),
+                ("num_layers", self.num_layers),
+                ("num_attention_heads", self.num_heads),
+                ("multi_query_group_num", self.num_groups),
+                ("kv_channels", self.kv_channels),
+            ],
+        )?;
         if !self.kv_channels.is_multiple_of(4) {
             return bad(format!(
                 "kv_channels {} must be a multiple of 4 (rotary embeddings rotate pairs in the first half of each head)",

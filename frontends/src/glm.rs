@@ -123,21 +123,17 @@ impl GlmConfig {
     /// Checks that the sizes are consistent.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |reason: String| Err(FrontendError::BadConfig { path: path.to_path_buf(), reason });
-        for (k, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("inner_hidden_size", self.inner_hidden_size),
-            ("num_layers", self.num_layers),
-            ("num_attention_heads", self.num_heads),
-            ("head width", self.head_dim),
-        ] {
-            if v == 0 {
-                return bad(format!("`{k}` must be positive"));
-            }
-            if v > 1 << 24 {
-                return bad(format!("`{k}` = {v} is implausibly large"));
-            }
-        }
+        crate::builder::check_sizes(
+            path,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("hidden_size", self.hidden_size),
+                ("inner_hidden_size", self.inner_hidden_size),
+                ("num_layers", self.num_layers),
+                ("num_attention_heads", self.num_heads),
+                ("head width", self.head_dim),
+            ],
+        )?;
         let rotating = if self.position_encoding_2d { self.head_dim / 2 } else { self.head_dim };
         if !self.head_dim.is_multiple_of(2) || !rotating.is_multiple_of(2) {
             return bad(format!(

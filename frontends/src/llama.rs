@@ -220,14 +220,7 @@ impl LlamaConfig {
                 ("num_key_value_heads", self.num_kv_heads),
             ]);
         }
-        for (k, v) in positive {
-            if v == 0 {
-                return bad(format!("`{k}` must be positive"));
-            }
-            if v > 1 << 24 {
-                return bad(format!("`{k}` = {v} is implausibly large"));
-            }
-        }
+        crate::builder::check_sizes(path, &positive)?;
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
         }
