@@ -14,6 +14,9 @@ fn run_group(path: &std::path::Path) -> std::process::Output {
 fn missing_model() {
     let out = run_group(std::path::Path::new("/nonexistent/model.gguf"));
     assert_clean_failure(&out, &["/nonexistent/model.gguf"]);
+    // an error that prints its cause is not followed by that cause again
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
 }
 
 #[test]
