@@ -33,6 +33,10 @@ pub struct Chart<'a> {
     pub series: &'a [Series],
     /// A horizontal reference line (the unpruned model), with its legend entry.
     pub reference: Option<(&'a str, f64)>,
+    /// The x values are whole numbers (layers): ticks without decimals.
+    pub integer_x: bool,
+    /// Where the legend goes (away from the points that matter).
+    pub legend: SeriesLabelPosition,
 }
 
 fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
@@ -66,8 +70,10 @@ impl Chart<'_> {
             macro_rules! draw {
                 ($chart:expr) => {{
                     let mut chart = $chart;
+                    let x_fmt = |x: &f64| if self.integer_x { format!("{x:.0}") } else { format!("{x}") };
                     chart
                         .configure_mesh()
+                        .x_label_formatter(&x_fmt)
                         .x_desc(self.x_label)
                         .y_desc(self.y_label)
                         .label_style(("sans-serif", 16))
@@ -93,7 +99,7 @@ impl Chart<'_> {
                     }
                     chart
                         .configure_series_labels()
-                        .position(SeriesLabelPosition::UpperLeft)
+                        .position(self.legend.clone())
                         .label_font(("sans-serif", 16))
                         .background_style(WHITE.mix(0.85))
                         .border_style(BLACK)

@@ -223,6 +223,8 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         log_y: true,
         series: &series,
         reference: Some(("unpruned", base)),
+        integer_x: false,
+        legend: plotters::chart::SeriesLabelPosition::UpperLeft,
     };
     write_study(&args.out, &bench, base, what, &points, &md, &chart, start)
 }
@@ -273,7 +275,16 @@ pub fn sensitivity(args: &SensitivityArgs) -> Result<()> {
     }
     let series = [Series { label: format!("layer i pruned at {ratio} ({method})"), points: points.iter().map(|p| (p.x, p.perplexity)).collect() }];
     let title = format!("{}: sensitivity of each layer", bench.model.info.name);
-    let chart = Chart { title: &title, x_label: "layer pruned", y_label: "perplexity", log_y: false, series: &series, reference: Some(("unpruned", base)) };
+    let chart = Chart {
+        title: &title,
+        x_label: "layer pruned",
+        y_label: "perplexity",
+        log_y: false,
+        series: &series,
+        reference: Some(("unpruned", base)),
+        integer_x: true,
+        legend: plotters::chart::SeriesLabelPosition::UpperRight,
+    };
     write_study(&args.out, &bench, base, "layer", &points, &md, &chart, start)
 }
 
