@@ -263,9 +263,7 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let path = model.info.source.join("config.json");
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
-    let text = model.info.config_json.as_deref().ok_or_else(|| bad("the model carries no configuration".into()))?;
-    let mut json: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| FrontendError::Corrupt { path: path.clone(), format: "config.json", reason: e.to_string() })?;
+    let mut json = crate::builder::model_config(model, &path)?;
     if crate::glm::is_v1(&json) {
         return crate::glm::hf_config(model);
     }

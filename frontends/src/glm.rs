@@ -271,9 +271,7 @@ fn alpha_residual(b: &mut Builder, normed: ValueId, out: ValueId, name: &str, bl
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let path = model.info.source.join("config.json");
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
-    let text = model.info.config_json.as_deref().ok_or_else(|| bad("the model carries no configuration".into()))?;
-    let mut json: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| FrontendError::Corrupt { path: path.clone(), format: "config.json", reason: e.to_string() })?;
+    let mut json = crate::builder::model_config(model, &path)?;
     let original = GlmConfig::from_hf_json(&path, &json)?;
     let shape = |name: &str| model.params.get(name).map(|p| p.shape.clone());
     let mut layers = Vec::with_capacity(original.num_layers);

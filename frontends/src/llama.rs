@@ -390,9 +390,7 @@ fn head_dim(model: &Model, original: &LlamaConfig) -> usize {
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let path = config_path(model);
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
-    let text = model.info.config_json.as_deref().ok_or_else(|| bad("the model carries no configuration".into()))?;
-    let mut json: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| FrontendError::Corrupt { path: path.clone(), format: "config.json", reason: e.to_string() })?;
+    let mut json = crate::builder::model_config(model, &path)?;
     let original = LlamaConfig::from_hf_json(&path, &json)?;
     let head_dim = head_dim(model, &original);
     let source = model.info.source.clone();
