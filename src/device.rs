@@ -101,6 +101,53 @@ pub fn loglikelihoods(
     on_device!(device, |B, A, dev| Ok(runtime::loglikelihoods::<B>(model, &dev, requests, batch, max_length, progress)?))
 }
 
+/// Perplexity of `model` on `tokens`, layer by layer (see [`runtime::perplexity_streamed`]).
+pub fn perplexity_streamed(
+    device: Device,
+    model: &Model,
+    tokens: &[u32],
+    seq_len: usize,
+    batch: usize,
+    group_tokens: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<Perplexity> {
+    on_device!(device, |B, A, dev| Ok(runtime::perplexity_streamed::<B>(model, &dev, tokens, seq_len, batch, group_tokens, progress)?))
+}
+
+/// Log-likelihoods of task requests, layer by layer (see [`runtime::loglikelihoods_streamed`]).
+pub fn loglikelihoods_streamed(
+    device: Device,
+    model: &Model,
+    requests: &[runtime::TokenRequest],
+    batch: usize,
+    max_length: usize,
+    group_tokens: usize,
+    progress: impl FnMut(usize, usize),
+) -> Result<Vec<f64>> {
+    on_device!(device, |B, A, dev| Ok(runtime::loglikelihoods_streamed::<B>(
+        model,
+        &dev,
+        requests,
+        batch,
+        max_length,
+        group_tokens,
+        progress
+    )?))
+}
+
+/// Gradients of `model` on `samples`, layer by layer, handed to `sink` parameter by parameter
+/// (see [`runtime::calibrate_streamed`]).
+pub fn calibrate_streamed(
+    device: Device,
+    model: &Model,
+    samples: &[Vec<u32>],
+    options: &runtime::StreamOptions,
+    sink: impl FnMut(&str, prunec_ir::ParamGradient) -> prunec_backends::Result<()>,
+    progress: impl FnMut(runtime::StreamStep),
+) -> Result<runtime::StreamSummary> {
+    on_device!(device, |B, A, dev| Ok(runtime::calibrate_streamed::<A>(model, &dev, samples, options, sink, progress)?))
+}
+
 /// Calibration statistics of `model` on `samples` (see [`runtime::calibrate`]).
 #[allow(dead_code)]
 pub fn calibrate(

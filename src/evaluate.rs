@@ -244,14 +244,26 @@ pub struct Evaluation {
 }
 
 /// Runs one `eval` pass on `model`: every text's perplexity, every task's accuracy.
-pub fn run(args: &EvalArgs, device: Device, model: &Model, inputs: &Inputs, label: String) -> Result<(Evaluation, String)> {
+/// With `group_tokens`, the model is streamed layer by layer, that many tokens at a time.
+pub fn run(
+    args: &EvalArgs,
+    device: Device,
+    model: &Model,
+    inputs: &Inputs,
+    label: String,
+    group_tokens: Option<usize>,
+) -> Result<(Evaluation, String)> {
     let mut summary = String::new();
     let mut eval = Evaluation { label, params: model.params.numel(), texts: Vec::new(), tasks: Vec::new() };
     for (name, file, tokens) in &inputs.texts {
         let windows = tokens.len() / args.seq_len.max(1);
         let mut bar = Progress::new("eval", windows, "windows");
-        let ppl = crate::device::perplexity(device, model, tokens, args.seq_len, args.eval_batch, |done, _| bar.update(done, name))
-            .with_context(|| format!("pass `eval` on {}", file.display()))?;
+        let progress = |done, _| bar.update(done, name);
+        let ppl = match group_tokens {
+            Some(group) => crate::device::perplexity_streamed(device, model, tokens, args.seq_len, args.eval_batch, group, progress),
+            None => crate::device::perplexity(device, model, tokens, args.seq_len, args.eval_batch, progress),
+        }
+        .with_context(|| format!("pass `eval` on {}", file.display()))?;
         bar.finish();
         summary += &format!(
             "perplexity: {:.4} ({} tokens, {} windows of {}, {} predicted; mean NLL {:.6}) [{name}]\n",
@@ -261,9 +273,13 @@ pub fn run(args: &EvalArgs, device: Device, model: &Model, inputs: &Inputs, labe
     }
     for (task, file, docs, requests) in &inputs.tasks {
         let mut bar = Progress::new(task.name(), requests.len(), "requests");
-        let lls = crate::device::loglikelihoods(device, model, requests, args.eval_batch, args.max_length, |done, _| {
-            bar.update(done, "")
-        })
+        let progress = |done, _| bar.update(done, "");
+        let lls = match group_tokens {
+            Some(group) => {
+                crate::device::loglikelihoods_streamed(device, model, requests, args.eval_batch, args.max_length, group, progress)
+            }
+            None => crate::device::loglikelihoods(device, model, requests, args.eval_batch, args.max_length, progress),
+        }
         .with_context(|| format!("task `{task}` on {}", file.display()))?;
         bar.finish();
         let mut at = 0;

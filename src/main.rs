@@ -15,6 +15,7 @@ use prunec_ir::Model;
 
 mod device;
 mod evaluate;
+mod memory;
 mod pipeline;
 mod plot;
 mod progress;
@@ -24,6 +25,7 @@ mod study;
 mod synth;
 
 use device::Device;
+use memory::{MemoryPlan, Work};
 use pipeline::Step;
 use progress::Progress;
 use report::{PassRecord, Report};
@@ -84,6 +86,16 @@ struct RunArgs {
     /// Where the backend runs.
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+
+    /// Memory budget (`8GiB`, `512MiB`, `24GB`): calibration and evaluation of a model whose
+    /// resident estimate exceeds it stream the model layer by layer. Default: 80% of the memory
+    /// available when the run starts.
+    #[arg(long, value_name = "SIZE", value_parser = memory::parse_size)]
+    max_memory: Option<u64>,
+
+    /// Hold the whole model in memory whatever its size (never stream).
+    #[arg(long)]
+    resident: bool,
 
     /// Write a JSON report of the run here.
     #[arg(long, value_name = "FILE")]
@@ -462,15 +474,10 @@ fn prune_options(cli: &RunArgs, model: &Model, amount: prunec_passes::prune::Amo
     }
 }
 
-/// Calibration for `importance` (the Fisher diagonal too when it needs it): the gradient of
-/// the mean loss on `--calib-samples` windows of `--calib`, recorded in the report.
-fn calibrate(
-    cli: &RunArgs,
-    model: &Model,
-    model_path: &Path,
-    importance: prunec_passes::Importance,
-    report: &mut Report,
-) -> Result<prunec_ir::CalibrationStats> {
+/// The calibration samples for `importance`: `--calib-samples` windows of `--calib-len` tokens
+/// of `--calib` (or rows of its `input_ids`), else of the embedded text; and what they came
+/// from, for messages and the report.
+fn calibration_samples(cli: &RunArgs, model_path: &Path, importance: prunec_passes::Importance) -> Result<(Vec<Vec<u32>>, String)> {
     let (src, calib_name) = match cli.calib.as_deref() {
         Some(path) => (read_text_source(path)?, path.display().to_string()),
         None => (
@@ -491,48 +498,131 @@ fn calibrate(
             prunec_frontends::data::calibration_samples(&src, &tok, cli.calib_samples, cli.calib_len, cli.seed)?
         }
     };
+    Ok((samples, calib_name))
+}
+
+/// The report's `calibration` object.
+fn calibration_record(cli: &RunArgs, calib_name: &str, samples: usize, tokens: usize, loss: f64, mode: &str) -> serde_json::Value {
+    eprintln!("calibrated on {samples} samples of {} tokens from {calib_name} ({mode}): loss {loss:.4}", cli.calib_len);
+    serde_json::json!({
+        "text": if cli.calib.is_some() { calib_name.to_string() } else { "embedded".to_string() },
+        "samples": samples,
+        "tokens_per_sample": cli.calib_len,
+        "predicted_tokens": tokens,
+        "loss": loss,
+        "seed": cli.seed,
+        "mode": mode,
+    })
+}
+
+/// Calibration for `importance` (the Fisher diagonal too when it needs it), holding the whole
+/// model: the gradient of the mean loss on `--calib-samples` windows of `--calib`, recorded in
+/// the report.
+fn calibrate(
+    cli: &RunArgs,
+    model: &Model,
+    model_path: &Path,
+    importance: prunec_passes::Importance,
+    report: &mut Report,
+) -> Result<prunec_ir::CalibrationStats> {
+    let (samples, calib_name) = calibration_samples(cli, model_path, importance)?;
     let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
     let mut bar = Progress::new("calibrate", samples.len(), "samples");
     let stats = device::calibrate(cli.device, model, &samples, options, |done, _| bar.update(done, "")).context("calibration")?;
     bar.finish();
-    eprintln!(
-        "calibrated on {} samples of {} tokens from {calib_name}: loss {:.4}",
-        stats.samples, cli.calib_len, stats.loss
-    );
-    report.calibration = Some(serde_json::json!({
-        "text": if cli.calib.is_some() { calib_name.clone() } else { "embedded".to_string() },
-        "samples": stats.samples,
-        "tokens_per_sample": cli.calib_len,
-        "predicted_tokens": stats.tokens,
-        "loss": stats.loss,
-        "seed": cli.seed,
-    }));
+    report.calibration = Some(calibration_record(cli, &calib_name, stats.samples, stats.tokens, stats.loss, "resident"));
     Ok(stats)
 }
 
-/// The `score` pass: calibrates when the estimator needs gradients, then scores every unit.
+/// Calibration layer by layer (the model streamed from its files): each parameter of the groups
+/// `scope` accepts is folded into per-index saliences the moment its gradient is complete, and
+/// its gradient dropped.
+fn calibrate_streamed(
+    cli: &RunArgs,
+    model: &Model,
+    model_path: &Path,
+    importance: prunec_passes::Importance,
+    scope: &dyn Fn(&prunec_ir::Group) -> bool,
+    memory: &MemoryPlan,
+    report: &mut Report,
+) -> Result<prunec_passes::Saliences> {
+    let (samples, calib_name) = calibration_samples(cli, model_path, importance)?;
+    let axes = prunec_passes::scored_axes(model, scope);
+    let longest = samples.iter().map(Vec::len).max().unwrap_or(1);
+    // micro-batches whose autodiff graph (about three times the forward's values) fits a quarter of the budget
+    let per_token = prunec_backends::runtime::activation_bytes_per_token(model)? * 3;
+    let micro_batch = (memory.tokens_at_once(per_token) / longest.max(1)).clamp(1, samples.len().max(1));
+    let options = prunec_backends::runtime::StreamOptions {
+        fisher: importance.needs_fisher(),
+        wanted: axes.keys().cloned().collect(),
+        micro_batch,
+    };
+    let mut saliences = prunec_passes::Saliences::new();
+    let start = Instant::now();
+    let sink = |name: &str, stats: prunec_ir::ParamGradient| -> prunec_backends::Result<()> {
+        let mut fold = || -> Result<()> {
+            let p = model.params.get(name).with_context(|| format!("no parameter `{name}`"))?;
+            let w = model.params.read_f32(name)?;
+            let none = std::collections::BTreeSet::new();
+            saliences.fold(importance, name, &w, &p.shape, axes.get(name).unwrap_or(&none), &stats)?;
+            Ok(())
+        };
+        fold().map_err(|e| prunec_backends::BackendError::Lowering(format!("scoring `{name}`: {e:#}")))
+    };
+    let progress = |step: prunec_backends::runtime::StreamStep| {
+        let what = step.block.map_or_else(|| "embedding/head".to_string(), |b| format!("layer {b}"));
+        eprintln!(
+            "calibrate ({}): {}/{} segments ({what}) {:.1} s",
+            step.phase,
+            step.done,
+            step.total,
+            start.elapsed().as_secs_f64()
+        );
+    };
+    let summary = device::calibrate_streamed(cli.device, model, &samples, &options, sink, progress).context("calibration")?;
+    let mut record = calibration_record(cli, &calib_name, summary.samples, summary.tokens, summary.loss, "streamed");
+    record["segments"] = summary.segments.into();
+    record["backward_segments"] = summary.backward_segments.into();
+    record["micro_batches"] = summary.micro_batches.into();
+    record["largest_segment_params"] = summary.largest_segment_params.into();
+    report.calibration = Some(record);
+    Ok(saliences)
+}
+
+/// The `score` pass: calibrates when the estimator needs gradients (layer by layer when the
+/// model exceeds the memory budget, scoring then only the groups `scope` accepts), then scores
+/// every unit. Returns the scores, a summary and the mode.
+#[allow(clippy::too_many_arguments)]
 fn run_score(
     cli: &RunArgs,
     model: &Model,
     model_path: &Path,
     importance: prunec_passes::Importance,
     aggregation: prunec_passes::Aggregation,
+    scope: &dyn Fn(&prunec_ir::Group) -> bool,
+    memory: &MemoryPlan,
     report: &mut Report,
-) -> Result<(prunec_passes::Scores, String)> {
-    let stats = if importance.needs_gradient() || importance.needs_fisher() {
-        Some(calibrate(cli, model, model_path, importance, report)?)
+) -> Result<(prunec_passes::Scores, String, Option<&'static str>)> {
+    let calibrates = importance.needs_gradient() || importance.needs_fisher();
+    let work = Work::Calibrate { fisher: importance.needs_fisher() };
+    let mode = calibrates.then(|| memory.mode_name(model, work));
+    let s = if calibrates && memory.streams(model, work) {
+        let saliences = calibrate_streamed(cli, model, model_path, importance, scope, memory, report)?;
+        prunec_passes::score_with(model, saliences, importance, aggregation, cli.seed, scope)?
     } else {
-        None
+        let stats = if calibrates { Some(calibrate(cli, model, model_path, importance, report)?) } else { None };
+        prunec_passes::score(model, stats.as_ref(), importance, aggregation, cli.seed)?
     };
-    let s = prunec_passes::score(model, stats.as_ref(), importance, aggregation, cli.seed)?;
     let units: usize = s.groups.iter().map(|g| g.units.len()).sum();
-    let summary = format!("scored {units} units of {} groups ({}, {})\n", s.groups.len(), importance.name(), aggregation.name());
+    let scored = s.groups.iter().filter(|g| g.is_scored()).count();
+    let summary = format!("scored {units} units of {scored} groups ({}, {})\n", importance.name(), aggregation.name());
     report.importance = model
         .groups
         .as_deref()
         .unwrap_or_default()
         .iter()
         .zip(&s.groups)
+        .filter(|(_, gs)| gs.is_scored())
         .map(|(g, gs)| {
             let n = gs.units.len().max(1) as f64;
             serde_json::json!({
@@ -548,7 +638,7 @@ fn run_score(
     if let Some(path) = &cli.scores_out {
         write_scores(model, &s, path, model_path)?;
     }
-    Ok((s, summary))
+    Ok((s, summary, mode))
 }
 
 fn run(cli: &RunArgs) -> Result<()> {
@@ -593,6 +683,7 @@ fn run(cli: &RunArgs) -> Result<()> {
             bail!("-o {}: already exists (give --force to replace it)", out.display());
         }
     }
+    let memory = MemoryPlan::new(cli.max_memory, cli.resident)?;
     let start = Instant::now();
     // the evaluation's datasets, read and tokenized once, before any work that they could waste
     let eval_inputs = if steps.contains(&Step::Eval) {
@@ -611,6 +702,7 @@ fn run(cli: &RunArgs) -> Result<()> {
         params_before: model.params.numel(),
         macs_per_token: (report::linear_macs_per_token(&model), 0),
         device: cli.device.name().into(),
+        memory: Some(memory.to_json()),
         ..Report::default()
     };
     if cli.dump_input {
@@ -624,16 +716,28 @@ fn run(cli: &RunArgs) -> Result<()> {
         let t = Instant::now();
         let run_peak = peak_rss_mib();
         reset_peak_rss();
-        let mut record =
-            PassRecord { name: step.name().into(), seconds: 0.0, summary: String::new(), perplexity: None, evaluation: None, peak_rss_mib: None };
+        let mut record = PassRecord {
+            name: step.name().into(),
+            seconds: 0.0,
+            summary: String::new(),
+            perplexity: None,
+            evaluation: None,
+            peak_rss_mib: None,
+            mode: None,
+        };
+        // what a streamed calibration scores: the groups `prune` will prune, when it follows
+        let prunes = steps[k..].contains(&Step::Prune);
+        let prune_scope = prune_options(cli, &model, prunec_passes::prune::Amount::Ratio(0.0));
+        let scope = |g: &prunec_ir::Group| !prunes || prune_scope.prunes(g);
         match step {
             Step::Ir(pass) => {
                 let outcome = pass.run_with(&mut model, &pass_options).with_context(|| format!("pass `{}`", pass.name()))?;
                 record.summary = outcome.summary;
             }
             Step::Score => {
-                let (s, summary) = run_score(cli, &model, model_path, importance, aggregation, &mut report)?;
+                let (s, summary, mode) = run_score(cli, &model, model_path, importance, aggregation, &scope, &memory, &mut report)?;
                 record.summary = summary;
+                record.mode = mode;
                 scores = Some(s);
             }
             Step::Prune => {
@@ -648,7 +752,7 @@ fn run(cli: &RunArgs) -> Result<()> {
                     if k > 1 {
                         // each further step works on the pruned model: groups and scores anew
                         prunec_passes::Pass::Group.run(&mut model)?;
-                        s = run_score(cli, &model, model_path, importance, aggregation, &mut report)?.0;
+                        s = run_score(cli, &model, model_path, importance, aggregation, &scope, &memory, &mut report)?.0;
                     }
                     let amount = match (cli.ratio, cli.unit_ratio) {
                         // step k reaches k/steps of the asked-for ratio, measured on the model as it was
@@ -702,7 +806,14 @@ fn run(cli: &RunArgs) -> Result<()> {
                 let inputs = eval_inputs.as_ref().context("evaluation inputs")?;
                 let before: Vec<&str> = steps[..k].iter().filter(|s| **s != Step::Eval).map(|s| s.name()).collect();
                 let label = if before.is_empty() { "original".to_string() } else { before.join(",") };
-                let (evaluation, summary) = evaluate::run(&cli.eval, cli.device, &model, inputs, label)?;
+                let streamed = memory.streams(&model, Work::Forward);
+                record.mode = Some(memory.mode_name(&model, Work::Forward));
+                let group_tokens = if streamed {
+                    Some(memory.tokens_at_once(prunec_backends::runtime::crossing_bytes_per_token(&model)?))
+                } else {
+                    None
+                };
+                let (evaluation, summary) = evaluate::run(&cli.eval, cli.device, &model, inputs, label, group_tokens)?;
                 record.summary = summary;
                 record.perplexity = evaluation.texts.first().map(|t| (t.perplexity, t.file.clone(), t.seq_len));
                 record.evaluation = Some(evaluation);

@@ -22,6 +22,9 @@ pub struct PassRecord {
     pub evaluation: Option<crate::evaluate::Evaluation>,
     /// Peak resident memory during the pass, MiB.
     pub peak_rss_mib: Option<f64>,
+    /// How the pass held the model: `resident` or `streamed` (layer by layer), for the passes
+    /// that run it (`score` with calibration, `eval`).
+    pub mode: Option<&'static str>,
 }
 
 /// The run report.
@@ -53,6 +56,9 @@ pub struct Report {
     /// What `recover` did: data, options, the loss of every step, and the curve
     /// (`curve[]`: step, train_loss, val_loss, perplexity, lr, tokens_per_s).
     pub training: Option<Value>,
+    /// The memory budget and how it was set (`budget_bytes`, `budget`, `budget_given`,
+    /// `resident_forced`).
+    pub memory: Option<Value>,
 }
 
 /// Multiply-accumulates per token of the linear ops of `model`.
@@ -75,6 +81,9 @@ impl Report {
             .iter()
             .map(|p| {
                 let mut v = json!({ "name": p.name, "seconds": p.seconds, "peak_rss_mib": p.peak_rss_mib, "summary": p.summary });
+                if let Some(mode) = p.mode {
+                    v["mode"] = json!(mode);
+                }
                 if let Some((ppl, text, seq_len)) = &p.perplexity {
                     v["perplexity"] = json!(ppl.perplexity);
                     v["eval"] = json!({
@@ -109,6 +118,7 @@ impl Report {
             "importance": self.importance,
             "widths": self.widths,
             "training": self.training,
+            "memory": self.memory,
             "seconds": self.seconds,
             "peak_rss_mib": self.peak_rss_mib,
         })
@@ -134,11 +144,14 @@ impl Report {
         if let Some(rss) = self.peak_rss_mib {
             let _ = writeln!(s, "| peak RSS | {rss:.1} MiB |");
         }
-        let _ = writeln!(s, "\n## Passes\n\n| pass | seconds | peak RSS (MiB) | perplexity |\n|---|---|---|---|");
+        if let Some(budget) = self.memory.as_ref().and_then(|m| m["budget"].as_str()) {
+            let _ = writeln!(s, "| memory budget | {budget} |");
+        }
+        let _ = writeln!(s, "\n## Passes\n\n| pass | seconds | peak RSS (MiB) | mode | perplexity |\n|---|---|---|---|---|");
         for p in &self.passes {
             let ppl = p.perplexity.as_ref().map_or("".to_string(), |e| format!("{:.4}", e.0.perplexity));
             let rss = p.peak_rss_mib.map_or("".to_string(), |r| format!("{r:.1}"));
-            let _ = writeln!(s, "| {} | {:.2} | {rss} | {ppl} |", p.name, p.seconds);
+            let _ = writeln!(s, "| {} | {:.2} | {rss} | {} | {ppl} |", p.name, p.seconds, p.mode.unwrap_or(""));
         }
         if let Some(curve) = self.training.as_ref().and_then(|t| t["curve"].as_array()) {
             let _ = writeln!(s, "\n## Training\n\n| step | train loss | val loss | perplexity | tokens/s |\n|---|---|---|---|---|");

@@ -46,12 +46,13 @@ pub struct SynthArgs {
     #[arg(long, default_value = "llama")]
     pub arch: String,
 
-    /// Shape: 7b (LLaMA-2-7B), 1b (LLaMA-3.2-1B), 135m (SmolLM2-135M) or tiny (the test
-    /// fixture llama-gqa).
+    /// Shape: 70b (LLaMA-2-70B, grouped-query), 13b (LLaMA-2-13B), 8b (Llama-3-8B), 7b
+    /// (LLaMA-2-7B), 1b (LLaMA-3.2-1B), 135m (SmolLM2-135M) or tiny (the test fixture llama-gqa).
     #[arg(long)]
     pub preset: String,
 
-    /// Number of decoder layers, instead of the preset's.
+    /// Number of decoder layers, instead of the preset's (the width stays the preset's: a
+    /// 70B model's layer with `--layers 2` fits where the whole model would not).
     #[arg(long, value_name = "N")]
     pub layers: Option<usize>,
 
@@ -107,6 +108,57 @@ const PRESETS: &[Preset] = &[
         num_layers: 32,
         num_heads: 32,
         num_kv_heads: 32,
+        head_dim: 128,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        tie_word_embeddings: false,
+        max_position_embeddings: 4096,
+        bos_token_id: 1,
+        eos_token_id: 2,
+    },
+    Preset {
+        name: "8b",
+        model: "Llama-3-8B",
+        vocab_size: 128256,
+        hidden_size: 4096,
+        intermediate_size: 14336,
+        num_layers: 32,
+        num_heads: 32,
+        num_kv_heads: 8,
+        head_dim: 128,
+        rms_norm_eps: 1e-5,
+        rope_theta: 500000.0,
+        tie_word_embeddings: false,
+        max_position_embeddings: 8192,
+        bos_token_id: 128000,
+        eos_token_id: 128001,
+    },
+    Preset {
+        name: "13b",
+        model: "LLaMA-2-13B",
+        vocab_size: 32000,
+        hidden_size: 5120,
+        intermediate_size: 13824,
+        num_layers: 40,
+        num_heads: 40,
+        num_kv_heads: 40,
+        head_dim: 128,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        tie_word_embeddings: false,
+        max_position_embeddings: 4096,
+        bos_token_id: 1,
+        eos_token_id: 2,
+    },
+    Preset {
+        name: "70b",
+        model: "LLaMA-2-70B",
+        vocab_size: 32000,
+        hidden_size: 8192,
+        intermediate_size: 28672,
+        num_layers: 80,
+        num_heads: 64,
+        num_kv_heads: 8,
         head_dim: 128,
         rms_norm_eps: 1e-5,
         rope_theta: 10000.0,

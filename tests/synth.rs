@@ -187,7 +187,7 @@ fn bad_arguments_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x");
     let o = out.to_str().unwrap();
-    assert_clean_failure(&prunec(&["synth", "--preset", "70b", "-o", o]), &["unknown preset `70b`", "7b, 1b, 135m, tiny"]);
+    assert_clean_failure(&prunec(&["synth", "--preset", "405b", "-o", o]), &["unknown preset `405b`", "7b, 8b, 13b, 70b, 1b, 135m, tiny"]);
     assert_clean_failure(
         &prunec(&["synth", "--arch", "gpt2", "--preset", "tiny", "-o", o]),
         &["unknown architecture `gpt2`", "llama"],

@@ -701,7 +701,11 @@ impl GgufFile {
     /// [`GgufFile::dequantize`] of a tensor info (of this file).
     pub fn dequantize_tensor(&self, info: &GgufTensorInfo) -> Result<Vec<f32>> {
         let bytes = self.tensor_bytes(info);
-        dequantize(info.ty, bytes, info.n_elements()).map_err(|reason| FrontendError::BadTensor {
+        let values = dequantize(info.ty, bytes, info.n_elements());
+        if let Ok(start) = usize::try_from(info.offset) {
+            crate::weights::release_pages(&self.mmap, start, bytes.len());
+        }
+        values.map_err(|reason| FrontendError::BadTensor {
             path: self.path.clone(),
             tensor: info.name.clone(),
             reason,

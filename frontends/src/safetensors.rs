@@ -26,7 +26,9 @@ pub struct MappedTensor {
 impl TensorSource for MappedTensor {
     fn read_f32(&self) -> std::result::Result<Vec<f32>, String> {
         let bytes = self.map.get(self.start..self.end).ok_or("data range outside the file")?;
-        decode(bytes, self.dtype)
+        let values = decode(bytes, self.dtype);
+        crate::weights::release_pages(&self.map, self.start, self.end - self.start);
+        values
     }
 
     fn stored_dtype(&self) -> DType {

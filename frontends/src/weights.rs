@@ -28,3 +28,17 @@ pub trait WeightSource {
     /// Tensor `name`, if the model has it.
     fn tensor(&self, name: &str) -> Result<Option<FoundTensor>>;
 }
+
+/// Drops the pages of `map[start..start + len]` from this process's resident memory once a
+/// tensor there has been decoded: they stay in the kernel's page cache (a later read maps them
+/// again), but no longer count against the process, so reading a model larger than memory
+/// layer by layer keeps the resident set to what is decoded at once.
+pub(crate) fn release_pages(map: &memmap2::Mmap, start: usize, len: usize) {
+    if len == 0 || start.checked_add(len).is_none_or(|end| end > map.len()) {
+        return;
+    }
+    // SAFETY: the map is read-only and backed by a file: after MADV_DONTNEED a later access
+    // reads the same bytes back from the page cache (or the file), so no reader of the map
+    // (here or on another thread) can observe a change. Advice failing is harmless.
+    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+}

@@ -18,7 +18,7 @@ pub mod score;
 pub use group::{find_groups, summarize};
 pub use lora::{LoraOptions, DEFAULT_TARGETS};
 pub use manager::{parse_pipeline, Pass, PassOptions, PassOutcome, PASSES};
-pub use score::{score, Aggregation, Importance, Scores};
+pub use score::{score, score_with, scored_axes, Aggregation, GroupScores, Importance, Saliences, Scores};
 
 use prunec_ir::IrError;
 

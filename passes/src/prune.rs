@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 
-use prunec_ir::{Dim, GroupKind, Model, Op, Param, ValueId};
+use prunec_ir::{Dim, GroupKind, Model, Op, ValueId};
 
 use crate::score::Scores;
 use crate::{PassError, Result};
@@ -118,6 +118,14 @@ pub struct Selection {
     pub whole_groups: bool,
     /// Sub-units to remove, per group: `(unit, sub-unit)` (query heads inside key/value groups).
     pub removed_sub: Vec<Vec<(usize, usize)>>,
+}
+
+impl PruneOptions {
+    /// Whether `group` is one these options prune (its kind for the mode, its layer in range):
+    /// the groups a streamed calibration needs scores of.
+    pub fn prunes(&self, group: &prunec_ir::Group) -> bool {
+        eligible(group.kind, group.block, self)
+    }
 }
 
 fn eligible(kind: GroupKind, block: Option<u32>, opts: &PruneOptions) -> bool {
@@ -418,22 +426,6 @@ impl PruneReport {
     }
 }
 
-/// Removes `indices` (sorted) of `axis` from row-major `data` of `shape`.
-fn remove_indices(data: &[f32], shape: &[usize], axis: usize, indices: &BTreeSet<usize>) -> Vec<f32> {
-    let size = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
-    let outer: usize = shape[..axis].iter().product();
-    let keep: Vec<usize> = (0..size).filter(|i| !indices.contains(i)).collect();
-    let mut out = Vec::with_capacity(outer * keep.len() * inner);
-    for o in 0..outer {
-        for &i in &keep {
-            let start = (o * size + i) * inner;
-            out.extend_from_slice(&data[start..start + inner]);
-        }
-    }
-    out
-}
-
 /// A linear op whose contraction lost every index (and has no bias) computes zeros: where
 /// such a value is added to another, the sum is the other. Then every node no longer used
 /// (but outputs) goes, with its parameters.
@@ -516,12 +508,7 @@ fn compensate_rms_norms(model: &mut Model, removed: &HashMap<(ValueId, usize), B
         if !scaled.insert(name.clone()) {
             return Err(PassError::Config(format!("`{name}` weighs more than one norm: cannot rescale it for each")));
         }
-        let p = model.params.get(&name).ok_or_else(|| PassError::Config(format!("no parameter `{name}`")))?;
-        let (shape, dtype) = (p.shape.clone(), p.dtype);
-        let scale = factor.sqrt() as f32;
-        let values: Vec<f32> = model.params.read_f32(&name)?.iter().map(|v| v * scale).collect();
-        let mut p = Param::owned(shape, values)?;
-        p.dtype = dtype;
+        let p = model.params.scaled(&name, factor.sqrt() as f32)?;
         model.params.insert(name, p);
     }
     Ok(())
@@ -575,25 +562,15 @@ pub fn apply(model: &mut Model, selection: &Selection) -> Result<PruneReport> {
         match &node.op {
             Op::Param { name, ty } => {
                 let shape = ty.shape.to_fixed().ok_or_else(|| PassError::Config(format!("`{name}` has a symbolic shape")))?;
-                let mut data: Option<(Vec<usize>, Vec<f32>)> = None;
-                for axis in 0..shape.len() {
-                    let Some(idx) = out(axis) else { continue };
-                    let (cur_shape, cur) = match data.take() {
-                        Some(d) => d,
-                        None => (shape.clone(), model.params.read_f32(name)?.as_ref().clone()),
-                    };
-                    let new = remove_indices(&cur, &cur_shape, axis, idx);
-                    let mut new_shape = cur_shape;
-                    new_shape[axis] -= idx.len();
-                    data = Some((new_shape, new));
-                }
-                if let Some((new_shape, values)) = data {
-                    let dtype = model.params.get(name).map_or(prunec_ir::DType::F32, |p| p.dtype);
-                    let mut p = Param::owned(new_shape.clone(), values)?;
-                    p.dtype = dtype;
-                    model.params.insert(name.clone(), p);
+                // the kept indices of each axis; the data stays where it is until read
+                let keep: Vec<Option<Vec<usize>>> = (0..shape.len())
+                    .map(|axis| out(axis).map(|idx| (0..shape[axis]).filter(|i| !idx.contains(i)).collect()))
+                    .collect();
+                if keep.iter().any(Option::is_some) {
+                    let p = model.params.selected(name, keep)?;
                     let mut ty = ty.clone();
-                    ty.shape = prunec_ir::Shape::fixed(&new_shape);
+                    ty.shape = prunec_ir::Shape::fixed(&p.shape);
+                    model.params.insert(name.clone(), p);
                     graph.node_mut(id)?.op = Op::Param { name: name.clone(), ty };
                 }
             }

@@ -19,10 +19,10 @@
 //! attention head's rows of q, k, v and columns of o), index by index as LLM-Pruner does,
 //! then summed over the unit; otherwise member by member over their sums.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use prunec_ir::rng::SplitMix64;
-use prunec_ir::{CalibrationStats, Element, Group, Model};
+use prunec_ir::{CalibrationStats, Element, GradValues, GradView, Group, Model, ParamGradient};
 
 use crate::{PassError, Result};
 
@@ -138,13 +138,21 @@ impl Aggregation {
     }
 }
 
-/// The scores of one group.
+/// The scores of one group (none when it was not scored: see [`GroupScores::is_scored`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupScores {
-    /// One score per unit.
+    /// One score per unit (empty when the group was not scored).
     pub units: Vec<f64>,
     /// One score per sub-unit, per unit.
     pub sub_units: Vec<Vec<f64>>,
+}
+
+impl GroupScores {
+    /// Whether the group was scored (layer-streamed calibration scores only the groups that
+    /// will be pruned).
+    pub fn is_scored(&self) -> bool {
+        !self.units.is_empty()
+    }
 }
 
 /// Scores of every group of a model, in the order of `model.groups`.
@@ -158,7 +166,100 @@ pub struct Scores {
     pub groups: Vec<GroupScores>,
 }
 
-/// Per-index importance of parameters' axes, computed once each.
+/// The importance of every index of `axis` of a parameter `w` of `shape` (named `name` in
+/// errors): its weight slices' saliences summed, from the gradient `g` and Fisher diagonal `f`
+/// when the estimator reads them. Rows a sparse gradient leaves out are zero, and contribute
+/// nothing, exactly as their zeros would.
+pub fn salience<'g>(
+    importance: Importance,
+    name: &str,
+    w: &[f32],
+    shape: &[usize],
+    axis: usize,
+    g: Option<GradView<'g>>,
+    f: Option<GradView<'g>>,
+) -> Result<Vec<f64>> {
+    fn runs<'g>(t: Option<GradView<'g>>) -> Vec<(usize, &'g [f32])> {
+        t.map(|t| t.runs()).unwrap_or_default()
+    }
+    let size = shape.get(axis).copied().ok_or_else(|| PassError::Config(format!("`{name}` has no axis {axis}")))?;
+    let stride: usize = shape[axis + 1..].iter().product();
+    let index = |i: usize| (i / stride) % size;
+    for (t, what) in [(g, "gradient"), (f, "Fisher diagonal")] {
+        match t {
+            Some(GradView::Dense(t)) if t.len() != w.len() => {
+                return Err(PassError::Config(format!("the {what} of `{name}` has {} values for {}", t.len(), w.len())));
+            }
+            Some(GradView::Rows { row_len, rows }) => {
+                let shape_row: usize = shape[1.min(shape.len())..].iter().product();
+                let n_rows = shape.first().copied().unwrap_or(0);
+                if row_len != shape_row || rows.iter().any(|(&r, v)| r >= n_rows || v.len() != row_len) {
+                    return Err(PassError::Config(format!("the {what} of `{name}` has rows that do not fit its shape {shape:?}")));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = vec![0.0f64; size];
+    match importance {
+        Importance::Random => return Err(PassError::Config("random importance has no salience".into())),
+        Importance::L1 | Importance::L2 => {
+            for (i, &wi) in w.iter().enumerate() {
+                out[index(i)] += f64::from(if importance == Importance::L1 { wi.abs() } else { wi * wi });
+            }
+        }
+        Importance::TaylorVector => {
+            for (start, g) in runs(g) {
+                for (k, &gi) in g.iter().enumerate() {
+                    out[index(start + k)] += f64::from(w[start + k] * gi);
+                }
+            }
+            out.iter_mut().for_each(|v| *v = v.abs());
+        }
+        Importance::TaylorElement1 => {
+            for (start, g) in runs(g) {
+                for (k, &gi) in g.iter().enumerate() {
+                    out[index(start + k)] += f64::from((w[start + k] * gi).abs());
+                }
+            }
+        }
+        Importance::TaylorElement2 => {
+            for (start, f) in runs(f) {
+                for (k, &fi) in f.iter().enumerate() {
+                    let wi = w[start + k];
+                    out[index(start + k)] += f64::from((wi * fi * wi).abs());
+                }
+            }
+        }
+        Importance::TaylorMix => {
+            let at = |t: Option<GradView<'_>>, i: usize| t.map_or(0.0, |t| t.at(i));
+            let mix = |i: usize| {
+                let wi = w[i];
+                f64::from((wi * at(g, i) - 0.5 * wi * at(f, i) * wi).abs())
+            };
+            if g.is_some_and(|g| g.is_dense()) || f.is_some_and(|f| f.is_dense()) {
+                for i in 0..w.len() {
+                    out[index(i)] += mix(i);
+                }
+            } else {
+                // only the rows either statistic holds can be non-zero
+                let mut starts: BTreeMap<usize, usize> = BTreeMap::new();
+                for (start, run) in runs(g).into_iter().chain(runs(f)) {
+                    starts.insert(start, run.len());
+                }
+                for (start, len) in starts {
+                    for i in start..start + len {
+                        out[index(i)] += mix(i);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Per-index importance of parameters' axes, computed once each (or given, computed as the
+/// layer-streamed runtime finished each parameter's gradient).
 pub(crate) struct MemberVectors<'a> {
     model: &'a Model,
     stats: Option<&'a CalibrationStats>,
@@ -204,48 +305,82 @@ impl<'a> MemberVectors<'a> {
             return Ok((0..size).map(|_| rng.next_f64()).collect());
         }
         let w = self.model.params.read_f32(name)?;
-        let stride: usize = shape[axis + 1..].iter().product();
-        let index = |i: usize| (i / stride) % size;
-        let g = if self.importance.needs_gradient() { Some(self.stat(self.stats.map(|s| &s.grad), "gradient", name)?) } else { None };
-        let f = if self.importance.needs_fisher() {
-            Some(self.stat(self.stats.and_then(|s| s.fisher.as_ref()), "Fisher diagonal", name)?)
+        let g = if self.importance.needs_gradient() {
+            Some(GradView::Dense(self.stat(self.stats.map(|s| &s.grad), "gradient", name)?))
         } else {
             None
         };
-        for (t, what) in [(g, "gradient"), (f, "Fisher diagonal")] {
-            if let Some(t) = t {
-                if t.len() != w.len() {
-                    return Err(PassError::Config(format!("the {what} of `{name}` has {} values for {}", t.len(), w.len())));
-                }
-            }
-        }
-        let mut out = vec![0.0f64; size];
-        match self.importance {
-            Importance::TaylorVector => {
-                let g = g.unwrap_or(&[]);
-                for (i, (&w, &g)) in w.iter().zip(g).enumerate() {
-                    out[index(i)] += f64::from(w * g);
-                }
-                out.iter_mut().for_each(|v| *v = v.abs());
-            }
-            _ => {
-                for (i, &wi) in w.iter().enumerate() {
-                    let s = match self.importance {
-                        Importance::L1 => wi.abs(),
-                        Importance::L2 => wi * wi,
-                        Importance::TaylorElement1 => (wi * g.map_or(0.0, |g| g[i])).abs(),
-                        Importance::TaylorElement2 => (wi * f.map_or(0.0, |f| f[i]) * wi).abs(),
-                        Importance::TaylorMix => {
-                            (wi * g.map_or(0.0, |g| g[i]) - 0.5 * wi * f.map_or(0.0, |f| f[i]) * wi).abs()
-                        }
-                        Importance::Random | Importance::TaylorVector => 0.0,
-                    };
-                    out[index(i)] += f64::from(s);
-                }
-            }
-        }
-        Ok(out)
+        let f = if self.importance.needs_fisher() {
+            Some(GradView::Dense(self.stat(self.stats.and_then(|s| s.fisher.as_ref()), "Fisher diagonal", name)?))
+        } else {
+            None
+        };
+        salience(self.importance, name, &w, shape, axis, g, f)
     }
+}
+
+/// Per-index importances of parameters' axes computed ahead of scoring: what the
+/// layer-streamed runtime folds each parameter's gradient into the moment it is complete, so
+/// that no gradient outlives its layer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Saliences {
+    vectors: HashMap<(String, usize), Vec<f64>>,
+}
+
+impl Saliences {
+    /// None yet.
+    pub fn new() -> Saliences {
+        Saliences::default()
+    }
+
+    /// Folds parameter `name` (weights `w` of `shape`) and its statistics into the importance of
+    /// each of `axes`.
+    pub fn fold(
+        &mut self,
+        importance: Importance,
+        name: &str,
+        w: &[f32],
+        shape: &[usize],
+        axes: &BTreeSet<usize>,
+        stats: &ParamGradient,
+    ) -> Result<()> {
+        let g = importance.needs_gradient().then(|| stats.grad.view());
+        let f = if importance.needs_fisher() {
+            Some(stats.fisher.as_ref().map(GradValues::view).ok_or_else(|| {
+                PassError::Config(format!("importance `{}` needs the Fisher diagonal of `{name}`", importance.name()))
+            })?)
+        } else {
+            None
+        };
+        for &axis in axes {
+            let v = salience(importance, name, w, shape, axis, g, f)?;
+            self.vectors.insert((name.to_string(), axis), v);
+        }
+        Ok(())
+    }
+
+    /// Number of (parameter, axis) vectors held.
+    pub fn len(&self) -> usize {
+        self.vectors.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.vectors.is_empty()
+    }
+}
+
+/// The axes of each parameter that the groups `scope` accepts read: what scoring them needs.
+pub fn scored_axes(model: &Model, scope: &dyn Fn(&Group) -> bool) -> BTreeMap<String, BTreeSet<usize>> {
+    let mut out: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+    for g in model.groups.as_deref().unwrap_or_default().iter().filter(|g| scope(g)) {
+        for ax in &g.axes {
+            if let Some((name, _)) = &ax.param {
+                out.entry(name.clone()).or_default().insert(ax.axis);
+            }
+        }
+    }
+    out
 }
 
 /// The score of `elements` of `group`.
@@ -278,19 +413,40 @@ pub fn score(
     aggregation: Aggregation,
     seed: u64,
 ) -> Result<Scores> {
+    score_groups(model, MemberVectors::new(model, stats, importance, seed), aggregation, &|_| true)
+}
+
+/// Scores the units of the groups `scope` accepts from saliences computed ahead (by the
+/// layer-streamed runtime); the other groups get no scores (empty [`GroupScores`]). Random and
+/// magnitude estimators need no saliences: they read the weights.
+pub fn score_with(
+    model: &Model,
+    saliences: Saliences,
+    importance: Importance,
+    aggregation: Aggregation,
+    seed: u64,
+    scope: &dyn Fn(&Group) -> bool,
+) -> Result<Scores> {
+    let mut vectors = MemberVectors::new(model, None, importance, seed);
+    vectors.cache = saliences.vectors;
+    score_groups(model, vectors, aggregation, scope)
+}
+
+fn score_groups(model: &Model, mut vectors: MemberVectors<'_>, aggregation: Aggregation, scope: &dyn Fn(&Group) -> bool) -> Result<Scores> {
     let groups = model.groups.as_ref().ok_or_else(|| PassError::Config("`score` needs the groups: run `group` first".into()))?;
-    let mut vectors = MemberVectors::new(model, stats, importance, seed);
     let mut out = Vec::with_capacity(groups.len());
     for group in groups {
         let mut units = Vec::with_capacity(group.units.len());
         let mut sub_units = Vec::with_capacity(group.units.len());
-        for unit in &group.units {
-            units.push(score_elements(group, &unit.elements, &mut vectors, aggregation)?);
-            sub_units.push(
-                unit.sub_units.iter().map(|s| score_elements(group, s, &mut vectors, aggregation)).collect::<Result<Vec<_>>>()?,
-            );
+        if scope(group) {
+            for unit in &group.units {
+                units.push(score_elements(group, &unit.elements, &mut vectors, aggregation)?);
+                sub_units.push(
+                    unit.sub_units.iter().map(|s| score_elements(group, s, &mut vectors, aggregation)).collect::<Result<Vec<_>>>()?,
+                );
+            }
         }
         out.push(GroupScores { units, sub_units });
     }
-    Ok(Scores { importance, aggregation, groups: out })
+    Ok(Scores { importance: vectors.importance, aggregation, groups: out })
 }

@@ -2,7 +2,7 @@
 //! tokens (the last partial window dropped), each scored on its own (positions `1..L` predicted
 //! from `0..L−1`), `exp` of the mean NLL over every predicted token, summed in f64.
 
-use burn::prelude::Backend;
+use burn::prelude::{Backend, Int, Tensor, TensorData};
 use prunec_ir::Model;
 
 use super::exec::{row_nll, Executor};
@@ -70,6 +70,50 @@ pub fn perplexity_of<B: Backend>(
         let values = rows.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
         nll += values.iter().map(|&v| f64::from(v)).sum::<f64>();
         done += chunk.len();
+        progress(done, total);
+    }
+    let predicted = total * (seq_len - 1);
+    let mean_nll = nll / predicted as f64;
+    Ok(Perplexity { perplexity: mean_nll.exp(), mean_nll, tokens: tokens.len(), windows: total, predicted })
+}
+
+/// [`perplexity`] layer by layer (for models larger than memory): the windows run in groups of
+/// at most `group_tokens` tokens, each segment's parameters read once per group, in the same
+/// batches of `batch` windows as the resident path (so the same values). `progress(done,
+/// total)` follows the windows.
+pub fn perplexity_streamed<B: Backend>(
+    model: &Model,
+    device: &B::Device,
+    tokens: &[u32],
+    seq_len: usize,
+    batch: usize,
+    group_tokens: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Perplexity> {
+    check_windows(tokens, seq_len)?;
+    let windows: Vec<Vec<u32>> = tokens.chunks_exact(seq_len).map(<[u32]>::to_vec).collect();
+    let batches: Vec<Vec<Vec<u32>>> = windows.chunks(batch.max(1)).map(<[Vec<u32>]>::to_vec).collect();
+    let total = windows.len();
+    let mut nll = 0.0f64;
+    let mut done = 0;
+    for group in super::stream::token_groups(&batches, group_tokens, |b| b.len() * seq_len) {
+        super::stream::forward_streamed::<B>(
+            model,
+            device,
+            group,
+            |_, rows, logits| {
+                let ids = Tensor::<B, 2, Int>::from_data(
+                    TensorData::new(rows.iter().flatten().map(|&t| i64::from(t)).collect::<Vec<_>>(), [rows.len(), seq_len]),
+                    device,
+                );
+                let values = row_nll(logits, ids).into_data().convert::<f32>().into_vec::<f32>();
+                let values = values.map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
+                nll += values.iter().map(|&v| f64::from(v)).sum::<f64>();
+                Ok(())
+            },
+            |_| {},
+        )?;
+        done += group.iter().map(Vec::len).sum::<usize>();
         progress(done, total);
     }
     let predicted = total * (seq_len - 1);

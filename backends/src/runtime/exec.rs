@@ -6,7 +6,8 @@
 //! while [`Executor::set_training`] is on, and parameters can be replaced ([`Executor::set_param`]).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use burn::prelude::{Backend, Int, Tensor, TensorData};
 use burn::tensor::activation;
@@ -47,17 +48,37 @@ impl<B: Backend> Default for KvCache<B> {
     }
 }
 
-/// A model ready to run on backend `B`: its steps and its parameters as tensors.
+/// A model ready to run on backend `B`: its steps and its parameters as tensors (all of them,
+/// or, for layer-streamed work, those of the segment at hand: see [`Executor::program`]).
 #[derive(Debug)]
 pub struct Executor<B: Backend> {
     device: B::Device,
     steps: Vec<Step>,
+    /// Each node's step.
+    step_of: HashMap<NodeId, usize>,
     /// Index of the step after which each value is no longer needed.
     last_use: HashMap<ValueId, usize>,
     params: HashMap<String, DynTensor<B>>,
     output: ValueId,
     /// Whether `dropout` ops drop (training) or pass their input (inference).
     training: bool,
+    /// Embedding tables whose lookups are tapped: the lookup's output becomes a leaf (through
+    /// `leaf`), recorded with its ids, so that the table's gradient can be reduced from the
+    /// output's gradient and the ids instead of as a dense tensor.
+    tapped_tables: HashSet<String>,
+    leaf: Option<fn(DynTensor<B>) -> DynTensor<B>>,
+    taps: RefCell<Vec<EmbeddingTap<B>>>,
+}
+
+/// A tapped embedding lookup: the table's name, the lookup's output (a leaf) and its ids.
+#[derive(Debug, Clone)]
+pub struct EmbeddingTap<B: Backend> {
+    /// The table.
+    pub table: String,
+    /// The looked-up rows, `[.., hidden]`, a leaf whose gradient is wanted.
+    pub output: DynTensor<B>,
+    /// The ids looked up.
+    pub ids: DynTensor<B>,
 }
 
 /// Cached rotary tables: (theta bits, dims, layout, f16 frequencies, offset, seq) -> (cos, sin).
@@ -74,9 +95,19 @@ struct Run<'a, B: Backend> {
 impl<B: Backend> Executor<B> {
     /// Prepares `model` to run on `device`, reading every parameter into a tensor.
     pub fn new(model: &Model, device: &B::Device) -> Result<Executor<B>> {
+        let mut exec = Executor::program(model, device)?;
+        let names: Vec<String> = model.params.iter().map(|(n, _)| n.clone()).collect();
+        exec.load_params(model, &names)?;
+        Ok(exec)
+    }
+
+    /// Prepares `model`'s steps to run on `device` without reading any parameter: load those a
+    /// segment needs with [`Executor::load_params`] before running it.
+    pub fn program(model: &Model, device: &B::Device) -> Result<Executor<B>> {
         let g = &model.graph;
         let order = g.topological_order()?;
         let mut steps = Vec::with_capacity(order.len());
+        let mut step_of = HashMap::with_capacity(order.len());
         let mut last_use = HashMap::new();
         let mut output = None;
         for (k, &id) in order.iter().enumerate() {
@@ -90,15 +121,65 @@ impl<B: Backend> Executor<B> {
                     output = inputs.first().copied();
                 }
             }
+            step_of.insert(id, k);
             steps.push(Step { id, op: node.op.clone(), name: node.name.clone(), inputs, outputs: node.outputs().to_vec() });
         }
         let output = output.ok_or_else(|| err("the graph has no `logits` output"))?;
-        let mut params = HashMap::new();
-        for (name, p) in model.params.iter() {
+        Ok(Executor {
+            device: device.clone(),
+            steps,
+            step_of,
+            last_use,
+            params: HashMap::new(),
+            output,
+            training: false,
+            tapped_tables: HashSet::new(),
+            leaf: None,
+            taps: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Reads parameters `names` of `model` into tensors (decoding them from their files now).
+    pub fn load_params(&mut self, model: &Model, names: &[String]) -> Result<()> {
+        for name in names {
+            let p = model.params.get(name).ok_or_else(|| err(format!("parameter `{name}` is not in the model")))?;
             let values = model.params.read_f32(name)?;
-            params.insert(name.clone(), DynTensor::from_f32(values.as_ref().clone(), &p.shape, device)?);
+            let values = Arc::try_unwrap(values).unwrap_or_else(|shared| shared.as_ref().clone());
+            self.params.insert(name.clone(), DynTensor::from_f32(values, &p.shape, &self.device)?);
         }
-        Ok(Executor { device: device.clone(), steps, last_use, params, output, training: false })
+        Ok(())
+    }
+
+    /// Drops every loaded parameter.
+    pub fn unload_params(&mut self) {
+        self.params.clear();
+    }
+
+    /// Replaces the tensor of a loaded parameter by `f` of it (marking it as a leaf, say).
+    pub fn map_param(&mut self, name: &str, f: impl FnOnce(DynTensor<B>) -> DynTensor<B>) -> Result<()> {
+        let t = self.params.remove(name).ok_or_else(|| err(format!("parameter `{name}` not loaded")))?;
+        self.params.insert(name.to_string(), f(t));
+        Ok(())
+    }
+
+    /// Taps the lookups of embedding `tables`: each lookup's output goes through `leaf` and is
+    /// recorded with its ids (see [`Executor::take_taps`]).
+    pub fn tap_embeddings(&mut self, tables: HashSet<String>, leaf: fn(DynTensor<B>) -> DynTensor<B>) {
+        self.tapped_tables = tables;
+        self.leaf = Some(leaf);
+    }
+
+    /// The lookups tapped since the last call.
+    pub fn take_taps(&self) -> Vec<EmbeddingTap<B>> {
+        std::mem::take(&mut *self.taps.borrow_mut())
+    }
+
+    /// The parameter that value `v` is, when it is one.
+    fn param_name(&self, v: ValueId) -> Option<&str> {
+        match &self.steps.get(*self.step_of.get(&v.node)?)?.op {
+            Op::Param { name, .. } => Some(name),
+            _ => None,
+        }
     }
 
     /// Switches `dropout` ops on (training) or off (inference, the default).
@@ -156,30 +237,74 @@ impl<B: Backend> Executor<B> {
     fn run(&self, ids: Tensor<B, 2, Int>, cache: Option<&mut KvCache<B>>) -> Result<Tensor<B, 3>> {
         let [batch, seq] = ids.dims();
         let mut run = Run { batch, seq, ids, cache, ropes: RefCell::new(HashMap::new()) };
-        let mut values: HashMap<ValueId, DynTensor<B>> = HashMap::new();
-        for (k, step) in self.steps.iter().enumerate() {
+        let all: Vec<usize> = (0..self.steps.len()).collect();
+        let mut values = self.run_steps(&all, &self.last_use, HashMap::new(), &[self.output], &mut run)?;
+        Self::logits_of(values.remove(&self.output))
+    }
+
+    fn logits_of(value: Option<DynTensor<B>>) -> Result<Tensor<B, 3>> {
+        match value {
+            Some(DynTensor::F3(t)) => Ok(t),
+            Some(other) => Err(err(format!("logits have shape {:?}, not [batch, seq, vocab]", other.dims()))),
+            None => Err(err("logits were not computed")),
+        }
+    }
+
+    /// Runs the steps `steps` (indices, in order) from `values` (what earlier steps computed
+    /// that these read); a value is dropped after its last use in `last_use` (by step index)
+    /// unless it is one of `keep`, which are returned.
+    fn run_steps(
+        &self,
+        steps: &[usize],
+        last_use: &HashMap<ValueId, usize>,
+        mut values: HashMap<ValueId, DynTensor<B>>,
+        keep: &[ValueId],
+        run: &mut Run<'_, B>,
+    ) -> Result<HashMap<ValueId, DynTensor<B>>> {
+        for &k in steps {
+            let step = &self.steps[k];
             let inputs = step
                 .inputs
                 .iter()
                 .map(|v| values.get(v).cloned().ok_or_else(|| err(format!("value {v} used before it is computed"))))
                 .collect::<Result<Vec<_>>>()?;
             for v in &step.inputs {
-                if self.last_use.get(v) == Some(&k) && *v != self.output {
+                if last_use.get(v) == Some(&k) && !keep.contains(v) {
                     values.remove(v);
                 }
             }
-            let outs = self
-                .eval(step, inputs, &mut run)
-                .map_err(|e| err(format!("node `{}` ({}): {e}", step.name, step.op.mnemonic())))?;
+            let outs = self.eval(step, inputs, run).map_err(|e| err(format!("node `{}` ({}): {e}", step.name, step.op.mnemonic())))?;
             for (j, t) in outs.into_iter().enumerate() {
                 values.insert(ValueId { node: step.id, output: j as u16 }, t);
             }
         }
-        match values.remove(&self.output) {
-            Some(DynTensor::F3(t)) => Ok(t),
-            Some(other) => Err(err(format!("logits have shape {:?}, not [batch, seq, vocab]", other.dims()))),
-            None => Err(err("logits were not computed")),
+        keep.iter()
+            .map(|v| values.remove(v).map(|t| (*v, t)).ok_or_else(|| err(format!("value {v} was not computed"))))
+            .collect()
+    }
+
+    /// Runs one segment's `nodes` (in order) for token ids `ids`, from `inputs` (the values of
+    /// earlier segments it reads), with the parameters loaded now; returns the values `outputs`.
+    pub fn run_segment(
+        &self,
+        nodes: &[NodeId],
+        ids: Tensor<B, 2, Int>,
+        inputs: HashMap<ValueId, DynTensor<B>>,
+        outputs: &[ValueId],
+    ) -> Result<HashMap<ValueId, DynTensor<B>>> {
+        let steps = nodes
+            .iter()
+            .map(|id| self.step_of.get(id).copied().ok_or_else(|| err(format!("node {id} is not in the program"))))
+            .collect::<Result<Vec<usize>>>()?;
+        let mut last_use = HashMap::new();
+        for &k in &steps {
+            for &v in &self.steps[k].inputs {
+                last_use.insert(v, k);
+            }
         }
+        let [batch, seq] = ids.dims();
+        let mut run = Run { batch, seq, ids, cache: None, ropes: RefCell::new(HashMap::new()) };
+        self.run_steps(&steps, &last_use, inputs, outputs, &mut run)
     }
 
     fn shape_of(&self, ty: &ValueType, run: &Run<'_, B>) -> Result<Vec<usize>> {
@@ -212,15 +337,24 @@ impl<B: Backend> Executor<B> {
                 let table = next()?;
                 let ids = next()?;
                 let DynTensor::F2(table) = table else { return Err(err("the table must be a matrix")) };
-                match ids {
+                let looked_up = match ids.clone() {
                     DynTensor::I2(ids) => {
                         let [b, s] = ids.dims();
                         let rows = table.select(0, ids.reshape([b * s]));
                         let h = rows.dims()[1];
-                        one(DynTensor::F3(rows.reshape([b, s, h])))
+                        DynTensor::F3(rows.reshape([b, s, h]))
                     }
-                    DynTensor::I1(ids) => one(DynTensor::F2(table.select(0, ids))),
-                    _ => Err(err("ids must be integers")),
+                    DynTensor::I1(ids) => DynTensor::F2(table.select(0, ids)),
+                    _ => return Err(err("ids must be integers")),
+                };
+                let tapped = step.inputs.first().and_then(|v| self.param_name(*v)).filter(|n| self.tapped_tables.contains(*n));
+                match (tapped, self.leaf) {
+                    (Some(table), Some(leaf)) => {
+                        let output = leaf(looked_up);
+                        self.taps.borrow_mut().push(EmbeddingTap { table: table.to_string(), output: output.clone(), ids });
+                        one(output)
+                    }
+                    _ => one(looked_up),
                 }
             }
             Op::Linear => {
@@ -510,10 +644,14 @@ impl<B: AutodiffBackend> Executor<B> {
         Executor {
             device: self.device.clone(),
             steps: self.steps.clone(),
+            step_of: self.step_of.clone(),
             last_use: self.last_use.clone(),
             params: self.params.iter().map(|(n, t)| (n.clone(), t.clone().inner())).collect(),
             output: self.output,
             training: false,
+            tapped_tables: HashSet::new(),
+            leaf: None,
+            taps: RefCell::new(Vec::new()),
         }
     }
 }

@@ -5,17 +5,19 @@ pub mod calibrate;
 pub mod eval;
 pub mod exec;
 pub mod generate;
+pub mod stream;
 pub mod tensor;
 pub mod train;
 pub mod zero_shot;
 
 pub use calibrate::{calibrate, CalibrationOptions};
-pub use eval::{perplexity, perplexity_of, Perplexity};
+pub use eval::{perplexity, perplexity_of, perplexity_streamed, Perplexity};
 pub use generate::{generate, Sampling};
-pub use exec::{causal_lm_loss, masked_nll, row_nll, Executor, KvCache};
+pub use exec::{causal_lm_loss, masked_nll, row_nll, EmbeddingTap, Executor, KvCache};
+pub use stream::{activation_bytes_per_token, calibrate_streamed, crossing_bytes_per_token, forward_streamed, StreamOptions, StreamStep, StreamSummary};
 pub use train::{train, EvalText, LrSchedule, Sample, TrainObserver, TrainOptions, TrainOutcome, TrainPoint};
 pub use tensor::DynTensor;
-pub use zero_shot::{loglikelihoods, TokenRequest};
+pub use zero_shot::{loglikelihoods, loglikelihoods_streamed, TokenRequest};
 
 /// The CPU backend.
 pub type Cpu = burn::backend::Flex;

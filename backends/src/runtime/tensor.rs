@@ -178,7 +178,77 @@ impl<B: Backend> DynTensor<B> {
     }
 }
 
+impl<B: Backend> DynTensor<B> {
+    /// Whether it holds floats.
+    pub fn is_float(&self) -> bool {
+        !matches!(self, DynTensor::I1(_) | DynTensor::I2(_))
+    }
+
+    /// `Σ self ⊙ other` over every element, as a tensor `[1]` (both floats of one shape).
+    pub fn dot(self, other: Self) -> Result<Tensor<B, 1>> {
+        match float_zip!(self, other, |x, y| x * y)? {
+            DynTensor::F1(t) => Ok(t.sum()),
+            DynTensor::F2(t) => Ok(t.sum()),
+            DynTensor::F3(t) => Ok(t.sum()),
+            DynTensor::F4(t) => Ok(t.sum()),
+            DynTensor::F5(t) => Ok(t.sum()),
+            _ => Err(unsupported("dot of integer tensors")),
+        }
+    }
+
+    /// Element-wise sum of two floats of one shape.
+    pub fn plus(self, other: Self) -> Result<Self> {
+        float_zip!(self, other, |x, y| x + y)
+    }
+
+    /// Every element times `factor`.
+    pub fn scale(self, factor: f64) -> Result<Self> {
+        float_map!(self, t => t.mul_scalar(factor))
+    }
+
+    /// Every element squared.
+    pub fn square(self) -> Result<Self> {
+        float_map!(self, t => t.powi_scalar(2))
+    }
+
+    /// The values of an integer tensor, row-major, on the host.
+    pub fn to_i64(&self) -> Result<Vec<i64>> {
+        let data = match self {
+            DynTensor::I1(t) => t.to_data(),
+            DynTensor::I2(t) => t.to_data(),
+            _ => return Err(unsupported("reading a float tensor as integers")),
+        };
+        data.convert::<i64>().into_vec::<i64>().map_err(|e| unsupported(&format!("{e:?}")))
+    }
+}
+
 impl<B: AutodiffBackend> DynTensor<B> {
+    /// A tensor of the inner backend brought into the autodiff graph (a constant, until
+    /// [`DynTensor::require_grad`] makes it a leaf).
+    pub fn from_inner(t: DynTensor<B::InnerBackend>) -> Self {
+        match t {
+            DynTensor::F1(t) => DynTensor::F1(Tensor::from_inner(t)),
+            DynTensor::F2(t) => DynTensor::F2(Tensor::from_inner(t)),
+            DynTensor::F3(t) => DynTensor::F3(Tensor::from_inner(t)),
+            DynTensor::F4(t) => DynTensor::F4(Tensor::from_inner(t)),
+            DynTensor::F5(t) => DynTensor::F5(Tensor::from_inner(t)),
+            DynTensor::I1(t) => DynTensor::I1(Tensor::from_inner(t)),
+            DynTensor::I2(t) => DynTensor::I2(Tensor::from_inner(t)),
+        }
+    }
+
+    /// The gradient of this leaf, taken out of `grads` (freeing it there), on the inner backend.
+    pub fn take_grad(&self, grads: &mut B::Gradients) -> Option<DynTensor<B::InnerBackend>> {
+        match self {
+            DynTensor::F1(t) => t.grad_remove(grads).map(DynTensor::F1),
+            DynTensor::F2(t) => t.grad_remove(grads).map(DynTensor::F2),
+            DynTensor::F3(t) => t.grad_remove(grads).map(DynTensor::F3),
+            DynTensor::F4(t) => t.grad_remove(grads).map(DynTensor::F4),
+            DynTensor::F5(t) => t.grad_remove(grads).map(DynTensor::F5),
+            _ => None,
+        }
+    }
+
     /// Marks a float tensor as a leaf whose gradient is wanted.
     pub fn require_grad(self) -> Self {
         match self {

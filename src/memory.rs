@@ -1,0 +1,157 @@
+//! How much memory a run may use, and whether work holds the whole model (resident) or streams
+//! it layer by layer: `--max-memory SIZE` sets the budget (default: 80% of the memory the
+//! kernel says is available when the run starts), `--resident` forces the resident path.
+//! A pass streams when the resident path's estimate exceeds the budget.
+
+use anyhow::{bail, Result};
+use prunec_ir::Model;
+
+/// Bytes per parameter the resident path holds: the weights as f32 tensors, plus, when
+/// calibrating, their gradients in the backend and as host copies (and the Fisher diagonal).
+const RESIDENT_WEIGHTS: u64 = 4;
+const RESIDENT_GRADIENTS: u64 = 8;
+const RESIDENT_FISHER: u64 = 4;
+
+/// Parses a size: a number with an optional unit `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
+/// `G`/`GB`/`GiB`, `T`/`TB`/`TiB` (the `i` units and the bare letters are powers of 1024,
+/// `KB`/`MB`/`GB`/`TB` powers of 1000), case-insensitive.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("`{s}` is not a size (like 8GiB, 512MiB, 4GB)"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "t" | "tib" => 1024.0f64.powi(4),
+        "tb" => 1e12,
+        other => return Err(format!("`{other}` is not a size unit (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)")),
+    };
+    let bytes = value * factor;
+    if !bytes.is_finite() || !(1.0..=1e18).contains(&bytes) {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Memory the kernel says is available now (`MemAvailable`), in bytes.
+fn available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A size for people.
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024f64.powi(3) {
+        format!("{:.2} GiB", b / 1024f64.powi(3))
+    } else {
+        format!("{:.1} MiB", b / 1024f64.powi(2))
+    }
+}
+
+/// The run's memory budget and what it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// The budget, in bytes.
+    pub budget: u64,
+    /// Whether the budget was given (`--max-memory`) rather than taken from the machine.
+    pub given: bool,
+    /// `--resident`: never stream.
+    pub resident: bool,
+}
+
+/// What a pass does with the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Forward passes only (evaluation).
+    Forward,
+    /// Forward and backward passes (calibration), with or without the Fisher diagonal.
+    Calibrate {
+        /// Whether the Fisher diagonal is accumulated too.
+        fisher: bool,
+    },
+}
+
+impl MemoryPlan {
+    /// The plan of the command line: `max_memory` as given, else 80% of what is available.
+    pub fn new(max_memory: Option<u64>, resident: bool) -> Result<MemoryPlan> {
+        if resident && max_memory.is_some() {
+            bail!("--resident holds the whole model whatever the budget: it does not go with --max-memory");
+        }
+        Ok(match max_memory {
+            Some(budget) => MemoryPlan { budget, given: true, resident },
+            None => {
+                let budget = available().map_or(8 << 30, |a| a / 5 * 4);
+                MemoryPlan { budget, given: false, resident }
+            }
+        })
+    }
+
+    /// What the resident path would hold for `work` on `model`, in bytes.
+    pub fn resident_estimate(model: &Model, work: Work) -> u64 {
+        let params = model.params.numel() as u64;
+        let per_param = match work {
+            Work::Forward => RESIDENT_WEIGHTS,
+            Work::Calibrate { fisher } => RESIDENT_WEIGHTS + RESIDENT_GRADIENTS + if fisher { RESIDENT_FISHER } else { 0 },
+        };
+        params * per_param
+    }
+
+    /// Whether `work` on `model` streams layer by layer.
+    pub fn streams(&self, model: &Model, work: Work) -> bool {
+        !self.resident && Self::resident_estimate(model, work) > self.budget
+    }
+
+    /// The mode's name, for reports: `resident` or `streamed`.
+    pub fn mode_name(&self, model: &Model, work: Work) -> &'static str {
+        if self.streams(model, work) {
+            "streamed"
+        } else {
+            "resident"
+        }
+    }
+
+    /// Tokens a streamed pass may run at once: a quarter of the budget for activations of
+    /// `bytes_per_token` each (at least one token).
+    pub fn tokens_at_once(&self, bytes_per_token: usize) -> usize {
+        let quarter = (self.budget / 4) as usize;
+        (quarter / bytes_per_token.max(1)).max(1)
+    }
+
+    /// The report's `memory` object.
+    pub fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "budget_bytes": self.budget,
+            "budget": human(self.budget),
+            "budget_given": self.given,
+            "resident_forced": self.resident,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_size("8g"), Ok(8 << 30));
+        assert_eq!(parse_size("4GB"), Ok(4_000_000_000));
+        assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("eight").is_err());
+        assert!(parse_size("8XB").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-1G").is_err());
+    }
+}
