@@ -481,3 +481,58 @@ fn requantization_is_onnxruntimes_quantizer() {
         assert_eq!(ours.data, data.bytes.as_ref(), "{hf}: packed data");
     }
 }
+
+/// onnxruntime's `RotaryEmbedding` (the separate rotary op of onnxruntime-genai's builder for
+/// some models and execution providers) on `[batch, seq, heads·head_dim]`, half-split and
+/// interleaved: prunec computes what onnxruntime computes.
+#[test]
+fn rotary_embedding_op_computes_as_onnxruntime() {
+    use graph::*;
+    let Some(python) = common::onnxruntime_python() else { return };
+    let (vocab, heads, head_dim, positions) = (16usize, 2usize, 8usize, 32usize);
+    let hidden = heads * head_dim;
+    let emb: Vec<f32> = (0..vocab * hidden).map(|k| ((k * 7 % 23) as f32 - 11.0) / 10.0).collect();
+    let head: Vec<f32> = (0..hidden * vocab).map(|k| ((k * 5 % 17) as f32 - 8.0) / 10.0).collect();
+    let inv: Vec<f64> = (0..head_dim / 2).map(|i| 10000f64.powf(-2.0 * i as f64 / head_dim as f64)).collect();
+    let table = |f: fn(f64) -> f64| -> Vec<f32> { (0..positions).flat_map(|t| inv.iter().map(move |&w| f(t as f64 * w) as f32)).collect() };
+    let dir = tempfile::tempdir().unwrap();
+    let ids = vec![vec![3u32, 0, 15, 7, 9], vec![1, 2, 3, 4, 5]];
+    let mut jobs = Vec::new();
+    let mut ours = Vec::new();
+    for interleaved in [0, 1] {
+        let mut rope = node(
+            "RotaryEmbedding",
+            "/rope",
+            &["x", "position_ids", "cos_cache", "sin_cache"],
+            &["r"],
+            vec![
+                attr("interleaved", AttributeType::Int, |a| a.i = interleaved),
+                attr("num_heads", AttributeType::Int, |a| a.i = heads as i64),
+            ],
+        );
+        rope.domain = "com.microsoft".into();
+        let mut m = model(
+            vec![node("Gather", "/embed", &["emb", "input_ids"], &["x"], vec![]), rope, node("MatMul", "/head", &["r", "head"], &["logits"], vec![])],
+            vec![
+                floats("emb", &[vocab as i64, hidden as i64], &emb),
+                floats("head", &[hidden as i64, vocab as i64], &head),
+                floats("cos_cache", &[positions as i64, head_dim as i64 / 2], &table(f64::cos)),
+                floats("sin_cache", &[positions as i64, head_dim as i64 / 2], &table(f64::sin)),
+            ],
+        );
+        m.graph.as_mut().unwrap().input.push(info("position_ids", DataType::Int64, &["batch", "sequence"]));
+        let path = dir.path().join(format!("rope{interleaved}.onnx"));
+        prunec_frontends::onnx::write_model(&m, &path, None).unwrap();
+        let out = dir.path().join(format!("rope{interleaved}.f32"));
+        jobs.push(serde_json::json!({"kind": "logits", "model": path, "ids": ids, "out": out}));
+        ours.push((interleaved, logits(&load(&path), &ids), out));
+    }
+    onnxruntime(&python, &serde_json::Value::Array(jobs), dir.path());
+    let (a, b) = (read_f32(&ours[0].2), read_f32(&ours[1].2));
+    assert!(relative(&a, &b) > 1e-2, "the two layouts differ");
+    for (interleaved, got, out) in ours {
+        let d = relative(&got, &read_f32(&out));
+        println!("RotaryEmbedding, interleaved = {interleaved}: prunec vs onnxruntime {d:e}");
+        assert!(d < 1e-5, "interleaved = {interleaved}: {d}");
+    }
+}
