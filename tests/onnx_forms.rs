@@ -536,3 +536,91 @@ fn rotary_embedding_op_computes_as_onnxruntime() {
         assert!(d < 1e-5, "interleaved = {interleaved}: {d}");
     }
 }
+
+/// The full-size check (`scripts/onnx-forms-check`, not CI): every form of SmolLM2-135M in
+/// `$PRUNEC_ONNX_FORMS` (made by `scripts/make-onnx-forms full`, beside the HF folder
+/// `smol-f32` it was made from) is read and compared with onnxruntime on the fixtures' three
+/// prompts, grouped as the HF folder, pruned by the command line (`--pass group,score,prune
+/// --ratio 0.2`) and run pruned by onnxruntime; optimum's form generates 32 tokens greedily in
+/// onnxruntime with the pruned cache, compared with prunec's generation; onnxruntime-genai
+/// (`$PRUNEC_GENAI_PYTHON`) loads the pruned genai folders and generates.
+#[test]
+#[ignore = "full size: run by scripts/onnx-forms-check"]
+fn full_size_smollm2_forms() {
+    let Some(root) = std::env::var_os("PRUNEC_ONNX_FORMS").map(PathBuf::from) else { panic!("PRUNEC_ONNX_FORMS names the forms' folder") };
+    let python = common::onnxruntime_python().expect("onnxruntime");
+    let golden = common::GoldenFile::read(&fixture("smollm2/golden.safetensors"));
+    let prompts: Vec<Vec<u32>> = (0..3).map(|i| golden.rows(&format!("input_ids.{i}")).concat()).collect();
+    let hf = groups(load(&root.join("smol-f32")));
+    let tokenizer = root.join("smol-f32/tokenizer.json");
+    let out_root = root.join("pruned");
+    let mut report = Vec::new();
+    let forms = ["torch/ts17.onnx", "torch/ts21.onnx", "torch/dynamo18.onnx", "torch/dynamo18-opt.onnx", "torch/dynamo21.onnx", "torch/dynamo21-opt.onnx", "optimum/model.onnx", "genai-fp32/model.onnx", "genai-int4/model.onnx"];
+    let only = std::env::var("PRUNEC_ONNX_FORMS_ONLY").ok();
+    for rel in forms.iter().filter(|r| only.as_deref().is_none_or(|o| r.contains(o))) {
+        let path = root.join("forms").join(rel);
+        let t = std::time::Instant::now();
+        let model = load(&path);
+        let read_s = t.elapsed().as_secs_f64();
+        let same_groups = groups(model.clone()) == hf;
+        let work = out_root.join(rel.replace(['/', '.'], "-"));
+        std::fs::create_dir_all(&work).unwrap();
+        let exact = if rel.contains("int4") { exact_copy(&path, &work.join("exact")) } else { path.clone() };
+        // each prompt alone (they differ in length)
+        let ours: Vec<Vec<f32>> = prompts.iter().map(|p| logits(&model, std::slice::from_ref(p))).collect();
+        drop(model);
+        let pruned = work.join(Path::new(rel).file_name().unwrap());
+        let t = std::time::Instant::now();
+        let run = common::prunec(&[path.to_str().unwrap(), "--pass", "group,score,prune", "--ratio", "0.2", "--tokenizer", tokenizer.to_str().unwrap(), "-o", pruned.to_str().unwrap(), "--force"]);
+        assert!(run.status.success(), "{rel}: {}", common::texts(&run).1);
+        let prune_s = t.elapsed().as_secs_f64();
+        let pruned_exact = if rel.contains("int4") { exact_copy(&pruned, &work.join("pruned-exact")) } else { pruned.clone() };
+        let pruned_model = load(&pruned);
+        let theirs_pruned: Vec<Vec<f32>> = prompts.iter().map(|p| logits(&pruned_model, std::slice::from_ref(p))).collect();
+        let mut jobs = Vec::new();
+        for (i, p) in prompts.iter().enumerate() {
+            jobs.push(serde_json::json!({"kind": "logits", "model": exact, "ids": [p], "out": work.join(format!("orig{i}.f32"))}));
+            jobs.push(serde_json::json!({"kind": "logits", "model": pruned_exact, "ids": [p], "out": work.join(format!("pruned{i}.f32"))}));
+        }
+        let generation = rel.starts_with("optimum");
+        if generation {
+            jobs.push(serde_json::json!({"kind": "generate", "model": pruned, "prompt": prompts[1], "new_tokens": 32, "out": work.join("generate.json")}));
+        }
+        onnxruntime(&python, &serde_json::Value::Array(jobs), &work);
+        let worst = |name: &str, ours: &[Vec<f32>]| -> f32 {
+            ours.iter().enumerate().map(|(i, o)| relative(o, &read_f32(&work.join(format!("{name}{i}.f32"))))).fold(0.0, f32::max)
+        };
+        let (d_orig, d_pruned) = (worst("orig", &ours), worst("pruned", &theirs_pruned));
+        for (i, (o, p)) in ours.iter().zip(&theirs_pruned).enumerate() {
+            let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+            std::fs::write(work.join(format!("prunec-orig{i}.f32")), bytes(o)).unwrap();
+            std::fs::write(work.join(format!("prunec-pruned{i}.f32")), bytes(p)).unwrap();
+        }
+        let mut line = format!(
+            "{rel}: read in {read_s:.1} s; groups as the HF folder: {same_groups}; prunec vs onnxruntime {d_orig:.2e}; pruned (-o in {prune_s:.1} s) to {} parameters, onnxruntime vs prunec {d_pruned:.2e}",
+            pruned_model.params.numel()
+        );
+        if generation {
+            let exec = Executor::<Cpu>::new(&pruned_model, &cpu()).unwrap();
+            let sampling = prunec_backends::runtime::generate::Sampling { max_new_tokens: 32, ..Default::default() };
+            let ours = prunec_backends::runtime::generate::generate(&exec, &prompts[1], &sampling, None, |_| {}).unwrap();
+            let theirs: Vec<u32> = serde_json::from_str(&std::fs::read_to_string(work.join("generate.json")).unwrap()).unwrap();
+            line += &format!("; 32 greedy tokens with the pruned cache equal prunec's: {} ({ours:?})", ours == theirs);
+            assert_eq!(ours, theirs, "{rel}: generation");
+        }
+        if rel.starts_with("genai") {
+            if let Some(genai) = std::env::var_os("PRUNEC_GENAI_PYTHON") {
+                let file = work.join("genai.json");
+                let jobs = serde_json::json!([{"kind": "genai", "folder": work, "prompt": prompts[1], "new_tokens": 16, "out": file}]);
+                let python = move || std::process::Command::new(&genai);
+                onnxruntime(&python, &jobs, &work);
+                line += &format!("; onnxruntime_genai loads the pruned folder and generates {}", std::fs::read_to_string(&file).unwrap());
+            }
+        }
+        println!("{line}");
+        report.push(line);
+        assert!(same_groups, "{rel}: groups");
+        assert!(d_orig < 1e-4 && d_pruned < 1e-4, "{rel}: {d_orig} {d_pruned}");
+    }
+    std::fs::write(out_root.join("report.txt"), report.join("\n") + "\n").unwrap();
+}
