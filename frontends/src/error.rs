@@ -80,6 +80,18 @@ pub enum FrontendError {
         /// The architectures prunec reads.
         supported: String,
     },
+    /// An ONNX node whose op the importer neither raises nor computes.
+    #[error("{path}: node `{node}`: op `{op}` is not supported by the ONNX importer (it reads: {supported})")]
+    UnsupportedOp {
+        /// The model file.
+        path: PathBuf,
+        /// The node's name (its first output when it has none).
+        node: String,
+        /// The op, with its domain when that is not ONNX's own (`com.microsoft.Attention`).
+        op: String,
+        /// The ops the importer reads, comma-separated.
+        supported: String,
+    },
     /// A table of rows (Parquet, JSONL) lacks a column the reader needs.
     #[error("{path}: no column `{column}` (its columns: {found})")]
     MissingColumn {

@@ -15,11 +15,16 @@ use std::path::Path;
 use bytes::Bytes;
 use prunec_ir::{Dim, Model};
 
-use super::fold::{repair, Edit};
+use super::fold::{repair, AttrEdit, Edit};
 use super::proto::tensor_proto::{DataLocation, DataType};
 use super::proto::{tensor_shape_proto, type_proto, TensorProto};
 use super::{write_model, OnnxFile, WrittenModel};
 use crate::error::{FrontendError, Result};
+
+#[path = "genai.rs"]
+mod genai;
+#[path = "quantized.rs"]
+mod quantized;
 
 fn bad(path: &Path, tensor: &str, reason: impl Into<String>) -> FrontendError {
     FrontendError::BadTensor { path: path.to_path_buf(), tensor: tensor.into(), reason: reason.into() }
@@ -46,11 +51,18 @@ pub fn write_pruned(model: &Model, out: &Path) -> Result<WrittenModel> {
         let p = model.params.get(&o.param).ok_or_else(|| {
             bad(source, &o.tensor, format!("parameter `{}` is gone (whole layers removed): such a model cannot be written as ONNX yet", o.param))
         })?;
-        let init = file.initializer(&o.tensor).ok_or_else(|| FrontendError::MissingTensor { path: source.clone(), tensor: o.tensor.clone() })?;
-        if init.data_type != DataType::Float as i32 {
-            return Err(bad(source, &o.tensor, "only float32 initializers are written back yet"));
-        }
+        let missing = || FrontendError::MissingTensor { path: source.clone(), tensor: o.tensor.clone() };
         let values = model.params.read_f32(&o.param).map_err(|e| FrontendError::Ir { path: source.clone(), source: e })?;
+        if file.initializer(&o.tensor).ok_or_else(missing)?.data_type == DataType::Uint8 as i32 {
+            // a 4-bit weight: whole blocks copied, cut blocks requantized
+            let changed = quantized::write(&mut file, &o.tensor, &p.shape, &values)?;
+            replaced.extend(changed.into_iter().map(|t| (t.name.clone(), t)));
+            continue;
+        }
+        let init = file.initializer(&o.tensor).ok_or_else(missing)?;
+        if init.data_type != DataType::Float as i32 {
+            return Err(bad(source, &o.tensor, "only float32 and 4-bit initializers are written back yet"));
+        }
         let (shape, data): (Vec<usize>, Vec<f32>) = match (o.transposed, p.shape.as_slice()) {
             (true, &[r, c]) => (vec![c, r], super::tensor::transposed(&values, r, c)),
             (true, other) => return Err(bad(source, &o.tensor, format!("a transposed parameter of shape {other:?}"))),
@@ -81,13 +93,15 @@ pub fn write_pruned(model: &Model, out: &Path) -> Result<WrittenModel> {
         }
         oracle.insert(sv.name.clone(), dims);
     }
-    let (edits, shapes) = repair(&file, &oracle)?;
-    apply_edits(&mut file, &edits)?;
+    let repairs = repair(&file, &oracle)?;
+    apply_edits(&mut file, &repairs.edits)?;
+    apply_attrs(&mut file, &repairs.attrs)?;
 
-    // 3. declared shapes of intermediate values follow
+    // 3. declared shapes follow: intermediate values, outputs, and the inputs (a key/value
+    // cache has the pruned number of key/value heads)
     if let Some(g) = file.model.graph.as_mut() {
-        for vi in g.value_info.iter_mut().chain(g.output.iter_mut()) {
-            let Some(new) = shapes.get(&vi.name) else { continue };
+        for vi in g.value_info.iter_mut().chain(g.output.iter_mut()).chain(g.input.iter_mut()) {
+            let Some(new) = repairs.shapes.get(&vi.name) else { continue };
             let Some(type_proto::Value::TensorType(tt)) = vi.r#type.as_mut().and_then(|t| t.value.as_mut()) else { continue };
             let Some(shape) = tt.shape.as_mut() else { continue };
             if shape.dim.len() != new.len() {
@@ -100,8 +114,26 @@ pub fn write_pruned(model: &Model, out: &Path) -> Result<WrittenModel> {
             }
         }
     }
+    let genai = genai::prepare(model, &file, out, &repairs.attrs)?;
     let external = had_external.then(|| format!("{}.data", out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
-    write_model(&file.model, out, external.as_deref())
+    let written = write_model(&file.model, out, external.as_deref())?;
+    if let Some(genai) = genai {
+        genai.write()?;
+    }
+    Ok(written)
+}
+
+/// Sets the integer attributes `attrs` names.
+fn apply_attrs(file: &mut OnnxFile, attrs: &[AttrEdit]) -> Result<()> {
+    let path = file.path().to_path_buf();
+    let Some(g) = file.model.graph.as_mut() else { return Ok(()) };
+    for a in attrs {
+        let node = g.node.get_mut(a.node).ok_or_else(|| bad(&path, &a.name, "the node is gone"))?;
+        let name = node.name.clone();
+        let slot = node.attribute.iter_mut().find(|x| x.name == a.name).ok_or_else(|| bad(&path, &name, format!("no attribute `{}`", a.name)))?;
+        slot.i = a.value;
+    }
+    Ok(())
 }
 
 /// A changed constant element: a new initializer holding the constant with that element

@@ -23,8 +23,14 @@ use std::collections::HashMap;
 use egg::{EGraph, Id, SymbolLang};
 use prunec_ir::{DType, Dim};
 
+#[path = "contrib.rs"]
+mod contrib;
+
+pub use contrib::AttrEdit;
+
 use super::proto::tensor_proto::DataType;
 use super::proto::NodeProto;
+use super::quant::BlockQuant;
 use super::{ConstantValue, OnnxFile};
 use crate::error::{FrontendError, Result};
 
@@ -91,8 +97,12 @@ pub struct Folded {
     pub weights: HashMap<String, Vec<usize>>,
     /// Graph inputs: name, dtype, shape.
     pub inputs: Vec<(String, DType, Vec<Dim>)>,
-    /// The outputs of `Reshape` nodes computed at run time, with their e-classes.
+    /// Values whose shape a written graph must reproduce — the outputs of `Reshape` nodes
+    /// computed at run time, of attention ops whose attributes count heads — with their
+    /// e-classes.
     pub reshapes: Vec<(String, Id)>,
+    /// The 4-bit weights (`wq:NAME` leaves), by data initializer.
+    pub quantized: HashMap<String, BlockQuant>,
 }
 
 /// Float initializers of at most this many elements and rank ≤ 1 have their values in
@@ -117,6 +127,23 @@ struct Folder<'a> {
     expand_of: HashMap<Id, (usize, String)>,
     /// The node being folded.
     current: usize,
+    /// Outputs of `Constant` nodes holding strings (no op prunec imports reads them).
+    strings: std::collections::HashSet<String>,
+    /// Graph inputs folded to empty key/value caches, by their leaf.
+    cache_inputs: HashMap<Id, String>,
+    /// The shape each cache input takes: that of what it is concatenated with.
+    cache_shapes: HashMap<String, Vec<Dim>>,
+    /// Shapes of every value, by name.
+    names: HashMap<String, Vec<Dim>>,
+    /// The outputs of `Reshape` nodes computed at run time, with their e-classes.
+    reshapes: Vec<(String, Id)>,
+    /// Packed integer initializers (4-bit weights), by value name: the initializer and the
+    /// shape the value has (a `Reshape` of one gives another view of the same data).
+    packed: HashMap<String, (String, Vec<usize>)>,
+    /// Quantized weights read so far (`wq:NAME` leaves), by data initializer.
+    quantized: HashMap<String, BlockQuant>,
+    /// Attributes to change in a written graph.
+    attr_edits: Vec<AttrEdit>,
 }
 
 /// Where an integer element comes from: element `elem` of constant `source`, read by input
@@ -441,14 +468,25 @@ impl Folder<'_> {
     }
 
     fn node(&mut self, op: &str, children: Vec<Id>, dtype: DType, shape: Vec<Dim>) -> Val {
-        let id = self.eg.add(SymbolLang::new(op, children));
-        self.shapes.insert(id, shape.clone());
+        let id = self.add(op, children, dtype, shape.clone());
         Val::T { id, dtype, shape }
+    }
+
+    /// A runtime e-node of `shape`, its class.
+    fn add(&mut self, op: &str, children: Vec<Id>, _dtype: DType, shape: Vec<Dim>) -> Id {
+        let id = self.eg.add(SymbolLang::new(op, children));
+        self.shapes.insert(id, shape);
+        id
     }
 
     fn val(&self, node: &NodeProto, k: usize) -> Result<Val> {
         let name = node.input.get(k).filter(|n| !n.is_empty()).ok_or_else(|| self.err(node, format!("input {k} missing")))?;
-        self.vals.get(name).cloned().ok_or_else(|| self.err(node, format!("input `{name}` is not defined before use")))
+        match self.vals.get(name) {
+            Some(v) => Ok(v.clone()),
+            None if self.strings.contains(name) => Err(self.err(node, format!("input `{name}` is a string constant, which no op prunec imports reads"))),
+            None if self.packed.contains_key(name) => Err(self.err(node, format!("input `{name}` is a packed quantized tensor, which only MatMulNBits and GatherBlockQuantized read"))),
+            None => Err(self.err(node, format!("input `{name}` is not defined before use"))),
+        }
     }
 
     fn opt_val(&self, node: &NodeProto, k: usize) -> Option<Val> {
@@ -508,16 +546,30 @@ impl Folder<'_> {
         }
     }
 
-    fn constant(&self, node: &NodeProto) -> Result<Val> {
+    /// The value of a `Constant` node, whichever attribute holds it; `None` for strings.
+    fn constant(&self, node: &NodeProto) -> Result<Option<Val>> {
         let value = self.file.constant_value(node)?;
-        Ok(match value {
+        Ok(Some(match value {
             ConstantValue::Float(f) => Val::F { shape: vec![], data: vec![f] },
             ConstantValue::Floats(f) => Val::F { shape: vec![f.len()], data: f.to_vec() },
             ConstantValue::Int(i) => Val::I { shape: vec![], data: vec![SInt::K(i)] },
             ConstantValue::Ints(i) => Val::I { shape: vec![i.len()], data: i.iter().map(|&k| SInt::K(k)).collect() },
+            ConstantValue::Tensor(t) if t.data_type == DataType::String as i32 => return Ok(None),
             ConstantValue::Tensor(t) => self.tensor_val(t)?,
-            _ => return Err(self.err(node, "string constants are not supported")),
-        })
+            ConstantValue::Sparse(t) => {
+                let float = t.values.as_ref().is_some_and(|v| {
+                    matches!(DataType::try_from(v.data_type), Ok(DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double))
+                });
+                if float {
+                    let (shape, data) = self.file.sparse_f32(t)?;
+                    Val::F { shape, data }
+                } else {
+                    let (shape, data) = self.file.sparse_i64(t)?;
+                    Val::I { shape, data: data.into_iter().map(SInt::K).collect() }
+                }
+            }
+            ConstantValue::String(_) | ConstantValue::Strings(_) => return Ok(None),
+        }))
     }
 
     fn tensor_val(&self, t: &super::proto::TensorProto) -> Result<Val> {
@@ -560,14 +612,73 @@ impl Folder<'_> {
         Some(Val::I { shape, data: out })
     }
 
+    /// `x` cast to a float (`float`) or integer type (`to`, ONNX's number, kept on a runtime
+    /// cast). Casts between float types and between integer types change nothing the IR
+    /// computes in f32 and i64; constants are converted at once.
+    fn cast(&mut self, node: &NodeProto, x: Val, float: bool, to: i64) -> Result<Val> {
+        Ok(match (&x, float) {
+            (Val::T { dtype, .. }, true) if dtype.is_float() => x.clone(),
+            (Val::T { dtype, .. }, false) if !dtype.is_float() => x.clone(),
+            (Val::T { shape, .. }, _) => {
+                let id = self.operand(&x);
+                let to_leaf = self.leaf(format!("i:{to}"));
+                let shape = shape.clone();
+                self.node("Cast", vec![id, to_leaf], if float { DType::F32 } else { DType::I64 }, shape)
+            }
+            (Val::I { shape, .. }, true) => match Self::known_ints(&x) {
+                Some(k) => Val::F { shape: shape.clone(), data: k.iter().map(|&v| v as f32).collect() },
+                None => return Err(self.err(node, "casting a symbolic size to float")),
+            },
+            (Val::F { shape, data }, false) => {
+                Val::I { shape: shape.clone(), data: data.iter().map(|&v| SInt::K(v as i64)).collect() }
+            }
+            _ => x.clone(),
+        })
+    }
+
     fn fold_node(&mut self, node: &NodeProto) -> Result<Vec<Val>> {
         let op = node.op_type.as_str();
         let attr_i = |name: &str| self.file.attr_int(node, name);
-        if op == "Split" {
-            return self.split(node);
+        // onnxruntime registers SimplifiedLayerNormalization in ONNX's own domain
+        if !super::is_default_domain(&node.domain) || op == "SimplifiedLayerNormalization" {
+            return self.fold_contrib(node);
+        }
+        match op {
+            "Split" => return self.split(node),
+            "If" => return self.fold_if(node),
+            "Reshape" if node.input.first().is_some_and(|n| self.packed.contains_key(n)) => {
+                // another view of packed 4-bit data (the table `GatherBlockQuantized` reads)
+                let (init, from) = node.input.first().and_then(|n| self.packed.get(n)).cloned().unwrap_or_default();
+                let target = self.ints_input(node, 1, "the shape")?;
+                let total: usize = from.iter().product();
+                let known: usize = target.iter().filter(|&&t| t > 0).map(|&t| t as usize).product();
+                let shape: Vec<usize> = target
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| match t {
+                        -1 => total / known.max(1),
+                        0 => from.get(i).copied().unwrap_or(0),
+                        t => t.max(0) as usize,
+                    })
+                    .collect();
+                if shape.iter().product::<usize>() != total {
+                    return Err(self.err(node, format!("reshaping packed data of shape {from:?} to {target:?}")));
+                }
+                if let Some(o) = node.output.first() {
+                    self.packed.insert(o.clone(), (init, shape));
+                }
+                return Ok(vec![]);
+            }
+            _ => {}
         }
         let out = match op {
-            "Constant" => self.constant(node)?,
+            "Constant" => match self.constant(node)? {
+                Some(v) => v,
+                None => {
+                    self.strings.extend(node.output.iter().cloned());
+                    return Ok(vec![]);
+                }
+            },
             "Identity" => self.val(node, 0)?,
             "Shape" => {
                 let x = self.val(node, 0)?;
@@ -583,24 +694,18 @@ impl Folder<'_> {
                 let x = self.val(node, 0)?;
                 let to = attr_i("to")?.unwrap_or(1);
                 let float = matches!(DataType::try_from(to as i32), Ok(DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double));
-                match (&x, float) {
-                    (Val::T { dtype, .. }, true) if dtype.is_float() => x.clone(),
-                    (Val::T { dtype, .. }, false) if !dtype.is_float() => x.clone(),
-                    (Val::T { shape, .. }, _) => {
-                        let id = self.operand(&x);
-                        let to_leaf = self.leaf(format!("i:{to}"));
-                        let shape = shape.clone();
-                        self.node("Cast", vec![id, to_leaf], if float { DType::F32 } else { DType::I64 }, shape)
-                    }
-                    (Val::I { shape, .. }, true) => match Self::known_ints(&x) {
-                        Some(k) => Val::F { shape: shape.clone(), data: k.iter().map(|&v| v as f32).collect() },
-                        None => return Err(self.err(node, "casting a symbolic size to float")),
-                    },
-                    (Val::F { shape, data }, false) => {
-                        Val::I { shape: shape.clone(), data: data.iter().map(|&v| SInt::K(v as i64)).collect() }
-                    }
-                    _ => x.clone(),
-                }
+                self.cast(node, x, float, to)?
+            }
+            "CastLike" => {
+                // the element type of the second operand, whatever its value
+                let (x, like) = (self.val(node, 0)?, self.val(node, 1)?);
+                let float = match &like {
+                    Val::T { dtype, .. } => dtype.is_float(),
+                    Val::W { .. } | Val::F { .. } => true,
+                    Val::I { .. } => false,
+                };
+                let to = if float { DataType::Float as i64 } else { DataType::Int64 as i64 };
+                self.cast(node, x, float, to)?
             }
             "Gather" => {
                 let (data, idx) = (self.val(node, 0)?, self.val(node, 1)?);
@@ -677,8 +782,23 @@ impl Folder<'_> {
                     let data: Vec<SInt> = xs.iter().flat_map(|x| if let Val::I { data, .. } = x { data.clone() } else { vec![] }).collect();
                     Val::I { shape: vec![data.len()], data }
                 } else {
+                    // an empty operand (a key/value cache with no past positions) adds nothing;
+                    // the cache takes the shape of what it is concatenated with
+                    let rank = self.shape_of(&xs[0]).len();
+                    let ax = positive(axis, rank);
+                    let (empty, xs): (Vec<Val>, Vec<Val>) = xs.into_iter().partition(|x| self.shape_of(x).get(ax) == Some(&Dim::Fixed(0)));
+                    if xs.is_empty() {
+                        return Err(self.err(node, "every operand is empty"));
+                    }
                     let shapes: Vec<Vec<Dim>> = xs.iter().map(|x| self.shape_of(x)).collect();
-                    let rank = shapes[0].len();
+                    for e in &empty {
+                        if let Some(name) = self.cache_inputs.get(&self.eg.find(match e { Val::T { id, .. } => *id, _ => continue })) {
+                            self.cache_shapes.insert(name.clone(), shapes[0].clone());
+                        }
+                    }
+                    if xs.len() == 1 {
+                        return Ok(xs);
+                    }
                     let ax = positive(axis, rank);
                     let mut shape = shapes[0].clone();
                     shape[ax] = shapes.iter().skip(1).fold(shapes[0][ax].clone(), |acc, s| dim_op('+', &acc, &s[ax]));
@@ -968,11 +1088,13 @@ impl Folder<'_> {
                 let (a, b) = (self.operand(&data), self.operand(&idx));
                 self.node("GatherND", vec![a, b], Self::dtype_of(&data), shape)
             }
-            "ReduceMean" => {
+            "ReduceMean" | "ReduceSum" => {
                 let x = self.val(node, 0)?;
                 let axes = match self.file.attr_ints(node, "axes")? {
                     Some(a) => a.to_vec(),
-                    None => self.ints_input(node, 1, "axes")?,
+                    None if self.opt_val(node, 1).is_some() => self.ints_input(node, 1, "axes")?,
+                    None if attr_i("noop_with_empty_axes")?.unwrap_or(0) != 0 => return Ok(vec![x]),
+                    None => (0..self.shape_of(&x).len() as i64).collect(),
                 };
                 let keep = attr_i("keepdims")?.unwrap_or(1);
                 let mut shape = self.shape_of(&x);
@@ -985,9 +1107,28 @@ impl Folder<'_> {
                     let pos: Vec<usize> = norm.iter().map(|&a| positive(a, rank)).collect();
                     shape = shape.into_iter().enumerate().filter(|(i, _)| !pos.contains(i)).map(|(_, d)| d).collect();
                 }
+                let dtype = Self::dtype_of(&x);
                 let id = self.operand(&x);
                 let (la, lk) = (self.leaf(list(&norm)), self.leaf(format!("i:{keep}")));
-                self.node("ReduceMean", vec![id, la, lk], DType::F32, shape)
+                self.node(op, vec![id, la, lk], dtype, shape)
+            }
+            "Flatten" => {
+                let x = self.val(node, 0)?;
+                let shape = self.shape_of(&x);
+                let axis = positive(attr_i("axis")?.unwrap_or(1), shape.len()).min(shape.len());
+                let product = |dims: &[Dim]| dims.iter().fold(Dim::Fixed(1), |acc, d| dim_op('*', &acc, d));
+                let to = vec![product(&shape[..axis]), product(&shape[axis..])];
+                match x {
+                    Val::I { data, .. } => Val::I { shape: to.iter().filter_map(Dim::fixed).collect(), data },
+                    Val::F { data, .. } => Val::F { shape: to.iter().filter_map(Dim::fixed).collect(), data },
+                    _ => {
+                        let dtype = Self::dtype_of(&x);
+                        let id = self.operand(&x);
+                        self.shape_table.push(to.clone());
+                        let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
+                        self.node("Reshape", vec![id, l], dtype, to)
+                    }
+                }
             }
             "Softmax" => {
                 let x = self.val(node, 0)?;
@@ -996,6 +1137,21 @@ impl Folder<'_> {
                 let id = self.operand(&x);
                 let l = self.leaf(format!("i:{axis}"));
                 self.node("Softmax", vec![id, l], DType::F32, shape)
+            }
+            "Sqrt" | "Reciprocal" | "Neg" | "Sigmoid" | "Cos" | "Sin" | "Exp" | "Tanh" if matches!(self.val(node, 0)?, Val::F { .. }) => {
+                // a constant (dynamo's `sqrt(scale)` of its attention decomposition)
+                let Val::F { shape, data } = self.val(node, 0)? else { return Err(self.err(node, "a constant")) };
+                let f = |v: f32| match op {
+                    "Sqrt" => v.sqrt(),
+                    "Reciprocal" => 1.0 / v,
+                    "Neg" => -v,
+                    "Sigmoid" => 1.0 / (1.0 + (-v).exp()),
+                    "Cos" => v.cos(),
+                    "Sin" => v.sin(),
+                    "Exp" => v.exp(),
+                    _ => v.tanh(),
+                };
+                Val::F { shape, data: data.into_iter().map(f).collect() }
             }
             "Sqrt" | "Reciprocal" | "Neg" | "Sigmoid" | "Cos" | "Sin" | "IsNaN" | "Not" | "Exp" | "Tanh" => {
                 let x = self.val(node, 0)?;
@@ -1092,29 +1248,260 @@ impl Folder<'_> {
                     None => Val::T { id: mm, dtype: DType::F32, shape },
                 }
             }
-            other => return Err(self.err(node, format!("op `{other}` is not supported by the ONNX importer"))),
+            _ => return Err(unsupported_op(self.file, node)),
         };
         Ok(vec![out])
     }
 }
 
+/// What a graph input other than the token ids stands for. prunec computes a model as it
+/// runs on whole rows without a cache — what calibration, evaluation and its own generation
+/// need — so each of these inputs is folded to that value; the written model keeps the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InputRole {
+    /// The token ids, `[batch, seq]`: the IR's input.
+    Ids,
+    /// A padding mask `[batch, past + seq]` (`attention_mask`): all ones.
+    Mask,
+    /// Positions `[batch, seq]` (`position_ids`): `0..seq` in every row.
+    Positions,
+    /// A key/value cache `[batch, kv_heads, past, head_dim]` (`past_key_values.N.key`, …):
+    /// empty (`past` = 0), so that concatenating it leaves the new keys or values.
+    Cache,
+}
+
+impl InputRole {
+    fn of(name: &str, float: bool, rank: usize) -> Option<InputRole> {
+        let lower = name.to_ascii_lowercase();
+        match (float, rank) {
+            (false, 2) if lower.contains("attention_mask") => Some(InputRole::Mask),
+            (false, 2) if lower.contains("position_ids") => Some(InputRole::Positions),
+            (false, 2) => Some(InputRole::Ids),
+            (true, 4) if lower.starts_with("past") => Some(InputRole::Cache),
+            _ => None,
+        }
+    }
+}
+
+impl Folder<'_> {
+    /// A float initializer of rank ≥ 1 and more than one element is a weight; the others are
+    /// constants.
+    fn fold_initializer(&mut self, init: &super::proto::TensorProto, nested: bool) -> Result<()> {
+        let dt = DataType::try_from(init.data_type).unwrap_or(DataType::Undefined);
+        let shape: Vec<usize> = init.dims.iter().map(|&d| d.max(0) as usize).collect();
+        let numel: usize = shape.iter().product();
+        let float = matches!(dt, DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double);
+        let v = if float && !nested && (shape.len() >= 2 || (shape.len() == 1 && numel > 1)) {
+            if shape.len() <= 1 && numel <= SMALL {
+                let (_, data) = self.file.tensor_f32(init)?;
+                self.floats.insert(format!("w:{}", init.name), (shape.clone(), data.into_owned()));
+            }
+            self.weights.insert(init.name.clone(), shape.clone());
+            Val::W { name: init.name.clone(), shape }
+        } else if matches!(dt, DataType::Uint8 | DataType::Int8 | DataType::Uint4 | DataType::Int4) && shape.len() >= 2 {
+            // packed quantized weights: read by the op that uses them (MatMulNBits, GatherBlockQuantized)
+            self.packed.insert(init.name.clone(), (init.name.clone(), shape.clone()));
+            return Ok(());
+        } else {
+            self.tensor_val(init)?
+        };
+        if let Val::I { data, .. } = &v {
+            let reader = None;
+            self.prov.insert(init.name.clone(), (0..data.len()).map(|elem| Some(Prov { source: init.name.clone(), elem, reader })).collect());
+        }
+        self.vals.insert(init.name.clone(), v);
+        Ok(())
+    }
+
+    /// A graph input, folded to the value its role gives it (see [`InputRole`]); the token ids
+    /// are returned: they stay an input.
+    fn fold_input(&mut self, name: &str) -> Result<Option<(String, DType, Vec<Dim>)>> {
+        let file = self.file;
+        let ty = file.value_type(name).cloned();
+        let data_type = ty.as_ref().and_then(|t| t.data_type());
+        let float = matches!(data_type, Some(DataType::Float | DataType::Float16 | DataType::Bfloat16));
+        let int = matches!(data_type, Some(DataType::Int64 | DataType::Int32));
+        let declared = ty.and_then(|t| t.shape).unwrap_or_default();
+        let role = if float || int { InputRole::of(name, float, declared.len()) } else { None };
+        let Some(role) = role else {
+            return Err(FrontendError::Corrupt {
+                path: file.path().to_path_buf(),
+                format: "ONNX",
+                reason: format!(
+                    "graph input `{name}` ({data_type:?}, rank {}) is none of those prunec knows: token ids (`input_ids`, int64 [batch, seq]), \
+                     `attention_mask` and `position_ids` (int64 [batch, seq]), key/value caches (`past_key_values.N.key|value`, float [batch, heads, past, head_dim])",
+                    declared.len()
+                ),
+            });
+        };
+        let shape: Vec<Dim> = declared
+            .iter()
+            .enumerate()
+            .map(|(i, d)| match d {
+                super::Dim::Fixed(n) if *n > 0 => Dim::Fixed(*n as usize),
+                _ if i == 0 => Dim::batch(),
+                super::Dim::Named(p) if role == InputRole::Cache && i == 3 => Dim::Sym(p.clone()),
+                _ => Dim::seq(),
+            })
+            .collect();
+        let val = match role {
+            InputRole::Ids => {
+                let id = self.leaf(format!("in:{name}"));
+                self.shapes.insert(id, shape.clone());
+                self.vals.insert(name.to_string(), Val::T { id, dtype: DType::I64, shape: shape.clone() });
+                return Ok(Some((name.to_string(), DType::I64, shape)));
+            }
+            InputRole::Mask => {
+                let dims = vec![Dim::batch(), Dim::seq()];
+                self.shape_table.push(dims.clone());
+                let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
+                let one = self.leaf("f:1");
+                self.node("ConstantOfShape", vec![l, one], DType::I64, dims)
+            }
+            InputRole::Positions => {
+                let (zero, one) = (self.leaf("i:0"), self.leaf("i:1"));
+                let seq = self.operand(&Val::I { shape: vec![], data: vec![SInt::D(Dim::seq())] });
+                let Val::T { id: range, .. } = self.node("Range", vec![zero, seq, one], DType::I64, vec![Dim::seq()]) else {
+                    return Ok(None);
+                };
+                let axes = self.leaf("i:[0]");
+                let Val::T { id: row, .. } = self.node("Unsqueeze", vec![range, axes], DType::I64, vec![Dim::Fixed(1), Dim::seq()]) else {
+                    return Ok(None);
+                };
+                let dims = vec![Dim::batch(), Dim::seq()];
+                self.shape_table.push(dims.clone());
+                let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
+                self.node("Expand", vec![row, l], DType::I64, dims)
+            }
+            InputRole::Cache => {
+                let mut s = shape;
+                s[2] = Dim::Fixed(0);
+                let id = self.leaf(format!("in:{name}"));
+                self.shapes.insert(id, s.clone());
+                self.cache_inputs.insert(id, name.to_string());
+                Val::T { id, dtype: DType::F32, shape: s }
+            }
+        };
+        self.vals.insert(name.to_string(), val);
+        Ok(None)
+    }
+
+    /// Folds `nodes` in order. Nodes of a subgraph (`nested`, an `If` branch) are read as the
+    /// `If` node that holds them: a constant they read cannot be rewritten.
+    fn fold_nodes(&mut self, nodes: &[NodeProto], nested: bool) -> Result<()> {
+        for (k, node) in nodes.iter().enumerate() {
+            if !nested {
+                self.current = k;
+            }
+            let index = self.current;
+            let outs = self.fold_node(node)?;
+            for (name, v) in node.output.iter().zip(outs) {
+                if name.is_empty() {
+                    continue;
+                }
+                if let (Val::T { id, .. }, "Reshape") = (&v, node.op_type.as_str()) {
+                    self.reshapes.push((name.clone(), *id));
+                }
+                if let Val::T { id, .. } = &v {
+                    if node.op_type == "Expand" && !nested {
+                        if let Some(target) = node.input.get(1) {
+                            self.expand_of.insert(*id, (index, target.clone()));
+                        }
+                    }
+                }
+                self.names.insert(name.clone(), self.shape_of(&v));
+                if let Val::I { data, .. } = &v {
+                    let prov = if nested { vec![None; data.len()] } else { self.propagate_prov(node, index, data.len()) };
+                    self.prov.insert(name.clone(), prov);
+                }
+                self.vals.insert(name.clone(), v);
+            }
+        }
+        Ok(())
+    }
+
+    /// `If` with a condition known when folding: the branch taken, folded in place.
+    fn fold_if(&mut self, node: &NodeProto) -> Result<Vec<Val>> {
+        let cond = self.val(node, 0)?;
+        let taken = match &cond {
+            Val::I { data, .. } if data.len() == 1 => match &data[0] {
+                SInt::K(k) => *k != 0,
+                SInt::D(_) => return Err(self.err(node, "the condition depends on a symbolic size")),
+            },
+            Val::F { data, .. } if data.len() == 1 => data[0] != 0.0,
+            _ => return Err(self.err(node, "the condition is computed at run time: only an `If` whose condition is constant is folded")),
+        };
+        let which = if taken { "then_branch" } else { "else_branch" };
+        let branch = node
+            .attr(which)
+            .and_then(|a| a.g.as_ref())
+            .ok_or_else(|| self.err(node, format!("no `{which}` graph")))?;
+        for init in &branch.initializer {
+            self.fold_initializer(init, true)?;
+        }
+        self.fold_nodes(&branch.node, true)?;
+        branch
+            .output
+            .iter()
+            .map(|o| self.vals.get(&o.name).cloned().ok_or_else(|| self.err(node, format!("`{which}` does not compute its output `{}`", o.name))))
+            .collect()
+    }
+}
+
+/// The ops of ONNX's own domain the importer reads (folds, raises or keeps as primitives).
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Add", "And", "Cast", "CastLike", "Concat", "Constant", "ConstantOfShape", "Cos", "CumSum", "Div", "Equal", "Exp", "Expand",
+    "Flatten", "Gather", "GatherND", "Gemm", "Greater", "Identity", "If", "IsNaN", "Less", "LessOrEqual", "MatMul", "Max", "Min",
+    "Mul", "Neg", "Not", "Or", "Pow", "Range", "Reciprocal", "ReduceMean", "ReduceSum", "Reshape", "Shape", "Sigmoid", "Sin",
+    "SimplifiedLayerNormalization", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Trilu", "Unsqueeze",
+    "Where",
+];
+
+/// The contrib ops (domain `com.microsoft`, as onnxruntime-genai's model builder writes them)
+/// the importer reads.
+pub const SUPPORTED_CONTRIB_OPS: &[&str] = &[
+    "GatherBlockQuantized", "GroupQueryAttention", "MatMulNBits", "RotaryEmbedding", "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+];
+
+/// The error for a node whose op the importer does not read: the op, the node and what is
+/// supported.
+pub fn unsupported_op(file: &OnnxFile, node: &NodeProto) -> FrontendError {
+    let op = if super::is_default_domain(&node.domain) { node.op_type.clone() } else { format!("{}.{}", node.domain, node.op_type) };
+    let node_name = if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() };
+    let contrib = SUPPORTED_CONTRIB_OPS.iter().map(|o| format!("com.microsoft.{o}"));
+    let supported = SUPPORTED_OPS.iter().map(|o| o.to_string()).chain(contrib).collect::<Vec<_>>().join(", ");
+    FrontendError::UnsupportedOp { path: file.path().to_path_buf(), node: node_name, op, supported }
+}
+
 /// Folds the graph of `file` into an e-graph (see the module documentation).
 pub fn fold(file: &OnnxFile) -> Result<Folded> {
-    Ok(fold_with(file, None)?.0)
+    Ok(fold_with(file, None)?.0 .0)
 }
 
 /// Folds `file` knowing the shapes its reshapes must now produce (`oracle`, by output name):
 /// the constant elements of reshape and expand targets that must change for them, and the
 /// shape of every value (by name) once they have.
-pub fn repair(file: &OnnxFile, oracle: &HashMap<String, Vec<Dim>>) -> Result<(Vec<Edit>, ValueShapes)> {
-    let (_, edits, shapes) = fold_with(file, Some(oracle))?;
-    Ok((edits, shapes))
+pub fn repair(file: &OnnxFile, oracle: &HashMap<String, Vec<Dim>>) -> Result<Repairs> {
+    let (folded, edits, shapes) = fold_with(file, Some(oracle))?;
+    Ok(Repairs { edits, attrs: folded.1, shapes })
+}
+
+/// What a written graph must change: constant elements, attributes, declared shapes.
+#[derive(Debug, Clone, Default)]
+pub struct Repairs {
+    /// Constant elements.
+    pub edits: Vec<Edit>,
+    /// Node attributes.
+    pub attrs: Vec<AttrEdit>,
+    /// The shape of every value, by name (graph inputs included).
+    pub shapes: ValueShapes,
 }
 
 /// Shapes of values by name.
 pub type ValueShapes = HashMap<String, Vec<Dim>>;
 
-type FoldResult = (Folded, Vec<Edit>, ValueShapes);
+type FoldResult = ((Folded, Vec<AttrEdit>), Vec<Edit>, ValueShapes);
 
 fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Result<FoldResult> {
     let mut f = Folder {
@@ -1130,88 +1517,35 @@ fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Res
         edits: Vec::new(),
         expand_of: HashMap::new(),
         current: 0,
+        strings: Default::default(),
+        cache_inputs: HashMap::new(),
+        cache_shapes: HashMap::new(),
+        names: HashMap::new(),
+        reshapes: Vec::new(),
+        packed: HashMap::new(),
+        quantized: HashMap::new(),
+        attr_edits: Vec::new(),
     };
     let graph = file.graph();
     for init in &graph.initializer {
-        let dt = DataType::try_from(init.data_type).unwrap_or(DataType::Undefined);
-        let shape: Vec<usize> = init.dims.iter().map(|&d| d.max(0) as usize).collect();
-        let numel: usize = shape.iter().product();
-        let float = matches!(dt, DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double);
-        let v = if float && (shape.len() >= 2 || (shape.len() == 1 && numel > 1)) {
-            if shape.len() <= 1 && numel <= SMALL {
-                let (_, data) = file.tensor_f32(init)?;
-                f.floats.insert(format!("w:{}", init.name), (shape.clone(), data.into_owned()));
-            }
-            f.weights.insert(init.name.clone(), shape.clone());
-            Val::W { name: init.name.clone(), shape }
-        } else {
-            f.tensor_val(init)?
-        };
-        if let Val::I { data, .. } = &v {
-            f.prov.insert(init.name.clone(), (0..data.len()).map(|elem| Some(Prov { source: init.name.clone(), elem, reader: None })).collect());
-        }
-        f.vals.insert(init.name.clone(), v);
+        f.fold_initializer(init, false)?;
     }
     let mut inputs = Vec::new();
     for input in &graph.input {
         if f.vals.contains_key(&input.name) {
             continue; // an initializer listed as an input (old exporters)
         }
-        let ty = file.value_type(&input.name).cloned();
-        let dtype = match ty.as_ref().and_then(|t| t.data_type()) {
-            Some(DataType::Int64 | DataType::Int32) => DType::I64,
-            Some(DataType::Float) => DType::F32,
-            other => {
-                return Err(FrontendError::Corrupt {
-                    path: file.path().to_path_buf(),
-                    format: "ONNX",
-                    reason: format!("graph input `{}` has element type {other:?}: expected token ids (int64)", input.name),
-                })
-            }
-        };
-        let shape: Vec<Dim> = ty
-            .and_then(|t| t.shape)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-            .map(|(i, d)| match d {
-                super::Dim::Fixed(n) if *n > 0 => Dim::Fixed(*n as usize),
-                _ if i == 0 => Dim::batch(),
-                _ => Dim::seq(),
-            })
-            .collect();
-        let id = f.leaf(format!("in:{}", input.name));
-        f.shapes.insert(id, shape.clone());
-        inputs.push((input.name.clone(), dtype, shape.clone()));
-        f.vals.insert(input.name.clone(), Val::T { id, dtype, shape });
-    }
-    let mut reshapes = Vec::new();
-    let mut names: HashMap<String, Vec<Dim>> = HashMap::new();
-    for (index, node) in graph.node.iter().enumerate() {
-        f.current = index;
-        if !node.domain.is_empty() && node.domain != "ai.onnx" {
-            return Err(f.err(node, format!("domain `{}` is not supported", node.domain)));
-        }
-        let outs = f.fold_node(node)?;
-        for (name, v) in node.output.iter().zip(outs) {
-            if let (Val::T { id, .. }, "Reshape") = (&v, node.op_type.as_str()) {
-                reshapes.push((name.clone(), *id));
-            }
-            if let Val::T { id, .. } = &v {
-                if node.op_type == "Expand" {
-                    if let Some(target) = node.input.get(1) {
-                        f.expand_of.insert(*id, (index, target.clone()));
-                    }
-                }
-            }
-            names.insert(name.clone(), f.shape_of(&v));
-            if let Val::I { data, .. } = &v {
-                let prov = f.propagate_prov(node, index, data.len());
-                f.prov.insert(name.clone(), prov);
-            }
-            f.vals.insert(name.clone(), v);
+        if let Some(input) = f.fold_input(&input.name)? {
+            inputs.push(input);
         }
     }
+    f.fold_nodes(&graph.node, false)?;
+    let mut names = std::mem::take(&mut f.names);
+    // a cache input takes the shape of the new keys or values it is concatenated with
+    for (name, shape) in std::mem::take(&mut f.cache_shapes) {
+        names.insert(name, shape);
+    }
+    let reshapes = std::mem::take(&mut f.reshapes);
     let mut outputs = Vec::new();
     for out in &graph.output {
         match f.vals.get(&out.name) {
@@ -1227,7 +1561,8 @@ fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Res
     }
     f.eg.rebuild();
     let edits = std::mem::take(&mut f.edits);
-    Ok((Folded {
+    let attrs = std::mem::take(&mut f.attr_edits);
+    let folded = Folded {
         egraph: f.eg,
         outputs,
         shapes: f.shapes,
@@ -1236,5 +1571,7 @@ fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Res
         weights: f.weights,
         inputs,
         reshapes,
-    }, edits, names))
+        quantized: f.quantized,
+    };
+    Ok(((folded, attrs), edits, names))
 }

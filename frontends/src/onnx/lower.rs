@@ -22,7 +22,7 @@ impl CostFunction<SymbolLang> for PreferRaised {
         C: FnMut(Id) -> u64,
     {
         let own = match enode.op.as_str() {
-            "RmsNorm" | "Linear" | "Embedding" | "Silu" | "Rope" | "Attention" | "RepeatHeads" | "SplitHeads" | "MergeHeads" => 1,
+            "RmsNorm" | "Linear" | "Embedding" | "Silu" | "Rope" | "RopeInterleaved" | "Attention" | "RepeatHeads" | "SplitHeads" | "MergeHeads" => 1,
             _ if enode.children.is_empty() => 1,
             "T0213" => 2,
             _ => 10,
@@ -92,8 +92,19 @@ impl Lowerer<'_> {
             }
         };
         if self.params.get(&key).is_none() {
-            let init = self.file.initializer(name).ok_or_else(|| FrontendError::MissingTensor { path: self.file.path().to_path_buf(), tensor: name.into() })?;
-            let (shape, data) = self.file.tensor_f32(init)?;
+            let (shape, data) = match self.folded.quantized.get(name) {
+                // a 4-bit weight, dequantized: [N, K] as the IR's linear weights
+                Some(q) => {
+                    let packed = self.file.packed_weight(q)?;
+                    let values = super::quant::dequantize(&packed, q.rows, q.cols, q.block_size)
+                        .map_err(|reason| FrontendError::BadTensor { path: self.file.path().to_path_buf(), tensor: name.into(), reason })?;
+                    (vec![q.rows, q.cols], std::borrow::Cow::Owned(values))
+                }
+                None => {
+                    let init = self.file.initializer(name).ok_or_else(|| FrontendError::MissingTensor { path: self.file.path().to_path_buf(), tensor: name.into() })?;
+                    self.file.tensor_f32(init)?
+                }
+            };
             let p = if transposed {
                 let (r, c) = match shape.as_slice() {
                     [r, c] => (*r, *c),
@@ -133,6 +144,12 @@ impl Lowerer<'_> {
         Ok(v)
     }
 
+    /// The shape folding gave e-class `id` (any of its members).
+    fn class_shape(&self, id: Id) -> Option<Vec<prunec_ir::Dim>> {
+        let c = self.eg.find(id);
+        self.folded.shapes.iter().find(|(k, _)| self.eg.find(**k) == c).map(|(_, s)| s.clone())
+    }
+
     fn add(&mut self, op: Op, name: &str, inputs: &[ValueId]) -> Result<ValueId> {
         self.graph.add_value(op, name, None, inputs).map_err(|e| self.ir(e))
     }
@@ -155,7 +172,7 @@ impl Lowerer<'_> {
             self.add(Op::Input { name: name.to_string(), ty }, name, &[])?
         } else if let Some(name) = op.strip_prefix("wt:") {
             self.param(name, true)?
-        } else if let Some(name) = op.strip_prefix("w:") {
+        } else if let Some(name) = op.strip_prefix("w:").or_else(|| op.strip_prefix("wq:")) {
             self.param(name, false)?
         } else {
             let mut arg = |k: usize| -> Result<ValueId> {
@@ -189,11 +206,12 @@ impl Lowerer<'_> {
                     let x = self.lower(ch[0])?;
                     self.add(Op::MergeHeads, "merge_heads", &[x])?
                 }
-                "Rope" => {
+                "Rope" | "RopeInterleaved" => {
                     let theta = self.scalar(ch[1])? as f32;
                     let dims = self.scalar(ch[2])? as usize;
                     let x = self.lower(ch[0])?;
-                    self.add(Op::Rope(Rope { theta, rotary_dims: dims, layout: RopeLayout::HalfSplit, half_freqs: false }), "rope", &[x])?
+                    let layout = if op == "Rope" { RopeLayout::HalfSplit } else { RopeLayout::Interleaved };
+                    self.add(Op::Rope(Rope { theta, rotary_dims: dims, layout, half_freqs: false }), "rope", &[x])?
                 }
                 "RepeatHeads" => {
                     let n = self.scalar(ch[1])? as usize;
@@ -285,6 +303,12 @@ impl Lowerer<'_> {
                     let x = self.lower(ch[0])?;
                     self.add(Op::Reshape { shape }, "reshape", &[x])?
                 }
+                "Unsqueeze" | "Squeeze" => {
+                    // a reshape to the shape folding gave the class
+                    let shape = self.class_shape(id).ok_or_else(|| self.err(format!("`{op}`: no shape")))?;
+                    let x = self.lower(ch[0])?;
+                    self.add(Op::Reshape { shape: Shape(shape) }, &op.to_lowercase(), &[x])?
+                }
                 other => {
                     return Err(self.err(format!(
                         "`{other}` was not raised by any rule and the IR has no primitive for it (the pattern around it is not one prunec recognises)"
@@ -357,7 +381,10 @@ pub fn lower(file: &OnnxFile, folded: &Folded, path: &Path) -> Result<Model> {
         param_nodes: HashMap::new(),
         origins: Vec::new(),
     };
-    for (name, id) in &folded.outputs {
+    // with a `logits` output, the others (a key/value cache's present keys and values) are
+    // left to the written graph: prunec keeps its own cache
+    let has_logits = folded.outputs.iter().any(|(n, _)| n == "logits");
+    for (name, id) in folded.outputs.iter().filter(|(n, _)| !has_logits || n == "logits") {
         let v = l.lower(*id)?;
         l.add(Op::Output { name: name.clone() }, name, &[v])?;
     }

@@ -13,6 +13,7 @@ pub mod fold;
 mod lower;
 pub mod probe;
 pub mod proto;
+pub mod quant;
 pub mod rules;
 mod tensor;
 mod write;
@@ -98,6 +99,8 @@ pub enum ConstantValue<'a> {
     String(&'a [u8]),
     /// `value_strings`: a 1-D string tensor.
     Strings(&'a [Bytes]),
+    /// `sparse_value`: a sparse tensor (see [`OnnxFile::sparse_f32`], [`OnnxFile::sparse_i64`]).
+    Sparse(&'a proto::SparseTensorProto),
 }
 
 /// A decoded ONNX model and the file it came from.
@@ -239,8 +242,8 @@ impl OnnxFile {
         self.constant_node(name).map(|node| self.constant_value(node)).transpose()
     }
 
-    /// The value a `Constant` node holds. A Constant without exactly one value attribute, or
-    /// with `sparse_value`, is an error.
+    /// The value a `Constant` node holds. A Constant without exactly one value attribute is an
+    /// error.
     pub fn constant_value<'n>(&self, node: &'n NodeProto) -> Result<ConstantValue<'n>> {
         let mut found = Vec::new();
         for a in &node.attribute {
@@ -254,7 +257,11 @@ impl OnnxFile {
                 "value_ints" => ConstantValue::Ints(&a.ints),
                 "value_string" => ConstantValue::String(&a.s),
                 "value_strings" => ConstantValue::Strings(&a.strings),
-                "sparse_value" => return Err(self.node_error(node, "sparse constants are not supported".into())),
+                "sparse_value" => ConstantValue::Sparse(
+                    a.sparse_tensor
+                        .as_ref()
+                        .ok_or_else(|| self.node_error(node, "attribute `sparse_value` holds no sparse tensor".into()))?,
+                ),
                 _ => continue,
             };
             found.push(v);
@@ -283,6 +290,7 @@ impl OnnxFile {
             ConstantValue::Tensor(t) => self.tensor_f32(t).map(Some),
             ConstantValue::Float(v) => Ok(Some((vec![], Cow::Owned(vec![v])))),
             ConstantValue::Floats(v) => Ok(Some((vec![v.len()], Cow::Borrowed(v)))),
+            ConstantValue::Sparse(t) => self.sparse_f32(t).map(|(shape, v)| Some((shape, Cow::Owned(v)))),
             ConstantValue::Int(_) | ConstantValue::Ints(_) => Err(node_error("integers")),
             ConstantValue::String(_) | ConstantValue::Strings(_) => Err(node_error("strings")),
         }
@@ -300,6 +308,7 @@ impl OnnxFile {
             ConstantValue::Tensor(t) => self.tensor_i64(t).map(Some),
             ConstantValue::Int(v) => Ok(Some((vec![], vec![v]))),
             ConstantValue::Ints(v) => Ok(Some((vec![v.len()], v.to_vec()))),
+            ConstantValue::Sparse(t) => self.sparse_i64(t).map(Some),
             ConstantValue::Float(_) | ConstantValue::Floats(_) => Err(node_error("floats")),
             ConstantValue::String(_) | ConstantValue::Strings(_) => Err(node_error("strings")),
         }
@@ -327,6 +336,77 @@ impl OnnxFile {
         let raw = self.tensor_raw(t)?;
         let values = raw.to_i64().map_err(|reason| self.bad_tensor(t, reason))?;
         Ok((raw.shape, values))
+    }
+
+    /// A sparse tensor made dense: shape and f32 values (zeros where no value is given).
+    pub fn sparse_f32(&self, t: &proto::SparseTensorProto) -> Result<(Vec<usize>, Vec<f32>)> {
+        let values = t.values.as_ref().ok_or_else(|| self.bad_sparse(t, "no values"))?;
+        let (_, v) = self.tensor_f32(values)?;
+        self.densify(t, &v, 0.0)
+    }
+
+    /// A sparse integer tensor made dense: shape and i64 values (zeros where no value is given).
+    pub fn sparse_i64(&self, t: &proto::SparseTensorProto) -> Result<(Vec<usize>, Vec<i64>)> {
+        let values = t.values.as_ref().ok_or_else(|| self.bad_sparse(t, "no values"))?;
+        let (_, v) = self.tensor_i64(values)?;
+        self.densify(t, &v, 0)
+    }
+
+    /// Scatters the `values` of sparse tensor `t` into a dense tensor of its shape: indices are
+    /// `[NNZ]` linear positions or `[NNZ, rank]` coordinates, as ONNX allows.
+    fn densify<T: Copy>(&self, t: &proto::SparseTensorProto, values: &[T], zero: T) -> Result<(Vec<usize>, Vec<T>)> {
+        let shape = t
+            .dims
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| self.bad_sparse(t, "a negative dimension")))
+            .collect::<Result<Vec<usize>>>()?;
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| self.bad_sparse(t, "too many elements"))?;
+        let indices = t.indices.as_ref().ok_or_else(|| self.bad_sparse(t, "no indices"))?;
+        let (ishape, idx) = self.tensor_i64(indices)?;
+        let nnz = values.len();
+        let positions: Vec<i64> = match ishape.as_slice() {
+            [k] if *k == nnz => idx,
+            [k, r] if *k == nnz && *r == shape.len() => idx
+                .chunks_exact(shape.len().max(1))
+                .map(|c| c.iter().zip(&shape).fold(0i64, |acc, (&i, &d)| acc.saturating_mul(d as i64).saturating_add(i)))
+                .collect(),
+            other => return Err(self.bad_sparse(t, &format!("indices of shape {other:?} for {nnz} values of rank {}", shape.len()))),
+        };
+        let mut dense = vec![zero; n];
+        for (&p, &v) in positions.iter().zip(values) {
+            let slot = usize::try_from(p).ok().and_then(|p| dense.get_mut(p)).ok_or_else(|| self.bad_sparse(t, &format!("index {p} is out of range")))?;
+            *slot = v;
+        }
+        Ok((shape, dense))
+    }
+
+    fn bad_sparse(&self, t: &proto::SparseTensorProto, reason: &str) -> FrontendError {
+        let name = t.values.as_ref().map(|v| v.name.clone()).unwrap_or_default();
+        FrontendError::BadTensor { path: self.path.clone(), tensor: name, reason: format!("sparse tensor: {reason}") }
+    }
+
+    /// The packed data, scales and zero points of the 4-bit weight `q`, checked against its
+    /// sizes.
+    pub fn packed_weight(&self, q: &quant::BlockQuant) -> Result<quant::Packed> {
+        let missing = |name: &str| FrontendError::MissingTensor { path: self.path.clone(), tensor: name.to_string() };
+        let data_init = self.initializer(&q.data).ok_or_else(|| missing(&q.data))?;
+        let data = self.tensor_raw(data_init)?;
+        if !matches!(data.data_type, DataType::Uint8) {
+            return Err(self.bad_tensor(data_init, format!("packed 4-bit data must be UINT8, not {}", data.data_type.as_str_name())));
+        }
+        let (_, scales) = self.value_f32(&q.scales)?.ok_or_else(|| missing(&q.scales))?;
+        let zero_points = match &q.zero_points {
+            None => None,
+            Some(z) => {
+                let t = self.initializer(z).ok_or_else(|| missing(z))?;
+                let raw = self.tensor_raw(t)?;
+                if raw.data_type != DataType::Uint8 {
+                    return Err(self.bad_tensor(t, "zero points must be packed UINT8".into()));
+                }
+                Some(raw.bytes.to_vec())
+            }
+        };
+        Ok(quant::Packed { data: data.bytes.to_vec(), scales: scales.into_owned(), zero_points })
     }
 
     /// A tensor's data as raw little-endian bytes, whatever its storage: `raw_data`, a typed

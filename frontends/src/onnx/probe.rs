@@ -210,6 +210,57 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
         "Sin" => zip(&[&a[0]], |v| v[0].sin()),
         "Where" => zip(&[&a[0], &a[1], &a[2]], |v| if v[0] != 0.0 { v[1] } else { v[2] }),
         "Cast" => Some(a[0].clone()),
+        "Transpose" => {
+            let perm: Vec<usize> = ints_of(&a[1]).iter().map(|&p| p.max(0) as usize).collect();
+            let r = a[0].shape.len();
+            if perm.len() != r || perm.iter().any(|&p| p >= r) {
+                return None;
+            }
+            let shape: Vec<usize> = perm.iter().map(|&p| a[0].shape[p]).collect();
+            let st = Arr::strides(&a[0].shape);
+            let data = (0..a[0].data.len())
+                .map(|k| {
+                    let idx = Arr::index(k, &shape);
+                    a[0].data[idx.iter().zip(&perm).map(|(i, &p)| i * st[p]).sum::<usize>()]
+                })
+                .collect();
+            Some(Arr { shape, data })
+        }
+        "T0213" => apply("Transpose", &[a[0].clone(), Arr::vector(vec![0.0, 2.0, 1.0, 3.0])]),
+        "MatMul" => {
+            // batch axes broadcast; [.., m, k] · [.., k, n]
+            let (x, y) = (&a[0], &a[1]);
+            let (rx, ry) = (x.shape.len(), y.shape.len());
+            if rx < 2 || ry < 2 || x.shape[rx - 1] != y.shape[ry - 2] {
+                return None;
+            }
+            let (m, k, n) = (x.shape[rx - 2], x.shape[rx - 1], y.shape[ry - 1]);
+            let batch = broadcast_shape(&x.shape[..rx - 2], &y.shape[..ry - 2])?;
+            let nb: usize = batch.iter().product();
+            if nb * m * n > LIMIT {
+                return None;
+            }
+            let pick = |arr: &Arr, b: usize| -> usize {
+                // the offset of broadcast batch index `b` in `arr`'s own batch axes
+                let own = &arr.shape[..arr.shape.len() - 2];
+                let idx = Arr::index(b, &batch);
+                let off = batch.len() - own.len();
+                let st = Arr::strides(own);
+                own.iter().enumerate().map(|(i, &d)| if d == 1 { 0 } else { idx[i + off] * st[i] }).sum::<usize>()
+            };
+            let mut data = Vec::with_capacity(nb * m * n);
+            for b in 0..nb {
+                let (bx, by) = (pick(x, b) * m * k, pick(y, b) * k * n);
+                for i in 0..m {
+                    for j in 0..n {
+                        data.push((0..k).map(|l| x.data[bx + i * k + l] * y.data[by + l * n + j]).sum());
+                    }
+                }
+            }
+            let mut shape = batch;
+            shape.extend([m, n]);
+            Some(Arr { shape, data })
+        }
         "Range" => {
             let (s, l, d) = (a[0].data.first()?, a[1].data.first()?, a[2].data.first()?);
             if *d == 0.0 || ((l - s) / d) > LIMIT as f64 {
@@ -327,6 +378,32 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
             }
             Some(Arr { shape: a[0].shape.clone(), data })
         }
+        "Gather" => {
+            // data[.., idx, ..] along `axis` (a leaf, already non-negative)
+            let (data, idx) = (&a[0], &a[1]);
+            let axis = scalar_of(&a[2])? as usize;
+            let n = *data.shape.get(axis)?;
+            let outer: usize = data.shape[..axis].iter().product();
+            let inner: usize = data.shape[axis + 1..].iter().product();
+            let mut shape = data.shape[..axis].to_vec();
+            shape.extend_from_slice(&idx.shape);
+            shape.extend_from_slice(&data.shape[axis + 1..]);
+            if shape.iter().product::<usize>() > LIMIT {
+                return None;
+            }
+            let mut out = Vec::with_capacity(outer * idx.data.len() * inner);
+            for o in 0..outer {
+                for &i in &idx.data {
+                    let i = if i < 0.0 { i + n as f64 } else { i };
+                    if i < 0.0 || i as usize >= n {
+                        return None;
+                    }
+                    let start = (o * n + i as usize) * inner;
+                    out.extend_from_slice(&data.data[start..start + inner]);
+                }
+            }
+            Some(Arr { shape, data: out })
+        }
         "GatherND" => {
             // batch_dims = 0: the last axis of the indices indexes the data's leading axes
             let (data, idx) = (&a[0], &a[1]);
@@ -355,6 +432,42 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
         }
         _ => None,
     }
+}
+
+/// θ and the rotated width of a pair of rotary tables `cos`, `sin` (broadcast over leading
+/// axes, `[.., seq, d]`), when at every probe size they are `cos(t·θ^(−2i/d))` and
+/// `sin(t·θ^(−2i/d))` for positions `t = 0..seq`, the `d/2` frequencies repeated over both
+/// halves (HF's `cat(freqs, freqs)`). Whatever computes them — a `Range` or the
+/// `position_ids` input, a `Mul` or a `MatMul` by the inverse frequencies — is evaluated.
+pub fn rotary(eg: &Egraph, ctx: &Context, cos: Id, sin: Id) -> Option<(f64, usize)> {
+    let mut found = None;
+    for &(batch, seq) in &[(2, 5), (1, 3)] {
+        let sizes: HashMap<String, i64> = [("batch".to_string(), batch), ("seq".to_string(), seq)].into_iter().collect();
+        let (c, s) = (eval(eg, ctx, cos, &sizes)?, eval(eg, ctx, sin, &sizes)?);
+        let r = c.shape.len();
+        if r < 2 || c.shape != s.shape || c.shape[r - 2] != seq as usize {
+            return None;
+        }
+        let d = c.shape[r - 1];
+        if d < 2 || d % 2 != 0 {
+            return None;
+        }
+        let half = d / 2;
+        // the frequencies from position 1 of the first leading index
+        let inv: Vec<f32> = (0..half).map(|i| s.data[d + i].atan2(c.data[d + i]) as f32).collect();
+        let theta = super::rules::rope_theta(&inv)?;
+        let ok = c.data.iter().zip(&s.data).enumerate().all(|(k, (&cv, &sv))| {
+            let idx = Arr::index(k, &c.shape);
+            let (t, i) = (idx[r - 2] as f64, idx[r - 1] % half);
+            let angle = t * theta.powf(-2.0 * i as f64 / d as f64);
+            (cv - angle.cos()).abs() < 1e-4 && (sv - angle.sin()).abs() < 1e-4
+        });
+        if !ok || found.is_some_and(|f| f != (theta, d)) {
+            return None;
+        }
+        found = Some((theta, d));
+    }
+    found
 }
 
 /// Whether `cond` is the causal mask (key position ≤ query position over the last two axes,

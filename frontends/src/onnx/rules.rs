@@ -126,7 +126,7 @@ fn rope_table(ctx: &Context, eg: &Egraph, id: Id, f: &str) -> Option<Vec<f32>> {
 }
 
 /// `θ` of inverse frequencies `θ^(−2i/d)`, `d` = 2·len, when they are those.
-fn rope_theta(inv: &[f32]) -> Option<f64> {
+pub(crate) fn rope_theta(inv: &[f32]) -> Option<f64> {
     let d = 2 * inv.len();
     if inv.len() < 2 || (inv[0] - 1.0).abs() > 1e-6 {
         return None;
@@ -219,6 +219,18 @@ pub fn rules(ctx: Arc<Context>) -> Result<Vec<Rewrite<SymbolLang, ()>>, String> 
                     .then(|| node(eg, "Embedding", vec![s[v("?w")], s[v("?ids")]]))
             })?
         },
+        {
+            let c = c.clone();
+            // onnxruntime-genai ties the table to the LM head's `[hidden, vocab]` weight
+            rule("embedding-of-transposed-table", "(Gather (Transpose ?w ?perm) ?ids ?axis)", move |eg, s| {
+                let name = weight(eg, s[v("?w")])?;
+                let ok = c.weights.get(&name)?.len() == 2 && ints(eg, s[v("?perm")]).as_deref() == Some(&[1, 0]) && scalar(eg, s[v("?axis")]) == Some(0.0);
+                ok.then(|| {
+                    let wt = leaf(eg, format!("wt:{name}"));
+                    node(eg, "Embedding", vec![wt, s[v("?ids")]])
+                })
+            })?
+        },
         rule("transpose-0213-twice", "(T0213 (T0213 ?x))", |_, s| Some(s[v("?x")]))?,
         {
             let c = c.clone();
@@ -231,12 +243,19 @@ pub fn rules(ctx: Arc<Context>) -> Result<Vec<Rewrite<SymbolLang, ()>>, String> 
                         && ints(eg, s[v("?ax2")]).as_deref() == Some(&[-1])
                         && scalar(eg, s[v("?zero")]) == Some(0.0)
                         && d == 2.0 * h;
-                    let cos = rope_table(&c, eg, s[v("?cos")], "Cos")?;
-                    let sin = rope_table(&c, eg, s[v("?sin")], "Sin")?;
-                    if !ok || cos != sin || 2 * cos.len() != d as usize {
+                    if !ok {
                         return None;
                     }
-                    let theta = rope_theta(&cos)?;
+                    let (cos, sin) = (s[v("?cos")], s[v("?sin")]);
+                    let theta = match (rope_table(&c, eg, cos, "Cos"), rope_table(&c, eg, sin, "Sin")) {
+                        (Some(a), Some(b)) if a == b && 2 * a.len() == d as usize => rope_theta(&a)?,
+                        // tables computed some other way (positions as an input, a MatMul by
+                        // the frequencies): evaluated at probe sizes
+                        _ => match super::probe::rotary(eg, &c, cos, sin) {
+                            Some((theta, dims)) if dims == d as usize => theta,
+                            _ => return None,
+                        },
+                    };
                     let (t, dims) = (leaf(eg, format!("f:{}", theta as f32)), leaf(eg, format!("i:{}", d as usize)));
                     let rope = node(eg, "Rope", vec![s[v("?x")], t, dims]);
                     Some(node(eg, "T0213", vec![rope]))
@@ -408,6 +427,8 @@ mod tests {
     fn embedding_from_gather_of_a_table() {
         assert!(raises("(Gather w:e in:ids i:0)", weights(&[("e", &[256, 64])]), "Embedding"));
         assert!(!raises("(Gather w:e in:ids i:1)", weights(&[("e", &[256, 64])]), "Embedding"));
+        assert!(raises("(Gather (Transpose w:h i:[1,0]) in:ids i:0)", weights(&[("h", &[64, 256])]), "Embedding"));
+        assert!(!raises("(Gather (Transpose w:h i:[0,1]) in:ids i:0)", weights(&[("h", &[64, 256])]), "Embedding"));
     }
 
     #[test]
