@@ -102,6 +102,21 @@ pub enum FrontendError {
         /// What is wrong.
         reason: String,
     },
+    /// An output cannot be written where asked (an input, an existing file without `--force`...).
+    #[error(transparent)]
+    Output(#[from] prunec_ir::output::OutputError),
+    /// An ONNX node whose op the importer does not know (the file is valid ONNX).
+    #[error("{path}: unsupported op `{op}` (node `{node}`); supported ops: {supported}")]
+    UnsupportedOp {
+        /// The ONNX file.
+        path: PathBuf,
+        /// The node's `op_type`.
+        op: String,
+        /// The node's name.
+        node: String,
+        /// The ops the importer reads, comma-separated.
+        supported: String,
+    },
     /// Building the IR failed (a bug in a frontend or an inconsistent model).
     #[error("{path}: {source}")]
     Ir {

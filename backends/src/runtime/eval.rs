@@ -66,13 +66,19 @@ pub fn perplexity_of<B: Backend>(
     let mut done = 0;
     for chunk in windows.chunks(batch.max(1)) {
         let ids = exec.ids(chunk)?;
-        let rows = row_nll(exec.forward(ids.clone())?, ids);
+        let rows = row_nll(exec.forward(ids.clone())?, ids.clone());
         let values = rows.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
-        nll += values.iter().map(|&v| f64::from(v)).sum::<f64>();
+        let sum = values.iter().map(|&v| f64::from(v)).sum::<f64>();
+        exec.ensure_finite(sum, ids, || format!("the loss of perplexity windows {done}..{} (of {total})", done + chunk.len()))?;
+        nll += sum;
         done += chunk.len();
         progress(done, total);
     }
     let predicted = total * (seq_len - 1);
     let mean_nll = nll / predicted as f64;
-    Ok(Perplexity { perplexity: mean_nll.exp(), mean_nll, tokens: tokens.len(), windows: total, predicted })
+    let perplexity = mean_nll.exp();
+    if !perplexity.is_finite() {
+        return Err(BackendError::NonFinite { what: format!("the perplexity (exp of the mean NLL {mean_nll})"), value: perplexity, at: String::new() });
+    }
+    Ok(Perplexity { perplexity, mean_nll, tokens: tokens.len(), windows: total, predicted })
 }

@@ -67,11 +67,18 @@ pub fn loglikelihoods<B: Backend>(
             let (input, scored, targets) = &inputs[i];
             let positions = logits.clone().narrow(0, k, 1).narrow(1, input.len() - scored, *scored);
             let logp = activation::log_softmax(positions.reshape([*scored, vocab]), 1);
+            // the last target is not in the input, so `Executor::ids` has not seen it
+            if let Some(&t) = targets.iter().find(|&&t| t as usize >= vocab) {
+                return Err(BackendError::TokenOutOfRange { id: i64::from(t), vocab, at: format!(" (the continuation of request {i})") });
+            }
             let ids: Vec<i64> = targets.iter().map(|&t| i64::from(t)).collect();
             let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [*scored, 1]), device);
             let picked = logp.gather(1, ids).into_data().convert::<f32>().into_vec::<f32>();
             let picked = picked.map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
             out[i] = picked.iter().map(|&v| f64::from(v)).sum();
+            if !out[i].is_finite() {
+                exec.ensure_finite(out[i], exec.ids(&rows[k..=k])?, || format!("the log-likelihood of request {i}"))?;
+            }
         }
         done += chunk.len();
         progress(done, requests.len());

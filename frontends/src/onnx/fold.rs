@@ -428,6 +428,16 @@ impl Folder<'_> {
         }
     }
 
+    /// A valid node whose op (`op`, with its domain when not the default) the importer does not read.
+    fn unsupported(&self, node: &NodeProto, op: &str) -> FrontendError {
+        FrontendError::UnsupportedOp {
+            path: self.file.path().to_path_buf(),
+            op: op.to_string(),
+            node: node.name.clone(),
+            supported: super::check::SUPPORTED_OPS.join(", "),
+        }
+    }
+
     fn err(&self, node: &NodeProto, reason: impl Into<String>) -> FrontendError {
         FrontendError::Corrupt {
             path: self.file.path().to_path_buf(),
@@ -448,7 +458,7 @@ impl Folder<'_> {
 
     fn val(&self, node: &NodeProto, k: usize) -> Result<Val> {
         let name = node.input.get(k).filter(|n| !n.is_empty()).ok_or_else(|| self.err(node, format!("input {k} missing")))?;
-        self.vals.get(name).cloned().ok_or_else(|| self.err(node, format!("input `{name}` is not defined before use")))
+        self.vals.get(name).cloned().ok_or_else(|| self.err(node, super::check::undefined_input(self.file.graph(), self.current, name)))
     }
 
     fn opt_val(&self, node: &NodeProto, k: usize) -> Option<Val> {
@@ -1092,7 +1102,7 @@ impl Folder<'_> {
                     None => Val::T { id: mm, dtype: DType::F32, shape },
                 }
             }
-            other => return Err(self.err(node, format!("op `{other}` is not supported by the ONNX importer"))),
+            other => return Err(self.unsupported(node, other)),
         };
         Ok(vec![out])
     }
@@ -1190,7 +1200,7 @@ fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Res
     for (index, node) in graph.node.iter().enumerate() {
         f.current = index;
         if !node.domain.is_empty() && node.domain != "ai.onnx" {
-            return Err(f.err(node, format!("domain `{}` is not supported", node.domain)));
+            return Err(f.unsupported(node, &format!("{}.{}", node.domain, node.op_type)));
         }
         let outs = f.fold_node(node)?;
         for (name, v) in node.output.iter().zip(outs) {
