@@ -150,6 +150,29 @@ pub struct Inputs {
     texts: Vec<(String, PathBuf, Vec<u32>)>,
     /// Tasks: which, file, documents, and every document's requests as tokens, in order.
     tasks: Vec<(Task, PathBuf, Vec<Doc>, Vec<TokenRequest>)>,
+    /// Whether each text gave its token ids itself (JSONL `input_ids`) rather than through the
+    /// tokenizer, for messages.
+    text_ids: Vec<bool>,
+}
+
+impl Inputs {
+    /// Checks, before any pass runs, that every token id is inside `model`'s vocabulary (naming
+    /// where a bad one came from: a text's `input_ids`, or `tokenizer`), and that a batch of
+    /// windows fits in memory.
+    pub fn check(&self, model: &Model, args: &EvalArgs, tokenizer: &str) -> Result<()> {
+        for ((_, file, tokens), &ids) in self.texts.iter().zip(&self.text_ids) {
+            let origin = if ids { format!("the `input_ids` of --eval-text {}", file.display()) } else { format!("--eval-text {}, tokenized by {tokenizer}", file.display()) };
+            crate::safety::check_token_ids(model, [tokens.as_slice()], &origin)?;
+            let batch = args.eval_batch.min(tokens.len() / args.seq_len.max(1)).max(1);
+            crate::safety::check_forward_memory(model, batch, args.seq_len, &format!("--eval-batch {} of --seq-len {}", args.eval_batch, args.seq_len))?;
+        }
+        for (task, file, _, requests) in &self.tasks {
+            let origin = format!("task `{task}` ({}), tokenized by {tokenizer}", file.display());
+            let rows = requests.iter().flat_map(|r| [r.context.as_slice(), r.continuation.as_slice()]);
+            crate::safety::check_token_ids(model, rows, &origin)?;
+        }
+        Ok(())
+    }
 }
 
 /// The first `--eval-text` (its file and tokens), for passes that watch one perplexity
@@ -175,8 +198,10 @@ pub fn prepare(plan: &Plan, args: &EvalArgs, model: &Path, tokenizer: Option<&Pa
         tok.clone().context("tokenizer")
     };
     let mut texts = Vec::new();
+    let mut text_ids = Vec::new();
     for (name, file) in &plan.texts {
         let src = read_eval_source(file, args.text_column.as_deref()).with_context(|| format!("--eval-text {}", file.display()))?;
+        text_ids.push(matches!(src, TextSource::Tokens(_)));
         let mut tokens = match &src {
             TextSource::Tokens(rows) => rows.concat(),
             _ => token_stream(&src, &get_tok()?)?,
@@ -203,7 +228,7 @@ pub fn prepare(plan: &Plan, args: &EvalArgs, model: &Path, tokenizer: Option<&Pa
         }
         tasks.push((*task, file.clone(), docs, requests));
     }
-    Ok(Inputs { texts, tasks })
+    Ok(Inputs { texts, tasks, text_ids })
 }
 
 /// A perplexity an `eval` pass measured.
@@ -475,13 +500,14 @@ impl<'a> Table<'a> {
         })
     }
 
-    /// Writes PREFIX.md, PREFIX.csv and PREFIX.json, each atomically and never over an input.
-    pub fn write(&self, prefix: &Path, inputs: &[&Path]) -> Result<()> {
+    /// Writes PREFIX.md, PREFIX.csv and PREFIX.json, each atomically, never over an input and
+    /// over existing files only with `force`.
+    pub fn write(&self, prefix: &Path, inputs: &[&Path], force: bool) -> Result<()> {
         for (ext, text) in [("md", self.to_markdown()), ("csv", self.to_csv()), ("json", serde_json::to_string_pretty(&self.to_json())? + "\n")] {
             let mut name = prefix.as_os_str().to_owned();
             name.push(format!(".{ext}"));
             let dest = PathBuf::from(name);
-            let out = prunec_backends::AtomicPath::new(&dest, inputs)?;
+            let out = prunec_backends::AtomicPath::file(&dest, inputs, force)?;
             std::fs::write(out.temp(), text).with_context(|| format!("writing {}", dest.display()))?;
             out.commit()?;
         }

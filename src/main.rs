@@ -21,6 +21,7 @@ mod plot;
 mod progress;
 mod recover;
 mod report;
+mod safety;
 mod study;
 mod synth;
 
@@ -32,7 +33,7 @@ use report::{PassRecord, Report};
 
 /// A compiler for structural pruning of large language models.
 #[derive(Debug, Parser)]
-#[command(name = "prunec", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(name = "prunec", version, about, long_about = None, args_conflicts_with_subcommands = true, allow_negative_numbers = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -45,15 +46,20 @@ struct Cli {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Write an HF folder with a real model's shape and random weights.
+    #[command(allow_negative_numbers = true)]
     Synth(synth::SynthArgs),
     /// Generate text from a prompt (greedy, or sampled with temperature and top-p).
+    #[command(allow_negative_numbers = true)]
     Generate(GenerateArgs),
     /// Measure tokens/s of forward and forward+backward passes, and peak memory.
+    #[command(allow_negative_numbers = true)]
     Bench(BenchArgs),
     /// Perplexity against pruning ratio for chosen importances and aggregations (the paper's
     /// Fig. 4 and Table 7; `--no-dependency` adds Table 6's ablation): table and chart.
+    #[command(allow_negative_numbers = true)]
     Sweep(study::SweepArgs),
     /// Perplexity when only layer i is pruned, for every layer (the paper's Fig. 3): table and chart.
+    #[command(allow_negative_numbers = true)]
     Sensitivity(study::SensitivityArgs),
 }
 
@@ -227,7 +233,8 @@ fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force
             bail!("-o {}: that is the input; an input is never overwritten", out.display());
         }
         let t = Instant::now();
-        let written = prunec_frontends::onnx::write_pruned(model, out)?;
+        safety::check_output_space(model, out, 4)?;
+        let written = prunec_frontends::onnx::write_pruned_to(model, out, force)?;
         eprintln!("wrote {} ({} parameters) in {:.2} s", written.model.display(), model.params.numel(), t.elapsed().as_secs_f64());
         return Ok(());
     }
@@ -274,13 +281,14 @@ fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force
         ..HfWriteOptions::default()
     };
     let t = Instant::now();
+    safety::check_output_space(model, out, if dtype == OutDType::F32 { 4 } else { 2 })?;
     let written = write_hf_folder(model, &config, &copy, &extra, out, &[source], options)?;
     eprintln!("wrote {} ({} parameters) in {:.2} s", written.display(), model.params.numel(), t.elapsed().as_secs_f64());
     Ok(())
 }
 
 /// Writes every unit's score as JSON rows `{layer, kind, unit, score, sub_units}`.
-fn write_scores(model: &Model, scores: &prunec_passes::Scores, path: &Path, input: &Path) -> Result<()> {
+fn write_scores(model: &Model, scores: &prunec_passes::Scores, path: &Path, input: &Path, force: bool) -> Result<()> {
     let groups = model.groups.as_deref().unwrap_or_default();
     let rows: Vec<serde_json::Value> = groups
         .iter()
@@ -302,7 +310,7 @@ fn write_scores(model: &Model, scores: &prunec_passes::Scores, path: &Path, inpu
         "aggregation": scores.aggregation.name(),
         "units": rows,
     });
-    let out = prunec_backends::AtomicPath::new(path, &[input])?;
+    let out = prunec_backends::AtomicPath::file(path, &[input], force)?;
     std::fs::write(out.temp(), serde_json::to_string_pretty(&doc)? + "\n")?;
     out.commit()?;
     Ok(())
@@ -393,6 +401,9 @@ struct BenchArgs {
     /// Also write the comparison as `<STEM>.md`, `.csv` and `.json`.
     #[arg(long, value_name = "STEM")]
     out: Option<PathBuf>,
+    /// Replace existing `--out` files.
+    #[arg(long)]
+    force: bool,
     /// Print the one model's figures as a JSON line (how `bench` measures several models, each
     /// in its own process).
     #[arg(long, hide = true)]
@@ -437,6 +448,9 @@ fn load(path: &Path) -> Result<Model> {
         model.graph.len(),
         start.elapsed().as_secs_f64()
     );
+    for w in &model.info.warnings {
+        eprintln!("warning: {}", safety::printable(w));
+    }
     Ok(model)
 }
 
@@ -477,7 +491,12 @@ fn prune_options(cli: &RunArgs, model: &Model, amount: prunec_passes::prune::Amo
 /// The calibration samples for `importance`: `--calib-samples` windows of `--calib-len` tokens
 /// of `--calib` (or rows of its `input_ids`), else of the embedded text; and what they came
 /// from, for messages and the report.
-fn calibration_samples(cli: &RunArgs, model_path: &Path, importance: prunec_passes::Importance) -> Result<(Vec<Vec<u32>>, String)> {
+fn calibration_samples(
+    cli: &RunArgs,
+    model: &Model,
+    model_path: &Path,
+    importance: prunec_passes::Importance,
+) -> Result<(Vec<Vec<u32>>, String)> {
     let (src, calib_name) = match cli.calib.as_deref() {
         Some(path) => (read_text_source(path)?, path.display().to_string()),
         None => (
@@ -498,6 +517,11 @@ fn calibration_samples(cli: &RunArgs, model_path: &Path, importance: prunec_pass
             prunec_frontends::data::calibration_samples(&src, &tok, cli.calib_samples, cli.calib_len, cli.seed)?
         }
     };
+    let origin = match &src {
+        TextSource::Tokens(_) => format!("the `input_ids` of --calib {calib_name}"),
+        _ => format!("--calib {calib_name}, tokenized by {}", safety::tokenizer_origin(model_path, cli.tokenizer.as_deref())),
+    };
+    safety::check_token_ids(model, samples.iter().map(Vec::as_slice), &origin)?;
     Ok((samples, calib_name))
 }
 
@@ -525,11 +549,12 @@ fn calibrate(
     importance: prunec_passes::Importance,
     report: &mut Report,
 ) -> Result<prunec_ir::CalibrationStats> {
-    let (samples, calib_name) = calibration_samples(cli, model_path, importance)?;
+    let (samples, calib_name) = calibration_samples(cli, model, model_path, importance)?;
     let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
     let mut bar = Progress::new("calibrate", samples.len(), "samples");
     let stats = device::calibrate(cli.device, model, &samples, options, |done, _| bar.update(done, "")).context("calibration")?;
     bar.finish();
+    safety::check_finite(stats.loss, "the calibration loss")?;
     report.calibration = Some(calibration_record(cli, &calib_name, stats.samples, stats.tokens, stats.loss, "resident"));
     Ok(stats)
 }
@@ -546,7 +571,7 @@ fn calibrate_streamed(
     memory: &MemoryPlan,
     report: &mut Report,
 ) -> Result<prunec_passes::Saliences> {
-    let (samples, calib_name) = calibration_samples(cli, model_path, importance)?;
+    let (samples, calib_name) = calibration_samples(cli, model, model_path, importance)?;
     let axes = prunec_passes::scored_axes(model, scope);
     let longest = samples.iter().map(Vec::len).max().unwrap_or(1);
     // micro-batches whose autodiff graph (about three times the forward's values) fits a quarter of the budget
@@ -580,6 +605,7 @@ fn calibrate_streamed(
         );
     };
     let summary = device::calibrate_streamed(cli.device, model, &samples, &options, sink, progress).context("calibration")?;
+    safety::check_finite(summary.loss, "the calibration loss")?;
     let mut record = calibration_record(cli, &calib_name, summary.samples, summary.tokens, summary.loss, "streamed");
     record["segments"] = summary.segments.into();
     record["backward_segments"] = summary.backward_segments.into();
@@ -636,7 +662,7 @@ fn run_score(
         })
         .collect();
     if let Some(path) = &cli.scores_out {
-        write_scores(model, &s, path, model_path)?;
+        write_scores(model, &s, path, model_path, cli.force)?;
     }
     Ok((s, summary, mode))
 }
@@ -678,6 +704,8 @@ fn run(cli: &RunArgs) -> Result<()> {
     if steps.contains(&Step::Eval) && eval_plan.is_empty() {
         bail!("pass `eval` needs --eval-text FILE (WikiText2/PTB Parquet, plain text, or JSONL rows with `text` or `input_ids`) or --tasks TASK=FILE,...");
     }
+    // every output against the inputs (never replaced, even with --force), then what exists
+    safety::check_run_outputs(cli, &steps, &eval_plan)?;
     if let Some(out) = &cli.output {
         if out.exists() && !cli.force {
             bail!("-o {}: already exists (give --force to replace it)", out.display());
@@ -692,6 +720,9 @@ fn run(cli: &RunArgs) -> Result<()> {
         None
     };
     let mut model = load(model_path)?;
+    if let Some(inputs) = &eval_inputs {
+        inputs.check(&model, &cli.eval, &safety::tokenizer_origin(model_path, cli.tokenizer.as_deref()))?;
+    }
     let mut report = Report {
         model: serde_json::json!({
             "name": model.info.name,
@@ -837,7 +868,7 @@ fn run(cli: &RunArgs) -> Result<()> {
     report.seconds = start.elapsed().as_secs_f64();
     report.peak_rss_mib = Some(overall_peak.max(peak_rss_mib().unwrap_or(0.0)));
     if let Some(path) = &cli.report {
-        report.write(path, &[model_path.as_path()])?;
+        report.write(path, &[model_path.as_path()], cli.force)?;
         eprintln!("report written to {}", path.display());
     }
     let table = evaluate::Table::new(report.passes.iter().filter_map(|p| p.evaluation.as_ref()));
@@ -846,7 +877,7 @@ fn run(cli: &RunArgs) -> Result<()> {
             let mut inputs: Vec<&Path> = vec![model_path.as_path()];
             inputs.extend(eval_plan.texts.iter().map(|(_, f)| f.as_path()));
             inputs.extend(eval_plan.tasks.iter().map(|(_, f)| f.as_path()));
-            table.write(&prefix, &inputs)?;
+            table.write(&prefix, &inputs, cli.force)?;
             eprintln!("table written to {}.{{md,csv,json}}", prefix.display());
         }
     }
@@ -879,6 +910,8 @@ fn generate(args: &GenerateArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt gives no tokens");
     }
+    let origin = format!("the prompt, tokenized by {}", safety::tokenizer_origin(&args.model, args.tokenizer.as_deref()));
+    safety::check_token_ids(&model, [prompt.as_slice()], &origin)?;
     let sampling = prunec_backends::runtime::Sampling {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -924,6 +957,7 @@ struct BenchRow {
 fn bench_one(args: &BenchArgs, path: &Path) -> Result<BenchRow> {
     reset_peak_rss();
     let model = load(path)?;
+    safety::check_forward_memory(&model, args.batch, args.seq_len, &format!("--batch {} × --seq-len {}", args.batch, args.seq_len))?;
     let t = device::bench(args.device, &model, args.batch, args.seq_len, args.iters, args.new_tokens)?;
     let rss = peak_rss_mib();
     let macs = report::linear_macs_per_token(&model);
@@ -981,6 +1015,9 @@ fn bench(args: &BenchArgs) -> Result<()> {
     use std::fmt::Write as _;
     if args.batch == 0 || args.seq_len < 2 || args.iters == 0 {
         bail!("--batch and --iters must be positive and --seq-len at least 2");
+    }
+    if let Some(stem) = &args.out {
+        safety::check_bench_outputs(&args.models, stem, args.force)?;
     }
     if args.row_json {
         let [path] = args.models.as_slice() else { bail!("--row-json measures one model") };
@@ -1046,7 +1083,7 @@ fn bench(args: &BenchArgs) -> Result<()> {
             "new_tokens": args.new_tokens, "models": json,
         });
         for (ext, text) in [("md", md), ("csv", csv), ("json", serde_json::to_string_pretty(&doc)? + "\n")] {
-            study::write_atomically(&stem.with_extension(ext), text.as_bytes(), &inputs)?;
+            study::write_atomically(&stem.with_extension(ext), text.as_bytes(), &inputs, args.force)?;
         }
         eprintln!("wrote {}.{{md,csv,json}}", stem.display());
     }
@@ -1054,19 +1091,29 @@ fn bench(args: &BenchArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match &cli.command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match safety::negative_count(&e) {
+            Some(msg) => {
+                eprintln!("error: {msg}");
+                return ExitCode::FAILURE;
+            }
+            None => e.exit(),
+        },
+    };
+    safety::install_signal_cleanup();
+    let result = safety::check_args(&cli).and_then(|()| match &cli.command {
         Some(Command::Synth(args)) => synth::run(args),
         Some(Command::Generate(args)) => generate(args),
         Some(Command::Bench(args)) => bench(args),
         Some(Command::Sweep(args)) => study::sweep(args),
         Some(Command::Sensitivity(args)) => study::sensitivity(args),
         None => run(&cli.run),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_chain(&e));
+            eprintln!("error: {}", safety::printable(&error_chain(&e)));
             ExitCode::FAILURE
         }
     }

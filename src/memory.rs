@@ -39,24 +39,6 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Memory the kernel says is available now (`MemAvailable`), in bytes.
-fn available() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// A size for people.
-pub fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1024f64.powi(3) {
-        format!("{:.2} GiB", b / 1024f64.powi(3))
-    } else {
-        format!("{:.1} MiB", b / 1024f64.powi(2))
-    }
-}
-
 /// The run's memory budget and what it decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryPlan {
@@ -89,7 +71,7 @@ impl MemoryPlan {
         Ok(match max_memory {
             Some(budget) => MemoryPlan { budget, given: true, resident },
             None => {
-                let budget = available().map_or(8 << 30, |a| a / 5 * 4);
+                let budget = crate::safety::available_memory().map_or(8 << 30, |a| (a / 5 * 4).min(u128::from(u64::MAX)) as u64);
                 MemoryPlan { budget, given: false, resident }
             }
         })
@@ -130,7 +112,7 @@ impl MemoryPlan {
     pub fn to_json(self) -> serde_json::Value {
         serde_json::json!({
             "budget_bytes": self.budget,
-            "budget": human(self.budget),
+            "budget": crate::safety::human_bytes(u128::from(self.budget)),
             "budget_given": self.given,
             "resident_forced": self.resident,
         })

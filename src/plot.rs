@@ -120,12 +120,12 @@ impl Chart<'_> {
     }
 
     /// Writes `<stem>.svg` and `<stem>.png`; returns their paths.
-    pub fn write(&self, stem: &Path, inputs: &[&Path]) -> Result<[PathBuf; 2]> {
+    pub fn write(&self, stem: &Path, inputs: &[&Path], force: bool) -> Result<[PathBuf; 2]> {
         let svg = self.svg()?;
         let png = rasterize(&svg)?;
         let (svg_path, png_path) = (stem.with_extension("svg"), stem.with_extension("png"));
-        crate::study::write_atomically(&svg_path, svg.as_bytes(), inputs)?;
-        crate::study::write_atomically(&png_path, &png, inputs)?;
+        crate::study::write_atomically(&svg_path, svg.as_bytes(), inputs, force)?;
+        crate::study::write_atomically(&png_path, &png, inputs, force)?;
         Ok([svg_path, png_path])
     }
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use prunec_backends::peft::{write_peft_adapter, PeftAdapter, PeftConfig};
+use prunec_backends::peft::{write_peft_adapter_replacing, PeftAdapter, PeftConfig};
 use prunec_backends::runtime::{EvalText, LrSchedule, Sample, TrainObserver, TrainOptions, TrainPoint};
 use prunec_frontends::data::{read_text_source, token_stream, SplitMix64, TextSource};
 use prunec_frontends::train_data::{alpaca_sample, read_alpaca, text_samples, TrainSample};
@@ -220,6 +220,8 @@ struct Observer<'a> {
     checkpoints: Option<&'a Path>,
     peft: (Vec<PeftAdapter>, PeftConfig),
     inputs: Vec<&'a Path>,
+    /// Whether an earlier checkpoint of the same step is replaced (`--force`).
+    force: bool,
 }
 
 impl TrainObserver for Observer<'_> {
@@ -245,7 +247,7 @@ impl TrainObserver for Observer<'_> {
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent).map_err(|source| prunec_backends::BackendError::Io { path: parent.to_path_buf(), source })?;
             }
-            write_peft_adapter(params, &self.peft.0, &self.peft.1, &out, &self.inputs)?;
+            write_peft_adapter_replacing(params, &self.peft.0, &self.peft.1, &out, &self.inputs, self.force)?;
         }
         Ok(())
     }
@@ -273,6 +275,8 @@ pub fn run(cli: &crate::RunArgs, model: &mut Model, model_path: &Path) -> Result
     }
     let trainable: Vec<String> = found.iter().flat_map(|a| [a.a.clone(), a.b.clone()]).collect();
     let (mut samples, source) = read_samples(args, model_path, cli.tokenizer.as_deref())?;
+    let origin = format!("{source} (its `input_ids`, or tokenized by {})", crate::safety::tokenizer_origin(model_path, cli.tokenizer.as_deref()));
+    crate::safety::check_token_ids(model, samples.iter().map(|s| s.ids.as_slice()), &origin)?;
     let total = samples.len();
     samples.retain(|s| s.predicted() > 0);
     let dropped = total - samples.len();
@@ -335,13 +339,14 @@ pub fn run(cli: &crate::RunArgs, model: &mut Model, model_path: &Path) -> Result
         checkpoints: args.checkpoint_dir.as_deref(),
         peft: peft_adapters(&found, base_model)?,
         inputs: vec![model_path],
+        force: cli.force,
     };
     let outcome = crate::device::train(cli.device, model, &trainable, &train_view, &val_view, eval_text, &opts, &mut observer)
         .context("pass `recover`")?;
     let Observer { bar, peft, .. } = observer;
     bar.finish();
     if let Some(out) = &args.adapter_out {
-        let written = write_peft_adapter(&model.params, &peft.0, &peft.1, out, &[model_path])?;
+        let written = write_peft_adapter_replacing(&model.params, &peft.0, &peft.1, out, &[model_path], cli.force)?;
         eprintln!("adapters written to {} (PEFT)", written.display());
     }
     let first = outcome.step_losses.first().copied().unwrap_or(f64::NAN);

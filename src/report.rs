@@ -170,11 +170,11 @@ impl Report {
     }
 
     /// Writes the JSON report to `path` and its Markdown twin beside it (`.md`), atomically,
-    /// never over an input of the run.
-    pub fn write(&self, path: &Path, inputs: &[&Path]) -> Result<()> {
+    /// never over an input of the run, over existing files only with `force`.
+    pub fn write(&self, path: &Path, inputs: &[&Path], force: bool) -> Result<()> {
         let md_path = path.with_extension("md");
         for (dest, text) in [(path.to_path_buf(), serde_json::to_string_pretty(&self.to_json())? + "\n"), (md_path, self.to_markdown())] {
-            let out = prunec_backends::AtomicPath::new(&dest, inputs)?;
+            let out = prunec_backends::AtomicPath::file(&dest, inputs, force)?;
             std::fs::write(out.temp(), text).with_context(|| format!("writing {}", dest.display()))?;
             out.commit()?;
         }

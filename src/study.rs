@@ -78,9 +78,9 @@ struct Point {
 }
 
 /// Writes `bytes` to `path` through a temporary file renamed into place, never over one of
-/// `inputs`.
-pub fn write_atomically(path: &Path, bytes: &[u8], inputs: &[&Path]) -> Result<()> {
-    let out = prunec_backends::AtomicPath::new(path, inputs)?;
+/// `inputs`, over an existing file only with `force`.
+pub fn write_atomically(path: &Path, bytes: &[u8], inputs: &[&Path], force: bool) -> Result<()> {
+    let out = prunec_backends::AtomicPath::file(path, inputs, force)?;
     std::fs::write(out.temp(), bytes).with_context(|| format!("writing {}", path.display()))?;
     out.commit()?;
     Ok(())
@@ -110,6 +110,8 @@ impl<'a> Bench<'a> {
             bail!("{}: {} tokens, fewer than one window of --seq-len {seq_len}", text.display(), tokens.len());
         }
         let mut model = crate::load(&path)?;
+        let origin = format!("--eval-text {}, tokenized by {} (or its `input_ids`)", text.display(), crate::safety::tokenizer_origin(&path, cli.tokenizer.as_deref()));
+        crate::safety::check_token_ids(&model, [tokens.as_slice()], &origin)?;
         prunec_passes::Pass::Group.run(&mut model).context("pass `group`")?;
         let needs = |f: fn(Importance) -> bool| importances.iter().copied().find(|&i| f(i));
         let stats = match needs(Importance::needs_fisher).or_else(|| needs(Importance::needs_gradient)) {
@@ -159,6 +161,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     if args.ratios.is_empty() || args.ratios.iter().any(|r| !(0.0..1.0).contains(r)) {
         bail!("--ratios {:?}: each must be in [0, 1)", args.ratios);
     }
+    crate::safety::check_study_outputs(cli, &args.out)?;
     let start = Instant::now();
     let bench = Bench::new(cli, &importances)?;
     let base = bench.perplexity(&bench.model)?;
@@ -241,6 +244,7 @@ pub fn sensitivity(args: &SensitivityArgs) -> Result<()> {
     }
     let importance = Importance::from_name(&cli.importance)?;
     let aggregation = Aggregation::from_name(&cli.aggregation)?;
+    crate::safety::check_study_outputs(cli, &args.out)?;
     let start = Instant::now();
     let bench = Bench::new(cli, &[importance])?;
     let base = bench.perplexity(&bench.model)?;
@@ -362,10 +366,11 @@ fn write_study(out: &Path, bench: &Bench<'_>, base: f64, x_name: &str, points: &
     let mut md = md.to_string();
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let _ = writeln!(md, "\n![{}]({name}.png)", chart.title);
-    write_atomically(&stem("md"), md.as_bytes(), &[&bench.path])?;
-    write_atomically(&stem("csv"), csv.as_bytes(), &[&bench.path])?;
-    write_atomically(&stem("json"), (serde_json::to_string_pretty(&json)? + "\n").as_bytes(), &[&bench.path])?;
-    let [svg, png] = chart.write(out, &[&bench.path])?;
+    let force = bench.cli.force;
+    write_atomically(&stem("md"), md.as_bytes(), &[&bench.path], force)?;
+    write_atomically(&stem("csv"), csv.as_bytes(), &[&bench.path], force)?;
+    write_atomically(&stem("json"), (serde_json::to_string_pretty(&json)? + "\n").as_bytes(), &[&bench.path], force)?;
+    let [svg, png] = chart.write(out, &[&bench.path], force)?;
     eprintln!(
         "wrote {}, {}, {}, {}, {} in {:.1} s",
         stem("md").display(),

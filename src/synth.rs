@@ -427,6 +427,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
     let config = preset.llama_config(num_layers);
     config.validate(Path::new("config.json")).context("the requested shape")?;
     check_output(&args.output, args.force)?;
+    crate::safety::check_synth_space(&config, prunec_backends::stream_writer::dtype_size(dtype).unwrap_or(4), &args.output)?;
 
     let tensors: Vec<TensorEntry> =
         config.expected_params().into_iter().map(|(name, shape)| TensorEntry::new(name, dtype, shape)).collect();
@@ -443,7 +444,7 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         args.output.display()
     );
 
-    let out = AtomicPath::new(&args.output, &[])?;
+    let out = AtomicPath::folder(&args.output, &[], args.force)?;
     let dir = out.temp().to_path_buf();
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing a stale {}", dir.display()))?;

@@ -305,9 +305,15 @@ fn existing_output_and_inputs_are_refused() {
     assert!(matches!(err, BackendError::OutputExists { .. }), "{err}");
     assert!(err.to_string().contains("taken"), "{err}");
     assert_eq!(files(&out), ["keep.txt"]);
-    // with overwrite, it is replaced
-    write_hf_folder(&model, &config, &[], &[], &out, &[], HfWriteOptions { overwrite: true, ..Default::default() }).unwrap();
-    assert_eq!(files(&out), ["config.json", "model.safetensors"]);
+    // with overwrite, a folder prunec did not write is still kept (issue 14); one it wrote is replaced
+    let overwrite = HfWriteOptions { overwrite: true, ..Default::default() };
+    let err = write_hf_folder(&model, &config, &[], &[], &out, &[], overwrite).unwrap_err();
+    assert!(err.to_string().contains("not an earlier prunec output"), "{err}");
+    assert_eq!(files(&out), ["keep.txt"]);
+    let ours = dir.path().join("ours");
+    write_hf_folder(&model, &config, &[], &[], &ours, &[], HfWriteOptions::default()).unwrap();
+    write_hf_folder(&model, &config, &[], &[], &ours, &[], overwrite).unwrap();
+    assert_eq!(files(&ours), ["config.json", "model.safetensors"]);
 
     // the input folder itself, even with overwrite
     let input = copy_fixture("llama-gqa");

@@ -214,12 +214,15 @@ fn existing_output_is_refused_unless_forced() {
     let file = dir.path().join("file");
     std::fs::write(&file, "x").unwrap();
     assert_clean_failure(&prunec(&["synth", "--preset", "tiny", "--force", "-o", file.to_str().unwrap()]), &["not a folder"]);
-    // an empty folder is fine, and --force replaces a full one
+    // --force replaces only an earlier prunec output (issue 14): the user's folder stays
+    assert_clean_failure(&prunec(&["synth", "--preset", "tiny", "--force", "-o", o]), &["not an earlier prunec output"]);
+    assert_eq!(files(&out), ["keep.txt"]);
+    // an empty folder is fine, and --force replaces a full one that prunec wrote
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     synth(dir.path(), "empty", &["--preset", "tiny"]);
-    synth(dir.path(), "taken", &["--preset", "tiny", "--force"]);
-    assert_eq!(files(&out), ["config.json", "generation_config.json", "model.safetensors"]);
+    synth(dir.path(), "empty", &["--preset", "tiny", "--force", "--seed", "1"]);
+    assert_eq!(files(&empty), ["config.json", "generation_config.json", "model.safetensors"]);
     assert_eq!(files(dir.path()), ["empty", "file", "taken"]);
 }
 

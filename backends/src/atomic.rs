@@ -1,61 +1,57 @@
-//! Outputs written beside their destination under a temporary name, then renamed into place.
+//! Outputs written beside their destination under a temporary name, then renamed into place:
+//! [`prunec_ir::output`]'s rules (never over an input; an existing destination replaced only
+//! when asked, a folder only when it is an earlier prunec output, never both old and new
+//! missing), with the backends' errors.
 
 use std::path::{Path, PathBuf};
 
+use prunec_ir::output::{self, OutputError, OutputKind};
+
 use crate::{BackendError, Result};
+
+impl From<OutputError> for BackendError {
+    fn from(e: OutputError) -> BackendError {
+        match e {
+            OutputError::Input { path, reason } => BackendError::WouldOverwriteInput { path, reason },
+            OutputError::Exists { path, reason } => BackendError::OutputExists { path, reason },
+            OutputError::Io { path, source } => BackendError::Io { path, source },
+            other => BackendError::Output(other),
+        }
+    }
+}
 
 /// A destination and the temporary path that stands for it until [`AtomicPath::commit`].
 /// Dropped without commit, the temporary path is removed.
 #[derive(Debug)]
-pub struct AtomicPath {
-    dest: PathBuf,
-    temp: PathBuf,
-    committed: bool,
-}
+pub struct AtomicPath(output::AtomicPath);
 
 impl AtomicPath {
-    /// Prepares to write `dest` (a file or a folder). Refuses a destination among `inputs`.
+    /// Prepares to write the file `dest`, which must not exist: refuses a destination among
+    /// `inputs`, holding one or inside one.
     pub fn new(dest: &Path, inputs: &[&Path]) -> Result<AtomicPath> {
-        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let d = canon(dest);
-        for input in inputs {
-            let i = canon(input);
-            if d == i || i.starts_with(&d) {
-                return Err(BackendError::WouldOverwriteInput { path: dest.to_path_buf() });
-            }
-        }
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let temp = parent.join(format!(".{name}.prunec-tmp-{}", std::process::id()));
-        Ok(AtomicPath { dest: dest.to_path_buf(), temp, committed: false })
+        AtomicPath::file(dest, inputs, false)
+    }
+
+    /// Prepares to write the file `dest`, replacing an existing file when `replace` (`--force`).
+    pub fn file(dest: &Path, inputs: &[&Path], replace: bool) -> Result<AtomicPath> {
+        Ok(AtomicPath(output::AtomicPath::create(dest, OutputKind::File, inputs, replace)?))
+    }
+
+    /// Prepares to write the folder `dest` (the caller creates [`AtomicPath::temp`] and fills
+    /// it), replacing an existing folder when `replace` and it is empty or an earlier prunec
+    /// output.
+    pub fn folder(dest: &Path, inputs: &[&Path], replace: bool) -> Result<AtomicPath> {
+        Ok(AtomicPath(output::AtomicPath::create(dest, OutputKind::Folder, inputs, replace)?))
     }
 
     /// The temporary path to write to.
     pub fn temp(&self) -> &Path {
-        &self.temp
+        self.0.temp()
     }
 
-    /// Renames the temporary path into place (replacing an older output there).
-    pub fn commit(mut self) -> Result<PathBuf> {
-        let io = |source, path: &Path| BackendError::Io { path: path.to_path_buf(), source };
-        if self.dest.is_dir() {
-            std::fs::remove_dir_all(&self.dest).map_err(|e| io(e, &self.dest))?;
-        }
-        std::fs::rename(&self.temp, &self.dest).map_err(|e| io(e, &self.dest))?;
-        self.committed = true;
-        Ok(self.dest.clone())
-    }
-}
-
-impl Drop for AtomicPath {
-    fn drop(&mut self) {
-        if !self.committed {
-            if self.temp.is_dir() {
-                let _ = std::fs::remove_dir_all(&self.temp);
-            } else {
-                let _ = std::fs::remove_file(&self.temp);
-            }
-        }
+    /// Renames the temporary path into place (replacing an older output there when allowed).
+    pub fn commit(self) -> Result<PathBuf> {
+        Ok(self.0.commit()?)
     }
 }
 
@@ -93,5 +89,18 @@ mod tests {
         assert!(matches!(AtomicPath::new(&input, &[&input]), Err(BackendError::WouldOverwriteInput { .. })));
         // nor a folder holding the input
         assert!(AtomicPath::new(dir.path(), &[&input]).is_err());
+    }
+
+    #[test]
+    fn an_existing_file_is_replaced_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("report.json");
+        std::fs::write(&dest, "old").unwrap();
+        assert!(matches!(AtomicPath::new(&dest, &[]), Err(BackendError::OutputExists { .. })));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"old");
+        let a = AtomicPath::file(&dest, &[], true).unwrap();
+        std::fs::write(a.temp(), "new").unwrap();
+        a.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
     }
 }

@@ -26,7 +26,8 @@ pub struct HfWriteOptions {
     /// Largest weights file (bytes of tensor data); a bigger model is sharded. Default:
     /// [`HF_MAX_SHARD_BYTES`] (5 GB, transformers 4's `save_pretrained` default).
     pub max_shard_bytes: u64,
-    /// Whether an existing destination folder is replaced (never an input of the run).
+    /// Whether an existing destination folder is replaced (only an empty folder or an earlier
+    /// prunec output; never an input of the run).
     pub overwrite: bool,
 }
 
@@ -80,7 +81,8 @@ fn params_in_model_order(model: &Model) -> Result<Vec<String>> {
 ///   tokenizer_config.json, special_tokens_map.json, generation_config.json...);
 /// - each `(name, bytes)` of `extra`, written as is.
 ///
-/// Refuses an existing `out` unless `options.overwrite`, an `out` that is or holds one of
+/// Refuses an existing `out` unless `options.overwrite` (and then unless it is empty or an
+/// earlier prunec output: see [`prunec_ir::output`]), an `out` that is or holds one of
 /// `inputs` or of `copy`, names in `copy`/`extra` that clash with each other or with the files
 /// the writer makes, and names that are not plain file names.
 pub fn write_hf_folder(
@@ -105,14 +107,6 @@ pub fn write_hf_folder(
     if options.max_shard_bytes == 0 {
         return Err(bad("the largest shard size must be positive".into()));
     }
-    if out.exists() || out.is_symlink() {
-        if !options.overwrite {
-            return Err(BackendError::OutputExists { path: out.to_path_buf(), reason: "not replaced unless asked to overwrite" });
-        }
-        if !out.is_dir() {
-            return Err(BackendError::OutputExists { path: out.to_path_buf(), reason: "not a folder; never replaced" });
-        }
-    }
 
     // Files given as they are and by content: plain names, no clash.
     let copy: Vec<(&Path, String)> = copy
@@ -136,7 +130,9 @@ pub fn write_hf_folder(
 
     let mut all_inputs: Vec<&Path> = inputs.to_vec();
     all_inputs.extend(copy.iter().map(|(p, _)| *p));
-    let dest = AtomicPath::new(out, &all_inputs)?;
+    // existing destinations: see `prunec_ir::output` (an earlier prunec output is replaced when
+    // asked, anything else never)
+    let dest = AtomicPath::folder(out, &all_inputs, options.overwrite)?;
     let dir = dest.temp().to_path_buf();
     let io = |path: &Path| {
         let path = path.to_path_buf();

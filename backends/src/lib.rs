@@ -42,12 +42,17 @@ pub enum BackendError {
         /// Why it is not replaced.
         reason: &'static str,
     },
-    /// The output would overwrite the model's own input.
-    #[error("{path}: refusing to overwrite an input of this run")]
+    /// The output would overwrite an input of the run (or a folder holding one).
+    #[error("{path}: refusing to overwrite an input of this run ({reason}); an input is never overwritten, even with --force")]
     WouldOverwriteInput {
         /// The path.
         path: PathBuf,
+        /// Which input, and how.
+        reason: String,
     },
+    /// The output cannot go where asked (see [`prunec_ir::output`]).
+    #[error(transparent)]
+    Output(prunec_ir::output::OutputError),
     /// Encoding a tensor file failed.
     #[error("{path}: {reason}")]
     Encode {
@@ -55,6 +60,26 @@ pub enum BackendError {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+    },
+    /// A token id outside the model's vocabulary (another model's tokenizer, for instance).
+    #[error("token id {id} is outside the model's vocabulary of {vocab} tokens{at}")]
+    TokenOutOfRange {
+        /// The id.
+        id: i64,
+        /// The tokens the model has (the embedding's rows, or fewer logits).
+        vocab: usize,
+        /// Where it is (` (row R, position P)`), or nothing.
+        at: String,
+    },
+    /// A loss, log-likelihood or perplexity that is NaN or infinite.
+    #[error("{what} is {value}, not a finite number{at}")]
+    NonFinite {
+        /// Which value, where (the windows, the step...).
+        what: String,
+        /// The value.
+        value: f64,
+        /// Where the first non-finite value appeared in the model, when found.
+        at: String,
     },
     /// The IR could not be run (an op the backend cannot lower, inconsistent operands).
     #[error("backend: {0}")]

@@ -45,13 +45,27 @@ pub fn peft_key(module: &str, which: &str) -> String {
 }
 
 /// Writes `adapters` (their values from `params`) as the PEFT folder `out`, replacing an older
-/// one; `inputs` (the run's inputs) are never overwritten.
+/// one that prunec wrote (never another folder); `inputs` (the run's inputs) are never
+/// overwritten.
 pub fn write_peft_adapter(
     params: &ParamStore,
     adapters: &[PeftAdapter],
     config: &PeftConfig,
     out: &Path,
     inputs: &[&Path],
+) -> Result<PathBuf> {
+    write_peft_adapter_replacing(params, adapters, config, out, inputs, true)
+}
+
+/// [`write_peft_adapter`], replacing an earlier prunec output at `out` when `replace`
+/// (`--force`; see [`prunec_ir::output`]).
+pub fn write_peft_adapter_replacing(
+    params: &ParamStore,
+    adapters: &[PeftAdapter],
+    config: &PeftConfig,
+    out: &Path,
+    inputs: &[&Path],
+    replace: bool,
 ) -> Result<PathBuf> {
     let bad = |reason: String| BackendError::Encode { path: out.to_path_buf(), reason };
     if adapters.is_empty() {
@@ -66,14 +80,17 @@ pub fn write_peft_adapter(
             store.insert(peft_key(&a.module, which), p);
         }
     }
-    let dest = AtomicPath::new(out, inputs)?;
+    let dest = AtomicPath::folder(out, inputs, replace)?;
     let dir = dest.temp().to_path_buf();
     let io = |source| BackendError::Io { path: dir.clone(), source };
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io)?;
     }
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let metadata = std::collections::HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (prunec_ir::output::MARKER_KEY.to_string(), prunec_ir::output::marker_value()),
+    ]);
     write_safetensors(&store, &dir.join("adapter_model.safetensors"), Some(metadata), &[])?;
     // f32 written by its shortest decimal (0.05, not 0.05000000074505806)
     let short = |v: f32| v.to_string().parse::<f64>().unwrap_or(f64::from(v));

@@ -128,7 +128,11 @@ pub fn write_shards<E: From<BackendError>>(
     mut fill: impl FnMut(&mut SafetensorsStreamWriter, &TensorEntry) -> Result<(), E>,
     mut done: impl FnMut(&ShardWritten),
 ) -> Result<Vec<PathBuf>, E> {
-    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    // `format: pt` for transformers; the marker lets `--force` replace this output later
+    let metadata = BTreeMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (prunec_ir::output::MARKER_KEY.to_string(), prunec_ir::output::marker_value()),
+    ]);
     let count = plan.len();
     let names: Vec<String> = (0..count).map(|k| plan.file_name(k)).collect();
     let (total_bytes, total_params) = (plan.total_bytes, plan.total_params);

@@ -183,3 +183,146 @@ pub(crate) fn write_layer_widths<const N: usize>(
         obj.insert(LAYER_WIDTHS_KEY.into(), serde_json::Value::Array(entries.map(serde_json::Value::Object).collect()));
     }
 }
+
+/// What a configuration value is when it is not what a key needs, for messages.
+fn describe(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text,
+    }
+}
+
+/// The number at `key` of a configuration: `None` when absent or null, an error naming the key
+/// when it is anything but a number (`"rms_norm_eps": "x"` is never silently a default).
+pub(crate) fn opt_f64(path: &Path, json: &serde_json::Value, key: &str) -> Result<Option<f64>> {
+    match json.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| FrontendError::BadConfig {
+            path: path.to_path_buf(),
+            reason: format!("`{key}` must be a number, not {}", describe(v)),
+        }),
+    }
+}
+
+/// The non-negative integer at `key`: `None` when absent or null, an error naming the key for
+/// anything else.
+pub(crate) fn opt_usize(path: &Path, json: &serde_json::Value, key: &str) -> Result<Option<usize>> {
+    match json.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()).map(Some).ok_or_else(|| FrontendError::BadConfig {
+            path: path.to_path_buf(),
+            reason: format!("`{key}` must be a non-negative integer, not {}", describe(v)),
+        }),
+    }
+}
+
+/// The boolean at `key`: `None` when absent or null, an error naming the key for anything else.
+pub(crate) fn opt_bool(path: &Path, json: &serde_json::Value, key: &str) -> Result<Option<bool>> {
+    match json.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v.as_bool().map(Some).ok_or_else(|| FrontendError::BadConfig {
+            path: path.to_path_buf(),
+            reason: format!("`{key}` must be true or false, not {}", describe(v)),
+        }),
+    }
+}
+
+/// The string at `key`: `None` when absent or null, an error naming the key for anything else.
+pub(crate) fn opt_str<'a>(path: &Path, json: &'a serde_json::Value, key: &str) -> Result<Option<&'a str>> {
+    match json.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => v.as_str().map(Some).ok_or_else(|| FrontendError::BadConfig {
+            path: path.to_path_buf(),
+            reason: format!("`{key}` must be a string, not {}", describe(v)),
+        }),
+    }
+}
+
+/// Checks that `value` (configuration key `key`, as the computation reads it) is a finite,
+/// positive number: an epsilon of 0 or less, or a rotary base of 0, gives NaN everywhere.
+pub(crate) fn check_positive(path: &Path, key: &str, value: f64) -> Result<()> {
+    if value.is_finite() && value > 0.0 {
+        return Ok(());
+    }
+    Err(FrontendError::BadConfig { path: path.to_path_buf(), reason: format!("`{key}` = {value} must be a positive number") })
+}
+
+/// Tensors that checkpoints store beside the parameters and that no computation reads
+/// (rotary tables, attention-mask buffers).
+fn is_buffer(name: &str) -> bool {
+    [".inv_freq", ".cos_cached", ".sin_cached", ".masked_bias", ".attn.bias"].iter().any(|s| name.ends_with(s))
+}
+
+/// How a file's tensors are laid out by layer, for [`check_unused`].
+pub(crate) struct LayerNames<'a> {
+    /// Prefix of a layer's tensors, before the layer's number (`model.layers.`).
+    pub prefix: &'a str,
+    /// The configuration key holding the number of layers (`num_hidden_layers`).
+    pub key: &'a str,
+    /// The number of layers the configuration gives.
+    pub count: usize,
+}
+
+/// Checks that the weights file holds no tensor that the configuration leaves out, so that no
+/// weight is dropped silently: tensors of layers past `layers.count` are refused, as are tensors
+/// no parameter uses (a bias with `attention_bias: false`...), except known buffers and
+/// `tied_head` — a separate LM head in a file whose configuration ties it to the embedding —
+/// which is a warning (the embedding serves as the head, as transformers does). Returns the
+/// warnings.
+pub(crate) fn check_unused<'n>(
+    path: &Path,
+    names: impl Iterator<Item = &'n String>,
+    expected: &[(String, Vec<usize>)],
+    layers: LayerNames<'_>,
+    tied_head: Option<(&str, &str)>,
+) -> Result<Vec<String>> {
+    let wanted: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    let mut warnings = Vec::new();
+    let mut unused: Vec<&str> = Vec::new();
+    let mut beyond: Option<(usize, &str)> = None;
+    for name in names {
+        if wanted.contains(name.as_str()) || is_buffer(name) {
+            continue;
+        }
+        if let Some((head, key)) = tied_head {
+            if name == head {
+                warnings.push(format!(
+                    "{}: `{key}` is true, so the embedding serves as the LM head and the file's `{head}` is not used (as transformers does); set `{key}: false` to use it",
+                    path.display()
+                ));
+                continue;
+            }
+        }
+        let layer = name.strip_prefix(layers.prefix).and_then(|r| r.split('.').next()).and_then(|l| l.parse::<usize>().ok());
+        match layer {
+            Some(l) if l >= layers.count => {
+                if beyond.is_none_or(|(m, _)| l > m) {
+                    beyond = Some((l, name));
+                }
+            }
+            _ => unused.push(name),
+        }
+    }
+    let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
+    if let Some((last, example)) = beyond {
+        return Err(bad(format!(
+            "the weights hold layers up to {last} (`{}`), but `{}` is {}: their weights would be dropped; the configuration does not describe this file",
+            example.escape_debug(),
+            layers.key,
+            layers.count
+        )));
+    }
+    if !unused.is_empty() {
+        unused.sort_unstable();
+        let shown: Vec<String> = unused.iter().take(5).map(|n| format!("`{}`", n.escape_debug())).collect();
+        let more = if unused.len() > 5 { format!(" and {} more", unused.len() - 5) } else { String::new() };
+        return Err(bad(format!(
+            "the weights hold {} tensor{} that the configuration does not use ({}{more}): they would be dropped; the configuration does not describe this file",
+            unused.len(),
+            if unused.len() == 1 { "" } else { "s" },
+            shown.join(", ")
+        )));
+    }
+    Ok(warnings)
+}

@@ -70,6 +70,17 @@ impl ChatGlmConfig {
                     .into(),
             ));
         }
+        // every key the computation reads: its type (a wrong one is never silently a default)
+        use crate::builder::{opt_bool, opt_f64, opt_usize};
+        for key in ["apply_residual_connection_post_layernorm", "original_rope", "multi_query_attention", "add_qkv_bias", "add_bias_linear", "post_layer_norm", "rmsnorm"] {
+            opt_bool(path, json, key)?;
+        }
+        for key in ["quantization_bit", "kv_channels", "padded_vocab_size", "multi_query_group_num"] {
+            opt_usize(path, json, key)?;
+        }
+        for key in ["layernorm_epsilon", "rope_ratio"] {
+            opt_f64(path, json, key)?;
+        }
         if get_bool(json, "apply_residual_connection_post_layernorm") == Some(true) {
             return Err(bad("`apply_residual_connection_post_layernorm: true` is not supported yet".into()));
         }
@@ -142,6 +153,7 @@ impl ChatGlmConfig {
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return bad(format!("rotary base {} (10000 · rope_ratio) must be positive", self.rope_theta));
         }
+        crate::builder::check_positive(path, "layernorm_epsilon", f64::from(self.eps))?;
         Ok(())
     }
 

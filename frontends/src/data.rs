@@ -358,7 +358,8 @@ pub fn calibration_samples(
         }
         TextSource::Rows(rows) => {
             let mut left: Vec<usize> = (0..rows.len()).collect();
-            let mut samples = Vec::with_capacity(n);
+            // at most one sample per row: never more room than the rows can fill
+            let mut samples = Vec::with_capacity(n.min(rows.len()));
             let mut long_enough = 0;
             while samples.len() < n {
                 if left.is_empty() {

@@ -80,8 +80,8 @@ pub enum FrontendError {
         /// The architectures prunec reads.
         supported: String,
     },
-    /// An ONNX node whose op the importer neither raises nor computes.
-    #[error("{path}: node `{node}`: op `{op}` is not supported by the ONNX importer (it reads: {supported})")]
+    /// An ONNX node whose op the importer neither raises nor computes (the file is valid ONNX).
+    #[error("{path}: unsupported op `{op}` (node `{node}`); supported ops: {supported}")]
     UnsupportedOp {
         /// The model file.
         path: PathBuf,
@@ -114,6 +114,9 @@ pub enum FrontendError {
         /// What is wrong.
         reason: String,
     },
+    /// An output cannot be written where asked (an input, an existing file without `--force`...).
+    #[error(transparent)]
+    Output(#[from] prunec_ir::output::OutputError),
     /// Building the IR failed (a bug in a frontend or an inconsistent model).
     #[error("{path}: {source}")]
     Ir {

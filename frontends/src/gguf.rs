@@ -842,9 +842,15 @@ impl<'a> Cursor<'a> {
 fn lossy(b: &[u8]) -> String {
     let s = String::from_utf8_lossy(b);
     match s.char_indices().nth(64) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.into_owned(),
+        Some((i, _)) => format!("{}...", escaped(&s[..i])),
+        None => escaped(&s),
     }
+}
+
+/// A key or name from the file as messages show it: control characters (an ANSI escape, a
+/// newline), quotes and backslashes escaped, so that a message is one plain line.
+pub(crate) fn escaped(s: &str) -> String {
+    s.escape_debug().to_string()
 }
 
 /// The fewest bytes a value of GGUF type `ty` takes (for bounding counts); `None` if unknown.
@@ -943,10 +949,11 @@ fn parse(buf: &[u8]) -> ParseResult<Parsed> {
     let mut metadata = BTreeMap::new();
     for i in 0..kv_n {
         let key = c.utf8_string(&format!("key of metadata entry #{i}"))?;
-        let ty = c.u32(&format!("type of metadata `{key}`"))?;
-        let value = read_value(&mut c, ty, &key, 0)?;
-        if metadata.insert(key.clone(), value).is_some() {
-            return Err(format!("metadata key `{key}` appears twice").into());
+        let shown = escaped(&key);
+        let ty = c.u32(&format!("type of metadata `{shown}`"))?;
+        let value = read_value(&mut c, ty, &shown, 0)?;
+        if metadata.insert(key, value).is_some() {
+            return Err(format!("metadata key `{shown}` appears twice").into());
         }
     }
 
@@ -963,18 +970,19 @@ fn parse(buf: &[u8]) -> ParseResult<Parsed> {
     let mut index = BTreeMap::new();
     for i in 0..tensor_n {
         let name = c.utf8_string(&format!("name of tensor info #{i}"))?;
-        let bad = |reason: String| ParseError::Tensor { tensor: name.clone(), reason };
-        let n_dims = c.u32(&format!("n_dims of tensor `{name}`")).map_err(bad)?;
+        let shown = escaped(&name);
+        let bad = |reason: String| ParseError::Tensor { tensor: shown.clone(), reason };
+        let n_dims = c.u32(&format!("n_dims of tensor `{shown}`")).map_err(bad)?;
         let n_dims = usize::try_from(n_dims)
             .ok()
             .filter(|&n| n <= GGUF_MAX_DIMS)
             .ok_or_else(|| bad(format!("{n_dims} dimensions (at most {GGUF_MAX_DIMS})")))?;
         let mut dims = Vec::with_capacity(n_dims);
         for _ in 0..n_dims {
-            dims.push(c.u64(&format!("dimensions of tensor `{name}`")).map_err(bad)?);
+            dims.push(c.u64(&format!("dimensions of tensor `{shown}`")).map_err(bad)?);
         }
-        let ty_id = c.u32(&format!("type of tensor `{name}`")).map_err(bad)?;
-        let rel_offset = c.u64(&format!("offset of tensor `{name}`")).map_err(bad)?;
+        let ty_id = c.u32(&format!("type of tensor `{shown}`")).map_err(bad)?;
+        let rel_offset = c.u64(&format!("offset of tensor `{shown}`")).map_err(bad)?;
         if index.insert(name.clone(), i).is_some() {
             return Err(bad(String::from("tensor name appears twice")));
         }
@@ -986,7 +994,7 @@ fn parse(buf: &[u8]) -> ParseResult<Parsed> {
     let mut tensors = Vec::with_capacity(raw.len());
     for (name, dims, ty_id, rel_offset) in raw {
         let info = check_tensor(&name, dims, ty_id, rel_offset, alignment, data_offset, file_len)
-            .map_err(|reason| ParseError::Tensor { tensor: name.clone(), reason })?;
+            .map_err(|reason| ParseError::Tensor { tensor: escaped(&name), reason })?;
         tensors.push(info);
     }
     Ok(Parsed { version, alignment, data_offset, metadata, tensors, index })

@@ -159,6 +159,34 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
     Ok(config)
 }
 
+/// Refuses a file holding tensors of more layers (`blk.N.*`) than `block_count` says: their
+/// weights would be dropped silently.
+fn check_layers(file: &GgufFile, layers: usize) -> Result<()> {
+    if layers > file.tensors().len() {
+        // every layer has tensors: a larger count is wrong, and its list of tensors could exhaust memory
+        return Err(FrontendError::BadConfig {
+            path: file.path().to_path_buf(),
+            reason: format!("the metadata's `block_count` is {layers}, but the file holds only {} tensors", file.tensors().len()),
+        });
+    }
+    let beyond = file
+        .tensors()
+        .iter()
+        .filter_map(|t| Some((t.name.strip_prefix("blk.")?.split('.').next()?.parse::<usize>().ok()?, &t.name)))
+        .filter(|(l, _)| *l >= layers)
+        .max_by_key(|(l, _)| *l);
+    match beyond {
+        None => Ok(()),
+        Some((last, name)) => Err(FrontendError::BadConfig {
+            path: file.path().to_path_buf(),
+            reason: format!(
+                "the file holds tensors of layers up to {last} (`{}`), but the metadata's `block_count` is {layers}: their weights would be dropped",
+                crate::gguf::escaped(name)
+            ),
+        }),
+    }
+}
+
 /// Reads a GGUF file.
 pub fn load(path: &Path) -> Result<Model> {
     let file = GgufFile::open(path)?;
@@ -171,6 +199,7 @@ pub fn load(path: &Path) -> Result<Model> {
         });
     }
     let config = config_from_metadata(&file)?;
+    check_layers(&file, config.num_layers)?;
     let name = file
         .get("general.name")
         .and_then(|v| v.as_str())

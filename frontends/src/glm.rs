@@ -87,6 +87,13 @@ impl GlmConfig {
                 Some(v) => v.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or_else(|| bad(format!("`{key}` is not a token id"))),
             }
         };
+        // every key the computation reads: its type (a wrong one is never silently a default)
+        use crate::builder::{opt_bool, opt_f64, opt_usize};
+        opt_bool(path, json, "position_encoding_2d")?;
+        for key in ["quantization_bit", "inner_hidden_size", HEAD_DIM_KEY] {
+            opt_usize(path, json, key)?;
+        }
+        opt_f64(path, json, "layernorm_epsilon")?;
         if json.get("pre_seq_len").is_some_and(|v| !v.is_null()) {
             return Err(bad("`pre_seq_len` (P-tuning prefix) is not supported yet".into()));
         }
@@ -134,6 +141,7 @@ impl GlmConfig {
                 ("head width", self.head_dim),
             ],
         )?;
+        crate::builder::check_positive(path, "layernorm_epsilon", f64::from(self.eps))?;
         let rotating = if self.position_encoding_2d { self.head_dim / 2 } else { self.head_dim };
         if !self.head_dim.is_multiple_of(2) || !rotating.is_multiple_of(2) {
             return bad(format!(

@@ -77,26 +77,72 @@ pub fn load(dir: &Path) -> Result<Model> {
         config_json: Some(json.to_string()),
         ..ModelInfo::default()
     };
-    match arch.as_str() {
+    if !SUPPORTED.contains(&arch.as_str()) {
+        return Err(FrontendError::UnsupportedArchitecture {
+            path: config_path,
+            architecture: arch,
+            supported: SUPPORTED.join(", "),
+        });
+    }
+    let weights = HfWeights::open(dir)?;
+    let names: Vec<&String> = weights.names().collect();
+    lower_with(&config_path, &json, info, &weights, &names)
+}
+
+/// What [`load`] does once the configuration is read and the weights are open: reads the
+/// configuration of `info.architecture` (every value the computation uses checked), checks that
+/// the weights' tensors (`names`) are all ones it describes, and lowers the model over
+/// `weights`. For tools (and fuzzing) that hold the weights elsewhere than in files.
+pub fn lower_with(
+    config_path: &Path,
+    json: &serde_json::Value,
+    mut info: ModelInfo,
+    weights: &dyn WeightSource,
+    names: &[&String],
+) -> Result<Model> {
+    // every tensor of the file must be one the configuration describes (no weight is dropped
+    // silently): `LayerNames` says how the architecture numbers its layers
+    use crate::builder::{check_unused, LayerNames};
+    let names = || names.iter().copied();
+    match info.architecture.as_str() {
         "llama" => {
-            let config = LlamaConfig::from_hf_json(&config_path, &json)?;
-            let weights = HfWeights::open(dir)?;
-            llama::build(&config, &weights, info)
+            let config = LlamaConfig::from_hf_json(config_path, json)?;
+            check_layer_count(config_path, "num_hidden_layers", config.num_layers, names().count())?;
+            let layers = LayerNames { prefix: "model.layers.", key: "num_hidden_layers", count: config.num_layers };
+            let tied = config.tie_word_embeddings.then_some(("lm_head.weight", "tie_word_embeddings"));
+            info.warnings = check_unused(config_path, names(), &config.expected_params(), layers, tied)?;
+            llama::build(&config, weights, info)
         }
-        "chatglm" if glm::is_v1(&json) => {
-            let config = GlmConfig::from_hf_json(&config_path, &json)?;
-            let weights = HfWeights::open(dir)?;
-            glm::build(&config, &weights, info)
+        "chatglm" if glm::is_v1(json) => {
+            let config = GlmConfig::from_hf_json(config_path, json)?;
+            check_layer_count(config_path, "num_layers", config.num_layers, names().count())?;
+            let layers = LayerNames { prefix: "transformer.layers.", key: "num_layers", count: config.num_layers };
+            info.warnings = check_unused(config_path, names(), &config.expected_params(), layers, None)?;
+            glm::build(&config, weights, info)
         }
         "chatglm" => {
-            let config = ChatGlmConfig::from_hf_json(&config_path, &json)?;
-            let weights = HfWeights::open(dir)?;
-            chatglm::build(&config, &weights, info)
+            let config = ChatGlmConfig::from_hf_json(config_path, json)?;
+            check_layer_count(config_path, "num_layers", config.num_layers, names().count())?;
+            let layers = LayerNames { prefix: "transformer.encoder.layers.", key: "num_layers", count: config.num_layers };
+            info.warnings = check_unused(config_path, names(), &config.expected_params(), layers, None)?;
+            chatglm::build(&config, weights, info)
         }
         other => Err(FrontendError::UnsupportedArchitecture {
-            path: config_path,
+            path: config_path.to_path_buf(),
             architecture: other.to_string(),
             supported: SUPPORTED.join(", "),
         }),
     }
+}
+
+/// Refuses a configuration with more layers than the weights have tensors (every layer has at
+/// least one): its list of expected tensors alone could exhaust memory.
+fn check_layer_count(config_path: &Path, key: &str, layers: usize, tensors: usize) -> Result<()> {
+    if layers > tensors {
+        return Err(FrontendError::BadConfig {
+            path: config_path.to_path_buf(),
+            reason: format!("`{key}` is {layers}, but the weights hold only {tensors} tensors"),
+        });
+    }
+    Ok(())
 }

@@ -122,21 +122,43 @@ impl LlamaConfig {
         };
         let hidden_size = need("hidden_size")?;
         let num_heads = need("num_attention_heads")?;
-        let rope_theta = json
-            .get("rope_theta")
-            .or_else(|| json.get("rope_parameters").and_then(|r| r.get("rope_theta")))
-            .and_then(serde_json::Value::as_f64)
-            .unwrap_or(10000.0) as f32;
-        if let Some(kind) = json
-            .get("rope_scaling")
-            .or_else(|| json.get("rope_parameters"))
-            .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
-            .and_then(serde_json::Value::as_str)
-        {
-            if kind != "default" {
+        // every other key the computation reads: its type, and (in `validate`) its range
+        use crate::builder::{opt_bool, opt_f64, opt_str, opt_usize};
+        let rope_parameters = match json.get("rope_parameters") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(r) if r.is_object() => Some(r),
+            Some(_) => return Err(bad("`rope_parameters` must be an object".into())),
+        };
+        let rope_theta = match opt_f64(path, json, "rope_theta")? {
+            Some(t) => t,
+            None => rope_parameters.map(|r| opt_f64(path, r, "rope_theta")).transpose()?.flatten().unwrap_or(10000.0),
+        };
+        for scaling in [json.get("rope_scaling"), rope_parameters].into_iter().flatten().filter(|r| !r.is_null()) {
+            let kind = match opt_str(path, scaling, "rope_type")? {
+                Some(k) => Some(k),
+                None => opt_str(path, scaling, "type")?,
+            };
+            if let Some(kind) = kind.filter(|k| *k != "default") {
                 return Err(bad(format!("rope type `{kind}` is not supported yet (only `default`)")));
             }
         }
+        match opt_str(path, json, "hidden_act")? {
+            None | Some("silu" | "swish") => {}
+            Some(other) => {
+                return Err(bad(format!(
+                    "hidden_act `{other}` is not supported for LLaMA models: prunec computes SiLU (`silu`, `swish`)"
+                )))
+            }
+        }
+        let num_kv_heads = opt_usize(path, json, "num_key_value_heads")?.unwrap_or(num_heads);
+        let head_dim = opt_usize(path, json, "head_dim")?.unwrap_or(hidden_size.checked_div(num_heads).unwrap_or(0));
+        let rms_norm_eps = opt_f64(path, json, "rms_norm_eps")?.unwrap_or(1e-6);
+        let tie_word_embeddings = opt_bool(path, json, "tie_word_embeddings")?.unwrap_or(false);
+        let attention_bias = opt_bool(path, json, "attention_bias")?.unwrap_or(false);
+        let mlp_bias = opt_bool(path, json, "mlp_bias")?.unwrap_or(false);
+        let max_position_embeddings = opt_usize(path, json, "max_position_embeddings")?.unwrap_or(2048);
+        crate::builder::check_positive(path, "rms_norm_eps", rms_norm_eps)?;
+        crate::builder::check_positive(path, "rope_theta", rope_theta)?;
         let layer_widths = match json.get(LAYER_WIDTHS_KEY) {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::Array(entries)) => {
@@ -176,14 +198,14 @@ impl LlamaConfig {
             intermediate_size: need("intermediate_size")?,
             num_layers: need("num_hidden_layers")?,
             num_heads,
-            num_kv_heads: get_usize(json, "num_key_value_heads").unwrap_or(num_heads),
-            head_dim: get_usize(json, "head_dim").unwrap_or(hidden_size.checked_div(num_heads).unwrap_or(0)),
-            rms_norm_eps: json.get("rms_norm_eps").and_then(serde_json::Value::as_f64).unwrap_or(1e-6) as f32,
-            rope_theta,
-            tie_word_embeddings: json.get("tie_word_embeddings").and_then(serde_json::Value::as_bool).unwrap_or(false),
-            attention_bias: json.get("attention_bias").and_then(serde_json::Value::as_bool).unwrap_or(false),
-            mlp_bias: json.get("mlp_bias").and_then(serde_json::Value::as_bool).unwrap_or(false),
-            max_position_embeddings: get_usize(json, "max_position_embeddings").unwrap_or(2048),
+            num_kv_heads,
+            head_dim,
+            rms_norm_eps: rms_norm_eps as f32,
+            rope_theta: rope_theta as f32,
+            tie_word_embeddings,
+            attention_bias,
+            mlp_bias,
+            max_position_embeddings,
             layer_widths,
         };
         cfg.validate(path)?;
@@ -221,6 +243,9 @@ impl LlamaConfig {
             ]);
         }
         crate::builder::check_sizes(path, &positive)?;
+        // f32 as the computation uses them: 1e-50 is 0, 1e39 is infinite
+        crate::builder::check_positive(path, "rms_norm_eps", f64::from(self.rms_norm_eps))?;
+        crate::builder::check_positive(path, "rope_theta", f64::from(self.rope_theta))?;
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
         }

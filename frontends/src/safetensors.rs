@@ -9,7 +9,6 @@ use std::sync::Arc;
 use memmap2::Mmap;
 use prunec_ir::{DType, TensorSource};
 use safetensors::tensor::{Dtype, TensorInfo};
-use safetensors::SafeTensors;
 
 use crate::error::{FrontendError, Result};
 
@@ -58,6 +57,64 @@ pub fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, Strin
     })
 }
 
+/// The largest header read (the safetensors crate's limit).
+const MAX_HEADER: usize = 100_000_000;
+
+/// The header of a safetensors file in `bytes`: its length and every tensor's entry, each
+/// checked (a known dtype, data inside the file whose size is the shape's, no two tensors
+/// overlapping). Unlike the safetensors crate, bytes that no tensor holds are allowed, so that a
+/// tensor missing from the header is reported by name when it is looked for rather than as a
+/// bad offset of its neighbour.
+pub fn parse_header(bytes: &[u8]) -> std::result::Result<(usize, HashMap<String, TensorInfo>), String> {
+    let len: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("the file is {} bytes, too short for the 8-byte header length", bytes.len()))?;
+    let n = u64::from_le_bytes(len);
+    let n = usize::try_from(n).ok().filter(|&n| n <= MAX_HEADER).ok_or_else(|| format!("header length {n} exceeds {MAX_HEADER} bytes"))?;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or_else(|| format!("the header of {n} bytes runs past the end of the file ({} bytes)", bytes.len()))?;
+    let data_len = bytes.len() - 8 - n;
+    let json: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| format!("the header is not a JSON object: {e}"))?;
+    let mut tensors = HashMap::with_capacity(json.len());
+    let mut ranges = Vec::with_capacity(json.len());
+    for (name, value) in json {
+        if name == "__metadata__" {
+            serde_json::from_value::<HashMap<String, String>>(value)
+                .map_err(|e| format!("`__metadata__` is not a map of strings: {e}"))?;
+            continue;
+        }
+        let info: TensorInfo = serde_json::from_value(value).map_err(|e| format!("tensor `{}`: {e}", name.escape_debug()))?;
+        let (start, end) = info.data_offsets;
+        let bits = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.bitsize(), |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| format!("tensor `{}`: shape {:?} overflows", name.escape_debug(), info.shape))?;
+        if start > end || end > data_len || bits % 8 != 0 || end - start != bits / 8 {
+            return Err(format!(
+                "tensor `{}`: data offsets {start}..{end} do not hold {:?} {:?} inside the {data_len} bytes of data",
+                name.escape_debug(),
+                info.dtype,
+                info.shape
+            ));
+        }
+        if end > start {
+            ranges.push((start, end, name.clone()));
+        }
+        tensors.insert(name, info);
+    }
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        if pair[1].0 < pair[0].1 {
+            return Err(format!("tensors `{}` and `{}` overlap", pair[0].2.escape_debug(), pair[1].2.escape_debug()));
+        }
+    }
+    Ok((n, tensors))
+}
+
 /// A memory-mapped safetensors file with its validated header.
 #[derive(Debug)]
 pub struct SafetensorsFile {
@@ -74,12 +131,11 @@ impl SafetensorsFile {
         // SAFETY: the map is read-only; prunec never writes its inputs, and a file changed
         // by another process while mapped is outside what any reader can guard against.
         let map = unsafe { Mmap::map(&file) }.map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
-        let (header, metadata) = SafeTensors::read_metadata(&map).map_err(|e| FrontendError::Corrupt {
+        let (header, tensors) = parse_header(&map).map_err(|reason| FrontendError::Corrupt {
             path: path.to_path_buf(),
             format: "safetensors",
-            reason: e.to_string(),
+            reason,
         })?;
-        let tensors = metadata.tensors().into_iter().map(|(k, v)| (k, v.clone())).collect();
         Ok(SafetensorsFile { path: path.to_path_buf(), map: Arc::new(map), data_start: 8 + header, tensors })
     }
 
@@ -206,5 +262,45 @@ impl HfWeights {
     /// Every tensor name.
     pub fn names(&self) -> impl Iterator<Item = &String> {
         self.by_name.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A safetensors file of `header` (JSON) and `data` bytes.
+    fn file(header: &str, data: usize) -> Vec<u8> {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        bytes.extend(vec![0u8; data]);
+        bytes
+    }
+
+    #[test]
+    fn headers_are_checked_but_gaps_are_allowed() {
+        // `b` was removed from the header: its bytes are held by no tensor, and that is fine
+        let gap = r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"c":{"dtype":"F16","shape":[2],"data_offsets":[16,20]}}"#;
+        let (n, tensors) = parse_header(&file(gap, 20)).unwrap();
+        assert_eq!((n, tensors.len()), (gap.len(), 2));
+        for (header, data, needle) in [
+            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4, "inside the 4 bytes"),
+            (r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8, "do not hold"),
+            (r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, 12, "overlap"),
+            (r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}"#, 8, "overflows"),
+            (r#"{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}"#, 8, "tensor `a`"),
+            (r#"{"__metadata__":{"format":3}}"#, 0, "map of strings"),
+            (r#"[1, 2]"#, 0, "not a JSON object"),
+        ] {
+            let e = parse_header(&file(header, data)).unwrap_err();
+            assert!(e.contains(needle), "{header}: {e}");
+        }
+        assert!(parse_header(&[1, 2, 3]).unwrap_err().contains("too short"));
+        let mut huge = u64::MAX.to_le_bytes().to_vec();
+        huge.extend(b"{}");
+        assert!(parse_header(&huge).unwrap_err().contains("exceeds"));
+        let mut past = 100u64.to_le_bytes().to_vec();
+        past.extend(b"{}");
+        assert!(parse_header(&past).unwrap_err().contains("runs past the end"));
     }
 }

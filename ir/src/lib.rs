@@ -30,6 +30,7 @@ pub mod graph;
 pub mod groups;
 pub mod model;
 pub mod op;
+pub mod output;
 pub mod params;
 pub mod print;
 pub mod rng;

@@ -26,6 +26,9 @@ pub struct ModelInfo {
     /// Source values that IR values compute, for writers that must recompute shapes the
     /// source file states (ONNX reshape targets).
     pub source_values: Vec<SourceValue>,
+    /// What the frontend noticed and the user should know, though the model was read (a
+    /// tensor of the file that the configuration leaves unused, for instance).
+    pub warnings: Vec<String>,
 }
 
 /// A source tensor that a parameter stands for.

@@ -66,10 +66,12 @@ pub fn calibrate<B: AutodiffBackend>(
     let mut done = 0;
     for batch in &batches {
         let ids = exec.ids(batch)?;
-        let loss = causal_lm_loss(exec.forward(ids.clone())?, ids);
+        let loss = causal_lm_loss(exec.forward(ids.clone())?, ids.clone());
         let tokens = batch.len() * (batch[0].len() - 1);
         let value = loss.clone().into_data().convert::<f32>().into_vec::<f32>().map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
-        loss_sum += f64::from(value.first().copied().unwrap_or(f32::NAN)) * tokens as f64;
+        let value = f64::from(value.first().copied().unwrap_or(f32::NAN));
+        exec.ensure_finite(value, ids, || format!("the calibration loss of samples {done}..{} (of {})", done + batch.len(), samples.len()))?;
+        loss_sum += value * tokens as f64;
         let grads = loss.backward();
         // the batch gradient is the token-weighted mean of the micro-batch gradients
         let weight = tokens as f32 / total_tokens as f32;

@@ -66,15 +66,29 @@ pub fn perplexity_of<B: Backend>(
     let mut done = 0;
     for chunk in windows.chunks(batch.max(1)) {
         let ids = exec.ids(chunk)?;
-        let rows = row_nll(exec.forward(ids.clone())?, ids);
+        let rows = row_nll(exec.forward(ids.clone())?, ids.clone());
         let values = rows.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
-        nll += values.iter().map(|&v| f64::from(v)).sum::<f64>();
+        let sum = values.iter().map(|&v| f64::from(v)).sum::<f64>();
+        exec.ensure_finite(sum, ids, || format!("the loss of perplexity windows {done}..{} (of {total})", done + chunk.len()))?;
+        nll += sum;
         done += chunk.len();
         progress(done, total);
     }
-    let predicted = total * (seq_len - 1);
-    let mean_nll = nll / predicted as f64;
-    Ok(Perplexity { perplexity: mean_nll.exp(), mean_nll, tokens: tokens.len(), windows: total, predicted })
+    Perplexity::of(nll, tokens.len(), total, seq_len)
+}
+
+impl Perplexity {
+    /// The perplexity of a summed NLL `nll` over `windows` windows of `seq_len` of `tokens`
+    /// tokens; an error when it is not finite.
+    fn of(nll: f64, tokens: usize, windows: usize, seq_len: usize) -> Result<Perplexity> {
+        let predicted = windows * (seq_len - 1);
+        let mean_nll = nll / predicted as f64;
+        let perplexity = mean_nll.exp();
+        if !perplexity.is_finite() {
+            return Err(BackendError::NonFinite { what: format!("the perplexity (exp of the mean NLL {mean_nll})"), value: perplexity, at: String::new() });
+        }
+        Ok(Perplexity { perplexity, mean_nll, tokens, windows, predicted })
+    }
 }
 
 /// [`perplexity`] layer by layer (for models larger than memory): the windows run in groups of
@@ -108,15 +122,19 @@ pub fn perplexity_streamed<B: Backend>(
                 );
                 let values = row_nll(logits, ids).into_data().convert::<f32>().into_vec::<f32>();
                 let values = values.map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
-                nll += values.iter().map(|&v| f64::from(v)).sum::<f64>();
+                let sum = values.iter().map(|&v| f64::from(v)).sum::<f64>();
+                if !sum.is_finite() {
+                    let what = format!("the loss of perplexity windows {done}..{} (of {total})", done + rows.len());
+                    let at = String::from("; the model ran layer by layer: run with --resident to find the first node whose output is not");
+                    return Err(BackendError::NonFinite { what, value: sum, at });
+                }
+                nll += sum;
+                done += rows.len();
                 Ok(())
             },
             |_| {},
         )?;
-        done += group.iter().map(Vec::len).sum::<usize>();
         progress(done, total);
     }
-    let predicted = total * (seq_len - 1);
-    let mean_nll = nll / predicted as f64;
-    Ok(Perplexity { perplexity: mean_nll.exp(), mean_nll, tokens: tokens.len(), windows: total, predicted })
+    Perplexity::of(nll, tokens.len(), total, seq_len)
 }

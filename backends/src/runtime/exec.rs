@@ -18,6 +18,8 @@ use prunec_ir::{BinaryOp, Dim, Model, NodeId, Op, PrefixPart, RopeLayout, UnaryO
 use super::tensor::{float_map, float_zip, DynTensor};
 use crate::{BackendError, Result};
 
+mod guard;
+
 fn err(msg: impl Into<String>) -> BackendError {
     BackendError::Lowering(msg.into())
 }
@@ -213,6 +215,7 @@ impl<B: Backend> Executor<B> {
         if seq == 0 || rows.iter().any(|r| r.len() != seq) {
             return Err(err("a batch needs rows of one, non-zero length"));
         }
+        self.check_ids(rows)?;
         let flat: Vec<i64> = rows.iter().flatten().map(|&t| i64::from(t)).collect();
         Ok(Tensor::from_data(TensorData::new(flat, [rows.len(), seq]), &self.device))
     }
@@ -337,6 +340,11 @@ impl<B: Backend> Executor<B> {
                 let table = next()?;
                 let ids = next()?;
                 let DynTensor::F2(table) = table else { return Err(err("the table must be a matrix")) };
+                match &ids {
+                    DynTensor::I2(i) => guard::check_gather(i, table.dims()[0])?,
+                    DynTensor::I1(i) => guard::check_gather(i, table.dims()[0])?,
+                    _ => {}
+                }
                 let looked_up = match ids.clone() {
                     DynTensor::I2(ids) => {
                         let [b, s] = ids.dims();

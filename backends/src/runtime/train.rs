@@ -221,8 +221,10 @@ pub fn train<A: AutodiffBackend>(
                 continue;
             }
             let (ids, mask) = padded(&exec, micro)?;
-            let loss = masked_nll(exec.forward(ids.clone())?, ids, mask).div_scalar(predicted.max(1) as f64);
-            loss_sum += scalar(loss.clone())?;
+            let loss = masked_nll(exec.forward(ids.clone())?, ids.clone(), mask).div_scalar(predicted.max(1) as f64);
+            let value = scalar(loss.clone())?;
+            exec.ensure_finite(value, ids, || format!("the training loss of step {step}"))?;
+            loss_sum += value;
             let g = loss.backward();
             for name in trainable {
                 let DynTensor::F2(t) = param(&exec, name)? else {
@@ -321,7 +323,9 @@ fn validation_loss<B: Backend>(exec: &Executor<B>, samples: &[Sample<'_>], micro
     let mut nll = 0.0;
     for chunk in samples.chunks(micro.max(1)) {
         let (ids, mask) = padded(exec, chunk)?;
-        nll += scalar(masked_nll(exec.forward(ids.clone())?, ids, mask))?;
+        let value = scalar(masked_nll(exec.forward(ids.clone())?, ids.clone(), mask))?;
+        exec.ensure_finite(value, ids, || String::from("the validation loss"))?;
+        nll += value;
     }
     Ok(Some(nll / predicted as f64))
 }

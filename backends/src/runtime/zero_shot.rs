@@ -77,6 +77,10 @@ impl Prepared {
             let (input, scored, targets) = &self.inputs[i];
             let positions = logits.clone().narrow(0, k, 1).narrow(1, input.len() - scored, *scored);
             let logp = activation::log_softmax(positions.reshape([*scored, vocab]), 1);
+            // the last target is not in the input, so `Executor::ids` has not seen it
+            if let Some(&t) = targets.iter().find(|&&t| t as usize >= vocab) {
+                return Err(BackendError::TokenOutOfRange { id: i64::from(t), vocab, at: format!(" (the continuation of request {i})") });
+            }
             let ids: Vec<i64> = targets.iter().map(|&t| i64::from(t)).collect();
             let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [*scored, 1]), device);
             let picked = logp.gather(1, ids).into_data().convert::<f32>().into_vec::<f32>();
@@ -105,6 +109,11 @@ pub fn loglikelihoods<B: Backend>(
     for (chunk, rows) in prepared.batches(batch) {
         let logits = exec.forward(exec.ids(&rows)?)?;
         prepared.score(&chunk, logits, device, &mut out)?;
+        for (k, &i) in chunk.iter().enumerate() {
+            if !out[i].is_finite() {
+                exec.ensure_finite(out[i], exec.ids(&rows[k..=k])?, || format!("the log-likelihood of request {i}"))?;
+            }
+        }
         done += chunk.len();
         progress(done, requests.len());
     }
@@ -131,6 +140,10 @@ pub fn loglikelihoods_streamed<B: Backend>(
     for group in super::stream::token_groups(&batches, group_tokens, |(_, rows)| rows.iter().map(Vec::len).sum()) {
         let rows: Vec<Vec<Vec<u32>>> = group.iter().map(|(_, rows)| rows.clone()).collect();
         super::stream::forward_streamed::<B>(model, device, &rows, |m, _, logits| prepared.score(&group[m].0, logits, device, &mut out), |_| {})?;
+        if let Some(&i) = group.iter().flat_map(|(chunk, _)| chunk).find(|&&i| !out[i].is_finite()) {
+            let at = String::from("; the model ran layer by layer: run with --resident to find the first node whose output is not");
+            return Err(BackendError::NonFinite { what: format!("the log-likelihood of request {i}"), value: out[i], at });
+        }
         done += group.iter().map(|(chunk, _)| chunk.len()).sum::<usize>();
         progress(done, requests.len());
     }

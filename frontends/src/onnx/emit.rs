@@ -10,7 +10,7 @@
 //! widths) keeps its value there.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use prunec_ir::{Dim, Model};
@@ -18,7 +18,8 @@ use prunec_ir::{Dim, Model};
 use super::fold::{repair, AttrEdit, Edit};
 use super::proto::tensor_proto::{DataLocation, DataType};
 use super::proto::{tensor_shape_proto, type_proto, TensorProto};
-use super::{write_model, OnnxFile, WrittenModel};
+use super::write::{write_model_to, Destination};
+use super::{OnnxFile, WrittenModel};
 use crate::error::{FrontendError, Result};
 
 #[path = "genai.rs"]
@@ -31,8 +32,32 @@ fn bad(path: &Path, tensor: &str, reason: impl Into<String>) -> FrontendError {
 }
 
 /// Writes `model` (read from an ONNX file, then pruned) as ONNX at `out`; external data
-/// beside it when the source had external data or the model is large.
+/// beside it when the source had external data or the model is large. Existing files are
+/// replaced, but never the source file or its external data files.
 pub fn write_pruned(model: &Model, out: &Path) -> Result<WrittenModel> {
+    write_pruned_to(model, out, true)
+}
+
+/// The files an ONNX model reads: `path` and the external data files its tensors name (inside
+/// its folder), which no output may overwrite.
+pub fn source_files(path: &Path) -> Result<Vec<PathBuf>> {
+    let file = OnnxFile::open(path)?;
+    let mut files = vec![path.to_path_buf()];
+    let tensors = file.graph().initializer.iter().chain(file.graph().node.iter().flat_map(|n| n.attribute.iter().filter_map(|a| a.t.as_ref())));
+    for t in tensors.filter(|t| t.data_location == DataLocation::External as i32) {
+        if let Some(kv) = t.external_data.iter().find(|kv| kv.key == "location") {
+            let f = file.dir().join(&kv.value);
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// [`write_pruned`], replacing existing files at `out` (and its external data file) only when
+/// `replace` (`--force`); never the source or its external data.
+pub fn write_pruned_to(model: &Model, out: &Path, replace: bool) -> Result<WrittenModel> {
     let source = &model.info.source;
     if model.info.format != "onnx" {
         return Err(FrontendError::Corrupt {
@@ -41,6 +66,8 @@ pub fn write_pruned(model: &Model, out: &Path) -> Result<WrittenModel> {
             reason: "only a model read from an ONNX file can be written back as ONNX".into(),
         });
     }
+    let inputs = source_files(source)?;
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
     let mut file = OnnxFile::open(source)?;
     let had_external = file.graph().initializer.iter().any(|t| t.data_location == DataLocation::External as i32);
     file.load_external_data()?;
@@ -116,7 +143,11 @@ pub fn write_pruned(model: &Model, out: &Path) -> Result<WrittenModel> {
     }
     let genai = genai::prepare(model, &file, out, &repairs.attrs)?;
     let external = had_external.then(|| format!("{}.data", out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
-    let written = write_model(&file.model, out, external.as_deref())?;
+    let dest = Destination { inputs: &inputs, replace };
+    if let Some(genai) = &genai {
+        genai.check(&dest)?;
+    }
+    let written = write_model_to(&file.model, out, external.as_deref(), dest)?;
     if let Some(genai) = genai {
         genai.write()?;
     }

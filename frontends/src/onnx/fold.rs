@@ -455,6 +455,7 @@ impl Folder<'_> {
         }
     }
 
+    /// A valid node whose op (`op`, with its domain when not the default) the importer does not read.
     fn err(&self, node: &NodeProto, reason: impl Into<String>) -> FrontendError {
         FrontendError::Corrupt {
             path: self.file.path().to_path_buf(),
@@ -485,7 +486,7 @@ impl Folder<'_> {
             Some(v) => Ok(v.clone()),
             None if self.strings.contains(name) => Err(self.err(node, format!("input `{name}` is a string constant, which no op prunec imports reads"))),
             None if self.packed.contains_key(name) => Err(self.err(node, format!("input `{name}` is a packed quantized tensor, which only MatMulNBits and GatherBlockQuantized read"))),
-            None => Err(self.err(node, format!("input `{name}` is not defined before use"))),
+            None => Err(self.err(node, super::check::undefined_input(self.file.graph(), self.current, name))),
         }
     }
 

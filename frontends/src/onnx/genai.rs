@@ -30,6 +30,8 @@ const COMPANIONS: &[&str] = &[
 /// What [`prepare`] found to write.
 #[derive(Debug)]
 pub(super) struct GenaiFolder {
+    /// The source folder's `genai_config.json`.
+    source: PathBuf,
     config: PathBuf,
     json: serde_json::Value,
     copies: Vec<(PathBuf, PathBuf)>,
@@ -110,7 +112,7 @@ pub(super) fn prepare(model: &Model, file: &OnnxFile, out: &Path, _attrs: &[supe
         .map(|name| (source_dir.join(name), out_dir.join(name)))
         .filter(|(from, _)| from.is_file())
         .collect();
-    Ok(Some(GenaiFolder { config: out_dir.join("genai_config.json"), json, copies }))
+    Ok(Some(GenaiFolder { source: source_config, config: out_dir.join("genai_config.json"), json, copies }))
 }
 
 /// Writes `bytes` to `dest` through a temporary file in the same folder.
@@ -126,6 +128,18 @@ fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 impl GenaiFolder {
+    /// Checks every file [`GenaiFolder::write`] writes as an output of a run reading
+    /// `dest.inputs` and the files it copies (none is replaced without `dest.replace`).
+    pub(super) fn check(&self, dest: &super::Destination<'_>) -> Result<()> {
+        let mut inputs: Vec<&Path> = dest.inputs.to_vec();
+        inputs.push(&self.source);
+        inputs.extend(self.copies.iter().map(|(from, _)| from.as_path()));
+        for to in std::iter::once(&self.config).chain(self.copies.iter().map(|(_, to)| to)) {
+            prunec_ir::output::check_destination(to, prunec_ir::output::OutputKind::File, &inputs, dest.replace)?;
+        }
+        Ok(())
+    }
+
     /// Writes the config and copies the companion files.
     pub(super) fn write(self) -> Result<()> {
         let text = serde_json::to_string_pretty(&self.json)

@@ -412,6 +412,7 @@ pub fn lower(file: &OnnxFile, folded: &Folded, path: &Path) -> Result<Model> {
             config_json: None,
             origins,
             source_values,
+            warnings: Vec::new(),
         },
         groups: None,
     };

@@ -8,6 +8,7 @@
 //! encodes a model back, moving large initializers to an external data file when asked
 //! (or when the model would pass protobuf's 2 GiB limit).
 
+pub mod check;
 mod emit;
 pub mod fold;
 mod lower;
@@ -35,15 +36,26 @@ use proto::tensor_proto::DataType;
 use proto::type_proto;
 use proto::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
 
-pub use emit::write_pruned;
+pub use emit::{source_files, write_pruned, write_pruned_to};
 pub use tensor::{raw_len, type_name, RawTensor};
-pub use write::{write_model, WrittenModel, EXTERNAL_ALIGNMENT, EXTERNAL_THRESHOLD, PROTOBUF_LIMIT};
+pub use write::{write_model, write_model_to, Destination, WrittenModel, EXTERNAL_ALIGNMENT, EXTERNAL_THRESHOLD, PROTOBUF_LIMIT};
 
 /// Reads an ONNX model as exporters write it and raises it to the IR: shape arithmetic
 /// folded ([`fold`]), exporter patterns recognised by egg rules ([`rules`]), the cheapest
 /// term lowered to IR ops.
 pub fn load(path: &Path) -> Result<prunec_ir::Model> {
-    let file = OnnxFile::open(path)?;
+    lower_file(OnnxFile::open(path)?)
+}
+
+/// [`load`] of a file's bytes already in memory (`path` names it in messages and is where
+/// external data files are looked for).
+pub fn load_bytes(path: &Path, bytes: Bytes) -> Result<prunec_ir::Model> {
+    lower_file(OnnxFile::decode(path, bytes)?)
+}
+
+fn lower_file(file: OnnxFile) -> Result<prunec_ir::Model> {
+    let path = file.path().to_path_buf();
+    let path = path.as_path();
     let mut folded = fold::fold(&file)?;
     rules::raise(&mut folded).map_err(|reason| FrontendError::Corrupt { path: path.to_path_buf(), format: FORMAT, reason })?;
     lower::lower(&file, &folded, path)

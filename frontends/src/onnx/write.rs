@@ -42,11 +42,33 @@ pub struct WrittenModel {
 /// `location`/`offset`/`length`). No external file is written when no initializer is that
 /// large. Initializers must hold their data (see [`super::OnnxFile::load_external_data`])
 /// when their data is to be moved; inline, a model is written as it is.
+///
+/// Existing files at those paths are replaced; [`write_model_to`] says where not to write.
 pub fn write_model(model: &ModelProto, path: &Path, external: Option<&str>) -> Result<WrittenModel> {
     write_with_limit(model, path, external, PROTOBUF_LIMIT)
 }
 
+/// Where [`write_model_to`] may write.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// Files and folders that are never written over (the run's inputs).
+    pub inputs: &'a [&'a Path],
+    /// Whether existing files are replaced (`--force`).
+    pub replace: bool,
+}
+
+/// [`write_model`], never over one of `dest.inputs` and over existing files only when
+/// `dest.replace`; both files (model and external data) are checked before either is written
+/// (see [`prunec_ir::output`]).
+pub fn write_model_to(model: &ModelProto, path: &Path, external: Option<&str>, dest: Destination<'_>) -> Result<WrittenModel> {
+    write_checked(model, path, external, PROTOBUF_LIMIT, dest)
+}
+
 fn write_with_limit(model: &ModelProto, path: &Path, external: Option<&str>, limit: usize) -> Result<WrittenModel> {
+    write_checked(model, path, external, limit, Destination { inputs: &[], replace: true })
+}
+
+fn write_checked(model: &ModelProto, path: &Path, external: Option<&str>, limit: usize, dest: Destination<'_>) -> Result<WrittenModel> {
     let invalid = |path: &Path, reason: String| FrontendError::Io {
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, reason),
@@ -61,8 +83,10 @@ fn write_with_limit(model: &ModelProto, path: &Path, external: Option<&str>, lim
         None if model.encoded_len() > limit => Some(format!("{file_name}.data")),
         None => None,
     };
+    let check = |p: &Path| prunec_ir::output::check_destination(p, prunec_ir::output::OutputKind::File, dest.inputs, dest.replace);
+    check(path)?;
     let Some(data_name) = external else {
-        let (temp, mut file) = TempFile::create(path)?;
+        let (temp, mut file) = TempFile::create(path, dest)?;
         file.write_all(&model.encode_to_vec())
             .map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
         drop(file);
@@ -78,8 +102,9 @@ fn write_with_limit(model: &ModelProto, path: &Path, external: Option<&str>, lim
         ));
     }
 
+    check(&data_path)?;
     let mut model = model.clone();
-    let (data_temp, data_file) = TempFile::create(&data_path)?;
+    let (data_temp, data_file) = TempFile::create(&data_path, dest)?;
     let data_io = |source| FrontendError::Io { path: data_path.clone(), source };
     let mut out = BufWriter::new(data_file);
     let mut pos = 0u64;
@@ -112,7 +137,7 @@ fn write_with_limit(model: &ModelProto, path: &Path, external: Option<&str>, lim
             ),
         ));
     }
-    let (model_temp, mut file) = TempFile::create(path)?;
+    let (model_temp, mut file) = TempFile::create(path, dest)?;
     file.write_all(&encoded).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
     drop(file);
     let external_data = if moved > 0 {
@@ -158,34 +183,20 @@ fn move_out(t: &mut TensorProto, location: &str, offset: u64, length: usize) {
     ];
 }
 
-/// A file written under a temporary name beside its destination; removed unless committed.
-struct TempFile {
-    dest: PathBuf,
-    temp: PathBuf,
-    committed: bool,
-}
+/// A file written under a temporary name beside its destination (see
+/// [`prunec_ir::output::AtomicPath`]); removed unless committed.
+struct TempFile(prunec_ir::output::AtomicPath);
 
 impl TempFile {
-    fn create(dest: &Path) -> Result<(TempFile, File)> {
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-        let temp = dest.with_file_name(format!(".{name}.prunec-tmp-{}", std::process::id()));
-        let file = File::create(&temp).map_err(|source| FrontendError::Io { path: temp.clone(), source })?;
-        Ok((TempFile { dest: dest.to_path_buf(), temp, committed: false }, file))
+    fn create(dest: &Path, to: Destination<'_>) -> Result<(TempFile, File)> {
+        let out = prunec_ir::output::AtomicPath::file(dest, to.inputs, to.replace)?;
+        let file = File::create(out.temp()).map_err(|source| FrontendError::Io { path: out.temp().to_path_buf(), source })?;
+        Ok((TempFile(out), file))
     }
 
-    fn commit(mut self) -> Result<()> {
-        std::fs::rename(&self.temp, &self.dest)
-            .map_err(|source| FrontendError::Io { path: self.dest.clone(), source })?;
-        self.committed = true;
+    fn commit(self) -> Result<()> {
+        self.0.commit()?;
         Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.temp);
-        }
     }
 }
 
