@@ -574,9 +574,17 @@ fn calibrate_streamed(
     let (samples, calib_name) = calibration_samples(cli, model, model_path, importance)?;
     let axes = prunec_passes::scored_axes(model, scope);
     let longest = samples.iter().map(Vec::len).max().unwrap_or(1);
-    // micro-batches whose autodiff graph (about three times the forward's values) fits a quarter of the budget
+    // micro-batches sized so that a layer, its gradients and the autodiff graph (about three times the forward's values) fit the budget
     let per_token = prunec_backends::runtime::activation_bytes_per_token(model)? * 3;
-    let micro_batch = (memory.tokens_at_once(per_token) / longest.max(1)).clamp(1, samples.len().max(1));
+    let layer = prunec_backends::runtime::largest_segment_params(model)?;
+    let (micro_batch, peak) = memory.micro_batch(layer, per_token, longest, samples.len());
+    if peak > memory.budget {
+        eprintln!(
+            "warning: the largest layer ({layer} parameters) needs about {} with its gradients and activations, more than the budget of {}",
+            safety::human_bytes(u128::from(peak)),
+            safety::human_bytes(u128::from(memory.budget))
+        );
+    }
     let options = prunec_backends::runtime::StreamOptions {
         fisher: importance.needs_fisher(),
         wanted: axes.keys().cloned().collect(),

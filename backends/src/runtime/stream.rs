@@ -278,12 +278,7 @@ pub fn calibrate_streamed<A: AutodiffBackend>(
     let total_tokens: usize = samples.iter().map(|s| s.len() - 1).sum();
     let weights: Vec<f64> = batches.iter().map(|b| (b.len() * (b[0].len() - 1)) as f64 / total_tokens as f64).collect();
     let n_samples = samples.len() as f64;
-    let largest_segment_params = segs
-        .segments
-        .iter()
-        .map(|s| s.params.iter().filter_map(|p| model.params.get(p)).map(|p| p.numel()).sum::<usize>())
-        .max()
-        .unwrap_or(0);
+    let largest_segment_params = segment_params(model, &segs);
 
     // 1. forward, keeping what the backward segments read
     let needs_backward = |v: ValueId| segs.consumers_of(v).iter().any(|&c| c >= first);
@@ -538,6 +533,19 @@ pub fn activation_bytes_per_token(model: &Model) -> Result<usize> {
         most = most.max(bytes);
     }
     Ok(most)
+}
+
+/// Parameters of the largest segment of `model` (what a streamed pass holds at once).
+pub fn largest_segment_params(model: &Model) -> Result<usize> {
+    Ok(segment_params(model, &Segments::of(&model.graph)?))
+}
+
+fn segment_params(model: &Model, segs: &Segments) -> usize {
+    segs.segments
+        .iter()
+        .map(|s| s.params.iter().filter_map(|p| model.params.get(p)).map(|p| p.numel()).sum::<usize>())
+        .max()
+        .unwrap_or(0)
 }
 
 /// Bytes per token of the values crossing into the segment that reads the most (what a
