@@ -169,9 +169,9 @@ mod tests {
         let (layer, per_token, longest, n) = (1 << 20, 1024, 64, 10);
         // everything fits: one micro-batch, two copies of the layer
         assert_eq!(plan(1 << 30).micro_batch(layer, per_token, longest, n), (10, (8 << 20) + 640 * 1024));
-        // three copies of the layer and 4 rows fit, not two copies and all rows
-        let budget = (12 << 20) + 4 * 64 * 1024;
-        assert_eq!(plan(budget).micro_batch(layer, per_token, longest, n).0, 4);
+        // rows of 4 MiB: not two copies of the layer and all rows (48 MiB), but three copies
+        // and 4 rows (28 MiB; 5 rows would be 32)
+        assert_eq!(plan(30 << 20).micro_batch(layer, 64 << 10, longest, n), (4, 28 << 20));
         // nothing fits: the lower peak; here the layer dominates, so one micro-batch
         assert_eq!(plan(1 << 20).micro_batch(layer, per_token, longest, n).0, 10);
         // activations dominate: single rows

@@ -12,7 +12,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::fixture;
+use common::{fixture, group_structure};
 use prunec_backends::runtime::{calibrate, cpu, CalibrationOptions, Cpu, CpuAutodiff, Executor};
 use prunec_frontends::onnx::OnnxFile;
 use prunec_ir::{Model, Op};
@@ -55,20 +55,6 @@ fn relative(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(f32::MIN_POSITIVE);
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
-}
-
-/// The groups of a model: kind, layer, units, sub-units per unit, parameters per unit.
-fn groups(mut model: Model) -> Vec<String> {
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
-    model
-        .groups
-        .unwrap()
-        .iter()
-        .map(|g| {
-            let subs: std::collections::BTreeSet<usize> = g.units.iter().map(|u| u.sub_units.len()).collect();
-            format!("{} {:?} units {} sub-units per unit {:?} params/unit {:?}", g.kind, g.block, g.units.len(), subs, g.params_per_unit())
-        })
-        .collect()
 }
 
 /// Prunes `model` block-wise (a quarter of the parameters, Taylor first order on `rows`).
@@ -114,14 +100,14 @@ fn kv_heads(model: &Model) -> Vec<usize> {
 
 #[test]
 fn every_form_computes_onnxruntimes_logits_and_groups_as_its_hf_folder() {
-    let hf = groups(load(&form("hf")));
+    let hf = group_structure(load(&form("hf")));
     let python = common::onnxruntime_python();
     let dir = tempfile::tempdir().unwrap();
     let mut jobs = Vec::new();
     let mut ours = Vec::new();
     for rel in FORMS {
         let model = load(&form(rel));
-        assert_eq!(groups(model.clone()), hf, "{rel}: groups");
+        assert_eq!(group_structure(model.clone()), hf, "{rel}: groups");
         let out = dir.path().join(rel.replace('/', "-") + ".f32");
         // 4-bit weights: onnxruntime computing in f32, as the file's weights say
         let file = if rel.contains("int4") { exact_copy(&form(rel), &dir.path().join("exact")) } else { form(rel) };
@@ -418,7 +404,7 @@ fn constants_of_every_kind_if_and_casts_fold() {
     let path = dir.path().join("kinds.onnx");
     prunec_frontends::onnx::write_model(&model, &path, None).unwrap();
     let ir = load(&path);
-    let ids = [3u32, 0, 7];
+    let ids = [3u32, 0, 5]; // below the 6 logits: ids are also targets
     let got = logits(&ir, &[ids.to_vec()]);
     for (t, &id) in ids.iter().enumerate() {
         let x: Vec<f32> = (0..4).map(|j| emb[id as usize * 4 + j] * 2.0 * -1.0 * 0.5).collect();
@@ -551,7 +537,7 @@ fn full_size_smollm2_forms() {
     let python = common::onnxruntime_python().expect("onnxruntime");
     let golden = common::GoldenFile::read(&fixture("smollm2/golden.safetensors"));
     let prompts: Vec<Vec<u32>> = (0..3).map(|i| golden.rows(&format!("input_ids.{i}")).concat()).collect();
-    let hf = groups(load(&root.join("smol-f32")));
+    let hf = group_structure(load(&root.join("smol-f32")));
     let tokenizer = root.join("smol-f32/tokenizer.json");
     let out_root = root.join("pruned");
     let mut report = Vec::new();
@@ -562,7 +548,7 @@ fn full_size_smollm2_forms() {
         let t = std::time::Instant::now();
         let model = load(&path);
         let read_s = t.elapsed().as_secs_f64();
-        let same_groups = groups(model.clone()) == hf;
+        let same_groups = group_structure(model.clone()) == hf;
         let work = out_root.join(rel.replace(['/', '.'], "-"));
         std::fs::create_dir_all(&work).unwrap();
         let exact = if rel.contains("int4") { exact_copy(&path, &work.join("exact")) } else { path.clone() };

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, group_structure};
 use prunec_backends::runtime::{cpu, Cpu, Executor};
 use prunec_ir::Model;
 
@@ -34,22 +34,6 @@ fn torchscript_exports_compute_the_golden_logits() {
 fn dynamo_exports_compute_the_golden_logits() {
     check_logits("llama-mha", "model.dynamo.onnx");
     check_logits("llama-gqa", "model.dynamo.onnx");
-}
-
-
-/// The groups of a model: per group its kind, layer, units, sub-units per unit and parameters
-/// per unit — what must not depend on the file the model came in.
-fn group_structure(mut model: Model) -> Vec<String> {
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
-    model
-        .groups
-        .unwrap()
-        .iter()
-        .map(|g| {
-            let subs: std::collections::BTreeSet<usize> = g.units.iter().map(|u| u.sub_units.len()).collect();
-            format!("{} {:?} units {} sub-units per unit {:?} params/unit {:?}", g.kind, g.block, g.units.len(), subs, g.params_per_unit())
-        })
-        .collect()
 }
 
 #[test]

@@ -140,13 +140,16 @@ fn replacing_an_output_never_loses_both_old_and_new() {
     assert!(first.status.success(), "{}", texts(&first).1);
     let whole_run = start.elapsed();
     let complete = |p: &Path| p.join("config.json").is_file() && p.join("model.safetensors").is_file();
-    // a complete output exists at every moment: the destination, or the old one set aside
+    // a complete output exists at every moment: the destination, or the old one set aside (the
+    // destination is looked at again after the set-aside ones: a replacement may have renamed the
+    // new one in and deleted the old one between the first two looks)
     let some_complete = || {
         complete(&out)
             || std::fs::read_dir(dir.path())
                 .unwrap()
                 .flatten()
                 .any(|e| e.file_name().to_string_lossy().starts_with(".out.prunec-old-") && complete(&e.path()))
+            || complete(&out)
     };
     // `None`: watched until it ends; else killed after that share of a whole run
     for (k, kill_at) in [None, Some(0.5), Some(0.95), Some(1.05)].into_iter().enumerate() {

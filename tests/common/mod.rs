@@ -196,3 +196,18 @@ pub fn byte_tokenizer(dir: &Path) -> PathBuf {
 pub fn eval_fixture(rel: &str) -> PathBuf {
     fixture("eval").join(rel)
 }
+
+/// The groups of a model: per group its kind, layer, units, sub-units per unit and parameters
+/// per unit — what must not depend on the file the model came in.
+pub fn group_structure(mut model: prunec_ir::Model) -> Vec<String> {
+    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    model
+        .groups
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let subs: std::collections::BTreeSet<usize> = g.units.iter().map(|u| u.sub_units.len()).collect();
+            format!("{} {:?} units {} sub-units per unit {:?} params/unit {:?}", g.kind, g.block, g.units.len(), subs, g.params_per_unit())
+        })
+        .collect()
+}

@@ -90,14 +90,14 @@ mod tests {
         assert!(undefined_input(&own, 0, "a").starts_with("cycle: node #0 (Add)"));
     }
 
-    /// The list of `fold::SUPPORTED_OPS` is the ops `fold_node` matches (and `Split`, handled
-    /// before the match).
+    /// The list of `fold::SUPPORTED_OPS` is the ops `fold_node` matches (and `Split` and, in ONNX's
+    /// own domain, `SimplifiedLayerNormalization`, handled before the match).
     #[test]
     fn supported_ops_are_the_folders_arms() {
         let source = include_str!("fold.rs");
         let body = &source[source.find("fn fold_node").unwrap()..];
         let body = &body[..body.find("_ => return Err(unsupported_op").unwrap()];
-        let mut arms: Vec<&str> = vec!["Split"];
+        let mut arms: Vec<&str> = vec!["Split", "SimplifiedLayerNormalization"];
         for line in body.lines().map(str::trim) {
             let Some((pattern, _)) = line.split_once(" =>") else { continue };
             let ops: Vec<&str> = pattern.split(" | ").filter_map(|p| p.strip_prefix('"')?.strip_suffix('"')).collect();
