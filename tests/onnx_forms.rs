@@ -253,7 +253,7 @@ fn optimum_form_pruned_generates_and_pads_as_prunec() {
     println!("prunec: {ours:?}\nonnxruntime with the pruned cache: {theirs:?}");
     assert_eq!(ours, theirs);
     // a row fed through the pruned cache a token at a time: the logits of the whole row
-    let whole = logits(&model, &[tokens.clone()]);
+    let whole = logits(&model, std::slice::from_ref(&tokens));
     let vocab = whole.len() / tokens.len();
     let d = relative(&read_f32(&cached_file), &whole[3 * vocab..]);
     println!("the row through onnxruntime's pruned cache, a token at a time, vs prunec on the whole row: {d:e}");
@@ -407,7 +407,7 @@ fn constants_of_every_kind_if_and_casts_fold() {
     let ids = [3u32, 0, 5]; // below the 6 logits: ids are also targets
     let got = logits(&ir, &[ids.to_vec()]);
     for (t, &id) in ids.iter().enumerate() {
-        let x: Vec<f32> = (0..4).map(|j| emb[id as usize * 4 + j] * 2.0 * -1.0 * 0.5).collect();
+        let x: Vec<f32> = (0..4).map(|j| -(emb[id as usize * 4 + j] * 2.0 * 0.5)).collect();
         let m = x.iter().fold(f32::MIN, |a, &b| a.max(b));
         let e: Vec<f32> = x.iter().map(|v| (v - m).exp()).collect();
         let p: Vec<f32> = e.iter().map(|v| v / e.iter().sum::<f32>()).collect();

@@ -301,7 +301,7 @@ impl Folder<'_> {
         };
         let (h, kvh) = (heads as usize, kv as usize);
         let scale = match self.file.attr_float(node, "scale")?.unwrap_or(0.0) {
-            s if s == 0.0 => 1.0 / (head_dim as f64).sqrt(),
+            0.0 => 1.0 / (head_dim as f64).sqrt(),
             s => f64::from(s),
         };
         let rotary = attr(self, "do_rotary", 0)? != 0;

@@ -58,7 +58,7 @@ fn set_nibble(bytes: &mut [u8], i: usize, v: u8) {
 /// Checks the sizes of `p` against a `rows × cols` weight of blocks of `block`.
 fn check(p: &Packed, rows: usize, cols: usize, block: usize) -> Result<(), String> {
     let nb = blocks(cols, block);
-    if block == 0 || block % 2 != 0 {
+    if block == 0 || !block.is_multiple_of(2) {
         return Err(format!("a block size of {block}"));
     }
     if p.data.len() != rows * nb * block / 2 {
