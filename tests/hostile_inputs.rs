@@ -292,3 +292,18 @@ fn a_non_finite_loss_is_an_error_naming_where_it_appeared() {
     let out = prunec(&[m, "--pass", "group,score", "--calib", ids.to_str().unwrap(), "--calib-samples", "2"]);
     assert_clean_failure(&out, &["calibration loss", "NaN", "`model.layers.2.mlp.down_proj.weight`"]);
 }
+
+/// Files the fuzz targets found that make other crates panic (tokenizers on a malformed
+/// `tokenizer.json`, parquet on a footer with a negative column length): a clean error naming
+/// the file, never a crash.
+#[test]
+fn files_that_crash_other_crates_readers_are_errors() {
+    let m = fixture("llama-gqa");
+    let m = m.to_str().unwrap();
+    let tok = fixture("hostile/tokenizer-panics-tokenizers.json");
+    let out = prunec(&[m, "--pass", "eval", "--eval-text", fixture("smollm2/public.txt").to_str().unwrap(), "--tokenizer", tok.to_str().unwrap()]);
+    assert_clean_failure(&out, &["tokenizer-panics-tokenizers.json", "tokenizer.json", "its reader failed on it"]);
+    let data = fixture("hostile/negative-column-length.parquet");
+    let out = prunec(&[m, "--pass", "eval", "--eval-text", data.to_str().unwrap()]);
+    assert_clean_failure(&out, &["negative-column-length.parquet", "Parquet", "its reader failed on it"]);
+}

@@ -130,3 +130,49 @@ pub enum FrontendError {
 
 /// Result of the frontends.
 pub type Result<T, E = FrontendError> = std::result::Result<T, E>;
+
+thread_local! {
+    /// Whether this thread is inside [`guarded`]: its panics are turned into errors, so the
+    /// panic hook stays silent for them.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `read`, a reader of another crate (tokenizers, parquet) of the file at `path` in
+/// `format`, turning a panic of that crate on a malformed file into a [`FrontendError::Corrupt`]
+/// naming the file: a bad input is an error, never a crash. The panic's message is not printed.
+pub fn guarded<T>(path: &std::path::Path, format: &'static str, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(read));
+    GUARDED.with(|g| g.set(outer));
+    result.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(FrontendError::Corrupt { path: path.to_path_buf(), format, reason: format!("its reader failed on it: {message}") })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_reader_is_an_error_naming_the_file() {
+        let path = std::path::Path::new("data/bad.parquet");
+        let e = guarded::<()>(path, "Parquet", || panic!("column start and length should not be negative")).unwrap_err();
+        assert_eq!(e.to_string(), FrontendError::Corrupt { path: path.into(), format: "Parquet", reason: "its reader failed on it: column start and length should not be negative".into() }.to_string());
+        assert!(e.to_string().contains("data/bad.parquet"), "{e}");
+        assert_eq!(guarded(path, "Parquet", || Ok(7)).unwrap(), 7);
+    }
+}

@@ -42,12 +42,16 @@ fn open(path: &Path) -> Result<(SerializedFileReader<std::fs::File>, Vec<String>
 
 /// The top-level column names of the Parquet file at `path`.
 pub fn columns(path: &Path) -> Result<Vec<String>> {
-    Ok(open(path)?.1)
+    crate::error::guarded(path, "Parquet", || Ok(open(path)?.1))
 }
 
 /// Reads every row of the Parquet file at `path`. Strings stay strings, integers and booleans
 /// keep their JSON kinds, lists become arrays and structs objects; binary values must be UTF-8.
 pub fn read_rows(path: &Path) -> Result<ParquetRows> {
+    crate::error::guarded(path, "Parquet", || read_all(path))
+}
+
+fn read_all(path: &Path) -> Result<ParquetRows> {
     let (reader, columns) = open(path)?;
     let iter = reader.get_row_iter(None).map_err(|e| corrupt(path, e))?;
     let mut rows = Vec::new();

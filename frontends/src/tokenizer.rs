@@ -165,10 +165,12 @@ impl Tokenizer {
             });
         }
         let bytes = std::fs::read(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| FrontendError::Corrupt {
-            path: path.to_path_buf(),
-            format: "tokenizer.json",
-            reason: e.to_string(),
+        let inner = crate::error::guarded(path, "tokenizer.json", || {
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| FrontendError::Corrupt {
+                path: path.to_path_buf(),
+                format: "tokenizer.json",
+                reason: e.to_string(),
+            })
         })?;
         let mut tok = Tokenizer { inner, source: path.to_path_buf(), chat_template: None, bos: None, eos: None };
         let dir = path.parent().unwrap_or(Path::new("."));
