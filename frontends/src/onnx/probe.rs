@@ -31,6 +31,11 @@ impl Arr {
         Arr { shape: vec![v.len()], data: v }
     }
 
+    /// Whether the data fill the shape exactly.
+    fn is_whole(&self) -> bool {
+        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) == Some(self.data.len())
+    }
+
     fn strides(shape: &[usize]) -> Vec<usize> {
         let mut s = vec![1; shape.len()];
         for i in (0..shape.len().saturating_sub(1)).rev() {
@@ -168,7 +173,9 @@ fn eval_in(eg: &Egraph, ctx: &Context, id: Id, sizes: &HashMap<String, i64>, mem
                 }
             }
             if args.len() == node.children.len() {
-                result = apply(node.op.as_str(), &args);
+                // a value whose data does not fill its shape (axes out of range in a
+                // malformed graph) is no value
+                result = apply(node.op.as_str(), &args).filter(Arr::is_whole);
             }
         }
         if result.is_some() {
@@ -187,7 +194,23 @@ fn ints_of(a: &Arr) -> Vec<i64> {
     a.data.iter().map(|&v| v as i64).collect()
 }
 
+/// Axis `v` of an array of `rank` axes (negative counts from the end), when there is one.
+fn axis_of(v: i64, rank: usize) -> Option<usize> {
+    let r = rank as i64;
+    let a = if v < 0 { v + r } else { v };
+    (0..r).contains(&a).then_some(a as usize)
+}
+
 fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
+    let arity = match op {
+        "Not" | "IsNaN" | "Neg" | "Cos" | "Sin" | "Cast" | "T0213" => 1,
+        "Where" | "Range" | "Gather" => 3,
+        "Slice" => 4,
+        _ => 2,
+    };
+    if a.len() < arity {
+        return None;
+    }
     let b = |f: fn(f64, f64) -> f64| zip(&[&a[0], &a[1]], |v| f(v[0], v[1]));
     let truth = |x: bool| if x { 1.0 } else { 0.0 };
     match op {
@@ -297,8 +320,7 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
             zip(&[&a[0], &ones], |v| v[0])
         }
         "Slice" => {
-            let rank = a[0].shape.len() as i64;
-            let axis = (scalar_of(&a[1])? + rank) as usize;
+            let axis = axis_of(scalar_of(&a[1])?, a[0].shape.len())?;
             let n = *a[0].shape.get(axis)? as i64;
             let clamp = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
             let (s, e) = (clamp(scalar_of(&a[2])?), clamp(scalar_of(&a[3])?));
@@ -318,8 +340,14 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
         }
         "Concat" => {
             let xs = &a[1..];
-            let rank = xs.first()?.shape.len() as i64;
-            let axis = (scalar_of(&a[0])? + rank) as usize;
+            let rank = xs.first()?.shape.len();
+            let axis = axis_of(scalar_of(&a[0])?, rank)?;
+            let same_elsewhere = |x: &Arr| {
+                x.shape.len() == rank && x.shape.iter().zip(&xs[0].shape).enumerate().all(|(i, (p, q))| i == axis || p == q)
+            };
+            if !xs.iter().all(same_elsewhere) {
+                return None;
+            }
             let mut shape = xs[0].shape.clone();
             shape[axis] = xs.iter().map(|x| x.shape.get(axis).copied().unwrap_or(0)).sum();
             let total: usize = shape.iter().product();
@@ -366,8 +394,7 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
             Some(Arr { shape: a[0].shape.clone(), data })
         }
         "CumSum" => {
-            let rank = a[0].shape.len() as i64;
-            let axis = (scalar_of(&a[1])? + rank) as usize;
+            let axis = axis_of(scalar_of(&a[1])?, a[0].shape.len())?;
             let st = Arr::strides(&a[0].shape);
             let mut data = a[0].data.clone();
             for k in 0..data.len() {
@@ -381,7 +408,7 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
         "Gather" => {
             // data[.., idx, ..] along `axis` (a leaf, already non-negative)
             let (data, idx) = (&a[0], &a[1]);
-            let axis = scalar_of(&a[2])? as usize;
+            let axis = axis_of(scalar_of(&a[2])?, data.shape.len())?;
             let n = *data.shape.get(axis)?;
             let outer: usize = data.shape[..axis].iter().product();
             let inner: usize = data.shape[axis + 1..].iter().product();
