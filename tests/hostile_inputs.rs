@@ -308,13 +308,16 @@ fn files_that_crash_other_crates_readers_are_errors() {
     assert_clean_failure(&out, &["negative-column-length.parquet", "Parquet", "its reader failed on it"]);
 }
 
-/// An ONNX graph the fuzz target found whose mask probe evaluated a `Concat` on an axis outside
-/// its inputs (an index past a slice, a panic in prunec's own evaluator): read without a crash.
+/// ONNX graphs the fuzz target found that crashed prunec's own importer: the mask probe
+/// evaluating a `Concat` on an axis outside its inputs, and the folder concatenating operands
+/// of different ranks. Read without a crash.
 #[test]
-fn an_onnx_graph_with_axes_out_of_range_does_not_crash_the_probe() {
-    let path = fixture("hostile/probe-concat-axis.onnx");
-    let result = std::panic::catch_unwind(|| prunec_frontends::load(&path).map(|_| ()));
-    assert!(result.is_ok(), "the importer panicked");
-    let out = prunec(&[path.to_str().unwrap(), "--pass", "group"]);
-    assert!(!texts(&out).1.contains("panicked"), "{}", texts(&out).1);
+fn onnx_graphs_with_axes_out_of_range_do_not_crash_the_importer() {
+    for name in ["hostile/probe-concat-axis.onnx", "hostile/concat-ranks.onnx"] {
+        let path = fixture(name);
+        let result = std::panic::catch_unwind(|| prunec_frontends::load(&path).map(|_| ()));
+        assert!(result.is_ok(), "{name}: the importer panicked");
+        let out = prunec(&[path.to_str().unwrap(), "--pass", "group"]);
+        assert!(!texts(&out).1.contains("panicked"), "{name}: {}", texts(&out).1);
+    }
 }

@@ -785,8 +785,11 @@ impl Folder<'_> {
                 } else {
                     // an empty operand (a key/value cache with no past positions) adds nothing;
                     // the cache takes the shape of what it is concatenated with
-                    let rank = self.shape_of(&xs[0]).len();
+                    let rank = self.shape_of(xs.first().ok_or_else(|| self.err(node, "no operand"))?).len();
                     let ax = positive(axis, rank);
+                    if ax >= rank || xs.iter().any(|x| self.shape_of(x).len() != rank) {
+                        return Err(self.err(node, format!("axis {axis} of operands of ranks {:?}", xs.iter().map(|x| self.shape_of(x).len()).collect::<Vec<_>>())));
+                    }
                     let (empty, xs): (Vec<Val>, Vec<Val>) = xs.into_iter().partition(|x| self.shape_of(x).get(ax) == Some(&Dim::Fixed(0)));
                     if xs.is_empty() {
                         return Err(self.err(node, "every operand is empty"));
