@@ -312,12 +312,11 @@ fn from_end(axis: i64, rank: usize) -> i64 {
     }
 }
 
-fn positive(axis: i64, rank: usize) -> usize {
-    if axis < 0 {
-        (axis + rank as i64).max(0) as usize
-    } else {
-        axis as usize
-    }
+/// Axis `axis` (negative counts from the end) of a value of `rank` axes, when it has one.
+fn positive(axis: i64, rank: usize) -> Option<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    (0..r).contains(&a).then_some(a as usize)
 }
 
 fn list(v: &[i64]) -> String {
@@ -407,7 +406,7 @@ impl Folder<'_> {
         let x = self.val(node, 0)?;
         let shape = self.shape_of(&x);
         let axis = self.file.attr_int(node, "axis")?.unwrap_or(0);
-        let ax = positive(axis, shape.len());
+        let ax = self.axis(node, axis, shape.len())?;
         let size = shape.get(ax).and_then(Dim::fixed).ok_or_else(|| self.err(node, "splitting a symbolic axis"))?;
         let n = node.output.len().max(1);
         let sizes: Vec<usize> = match (self.opt_val(node, 1), self.file.attr_ints(node, "split")?) {
@@ -456,6 +455,11 @@ impl Folder<'_> {
     }
 
     /// A valid node whose op (`op`, with its domain when not the default) the importer does not read.
+    /// Axis `axis` of a value of `rank` axes read by `node`, or an error naming the node.
+    fn axis(&self, node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
+        positive(axis, rank).ok_or_else(|| self.err(node, format!("axis {axis} is outside a value of rank {rank}")))
+    }
+
     fn err(&self, node: &NodeProto, reason: impl Into<String>) -> FrontendError {
         FrontendError::Corrupt {
             path: self.file.path().to_path_buf(),
@@ -723,7 +727,7 @@ impl Folder<'_> {
                     _ => {
                         let ds = self.shape_of(&data);
                         let is = self.shape_of(&idx);
-                        let ax = positive(axis, ds.len());
+                        let ax = self.axis(node, axis, ds.len())?;
                         let mut shape = ds[..ax].to_vec();
                         shape.extend(is);
                         shape.extend_from_slice(ds.get(ax + 1..).unwrap_or_default());
@@ -743,7 +747,7 @@ impl Folder<'_> {
                 let shape = self.shape_of(&x);
                 let new_shape: Vec<Dim> = if op == "Unsqueeze" {
                     let r = shape.len() + axes.len();
-                    let mut ax: Vec<usize> = axes.iter().map(|&a| positive(a, r)).collect();
+                    let mut ax: Vec<usize> = axes.iter().map(|&a| self.axis(node, a, r)).collect::<Result<_>>()?;
                     ax.sort_unstable();
                     let mut s = shape.clone();
                     for a in ax {
@@ -754,7 +758,7 @@ impl Folder<'_> {
                     let ax: Vec<usize> = if axes.is_empty() {
                         shape.iter().enumerate().filter(|(_, d)| **d == Dim::Fixed(1)).map(|(i, _)| i).collect()
                     } else {
-                        axes.iter().map(|&a| positive(a, shape.len())).collect()
+                        axes.iter().map(|&a| self.axis(node, a, shape.len())).collect::<Result<_>>()?
                     };
                     shape.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, d)| d.clone()).collect()
                 };
@@ -765,11 +769,11 @@ impl Folder<'_> {
                         let id = self.operand(&x);
                         let norm: Vec<i64> = if op == "Unsqueeze" {
                             let r = new_shape.len();
-                            let mut a: Vec<i64> = axes.iter().map(|&a| positive(a, r) as i64).collect();
+                            let mut a: Vec<i64> = axes.iter().map(|&a| self.axis(node, a, r).map(|a| a as i64)).collect::<Result<_>>()?;
                             a.sort_unstable();
                             a
                         } else {
-                            axes.iter().map(|&a| positive(a, shape.len()) as i64).collect()
+                            axes.iter().map(|&a| self.axis(node, a, shape.len()).map(|a| a as i64)).collect::<Result<_>>()?
                         };
                         let l = self.leaf(list(&norm));
                         self.node(op, vec![id, l], Self::dtype_of(&x), new_shape)
@@ -786,8 +790,8 @@ impl Folder<'_> {
                     // an empty operand (a key/value cache with no past positions) adds nothing;
                     // the cache takes the shape of what it is concatenated with
                     let rank = self.shape_of(xs.first().ok_or_else(|| self.err(node, "no operand"))?).len();
-                    let ax = positive(axis, rank);
-                    if ax >= rank || xs.iter().any(|x| self.shape_of(x).len() != rank) {
+                    let ax = self.axis(node, axis, rank)?;
+                    if xs.iter().any(|x| self.shape_of(x).len() != rank) {
                         return Err(self.err(node, format!("axis {axis} of operands of ranks {:?}", xs.iter().map(|x| self.shape_of(x).len()).collect::<Vec<_>>())));
                     }
                     let (empty, xs): (Vec<Val>, Vec<Val>) = xs.into_iter().partition(|x| self.shape_of(x).get(ax) == Some(&Dim::Fixed(0)));
@@ -803,7 +807,6 @@ impl Folder<'_> {
                     if xs.len() == 1 {
                         return Ok(xs);
                     }
-                    let ax = positive(axis, rank);
                     let mut shape = shapes[0].clone();
                     shape[ax] = shapes.iter().skip(1).fold(shapes[0][ax].clone(), |acc, s| dim_op('+', &acc, &s[ax]));
                     let mut children = vec![self.leaf(format!("i:{}", from_end(axis, rank)))];
@@ -1032,7 +1035,7 @@ impl Folder<'_> {
                 if starts.len() != 1 || ends.len() != 1 || axes.len() != 1 || steps != [1] {
                     return Err(self.err(node, "only slices of one axis with step 1"));
                 }
-                let ax = positive(axes[0], shape.len());
+                let ax = self.axis(node, axes[0], shape.len())?;
                 let size = shape.get(ax).and_then(Dim::fixed);
                 let norm = |v: &SInt| -> Option<usize> {
                     let SInt::K(v) = v else { return None };
@@ -1105,10 +1108,10 @@ impl Folder<'_> {
                 let rank = shape.len();
                 let norm: Vec<i64> = axes.iter().map(|&a| from_end(a, rank)).collect();
                 for &a in &norm {
-                    shape[positive(a, rank)] = Dim::Fixed(1);
+                    shape[self.axis(node, a, rank)?] = Dim::Fixed(1);
                 }
                 if keep == 0 {
-                    let pos: Vec<usize> = norm.iter().map(|&a| positive(a, rank)).collect();
+                    let pos: Vec<usize> = norm.iter().map(|&a| self.axis(node, a, rank)).collect::<Result<_>>()?;
                     shape = shape.into_iter().enumerate().filter(|(i, _)| !pos.contains(i)).map(|(_, d)| d).collect();
                 }
                 let dtype = Self::dtype_of(&x);
@@ -1119,7 +1122,8 @@ impl Folder<'_> {
             "Flatten" => {
                 let x = self.val(node, 0)?;
                 let shape = self.shape_of(&x);
-                let axis = positive(attr_i("axis")?.unwrap_or(1), shape.len()).min(shape.len());
+                // Flatten's axis may also be the rank (everything in the first factor)
+                let axis = self.axis(node, attr_i("axis")?.unwrap_or(1), shape.len() + 1)?.min(shape.len());
                 let product = |dims: &[Dim]| dims.iter().fold(Dim::Fixed(1), |acc, d| dim_op('*', &acc, d));
                 let to = vec![product(&shape[..axis]), product(&shape[axis..])];
                 match x {
