@@ -6,7 +6,13 @@
 
 use std::path::Path;
 
-use parquet::file::reader::{FileReader, SerializedFileReader};
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parquet::errors::ParquetError;
+use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReader};
 use parquet::record::{Field, Row};
 use serde_json::{Map, Value};
 
@@ -25,10 +31,76 @@ fn corrupt(path: &Path, reason: impl std::fmt::Display) -> FrontendError {
     FrontendError::Corrupt { path: path.to_path_buf(), format: "Parquet", reason: reason.to_string() }
 }
 
+/// A Parquet file in memory whose reader may take at most a bounded number of bytes from it
+/// (every byte a few times over): a malformed file whose pages point back at themselves makes
+/// the parquet crate read forever, and is refused instead.
+struct Bounded {
+    bytes: Bytes,
+    left: Arc<AtomicU64>,
+}
+
+/// How many times over a file's bytes the reader may read them (and 1 MiB more).
+const READS_PER_BYTE: u64 = 16;
+
+impl Bounded {
+    fn new(bytes: Bytes) -> Bounded {
+        let left = Arc::new(AtomicU64::new(bytes.len() as u64 * READS_PER_BYTE + (1 << 20)));
+        Bounded { bytes, left }
+    }
+}
+
+/// Takes `n` bytes from the budget `left`, or says that it is spent.
+fn take(left: &AtomicU64, n: usize) -> std::result::Result<(), String> {
+    left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(n as u64))
+        .map(|_| ())
+        .map_err(|_| format!("its pages make the reader read more than {READS_PER_BYTE} times its size: a malformed file"))
+}
+
+impl Length for Bounded {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+}
+
+impl ChunkReader for Bounded {
+    type T = BoundedRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<BoundedRead> {
+        let start = usize::try_from(start).unwrap_or(usize::MAX).min(self.bytes.len());
+        Ok(BoundedRead { bytes: self.bytes.slice(start..), left: Arc::clone(&self.left) })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        take(&self.left, length).map_err(ParquetError::General)?;
+        let start = usize::try_from(start).map_err(|_| ParquetError::EOF(format!("offset {start}")))?;
+        let end = start.checked_add(length).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| ParquetError::EOF(format!("{length} bytes at {start} of a {}-byte file", self.bytes.len())))?;
+        Ok(self.bytes.slice(start..end))
+    }
+}
+
+/// A reader of a [`Bounded`] file from an offset.
+struct BoundedRead {
+    bytes: Bytes,
+    left: Arc<AtomicU64>,
+}
+
+impl Read for BoundedRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.bytes.len());
+        // a read at the end costs a byte too: a file may make the reader skip billions of
+        // empty fields there
+        take(&self.left, n.max(1)).map_err(std::io::Error::other)?;
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = self.bytes.slice(n..);
+        Ok(n)
+    }
+}
+
 /// Opens `path` and names its top-level columns, reading only the footer.
-fn open(path: &Path) -> Result<(SerializedFileReader<std::fs::File>, Vec<String>)> {
-    let file = std::fs::File::open(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
-    let reader = SerializedFileReader::new(file).map_err(|e| corrupt(path, e))?;
+fn open(path: &Path) -> Result<(SerializedFileReader<Bounded>, Vec<String>)> {
+    let bytes = std::fs::read(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
+    let reader = SerializedFileReader::new(Bounded::new(Bytes::from(bytes))).map_err(|e| corrupt(path, e))?;
     let columns = reader
         .metadata()
         .file_metadata()
