@@ -517,20 +517,25 @@ pub fn token_groups<T>(items: &[T], budget: usize, size: impl Fn(&T) -> usize) -
 /// Bytes of f32 activations per token that one segment's forward makes at most (every value's
 /// fixed sizes; the sequence and batch axes count once): what sizes micro-batches.
 pub fn activation_bytes_per_token(model: &Model) -> Result<usize> {
+    most_per_segment(model, |seg| {
+        let mut values = Vec::new();
+        for &id in &seg.nodes {
+            let node = model.graph.node(id)?;
+            if !matches!(node.op, Op::Param { .. } | Op::Input { .. }) {
+                values.extend(node.outputs().iter().map(|ty| ty.shape.fixed_product()));
+            }
+        }
+        Ok(values)
+    })
+}
+
+/// The largest, over `model`'s segments, of 4 bytes times the sum of the element counts
+/// `sizes` gives for a segment.
+fn most_per_segment(model: &Model, sizes: impl Fn(&prunec_ir::Segment) -> Result<Vec<usize>>) -> Result<usize> {
     let segs = Segments::of(&model.graph)?;
     let mut most = 0usize;
     for seg in &segs.segments {
-        let mut bytes = 0usize;
-        for &id in &seg.nodes {
-            let node = model.graph.node(id)?;
-            if matches!(node.op, Op::Param { .. } | Op::Input { .. }) {
-                continue;
-            }
-            for ty in node.outputs() {
-                bytes += ty.shape.fixed_product() * 4;
-            }
-        }
-        most = most.max(bytes);
+        most = most.max(sizes(seg)?.iter().sum::<usize>() * 4);
     }
     Ok(most)
 }
@@ -551,14 +556,5 @@ fn segment_params(model: &Model, segs: &Segments) -> usize {
 /// Bytes per token of the values crossing into the segment that reads the most (what a
 /// streamed forward keeps for every token of a group between segments).
 pub fn crossing_bytes_per_token(model: &Model) -> Result<usize> {
-    let segs = Segments::of(&model.graph)?;
-    let mut most = 0usize;
-    for seg in &segs.segments {
-        let mut bytes = 0usize;
-        for &v in &seg.inputs {
-            bytes += model.graph.value_type(v)?.shape.fixed_product() * 4;
-        }
-        most = most.max(bytes);
-    }
-    Ok(most)
+    most_per_segment(model, |seg| seg.inputs.iter().map(|&v| Ok(model.graph.value_type(v)?.shape.fixed_product())).collect())
 }

@@ -147,9 +147,9 @@ pub fn write_pruned_to(model: &Model, out: &Path, replace: bool) -> Result<Writt
     if let Some(genai) = &genai {
         genai.check(&dest)?;
     }
-    let written = write_model_to(&file.model, out, external.as_deref(), dest)?;
+    let written = write_model_to(&file.model, out, external.as_deref(), Destination { inputs: dest.inputs, replace })?;
     if let Some(genai) = genai {
-        genai.write()?;
+        genai.write(&dest)?;
     }
     Ok(written)
 }

@@ -115,39 +115,47 @@ pub(super) fn prepare(model: &Model, file: &OnnxFile, out: &Path, _attrs: &[supe
     Ok(Some(GenaiFolder { source: source_config, config: out_dir.join("genai_config.json"), json, copies }))
 }
 
-/// Writes `bytes` to `dest` through a temporary file in the same folder.
-fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |path: &Path, source| FrontendError::Io { path: path.to_path_buf(), source };
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let temp = dest.with_file_name(format!(".{name}.prunec-tmp-{}", std::process::id()));
-    std::fs::write(&temp, bytes).map_err(|e| io(&temp, e))?;
-    std::fs::rename(&temp, dest).map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        io(dest, e)
-    })
-}
-
 impl GenaiFolder {
+    /// What a run writing this folder reads: `inputs`, the source config and the files copied.
+    fn inputs<'a>(&'a self, inputs: &[&'a Path]) -> Vec<&'a Path> {
+        let mut all = inputs.to_vec();
+        all.push(&self.source);
+        all.extend(self.copies.iter().map(|(from, _)| from.as_path()));
+        all
+    }
+
+    /// The files [`GenaiFolder::write`] writes: the config, then the copies.
+    fn outputs(&self) -> impl Iterator<Item = &PathBuf> {
+        std::iter::once(&self.config).chain(self.copies.iter().map(|(_, to)| to))
+    }
+
     /// Checks every file [`GenaiFolder::write`] writes as an output of a run reading
-    /// `dest.inputs` and the files it copies (none is replaced without `dest.replace`).
+    /// `dest.inputs` and the files it copies (none is replaced without `dest.replace`), before
+    /// anything is written.
     pub(super) fn check(&self, dest: &super::Destination<'_>) -> Result<()> {
-        let mut inputs: Vec<&Path> = dest.inputs.to_vec();
-        inputs.push(&self.source);
-        inputs.extend(self.copies.iter().map(|(from, _)| from.as_path()));
-        for to in std::iter::once(&self.config).chain(self.copies.iter().map(|(_, to)| to)) {
+        let inputs = self.inputs(dest.inputs);
+        for to in self.outputs() {
             prunec_ir::output::check_destination(to, prunec_ir::output::OutputKind::File, &inputs, dest.replace)?;
         }
         Ok(())
     }
 
-    /// Writes the config and copies the companion files.
-    pub(super) fn write(self) -> Result<()> {
+    /// Writes the config and copies the companion files, each through the project's atomic
+    /// output path.
+    pub(super) fn write(&self, dest: &super::Destination<'_>) -> Result<()> {
         let text = serde_json::to_string_pretty(&self.json)
             .map_err(|e| config_error(&self.config, format!("cannot encode: {e}")))?;
-        write_atomic(&self.config, text.as_bytes())?;
+        let inputs = self.inputs(dest.inputs);
+        let put = |to: &Path, bytes: &[u8]| -> Result<()> {
+            let out = prunec_ir::output::AtomicPath::file(to, &inputs, dest.replace)?;
+            std::fs::write(out.temp(), bytes).map_err(|source| FrontendError::Io { path: out.temp().to_path_buf(), source })?;
+            out.commit()?;
+            Ok(())
+        };
+        put(&self.config, text.as_bytes())?;
         for (from, to) in &self.copies {
             let bytes = std::fs::read(from).map_err(|source| FrontendError::Io { path: from.clone(), source })?;
-            write_atomic(to, &bytes)?;
+            put(to, &bytes)?;
         }
         Ok(())
     }
