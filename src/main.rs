@@ -250,6 +250,8 @@ fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force
         let path = dir.join("tokenizer.json");
         tok.save(&path)?;
         extra.push(("tokenizer.json".to_string(), std::fs::read(&path)?));
+        // so that transformers loads it as it is (not as the model type's tokenizer class)
+        extra.push(("tokenizer_config.json".to_string(), serde_json::to_vec_pretty(&tok.hf_tokenizer_config())?));
         let _ = std::fs::remove_dir_all(&dir);
     }
     let options = HfWriteOptions {
@@ -738,6 +740,12 @@ fn run(cli: &RunArgs) -> Result<()> {
             table.write(&prefix, &inputs)?;
             eprintln!("table written to {}.{{md,csv,json}}", prefix.display());
         }
+    }
+    if let Some(path) = &cli.eval.samples {
+        let mut inputs: Vec<&Path> = vec![model_path.as_path()];
+        inputs.extend(eval_plan.tasks.iter().map(|(_, f)| f.as_path()));
+        let n = evaluate::write_samples(report.passes.iter().filter_map(|p| p.evaluation.as_ref()), path, &inputs)?;
+        eprintln!("{n} documents written to {}", path.display());
     }
     match report.peak_rss_mib {
         Some(rss) => eprintln!("done in {:.2} s, peak RSS {rss:.1} MiB", report.seconds),
