@@ -25,6 +25,35 @@ impl Device {
     }
 }
 
+/// The float type the backend computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    /// 32-bit floats (weights stored in 16 bits are widened).
+    #[default]
+    F32,
+    /// 64-bit floats, on the CPU: for comparisons with references computed in float64.
+    F64,
+}
+
+impl Precision {
+    /// The name reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F64 => "f64",
+        }
+    }
+
+    /// Sets the backend of `device` to compute in this precision; before any tensor exists.
+    pub fn apply(self, device: Device) -> Result<()> {
+        match (self, device) {
+            (Precision::F32, _) => Ok(()),
+            (Precision::F64, Device::Cpu) => Ok(runtime::cpu_in_f64()?),
+            (Precision::F64, Device::Cuda) => anyhow::bail!("--precision f64 runs on the CPU only (--device cpu)"),
+        }
+    }
+}
+
 #[cfg(not(feature = "cuda"))]
 fn no_cuda<T>() -> Result<T> {
     anyhow::bail!("--device cuda: this prunec was built without CUDA; build it with `cargo build --release --features cuda`")

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use prunec_backends::runtime::{Perplexity, TokenRequest};
-use prunec_frontends::data::{read_eval_source, token_stream, TextSource};
-use prunec_frontends::tasks::{encode_pair, find_task_files, Doc, Outcome, Task, TaskScore, HARNESS_VERSION};
+use prunec_frontends::data::{read_eval_source, token_stream, Bos, TextSource};
+use prunec_frontends::tasks::{encode_pair_with, find_task_files, Doc, Outcome, Task, TaskScore, HARNESS_VERSION};
 use prunec_ir::Model;
 use serde_json::{json, Value};
 
@@ -62,6 +62,19 @@ pub struct EvalArgs {
     /// --report, as REPORT.table.*).
     #[arg(long, value_name = "PREFIX")]
     pub table: Option<PathBuf>,
+
+    /// Where BOS tokens go: `auto` as the tokenizer's configuration adds them (transformers'
+    /// `tokenizer(text)`: LLaMA's and Gemma's BOS, none for SmolLM2), `never`, `start` (one at
+    /// the very start of a perplexity text: LLM-Pruner's evaluator) or `window` (one per
+    /// perplexity window). Zero-shot requests: `auto` as lm-evaluation-harness 0.4.13, `never`
+    /// as v0.4.2 (but for Gemma), `start`/`window` a BOS before each.
+    #[arg(long, default_value = "auto", value_name = "auto|never|start|window")]
+    pub bos: Bos,
+
+    /// Write every zero-shot document's per-choice log-likelihoods, `acc` and `acc_norm` as JSON
+    /// lines (one per document and `eval` pass), as the harness's `--log_samples`.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub samples: Option<PathBuf>,
 }
 
 /// The datasets an `eval` pass reads, by name and file.
@@ -201,11 +214,14 @@ pub fn prepare(plan: &Plan, args: &EvalArgs, model: &Path, tokenizer: Option<&Pa
     let mut text_ids = Vec::new();
     for (name, file) in &plan.texts {
         let src = read_eval_source(file, args.text_column.as_deref()).with_context(|| format!("--eval-text {}", file.display()))?;
-        text_ids.push(matches!(src, TextSource::Tokens(_)));
-        let mut tokens = match &src {
+        let ids_given = matches!(src, TextSource::Tokens(_));
+        text_ids.push(ids_given);
+        let tokens = match &src {
             TextSource::Tokens(rows) => rows.concat(),
             _ => token_stream(&src, &get_tok()?)?,
         };
+        let tok = if args.bos == Bos::Never || (ids_given && args.bos == Bos::Auto) { None } else { Some(get_tok()?) };
+        let mut tokens = args.bos.stream(tokens, tok.as_ref(), args.seq_len, ids_given).with_context(|| format!("--eval-text {}", file.display()))?;
         if let Some(n) = args.limit {
             tokens.truncate(n.saturating_mul(args.seq_len));
         }
@@ -216,10 +232,11 @@ pub fn prepare(plan: &Plan, args: &EvalArgs, model: &Path, tokenizer: Option<&Pa
         let docs = task.load(file, args.limit).with_context(|| format!("task `{task}`"))?;
         let tok = get_tok()?;
         let prefix = tok.bos.or(tok.eos);
+        let special = args.bos.request_tokens(&tok).with_context(|| format!("task `{task}`"))?;
         let mut requests = Vec::new();
         for doc in &docs {
             for r in &doc.requests {
-                let (context, continuation) = encode_pair(&tok, r, prefix)?;
+                let (context, continuation) = encode_pair_with(&tok, r, &special, prefix)?;
                 if context.is_empty() || continuation.is_empty() {
                     bail!("task `{task}` ({}): a request gives no tokens for its {}: {:?} + {:?}", file.display(), if context.is_empty() { "context (and the tokenizer has no BOS or EOS)" } else { "continuation" }, r.context, r.continuation);
                 }
@@ -253,6 +270,19 @@ pub struct TaskResult {
     pub file: String,
     /// Its scores.
     pub score: TaskScore,
+    /// Every document's log-likelihoods and outcome, in the file's order.
+    pub docs: Vec<DocResult>,
+}
+
+/// One zero-shot document as the `eval` pass scored it.
+#[derive(Debug, Clone)]
+pub struct DocResult {
+    /// The index of the right choice.
+    pub gold: usize,
+    /// Each choice's summed log-probability.
+    pub loglikelihoods: Vec<f64>,
+    /// `acc` and `acc_norm`.
+    pub outcome: Outcome,
 }
 
 /// What one `eval` pass measured: one row of the table.
@@ -308,14 +338,16 @@ pub fn run(
         .with_context(|| format!("task `{task}` on {}", file.display()))?;
         bar.finish();
         let mut at = 0;
-        let outcomes: Vec<Outcome> = docs
+        let results: Vec<DocResult> = docs
             .iter()
             .map(|doc| {
                 let n = doc.requests.len();
                 at += n;
-                Outcome::of(doc, &lls[at - n..at])
+                let loglikelihoods = lls[at - n..at].to_vec();
+                DocResult { gold: doc.gold, outcome: Outcome::of(doc, &loglikelihoods), loglikelihoods }
             })
             .collect();
+        let outcomes: Vec<Outcome> = results.iter().map(|d| d.outcome).collect();
         let score = TaskScore::of(&outcomes);
         summary += &format!(
             "{}: acc {:.4} ± {:.4}, acc_norm {:.4} ± {:.4} ({} documents)\n",
@@ -326,7 +358,7 @@ pub fn run(
             score.acc_norm_stderr,
             score.docs
         );
-        eval.tasks.push(TaskResult { task: *task, file: file.display().to_string(), score });
+        eval.tasks.push(TaskResult { task: *task, file: file.display().to_string(), score, docs: results });
     }
     Ok((eval, summary))
 }
@@ -515,6 +547,35 @@ impl<'a> Table<'a> {
     }
 }
 
+/// Writes every document of every task of `evaluations` to `path` as JSON lines (`model`: the
+/// pass's label, `task`, `doc_id`, `gold`, `loglikelihoods`, `acc`, `acc_norm`), atomically and
+/// never over an input.
+pub fn write_samples<'a>(evaluations: impl IntoIterator<Item = &'a Evaluation>, path: &Path, inputs: &[&Path]) -> Result<usize> {
+    let mut text = String::new();
+    let mut n = 0;
+    for eval in evaluations {
+        for t in &eval.tasks {
+            for (i, d) in t.docs.iter().enumerate() {
+                let row = json!({
+                    "model": eval.label,
+                    "task": t.task.name(),
+                    "doc_id": i,
+                    "gold": d.gold,
+                    "loglikelihoods": d.loglikelihoods,
+                    "acc": f64::from(u8::from(d.outcome.acc)),
+                    "acc_norm": f64::from(u8::from(d.outcome.acc_norm)),
+                });
+                text += &(row.to_string() + "\n");
+                n += 1;
+            }
+        }
+    }
+    let out = prunec_backends::AtomicPath::new(path, inputs)?;
+    std::fs::write(out.temp(), text).with_context(|| format!("writing {}", path.display()))?;
+    out.commit()?;
+    Ok(n)
+}
+
 /// `6.74B`, `135.0M`, `234.0K`: parameters as the paper's tables write them.
 fn human_count(n: usize) -> String {
     let x = n as f64;
@@ -551,7 +612,7 @@ mod tests {
     }
 
     fn task(task: Task, acc: f64, acc_norm: f64) -> TaskResult {
-        TaskResult { task, file: "f".into(), score: TaskScore { docs: 100, acc, acc_stderr: 0.01, acc_norm, acc_norm_stderr: 0.02 } }
+        TaskResult { task, file: "f".into(), score: TaskScore { docs: 100, acc, acc_stderr: 0.01, acc_norm, acc_norm_stderr: 0.02 }, docs: Vec::new() }
     }
 
     fn rows() -> (Evaluation, Evaluation) {

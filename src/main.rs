@@ -93,6 +93,11 @@ struct RunArgs {
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
 
+    /// The float type the backend computes in: `f64` (CPU only, about twice as slow) reproduces
+    /// references computed in float64, such as lm-evaluation-harness with `dtype=float64`.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: device::Precision,
+
     /// Memory budget (`8GiB`, `512MiB`, `24GB`): calibration and evaluation of a model whose
     /// resident estimate exceeds it stream the model layer by layer. Default: 80% of the memory
     /// available when the run starts.
@@ -269,6 +274,8 @@ fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force
         let path = dir.join("tokenizer.json");
         tok.save(&path)?;
         extra.push(("tokenizer.json".to_string(), std::fs::read(&path)?));
+        // so that transformers loads it as it is (not as the model type's tokenizer class)
+        extra.push(("tokenizer_config.json".to_string(), serde_json::to_vec_pretty(&tok.hf_tokenizer_config())?));
         let _ = std::fs::remove_dir_all(&dir);
     }
     let options = HfWriteOptions {
@@ -680,6 +687,7 @@ fn run(cli: &RunArgs) -> Result<()> {
         bail!("no MODEL given: `prunec MODEL --pass PASSES` runs passes on a model, `prunec synth ...` writes one (see --help)");
     };
     let steps = pipeline::parse(&cli.pass)?;
+    cli.precision.apply(cli.device)?;
     for name in &cli.dump_after {
         if !pipeline::valid_names().contains(&name.as_str()) {
             bail!("--dump-after: unknown pass `{name}`; valid passes: {}", pipeline::valid_names().join(", "));
@@ -741,6 +749,7 @@ fn run(cli: &RunArgs) -> Result<()> {
         params_before: model.params.numel(),
         macs_per_token: (report::linear_macs_per_token(&model), 0),
         device: cli.device.name().into(),
+        precision: cli.precision.name().into(),
         memory: Some(memory.to_json()),
         ..Report::default()
     };
@@ -888,6 +897,12 @@ fn run(cli: &RunArgs) -> Result<()> {
             table.write(&prefix, &inputs, cli.force)?;
             eprintln!("table written to {}.{{md,csv,json}}", prefix.display());
         }
+    }
+    if let Some(path) = &cli.eval.samples {
+        let mut inputs: Vec<&Path> = vec![model_path.as_path()];
+        inputs.extend(eval_plan.tasks.iter().map(|(_, f)| f.as_path()));
+        let n = evaluate::write_samples(report.passes.iter().filter_map(|p| p.evaluation.as_ref()), path, &inputs)?;
+        eprintln!("{n} documents written to {}", path.display());
     }
     match report.peak_rss_mib {
         Some(rss) => eprintln!("done in {:.2} s, peak RSS {rss:.1} MiB", report.seconds),

@@ -40,6 +40,8 @@ pub struct Report {
     pub passes: Vec<PassRecord>,
     /// Device the backend ran on.
     pub device: String,
+    /// The float type it computed in (`f32`, `f64`).
+    pub precision: String,
     /// Peak resident memory of the run, MiB.
     pub peak_rss_mib: Option<f64>,
     /// Wall time of the run.
@@ -105,6 +107,7 @@ impl Report {
         json!({
             "model": self.model,
             "device": self.device,
+            "precision": self.precision,
             "params": { "before": self.params_before, "after": self.params_after },
             "ratio": { "achieved": 1.0 - self.params_after as f64 / self.params_before.max(1) as f64 },
             "perplexity": {

@@ -6,8 +6,8 @@ mod common;
 
 use common::{assert_clean_failure, byte_tokenizer, eval_fixture, fixture, prunec, texts};
 use prunec_backends::runtime::{cpu, loglikelihoods, Cpu, Executor, TokenRequest};
-use prunec_frontends::tasks::{encode_pair, Request, Task};
-use prunec_frontends::tokenizer::Tokenizer;
+use prunec_frontends::tasks::{encode_pair, encode_pair_with, Request, Task};
+use prunec_frontends::tokenizer::{SpecialTokens, Tokenizer};
 
 /// The log-likelihood of `continuation` after `context` computed alone: one forward pass of the
 /// whole sequence (no batch, no padding), log-softmax in f64.
@@ -84,6 +84,21 @@ fn requests_are_tokenized_as_the_harness_encodes_pairs() {
     // a context without tokens stands on the prefix token
     let r = Request { context: "  ".into(), continuation: "x".into() };
     assert_eq!(encode_pair(&tok, &r, Some(1)).unwrap(), (vec![1], ids("  x")));
+    // special tokens (a BOS, as 0.4.13 lets a LLaMA tokenizer add it): before the whole and the
+    // context alike, so the continuation's tokens are the same
+    let bos = SpecialTokens { prefix: vec![33], suffix: vec![] };
+    let r = Request { context: "Question: q\nAnswer:".into(), continuation: " no".into() };
+    let (c, k) = encode_pair_with(&tok, &r, &bos, Some(33)).unwrap();
+    assert_eq!((c[0], c.len(), k), (33, 20, ids(" no")));
+    assert_eq!(&c[1..], &encode_pair(&tok, &r, Some(33)).unwrap().0[..]);
+    // a text that starts with the BOS token's text gets no other (the harness's `has_bos_prefix`)
+    let bang = Request { context: "B, said".into(), continuation: " he".into() };
+    let b = tok.token_id("B").unwrap();
+    let (c, _) = encode_pair_with(&tok, &bang, &SpecialTokens { prefix: vec![b], suffix: vec![] }, Some(b)).unwrap();
+    assert_eq!(c, ids("B, said"));
+    // an empty context: the prefix token, then the continuation without special tokens
+    let r = Request { context: "".into(), continuation: "x".into() };
+    assert_eq!(encode_pair_with(&tok, &r, &bos, Some(33)).unwrap(), (vec![33], ids("x")));
 }
 
 /// The task files of the fixtures, as `--tasks` takes them.

@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use crate::error::{FrontendError, Result};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{SpecialTokens, Tokenizer};
 
 /// A small English text embedded in prunec for calibration when the user gives none: about
 /// 14 KB of plain prose on everyday subjects (a harbour town, a letter, bridges, bread, a
@@ -76,6 +76,115 @@ pub enum DataError {
         /// Its index (0-based).
         row: usize,
     },
+    /// `--bos start|window` for a model whose tokenizer names no BOS token.
+    #[error("--bos {rule}: the tokenizer names no BOS token")]
+    NoBos {
+        /// The rule asked for.
+        rule: Bos,
+    },
+}
+
+/// Where the beginning-of-sequence token goes in evaluation (`--bos`).
+///
+/// Perplexity (a token stream cut into windows of `seq_len`):
+/// * `Auto`: the special tokens the tokenizer's configuration adds to a text (as transformers'
+///   `tokenizer(text)` does; see [`Tokenizer::special_tokens`]) around the whole text: a BOS at
+///   the very start for LLaMA-1/2 and Gemma tokenizers, nothing for SmolLM2's. Token rows
+///   (`input_ids`) are used as they are.
+/// * `Never`: no special token.
+/// * `Start`: one BOS at the very start of the text, whatever the tokenizer says: LLM-Pruner's
+///   evaluator (`ppl_dataset.py` tokenizes the joined text with LLaMA's tokenizer, which adds it),
+///   so only the first window starts with it.
+/// * `Window`: every window is a BOS and `seq_len − 1` text tokens.
+///
+/// Zero-shot requests: `Auto` gives each text (the context, the context with its continuation)
+/// the tokenizer's special tokens, as lm-evaluation-harness 0.4.13 does (its `add_bos_token`
+/// unset: the tokenizer's default); `Never` none, as v0.4.2 does for every model but Gemma
+/// (`add_special_tokens=False`); `Start` and `Window` a BOS before each, as v0.4.2 does for Gemma
+/// (`add_bos_token=True`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bos {
+    /// As the tokenizer's configuration says.
+    #[default]
+    Auto,
+    /// None.
+    Never,
+    /// One at the very start of the text.
+    Start,
+    /// One at the start of every window.
+    Window,
+}
+
+impl Bos {
+    /// Every rule, by name.
+    pub const ALL: [(Bos, &'static str); 4] = [(Bos::Auto, "auto"), (Bos::Never, "never"), (Bos::Start, "start"), (Bos::Window, "window")];
+
+    /// The rule's name (`auto`, `never`, `start`, `window`).
+    pub fn name(self) -> &'static str {
+        Bos::ALL.iter().find(|(b, _)| *b == self).map_or("auto", |(_, n)| n)
+    }
+
+    /// The perplexity stream of a text: `tokens` (without special tokens, as [`token_stream`]
+    /// gives them) with BOS tokens placed by the rule, for windows of `seq_len`. `ids_given`:
+    /// the tokens were given as `input_ids` rows (`Auto` then leaves them as they are).
+    pub fn stream(
+        self,
+        tokens: Vec<u32>,
+        tok: Option<&Tokenizer>,
+        seq_len: usize,
+        ids_given: bool,
+    ) -> std::result::Result<Vec<u32>, DataError> {
+        let bos = || tok.and_then(|t| t.bos).ok_or(DataError::NoBos { rule: self });
+        match self {
+            Bos::Never => Ok(tokens),
+            Bos::Auto if ids_given => Ok(tokens),
+            Bos::Auto => match tok {
+                Some(t) => Ok(t.special_tokens()?.around(&tokens)),
+                None => Ok(tokens),
+            },
+            Bos::Start => Ok(std::iter::once(bos()?).chain(tokens).collect()),
+            Bos::Window => {
+                if seq_len < 2 {
+                    return Err(DataError::WindowTooShort { len: seq_len });
+                }
+                let bos = bos()?;
+                let chunks = tokens.chunks_exact(seq_len - 1);
+                Ok(chunks.flat_map(|c| std::iter::once(bos).chain(c.iter().copied())).collect())
+            }
+        }
+    }
+
+    /// The special tokens each text of a zero-shot request gets under this rule.
+    pub fn request_tokens(self, tok: &Tokenizer) -> std::result::Result<SpecialTokens, DataError> {
+        match self {
+            Bos::Auto => Ok(tok.special_tokens()?),
+            Bos::Never => Ok(SpecialTokens::default()),
+            Bos::Start | Bos::Window => {
+                let bos = tok.bos.ok_or(DataError::NoBos { rule: self })?;
+                Ok(SpecialTokens { prefix: vec![bos], suffix: Vec::new() })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Bos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `--bos` value that is none of [`Bos::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown BOS rule `{0}`; valid rules: auto, never, start, window")]
+pub struct UnknownBos(pub String);
+
+impl std::str::FromStr for Bos {
+    type Err = UnknownBos;
+
+    fn from_str(s: &str) -> std::result::Result<Bos, UnknownBos> {
+        let lower = s.trim().to_ascii_lowercase();
+        Bos::ALL.iter().find(|(_, n)| *n == lower).map(|(b, _)| *b).ok_or_else(|| UnknownBos(s.to_string()))
+    }
 }
 
 /// Reads calibration or evaluation text. A `.jsonl` or `.json` file holds one JSON object per
@@ -437,6 +546,51 @@ mod tests {
         let path = dir.join("tokenizer.json");
         std::fs::write(&path, json.to_string()).unwrap();
         Tokenizer::from_file(&path).unwrap()
+    }
+
+    /// Every `--bos` rule on a stream of 10 tokens, windows of 4.
+    #[test]
+    fn bos_rules_place_the_bos_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tok = byte_tokenizer(dir.path());
+        let tokens: Vec<u32> = (10..20).collect();
+        let run = |bos: Bos, tok: &Tokenizer, ids_given: bool| bos.stream(tokens.clone(), Some(tok), 4, ids_given);
+        // no BOS token: auto and never leave the text as it is; start and window are refused
+        assert_eq!(run(Bos::Auto, &tok, false).unwrap(), tokens);
+        assert_eq!(run(Bos::Never, &tok, false).unwrap(), tokens);
+        let err = run(Bos::Start, &tok, false).unwrap_err().to_string();
+        assert_eq!(err, "--bos start: the tokenizer names no BOS token");
+        assert!(Bos::Window.request_tokens(&tok).is_err());
+        tok.bos = Some(7);
+        // start: one BOS before the text (LLM-Pruner's); window: a BOS and 3 text tokens per window
+        assert_eq!(run(Bos::Start, &tok, false).unwrap(), [7, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+        assert_eq!(run(Bos::Window, &tok, false).unwrap(), [7, 10, 11, 12, 7, 13, 14, 15, 7, 16, 17, 18]);
+        assert_eq!(run(Bos::Start, &tok, true).unwrap()[..2], [7, 10]);
+        // auto: what the tokenizer adds (this one: nothing, though it names a BOS)
+        assert_eq!(run(Bos::Auto, &tok, false).unwrap(), tokens);
+        assert!(matches!(Bos::Window.stream(tokens.clone(), Some(&tok), 1, false), Err(DataError::WindowTooShort { len: 1 })));
+        // requests: auto the tokenizer's, never none, start and window a BOS
+        assert_eq!(Bos::Auto.request_tokens(&tok).unwrap(), SpecialTokens::default());
+        assert_eq!(Bos::Never.request_tokens(&tok).unwrap(), SpecialTokens::default());
+        for bos in [Bos::Start, Bos::Window] {
+            assert_eq!(bos.request_tokens(&tok).unwrap(), SpecialTokens { prefix: vec![7], suffix: vec![] });
+        }
+        // a LLaMA-style tokenizer (its class adds the BOS by default): auto is start
+        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"tokenizer_class": "LlamaTokenizerFast", "bos_token": "!"}"#).unwrap();
+        let llama = Tokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+        let bang = llama.token_id("!").unwrap();
+        assert_eq!(llama.bos, Some(bang));
+        assert_eq!(run(Bos::Auto, &llama, false).unwrap(), [&[bang][..], &tokens].concat());
+        assert_eq!(run(Bos::Auto, &llama, false).unwrap(), run(Bos::Start, &llama, false).unwrap());
+        assert_eq!(run(Bos::Auto, &llama, true).unwrap(), tokens, "input_ids are used as they are");
+        assert_eq!(Bos::Auto.request_tokens(&llama).unwrap(), SpecialTokens { prefix: vec![bang], suffix: vec![] });
+        // names
+        for (bos, name) in Bos::ALL {
+            assert_eq!(name.parse::<Bos>(), Ok(bos));
+            assert_eq!(bos.to_string(), name);
+        }
+        assert_eq!(" Start ".parse::<Bos>(), Ok(Bos::Start));
+        assert_eq!("first".parse::<Bos>().unwrap_err().to_string(), "unknown BOS rule `first`; valid rules: auto, never, start, window");
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {

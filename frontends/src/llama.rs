@@ -341,8 +341,9 @@ impl LlamaConfig {
     }
 
     /// The configuration as a transformers `config.json` for `LlamaForCausalLM` (the keys
-    /// transformers 5 writes, `head_dim` always explicit; [`LAYER_WIDTHS_KEY`] when layers
-    /// differ). The GGUF frontend's models carry this as their `config_json`.
+    /// transformers 5 writes, and `rope_theta` for transformers 4; `head_dim` always explicit;
+    /// [`LAYER_WIDTHS_KEY`] when layers differ). The GGUF frontend's models carry this as their
+    /// `config_json`.
     pub fn to_hf_json(&self) -> serde_json::Value {
         let mut json = serde_json::json!({
             "architectures": ["LlamaForCausalLM"],
@@ -362,6 +363,9 @@ impl LlamaConfig {
             "pretraining_tp": 1,
             "rms_norm_eps": shortest_f64(self.rms_norm_eps),
             "rope_parameters": { "rope_theta": shortest_f64(self.rope_theta), "rope_type": "default" },
+            // transformers 4 reads the rotary base here only (it ignores `rope_parameters` and
+            // would take 10000); transformers 5 reads `rope_parameters` first
+            "rope_theta": shortest_f64(self.rope_theta),
             "tie_word_embeddings": self.tie_word_embeddings,
             "use_cache": true,
             "vocab_size": self.vocab_size,

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::data::{read_rows, Rows};
 use crate::error::{FrontendError, Result};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{SpecialTokens, Tokenizer};
 
 /// The lm-evaluation-harness version whose prompts and metrics these are.
 pub const HARNESS_VERSION: &str = "0.4.2";
@@ -349,17 +349,34 @@ impl TaskScore {
 
 /// Tokens of a request as the harness's `_encode_pair` makes them: trailing whitespace of the
 /// context moves onto the continuation; the pair is encoded whole and the context alone, and the
-/// continuation's tokens are those of the whole after the context's (no special tokens). When the
-/// context gives no tokens, `prefix` (the harness's `prefix_token_id`: BOS, else EOS) stands for it.
+/// continuation's tokens are those of the whole after the context's (no special tokens, as
+/// v0.4.2 encodes for every model but Gemma). When the context gives no tokens, `prefix` (the
+/// harness's `prefix_token_id`: BOS, else EOS) stands for it.
 pub fn encode_pair(tok: &Tokenizer, request: &Request, prefix: Option<u32>) -> Result<(Vec<u32>, Vec<u32>)> {
+    encode_pair_with(tok, request, &SpecialTokens::default(), prefix)
+}
+
+/// [`encode_pair`] with `special` put around each encoded text (the whole and the context), as
+/// the harness's `tok_encode` does when it lets the tokenizer add its special tokens
+/// ([`crate::data::Bos::request_tokens`]) — except around a text that already starts with the
+/// prefix token's text, as 0.4.13 does.
+pub fn encode_pair_with(tok: &Tokenizer, request: &Request, special: &SpecialTokens, prefix: Option<u32>) -> Result<(Vec<u32>, Vec<u32>)> {
+    let prefix_text = prefix.and_then(|p| tok.token_text(p)).filter(|t| !t.is_empty());
+    let encode = |text: &str| -> Result<Vec<u32>> {
+        let ids = tok.encode(text)?;
+        let has_bos = prefix_text.as_deref().is_some_and(|p| text.starts_with(p));
+        Ok(if has_bos { ids } else { special.around(&ids) })
+    };
     let trimmed = request.context.trim_end();
     let moved = &request.context[trimmed.len()..];
     let continuation = format!("{moved}{}", request.continuation);
-    let whole = tok.encode(&format!("{trimmed}{continuation}"))?;
-    let mut context = tok.encode(trimmed)?;
+    let whole = encode(&format!("{trimmed}{continuation}"))?;
+    let mut context = if trimmed.is_empty() { Vec::new() } else { encode(trimmed)? };
     let cont = whole.get(context.len()..).unwrap_or_default().to_vec();
     if context.is_empty() {
+        // an empty context: the continuation alone, after the prefix token
         context.extend(prefix);
+        return Ok((context, tok.encode(&continuation)?));
     }
     Ok((context, cont))
 }

@@ -21,6 +21,18 @@
 //!
 //! [`Tokenizer::encode`] never adds special tokens (HF's `add_special_tokens=False`); special
 //! tokens written in the text (`<|im_start|>`) are still recognised, as in HF.
+//! [`Tokenizer::special_tokens`] says which ones the model's own configuration adds (HF's
+//! default, `add_special_tokens=True`), and [`Tokenizer::encode_with_special`] adds them:
+//!
+//! * an HF folder: as transformers decides it — for the tokenizer classes that rebuild their
+//!   post-processor from `add_bos_token`/`add_eos_token` (`LlamaTokenizer`, `CodeLlamaTokenizer`,
+//!   `GemmaTokenizer`, `CohereTokenizer`: BOS unless `add_bos_token` is false; `GPTNeoXTokenizer`:
+//!   BOS only if it is true), those flags of `tokenizer_config.json`; for any other, the
+//!   `post_processor` of `tokenizer.json` (SmolLM2's adds nothing);
+//! * a GGUF file: `tokenizer.ggml.add_bos_token` / `add_eos_token`, as llama.cpp reads them
+//!   (without them: BOS for a SentencePiece `llama` vocabulary, nothing for `gpt2`). SmolLM2's
+//!   says `false`. (transformers' own GGUF loader builds a `LlamaTokenizerFast` for every
+//!   LLaMA-architecture file and so adds a BOS even to SmolLM2's; prunec follows the file.)
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -36,6 +48,7 @@ use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence, 
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::split::Split;
+use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::error::{FrontendError, Result};
@@ -105,7 +118,33 @@ pub struct Tokenizer {
     pub bos: Option<u32>,
     /// The end-of-sequence token, if the model names one.
     pub eos: Option<u32>,
+    /// The special tokens the configuration adds around a text, when a rule other than the
+    /// `tokenizer.json` post-processor decides them (see the module's doc).
+    added: Option<SpecialTokens>,
 }
+
+/// The special tokens a tokenizer's own configuration puts around every text it encodes (HF's
+/// `add_special_tokens=True`): a LLaMA or Gemma tokenizer's BOS before, nothing for SmolLM2's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecialTokens {
+    /// Before the text (a BOS).
+    pub prefix: Vec<u32>,
+    /// After the text (an EOS, for the few tokenizers that add one).
+    pub suffix: Vec<u32>,
+}
+
+impl SpecialTokens {
+    /// `prefix`, then `ids`, then `suffix`.
+    pub fn around(&self, ids: &[u32]) -> Vec<u32> {
+        self.prefix.iter().chain(ids).chain(&self.suffix).copied().collect()
+    }
+}
+
+/// HF tokenizer classes (without `Fast`) that rebuild their post-processor from
+/// `add_bos_token`/`add_eos_token` when they load (`update_post_processor`), with the default of
+/// `add_bos_token` (that of `add_eos_token` is false for all).
+const BOS_FLAG_CLASSES: &[(&str, bool)] =
+    &[("LlamaTokenizer", true), ("CodeLlamaTokenizer", true), ("GemmaTokenizer", true), ("CohereTokenizer", true), ("GPTNeoXTokenizer", false)];
 
 impl fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -172,7 +211,7 @@ impl Tokenizer {
                 reason: e.to_string(),
             })
         })?;
-        let mut tok = Tokenizer { inner, source: path.to_path_buf(), chat_template: None, bos: None, eos: None };
+        let mut tok = Tokenizer { inner, source: path.to_path_buf(), chat_template: None, bos: None, eos: None, added: None };
         let dir = path.parent().unwrap_or(Path::new("."));
         tok.read_hf_configs(dir)?;
         Ok(tok)
@@ -264,7 +303,20 @@ impl Tokenizer {
                 )))
             }
         };
-        let mut tok = Tokenizer { inner, source: path.to_path_buf(), chat_template, bos, eos };
+        // llama.cpp's rule: `tokenizer.ggml.add_bos_token`, else BOS for SentencePiece only
+        let flag = |key: &str, default: bool| -> Result<bool> {
+            match file.get(key) {
+                None => Ok(default),
+                Some(_) => file.get_bool(key),
+            }
+        };
+        let add_bos = flag("tokenizer.ggml.add_bos_token", model == "llama")?;
+        let add_eos = flag("tokenizer.ggml.add_eos_token", false)?;
+        let added = SpecialTokens {
+            prefix: if add_bos { bos.into_iter().collect() } else { Vec::new() },
+            suffix: if add_eos { eos.into_iter().collect() } else { Vec::new() },
+        };
+        let mut tok = Tokenizer { inner, source: path.to_path_buf(), chat_template, bos, eos, added: Some(added) };
         let (mut special, mut user) = (Vec::new(), Vec::new());
         for (&ty, &token) in types.iter().zip(&tokens) {
             match ty {
@@ -285,10 +337,33 @@ impl Tokenizer {
     }
 
     /// The ids of `text` with the tokenizer's special tokens added (HF's default,
-    /// `add_special_tokens=True`: a LLaMA tokenizer's BOS, for instance).
+    /// `add_special_tokens=True`: a LLaMA tokenizer's BOS, for instance; see
+    /// [`Tokenizer::special_tokens`]).
     pub fn encode_with_special(&self, text: &str) -> Result<Vec<u32>> {
+        if let Some(added) = &self.added {
+            return Ok(added.around(&self.encode(text)?));
+        }
         let encoding = self.inner.encode_fast(text, true).map_err(|e| self.failed("tokenizing", e))?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The special tokens the tokenizer's configuration adds around every text (see the
+    /// module's doc): what [`Tokenizer::encode_with_special`] adds to [`Tokenizer::encode`].
+    pub fn special_tokens(&self) -> Result<SpecialTokens> {
+        if let Some(added) = &self.added {
+            return Ok(added.clone());
+        }
+        // the post-processor's: what it puts around a probe text, and around nothing
+        let probe = "a";
+        let plain = self.encode(probe)?;
+        let with = self.encode_with_special(probe)?;
+        let at = (0..=with.len().saturating_sub(plain.len())).find(|&i| with.get(i..i + plain.len()) == Some(&plain[..]));
+        Ok(match at {
+            Some(i) if !plain.is_empty() => {
+                SpecialTokens { prefix: with[..i].to_vec(), suffix: with[i + plain.len()..].to_vec() }
+            }
+            _ => SpecialTokens { prefix: self.encode_with_special("")?, suffix: Vec::new() },
+        })
     }
 
     /// The text of token `id` as the vocabulary holds it (`<s>`, `<|im_end|>`).
@@ -317,10 +392,74 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
-    /// Writes the tokenizer as an HF `tokenizer.json` at `path`.
+    /// Writes the tokenizer as an HF `tokenizer.json` at `path`; special tokens that the
+    /// configuration adds (a GGUF file's `add_bos_token`) become its post-processor, so that a
+    /// `PreTrainedTokenizerFast` adds them as prunec does.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = self.inner.to_string(false).map_err(|e| self.failed("serializing", e))?;
+        let mut inner = self.inner.clone();
+        if let Some(added) = &self.added {
+            if let Some(post) = self.post_processor(added)? {
+                inner.with_post_processor(Some(post));
+            }
+        }
+        let json = inner.to_string(false).map_err(|e| self.failed("serializing", e))?;
         std::fs::write(path, json).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })
+    }
+
+    /// The `tokenizer_config.json` that makes transformers load the [`Tokenizer::save`]d
+    /// `tokenizer.json` as prunec uses it: a `PreTrainedTokenizerFast` (which keeps the saved
+    /// post-processor) with the BOS and EOS texts and the chat template. Without it, transformers
+    /// would build the class of the model's type (`LlamaTokenizerFast` for a LLaMA), with its own
+    /// BOS rule and token names.
+    pub fn hf_tokenizer_config(&self) -> serde_json::Value {
+        let mut cfg = serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "clean_up_tokenization_spaces": false,
+        });
+        for (key, id) in [("bos_token", self.bos), ("eos_token", self.eos)] {
+            if let Some(text) = id.and_then(|id| self.inner.id_to_token(id)) {
+                cfg[key] = text.into();
+            }
+        }
+        if let Some(t) = &self.chat_template {
+            cfg["chat_template"] = t.clone().into();
+        }
+        cfg
+    }
+
+    /// A `TemplateProcessing` that puts `added` around a text (`None` when it adds nothing).
+    fn post_processor(&self, added: &SpecialTokens) -> Result<Option<TemplateProcessing>> {
+        if added.prefix.is_empty() && added.suffix.is_empty() {
+            return Ok(None);
+        }
+        let bad = |reason: String| FrontendError::BadConfig { path: self.source.clone(), reason };
+        let names = |ids: &[u32], seq: u8| -> Result<Vec<String>> {
+            ids.iter()
+                .map(|&id| {
+                    let n = self.inner.id_to_token(id).ok_or_else(|| bad(format!("special token {id} is not in the vocabulary")))?;
+                    Ok(format!("{n}:{seq}"))
+                })
+                .collect()
+        };
+        // as LlamaTokenizerFast writes it: `bos:0 $A:0 eos:0`, and `bos:1 $B:1 eos:1` after it
+        let single = [names(&added.prefix, 0)?, vec!["$A:0".to_string()], names(&added.suffix, 0)?].concat();
+        let second = [names(&added.prefix, 1)?, vec!["$B:1".to_string()], names(&added.suffix, 1)?].concat();
+        let pair = [single.clone(), second].concat();
+        let mut specials = Vec::new();
+        for &id in added.prefix.iter().chain(&added.suffix) {
+            let n = self.inner.id_to_token(id).ok_or_else(|| bad(format!("special token {id} is not in the vocabulary")))?;
+            specials.push((n, id));
+        }
+        specials.sort();
+        specials.dedup();
+        TemplateProcessing::builder()
+            .try_single(single.join(" "))
+            .and_then(|b| b.try_pair(pair.join(" ")))
+            .map_err(|e| bad(format!("post-processor template: {e}")))?
+            .special_tokens(specials)
+            .build()
+            .map(Some)
+            .map_err(|e| bad(format!("post-processor: {e}")))
     }
 
     /// The file the tokenizer was read from.
@@ -335,7 +474,22 @@ impl Tokenizer {
     /// bos/eos and the chat template from the HF files in `dir`; later files override earlier
     /// ones: `tokenizer_config.json` (token texts), `config.json`, `generation_config.json` (ids).
     fn read_hf_configs(&mut self, dir: &Path) -> Result<()> {
+        // (add_bos_token, add_eos_token, the BOS and EOS texts) for the classes of BOS_FLAG_CLASSES
+        let mut flags: Option<(bool, bool, Option<u32>, Option<u32>)> = None;
         if let Some((path, cfg)) = read_json(&dir.join("tokenizer_config.json"), "tokenizer_config.json")? {
+            let class = cfg.get("tokenizer_class").and_then(|c| c.as_str()).map(|c| c.strip_suffix("Fast").unwrap_or(c));
+            if let Some(&(_, bos_default)) = BOS_FLAG_CLASSES.iter().find(|(name, _)| Some(*name) == class) {
+                let flag = |key: &str, default: bool| cfg.get(key).and_then(|v| v.as_bool()).unwrap_or(default);
+                let id = |key: &str| {
+                    let text = match cfg.get(key) {
+                        Some(serde_json::Value::String(s)) => Some(s.as_str()),
+                        Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()),
+                        _ => None,
+                    };
+                    text.and_then(|t| self.inner.token_to_id(t))
+                };
+                flags = Some((flag("add_bos_token", bos_default), flag("add_eos_token", false), id("bos_token"), id("eos_token")));
+            }
             for (key, slot) in [("bos_token", &mut self.bos), ("eos_token", &mut self.eos)] {
                 let text = match cfg.get(key) {
                     Some(serde_json::Value::String(s)) => Some(s.as_str()),
@@ -383,6 +537,12 @@ impl Tokenizer {
                     }
                 }
             }
+        }
+        if let Some((add_bos, add_eos, bos, eos)) = flags {
+            self.added = Some(SpecialTokens {
+                prefix: if add_bos { bos.or(self.bos).into_iter().collect() } else { Vec::new() },
+                suffix: if add_eos { eos.or(self.eos).into_iter().collect() } else { Vec::new() },
+            });
         }
         Ok(())
     }
@@ -610,6 +770,9 @@ mod tests {
         let tok = Tokenizer::for_model(&path).unwrap();
         assert_eq!(tok.vocab_size(), 49152);
         assert_eq!((tok.bos, tok.eos), (Some(1), Some(2)));
+        // `tokenizer.ggml.add_bos_token` is false: no special token, as SmolLM2's own tokenizer
+        assert_eq!(tok.special_tokens().unwrap(), SpecialTokens::default());
+        assert_eq!(tok.encode_with_special(PROMPTS[0]).unwrap(), golden_ids("input_ids.0"));
         assert!(tok.chat_template().unwrap().contains("<|im_start|>"));
         assert_smollm2_golden(&tok);
         // Special tokens written in the text are recognised; decode skips them.
@@ -701,6 +864,82 @@ mod tests {
         assert_eq!(tok.chat_template(), Some("{{ messages }}"));
     }
 
+    /// TINY_JSON with a LLaMA-style post-processor: `<s>` before every text.
+    fn tiny_with_bos_post_processor() -> String {
+        let post = r#""post_processor": {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}}}"#;
+        let json = TINY_JSON.replace(r#""post_processor": null"#, post);
+        assert_ne!(json, TINY_JSON);
+        json
+    }
+
+    /// Which special tokens a text gets, as transformers decides it: the post-processor, unless
+    /// the tokenizer class rebuilds it from `add_bos_token`/`add_eos_token`.
+    #[test]
+    fn special_tokens_follow_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let bos = SpecialTokens { prefix: vec![0], suffix: vec![] };
+        // no post-processor, no flags: nothing
+        std::fs::write(dir.path().join("tokenizer.json"), TINY_JSON).unwrap();
+        let tok = Tokenizer::for_model(dir.path()).unwrap();
+        assert_eq!(tok.special_tokens().unwrap(), SpecialTokens::default());
+        assert_eq!(tok.encode_with_special("ab").unwrap(), [4]);
+        // a LLaMA-style post-processor: `<s>` first
+        std::fs::write(dir.path().join("tokenizer.json"), tiny_with_bos_post_processor()).unwrap();
+        let tok = Tokenizer::for_model(dir.path()).unwrap();
+        assert_eq!(tok.special_tokens().unwrap(), bos);
+        assert_eq!(tok.encode_with_special("ab ab").unwrap(), [0, 4, 5]);
+        assert_eq!(tok.encode("ab ab").unwrap(), [4, 5]);
+        // the classes that rebuild their post-processor: their flags, with their defaults
+        let cases = [
+            (r#"{"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>", "add_bos_token": false}"#, SpecialTokens::default()),
+            (r#"{"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>"}"#, bos.clone()),
+            (r#"{"tokenizer_class": "GemmaTokenizerFast", "bos_token": {"content": "<s>"}, "add_bos_token": true}"#, bos.clone()),
+            (r#"{"tokenizer_class": "GPTNeoXTokenizerFast", "bos_token": "<s>"}"#, SpecialTokens::default()),
+            (r#"{"tokenizer_class": "GPTNeoXTokenizerFast", "bos_token": "<s>", "add_bos_token": true, "add_eos_token": true, "eos_token": "<s>"}"#, SpecialTokens { prefix: vec![0], suffix: vec![0] }),
+            // any other class keeps the post-processor
+            (r#"{"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "add_bos_token": false}"#, bos.clone()),
+        ];
+        for (cfg, want) in cases {
+            std::fs::write(dir.path().join("tokenizer_config.json"), cfg).unwrap();
+            let tok = Tokenizer::for_model(dir.path()).unwrap();
+            assert_eq!(tok.special_tokens().unwrap(), want, "{cfg}");
+            assert_eq!(tok.encode_with_special("ab").unwrap(), want.around(&[4]), "{cfg}");
+        }
+        // without a post-processor, a LLaMA class without flags still adds its BOS
+        std::fs::write(dir.path().join("tokenizer.json"), TINY_JSON).unwrap();
+        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"tokenizer_class": "LlamaTokenizerFast", "bos_token": "<s>"}"#).unwrap();
+        assert_eq!(Tokenizer::for_model(dir.path()).unwrap().special_tokens().unwrap(), bos);
+    }
+
+    /// A GGUF tokenizer's rule (here: a BOS) is saved as the post-processor, with a
+    /// tokenizer_config.json that keeps it: read back, the folder adds the same tokens.
+    #[test]
+    fn saved_tokenizers_keep_their_special_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), TINY_JSON).unwrap();
+        let mut tok = Tokenizer::for_model(dir.path()).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        for added in [SpecialTokens { prefix: vec![0], suffix: vec![] }, SpecialTokens { prefix: vec![0], suffix: vec![0] }, SpecialTokens::default()] {
+            tok.bos = Some(0);
+            tok.added = Some(added.clone());
+            tok.save(&out.path().join("tokenizer.json")).unwrap();
+            let cfg = tok.hf_tokenizer_config();
+            assert_eq!((cfg["tokenizer_class"].as_str(), cfg["bos_token"].as_str()), (Some("PreTrainedTokenizerFast"), Some("<s>")));
+            std::fs::write(out.path().join("tokenizer_config.json"), cfg.to_string()).unwrap();
+            let back = Tokenizer::for_model(out.path()).unwrap();
+            assert_eq!(back.special_tokens().unwrap(), added);
+            assert_eq!(back.encode_with_special("ab ab").unwrap(), added.around(&[4, 5]));
+        }
+        // a special token outside the vocabulary is refused, not written
+        tok.added = Some(SpecialTokens { prefix: vec![99], suffix: vec![] });
+        let err = tok.save(&out.path().join("tokenizer.json")).unwrap_err().to_string();
+        assert!(err.contains("special token 99"), "{err}");
+    }
+
     #[test]
     fn missing_tokenizer_json_is_named() {
         let dir = tempfile::tempdir().unwrap();
@@ -762,7 +1001,7 @@ mod tests {
         assert_eq!(merges, [("a", "b"), ("▁", "a"), ("▁", "ab"), ("▁a", "b")]);
         let vocab = tokens.iter().zip(0u32..).map(|(t, i)| (t.to_string(), i)).collect();
         let inner = sentencepiece_bpe(vocab, merges_from_scores(&tokens, &scores), Some("<unk>".into()), true).unwrap();
-        let tok = Tokenizer { inner, source: PathBuf::from("x.gguf"), chat_template: None, bos: None, eos: None };
+        let tok = Tokenizer { inner, source: PathBuf::from("x.gguf"), chat_template: None, bos: None, eos: None, added: None };
         // " ab" -> "▁▁ab": "▁" then "▁ab"; "A" falls back to its byte.
         assert_eq!(tok.encode("ab").unwrap(), [6]);
         assert_eq!(tok.encode(" ab").unwrap(), [1, 6]);

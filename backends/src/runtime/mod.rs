@@ -27,3 +27,11 @@ pub type CpuAutodiff = burn::backend::Autodiff<burn::backend::Flex>;
 pub fn cpu() -> burn::backend::flex::FlexDevice {
     burn::backend::flex::FlexDevice
 }
+
+/// Makes every float tensor created on the CPU from now on f64 instead of f32 (`--precision
+/// f64`): parameters, activations, gradients. For reference comparisons (about 2× slower);
+/// must be called before the first tensor is created on the CPU.
+pub fn cpu_in_f64() -> crate::Result<()> {
+    burn::tensor::backend::set_default_float_dtype::<Cpu>(&cpu(), burn::tensor::FloatDType::F64)
+        .map_err(|e| crate::BackendError::Lowering(format!("the CPU's float type cannot be set to f64: {e:?}")))
+}
