@@ -323,6 +323,20 @@ fn onnx_graphs_with_axes_out_of_range_do_not_crash_the_importer() {
     }
 }
 
+/// ONNX graphs whose constants would take more memory than any machine has (found by the onnx
+/// fuzz target: a `ConstantOfShape` of 2^57 elements; a `Range` of 2^62 built the same way): the
+/// importer refuses them, naming the node, instead of aborting on a failed allocation.
+#[test]
+fn onnx_constants_too_large_to_fold_are_refused() {
+    for (name, node) in [("hostile/constant-of-shape-huge.onnx", "node `cos` (ConstantOfShape)"), ("hostile/range-huge.onnx", "node `range` (Range)")] {
+        let path = fixture(name);
+        let out = prunec(&[path.to_str().unwrap(), "--pass", "group"]);
+        let stderr = texts(&out).1;
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(node) && stderr.contains("too large to fold"), "{name}: {stderr}");
+    }
+}
+
 /// A 4 KB Parquet file (3 rows declared) on which the parquet crate (60.1.0) reads page headers
 /// for ever (found by the parquet fuzz target): the reader's reads are bounded, so it is refused
 /// at once.

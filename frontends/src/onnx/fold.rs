@@ -505,6 +505,17 @@ impl Folder<'_> {
         }
     }
 
+    /// The element count of a constant the folder would build with `shape`, refused (an error
+    /// naming the node) past [`MAX_FOLDED`] elements: a graph cannot make the importer allocate
+    /// without bound.
+    fn folded_len(&self, node: &NodeProto, shape: &[usize]) -> Result<usize> {
+        shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= MAX_FOLDED)
+            .ok_or_else(|| self.err(node, format!("a constant of shape {shape:?} is too large to fold (more than {MAX_FOLDED} elements)")))
+    }
+
     fn ints_input(&self, node: &NodeProto, k: usize, what: &str) -> Result<Vec<i64>> {
         let v = self.val(node, k)?;
         Self::known_ints(&v).ok_or_else(|| self.err(node, format!("{what} must be constant")))
@@ -821,6 +832,10 @@ impl Folder<'_> {
                 let first = |v: &Val| if let Val::I { data, .. } = v { data.first().cloned() } else { None };
                 match (first(&s), first(&l), first(&d)) {
                     (Some(SInt::K(s)), Some(SInt::K(l)), Some(SInt::K(d))) if d != 0 => {
+                        // ONNX's count: max(ceil((limit − start) / delta), 0), in i128 (no overflow)
+                        let (s128, l128, d128) = (i128::from(s), i128::from(l), i128::from(d));
+                        let count = ((l128 - s128 + d128 - d128.signum()) / d128).max(0);
+                        self.folded_len(node, &[usize::try_from(count).unwrap_or(usize::MAX)])?;
                         let data: Vec<SInt> = (0..).map(|k| s + k * d).take_while(|&v| if d > 0 { v < l } else { v > l }).map(SInt::K).collect();
                         Val::I { shape: vec![data.len()], data }
                     }
@@ -866,8 +881,8 @@ impl Folder<'_> {
             }
             "ConstantOfShape" => {
                 let s = self.ints_input(node, 0, "the shape")?;
-                let n: usize = s.iter().map(|&v| v.max(0) as usize).product();
                 let shape: Vec<usize> = s.iter().map(|&v| v.max(0) as usize).collect();
+                let n = self.folded_len(node, &shape)?;
                 match self.file.attr_tensor(node, "value")? {
                     Some(t) => match self.tensor_val(t)? {
                         Val::F { data, .. } => Val::F { shape, data: vec![data.first().copied().unwrap_or(0.0); n] },
@@ -1455,6 +1470,9 @@ impl Folder<'_> {
             .collect()
     }
 }
+
+/// The most elements a constant built at import time may have (64 Mi: an 8192 × 8192 mask).
+const MAX_FOLDED: usize = 1 << 26;
 
 /// The ops of ONNX's own domain the importer reads (folds, raises or keeps as primitives).
 pub const SUPPORTED_OPS: &[&str] = &[
