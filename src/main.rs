@@ -481,7 +481,7 @@ fn prune_options(cli: &RunArgs, model: &Model, amount: prunec_passes::prune::Amo
         },
         round_to: if cli.uniform && cli.mode == PruneMode::Channel {
             // a stock config for transformers 5 needs hidden_size a multiple of the heads
-            lcm(cli.round_to as usize, query_heads(model))
+            prunec_passes::group::lcm(cli.round_to as usize, query_heads(model))
         } else {
             cli.round_to as usize
         },
@@ -1152,15 +1152,4 @@ fn query_heads(model: &prunec_ir::Model) -> usize {
         .map(|g| g.units.iter().map(|u| u.sub_units.len().max(1)).sum::<usize>())
         .max()
         .unwrap_or(1)
-}
-
-fn lcm(a: usize, b: usize) -> usize {
-    fn gcd(a: usize, b: usize) -> usize {
-        if b == 0 {
-            a
-        } else {
-            gcd(b, a % b)
-        }
-    }
-    a / gcd(a, b).max(1) * b
 }
