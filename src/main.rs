@@ -1091,7 +1091,10 @@ fn bench(args: &BenchArgs) -> Result<()> {
             "new_tokens": args.new_tokens, "models": json,
         });
         for (ext, text) in [("md", md), ("csv", csv), ("json", serde_json::to_string_pretty(&doc)? + "\n")] {
-            study::write_atomically(&stem.with_extension(ext), text.as_bytes(), &inputs, args.force)?;
+            let dest = stem.with_extension(ext);
+            let out = prunec_backends::AtomicPath::file(&dest, &inputs, args.force)?;
+            std::fs::write(out.temp(), text).with_context(|| format!("writing {}", dest.display()))?;
+            out.commit()?;
         }
         eprintln!("wrote {}.{{md,csv,json}}", stem.display());
     }
