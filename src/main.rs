@@ -488,7 +488,7 @@ fn prune_options(cli: &RunArgs, model: &Model, amount: prunec_passes::prune::Amo
         },
         round_to: if cli.uniform && cli.mode == PruneMode::Channel {
             // a stock config for transformers 5 needs hidden_size a multiple of the heads
-            lcm(cli.round_to as usize, query_heads(model))
+            prunec_passes::group::lcm(cli.round_to as usize, query_heads(model))
         } else {
             cli.round_to as usize
         },
@@ -1106,7 +1106,10 @@ fn bench(args: &BenchArgs) -> Result<()> {
             "new_tokens": args.new_tokens, "models": json,
         });
         for (ext, text) in [("md", md), ("csv", csv), ("json", serde_json::to_string_pretty(&doc)? + "\n")] {
-            study::write_atomically(&stem.with_extension(ext), text.as_bytes(), &inputs, args.force)?;
+            let dest = stem.with_extension(ext);
+            let out = prunec_backends::AtomicPath::file(&dest, &inputs, args.force)?;
+            std::fs::write(out.temp(), text).with_context(|| format!("writing {}", dest.display()))?;
+            out.commit()?;
         }
         eprintln!("wrote {}.{{md,csv,json}}", stem.display());
     }
@@ -1167,15 +1170,4 @@ fn query_heads(model: &prunec_ir::Model) -> usize {
         .map(|g| g.units.iter().map(|u| u.sub_units.len().max(1)).sum::<usize>())
         .max()
         .unwrap_or(1)
-}
-
-fn lcm(a: usize, b: usize) -> usize {
-    fn gcd(a: usize, b: usize) -> usize {
-        if b == 0 {
-            a
-        } else {
-            gcd(b, a % b)
-        }
-    }
-    a / gcd(a, b).max(1) * b
 }

@@ -124,8 +124,11 @@ impl Chart<'_> {
         let svg = self.svg()?;
         let png = rasterize(&svg)?;
         let (svg_path, png_path) = (stem.with_extension("svg"), stem.with_extension("png"));
-        crate::study::write_atomically(&svg_path, svg.as_bytes(), inputs, force)?;
-        crate::study::write_atomically(&png_path, &png, inputs, force)?;
+        for (dest, bytes) in [(&svg_path, svg.as_bytes()), (&png_path, png.as_slice())] {
+            let out = prunec_backends::AtomicPath::file(dest, inputs, force)?;
+            std::fs::write(out.temp(), bytes).with_context(|| format!("writing {}", dest.display()))?;
+            out.commit()?;
+        }
         Ok([svg_path, png_path])
     }
 }

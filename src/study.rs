@@ -77,15 +77,6 @@ struct Point {
     seconds: f64,
 }
 
-/// Writes `bytes` to `path` through a temporary file renamed into place, never over one of
-/// `inputs`, over an existing file only with `force`.
-pub fn write_atomically(path: &Path, bytes: &[u8], inputs: &[&Path], force: bool) -> Result<()> {
-    let out = prunec_backends::AtomicPath::file(path, inputs, force)?;
-    std::fs::write(out.temp(), bytes).with_context(|| format!("writing {}", path.display()))?;
-    out.commit()?;
-    Ok(())
-}
-
 /// What every study shares: the model read and grouped, the evaluation tokens, calibration.
 struct Bench<'a> {
     cli: &'a RunArgs,
@@ -367,9 +358,13 @@ fn write_study(out: &Path, bench: &Bench<'_>, base: f64, x_name: &str, points: &
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let _ = writeln!(md, "\n![{}]({name}.png)", chart.title);
     let force = bench.cli.force;
-    write_atomically(&stem("md"), md.as_bytes(), &[&bench.path], force)?;
-    write_atomically(&stem("csv"), csv.as_bytes(), &[&bench.path], force)?;
-    write_atomically(&stem("json"), (serde_json::to_string_pretty(&json)? + "\n").as_bytes(), &[&bench.path], force)?;
+    let json = serde_json::to_string_pretty(&json)? + "\n";
+    for (ext, text) in [("md", &md), ("csv", &csv), ("json", &json)] {
+        let dest = stem(ext);
+        let file = prunec_backends::AtomicPath::file(&dest, &[&bench.path], force)?;
+        std::fs::write(file.temp(), text).with_context(|| format!("writing {}", dest.display()))?;
+        file.commit()?;
+    }
     let [svg, png] = chart.write(out, &[&bench.path], force)?;
     eprintln!(
         "wrote {}, {}, {}, {}, {} in {:.1} s",

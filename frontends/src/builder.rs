@@ -148,10 +148,7 @@ pub(crate) fn read_layer_widths<const N: usize>(
     for (l, entry) in entries.iter().enumerate() {
         let mut widths = [0; N];
         for (w, key) in widths.iter_mut().zip(keys) {
-            *w = entry
-                .get(key)
-                .and_then(serde_json::Value::as_u64)
-                .and_then(|v| usize::try_from(v).ok())
+            *w = get_usize(entry, key)
                 .filter(|&v| v > 0 && v <= 1 << 24)
                 .ok_or_else(|| bad(format!("`{LAYER_WIDTHS_KEY}[{l}]`: `{key}` is missing or not a positive integer")))?;
         }
@@ -191,6 +188,21 @@ fn describe(v: &serde_json::Value) -> String {
         Some((i, _)) => format!("{}...", &text[..i]),
         None => text,
     }
+}
+
+/// The non-negative integer at `key` of a configuration, if it is one that fits a `usize`: `None`
+/// when absent, null or of another type (for keys whose absence the caller reports or defaults).
+pub(crate) fn get_usize(json: &serde_json::Value, key: &str) -> Option<usize> {
+    json.get(key).and_then(serde_json::Value::as_u64).and_then(|v| usize::try_from(v).ok())
+}
+
+/// The non-negative integer at `key` of a configuration, which must be there: an error naming the
+/// key when it is absent or anything else.
+pub(crate) fn need_usize(path: &Path, json: &serde_json::Value, key: &str) -> Result<usize> {
+    get_usize(json, key).ok_or_else(|| FrontendError::BadConfig {
+        path: path.to_path_buf(),
+        reason: format!("`{key}` is missing or not a non-negative integer"),
+    })
 }
 
 /// The number at `key` of a configuration: `None` when absent or null, an error naming the key

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
 
-use crate::builder::Builder;
+use crate::builder::{get_usize, need_usize, Builder};
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
 
@@ -49,10 +49,6 @@ pub struct ChatGlmConfig {
 /// The width keys of one ChatGLM2 layer.
 pub const WIDTH_KEYS: [&str; 3] = ["num_attention_heads", "multi_query_group_num", "ffn_hidden_size"];
 
-fn get_usize(json: &serde_json::Value, key: &str) -> Option<usize> {
-    json.get(key).and_then(serde_json::Value::as_u64).and_then(|v| usize::try_from(v).ok())
-}
-
 fn get_bool(json: &serde_json::Value, key: &str) -> Option<bool> {
     json.get(key).and_then(serde_json::Value::as_bool)
 }
@@ -61,9 +57,7 @@ impl ChatGlmConfig {
     /// Reads a ChatGLM `config.json` (`configuration_chatglm.py`'s keys).
     pub fn from_hf_json(path: &Path, json: &serde_json::Value) -> Result<ChatGlmConfig> {
         let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
-        let need = |key: &str| -> Result<usize> {
-            get_usize(json, key).ok_or_else(|| bad(format!("`{key}` is missing or not a non-negative integer")))
-        };
+        let need = |key: &str| need_usize(path, json, key);
         if crate::glm::is_v1(json) {
             return Err(bad(
                 "this is ChatGLM-6B v1 (the GLM block: LayerNorm, 2-D rotary positions; `rmsnorm` absent or false), which `glm::GlmConfig` reads; ChatGLM2/3 have `rmsnorm: true`"

@@ -20,7 +20,7 @@ use prunec_ir::{
     Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, PrefixPart, Rope, RopeLayout, UnaryOp, ValueId,
 };
 
-use crate::builder::Builder;
+use crate::builder::{get_usize, need_usize, Builder};
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
 
@@ -65,10 +65,6 @@ pub struct GlmConfig {
 /// The width keys of one GLM layer.
 pub const WIDTH_KEYS: [&str; 2] = ["num_attention_heads", "inner_hidden_size"];
 
-fn get_usize(json: &serde_json::Value, key: &str) -> Option<usize> {
-    json.get(key).and_then(serde_json::Value::as_u64).and_then(|v| usize::try_from(v).ok())
-}
-
 /// Whether a `chatglm` config is ChatGLM-6B v1 (the GLM block) rather than ChatGLM2/3.
 pub fn is_v1(json: &serde_json::Value) -> bool {
     json.get("rmsnorm").and_then(serde_json::Value::as_bool) != Some(true)
@@ -78,9 +74,7 @@ impl GlmConfig {
     /// Reads a ChatGLM-6B `config.json` (`configuration_chatglm.py`'s keys).
     pub fn from_hf_json(path: &Path, json: &serde_json::Value) -> Result<GlmConfig> {
         let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
-        let need = |key: &str| -> Result<usize> {
-            get_usize(json, key).ok_or_else(|| bad(format!("`{key}` is missing or not a non-negative integer")))
-        };
+        let need = |key: &str| need_usize(path, json, key);
         let token = |key: &str, default: u32| -> Result<u32> {
             match json.get(key) {
                 None | Some(serde_json::Value::Null) => Ok(default),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
 
-use crate::builder::Builder;
+use crate::builder::{get_usize, need_usize, Builder};
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
 
@@ -108,18 +108,12 @@ impl LayerWidths {
     }
 }
 
-fn get_usize(json: &serde_json::Value, key: &str) -> Option<usize> {
-    json.get(key).and_then(serde_json::Value::as_u64).and_then(|v| usize::try_from(v).ok())
-}
-
 impl LlamaConfig {
     /// Reads an HF `config.json` (transformers 4 and 5 formats), with each layer's widths
     /// from [`LAYER_WIDTHS_KEY`] when it is there.
     pub fn from_hf_json(path: &Path, json: &serde_json::Value) -> Result<LlamaConfig> {
         let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
-        let need = |key: &str| -> Result<usize> {
-            get_usize(json, key).ok_or_else(|| bad(format!("`{key}` is missing or not a non-negative integer")))
-        };
+        let need = |key: &str| need_usize(path, json, key);
         let hidden_size = need("hidden_size")?;
         let num_heads = need("num_attention_heads")?;
         // every other key the computation reads: its type, and (in `validate`) its range

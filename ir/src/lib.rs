@@ -49,5 +49,5 @@ pub use params::{Param, ParamData, ParamStore, ParamView, TensorSource};
 pub use print::print;
 pub use segments::{Segment, Segments};
 pub use stats::{CalibrationStats, GradValues, GradView, ParamGradient};
-pub use types::{DType, Dim, Shape, ValueType};
+pub use types::{broadcast, BroadcastDim, DType, Dim, Shape, ValueType};
 pub use verify::verify;

@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::axes::{reshape_links, AxisLink, AxisMapping, PortAxis};
 use crate::error::{IrError, Result};
-use crate::types::{DType, Dim, Shape, ValueType};
+use crate::types::{broadcast, DType, Dim, Shape, ValueType};
 
 /// How a rotary embedding pairs the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,24 +206,6 @@ fn bad(node: &str, op: &Op, reason: impl Into<String>) -> IrError {
     IrError::BadOperands { node: node.to_string(), op: op.mnemonic(), reason: reason.into() }
 }
 
-/// Numpy broadcasting of two shapes.
-fn broadcast(a: &Shape, b: &Shape) -> Option<Shape> {
-    let n = a.rank().max(b.rank());
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let da = (i + a.rank()).checked_sub(n).and_then(|k| a.0.get(k));
-        let db = (i + b.rank()).checked_sub(n).and_then(|k| b.0.get(k));
-        out.push(match (da, db) {
-            (Some(x), None) | (None, Some(x)) => x.clone(),
-            (Some(x), Some(y)) if x == y => x.clone(),
-            (Some(Dim::Fixed(1)), Some(y)) => y.clone(),
-            (Some(x), Some(Dim::Fixed(1))) => x.clone(),
-            _ => return None,
-        });
-    }
-    Some(Shape(out))
-}
-
 /// Checks that `t` holds integers of shape `dims` (positions or lengths per row).
 fn integer_rows(node: &str, op: &Op, t: &ValueType, dims: &[Dim]) -> Result<()> {
     if !matches!(t.dtype, DType::I64 | DType::I32) || t.shape.0 != dims {
@@ -391,9 +373,8 @@ impl Op {
                 if a.shape.0[ar - 1] != b.shape.0[br - 2] {
                     return Err(bad(node, self, format!("cannot multiply {} by {}", a.shape, b.shape)));
                 }
-                let batch = broadcast(&Shape(a.shape.0[..ar - 2].to_vec()), &Shape(b.shape.0[..br - 2].to_vec()))
+                let mut s = broadcast(&a.shape.0[..ar - 2], &b.shape.0[..br - 2])
                     .ok_or_else(|| bad(node, self, format!("batch axes of {} and {} differ", a.shape, b.shape)))?;
-                let mut s = batch.0;
                 s.push(a.shape.0[ar - 2].clone());
                 s.push(b.shape.0[br - 1].clone());
                 vec![ValueType::new(a.dtype, Shape(s))]
@@ -495,9 +476,9 @@ impl Op {
             }
             Op::Binary(_) => {
                 let (a, b) = (inputs[0], inputs[1]);
-                let s = broadcast(&a.shape, &b.shape)
+                let s = broadcast(&a.shape.0, &b.shape.0)
                     .ok_or_else(|| bad(node, self, format!("cannot broadcast {} with {}", a.shape, b.shape)))?;
-                vec![ValueType::new(a.dtype, s)]
+                vec![ValueType::new(a.dtype, Shape(s))]
             }
             Op::Unary(_) | Op::Softmax { .. } | Op::Dropout { .. } => {
                 if let Op::Dropout { p } = self {

@@ -86,6 +86,45 @@ impl fmt::Display for Dim {
     }
 }
 
+/// A size that numpy broadcasting stretches when it is 1: a [`Dim`] of a typed shape, or a plain
+/// `usize` of a concrete one.
+pub trait BroadcastDim: Clone + PartialEq {
+    /// Whether the size is 1 (and so takes the other side's size).
+    fn is_one(&self) -> bool;
+}
+
+impl BroadcastDim for Dim {
+    fn is_one(&self) -> bool {
+        *self == Dim::Fixed(1)
+    }
+}
+
+impl BroadcastDim for usize {
+    fn is_one(&self) -> bool {
+        *self == 1
+    }
+}
+
+/// Numpy broadcasting of two shapes, aligned at their last axes: equal sizes stay, a size of 1
+/// takes the other side's, an axis only one shape has is kept; `None` when two sizes differ and
+/// neither is 1. A symbolic [`Dim`] broadcasts only with itself or with 1.
+pub fn broadcast<T: BroadcastDim>(a: &[T], b: &[T]) -> Option<Vec<T>> {
+    let n = a.len().max(b.len());
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let da = (i + a.len()).checked_sub(n).and_then(|k| a.get(k));
+        let db = (i + b.len()).checked_sub(n).and_then(|k| b.get(k));
+        out.push(match (da, db) {
+            (Some(x), None) | (None, Some(x)) => x.clone(),
+            (Some(x), Some(y)) if x == y => x.clone(),
+            (Some(x), Some(y)) if x.is_one() => y.clone(),
+            (Some(x), Some(y)) if y.is_one() => x.clone(),
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
 /// A shape: a list of dimensions, outermost first.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Shape(pub Vec<Dim>);

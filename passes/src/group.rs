@@ -83,8 +83,10 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
-fn lcm(a: usize, b: usize) -> usize {
-    a / gcd(a, b) * b
+/// The least common multiple of two sizes: a block size both divide into (0 when either is 0,
+/// `lcm(0, 0)` included).
+pub fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b).max(1) * b
 }
 
 /// The slots and links of a graph, with pinned slots.

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use egg::{EGraph, Id, SymbolLang};
-use prunec_ir::{DType, Dim};
+use prunec_ir::{broadcast, DType, Dim};
 
 #[path = "contrib.rs"]
 mod contrib;
@@ -283,24 +283,6 @@ fn sint(d: &Dim) -> SInt {
         Dim::Fixed(n) => SInt::K(*n as i64),
         Dim::Sym(_) => SInt::D(d.clone()),
     }
-}
-
-fn broadcast(a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
-    let n = a.len().max(b.len());
-    let one = Dim::Fixed(1);
-    (0..n)
-        .map(|i| {
-            let x = if i + a.len() >= n { &a[i + a.len() - n] } else { &one };
-            let y = if i + b.len() >= n { &b[i + b.len() - n] } else { &one };
-            if x == y || *y == one {
-                Some(x.clone())
-            } else if *x == one {
-                Some(y.clone())
-            } else {
-                None
-            }
-        })
-        .collect()
 }
 
 /// `axis` (possibly negative) of a rank-`rank` tensor, counted from the end (−1 is the last).

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use egg::Id;
-use prunec_ir::Dim;
+use prunec_ir::{broadcast, Dim};
 
 use super::fold::Egraph;
 use super::rules::Context;
@@ -67,26 +67,10 @@ impl Arr {
     }
 }
 
-fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let n = a.len().max(b.len());
-    (0..n)
-        .map(|i| {
-            let x = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-            let y = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
-            match (x, y) {
-                _ if x == y => Some(x),
-                (1, y) => Some(y),
-                (x, 1) => Some(x),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
 fn zip(xs: &[&Arr], f: impl Fn(&[f64]) -> f64) -> Option<Arr> {
     let mut shape = vec![];
     for x in xs {
-        shape = broadcast_shape(&shape, &x.shape)?;
+        shape = broadcast(&shape, &x.shape)?;
     }
     let n: usize = shape.iter().product();
     if n > LIMIT {
@@ -258,7 +242,7 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
                 return None;
             }
             let (m, k, n) = (x.shape[rx - 2], x.shape[rx - 1], y.shape[ry - 1]);
-            let batch = broadcast_shape(&x.shape[..rx - 2], &y.shape[..ry - 2])?;
+            let batch = broadcast(&x.shape[..rx - 2], &y.shape[..ry - 2])?;
             let nb: usize = batch.iter().product();
             if nb * m * n > LIMIT {
                 return None;
@@ -312,7 +296,7 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
         }
         "Expand" => {
             let target: Vec<usize> = ints_of(&a[1]).iter().map(|&x| x.max(0) as usize).collect();
-            let shape = broadcast_shape(&a[0].shape, &target)?;
+            let shape = broadcast(&a[0].shape, &target)?;
             let ones = Arr { shape: shape.clone(), data: vec![0.0; shape.iter().product::<usize>().min(LIMIT + 1)] };
             if ones.data.len() > LIMIT {
                 return None;
