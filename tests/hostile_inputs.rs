@@ -310,11 +310,12 @@ fn files_that_crash_other_crates_readers_are_errors() {
 
 /// ONNX graphs the fuzz target found that crashed prunec's own importer: the mask probe
 /// evaluating a `Concat` on an axis outside its inputs, the folder concatenating operands of
-/// different ranks, a `Slice` on an axis past the rank (every axis is now checked). Read
-/// without a crash.
+/// different ranks, a `Slice` on an axis past the rank (every axis is now checked); and a
+/// `Reshape` whose target sizes overflow when multiplied (2^33 × 2^33: sizes are now multiplied
+/// with overflow checks). Read without a crash.
 #[test]
 fn onnx_graphs_with_axes_out_of_range_do_not_crash_the_importer() {
-    for name in ["hostile/probe-concat-axis.onnx", "hostile/concat-ranks.onnx", "hostile/slice-axis.onnx"] {
+    for name in ["hostile/probe-concat-axis.onnx", "hostile/concat-ranks.onnx", "hostile/slice-axis.onnx", "hostile/reshape-overflow.onnx"] {
         let path = fixture(name);
         let result = std::panic::catch_unwind(|| prunec_frontends::load(&path).map(|_| ()));
         assert!(result.is_ok(), "{name}: the importer panicked");

@@ -341,7 +341,9 @@ impl Folder<'_> {
     /// element of the target that disagrees with `expected`.
     fn repair_reshape(&mut self, node: &NodeProto, x: &Val, target: &[SInt], expected: &[Dim]) -> Result<()> {
         let probe: HashMap<String, i64> = [("batch".to_string(), 2), ("seq".to_string(), 3)].into_iter().collect();
-        let count = |dims: &[Dim]| -> Option<i64> { dims.iter().map(|d| super::probe::eval_dim(d, &probe)).product() };
+        let count = |dims: &[Dim]| -> Option<i64> {
+            dims.iter().try_fold(1i64, |n, d| super::probe::eval_dim(d, &probe).and_then(|v| n.checked_mul(v)))
+        };
         let Val::T { id, shape, .. } = x else { return Ok(()) };
         let (have, want) = (count(shape), count(expected));
         if have != want {
@@ -648,8 +650,9 @@ impl Folder<'_> {
                 // another view of packed 4-bit data (the table `GatherBlockQuantized` reads)
                 let (init, from) = node.input.first().and_then(|n| self.packed.get(n)).cloned().unwrap_or_default();
                 let target = self.ints_input(node, 1, "the shape")?;
-                let total: usize = from.iter().product();
-                let known: usize = target.iter().filter(|&&t| t > 0).map(|&t| t as usize).product();
+                let total = checked_product(from.iter().copied()).ok_or_else(|| self.err(node, "the data's size overflows"))?;
+                let known = checked_product(target.iter().filter(|&&t| t > 0).map(|&t| t as usize))
+                    .ok_or_else(|| self.err(node, "the target shape's size overflows"))?;
                 let shape: Vec<usize> = target
                     .iter()
                     .enumerate()
@@ -921,7 +924,7 @@ impl Folder<'_> {
                             },
                         }
                     }
-                    let fixed: usize = from.iter().filter_map(Dim::fixed).product();
+                    let fixed = checked_product(from.iter().filter_map(Dim::fixed)).ok_or_else(|| self.err(node, "the input's size overflows"))?;
                     if rest == 0 || !fixed.is_multiple_of(rest) {
                         return Err(self.err(node, "cannot infer -1"));
                     }
@@ -937,11 +940,11 @@ impl Folder<'_> {
                         let r = from.len();
                         let split = to.len() == r + 1
                             && to[..r - 1] == from[..r - 1]
-                            && matches!((&from[r - 1], &to[r - 1], &to[r]), (Dim::Fixed(n), Dim::Fixed(h), Dim::Fixed(d)) if h * d == *n);
+                            && matches!((&from[r - 1], &to[r - 1], &to[r]), (Dim::Fixed(n), Dim::Fixed(h), Dim::Fixed(d)) if h.checked_mul(*d) == Some(*n));
                         let merge = r >= 2
                             && to.len() == r - 1
                             && to[..r - 2] == from[..r - 2]
-                            && matches!((&from[r - 2], &from[r - 1], &to[r - 2]), (Dim::Fixed(h), Dim::Fixed(d), Dim::Fixed(n)) if h * d == *n);
+                            && matches!((&from[r - 2], &from[r - 1], &to[r - 2]), (Dim::Fixed(h), Dim::Fixed(d), Dim::Fixed(n)) if h.checked_mul(*d) == Some(*n));
                         if split {
                             let h = to[r - 1].fixed().unwrap_or(1);
                             let l = self.leaf(format!("i:{h}"));
@@ -1294,7 +1297,11 @@ impl Folder<'_> {
     fn fold_initializer(&mut self, init: &super::proto::TensorProto, nested: bool) -> Result<()> {
         let dt = DataType::try_from(init.data_type).unwrap_or(DataType::Undefined);
         let shape: Vec<usize> = init.dims.iter().map(|&d| d.max(0) as usize).collect();
-        let numel: usize = shape.iter().product();
+        let numel = checked_product(shape.iter().copied()).ok_or_else(|| FrontendError::Corrupt {
+            path: self.file.path().to_path_buf(),
+            format: "ONNX",
+            reason: format!("initializer `{}`: its dimensions {:?} overflow", init.name, init.dims),
+        })?;
         let float = matches!(dt, DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double);
         let v = if float && !nested && (shape.len() >= 2 || (shape.len() == 1 && numel > 1)) {
             if shape.len() <= 1 && numel <= SMALL {
@@ -1451,6 +1458,11 @@ impl Folder<'_> {
             .map(|o| self.vals.get(&o.name).cloned().ok_or_else(|| self.err(node, format!("`{which}` does not compute its output `{}`", o.name))))
             .collect()
     }
+}
+
+/// The product of sizes, `None` when it overflows (a graph's declared sizes are not trusted).
+fn checked_product(sizes: impl IntoIterator<Item = usize>) -> Option<usize> {
+    sizes.into_iter().try_fold(1usize, usize::checked_mul)
 }
 
 /// The most elements a constant built at import time may have (64 Mi: an 8192 × 8192 mask).
