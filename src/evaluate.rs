@@ -539,9 +539,7 @@ impl<'a> Table<'a> {
             let mut name = prefix.as_os_str().to_owned();
             name.push(format!(".{ext}"));
             let dest = PathBuf::from(name);
-            let out = prunec_backends::AtomicPath::file(&dest, inputs, force)?;
-            std::fs::write(out.temp(), text).with_context(|| format!("writing {}", dest.display()))?;
-            out.commit()?;
+            prunec_backends::AtomicPath::write(&dest, text.as_bytes(), inputs, force)?;
         }
         Ok(())
     }

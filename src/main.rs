@@ -317,9 +317,7 @@ fn write_scores(model: &Model, scores: &prunec_passes::Scores, path: &Path, inpu
         "aggregation": scores.aggregation.name(),
         "units": rows,
     });
-    let out = prunec_backends::AtomicPath::file(path, &[input], force)?;
-    std::fs::write(out.temp(), serde_json::to_string_pretty(&doc)? + "\n")?;
-    out.commit()?;
+    prunec_backends::AtomicPath::write(path, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(), &[input], force)?;
     Ok(())
 }
 
@@ -1107,9 +1105,7 @@ fn bench(args: &BenchArgs) -> Result<()> {
         });
         for (ext, text) in [("md", md), ("csv", csv), ("json", serde_json::to_string_pretty(&doc)? + "\n")] {
             let dest = stem.with_extension(ext);
-            let out = prunec_backends::AtomicPath::file(&dest, &inputs, args.force)?;
-            std::fs::write(out.temp(), text).with_context(|| format!("writing {}", dest.display()))?;
-            out.commit()?;
+            prunec_backends::AtomicPath::write(&dest, text.as_bytes(), &inputs, args.force)?;
         }
         eprintln!("wrote {}.{{md,csv,json}}", stem.display());
     }

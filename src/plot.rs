@@ -125,9 +125,7 @@ impl Chart<'_> {
         let png = rasterize(&svg)?;
         let (svg_path, png_path) = (stem.with_extension("svg"), stem.with_extension("png"));
         for (dest, bytes) in [(&svg_path, svg.as_bytes()), (&png_path, png.as_slice())] {
-            let out = prunec_backends::AtomicPath::file(dest, inputs, force)?;
-            std::fs::write(out.temp(), bytes).with_context(|| format!("writing {}", dest.display()))?;
-            out.commit()?;
+            prunec_backends::AtomicPath::write(dest, bytes, inputs, force)?;
         }
         Ok([svg_path, png_path])
     }

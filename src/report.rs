@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use prunec_backends::runtime::Perplexity;
 use serde_json::{json, Value};
 
@@ -177,9 +177,7 @@ impl Report {
     pub fn write(&self, path: &Path, inputs: &[&Path], force: bool) -> Result<()> {
         let md_path = path.with_extension("md");
         for (dest, text) in [(path.to_path_buf(), serde_json::to_string_pretty(&self.to_json())? + "\n"), (md_path, self.to_markdown())] {
-            let out = prunec_backends::AtomicPath::file(&dest, inputs, force)?;
-            std::fs::write(out.temp(), text).with_context(|| format!("writing {}", dest.display()))?;
-            out.commit()?;
+            prunec_backends::AtomicPath::write(&dest, text.as_bytes(), inputs, force)?;
         }
         Ok(())
     }

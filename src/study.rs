@@ -361,9 +361,7 @@ fn write_study(out: &Path, bench: &Bench<'_>, base: f64, x_name: &str, points: &
     let json = serde_json::to_string_pretty(&json)? + "\n";
     for (ext, text) in [("md", &md), ("csv", &csv), ("json", &json)] {
         let dest = stem(ext);
-        let file = prunec_backends::AtomicPath::file(&dest, &[&bench.path], force)?;
-        std::fs::write(file.temp(), text).with_context(|| format!("writing {}", dest.display()))?;
-        file.commit()?;
+        prunec_backends::AtomicPath::write(&dest, text.as_bytes(), &[&bench.path], force)?;
     }
     let [svg, png] = chart.write(out, &[&bench.path], force)?;
     eprintln!(

@@ -44,6 +44,12 @@ impl AtomicPath {
         Ok(AtomicPath(output::AtomicPath::create(dest, OutputKind::Folder, inputs, replace)?))
     }
 
+    /// Writes `bytes` as the file `dest` through a temporary path renamed into place, replacing
+    /// an existing file when `replace`; returns `dest`.
+    pub fn write(dest: &Path, bytes: &[u8], inputs: &[&Path], replace: bool) -> Result<PathBuf> {
+        Ok(output::write_file(dest, bytes, inputs, replace)?)
+    }
+
     /// The temporary path to write to.
     pub fn temp(&self) -> &Path {
         self.0.temp()

@@ -336,6 +336,14 @@ pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
     done
 }
 
+/// Writes `bytes` as the file `dest` through a temporary path renamed into place (the rules of
+/// [`AtomicPath::file`]); returns `dest`.
+pub fn write_file(dest: &Path, bytes: &[u8], inputs: &[&Path], replace: bool) -> Result<PathBuf> {
+    let out = AtomicPath::file(dest, inputs, replace)?;
+    std::fs::write(out.temp(), bytes).map_err(io(dest))?;
+    out.commit()
+}
+
 /// A destination and the temporary path that stands for it until [`AtomicPath::commit`].
 /// Dropped without commit, the temporary path is removed.
 #[derive(Debug)]

@@ -147,9 +147,7 @@ impl GenaiFolder {
             .map_err(|e| config_error(&self.config, format!("cannot encode: {e}")))?;
         let inputs = self.inputs(dest.inputs);
         let put = |to: &Path, bytes: &[u8]| -> Result<()> {
-            let out = prunec_ir::output::AtomicPath::file(to, &inputs, dest.replace)?;
-            std::fs::write(out.temp(), bytes).map_err(|source| FrontendError::Io { path: out.temp().to_path_buf(), source })?;
-            out.commit()?;
+            prunec_ir::output::write_file(to, bytes, &inputs, dest.replace)?;
             Ok(())
         };
         put(&self.config, text.as_bytes())?;
