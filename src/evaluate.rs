@@ -206,7 +206,7 @@ pub fn prepare(plan: &Plan, args: &EvalArgs, model: &Path, tokenizer: Option<&Pa
     let mut tok = None;
     let mut get_tok = || -> Result<prunec_frontends::tokenizer::Tokenizer> {
         if tok.is_none() {
-            tok = Some(crate::tokenizer(model, tokenizer)?);
+            tok = Some(crate::session::tokenizer(model, tokenizer)?);
         }
         tok.clone().context("tokenizer")
     };

@@ -180,7 +180,7 @@ impl RecoverArgs {
 fn read_samples(args: &RecoverArgs, model_path: &Path, tokenizer: Option<&Path>) -> Result<(Vec<TrainSample>, String)> {
     if let Some(path) = &args.train_data {
         let rows = read_alpaca(path)?;
-        let tok = crate::tokenizer(model_path, tokenizer).context("--train-data is tokenized with the model's tokenizer")?;
+        let tok = crate::session::tokenizer(model_path, tokenizer).context("--train-data is tokenized with the model's tokenizer")?;
         let samples = rows
             .iter()
             .enumerate()
@@ -195,7 +195,7 @@ fn read_samples(args: &RecoverArgs, model_path: &Path, tokenizer: Option<&Path>)
     let src = read_text_source(path)?;
     let tokens = match &src {
         TextSource::Tokens(rows) => rows.concat(),
-        _ => token_stream(&src, &crate::tokenizer(model_path, tokenizer)?)?,
+        _ => token_stream(&src, &crate::session::tokenizer(model_path, tokenizer)?)?,
     };
     let samples = text_samples(&tokens, args.cutoff_len);
     if samples.is_empty() {
@@ -267,7 +267,7 @@ fn peft_adapters(found: &[Adapter], base_model: String) -> Result<(Vec<PeftAdapt
 }
 
 /// Runs `recover` on `model`: returns the summary line and the report's `training` entry.
-pub fn run(cli: &crate::RunArgs, model: &mut Model, model_path: &Path) -> Result<(String, serde_json::Value)> {
+pub fn run(cli: &crate::cli::RunArgs, model: &mut Model, model_path: &Path) -> Result<(String, serde_json::Value)> {
     let args = &cli.recover;
     let found = adapters(model);
     if found.is_empty() {

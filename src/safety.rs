@@ -23,7 +23,7 @@ use prunec_ir::output::{check_destination, check_not_input, resolve, OutputKind}
 use prunec_ir::{Model, Op};
 
 use crate::pipeline::Step;
-use crate::{Cli, Command, RunArgs};
+use crate::cli::{Cli, Command, RunArgs};
 
 /// Installs a handler of SIGINT, SIGTERM and SIGHUP that removes the outputs being written (and
 /// puts back a replaced folder not yet succeeded), then exits with status 128 + the signal.

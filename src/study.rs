@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::plot::{Chart, Series};
 use crate::report::Report;
-use crate::RunArgs;
+use crate::cli::RunArgs;
 
 /// `prunec sweep MODEL --ratios 0.1,0.2 --importance l2,taylor-element1 --eval-text FILE`.
 #[derive(Debug, clap::Args)]
@@ -100,13 +100,13 @@ impl<'a> Bench<'a> {
         if tokens.len() < seq_len.max(2) {
             bail!("{}: {} tokens, fewer than one window of --seq-len {seq_len}", text.display(), tokens.len());
         }
-        let mut model = crate::load(&path)?;
+        let mut model = crate::session::load(&path)?;
         let origin = format!("--eval-text {}, tokenized by {} (or its `input_ids`)", text.display(), crate::safety::tokenizer_origin(&path, cli.tokenizer.as_deref()));
         crate::safety::check_token_ids(&model, [tokens.as_slice()], &origin)?;
         prunec_passes::Pass::Group.run(&mut model).context("pass `group`")?;
         let needs = |f: fn(Importance) -> bool| importances.iter().copied().find(|&i| f(i));
         let stats = match needs(Importance::needs_fisher).or_else(|| needs(Importance::needs_gradient)) {
-            Some(i) => Some(crate::calibrate(cli, &model, &path, i, &mut Report::default())?),
+            Some(i) => Some(crate::session::calibrate(cli, &model, &path, i, &mut Report::default())?),
             None => None,
         };
         Ok(Bench { cli, path, model, text, tokens, stats })
@@ -175,7 +175,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         for &ratio in &args.ratios {
             let t = Instant::now();
             let amount = if args.by_unit { Amount::UnitRatio(ratio) } else { Amount::Ratio(ratio) };
-            let selection = prune::select(&bench.model, &scores, &crate::prune_options(cli, &bench.model, amount))?;
+            let selection = prune::select(&bench.model, &scores, &crate::run::prune_options(cli, &bench.model, amount))?;
             let model = bench.pruned(&selection, importance, dependency)?;
             // without dependency the weights are zeroed, not removed: count what the grouped pruning keeps
             let kept = if dependency { model.params.numel() } else { bench.pruned(&selection, importance, true)?.params.numel() };
@@ -250,7 +250,7 @@ pub fn sensitivity(args: &SensitivityArgs) -> Result<()> {
     let mut points = Vec::with_capacity(layers.len());
     for &l in &layers {
         let t = Instant::now();
-        let mut opts = crate::prune_options(cli, &bench.model, Amount::UnitRatio(ratio));
+        let mut opts = crate::run::prune_options(cli, &bench.model, Amount::UnitRatio(ratio));
         opts.attn_layers = Some(l..l + 1);
         opts.mlp_layers = Some(l..l + 1);
         let selection = prune::select(&bench.model, &scores, &opts)?;

@@ -1,0 +1,123 @@
+//! What a run writes besides its report: the model (`-o`) in the format its architecture and
+//! the input call for, and the scores (`--scores-out`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use prunec_frontends::tokenizer::Tokenizer;
+use prunec_ir::Model;
+
+use crate::cli::*;
+use crate::safety;
+
+/// Writes `model` as an HF folder at `out`, with the tokenizer of `source`.
+pub(crate) fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force: bool) -> Result<()> {
+    use prunec_backends::hf_writer::{write_hf_folder, HfWriteOptions};
+    let base;
+    let model = if prunec_passes::lora::adapters(model).is_empty() {
+        model
+    } else {
+        // the adapters are not folded in: -o holds the base weights (--adapter-out the adapters)
+        let mut m = model.clone();
+        let n = prunec_passes::lora::strip(&mut m)?;
+        eprintln!("-o: {n} LoRA adapters not merged (no `merge` pass): the base model is written without them");
+        base = m;
+        &base
+    };
+    if model.info.format == "onnx" {
+        // the source graph, rewritten: shrunken initializers, corrected shape constants
+        let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);
+        if same(out, source) || same(&out.with_extension("onnx.data"), source) {
+            bail!("-o {}: that is the input; an input is never overwritten", out.display());
+        }
+        let t = Instant::now();
+        safety::check_output_space(model, out, 4)?;
+        let written = prunec_frontends::onnx::write_pruned_to(model, out, force)?;
+        eprintln!("wrote {} ({} parameters) in {:.2} s", written.model.display(), model.params.numel(), t.elapsed().as_secs_f64());
+        return Ok(());
+    }
+    let mut model = model.clone();
+    let config = match model.info.architecture.as_str() {
+        "llama" => {
+            let dropped = prunec_frontends::llama::drop_empty_layers(&mut model)?;
+            if dropped > 0 {
+                eprintln!("{dropped} emptied layers left out; the others renumbered");
+            }
+            prunec_frontends::llama::hf_config(&model)?
+        }
+        "chatglm" => prunec_frontends::chatglm::hf_config(&model)?,
+        other => bail!("-o: writing `{other}` models as HF folders is not supported yet"),
+    };
+    let model = &model;
+    let mut copy = Vec::new();
+    let mut extra = Vec::new();
+    if source.is_dir() {
+        for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "tokenizer.model"] {
+            copy.push(source.join(f));
+        }
+        // the model's own code (ChatGLM's modeling_chatglm.py, tokenization_chatglm.py...)
+        for entry in std::fs::read_dir(source)?.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "py") {
+                copy.push(entry.path());
+            }
+        }
+    } else if let Ok(tok) = Tokenizer::for_model(source) {
+        // a GGUF file's embedded tokenizer, as tokenizer.json
+        let dir = tempfile_dir()?;
+        let path = dir.join("tokenizer.json");
+        tok.save(&path)?;
+        extra.push(("tokenizer.json".to_string(), std::fs::read(&path)?));
+        // so that transformers loads it as it is (not as the model type's tokenizer class)
+        extra.push(("tokenizer_config.json".to_string(), serde_json::to_vec_pretty(&tok.hf_tokenizer_config())?));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let options = HfWriteOptions {
+        dtype: match dtype {
+            OutDType::F32 => prunec_backends::stream_writer::Dtype::F32,
+            OutDType::F16 => prunec_backends::stream_writer::Dtype::F16,
+            OutDType::Bf16 => prunec_backends::stream_writer::Dtype::BF16,
+        },
+        overwrite: force,
+        ..HfWriteOptions::default()
+    };
+    let t = Instant::now();
+    safety::check_output_space(model, out, if dtype == OutDType::F32 { 4 } else { 2 })?;
+    let written = write_hf_folder(model, &config, &copy, &extra, out, &[source], options)?;
+    eprintln!("wrote {} ({} parameters) in {:.2} s", written.display(), model.params.numel(), t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Writes every unit's score as JSON rows `{layer, kind, unit, score, sub_units}`.
+pub(crate) fn write_scores(model: &Model, scores: &prunec_passes::Scores, path: &Path, input: &Path, force: bool) -> Result<()> {
+    let groups = model.groups.as_deref().unwrap_or_default();
+    let rows: Vec<serde_json::Value> = groups
+        .iter()
+        .zip(&scores.groups)
+        .flat_map(|(g, s)| {
+            s.units.iter().enumerate().map(move |(u, score)| {
+                serde_json::json!({
+                    "layer": g.block,
+                    "kind": g.kind.name(),
+                    "unit": u,
+                    "score": score,
+                    "sub_units": s.sub_units.get(u),
+                })
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "importance": scores.importance.name(),
+        "aggregation": scores.aggregation.name(),
+        "units": rows,
+    });
+    prunec_backends::AtomicPath::write(path, (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(), &[input], force)?;
+    Ok(())
+}
+
+/// A fresh private folder under the system's temporary folder.
+pub(crate) fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("prunec-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
