@@ -221,7 +221,7 @@ pub fn prepare(plan: &Plan, args: &EvalArgs, model: &Path, tokenizer: Option<&Pa
             _ => token_stream(&src, &get_tok()?)?,
         };
         let tok = if args.bos == Bos::Never || (ids_given && args.bos == Bos::Auto) { None } else { Some(get_tok()?) };
-        let mut tokens = args.bos.stream(tokens, tok.as_ref(), args.seq_len, ids_given).with_context(|| format!("--eval-text {}", file.display()))?;
+        let mut tokens = args.bos.stream(tokens, tok.as_ref(), args.seq_len, ids_given).with_context(|| format!("--eval-text {} with --bos {}", file.display(), args.bos))?;
         if let Some(n) = args.limit {
             tokens.truncate(n.saturating_mul(args.seq_len));
         }
@@ -232,7 +232,7 @@ pub fn prepare(plan: &Plan, args: &EvalArgs, model: &Path, tokenizer: Option<&Pa
         let docs = task.load(file, args.limit).with_context(|| format!("task `{task}`"))?;
         let tok = get_tok()?;
         let prefix = tok.bos.or(tok.eos);
-        let special = args.bos.request_tokens(&tok).with_context(|| format!("task `{task}`"))?;
+        let special = args.bos.request_tokens(&tok).with_context(|| format!("task `{task}` with --bos {}", args.bos))?;
         let mut requests = Vec::new();
         for doc in &docs {
             for r in &doc.requests {

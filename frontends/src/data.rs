@@ -77,7 +77,7 @@ pub enum DataError {
         row: usize,
     },
     /// `--bos start|window` for a model whose tokenizer names no BOS token.
-    #[error("--bos {rule}: the tokenizer names no BOS token")]
+    #[error("BOS rule `{rule}`: the tokenizer names no BOS token")]
     NoBos {
         /// The rule asked for.
         rule: Bos,
@@ -559,7 +559,7 @@ mod tests {
         assert_eq!(run(Bos::Auto, &tok, false).unwrap(), tokens);
         assert_eq!(run(Bos::Never, &tok, false).unwrap(), tokens);
         let err = run(Bos::Start, &tok, false).unwrap_err().to_string();
-        assert_eq!(err, "--bos start: the tokenizer names no BOS token");
+        assert_eq!(err, "BOS rule `start`: the tokenizer names no BOS token");
         assert!(Bos::Window.request_tokens(&tok).is_err());
         tok.bos = Some(7);
         // start: one BOS before the text (LLM-Pruner's); window: a BOS and 3 text tokens per window

@@ -40,7 +40,7 @@ pub fn perplexity<B: Backend>(
 
 fn check_windows(tokens: &[u32], seq_len: usize) -> Result<()> {
     if seq_len < 2 {
-        return Err(BackendError::Lowering(format!("--seq-len {seq_len}: windows need at least 2 tokens")));
+        return Err(BackendError::Lowering(format!("windows of {seq_len} tokens: a window needs at least 2")));
     }
     if tokens.len() < seq_len {
         return Err(BackendError::Lowering(format!(

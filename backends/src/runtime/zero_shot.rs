@@ -30,7 +30,7 @@ struct Prepared {
 impl Prepared {
     fn new(requests: &[TokenRequest], max_length: usize) -> Result<Prepared> {
         if max_length == 0 {
-            return Err(BackendError::Lowering("--max-length must be positive".into()));
+            return Err(BackendError::Lowering("the longest input must be at least one token".into()));
         }
         // the model's input and how many of its last positions predict the continuation
         let mut inputs = Vec::with_capacity(requests.len());
