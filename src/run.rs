@@ -226,6 +226,11 @@ pub(crate) fn run(cli: &RunArgs) -> Result<()> {
                 record.evaluation = Some(evaluation);
             }
         }
+        // every pass leaves a valid IR: the IR passes check it themselves; `score`, `prune`,
+        // `recover` (which writes parameters) and `eval` are checked here
+        if !matches!(step, Step::Ir(_)) {
+            prunec_ir::verify(&model).with_context(|| format!("the IR after pass `{}`", step.name()))?;
+        }
         record.seconds = t.elapsed().as_secs_f64();
         record.peak_rss_mib = peak_rss_mib();
         overall_peak = overall_peak.max(run_peak.unwrap_or(0.0)).max(record.peak_rss_mib.unwrap_or(0.0));
