@@ -312,10 +312,11 @@ fn files_that_crash_other_crates_readers_are_errors() {
 /// evaluating a `Concat` on an axis outside its inputs, the folder concatenating operands of
 /// different ranks, a `Slice` on an axis past the rank (every axis is now checked); and a
 /// `Reshape` whose target sizes overflow when multiplied (2^33 × 2^33: sizes are now multiplied
-/// with overflow checks). Read without a crash.
+/// with overflow checks); and constant int64 arithmetic that overflows (2^62 × 4: it wraps, as in
+/// ONNX). Read without a crash.
 #[test]
 fn onnx_graphs_with_axes_out_of_range_do_not_crash_the_importer() {
-    for name in ["hostile/probe-concat-axis.onnx", "hostile/concat-ranks.onnx", "hostile/slice-axis.onnx", "hostile/reshape-overflow.onnx"] {
+    for name in ["hostile/probe-concat-axis.onnx", "hostile/concat-ranks.onnx", "hostile/slice-axis.onnx", "hostile/reshape-overflow.onnx", "hostile/int-overflow.onnx"] {
         let path = fixture(name);
         let result = std::panic::catch_unwind(|| prunec_frontends::load(&path).map(|_| ()));
         assert!(result.is_ok(), "{name}: the importer panicked");

@@ -597,10 +597,11 @@ impl Folder<'_> {
         for i in 0..n {
             let (x, y) = (&da[if da.len() == 1 { 0 } else { i }], &db[if db.len() == 1 { 0 } else { i }]);
             let r = match (node.op_type.as_str(), x, y) {
-                ("Add", SInt::K(x), SInt::K(y)) => SInt::K(x + y),
-                ("Sub", SInt::K(x), SInt::K(y)) => SInt::K(x - y),
-                ("Mul", SInt::K(x), SInt::K(y)) => SInt::K(x * y),
-                ("Div", SInt::K(x), SInt::K(y)) if *y != 0 => SInt::K(x.div_euclid(*y)),
+                // int64 arithmetic wraps in ONNX (as in onnxruntime): a graph's constants may overflow
+                ("Add", SInt::K(x), SInt::K(y)) => SInt::K(x.wrapping_add(*y)),
+                ("Sub", SInt::K(x), SInt::K(y)) => SInt::K(x.wrapping_sub(*y)),
+                ("Mul", SInt::K(x), SInt::K(y)) => SInt::K(x.wrapping_mul(*y)),
+                ("Div", SInt::K(x), SInt::K(y)) => SInt::K(x.checked_div_euclid(*y)?),
                 ("Equal", x, y) => SInt::K(i64::from(x == y)),
                 ("Add", x, y) => SInt::D(dim_op('+', &sint_dim(x), &sint_dim(y))),
                 ("Sub", x, y) => SInt::D(dim_op('-', &sint_dim(x), &sint_dim(y))),
