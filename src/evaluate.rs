@@ -546,9 +546,9 @@ impl<'a> Table<'a> {
 }
 
 /// Writes every document of every task of `evaluations` to `path` as JSON lines (`model`: the
-/// pass's label, `task`, `doc_id`, `gold`, `loglikelihoods`, `acc`, `acc_norm`), atomically and
-/// never over an input.
-pub fn write_samples<'a>(evaluations: impl IntoIterator<Item = &'a Evaluation>, path: &Path, inputs: &[&Path]) -> Result<usize> {
+/// pass's label, `task`, `doc_id`, `gold`, `loglikelihoods`, `acc`, `acc_norm`), atomically,
+/// never over an input, over an existing file only with `force`.
+pub fn write_samples<'a>(evaluations: impl IntoIterator<Item = &'a Evaluation>, path: &Path, inputs: &[&Path], force: bool) -> Result<usize> {
     let mut text = String::new();
     let mut n = 0;
     for eval in evaluations {
@@ -568,9 +568,7 @@ pub fn write_samples<'a>(evaluations: impl IntoIterator<Item = &'a Evaluation>, 
             }
         }
     }
-    let out = prunec_backends::AtomicPath::new(path, inputs)?;
-    std::fs::write(out.temp(), text).with_context(|| format!("writing {}", path.display()))?;
-    out.commit()?;
+    prunec_backends::AtomicPath::write(path, text.as_bytes(), inputs, force)?;
     Ok(n)
 }
 

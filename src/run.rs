@@ -265,7 +265,7 @@ pub(crate) fn run(cli: &RunArgs) -> Result<()> {
     if let Some(path) = &cli.eval.samples {
         let mut inputs: Vec<&Path> = vec![model_path.as_path()];
         inputs.extend(eval_plan.tasks.iter().map(|(_, f)| f.as_path()));
-        let n = evaluate::write_samples(report.passes.iter().filter_map(|p| p.evaluation.as_ref()), path, &inputs)?;
+        let n = evaluate::write_samples(report.passes.iter().filter_map(|p| p.evaluation.as_ref()), path, &inputs, cli.force)?;
         eprintln!("{n} documents written to {}", path.display());
     }
     match report.peak_rss_mib {

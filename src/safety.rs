@@ -386,6 +386,9 @@ pub fn check_run_outputs(cli: &RunArgs, steps: &[Step], plan: &crate::evaluate::
             outputs.push(file("--table", with_added_extension(t, ext)));
         }
     }
+    if let (Some(s), true) = (&cli.eval.samples, evaluates) {
+        outputs.push(file("--samples", s.clone()));
+    }
     if let (Some(s), true) = (&cli.scores_out, steps.contains(&Step::Score)) {
         outputs.push(file("--scores-out", s.clone()));
     }

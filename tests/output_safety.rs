@@ -206,6 +206,8 @@ fn side_outputs_never_overwrite_inputs_or_existing_files() {
         (vec!["--report".into(), calib.clone(), "--calib".into(), calib.clone()], &["refusing to overwrite an input", "calib.txt"]),
         (vec!["--report".into(), ids.to_str().unwrap().into(), "--force".into()], &["refusing to overwrite an input"]),
         (vec!["--report".into(), d("X.json")], &["X.md", "already exists; give --force"]),
+        (vec!["--samples".into(), d("model/config.json"), "--force".into()], &["--samples", "refusing to overwrite an input"]),
+        (vec!["--samples".into(), d("X.md")], &["--samples", "X.md", "already exists; give --force"]),
         (vec!["--report".into(), d("results")], &["results", "never replaces a folder"]),
         (vec!["--report".into(), d("results"), "--force".into()], &["results", "never replaces a folder"]),
         (vec!["--report".into(), d("R.json"), "--table".into(), d("R")], &["would write the same place"]),

@@ -76,7 +76,7 @@ pub enum DataError {
         /// Its index (0-based).
         row: usize,
     },
-    /// `--bos start|window` for a model whose tokenizer names no BOS token.
+    /// The `start` or `window` rule for a model whose tokenizer names no BOS token.
     #[error("BOS rule `{rule}`: the tokenizer names no BOS token")]
     NoBos {
         /// The rule asked for.
