@@ -31,6 +31,7 @@ pub use contrib::AttrEdit;
 use super::proto::tensor_proto::DataType;
 use super::proto::NodeProto;
 use super::quant::BlockQuant;
+use super::tensor::checked_product;
 use super::{ConstantValue, OnnxFile};
 use crate::error::{FrontendError, Result};
 
@@ -493,9 +494,7 @@ impl Folder<'_> {
     /// naming the node) past [`MAX_FOLDED`] elements: a graph cannot make the importer allocate
     /// without bound.
     fn folded_len(&self, node: &NodeProto, shape: &[usize]) -> Result<usize> {
-        shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
+        checked_product(shape.iter().copied())
             .filter(|&n| n <= MAX_FOLDED)
             .ok_or_else(|| self.err(node, format!("a constant of shape {shape:?} is too large to fold (more than {MAX_FOLDED} elements)")))
     }
@@ -663,7 +662,7 @@ impl Folder<'_> {
                         t => t.max(0) as usize,
                     })
                     .collect();
-                if shape.iter().product::<usize>() != total {
+                if checked_product(shape.iter().copied()) != Some(total) {
                     return Err(self.err(node, format!("reshaping packed data of shape {from:?} to {target:?}")));
                 }
                 if let Some(o) = node.output.first() {
@@ -1461,10 +1460,6 @@ impl Folder<'_> {
     }
 }
 
-/// The product of sizes, `None` when it overflows (a graph's declared sizes are not trusted).
-fn checked_product(sizes: impl IntoIterator<Item = usize>) -> Option<usize> {
-    sizes.into_iter().try_fold(1usize, usize::checked_mul)
-}
 
 /// The most elements a constant built at import time may have (64 Mi: an 8192 × 8192 mask).
 const MAX_FOLDED: usize = 1 << 26;

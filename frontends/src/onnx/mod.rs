@@ -372,7 +372,7 @@ impl OnnxFile {
             .iter()
             .map(|&d| usize::try_from(d).map_err(|_| self.bad_sparse(t, "a negative dimension")))
             .collect::<Result<Vec<usize>>>()?;
-        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| self.bad_sparse(t, "too many elements"))?;
+        let n = tensor::checked_product(shape.iter().copied()).ok_or_else(|| self.bad_sparse(t, "too many elements"))?;
         let indices = t.indices.as_ref().ok_or_else(|| self.bad_sparse(t, "no indices"))?;
         let (ishape, idx) = self.tensor_i64(indices)?;
         let nnz = values.len();

@@ -9,6 +9,7 @@ use egg::Id;
 use prunec_ir::{broadcast, Dim};
 
 use super::fold::Egraph;
+use super::tensor::checked_product;
 use super::rules::Context;
 
 /// A dense array of numbers (integers and booleans as 0/1 too), row-major.
@@ -22,6 +23,16 @@ pub struct Arr {
 
 const LIMIT: usize = 1 << 20;
 
+/// The element count of `shape`, when it fits in `usize` (a hostile file's sizes may not).
+fn numel(shape: &[usize]) -> Option<usize> {
+    checked_product(shape.iter().copied())
+}
+
+/// The element count of `shape`, when it is at most [`LIMIT`]: what a probe may build.
+fn small(shape: &[usize]) -> Option<usize> {
+    numel(shape).filter(|&n| n <= LIMIT)
+}
+
 impl Arr {
     fn scalar(v: f64) -> Arr {
         Arr { shape: vec![], data: vec![v] }
@@ -33,13 +44,15 @@ impl Arr {
 
     /// Whether the data fill the shape exactly.
     fn is_whole(&self) -> bool {
-        self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) == Some(self.data.len())
+        numel(&self.shape) == Some(self.data.len())
     }
 
+    /// Row-major strides. They saturate: a shape with a zero axis may have a product of its
+    /// other axes past `usize`, and then no index is ever taken through them.
     fn strides(shape: &[usize]) -> Vec<usize> {
-        let mut s = vec![1; shape.len()];
+        let mut s = vec![1usize; shape.len()];
         for i in (0..shape.len().saturating_sub(1)).rev() {
-            s[i] = s[i + 1] * shape[i + 1];
+            s[i] = s[i + 1].saturating_mul(shape[i + 1]);
         }
         s
     }
@@ -72,10 +85,7 @@ fn zip(xs: &[&Arr], f: impl Fn(&[f64]) -> f64) -> Option<Arr> {
     for x in xs {
         shape = broadcast(&shape, &x.shape)?;
     }
-    let n: usize = shape.iter().product();
-    if n > LIMIT {
-        return None;
-    }
+    let n = small(&shape)?;
     let data = (0..n)
         .map(|k| {
             let idx = Arr::index(k, &shape);
@@ -132,7 +142,10 @@ fn leaf_value(ctx: &Context, s: &str, sizes: &HashMap<String, i64>) -> Option<Ar
         let v: Option<Vec<f64>> = dims.iter().map(|d| eval_dim(d, sizes).map(|x| x as f64)).collect();
         return v.map(Arr::vector);
     }
-    ctx.floats.get(s).map(|(shape, v)| Arr { shape: shape.clone(), data: v.iter().map(|&x| f64::from(x)).collect() })
+    ctx.floats
+        .get(s)
+        .map(|(shape, v)| Arr { shape: shape.clone(), data: v.iter().map(|&x| f64::from(x)).collect() })
+        .filter(Arr::is_whole)
 }
 
 fn eval_in(eg: &Egraph, ctx: &Context, id: Id, sizes: &HashMap<String, i64>, memo: &mut HashMap<Id, Option<Arr>>, depth: usize) -> Option<Arr> {
@@ -220,7 +233,8 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
         "Transpose" => {
             let perm: Vec<usize> = ints_of(&a[1]).iter().map(|&p| p.max(0) as usize).collect();
             let r = a[0].shape.len();
-            if perm.len() != r || perm.iter().any(|&p| p >= r) {
+            let mut seen = vec![false; r];
+            if perm.len() != r || !perm.iter().all(|&p| p < r && !std::mem::replace(&mut seen[p], true)) {
                 return None;
             }
             let shape: Vec<usize> = perm.iter().map(|&p| a[0].shape[p]).collect();
@@ -243,8 +257,9 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
             }
             let (m, k, n) = (x.shape[rx - 2], x.shape[rx - 1], y.shape[ry - 1]);
             let batch = broadcast(&x.shape[..rx - 2], &y.shape[..ry - 2])?;
-            let nb: usize = batch.iter().product();
-            if nb * m * n > LIMIT {
+            let nb = numel(&batch)?;
+            small(&[nb, m, n])?;
+            if numel(&[nb, m, k])? > LIMIT || numel(&[nb, k, n])? > LIMIT {
                 return None;
             }
             let pick = |arr: &Arr, b: usize| -> usize {
@@ -292,15 +307,12 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
         }
         "Reshape" => {
             let shape: Vec<usize> = ints_of(&a[1]).iter().map(|&x| x.max(0) as usize).collect();
-            (shape.iter().product::<usize>() == a[0].data.len()).then(|| Arr { shape, data: a[0].data.clone() })
+            (numel(&shape)? == a[0].data.len()).then(|| Arr { shape, data: a[0].data.clone() })
         }
         "Expand" => {
             let target: Vec<usize> = ints_of(&a[1]).iter().map(|&x| x.max(0) as usize).collect();
             let shape = broadcast(&a[0].shape, &target)?;
-            let ones = Arr { shape: shape.clone(), data: vec![0.0; shape.iter().product::<usize>().min(LIMIT + 1)] };
-            if ones.data.len() > LIMIT {
-                return None;
-            }
+            let ones = Arr { data: vec![0.0; small(&shape)?], shape };
             zip(&[&a[0], &ones], |v| v[0])
         }
         "Slice" => {
@@ -311,7 +323,7 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
             let e = e.max(s);
             let mut shape = a[0].shape.clone();
             shape[axis] = e - s;
-            let total: usize = shape.iter().product();
+            let total = small(&shape)?;
             let data = (0..total)
                 .map(|k| {
                     let mut idx = Arr::index(k, &shape);
@@ -333,8 +345,8 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
                 return None;
             }
             let mut shape = xs[0].shape.clone();
-            shape[axis] = xs.iter().map(|x| x.shape.get(axis).copied().unwrap_or(0)).sum();
-            let total: usize = shape.iter().product();
+            shape[axis] = xs.iter().try_fold(0usize, |n, x| n.checked_add(x.shape.get(axis).copied().unwrap_or(0)))?;
+            let total = small(&shape)?;
             let data = (0..total)
                 .map(|k| {
                     let mut idx = Arr::index(k, &shape);
@@ -351,8 +363,8 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
         }
         "ConstantOfShape" => {
             let shape: Vec<usize> = ints_of(&a[0]).iter().map(|&x| x.max(0) as usize).collect();
-            let n: usize = shape.iter().product();
-            (n <= LIMIT).then(|| Arr { data: vec![a[1].data.first().copied().unwrap_or(0.0); n], shape })
+            let n = small(&shape)?;
+            Some(Arr { data: vec![a[1].data.first().copied().unwrap_or(0.0); n], shape })
         }
         "Trilu" => {
             // keep the upper (j − i ≥ k) or lower (j − i ≤ k) triangle of the last two axes
@@ -394,14 +406,12 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
             let (data, idx) = (&a[0], &a[1]);
             let axis = axis_of(scalar_of(&a[2])?, data.shape.len())?;
             let n = *data.shape.get(axis)?;
-            let outer: usize = data.shape[..axis].iter().product();
-            let inner: usize = data.shape[axis + 1..].iter().product();
+            let outer = numel(&data.shape[..axis])?;
+            let inner = numel(&data.shape[axis + 1..])?;
             let mut shape = data.shape[..axis].to_vec();
             shape.extend_from_slice(&idx.shape);
             shape.extend_from_slice(&data.shape[axis + 1..]);
-            if shape.iter().product::<usize>() > LIMIT {
-                return None;
-            }
+            small(&shape)?;
             let mut out = Vec::with_capacity(outer * idx.data.len() * inner);
             for o in 0..outer {
                 for &i in &idx.data {
@@ -421,7 +431,8 @@ fn apply(op: &str, a: &[Arr]) -> Option<Arr> {
             let m = *idx.shape.last()?;
             let mut shape: Vec<usize> = idx.shape[..idx.shape.len() - 1].to_vec();
             shape.extend_from_slice(data.shape.get(m..)?);
-            let inner: usize = data.shape[m..].iter().product();
+            small(&shape)?;
+            let inner = numel(&data.shape[m..])?;
             let st = Arr::strides(&data.shape);
             let rows = idx.data.len() / m.max(1);
             let mut out = Vec::with_capacity(rows * inner);
@@ -521,6 +532,21 @@ mod tests {
         let mut eg = Egraph::default();
         let root = eg.add_expr(&expr);
         is_causal(&eg, ctx, root)
+    }
+
+    #[test]
+    fn hostile_sizes_give_no_value_and_no_panic() {
+        let big = (1u64 << 40) as f64;
+        let sizes_of = |v: &[f64]| Arr::vector(v.to_vec());
+        // a shape whose product passes usize, with no data (a zero axis) or none at all
+        assert_eq!(apply("ConstantOfShape", &[sizes_of(&[big, big, big]), Arr::scalar(1.0)]), None);
+        assert_eq!(apply("Reshape", &[Arr::vector(vec![]), sizes_of(&[big, big, big, 0.0])]), None);
+        let empty = apply("Reshape", &[Arr::vector(vec![]), sizes_of(&[0.0, big, big])]).unwrap();
+        assert_eq!(apply("Transpose", &[empty.clone(), sizes_of(&[2.0, 1.0, 0.0])]).map(|a| a.data.len()), Some(0));
+        assert_eq!(apply("Expand", &[Arr::scalar(1.0), sizes_of(&[big, big, big])]), None);
+        // a repeated axis is no permutation
+        let x = Arr { shape: vec![2, 3], data: (0..6).map(f64::from).collect() };
+        assert_eq!(apply("Transpose", &[x, sizes_of(&[0.0, 0.0])]), None);
     }
 
     #[test]

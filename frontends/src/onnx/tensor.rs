@@ -44,6 +44,12 @@ impl RawTensor {
     }
 }
 
+/// The product of `sizes` (an element count), when it fits in `usize`: a hostile file's
+/// declared sizes may not.
+pub fn checked_product(sizes: impl IntoIterator<Item = usize>) -> Option<usize> {
+    sizes.into_iter().try_fold(1usize, usize::checked_mul)
+}
+
 /// A data type's name for messages (`FLOAT`, `INT64`, or `unknown data type 99`).
 pub fn type_name(data_type: i32) -> String {
     match DataType::try_from(data_type) {
