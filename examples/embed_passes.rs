@@ -44,12 +44,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prunec_ir::verify(&model)?;
 
     // group: the MLP channels and the hidden channels, found from the ops' axis mappings
-    let outcome = prunec_passes::Pass::Group.run(&mut model)?;
+    let outcome = prunec_passes::run_group(&mut model)?;
     print!("{}", outcome.summary);
 
     // score by magnitude (no gradients needed) and prune half the MLP channels
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0)?;
-    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1 };
+    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let selection = select(&model, &scores, &opts)?;
     let report = apply(&mut model, &selection)?;
     print!("{}", report.summary());

@@ -92,12 +92,12 @@ pub(crate) struct RunArgs {
 
     /// Importance estimator of `score`: random, l1, l2, taylor-vector, taylor-element1,
     /// taylor-element2, taylor-mix.
-    #[arg(long, default_value = "taylor-element1")]
-    pub(crate) importance: String,
+    #[arg(long, default_value = "taylor-element1", value_delimiter = ',', value_parser = parse_importance)]
+    pub(crate) importance: Vec<prunec_passes::Importance>,
 
     /// How a unit's members combine: sum, mean, max, prod, first, last.
-    #[arg(long, default_value = "sum")]
-    pub(crate) aggregation: String,
+    #[arg(long, default_value = "sum", value_delimiter = ',', value_parser = parse_aggregation)]
+    pub(crate) aggregation: Vec<prunec_passes::Aggregation>,
 
     /// Calibration text for Taylor importance: plain text, or JSONL rows with `text` or `input_ids`.
     #[arg(long, value_name = "FILE")]
@@ -292,4 +292,35 @@ pub(crate) struct BenchArgs {
     /// Where the backend runs.
     #[arg(long, value_enum, default_value = "cpu")]
     pub(crate) device: Device,
+}
+
+fn parse_importance(name: &str) -> Result<prunec_passes::Importance, String> {
+    prunec_passes::Importance::from_name(name.trim()).map_err(|e| e.to_string())
+}
+
+fn parse_aggregation(name: &str) -> Result<prunec_passes::Aggregation, String> {
+    prunec_passes::Aggregation::from_name(name.trim()).map_err(|e| e.to_string())
+}
+
+/// The one item of a list option that a run takes (`sweep` takes lists).
+fn one<T: Copy>(flag: &str, items: &[T], name: impl Fn(T) -> &'static str) -> anyhow::Result<T> {
+    match items {
+        [one] => Ok(*one),
+        many => anyhow::bail!(
+            "{flag} {}: a run scores with one (lists are for `prunec sweep`)",
+            many.iter().map(|&i| name(i)).collect::<Vec<_>>().join(",")
+        ),
+    }
+}
+
+impl RunArgs {
+    /// `--importance`, which a run takes one of.
+    pub(crate) fn one_importance(&self) -> anyhow::Result<prunec_passes::Importance> {
+        one("--importance", &self.importance, prunec_passes::Importance::name)
+    }
+
+    /// `--aggregation`, which a run takes one of.
+    pub(crate) fn one_aggregation(&self) -> anyhow::Result<prunec_passes::Aggregation> {
+        one("--aggregation", &self.aggregation, prunec_passes::Aggregation::name)
+    }
 }

@@ -318,7 +318,7 @@ pub fn run(
             Some(group) => crate::device::perplexity_streamed(device, model, tokens, args.seq_len, args.eval_batch, group, progress),
             None => crate::device::perplexity(device, model, tokens, args.seq_len, args.eval_batch, progress),
         }
-        .with_context(|| format!("pass `eval` on {}", file.display()))?;
+        .with_context(|| format!("perplexity on {}", file.display()))?;
         bar.finish();
         summary += &format!(
             "perplexity: {:.4} ({} tokens, {} windows of {}, {} predicted; mean NLL {:.6}) [{name}]\n",

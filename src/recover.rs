@@ -13,7 +13,7 @@ use prunec_ir::{Model, ParamStore};
 use prunec_passes::lora::{adapters, Adapter, LoraOptions};
 use serde_json::json;
 
-use crate::pipeline::Step;
+use prunec_passes::PassName;
 use crate::progress::Progress;
 
 /// Options of `lora` and `recover`.
@@ -126,7 +126,7 @@ impl RecoverArgs {
 
     /// Refuses bad options before the model is read. `steps` is --steps when the pipeline
     /// trains.
-    pub fn check(&self, pipeline: &[Step], steps: Option<usize>, force: bool) -> Result<()> {
+    pub fn check(&self, pipeline: &[PassName], steps: Option<usize>, force: bool) -> Result<()> {
         let names: Vec<&str> = pipeline.iter().map(|s| s.name()).collect();
         let lora = names.iter().position(|&n| n == "lora");
         if names.contains(&"lora") || names.contains(&"recover") {
@@ -271,7 +271,7 @@ pub fn run(cli: &crate::cli::RunArgs, model: &mut Model, model_path: &Path) -> R
     let args = &cli.recover;
     let found = adapters(model);
     if found.is_empty() {
-        bail!("pass `recover` trains LoRA adapters, and the model has none: put `lora` before it");
+        bail!("it trains LoRA adapters, and the model has none: put `lora` before it");
     }
     let trainable: Vec<String> = found.iter().flat_map(|a| [a.a.clone(), a.b.clone()]).collect();
     let (mut samples, source) = read_samples(args, model_path, cli.tokenizer.as_deref())?;
@@ -342,7 +342,7 @@ pub fn run(cli: &crate::cli::RunArgs, model: &mut Model, model_path: &Path) -> R
         force: cli.force,
     };
     let outcome = crate::device::train(cli.device, model, &trainable, &train_view, &val_view, eval_text, &opts, &mut observer)
-        .context("pass `recover`")?;
+        .context("training")?;
     let Observer { bar, peft, .. } = observer;
     bar.finish();
     if let Some(out) = &args.adapter_out {

@@ -22,7 +22,7 @@ use anyhow::{bail, Result};
 use prunec_ir::output::{check_destination, check_not_input, resolve, OutputKind};
 use prunec_ir::{Model, Op};
 
-use crate::pipeline::Step;
+use prunec_passes::PassName;
 use crate::cli::{Cli, Command, RunArgs};
 
 /// Installs a handler of SIGINT, SIGTERM and SIGHUP that removes the outputs being written (and
@@ -356,7 +356,7 @@ fn check_outputs(outputs: &[Output], inputs: &[PathBuf], force: bool) -> Result<
 /// Checks, before a run reads its model, every output it will write (see the module
 /// documentation): `-o`, `--report` (and its `.md` and table), `--table`, `--scores-out`,
 /// `--adapter-out` and the checkpoints under `--checkpoint-dir`.
-pub fn check_run_outputs(cli: &RunArgs, steps: &[Step], plan: &crate::evaluate::Plan) -> Result<()> {
+pub fn check_run_outputs(cli: &RunArgs, steps: &[PassName], plan: &crate::evaluate::Plan) -> Result<()> {
     let inputs = run_inputs(cli, plan)?;
     let mut outputs = Vec::new();
     let file = |flag, path: PathBuf| Output { flag, path, kind: OutputKind::File };
@@ -371,7 +371,7 @@ pub fn check_run_outputs(cli: &RunArgs, steps: &[Step], plan: &crate::evaluate::
             outputs.push(Output { flag: "-o", path: out.clone(), kind: OutputKind::Folder });
         }
     }
-    let evaluates = steps.contains(&Step::Eval);
+    let evaluates = steps.contains(&PassName::Eval);
     if let Some(r) = &cli.report {
         outputs.push(file("--report", r.clone()));
         outputs.push(file("--report", r.with_extension("md")));
@@ -389,14 +389,14 @@ pub fn check_run_outputs(cli: &RunArgs, steps: &[Step], plan: &crate::evaluate::
     if let (Some(s), true) = (&cli.eval.samples, evaluates) {
         outputs.push(file("--samples", s.clone()));
     }
-    if let (Some(s), true) = (&cli.scores_out, steps.contains(&Step::Score)) {
+    if let (Some(s), true) = (&cli.scores_out, steps.contains(&PassName::Score)) {
         outputs.push(file("--scores-out", s.clone()));
     }
-    if let (Some(a), true) = (&cli.recover.adapter_out, steps.contains(&Step::Recover)) {
+    if let (Some(a), true) = (&cli.recover.adapter_out, steps.contains(&PassName::Recover)) {
         outputs.push(Output { flag: "--adapter-out", path: a.clone(), kind: OutputKind::Folder });
     }
     check_outputs(&outputs, &inputs, cli.force)?;
-    if let (Some(dir), true) = (&cli.recover.checkpoint_dir, steps.contains(&Step::Recover)) {
+    if let (Some(dir), true) = (&cli.recover.checkpoint_dir, steps.contains(&PassName::Recover)) {
         check_checkpoint_dir(dir, &inputs, cli.force)?;
     }
     Ok(())

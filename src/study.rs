@@ -103,7 +103,7 @@ impl<'a> Bench<'a> {
         let mut model = crate::session::load(&path)?;
         let origin = format!("--eval-text {}, tokenized by {} (or its `input_ids`)", text.display(), crate::safety::tokenizer_origin(&path, cli.tokenizer.as_deref()));
         crate::safety::check_token_ids(&model, [tokens.as_slice()], &origin)?;
-        prunec_passes::Pass::Group.run(&mut model).context("pass `group`")?;
+        prunec_passes::run_group(&mut model).context("pass `group`")?;
         let needs = |f: fn(Importance) -> bool| importances.iter().copied().find(|&i| f(i));
         let stats = match needs(Importance::needs_fisher).or_else(|| needs(Importance::needs_gradient)) {
             Some(i) => Some(crate::session::calibrate(cli, &model, &path, i, &mut Report::default())?),
@@ -136,19 +136,10 @@ impl<'a> Bench<'a> {
     }
 }
 
-fn parse_list<T>(list: &str, parse: impl Fn(&str) -> prunec_passes::Result<T>) -> Result<Vec<T>> {
-    let items = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse).collect::<prunec_passes::Result<Vec<T>>>()?;
-    if items.is_empty() {
-        bail!("`{list}` names nothing");
-    }
-    Ok(items)
-}
-
 /// `prunec sweep`.
 pub fn sweep(args: &SweepArgs) -> Result<()> {
     let cli = &args.run;
-    let importances = parse_list(&cli.importance, Importance::from_name)?;
-    let aggregations = parse_list(&cli.aggregation, Aggregation::from_name)?;
+    let (importances, aggregations) = (cli.importance.clone(), cli.aggregation.clone());
     if args.ratios.is_empty() || args.ratios.iter().any(|r| !(0.0..1.0).contains(r)) {
         bail!("--ratios {:?}: each must be in [0, 1)", args.ratios);
     }
@@ -175,7 +166,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         for &ratio in &args.ratios {
             let t = Instant::now();
             let amount = if args.by_unit { Amount::UnitRatio(ratio) } else { Amount::Ratio(ratio) };
-            let selection = prune::select(&bench.model, &scores, &crate::run::prune_options(cli, &bench.model, amount))?;
+            let selection = prune::select(&bench.model, &scores, &crate::pipeline::prune_options(cli, amount))?;
             let model = bench.pruned(&selection, importance, dependency)?;
             // without dependency the weights are zeroed, not removed: count what the grouped pruning keeps
             let kept = if dependency { model.params.numel() } else { bench.pruned(&selection, importance, true)?.params.numel() };
@@ -233,8 +224,8 @@ pub fn sensitivity(args: &SensitivityArgs) -> Result<()> {
     if !(0.0..1.0).contains(&ratio) {
         bail!("--unit-ratio {ratio} is out of range: it must be in [0, 1)");
     }
-    let importance = Importance::from_name(&cli.importance)?;
-    let aggregation = Aggregation::from_name(&cli.aggregation)?;
+    let importance = cli.one_importance()?;
+    let aggregation = cli.one_aggregation()?;
     crate::safety::check_study_outputs(cli, &args.out)?;
     let start = Instant::now();
     let bench = Bench::new(cli, &[importance])?;
@@ -250,7 +241,7 @@ pub fn sensitivity(args: &SensitivityArgs) -> Result<()> {
     let mut points = Vec::with_capacity(layers.len());
     for &l in &layers {
         let t = Instant::now();
-        let mut opts = crate::run::prune_options(cli, &bench.model, Amount::UnitRatio(ratio));
+        let mut opts = crate::pipeline::prune_options(cli, Amount::UnitRatio(ratio));
         opts.attn_layers = Some(l..l + 1);
         opts.mlp_layers = Some(l..l + 1);
         let selection = prune::select(&bench.model, &scores, &opts)?;

@@ -8,7 +8,7 @@ use prunec_ir::{GroupKind, Model};
 
 fn grouped(path: &std::path::Path) -> Model {
     let mut model = prunec_frontends::load(path).expect("the model loads");
-    prunec_passes::manager::Pass::Group.run(&mut model).expect("group runs");
+    prunec_passes::run_group(&mut model).expect("group runs");
     model
 }
 

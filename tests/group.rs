@@ -8,7 +8,7 @@ use prunec_ir::{Group, GroupKind, Model};
 
 fn grouped(name: &str) -> Model {
     let mut model = prunec_frontends::load(&fixture(name)).expect("the fixture loads");
-    prunec_passes::manager::Pass::Group.run(&mut model).expect("group runs");
+    prunec_passes::run_group(&mut model).expect("group runs");
     model
 }
 

@@ -272,9 +272,9 @@ fn models_pruned_by_the_prune_pass_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     for (k, (mode, global)) in [(Mode::Block, true), (Mode::Channel, false)].into_iter().enumerate() {
         let mut model = load(&fixture("llama-gqa"));
-        prunec_passes::Pass::Group.run(&mut model).unwrap();
+        prunec_passes::run_group(&mut model).unwrap();
         let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, global, gqa: Gqa::KvHeads, round_to: 1 };
+        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, global, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
         let selection = select(&model, &scores, &opts).unwrap();
         apply(&mut model, &selection).unwrap();
         let config = hf_config(&model).unwrap();
@@ -373,9 +373,9 @@ fn transformers_loads_written_folders() {
     use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let mut model = load(&fixture("llama-gqa"));
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::UnitRatio(0.25), mode: Mode::Channel, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1 };
+    let opts = PruneOptions { amount: Amount::UnitRatio(0.25), mode: Mode::Channel, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let selection = select(&model, &scores, &opts).unwrap();
     apply(&mut model, &selection).unwrap();
     check_with_transformers(&model, dir.path(), "channel-pruned");

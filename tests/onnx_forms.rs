@@ -59,10 +59,10 @@ fn relative(a: &[f32], b: &[f32]) -> f32 {
 
 /// Prunes `model` block-wise (a quarter of the parameters, Taylor first order on `rows`).
 fn prune(model: &mut Model) {
-    prunec_passes::Pass::Group.run(model).unwrap();
+    prunec_passes::run_group(model).unwrap();
     let stats = calibrate::<CpuAutodiff>(model, &cpu(), &rows(), CalibrationOptions::default(), |_, _| {}).unwrap();
     let scores = score(model, Some(&stats), Importance::TaylorElement1, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1 };
+    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let sel = select(model, &scores, &opts).unwrap();
     apply(model, &sel).unwrap();
 }

@@ -34,10 +34,10 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 /// the pruned IR and the written file.
 fn prune_and_write(file: &str, dir: &Path) -> (Model, PathBuf) {
     let mut model = prunec_frontends::load(&fixture(file)).unwrap();
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     let stats = calibrate::<CpuAutodiff>(&model, &cpu(), &rows(), CalibrationOptions::default(), |_, _| {}).unwrap();
     let scores = score(&model, Some(&stats), Importance::TaylorElement1, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1 };
+    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let sel = select(&model, &scores, &opts).unwrap();
     apply(&mut model, &sel).unwrap();
     let out = dir.join(file.replace('/', "-"));
@@ -133,9 +133,9 @@ fn external_data_in_external_data_out() {
     let written = prunec_frontends::onnx::write_model(&source.model, &input, Some("ext.onnx.data")).unwrap();
     assert!(written.external_data.is_some());
     let mut model = prunec_frontends::load(&input).unwrap();
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1 };
+    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let sel = select(&model, &scores, &opts).unwrap();
     apply(&mut model, &sel).unwrap();
     let out = dir.path().join("out.onnx");

@@ -18,7 +18,7 @@ fn rows() -> Vec<Vec<u32>> {
 
 fn grouped(name: &str) -> Model {
     let mut m = prunec_frontends::load(&fixture(name)).unwrap();
-    prunec_passes::Pass::Group.run(&mut m).unwrap();
+    prunec_passes::run_group(&mut m).unwrap();
     m
 }
 
@@ -28,7 +28,7 @@ fn logits(model: &Model) -> Vec<f32> {
 }
 
 fn block(amount: Amount) -> PruneOptions {
-    PruneOptions { amount, mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1 }
+    PruneOptions { amount, mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false }
 }
 
 /// The original model with every parameter slice of the selected units set to zero.
@@ -162,6 +162,7 @@ fn reproduces_llm_pruner_block_wise() {
         global: false,
         gqa: Gqa::KvHeads,
         round_to: 1,
+        uniform: false,
     };
     let sel = select(&model, &scores, &opts).unwrap();
     let groups = model.groups.clone().unwrap();
@@ -188,7 +189,7 @@ fn reproduces_llm_pruner_block_wise() {
     }
     // the pruned graph still runs, and prints for the snapshot
     let _ = logits(&model);
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("llama-mha.pruned-llm-pruner-block", prunec_ir::print(&model).unwrap());
     });
@@ -200,7 +201,7 @@ fn pruned_gqa_snapshot() {
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
     let sel = select(&model, &scores, &block(Amount::UnitRatio(0.5))).unwrap();
     apply(&mut model, &sel).unwrap();
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("llama-gqa.pruned-l2-unit-0.5", prunec_ir::print(&model).unwrap());
     });
@@ -329,7 +330,7 @@ fn query_heads_pruned_unevenly() {
     assert!(diff < 1e-5, "read back: {diff}");
     // and groups again, each key/value unit with its own query heads
     let mut regrouped = reread;
-    prunec_passes::Pass::Group.run(&mut regrouped).unwrap();
+    prunec_passes::run_group(&mut regrouped).unwrap();
     let attn = regrouped.groups.as_ref().unwrap().iter().find(|g| g.kind == prunec_ir::GroupKind::Attention).unwrap();
     let subs: Vec<usize> = attn.units.iter().map(|u| u.sub_units.len()).collect();
     assert_eq!(subs, [2, 4]);
@@ -365,4 +366,63 @@ fn zeroing_law_block_wise_chatglm6b() {
     // [gMASK] and <sop>, so 2-D positions and the prefix mask are exercised
     zeroing_law("chatglm-6b", Amount::Ratio(0.25), Importance::L2);
     zeroing_law("chatglm-6b", Amount::UnitRatio(0.5), Importance::Random);
+}
+
+/// Pruning in steps: every step after the first regroups and rescoring (here by magnitude)
+/// sees the pruned model; the steps together reach the asked-for ratio of the parameters as
+/// they were, as one step does; a unit ratio cannot be split into steps.
+#[test]
+fn pruning_in_steps_rescores_the_pruned_model() {
+    let original = grouped("llama-mha");
+    let l2 = |m: &Model| score(m, None, Importance::L2, Aggregation::Sum, 0);
+    let before = original.params.numel() as f64;
+    let mut rescored = Vec::new();
+    let mut heard = Vec::new();
+    let mut model = original.clone();
+    let reports = prunec_passes::prune::prune_in_steps(
+        &mut model,
+        l2(&original).unwrap(),
+        &block(Amount::Ratio(0.3)),
+        3,
+        |m| {
+            rescored.push(m.params.numel());
+            l2(m)
+        },
+        |k, n, r| heard.push((k, n, r.params_after)),
+    )
+    .unwrap();
+    assert_eq!(reports.len(), 3);
+    assert_eq!(rescored, vec![reports[0].params_after, reports[1].params_after], "rescored after each step but the last");
+    assert_eq!(heard.iter().map(|h| (h.0, h.1)).collect::<Vec<_>>(), vec![(1, 3), (2, 3), (3, 3)]);
+    assert!(reports.windows(2).all(|w| w[1].params_after < w[0].params_after), "every step removes some");
+    let mut once = original.clone();
+    let one = prunec_passes::prune::prune_in_steps(&mut once, l2(&original).unwrap(), &block(Amount::Ratio(0.3)), 1, |_| -> prunec_passes::Result<_> { unreachable!() }, |_, _, _| {})
+        .unwrap();
+    for achieved in [reports[2].params_after, one[0].params_after] {
+        let removed = 1.0 - achieved as f64 / before;
+        assert!((removed - 0.3).abs() < 0.05, "removed {removed:.3} of the parameters");
+    }
+    let e = prunec_passes::prune::prune_in_steps(&mut once, l2(&original).unwrap(), &block(Amount::UnitRatio(0.3)), 2, l2, |_, _, _| {});
+    assert!(e.unwrap_err().to_string().contains("ratio of the parameters"));
+}
+
+/// Uniform widths: every group of a kind loses as many units, with query heads taken evenly.
+#[test]
+fn uniform_selection_keeps_layers_alike() {
+    let model = grouped("llama-gqa");
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let opts = PruneOptions { gqa: Gqa::QueryHeads, uniform: true, ..block(Amount::UnitRatio(0.5)) };
+    let sel = select(&model, &scores, &opts).unwrap();
+    let groups = model.groups.as_ref().unwrap();
+    for kind in [prunec_ir::GroupKind::Attention, prunec_ir::GroupKind::Mlp] {
+        let counts: BTreeSet<(usize, usize)> = groups
+            .iter()
+            .zip(sel.removed.iter().zip(&sel.removed_sub))
+            .filter(|(g, _)| g.kind == kind)
+            .map(|(_, (r, sub))| (r.len(), sub.len()))
+            .collect();
+        assert_eq!(counts.len(), 1, "{kind}: {counts:?}");
+    }
+    let layer = PruneOptions { mode: Mode::Layer, ..opts };
+    assert!(select(&model, &scores, &layer).unwrap_err().to_string().contains("layer-wise"));
 }

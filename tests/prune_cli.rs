@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_clean_failure, fixture, prunec, texts};
+use common::{assert_clean_failure, assert_usage_error, fixture, prunec, texts};
 
 
 #[test]
@@ -82,9 +82,11 @@ fn refusals() {
         &prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.2", "--importance", "taylor-element1"]),
         &["no tokenizer", "--tokenizer"],
     );
+    // a value clap parses is a usage error (exit 2), as for every option it checks
+    assert_usage_error(&prunec(&[m, "--pass", "group,score", "--importance", "fisher"]), &["unknown importance `fisher`", "taylor-element2"]);
     assert_clean_failure(
-        &prunec(&[m, "--pass", "group,score", "--importance", "fisher"]),
-        &["unknown importance `fisher`", "taylor-element2"],
+        &prunec(&[m, "--pass", "group,score", "--importance", "l1,l2"]),
+        &["--importance l1,l2", "one", "sweep"],
     );
     assert_clean_failure(&prunec(&[m, "--pass", "prune", "--ratio", "0.2"]), &["needs scores"]);
     let out = prunec(&[m, "--pass", "group,score,prune", "--ratio", "0.2", "--importance", "l2", "--attn-layers", "9..12", "--mlp-layers", "9..12"]);

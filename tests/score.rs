@@ -19,7 +19,7 @@ fn scores_match_llm_pruner() {
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("llm-pruner-importance.json")).unwrap()).unwrap();
     let mut model = prunec_frontends::load(&fixture("llama-mha")).unwrap();
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     let stats =
         calibrate::<CpuAutodiff>(&model, &cpu(), &golden_rows(), CalibrationOptions { fisher: true, micro_batch: 1 }, |_, _| {})
             .unwrap();
@@ -63,7 +63,7 @@ fn scores_match_llm_pruner() {
 #[test]
 fn random_scores_are_seeded_and_gradients_are_required() {
     let mut model = prunec_frontends::load(&fixture("llama-gqa")).unwrap();
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     let a = score(&model, None, Importance::Random, Aggregation::Sum, 1).unwrap();
     let b = score(&model, None, Importance::Random, Aggregation::Sum, 1).unwrap();
     let c = score(&model, None, Importance::Random, Aggregation::Sum, 2).unwrap();

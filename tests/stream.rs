@@ -26,6 +26,7 @@ fn options(mode: Mode) -> PruneOptions {
         global: false,
         gqa: Gqa::KvHeads,
         round_to: 1,
+        uniform: false,
     }
 }
 
@@ -112,7 +113,7 @@ fn compare(model: &Model, scope: &dyn Fn(&Group) -> bool, importance: Importance
 
 fn check_fixture(name: &str, samples: Vec<Vec<u32>>) {
     let mut model = prunec_frontends::load(&fixture(name)).unwrap();
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     for mode in [Mode::Block, Mode::Channel] {
         let opts = options(mode);
         let scope = |g: &Group| opts.prunes(g);
@@ -145,7 +146,7 @@ fn streamed_scores_match_llm_pruner() {
     let reference: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("llm-pruner-importance.json")).unwrap()).unwrap();
     let mut model = prunec_frontends::load(&fixture("llama-mha")).unwrap();
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     let opts = PruneOptions { attn_layers: Some(1..3), mlp_layers: Some(1..3), ..options(Mode::Block) };
     let scope = |g: &Group| opts.prunes(g);
     let rows = golden("llama-mha").rows("input_ids");
@@ -270,7 +271,7 @@ fn a_small_budget_streams_and_writes_what_resident_writes() {
 fn smollm2_streamed_scores_equal_resident() {
     let Some(path) = common::smollm2() else { return };
     let mut model = prunec_frontends::load(&path).unwrap();
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     let tok = prunec_frontends::tokenizer::Tokenizer::for_model(&path).unwrap();
     let text = prunec_frontends::data::TextSource::Plain(prunec_frontends::data::EMBEDDED_CALIBRATION_TEXT.to_string());
     let samples = prunec_frontends::data::calibration_samples(&text, &tok, 10, 64, 0).unwrap();

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{assert_clean_failure, fixture, golden_ids_jsonl_of, prunec, texts};
+use common::{assert_clean_failure, assert_usage_error, fixture, golden_ids_jsonl_of, prunec, texts};
 use prunec_passes::prune::{select, Amount, Gqa, Mode, PruneOptions};
-use prunec_passes::{score, Aggregation, Importance, Pass};
+use prunec_passes::{score, Aggregation, Importance};
 
 fn read_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
@@ -102,7 +102,7 @@ fn studies_refuse_bad_requests() {
     let o = out.to_str().unwrap();
     assert_clean_failure(&prunec(&["sweep", m, "--eval-text", ids, "--ratios", "0.2,1.5", "--importance", "l2", "--out", o]), &["--ratios", "[0, 1)"]);
     assert_clean_failure(&prunec(&["sweep", m, "--importance", "l2", "--out", o]), &["--eval-text"]);
-    assert_clean_failure(&prunec(&["sweep", m, "--eval-text", ids, "--importance", "l2,l7", "--out", o]), &["unknown importance `l7`", "taylor-element1"]);
+    assert_usage_error(&prunec(&["sweep", m, "--eval-text", ids, "--importance", "l2,l7", "--out", o]), &["unknown importance `l7`", "taylor-element1"]);
     assert_clean_failure(&prunec(&["sensitivity", m, "--eval-text", ids, "--ratio", "0.2", "--importance", "l2", "--out", o]), &["--unit-ratio"]);
     assert_clean_failure(&prunec(&["sweep", m, "--eval-text", "/no/such/file.txt", "--importance", "l2", "--out", o]), &["/no/such/file.txt"]);
     assert!(!out.with_extension("md").exists() && !out.with_extension("png").exists(), "nothing written on failure");
@@ -113,9 +113,9 @@ fn studies_refuse_bad_requests() {
 #[test]
 fn without_dependency_zeroes_each_weight_on_its_own() {
     let mut model = prunec_frontends::load(&fixture("llama-mha")).unwrap();
-    Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1 };
+    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let sel = select(&model, &scores, &opts).unwrap();
     let (ablated, zeroed) = prunec_passes::ablate::without_dependency(&model, None, Importance::L2, 0, &sel).unwrap();
     assert!(zeroed > 0);

@@ -3,9 +3,12 @@
 //! The passes of prunec and the pass manager that runs them by name. Analyses read the
 //! model; transforms change it; the verifier runs after each pass.
 //!
-//! Passes available by name: `group` (dependency groups), `lora` (low-rank adapters) and
-//! `merge` (adapters folded back). `score` and `prune` are called with their options. An
-//! unknown name is refused with the list of valid ones.
+//! Every pass has a name in [`PassName`] (`group`, `score`, `prune`, `lora`, `recover`,
+//! `merge`, `eval`) and implements [`Pass`]; [`run_pass`] runs one and the verifier after it.
+//! `group` (dependency groups), `lora` (low-rank adapters) and `merge` (adapters folded back)
+//! are implemented here; `score` and `prune` are the functions of [`score`] and [`prune`],
+//! which a program with a backend wraps as passes (prunec's driver does). An unknown name is
+//! refused with the list of valid ones.
 #![warn(missing_docs)]
 
 pub mod ablate;
@@ -17,7 +20,7 @@ pub mod score;
 
 pub use group::{find_groups, summarize};
 pub use lora::{LoraOptions, DEFAULT_TARGETS};
-pub use manager::{parse_pipeline, Pass, PassOptions, PassOutcome, PASSES};
+pub use manager::{parse_pipeline, run_group, run_pass, Group, Lora, Merge, Pass, PassName, PassOutcome};
 pub use score::{score, score_with, scored_axes, Aggregation, GroupScores, Importance, Saliences, Scores};
 
 use prunec_ir::IrError;
@@ -36,6 +39,14 @@ pub enum PassError {
     /// The IR is inconsistent (before or after a pass).
     #[error(transparent)]
     Ir(#[from] IrError),
+    /// A pass left an invalid IR (found by the verifier that runs after every pass).
+    #[error("the IR after pass `{pass}` is invalid: {error}")]
+    Invalid {
+        /// The pass.
+        pass: &'static str,
+        /// What the verifier found.
+        error: IrError,
+    },
     /// A pass was asked for something it cannot do (missing statistics, bad option).
     #[error("{0}")]
     Config(String),

@@ -52,6 +52,11 @@ pub struct PruneOptions {
     /// (torch-pruning's `round_to`; 1: any number). Hardware likes widths in multiples of 8;
     /// transformers 5 wants `hidden_size` a multiple of `num_attention_heads`.
     pub round_to: usize,
+    /// Every group of a kind loses as many units, so that the layers stay alike and a stock
+    /// configuration describes the result: query heads are taken evenly from the key/value
+    /// heads, hidden channels keep a multiple of the query heads, and a selection that would
+    /// leave layers of different widths is refused.
+    pub uniform: bool,
 }
 
 /// The first `counts[k]` units of each group's order (lowest score first), sorted by index.
@@ -143,8 +148,104 @@ fn eligible(kind: GroupKind, block: Option<u32>, opts: &PruneOptions) -> bool {
     }
 }
 
+impl PruneOptions {
+    /// These options as they apply to `model`: with [`PruneOptions::uniform`], query heads
+    /// evenly from every key/value head and hidden channels rounded to a multiple of the
+    /// query heads as well (transformers 5 wants `hidden_size` a multiple of them).
+    fn for_model(&self, model: &Model) -> Result<PruneOptions> {
+        let mut opts = self.clone();
+        if self.uniform {
+            if self.mode == Mode::Layer {
+                return Err(PassError::Config("uniform widths do not go with layer-wise pruning".into()));
+            }
+            if self.gqa == Gqa::QueryHeads {
+                opts.gqa = Gqa::QueryHeadsEven;
+            }
+            if self.mode == Mode::Channel {
+                opts.round_to = crate::group::lcm(self.round_to, query_heads(model));
+            }
+        }
+        Ok(opts)
+    }
+}
+
+/// The most query heads of any attention group (its sub-units, or its units without them).
+pub fn query_heads(model: &Model) -> usize {
+    let groups = model.groups.as_deref().unwrap_or_default();
+    groups
+        .iter()
+        .filter(|g| g.kind == GroupKind::Attention)
+        .map(|g| g.units.iter().map(|u| u.sub_units.len().max(1)).sum::<usize>())
+        .max()
+        .unwrap_or(1)
+}
+
 /// Chooses the units to remove.
 pub fn select(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Selection> {
+    let opts = &opts.for_model(model)?;
+    let selection = select_units(model, scores, opts)?;
+    if opts.uniform {
+        // every group of a kind loses as many units (the local share does this on a uniform model)
+        let groups = model.groups.as_deref().unwrap_or_default();
+        for kind in [GroupKind::Attention, GroupKind::Mlp, GroupKind::Hidden] {
+            let counts: BTreeSet<(usize, usize)> = groups
+                .iter()
+                .zip(&selection.removed)
+                .filter(|(g, _)| g.kind == kind)
+                .map(|(g, r)| (g.units.len(), r.len()))
+                .collect();
+            if counts.len() > 1 {
+                return Err(PassError::Config(format!(
+                    "uniform widths: the {kind} groups would differ ({counts:?} units before/removed): the model's layers are not alike"
+                )));
+            }
+        }
+    }
+    Ok(selection)
+}
+
+/// Pruning in `steps` steps to `opts.amount` (a [`Amount::Ratio`] of the parameters as they
+/// were): step k reaches k/steps of it, and every step after the first works on the pruned
+/// model, with its groups found anew and its units scored anew by `rescore`. One step is
+/// [`select`] and [`apply`]. `progress` hears of every step as it ends (number, steps, report).
+pub fn prune_in_steps<E: From<PassError>>(
+    model: &mut Model,
+    scores: Scores,
+    opts: &PruneOptions,
+    steps: usize,
+    mut rescore: impl FnMut(&Model) -> std::result::Result<Scores, E>,
+    mut progress: impl FnMut(usize, usize, &PruneReport),
+) -> std::result::Result<Vec<PruneReport>, E> {
+    let steps = steps.max(1);
+    if steps > 1 && !matches!(opts.amount, Amount::Ratio(_)) {
+        return Err(PassError::Config(format!("pruning in {steps} steps needs a ratio of the parameters, not a unit ratio")).into());
+    }
+    let start_params = model.params.numel() as f64;
+    let mut scores = scores;
+    let mut reports = Vec::with_capacity(steps);
+    for k in 1..=steps {
+        if k > 1 {
+            crate::manager::run_group(model)?;
+            scores = rescore(model)?;
+        }
+        let amount = match opts.amount {
+            // step k reaches k/steps of the asked-for ratio, measured on the model as it was
+            Amount::Ratio(r) => {
+                let keep = start_params * (1.0 - r * k as f64 / steps as f64);
+                Amount::Ratio((1.0 - keep / model.params.numel() as f64).max(0.0))
+            }
+            unit => unit,
+        };
+        let selection = select(model, &scores, &PruneOptions { amount, ..opts.clone() })?;
+        let report = apply(model, &selection)?;
+        progress(k, steps, &report);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+/// Chooses the units to remove, with options already applied to the model.
+fn select_units(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<Selection> {
     crate::lora::refuse_adapters(model, "prune")?;
     let groups = model.groups.as_ref().ok_or_else(|| PassError::Config("`prune` needs the groups: run `group` first".into()))?;
     if scores.groups.len() != groups.len() {

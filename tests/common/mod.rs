@@ -42,6 +42,17 @@ pub fn assert_clean_failure(out: &Output, needles: &[&str]) {
     }
 }
 
+/// Asserts that the command line was refused as clap refuses a bad value: exit 2, an
+/// `error:` line naming every one of `needles`, and no panic.
+pub fn assert_usage_error(out: &Output, needles: &[&str]) {
+    let (_, stderr) = texts(out);
+    assert_eq!(out.status.code(), Some(2), "stderr:\n{stderr}");
+    assert!(!stderr.contains("panicked") && stderr.contains("error:"), "stderr:\n{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "stderr does not name `{n}`:\n{stderr}");
+    }
+}
+
 /// SmolLM2-135M-Instruct's GGUF file: `PRUNEC_SMOLLM2_GGUF`, else fetched (once, cached) by
 /// `scripts/fetch-smollm2`. `None` only when `PRUNEC_OFFLINE` is set; a failed fetch fails.
 pub fn smollm2() -> Option<PathBuf> {
@@ -200,7 +211,7 @@ pub fn eval_fixture(rel: &str) -> PathBuf {
 /// The groups of a model: per group its kind, layer, units, sub-units per unit and parameters
 /// per unit — what must not depend on the file the model came in.
 pub fn group_structure(mut model: prunec_ir::Model) -> Vec<String> {
-    prunec_passes::Pass::Group.run(&mut model).unwrap();
+    prunec_passes::run_group(&mut model).unwrap();
     model
         .groups
         .unwrap()
