@@ -25,7 +25,7 @@ pub(crate) fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutD
         base = m;
         &base
     };
-    if model.info.format == "onnx" {
+    if model.info.format == prunec_ir::SourceFormat::Onnx {
         // the source graph, rewritten: shrunken initializers, corrected shape constants
         let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);
         if same(out, source) || same(&out.with_extension("onnx.data"), source) {

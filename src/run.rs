@@ -76,7 +76,7 @@ pub(crate) fn run(cli: &RunArgs) -> Result<()> {
         model: serde_json::json!({
             "name": model.info.name,
             "architecture": model.info.architecture,
-            "format": model.info.format,
+            "format": model.info.format.name(),
             "source": model.info.source,
         }),
         params_before: model.params.numel(),

@@ -400,7 +400,7 @@ mod tests {
         let json = fixture_json();
         let config = ChatGlmConfig::from_hf_json(&fixture().join("config.json"), &json).unwrap();
         let weights = HfWeights::open(&fixture()).unwrap();
-        let info = ModelInfo { source: fixture(), format: "hf".into(), config_json: Some(json.to_string()), ..Default::default() };
+        let info = ModelInfo { source: fixture(), format: prunec_ir::SourceFormat::Hf, config_json: Some(json.to_string()), ..Default::default() };
         let model = build(&config, &weights, info).unwrap();
         let g = &model.graph;
         let slices: Vec<(String, Op)> = g
@@ -430,7 +430,7 @@ mod tests {
         json["ffn_hidden_size"] = 96.into();
         let config = ChatGlmConfig::from_hf_json(&fixture().join("config.json"), &json).unwrap();
         let weights = HfWeights::open(&fixture()).unwrap();
-        let info = ModelInfo { source: fixture(), format: "hf".into(), ..Default::default() };
+        let info = ModelInfo { source: fixture(), format: prunec_ir::SourceFormat::Hf, ..Default::default() };
         let err = build(&config, &weights, info).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("model.safetensors") && msg.contains("dense_h_to_4h.weight"), "{msg}");

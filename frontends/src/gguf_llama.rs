@@ -210,7 +210,7 @@ pub fn load(path: &Path) -> Result<Model> {
         name,
         architecture: arch,
         source: path.to_path_buf(),
-        format: "gguf".into(),
+        format: prunec_ir::SourceFormat::Gguf,
         config_json: None,
         ..ModelInfo::default()
     };

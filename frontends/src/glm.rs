@@ -369,7 +369,7 @@ mod tests {
         let json = fixture_json();
         let config = GlmConfig::from_hf_json(&fixture().join("config.json"), &json).unwrap();
         let weights = HfWeights::open(&fixture()).unwrap();
-        let info = ModelInfo { source: fixture(), format: "hf".into(), config_json: Some(json.to_string()), ..Default::default() };
+        let info = ModelInfo { source: fixture(), format: prunec_ir::SourceFormat::Hf, config_json: Some(json.to_string()), ..Default::default() };
         let model = build(&config, &weights, info).unwrap();
         let g = &model.graph;
         let ops = |block: u32, mnemonic: &str| {

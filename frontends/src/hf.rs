@@ -73,7 +73,7 @@ pub fn load(dir: &Path) -> Result<Model> {
         name: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         architecture: arch.clone(),
         source: dir.to_path_buf(),
-        format: "hf".into(),
+        format: prunec_ir::SourceFormat::Hf,
         config_json: Some(json.to_string()),
         ..ModelInfo::default()
     };

@@ -380,7 +380,7 @@ pub(crate) fn shortest_f64(v: f32) -> f64 {
 /// the model file itself.
 fn config_path(model: &Model) -> PathBuf {
     let source = &model.info.source;
-    if model.info.format == "hf" || source.is_dir() {
+    if model.info.format == prunec_ir::SourceFormat::Hf || source.is_dir() {
         source.join("config.json")
     } else {
         source.clone()
@@ -526,12 +526,7 @@ pub(crate) fn norm_eps(model: &Model) -> std::result::Result<Option<f32>, String
 /// Returns how many layers went.
 pub fn drop_empty_layers(model: &mut Model) -> Result<usize> {
     let path = config_path(model);
-    let text = model.info.config_json.clone().ok_or_else(|| FrontendError::BadConfig {
-        path: path.clone(),
-        reason: "the model carries no configuration".into(),
-    })?;
-    let mut json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| FrontendError::Corrupt { path: path.clone(), format: "config.json", reason: e.to_string() })?;
+    let mut json = crate::builder::model_config(model, &path)?;
     let original = LlamaConfig::from_hf_json(&path, &json)?;
     let prefix = |l: usize| format!("model.layers.{l}.");
     let kept: Vec<usize> =
@@ -758,7 +753,7 @@ mod tests {
         let json = with_widths(serde_json::json!([w(8, 2, 176), w(0, 0, 176), w(8, 2, 0), w(8, 2, 176)]));
         let config = LlamaConfig::from_hf_json(&fixture().join("config.json"), &json).unwrap();
         let weights = HfWeights::open(&fixture()).unwrap();
-        let info = ModelInfo { source: fixture(), format: "hf".into(), config_json: Some(json.to_string()), ..Default::default() };
+        let info = ModelInfo { source: fixture(), format: prunec_ir::SourceFormat::Hf, config_json: Some(json.to_string()), ..Default::default() };
         let model = build(&config, &weights, info).unwrap();
         let names: Vec<String> = model.graph.node_ids().into_iter().map(|id| model.graph.node(id).unwrap().name.clone()).collect();
         assert!(!names.iter().any(|n| n.starts_with("model.layers.1.self_attn") || n == "model.layers.1.input_layernorm"));

@@ -16,8 +16,8 @@ pub struct ModelInfo {
     pub architecture: String,
     /// The file or folder it was read from.
     pub source: PathBuf,
-    /// The source format (`hf`, `gguf`, `onnx`).
-    pub format: String,
+    /// The kind of file or folder it was read from.
+    pub format: SourceFormat,
     /// The source's configuration, as JSON text, when it has one.
     pub config_json: Option<String>,
     /// Where parameters came from in the source file, for writers that rewrite it (ONNX):
@@ -29,6 +29,38 @@ pub struct ModelInfo {
     /// What the frontend noticed and the user should know, though the model was read (a
     /// tensor of the file that the configuration leaves unused, for instance).
     pub warnings: Vec<String>,
+}
+
+/// The kind of file or folder a model was read from, which decides how it is written back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceFormat {
+    /// Built in memory through the IR's API (no file).
+    #[default]
+    Memory,
+    /// An HF folder: `config.json` and safetensors.
+    Hf,
+    /// A GGUF file.
+    Gguf,
+    /// An ONNX file (with its external data).
+    Onnx,
+}
+
+impl SourceFormat {
+    /// Its name in printed IR and reports: `memory`, `hf`, `gguf`, `onnx`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceFormat::Memory => "memory",
+            SourceFormat::Hf => "hf",
+            SourceFormat::Gguf => "gguf",
+            SourceFormat::Onnx => "onnx",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// A source tensor that a parameter stands for.

@@ -59,7 +59,7 @@ pub fn source_files(path: &Path) -> Result<Vec<PathBuf>> {
 /// `replace` (`--force`); never the source or its external data.
 pub fn write_pruned_to(model: &Model, out: &Path, replace: bool) -> Result<WrittenModel> {
     let source = &model.info.source;
-    if model.info.format != "onnx" {
+    if model.info.format != prunec_ir::SourceFormat::Onnx {
         return Err(FrontendError::Corrupt {
             path: source.clone(),
             format: "ONNX",

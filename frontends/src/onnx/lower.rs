@@ -408,7 +408,7 @@ pub fn lower(file: &OnnxFile, folded: &Folded, path: &Path) -> Result<Model> {
             name,
             architecture: "onnx".into(),
             source: path.to_path_buf(),
-            format: "onnx".into(),
+            format: prunec_ir::SourceFormat::Onnx,
             config_json: None,
             origins,
             source_values,
