@@ -38,17 +38,13 @@ pub(crate) fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutD
         return Ok(());
     }
     let mut model = model.clone();
-    let config = match model.info.architecture.as_str() {
-        "llama" => {
-            let dropped = prunec_frontends::llama::drop_empty_layers(&mut model)?;
-            if dropped > 0 {
-                eprintln!("{dropped} emptied layers left out; the others renumbered");
-            }
-            prunec_frontends::llama::hf_config(&model)?
-        }
-        "chatglm" => prunec_frontends::chatglm::hf_config(&model)?,
-        other => bail!("-o: writing `{other}` models as HF folders is not supported yet"),
+    let Some(arch) = prunec_frontends::arch::of(&model) else {
+        bail!("-o: writing `{}` models as HF folders is not supported yet", model.info.architecture);
     };
+    if let Some(note) = arch.before_writing(&mut model)? {
+        eprintln!("{note}");
+    }
+    let config = arch.hf_config(&model)?;
     let model = &model;
     let mut copy = Vec::new();
     let mut extra = Vec::new();

@@ -57,11 +57,11 @@ pub(crate) struct RecordExtras {
 /// A pass of the driver's pipeline.
 pub(crate) type DriverPass<'a> = Box<dyn Pass<RunState<'a>, anyhow::Error>>;
 
-/// The pass `name`, with the command line's options.
-pub(crate) fn build<'a>(name: PassName, cli: &RunArgs) -> DriverPass<'a> {
+/// The pass `name` for `model`, with the command line's options.
+pub(crate) fn build<'a>(name: PassName, cli: &RunArgs, model: &Model) -> DriverPass<'a> {
     match name {
         PassName::Group => Box::new(prunec_passes::Group),
-        PassName::Lora => Box::new(prunec_passes::Lora(cli.recover.lora_options(cli.seed))),
+        PassName::Lora => Box::new(prunec_passes::Lora(cli.recover.lora_options(cli.seed, model))),
         PassName::Merge => Box::new(prunec_passes::Merge),
         PassName::Score => Box::new(ScorePass),
         PassName::Prune => Box::new(PrunePass),

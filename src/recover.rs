@@ -115,9 +115,11 @@ pub enum Schedule {
 }
 
 impl RecoverArgs {
-    /// The options of the `lora` pass.
-    pub fn lora_options(&self, seed: u64) -> LoraOptions {
-        let mut o = LoraOptions { rank: self.lora_r, alpha: self.lora_alpha, dropout: self.lora_dropout, seed, ..LoraOptions::default() };
+    /// The options of the `lora` pass on `model`: without --lora-targets, the modules its
+    /// architecture adapts.
+    pub fn lora_options(&self, seed: u64, model: &Model) -> LoraOptions {
+        let targets = prunec_frontends::arch::lora_targets(model);
+        let mut o = LoraOptions { rank: self.lora_r, alpha: self.lora_alpha, dropout: self.lora_dropout, seed, ..LoraOptions::targeting(&targets) };
         if !self.lora_targets.is_empty() {
             o.targets = self.lora_targets.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
         }

@@ -109,7 +109,7 @@ pub(crate) fn run(cli: &RunArgs) -> Result<()> {
         let run_peak = peak_rss_mib();
         reset_peak_rss();
         state.index = k;
-        let mut pass = pipeline::build(name, cli);
+        let mut pass = pipeline::build(name, cli, &model);
         // the pass, then the IR verifier (every pass, `recover` and `eval` too)
         let outcome = prunec_passes::run_pass(pass.as_mut(), &mut model, &mut state).with_context(|| format!("pass `{name}`"))?;
         let extras = std::mem::take(&mut state.record);

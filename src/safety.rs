@@ -214,7 +214,7 @@ fn folder_of(path: &Path) -> PathBuf {
 /// Refuses `prunec synth` when the folder's file system cannot hold the model: its size is
 /// computed from the configuration (one and two layers, then scaled), before any tensor is
 /// listed or written.
-pub fn check_synth_space(config: &prunec_frontends::llama::LlamaConfig, bytes_per_value: usize, out: &Path) -> Result<()> {
+pub fn check_synth_space(config: &prunec_frontends::arch::llama::LlamaConfig, bytes_per_value: usize, out: &Path) -> Result<()> {
     let params = |layers: usize| -> u128 {
         let mut c = config.clone();
         c.num_layers = layers;

@@ -26,7 +26,7 @@ use prunec_backends::hf_writer::torch_dtype;
 use prunec_backends::sharding::{self, ShardPlan};
 use prunec_backends::stream_writer::{Dtype, SafetensorsStreamWriter, TensorEntry};
 use prunec_backends::AtomicPath;
-use prunec_frontends::llama::LlamaConfig;
+use prunec_frontends::arch::llama::LlamaConfig;
 
 /// Values per random stream: a tensor is drawn in blocks of this many values.
 const BLOCK: usize = 1 << 16;

@@ -10,7 +10,7 @@ use common::{copy_fixture, fixture};
 use prunec_backends::hf_writer::{write_hf_folder, HfWriteOptions};
 use prunec_backends::stream_writer::Dtype;
 use prunec_backends::BackendError;
-use prunec_frontends::llama::{hf_config, LAYER_WIDTHS_KEY};
+use prunec_frontends::arch::llama::{hf_config, LAYER_WIDTHS_KEY};
 use prunec_ir::Model;
 use safetensors::tensor::TensorView;
 
@@ -127,7 +127,7 @@ fn gguf_written_as_hf_is_the_hf_model() {
     // the configuration the GGUF metadata gives, as the HF frontend reads it
     let read = |dir: &Path| {
         let json = prunec_frontends::hf::read_config(dir).unwrap();
-        prunec_frontends::llama::LlamaConfig::from_hf_json(dir, &json).unwrap()
+        prunec_frontends::arch::llama::LlamaConfig::from_hf_json(dir, &json).unwrap()
     };
     assert_eq!(read(&out), read(&fixture("llama-gqa")));
     let written = json(&out.join("config.json"));

@@ -225,11 +225,11 @@ fn layer_wise_removes_whole_blocks_and_writes_a_model_that_reads_back() {
     assert_eq!(kept.len(), 2, "two of four layers removed, norms and all: {kept:?}");
     let before = logits(&model);
     // the emptied layers are left out and the others renumbered: a stock config of 2 layers
-    assert_eq!(prunec_frontends::llama::drop_empty_layers(&mut model).unwrap(), 2);
+    assert_eq!(prunec_frontends::arch::llama::drop_empty_layers(&mut model).unwrap(), 2);
     assert_eq!(logits(&model), before);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m");
-    let config = prunec_frontends::llama::hf_config(&model).unwrap();
+    let config = prunec_frontends::arch::llama::hf_config(&model).unwrap();
     assert_eq!(config["num_hidden_layers"], 2);
     assert!(config.get("prunec_layer_widths").is_none(), "{config}");
     prunec_backends::hf_writer::write_hf_folder(&model, &config, &[], &[], &out, &[], Default::default()).unwrap();
@@ -259,7 +259,7 @@ fn query_heads_inside_kv_groups() {
     let diff = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(diff < 1e-5, "pruned and zeroed differ by {diff}");
     // still a stock config: 4 heads sharing 2 key/value heads
-    let config = prunec_frontends::llama::hf_config(&pruned).unwrap();
+    let config = prunec_frontends::arch::llama::hf_config(&pruned).unwrap();
     assert_eq!((config["num_attention_heads"].as_u64(), config["num_key_value_heads"].as_u64()), (Some(4), Some(2)));
     assert!(config.get("prunec_layer_widths").is_none());
 }
@@ -280,7 +280,7 @@ fn channel_wise_rescales_every_norm_once() {
     let sel = select(&model, &scores, &PruneOptions { mode: Mode::Channel, ..block(Amount::UnitRatio(0.25)) }).unwrap();
     let mut pruned = model.clone();
     apply(&mut pruned, &sel).unwrap();
-    let config = prunec_frontends::llama::hf_config(&pruned).unwrap();
+    let config = prunec_frontends::arch::llama::hf_config(&pruned).unwrap();
     assert_eq!(config["hidden_size"], 48);
     // 64 → 48 channels: eps × 4/3
     let eps = config["rms_norm_eps"].as_f64().unwrap();
@@ -313,7 +313,7 @@ fn query_heads_pruned_unevenly() {
     let got = logits(&pruned);
     let diff = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(diff < 1e-5, "pruned and zeroed differ by {diff}");
-    let config = prunec_frontends::llama::hf_config(&pruned).unwrap();
+    let config = prunec_frontends::arch::llama::hf_config(&pruned).unwrap();
     let layers = config["prunec_layer_widths"].as_array().expect("uneven heads need per-layer widths");
     for w in layers {
         assert_eq!(w["num_attention_heads"], 6);

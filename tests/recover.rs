@@ -19,6 +19,11 @@ fn logits(model: &Model) -> Vec<f32> {
     exec.forward(exec.ids(&rows()).unwrap()).unwrap().into_data().into_vec().unwrap()
 }
 
+/// LLM-Pruner's LoRA options on the modules `model`'s architecture adapts.
+fn defaults(model: &Model) -> LoraOptions {
+    LoraOptions::targeting(&prunec_frontends::arch::lora_targets(model))
+}
+
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
@@ -31,7 +36,8 @@ fn lora_leaves_the_logits_unchanged() {
         let mut model = prunec_frontends::load(&fixture(name)).unwrap();
         let before = logits(&model);
         let layers = model.graph.node_ids().iter().filter_map(|&id| model.graph.node(id).unwrap().block).max().unwrap() as usize + 1;
-        let report = add_adapters(&mut model, &LoraOptions::default()).unwrap();
+        let opts = defaults(&model);
+        let report = add_adapters(&mut model, &opts).unwrap();
         prunec_ir::verify(&model).unwrap();
         assert_eq!(report.adapters, adapters_per_layer * layers, "{name}");
         assert_eq!(logits(&model), before, "{name}: adapters changed the logits");
@@ -46,7 +52,8 @@ fn merge_computes_what_the_adapters_did() {
         let mut model = prunec_frontends::load(&fixture(name)).unwrap();
         let printed = prunec_ir::print(&model).unwrap();
         let before = logits(&model);
-        add_adapters(&mut model, &LoraOptions { seed: 7, ..LoraOptions::default() }).unwrap();
+        let opts = LoraOptions { seed: 7, ..defaults(&model) };
+        add_adapters(&mut model, &opts).unwrap();
         let mut rng = prunec_ir::rng::SplitMix64::new(11);
         for a in adapters(&model) {
             let shape = model.params.get(&a.b).unwrap().shape.clone();
@@ -70,7 +77,8 @@ fn merge_computes_what_the_adapters_did() {
 #[test]
 fn training_overfits_two_sequences() {
     let mut model = prunec_frontends::load(&fixture("llama-mha")).unwrap();
-    add_adapters(&mut model, &LoraOptions { dropout: 0.0, ..LoraOptions::default() }).unwrap();
+    let opts = LoraOptions { dropout: 0.0, ..defaults(&model) };
+    add_adapters(&mut model, &opts).unwrap();
     let base: Vec<(String, Vec<f32>)> = model
         .params
         .iter()

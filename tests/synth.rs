@@ -58,7 +58,7 @@ fn tiny_preset_groups_like_the_fixture_it_copies() {
     assert_eq!(shapes(&synth_model), shapes(&fixture_model));
     let config = |dir: &Path| {
         let json = prunec_frontends::hf::read_config(dir).unwrap();
-        prunec_frontends::llama::LlamaConfig::from_hf_json(dir, &json).unwrap()
+        prunec_frontends::arch::llama::LlamaConfig::from_hf_json(dir, &json).unwrap()
     };
     assert_eq!(config(&out), config(&fixture("llama-gqa")));
 

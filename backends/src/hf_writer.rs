@@ -71,7 +71,7 @@ fn params_in_model_order(model: &Model) -> Result<Vec<String>> {
 }
 
 /// Writes `model` as the HF folder `out` and returns its path:
-/// - `config.json`: `config` (a JSON object, e.g. from `prunec_frontends::llama::hf_config`),
+/// - `config.json`: `config` (a JSON object, e.g. from `prunec_frontends::arch::llama::hf_config`),
 ///   pretty, with `dtype` (and `torch_dtype`, where the config has that older key) set to the
 ///   weights' dtype;
 /// - `model.safetensors`, or shards `model-0000k-of-0000n.safetensors` of at most

@@ -338,3 +338,40 @@ pub(crate) fn check_unused<'n>(
     }
     Ok(warnings)
 }
+
+/// `v` as the f64 of its shortest decimal form (`1e-5`, not `9.999999747378752e-6`).
+pub(crate) fn shortest_f64(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
+/// The epsilon of the model's RMSNorms as the graph has it now (pruning hidden channels
+/// rescales it, see the `prune` pass); `None` without norms; an error when they differ, which
+/// one `rms_norm_eps` cannot say.
+pub(crate) fn norm_eps(model: &Model) -> std::result::Result<Option<f32>, String> {
+    let g = &model.graph;
+    let mut eps = None;
+    for id in g.node_ids() {
+        if let Some(Op::RmsNorm { eps: e }) = g.node(id).ok().map(|n| &n.op) {
+            match eps {
+                None => eps = Some(*e),
+                Some(first) if first != *e => {
+                    return Err(format!("the RMSNorms have different epsilons ({first:e}, {e:e}): one rms_norm_eps cannot hold them"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(eps)
+}
+
+/// Refuses a configuration with more layers than the weights have tensors (every layer has at
+/// least one): its list of expected tensors alone could exhaust memory.
+pub(crate) fn check_layer_count(config_path: &Path, key: &str, layers: usize, tensors: usize) -> Result<()> {
+    if layers > tensors {
+        return Err(FrontendError::BadConfig {
+            path: config_path.to_path_buf(),
+            reason: format!("`{key}` is {layers}, but the weights hold only {tensors} tensors"),
+        });
+    }
+    Ok(())
+}

@@ -5,15 +5,9 @@ use std::path::Path;
 use prunec_ir::{DType, Model, ModelInfo};
 use safetensors::tensor::Dtype;
 
-use crate::chatglm::{self, ChatGlmConfig};
-use crate::glm::{self, GlmConfig};
 use crate::error::{FrontendError, Result};
-use crate::llama::{self, LlamaConfig};
 use crate::safetensors::HfWeights;
 use crate::weights::{FoundTensor, WeightSource};
-
-/// Architectures the HF frontend reads, by `model_type`.
-pub const SUPPORTED: &[&str] = &["llama", "chatglm"];
 
 impl WeightSource for HfWeights {
     fn location(&self) -> &Path {
@@ -55,10 +49,7 @@ pub fn architecture(json: &serde_json::Value) -> Option<String> {
         return Some(t.to_string());
     }
     let arch = json.get("architectures")?.as_array()?.first()?.as_str()?;
-    Some(match arch {
-        "LlamaForCausalLM" => "llama".to_string(),
-        other => other.to_string(),
-    })
+    Some(crate::arch::for_hf_class(arch).unwrap_or(arch).to_string())
 }
 
 /// Reads the HF folder `dir`.
@@ -77,11 +68,11 @@ pub fn load(dir: &Path) -> Result<Model> {
         config_json: Some(json.to_string()),
         ..ModelInfo::default()
     };
-    if !SUPPORTED.contains(&arch.as_str()) {
+    if !crate::arch::hf_names().contains(&arch.as_str()) {
         return Err(FrontendError::UnsupportedArchitecture {
             path: config_path,
             architecture: arch,
-            supported: SUPPORTED.join(", "),
+            supported: crate::arch::hf_names().join(", "),
         });
     }
     let weights = HfWeights::open(dir)?;
@@ -96,53 +87,19 @@ pub fn load(dir: &Path) -> Result<Model> {
 pub fn lower_with(
     config_path: &Path,
     json: &serde_json::Value,
-    mut info: ModelInfo,
+    info: ModelInfo,
     weights: &dyn WeightSource,
     names: &[&String],
 ) -> Result<Model> {
     // every tensor of the file must be one the configuration describes (no weight is dropped
-    // silently): `LayerNames` says how the architecture numbers its layers
-    use crate::builder::{check_unused, LayerNames};
-    let names = || names.iter().copied();
-    match info.architecture.as_str() {
-        "llama" => {
-            let config = LlamaConfig::from_hf_json(config_path, json)?;
-            check_layer_count(config_path, "num_hidden_layers", config.num_layers, names().count())?;
-            let layers = LayerNames { prefix: "model.layers.", key: "num_hidden_layers", count: config.num_layers };
-            let tied = config.tie_word_embeddings.then_some(("lm_head.weight", "tie_word_embeddings"));
-            info.warnings = check_unused(config_path, names(), &config.expected_params(), layers, tied)?;
-            llama::build(&config, weights, info)
-        }
-        "chatglm" if glm::is_v1(json) => {
-            let config = GlmConfig::from_hf_json(config_path, json)?;
-            check_layer_count(config_path, "num_layers", config.num_layers, names().count())?;
-            let layers = LayerNames { prefix: "transformer.layers.", key: "num_layers", count: config.num_layers };
-            info.warnings = check_unused(config_path, names(), &config.expected_params(), layers, None)?;
-            glm::build(&config, weights, info)
-        }
-        "chatglm" => {
-            let config = ChatGlmConfig::from_hf_json(config_path, json)?;
-            check_layer_count(config_path, "num_layers", config.num_layers, names().count())?;
-            let layers = LayerNames { prefix: "transformer.encoder.layers.", key: "num_layers", count: config.num_layers };
-            info.warnings = check_unused(config_path, names(), &config.expected_params(), layers, None)?;
-            chatglm::build(&config, weights, info)
-        }
-        other => Err(FrontendError::UnsupportedArchitecture {
+    // silently): the architecture checks its names
+    match crate::arch::for_hf(&info.architecture, json) {
+        Some(arch) => arch.lower(config_path, json, info, weights, names),
+        None => Err(FrontendError::UnsupportedArchitecture {
             path: config_path.to_path_buf(),
-            architecture: other.to_string(),
-            supported: SUPPORTED.join(", "),
+            architecture: info.architecture.clone(),
+            supported: crate::arch::hf_names().join(", "),
         }),
     }
 }
 
-/// Refuses a configuration with more layers than the weights have tensors (every layer has at
-/// least one): its list of expected tensors alone could exhaust memory.
-fn check_layer_count(config_path: &Path, key: &str, layers: usize, tensors: usize) -> Result<()> {
-    if layers > tensors {
-        return Err(FrontendError::BadConfig {
-            path: config_path.to_path_buf(),
-            reason: format!("`{key}` is {layers}, but the weights hold only {tensors} tensors"),
-        });
-    }
-    Ok(())
-}

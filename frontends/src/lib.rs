@@ -2,21 +2,19 @@
 //!
 //! Frontends lower models into the prunec IR: HF folders (`config.json` + safetensors,
 //! sharded or not) and GGUF files (llama.cpp), both through the same architecture
-//! builders, so one model gives one graph whatever file it came in.
+//! modules ([`arch`]), so one model gives one graph whatever file it came in; ONNX files
+//! through their own raising ([`onnx`]).
 //!
 //! [`load`] looks at the path and picks the frontend.
 #![warn(missing_docs)]
 
-pub mod chat;
-pub mod chatglm;
-pub mod glm;
+pub mod arch;
 mod builder;
+pub mod chat;
 pub mod data;
 pub mod error;
 pub mod gguf;
-pub mod gguf_llama;
 pub mod hf;
-pub mod llama;
 pub mod onnx;
 pub mod parquet;
 pub mod safetensors;
@@ -40,7 +38,8 @@ pub fn load(path: &Path) -> Result<Model> {
     let mut file = std::fs::File::open(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
     let n = file.read(&mut magic).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
     if n == 4 && &magic == b"GGUF" {
-        return gguf_llama::load(path);
+        let file = gguf::GgufFile::open(path)?;
+        return arch::for_gguf(path, &file)?.load_gguf(path, file);
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if ext == "onnx" {

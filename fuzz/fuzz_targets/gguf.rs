@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(model) = prunec_frontends::load(&path) {
-        let _ = prunec_frontends::llama::hf_config(&model);
+        let _ = prunec_frontends::arch::llama::hf_config(&model);
     }
     if let Ok(tok) = prunec_frontends::tokenizer::Tokenizer::for_model(&path) {
         if let Ok(ids) = tok.encode("Hello, world: ünïcödé 123\n") {

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use prunec_frontends::{chatglm, glm, llama};
+use prunec_frontends::arch::{self, chatglm2, chatglm6b, llama};
 
 /// The largest file the data is extended to (a sparse file: costs nothing until read).
 const MAX_FILE: u64 = 1 << 30;
@@ -39,14 +39,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(json) = serde_json::from_slice::<serde_json::Value>(config) {
         let p = Path::new("config.json");
         let _ = llama::LlamaConfig::from_hf_json(p, &json);
-        let _ = chatglm::ChatGlmConfig::from_hf_json(p, &json);
-        let _ = glm::GlmConfig::from_hf_json(p, &json);
+        let _ = chatglm2::ChatGlmConfig::from_hf_json(p, &json);
+        let _ = chatglm6b::GlmConfig::from_hf_json(p, &json);
     }
     if let Ok(model) = prunec_frontends::load(&dir) {
-        let _ = match model.info.architecture.as_str() {
-            "llama" => llama::hf_config(&model),
-            _ => chatglm::hf_config(&model),
-        };
+        if let Some(a) = arch::of(&model) {
+            let _ = a.hf_config(&model);
+        }
         let _ = prunec_ir::print(&model);
     }
 });

@@ -19,7 +19,7 @@ pub mod prune;
 pub mod score;
 
 pub use group::{find_groups, summarize};
-pub use lora::{LoraOptions, DEFAULT_TARGETS};
+pub use lora::LoraOptions;
 pub use manager::{parse_pipeline, run_group, run_pass, Group, Lora, Merge, Pass, PassName, PassOutcome};
 pub use score::{score, score_with, scored_axes, Aggregation, GroupScores, Importance, Saliences, Scores};
 

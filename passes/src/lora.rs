@@ -21,23 +21,9 @@ use prunec_ir::{BinaryOp, DType, Model, NodeId, Op, Param, Shape, UnaryOp, Value
 
 use crate::{PassError, Result};
 
-/// The projections adapted unless told otherwise, by the last component of their module name:
-/// LLaMA's attention and MLP projections and ChatGLM's fused equivalents.
-pub const DEFAULT_TARGETS: &[&str] = &[
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-    "query_key_value",
-    "dense",
-    "dense_h_to_4h",
-    "dense_4h_to_h",
-];
-
-/// The options of `lora` (LLM-Pruner's defaults: rank 8, alpha 16, dropout 0.05).
+/// The options of `lora` (LLM-Pruner's defaults: rank 8, alpha 16, dropout 0.05). The default
+/// targets are none: which modules an architecture adapts is its own knowledge
+/// (`prunec_frontends::arch::Architecture::lora_targets`), given by [`LoraOptions::targeting`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraOptions {
     /// Rank `r` of each adapter.
@@ -59,9 +45,16 @@ impl Default for LoraOptions {
             rank: 8,
             alpha: 16.0,
             dropout: 0.05,
-            targets: DEFAULT_TARGETS.iter().map(|s| s.to_string()).collect(),
+            targets: Vec::new(),
             seed: 0,
         }
+    }
+}
+
+impl LoraOptions {
+    /// LLM-Pruner's defaults, adapting the modules `targets`.
+    pub fn targeting(targets: &[&str]) -> LoraOptions {
+        LoraOptions { targets: targets.iter().map(|t| t.to_string()).collect(), ..LoraOptions::default() }
     }
 }
 
@@ -434,7 +427,7 @@ mod tests {
     fn adds_verified_adapters_found_by_structure() {
         let mut m = tiny();
         let before = prunec_ir::print(&m).unwrap();
-        let r = add_adapters(&mut m, &LoraOptions::default()).unwrap();
+        let r = add_adapters(&mut m, &LoraOptions::targeting(&["q_proj", "o_proj"])).unwrap();
         prunec_ir::verify(&m).unwrap();
         assert_eq!((r.adapters, r.trainable), (2, 8 * (4 + 6) * 2));
         let found = adapters(&m);
@@ -447,7 +440,7 @@ mod tests {
         assert!(m.params.read_f32("l.o_proj.lora_B.weight").unwrap().iter().all(|v| *v == 0.0));
         // seeded: the same seed gives the same A
         let mut again = tiny();
-        add_adapters(&mut again, &LoraOptions::default()).unwrap();
+        add_adapters(&mut again, &LoraOptions::targeting(&["q_proj", "o_proj"])).unwrap();
         assert_eq!(again.params.read_f32("l.q_proj.lora_A.weight").unwrap(), a);
         // strip restores the printed graph
         assert_eq!(strip(&mut m).unwrap(), 2);
@@ -493,7 +486,7 @@ mod tests {
         assert!(bad(LoraOptions { targets: vec!["proj".into()], ..LoraOptions::default() }).contains("no linear op"));
         add_adapters(&mut m, &LoraOptions { targets: vec!["l.q_proj".into()], ..LoraOptions::default() }).unwrap();
         assert_eq!(adapters(&m).len(), 1);
-        assert!(add_adapters(&mut m, &LoraOptions::default()).unwrap_err().to_string().contains("already"));
+        assert!(add_adapters(&mut m, &LoraOptions::targeting(&["q_proj"])).unwrap_err().to_string().contains("already"));
         assert!(refuse_adapters(&m, "group").unwrap_err().to_string().contains("prune before `lora`"));
     }
 }

@@ -8,11 +8,14 @@
 //! passes through it unchanged. [`hf_config`] writes the configuration back from a model's
 //! parameter shapes.
 
+pub mod gguf;
+
 use std::path::{Path, PathBuf};
 
 use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
 
-use crate::builder::{get_usize, need_usize, Builder};
+use crate::builder::{get_usize, need_usize, norm_eps, shortest_f64, Builder};
+use crate::gguf::GgufFile;
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
 
@@ -371,10 +374,6 @@ impl LlamaConfig {
     }
 }
 
-/// `v` as the f64 of its shortest decimal form (`1e-5`, not `9.999999747378752e-6`).
-pub(crate) fn shortest_f64(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(f64::from(v))
-}
 
 /// Where a model's configuration lives, for messages: `config.json` of an HF folder, else
 /// the model file itself.
@@ -500,25 +499,6 @@ fn repeat_copies(model: &Model, name: &str) -> Option<Vec<usize>> {
     })
 }
 
-/// The epsilon of the model's RMSNorms as the graph has it now (pruning hidden channels
-/// rescales it, see the `prune` pass); `None` without norms; an error when they differ, which
-/// one `rms_norm_eps` cannot say.
-pub(crate) fn norm_eps(model: &Model) -> std::result::Result<Option<f32>, String> {
-    let g = &model.graph;
-    let mut eps = None;
-    for id in g.node_ids() {
-        if let Some(Op::RmsNorm { eps: e }) = g.node(id).ok().map(|n| &n.op) {
-            match eps {
-                None => eps = Some(*e),
-                Some(first) if first != *e => {
-                    return Err(format!("the RMSNorms have different epsilons ({first:e}, {e:e}): one rms_norm_eps cannot hold them"))
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    Ok(eps)
-}
 
 /// Removes the decoder layers that pruning emptied (no parameter left) and renumbers the
 /// others, so that a writer gives a model with fewer layers — a stock config when the layers
@@ -640,6 +620,56 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     Ok(b.g)
 }
 
+/// The LLaMA family in the architecture registry.
+pub struct Llama;
+
+impl super::Architecture for Llama {
+    fn name(&self) -> &'static str {
+        "llama"
+    }
+
+    fn hf_classes(&self) -> &'static [&'static str] {
+        &["LlamaForCausalLM"]
+    }
+
+    fn lower(
+        &self,
+        config_path: &Path,
+        json: &serde_json::Value,
+        mut info: ModelInfo,
+        weights: &dyn WeightSource,
+        names: &[&String],
+    ) -> Result<Model> {
+        use crate::builder::{check_layer_count, check_unused, LayerNames};
+        let config = LlamaConfig::from_hf_json(config_path, json)?;
+        check_layer_count(config_path, "num_hidden_layers", config.num_layers, names.len())?;
+        let layers = LayerNames { prefix: "model.layers.", key: "num_hidden_layers", count: config.num_layers };
+        let tied = config.tie_word_embeddings.then_some(("lm_head.weight", "tie_word_embeddings"));
+        info.warnings = check_unused(config_path, names.iter().copied(), &config.expected_params(), layers, tied)?;
+        build(&config, weights, info)
+    }
+
+    fn hf_config(&self, model: &Model) -> Result<serde_json::Value> {
+        hf_config(model)
+    }
+
+    fn before_writing(&self, model: &mut Model) -> Result<Option<String>> {
+        let dropped = drop_empty_layers(model)?;
+        Ok((dropped > 0).then(|| format!("{dropped} emptied layers left out; the others renumbered")))
+    }
+
+    fn lora_targets(&self) -> &'static [&'static str] {
+        &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    }
+
+    fn gguf_name(&self) -> Option<&'static str> {
+        Some("llama")
+    }
+
+    fn load_gguf(&self, path: &Path, file: GgufFile) -> Result<Model> {
+        gguf::load(path, file)
+    }
+}
 
 #[cfg(test)]
 mod tests {

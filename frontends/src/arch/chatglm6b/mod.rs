@@ -1,5 +1,5 @@
 //! ChatGLM-6B (v1, the GLM block): configuration and lowering to the IR. The HF frontend comes
-//! here for `model_type` `chatglm` without `rmsnorm: true` (ChatGLM2/3 go to [`crate::chatglm`]).
+//! here for `model_type` `chatglm` without `rmsnorm: true` (ChatGLM2/3 go to [`crate::arch::chatglm2`]).
 //!
 //! What differs from a LLaMA block, as THUDM's `modeling_chatglm.py` computes it:
 //! - LayerNorm with bias; GeLU (tanh form) MLP `dense_h_to_4h` → `dense_4h_to_h`; biases on
@@ -301,6 +301,43 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let config = GlmConfig::from_hf_json(&path, &json)?;
     crate::builder::check_params(config.expected_params(), &model.params, &model.info.source)?;
     Ok(json)
+}
+
+/// ChatGLM-6B (v1) in the architecture registry.
+pub struct ChatGlm6b;
+
+impl super::Architecture for ChatGlm6b {
+    fn name(&self) -> &'static str {
+        "chatglm"
+    }
+
+    fn reads(&self, json: &serde_json::Value) -> bool {
+        is_v1(json)
+    }
+
+    fn lower(
+        &self,
+        config_path: &Path,
+        json: &serde_json::Value,
+        mut info: ModelInfo,
+        weights: &dyn WeightSource,
+        names: &[&String],
+    ) -> Result<Model> {
+        use crate::builder::{check_layer_count, check_unused, LayerNames};
+        let config = GlmConfig::from_hf_json(config_path, json)?;
+        check_layer_count(config_path, "num_layers", config.num_layers, names.len())?;
+        let layers = LayerNames { prefix: "transformer.layers.", key: "num_layers", count: config.num_layers };
+        info.warnings = check_unused(config_path, names.iter().copied(), &config.expected_params(), layers, None)?;
+        build(&config, weights, info)
+    }
+
+    fn hf_config(&self, model: &Model) -> Result<serde_json::Value> {
+        hf_config(model)
+    }
+
+    fn lora_targets(&self) -> &'static [&'static str] {
+        &["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! ChatGLM2-6B (and ChatGLM3-6B, which has the same modules): configuration and lowering to
 //! the IR. The HF frontend comes here for `model_type` `chatglm` with `rmsnorm: true`; the v1
-//! GLM block of ChatGLM-6B (`rmsnorm` absent or false) is [`crate::glm`]'s.
+//! GLM block of ChatGLM-6B (`rmsnorm` absent or false) is [`crate::arch::chatglm6b`]'s.
 //!
 //! The fused projections stay fused, as the checkpoint has them: one `query_key_value` Linear
 //! whose output is sliced into q, k and v, and one `dense_h_to_4h` Linear sliced into the gate
@@ -58,7 +58,7 @@ impl ChatGlmConfig {
     pub fn from_hf_json(path: &Path, json: &serde_json::Value) -> Result<ChatGlmConfig> {
         let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
         let need = |key: &str| need_usize(path, json, key);
-        if crate::glm::is_v1(json) {
+        if crate::arch::chatglm6b::is_v1(json) {
             return Err(bad(
                 "this is ChatGLM-6B v1 (the GLM block: LayerNorm, 2-D rotary positions; `rmsnorm` absent or false), which `glm::GlmConfig` reads; ChatGLM2/3 have `rmsnorm: true`"
                     .into(),
@@ -258,7 +258,7 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     Ok(b.g)
 }
 
-/// The `config.json` of a ChatGLM2 model (ChatGLM-6B v1: [`crate::glm::hf_config`]) as it is
+/// The `config.json` of a ChatGLM2 model (ChatGLM-6B v1: [`crate::arch::chatglm6b::hf_config`]) as it is
 /// now: `hidden_size` and `padded_vocab_size` from the embedding, `num_attention_heads`,
 /// `multi_query_group_num` and `ffn_hidden_size` from the slices of the fused projections,
 /// `layernorm_epsilon` from the norms (pruning hidden channels rescales it); every other key as
@@ -270,8 +270,8 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let path = model.info.source.join("config.json");
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
     let mut json = crate::builder::model_config(model, &path)?;
-    if crate::glm::is_v1(&json) {
-        return crate::glm::hf_config(model);
+    if crate::arch::chatglm6b::is_v1(&json) {
+        return crate::arch::chatglm6b::hf_config(model);
     }
     let original = ChatGlmConfig::from_hf_json(&path, &json)?;
     let g = &model.graph;
@@ -298,17 +298,54 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
         Some(&[v, h]) => (v, h),
         _ => return Err(FrontendError::MissingTensor { path: model.info.source.clone(), tensor: embed.into() }),
     };
-    let eps = crate::llama::norm_eps(model).map_err(bad)?;
+    let eps = crate::builder::norm_eps(model).map_err(bad)?;
     let obj = json.as_object_mut().ok_or_else(|| bad("not a JSON object".into()))?;
     obj.insert("hidden_size".into(), hidden.into());
     obj.insert("padded_vocab_size".into(), vocab.into());
     crate::builder::write_layer_widths(obj, WIDTH_KEYS, &layers);
     if let Some(eps) = eps {
-        obj.insert("layernorm_epsilon".into(), crate::llama::shortest_f64(eps).into());
+        obj.insert("layernorm_epsilon".into(), crate::builder::shortest_f64(eps).into());
     }
     let config = ChatGlmConfig::from_hf_json(&path, &json)?;
     crate::builder::check_params(config.expected_params(), &model.params, &model.info.source)?;
     Ok(json)
+}
+
+/// ChatGLM2/3 in the architecture registry.
+pub struct ChatGlm2;
+
+impl super::Architecture for ChatGlm2 {
+    fn name(&self) -> &'static str {
+        "chatglm"
+    }
+
+    fn reads(&self, json: &serde_json::Value) -> bool {
+        !crate::arch::chatglm6b::is_v1(json)
+    }
+
+    fn lower(
+        &self,
+        config_path: &Path,
+        json: &serde_json::Value,
+        mut info: ModelInfo,
+        weights: &dyn WeightSource,
+        names: &[&String],
+    ) -> Result<Model> {
+        use crate::builder::{check_layer_count, check_unused, LayerNames};
+        let config = ChatGlmConfig::from_hf_json(config_path, json)?;
+        check_layer_count(config_path, "num_layers", config.num_layers, names.len())?;
+        let layers = LayerNames { prefix: "transformer.encoder.layers.", key: "num_layers", count: config.num_layers };
+        info.warnings = check_unused(config_path, names.iter().copied(), &config.expected_params(), layers, None)?;
+        build(&config, weights, info)
+    }
+
+    fn hf_config(&self, model: &Model) -> Result<serde_json::Value> {
+        hf_config(model)
+    }
+
+    fn lora_targets(&self) -> &'static [&'static str] {
+        &["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
+    }
 }
 
 #[cfg(test)]

@@ -10,11 +10,8 @@ use prunec_ir::{DType, Model, ModelInfo, TensorSource};
 
 use crate::error::{FrontendError, Result};
 use crate::gguf::{self, GgufFile, GgmlType};
-use crate::llama::{self, LlamaConfig};
+use super::{self as llama, LlamaConfig};
 use crate::weights::{FoundTensor, WeightSource};
-
-/// GGUF architectures prunec reads.
-pub const SUPPORTED: &[&str] = &["llama"];
 
 /// A tensor of a GGUF file, dequantized (and un-permuted) when read.
 #[derive(Debug)]
@@ -187,17 +184,9 @@ fn check_layers(file: &GgufFile, layers: usize) -> Result<()> {
     }
 }
 
-/// Reads a GGUF file.
-pub fn load(path: &Path) -> Result<Model> {
-    let file = GgufFile::open(path)?;
+/// Reads GGUF file `file` (at `path`) of a LLaMA model.
+pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
     let arch = file.get_str("general.architecture")?.to_string();
-    if !SUPPORTED.contains(&arch.as_str()) {
-        return Err(FrontendError::UnsupportedArchitecture {
-            path: path.to_path_buf(),
-            architecture: arch,
-            supported: SUPPORTED.join(", "),
-        });
-    }
     let config = config_from_metadata(&file)?;
     check_layers(&file, config.num_layers)?;
     let name = file
