@@ -276,6 +276,20 @@ pub(crate) struct LayerNames<'a> {
     pub count: usize,
 }
 
+/// Checks a file's tensors (`names`) against what a configuration describes, before lowering:
+/// no more layers than tensors ([`check_layer_count`], before `expected` lists them) and no
+/// tensor left out ([`check_unused`]). Returns the warnings.
+pub(crate) fn check_weights(
+    path: &Path,
+    names: &[&String],
+    layers: LayerNames<'_>,
+    expected: impl FnOnce() -> Vec<(String, Vec<usize>)>,
+    tied_head: Option<(&str, &str)>,
+) -> Result<Vec<String>> {
+    check_layer_count(path, layers.key, layers.count, names.len())?;
+    check_unused(path, names.iter().copied(), &expected(), layers, tied_head)
+}
+
 /// Checks that the weights file holds no tensor that the configuration leaves out, so that no
 /// weight is dropped silently: tensors of layers past `layers.count` are refused, as are tensors
 /// no parameter uses (a bias with `attention_bias: false`...), except known buffers and
@@ -366,7 +380,7 @@ pub(crate) fn norm_eps(model: &Model) -> std::result::Result<Option<f32>, String
 
 /// Refuses a configuration with more layers than the weights have tensors (every layer has at
 /// least one): its list of expected tensors alone could exhaust memory.
-pub(crate) fn check_layer_count(config_path: &Path, key: &str, layers: usize, tensors: usize) -> Result<()> {
+fn check_layer_count(config_path: &Path, key: &str, layers: usize, tensors: usize) -> Result<()> {
     if layers > tensors {
         return Err(FrontendError::BadConfig {
             path: config_path.to_path_buf(),

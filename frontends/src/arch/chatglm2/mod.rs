@@ -10,7 +10,7 @@ use std::path::Path;
 
 use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
 
-use crate::builder::{get_usize, need_usize, Builder};
+use crate::builder::{check_weights, get_usize, need_usize, Builder, LayerNames};
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
 
@@ -311,6 +311,9 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     Ok(json)
 }
 
+/// The projections LoRA adapts in the GLM family (ChatGLM-6B and ChatGLM2/3 name them alike).
+pub const LORA_TARGETS: &[&str] = &["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"];
+
 /// ChatGLM2/3 in the architecture registry.
 pub struct ChatGlm2;
 
@@ -331,11 +334,9 @@ impl super::Architecture for ChatGlm2 {
         weights: &dyn WeightSource,
         names: &[&String],
     ) -> Result<Model> {
-        use crate::builder::{check_layer_count, check_unused, LayerNames};
         let config = ChatGlmConfig::from_hf_json(config_path, json)?;
-        check_layer_count(config_path, "num_layers", config.num_layers, names.len())?;
         let layers = LayerNames { prefix: "transformer.encoder.layers.", key: "num_layers", count: config.num_layers };
-        info.warnings = check_unused(config_path, names.iter().copied(), &config.expected_params(), layers, None)?;
+        info.warnings = check_weights(config_path, names, layers, || config.expected_params(), None)?;
         build(&config, weights, info)
     }
 
@@ -344,7 +345,7 @@ impl super::Architecture for ChatGlm2 {
     }
 
     fn lora_targets(&self) -> &'static [&'static str] {
-        &["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
+        LORA_TARGETS
     }
 }
 

@@ -20,7 +20,7 @@ use prunec_ir::{
     Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, PrefixPart, Rope, RopeLayout, UnaryOp, ValueId,
 };
 
-use crate::builder::{get_usize, need_usize, Builder};
+use crate::builder::{check_weights, get_usize, need_usize, Builder, LayerNames};
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
 
@@ -323,11 +323,9 @@ impl super::Architecture for ChatGlm6b {
         weights: &dyn WeightSource,
         names: &[&String],
     ) -> Result<Model> {
-        use crate::builder::{check_layer_count, check_unused, LayerNames};
         let config = GlmConfig::from_hf_json(config_path, json)?;
-        check_layer_count(config_path, "num_layers", config.num_layers, names.len())?;
         let layers = LayerNames { prefix: "transformer.layers.", key: "num_layers", count: config.num_layers };
-        info.warnings = check_unused(config_path, names.iter().copied(), &config.expected_params(), layers, None)?;
+        info.warnings = check_weights(config_path, names, layers, || config.expected_params(), None)?;
         build(&config, weights, info)
     }
 
@@ -336,7 +334,7 @@ impl super::Architecture for ChatGlm6b {
     }
 
     fn lora_targets(&self) -> &'static [&'static str] {
-        &["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]
+        crate::arch::chatglm2::LORA_TARGETS
     }
 }
 

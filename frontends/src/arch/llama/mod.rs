@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
 
-use crate::builder::{get_usize, need_usize, norm_eps, shortest_f64, Builder};
+use crate::builder::{check_weights, get_usize, need_usize, norm_eps, shortest_f64, Builder, LayerNames};
 use crate::gguf::GgufFile;
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
@@ -640,12 +640,10 @@ impl super::Architecture for Llama {
         weights: &dyn WeightSource,
         names: &[&String],
     ) -> Result<Model> {
-        use crate::builder::{check_layer_count, check_unused, LayerNames};
         let config = LlamaConfig::from_hf_json(config_path, json)?;
-        check_layer_count(config_path, "num_hidden_layers", config.num_layers, names.len())?;
         let layers = LayerNames { prefix: "model.layers.", key: "num_hidden_layers", count: config.num_layers };
         let tied = config.tie_word_embeddings.then_some(("lm_head.weight", "tie_word_embeddings"));
-        info.warnings = check_unused(config_path, names.iter().copied(), &config.expected_params(), layers, tied)?;
+        info.warnings = check_weights(config_path, names, layers, || config.expected_params(), tied)?;
         build(&config, weights, info)
     }
 
