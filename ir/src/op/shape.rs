@@ -1,0 +1,129 @@
+//! The ops that move data without computing: `Reshape`, `Transpose`, `Concat` and `Slice`.
+//! A reshape's axis mapping comes from aligning the sizes of its two shapes; concat and
+//! slice state where each part lies in the whole.
+
+use super::{out_rank, Operands};
+use crate::axes::{reshape_links, AxisLink, AxisMapping, PortAxis};
+use crate::error::Result;
+use crate::types::{Dim, Shape, ValueType};
+
+/// `Reshape`: `x` gives `shape`, when their sizes align.
+pub(crate) fn infer_reshape(cx: &Operands, shape: &Shape) -> Result<Vec<ValueType>> {
+    let x = cx.input(0);
+    if reshape_links(&x.shape, shape, 0, 0).is_none() {
+        return Err(cx.bad(format!("cannot reshape {} to {shape}", x.shape)));
+    }
+    Ok(vec![ValueType::new(x.dtype, shape.clone())])
+}
+
+/// `Reshape`: the links [`reshape_links`] finds.
+pub(crate) fn axes_reshape(inputs: &[&ValueType], shape: &Shape) -> AxisMapping {
+    let mut m = AxisMapping::default();
+    if let Some(links) = reshape_links(&inputs[0].shape, shape, 0, 0) {
+        m.links = links;
+    }
+    m
+}
+
+/// `Transpose`: `x` permuted by `perm`, which must be a permutation of its axes.
+pub(crate) fn infer_transpose(cx: &Operands, perm: &[usize]) -> Result<Vec<ValueType>> {
+    let x = cx.input(0);
+    let mut seen = vec![false; x.rank()];
+    for &p in perm {
+        match seen.get_mut(p) {
+            Some(s) if !*s => *s = true,
+            _ => return Err(cx.bad(format!("{perm:?} is no permutation of {}", x.shape))),
+        }
+    }
+    if perm.len() != x.rank() {
+        return Err(cx.bad(format!("{perm:?} is no permutation of {}", x.shape)));
+    }
+    Ok(vec![ValueType::new(x.dtype, Shape(perm.iter().map(|&p| x.shape.0[p].clone()).collect()))])
+}
+
+/// `Transpose`: output axis `a` is input axis `perm[a]`.
+pub(crate) fn axes_transpose(perm: &[usize]) -> AxisMapping {
+    let mut m = AxisMapping::default();
+    for (a, &p) in perm.iter().enumerate() {
+        m.same(PortAxis::input(0, p), PortAxis::output(0, a));
+    }
+    m
+}
+
+/// `Concat`: inputs of one rank, equal off `axis` (fixed on it), give their sum along `axis`.
+pub(crate) fn infer_concat(cx: &Operands, axis: usize) -> Result<Vec<ValueType>> {
+    let first = cx.input(0);
+    let mut total = 0usize;
+    for t in cx.inputs {
+        if t.rank() != first.rank() || axis >= t.rank() {
+            return Err(cx.bad(format!("cannot concatenate {} on axis {axis}", t.shape)));
+        }
+        for (i, (x, y)) in t.shape.0.iter().zip(&first.shape.0).enumerate() {
+            if i != axis && x != y {
+                return Err(cx.bad(format!("{} and {} differ off axis {axis}", t.shape, first.shape)));
+            }
+        }
+        total += t.shape.0[axis].fixed().ok_or_else(|| cx.bad("concat axis must be fixed"))?;
+    }
+    let mut s = first.shape.0.clone();
+    s[axis] = Dim::Fixed(total);
+    Ok(vec![ValueType::new(first.dtype, Shape(s))])
+}
+
+/// `Concat`: the other axes pass through; each input lies at its offset along `axis`.
+pub(crate) fn axes_concat(inputs: &[&ValueType], outputs: &[ValueType], axis: usize) -> AxisMapping {
+    let mut m = AxisMapping::default();
+    let out_rank = out_rank(outputs);
+    let mut offset = 0;
+    for (k, t) in inputs.iter().enumerate() {
+        for a in (0..out_rank).filter(|&a| a != axis) {
+            m.same(PortAxis::input(k, a), PortAxis::output(0, a));
+        }
+        m.links.push(AxisLink::Offset { part: PortAxis::input(k, axis), whole: PortAxis::output(0, axis), offset });
+        offset += t.shape.0[axis].fixed().unwrap_or(0);
+    }
+    m
+}
+
+/// `Slice`: indices `start..end` of a fixed `axis`, within its size.
+pub(crate) fn infer_slice(cx: &Operands, axis: usize, start: usize, end: usize) -> Result<Vec<ValueType>> {
+    let x = cx.input(0);
+    let n = x.dim(axis).and_then(Dim::fixed).ok_or_else(|| cx.bad(format!("axis {axis} of {}", x.shape)))?;
+    if start >= end || end > n {
+        return Err(cx.bad(format!("{start}..{end} out of 0..{n}")));
+    }
+    let mut s = x.shape.0.clone();
+    s[axis] = Dim::Fixed(end - start);
+    Ok(vec![ValueType::new(x.dtype, Shape(s))])
+}
+
+/// `Slice`: the other axes pass through; the output lies at `start` along `axis`.
+pub(crate) fn axes_slice(outputs: &[ValueType], axis: usize, start: usize) -> AxisMapping {
+    let mut m = AxisMapping::default();
+    for a in (0..out_rank(outputs)).filter(|&a| a != axis) {
+        m.same(PortAxis::input(0, a), PortAxis::output(0, a));
+    }
+    m.links.push(AxisLink::Offset { part: PortAxis::output(0, axis), whole: PortAxis::input(0, axis), offset: start });
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::t;
+    use super::*;
+    use crate::op::Op;
+
+    #[test]
+    fn concat_and_slice_state_offsets() {
+        let a = t(vec![Dim::batch(), 4.into()]);
+        let b = t(vec![Dim::batch(), 6.into()]);
+        let op = Op::Concat { axis: 1 };
+        let out = op.infer("c", &[&a, &b]).unwrap();
+        assert_eq!(out[0].to_string(), "f32[batch, 10]");
+        let m = op.axis_mapping(&[&a, &b], &out);
+        assert!(m.links.contains(&AxisLink::Offset { part: PortAxis::input(1, 1), whole: PortAxis::output(0, 1), offset: 4 }));
+        let s = Op::Slice { axis: 1, start: 4, end: 10 };
+        assert!(s.infer("s", &[&out[0]]).is_ok());
+        assert!(Op::Slice { axis: 1, start: 4, end: 11 }.infer("s", &[&out[0]]).is_err());
+    }
+}
