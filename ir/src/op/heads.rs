@@ -1,10 +1,12 @@
 //! The ops that say where attention heads are: `SplitHeads` (`[.., heads·d]` viewed as
 //! `[.., heads, d]`), `MergeHeads` (back) and `RepeatHeads` (grouped-query attention's
-//! `repeat_kv`).
+//! `repeat_kv`). They count heads in their attributes, so pruning heads changes them.
 
-use super::{leading, out_rank, Op, Operands};
-use crate::axes::{AxisLink, AxisMapping, PortAxis};
-use crate::error::Result;
+use std::collections::BTreeSet;
+
+use super::{leading, out_rank, Op, Operands, RemovedIndices, Shrink};
+use crate::axes::{repeat_ranges, AxisLink, AxisMapping, PortAxis};
+use crate::error::{IrError, Result};
 use crate::types::{Dim, Shape, ValueType};
 
 impl Op {
@@ -46,6 +48,13 @@ pub(crate) fn axes_split(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMa
         inner: outputs[0].shape.0[r].fixed().unwrap_or(1),
     });
     m
+}
+
+/// `SplitHeads`: as many heads as the heads axis keeps.
+pub(crate) fn shrink_split(heads: usize, outputs: &[ValueType], removed: &dyn RemovedIndices) -> Shrink {
+    let rank = out_rank(outputs);
+    let op = removed.removed(PortAxis::output(0, rank.saturating_sub(2))).map(|idx| Op::SplitHeads { heads: heads - idx.len() });
+    Shrink { op, param: None }
 }
 
 /// `MergeHeads`: `x[.., heads, head_dim]` gives `[.., heads·head_dim]`; both must be fixed.
@@ -103,8 +112,36 @@ pub(crate) fn axes_repeat(copies: &[usize], outputs: &[ValueType]) -> AxisMappin
     m
 }
 
+/// `RepeatHeads`: a removed source head loses all its copies; a kept one keeps at least one,
+/// and counts the copies it keeps. A head removed without its copies, or copies removed to
+/// the last without their head, cannot be pruned.
+pub(crate) fn shrink_repeat(node: &str, copies: &[usize], outputs: &[ValueType], removed: &dyn RemovedIndices) -> Result<Shrink> {
+    let heads = out_rank(outputs).saturating_sub(2);
+    let none = BTreeSet::new();
+    let src = removed.removed(PortAxis::input(0, heads)).unwrap_or(&none);
+    let dst = removed.removed(PortAxis::output(0, heads)).unwrap_or(&none);
+    let mut new = Vec::with_capacity(copies.len());
+    for (h, range) in repeat_ranges(copies).into_iter().enumerate() {
+        let lost = range.clone().filter(|c| dst.contains(c)).count();
+        match (src.contains(&h), lost == range.len()) {
+            (true, true) => {}
+            (false, false) => new.push(range.len() - lost),
+            (true, false) | (false, true) => {
+                return Err(IrError::Unprunable {
+                    node: node.to_string(),
+                    reason: format!("key/value head {h} and the query heads it serves must go together"),
+                })
+            }
+        }
+    }
+    let op = (new != copies).then_some(Op::RepeatHeads { copies: new });
+    Ok(Shrink { op, param: None })
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::super::test_util::t;
     use super::*;
 
@@ -129,5 +166,32 @@ mod tests {
         assert_eq!(op.attributes(), "copies=[3, 2, 3]");
         assert!(Op::RepeatHeads { copies: vec![3, 2] }.infer("r", &[&x]).is_err());
         assert!(Op::RepeatHeads { copies: vec![3, 0, 3] }.infer("r", &[&x]).is_err());
+    }
+
+    #[test]
+    fn repeat_heads_shrink_with_their_copies() {
+        let x = t(vec![Dim::batch(), Dim::seq(), 2.into(), 8.into()]);
+        let op = Op::repeat_heads(2, 4);
+        let out = op.infer("r", &[&x]).unwrap();
+        // head 0 with its four copies, and one copy of head 1
+        let removed = BTreeMap::from([
+            (PortAxis::input(0, 2), BTreeSet::from([0])),
+            (PortAxis::output(0, 2), BTreeSet::from([0, 1, 2, 3, 5])),
+        ]);
+        let s = op.shrink("r", &[&x], &out, &removed).unwrap();
+        assert_eq!(s.op, Some(Op::RepeatHeads { copies: vec![3] }));
+        // head 0 without its copies
+        let removed = BTreeMap::from([(PortAxis::input(0, 2), BTreeSet::from([0]))]);
+        let e = op.shrink("r", &[&x], &out, &removed).unwrap_err();
+        assert_eq!(e.to_string(), "node `r`: key/value head 0 and the query heads it serves must go together");
+    }
+
+    #[test]
+    fn split_heads_counts_the_heads_left() {
+        let x = t(vec![Dim::batch(), 64.into()]);
+        let op = Op::SplitHeads { heads: 4 };
+        let out = op.infer("s", &[&x]).unwrap();
+        let removed = BTreeMap::from([(PortAxis::output(0, 1), BTreeSet::from([1, 2]))]);
+        assert_eq!(op.shrink("s", &[&x], &out, &removed).unwrap().op, Some(Op::SplitHeads { heads: 2 }));
     }
 }

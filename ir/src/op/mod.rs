@@ -1,10 +1,11 @@
 //! The ops of the IR. Each op infers its output types from its input types (so a graph's
-//! types cannot drift from its ops) and states its axis mapping (so the dependency analysis
-//! needs no per-op rule of its own).
+//! types cannot drift from its ops), states its axis mapping (so the dependency analysis
+//! needs no per-op rule of its own) and states how it shrinks when units are pruned (so the
+//! `prune` pass needs none either).
 //!
 //! This module holds the [`Op`] enum, what every op shares (its name, attributes and arity)
-//! and the dispatch of [`Op::infer`] and [`Op::axis_mapping`]; what an op means lives in
-//! the file of its family:
+//! and the dispatch of [`Op::infer`], [`Op::axis_mapping`] and [`Op::shrink`]; what an op
+//! means lives in the file of its family:
 //!
 //! - [`io`]: `Input`, `Param`, `Output`, the graph's boundary;
 //! - [`linear`]: `Embedding`, `Linear`, `MatMul`;
@@ -17,6 +18,7 @@
 //! To add an op: its variant here, its arm in each dispatch (the matches are exhaustive, so
 //! the compiler lists them), its rules in its family's file, its kernel in the backend.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::axes::{AxisMapping, PortAxis};
@@ -141,6 +143,51 @@ pub enum Op {
     Dropout {
         /// Probability of zeroing an element, in `[0, 1)`.
         p: f32,
+    },
+}
+
+/// Which indices pruning removes from the axes around one node: the axes of its inputs and
+/// of its outputs. The `prune` pass gathers them per value; an op's shrink rule reads them.
+pub trait RemovedIndices {
+    /// The indices removed from `axis` (sorted), or `None` when it loses none.
+    fn removed(&self, axis: PortAxis) -> Option<&BTreeSet<usize>>;
+}
+
+impl RemovedIndices for BTreeMap<PortAxis, BTreeSet<usize>> {
+    fn removed(&self, axis: PortAxis) -> Option<&BTreeSet<usize>> {
+        self.get(&axis)
+    }
+}
+
+/// What pruning does to one node, as its op's shrink rule ([`Op::shrink`]) states it. The
+/// node's types are re-inferred afterwards, so a rule changes only what inference cannot
+/// derive: the op's attributes and the parameter data.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Shrink {
+    /// The op with its attributes updated (`None`: unchanged).
+    pub op: Option<Op>,
+    /// What happens to parameter data (`None`: nothing).
+    pub param: Option<ParamEdit>,
+}
+
+/// A change to parameter data that a shrink rule asks for; the `prune` pass makes it in the
+/// parameter store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamEdit {
+    /// Parameter `name` (the node's own) keeps, along each axis, these indices (`None`: all).
+    Select {
+        /// The parameter's name in the store.
+        name: String,
+        /// The kept indices per axis, increasing.
+        keep: Vec<Option<Vec<usize>>>,
+    },
+    /// The parameter feeding input `input` is multiplied by `factor`. Made after every
+    /// selection, so it scales what is left.
+    Scale {
+        /// The input the parameter feeds.
+        input: usize,
+        /// The multiplier.
+        factor: f32,
     },
 }
 
@@ -320,6 +367,40 @@ impl Op {
             Op::Binary(_) => elementwise::axes_binary(inputs, outputs),
             Op::Unary(_) | Op::Dropout { .. } => elementwise::axes_pointwise(outputs),
             Op::Softmax { axis } => elementwise::axes_softmax(outputs, *axis),
+        }
+    }
+
+    /// How the op changes when pruning removes the indices `removed` from the axes of its
+    /// inputs and outputs (of types `inputs` and `outputs`, as before pruning); `node` names
+    /// the node in errors. Parameters keep what is left; attributes that count along a pruned
+    /// axis (a reshape's sizes, a slice's bounds, heads and their copies) count what is left;
+    /// an RMSNorm is rescaled to compute what it computed with the removed channels zeroed.
+    /// Ops whose attributes do not depend on pruned sizes stay as they are: re-inferring the
+    /// types is all they need.
+    pub fn shrink(&self, node: &str, inputs: &[&ValueType], outputs: &[ValueType], removed: &dyn RemovedIndices) -> Result<Shrink> {
+        match self {
+            Op::Param { name, ty } => io::shrink_param(name, ty, removed),
+            Op::RmsNorm { eps } => Ok(norm::shrink_rms_norm(*eps, inputs, removed)),
+            Op::RepeatHeads { copies } => heads::shrink_repeat(node, copies, outputs, removed),
+            Op::SplitHeads { heads } => Ok(heads::shrink_split(*heads, outputs, removed)),
+            Op::Reshape { shape } => Ok(shape::shrink_reshape(shape, removed)),
+            Op::Slice { axis, start, end } => Ok(shape::shrink_slice(*axis, *start, *end, removed)),
+            Op::Input { .. }
+            | Op::Output { .. }
+            | Op::Embedding
+            | Op::Linear
+            | Op::MatMul
+            | Op::LayerNorm { .. }
+            | Op::Rope(_)
+            | Op::Attention(_)
+            | Op::PrefixLm { .. }
+            | Op::MergeHeads
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Binary(_)
+            | Op::Unary(_)
+            | Op::Softmax { .. }
+            | Op::Dropout { .. } => Ok(Shrink::default()),
         }
     }
 }

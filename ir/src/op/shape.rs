@@ -1,8 +1,9 @@
 //! The ops that move data without computing: `Reshape`, `Transpose`, `Concat` and `Slice`.
 //! A reshape's axis mapping comes from aligning the sizes of its two shapes; concat and
-//! slice state where each part lies in the whole.
+//! slice state where each part lies in the whole. When units are pruned, a reshape's sizes
+//! and a slice's bounds count what is left.
 
-use super::{out_rank, Operands};
+use super::{out_rank, Op, Operands, RemovedIndices, Shrink};
 use crate::axes::{reshape_links, AxisLink, AxisMapping, PortAxis};
 use crate::error::Result;
 use crate::types::{Dim, Shape, ValueType};
@@ -23,6 +24,17 @@ pub(crate) fn axes_reshape(inputs: &[&ValueType], shape: &Shape) -> AxisMapping 
         m.links = links;
     }
     m
+}
+
+/// `Reshape`: each fixed size of the target loses the indices its axis loses.
+pub(crate) fn shrink_reshape(shape: &Shape, removed: &dyn RemovedIndices) -> Shrink {
+    let mut new = shape.clone();
+    for (axis, d) in new.0.iter_mut().enumerate() {
+        if let (Some(idx), Dim::Fixed(n)) = (removed.removed(PortAxis::output(0, axis)), &*d) {
+            *d = Dim::Fixed(n - idx.len());
+        }
+    }
+    Shrink { op: (new != *shape).then_some(Op::Reshape { shape: new }), param: None }
 }
 
 /// `Transpose`: `x` permuted by `perm`, which must be a permutation of its axes.
@@ -107,11 +119,21 @@ pub(crate) fn axes_slice(outputs: &[ValueType], axis: usize, start: usize) -> Ax
     m
 }
 
+/// `Slice`: each bound moves back by the indices removed before it from the input's axis.
+pub(crate) fn shrink_slice(axis: usize, start: usize, end: usize, removed: &dyn RemovedIndices) -> Shrink {
+    let op = removed.removed(PortAxis::input(0, axis)).map(|idx| {
+        let before = |x: usize| idx.range(..x).count();
+        Op::Slice { axis, start: start - before(start), end: end - before(end) }
+    });
+    Shrink { op, param: None }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use super::super::test_util::t;
     use super::*;
-    use crate::op::Op;
 
     #[test]
     fn concat_and_slice_state_offsets() {
@@ -125,5 +147,20 @@ mod tests {
         let s = Op::Slice { axis: 1, start: 4, end: 10 };
         assert!(s.infer("s", &[&out[0]]).is_ok());
         assert!(Op::Slice { axis: 1, start: 4, end: 11 }.infer("s", &[&out[0]]).is_err());
+    }
+
+    #[test]
+    fn slice_bounds_and_reshape_sizes_count_what_is_left() {
+        let x = t(vec![Dim::batch(), 10.into()]);
+        let slice = Op::Slice { axis: 1, start: 4, end: 10 };
+        let out = slice.infer("s", &[&x]).unwrap();
+        let removed = BTreeMap::from([(PortAxis::input(0, 1), BTreeSet::from([1, 5, 6]))]);
+        let s = slice.shrink("s", &[&x], &out, &removed).unwrap();
+        assert_eq!(s.op, Some(Op::Slice { axis: 1, start: 3, end: 7 }));
+        let reshape = Op::Reshape { shape: Shape(vec![Dim::batch(), 2.into(), 5.into()]) };
+        let out = reshape.infer("r", &[&x]).unwrap();
+        let removed = BTreeMap::from([(PortAxis::output(0, 1), BTreeSet::from([1]))]);
+        let s = reshape.shrink("r", &[&x], &out, &removed).unwrap();
+        assert_eq!(s.op, Some(Op::Reshape { shape: Shape(vec![Dim::batch(), 1.into(), 5.into()]) }));
     }
 }
