@@ -56,7 +56,7 @@ pub struct Attention {
 
 impl Rope {
     /// The attributes as the printer writes them.
-    pub(crate) fn attributes(&self) -> String {
+    pub(super) fn attributes(&self) -> String {
         format!(
             "theta={}, dims={}, {}{}",
             self.theta,
@@ -71,7 +71,7 @@ impl Rope {
 
     /// `x[batch, seq, heads, head_dim]` (and integer positions `[batch, seq]`) give `x`'s
     /// type; an even number of dimensions, at most `head_dim`, rotate.
-    pub(crate) fn infer(&self, cx: &Operands) -> Result<Vec<ValueType>> {
+    pub(super) fn infer(&self, cx: &Operands) -> Result<Vec<ValueType>> {
         let x = cx.input(0);
         cx.need_rank(x, 4, "the input")?;
         let d = x.shape.0[3].fixed().ok_or_else(|| cx.bad("head_dim must be fixed"))?;
@@ -87,7 +87,7 @@ impl Rope {
 
 /// `Rope`: batch, sequence and heads pass through (the positions' batch and sequence too);
 /// the dimensions of a head mix, so `head_dim` is not linked.
-pub(crate) fn axes_rope(inputs: &[&ValueType]) -> AxisMapping {
+pub(super) fn axes_rope(inputs: &[&ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     leading(&mut m, 0, 3);
     if inputs.len() > 1 {
@@ -98,7 +98,7 @@ pub(crate) fn axes_rope(inputs: &[&ValueType]) -> AxisMapping {
 
 /// `Attention`: `q[b, s, h, d]`, `k[b, kv_s, h, d]`, `v[b, kv_s, h, dv]` (and an integer
 /// `prefix[b]`) give `[b, s, h, dv]`.
-pub(crate) fn infer_attention(cx: &Operands) -> Result<Vec<ValueType>> {
+pub(super) fn infer_attention(cx: &Operands) -> Result<Vec<ValueType>> {
     let (q, k, v) = (cx.input(0), cx.input(1), cx.input(2));
     for (t, w) in [(q, "q"), (k, "k"), (v, "v")] {
         cx.need_rank(t, 4, w)?;
@@ -116,7 +116,7 @@ pub(crate) fn infer_attention(cx: &Operands) -> Result<Vec<ValueType>> {
 /// `Attention`: batch and query positions pass through; keys and values share their
 /// positions; the heads of q, k, v and the output are one axis; `q·kᵀ` contracts `d`; the
 /// value dimension is the output's last.
-pub(crate) fn axes_attention(inputs: &[&ValueType]) -> AxisMapping {
+pub(super) fn axes_attention(inputs: &[&ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     let (i, o) = (PortAxis::input, PortAxis::output);
     m.same(i(0, 0), o(0, 0));
@@ -134,7 +134,7 @@ pub(crate) fn axes_attention(inputs: &[&ValueType]) -> AxisMapping {
 }
 
 /// `PrefixLm`: integer ids `[batch, seq]` give positions `[batch, seq]` or lengths `[batch]`.
-pub(crate) fn infer_prefix_lm(cx: &Operands, part: PrefixPart) -> Result<Vec<ValueType>> {
+pub(super) fn infer_prefix_lm(cx: &Operands, part: PrefixPart) -> Result<Vec<ValueType>> {
     let ids = cx.input(0);
     cx.integer_rows(ids, &ids.shape.0)?;
     cx.need_rank(ids, 2, "the ids")?;
@@ -143,7 +143,7 @@ pub(crate) fn infer_prefix_lm(cx: &Operands, part: PrefixPart) -> Result<Vec<Val
 }
 
 /// `PrefixLm`: the ids' leading axes pass through.
-pub(crate) fn axes_prefix_lm(outputs: &[ValueType]) -> AxisMapping {
+pub(super) fn axes_prefix_lm(outputs: &[ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     leading(&mut m, 0, out_rank(outputs));
     m

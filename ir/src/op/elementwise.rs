@@ -47,7 +47,7 @@ pub enum UnaryOp {
 
 impl BinaryOp {
     /// The op's name, as the printer writes it.
-    pub(crate) fn mnemonic(self) -> &'static str {
+    pub(super) fn mnemonic(self) -> &'static str {
         match self {
             BinaryOp::Add => "add",
             BinaryOp::Sub => "sub",
@@ -59,7 +59,7 @@ impl BinaryOp {
 
 impl UnaryOp {
     /// The op's name, as the printer writes it.
-    pub(crate) fn mnemonic(self) -> &'static str {
+    pub(super) fn mnemonic(self) -> &'static str {
         match self {
             UnaryOp::Silu => "silu",
             UnaryOp::Gelu => "gelu",
@@ -76,7 +76,7 @@ impl UnaryOp {
 }
 
 /// `Binary`: the two shapes broadcast.
-pub(crate) fn infer_binary(cx: &Operands) -> Result<Vec<ValueType>> {
+pub(super) fn infer_binary(cx: &Operands) -> Result<Vec<ValueType>> {
     let (a, b) = (cx.input(0), cx.input(1));
     let s = broadcast(&a.shape.0, &b.shape.0).ok_or_else(|| cx.bad(format!("cannot broadcast {} with {}", a.shape, b.shape)))?;
     Ok(vec![ValueType::new(a.dtype, Shape(s))])
@@ -84,7 +84,7 @@ pub(crate) fn infer_binary(cx: &Operands) -> Result<Vec<ValueType>> {
 
 /// `Binary`: each input axis is linked to the output axis it aligns with (from the right)
 /// when their sizes are equal.
-pub(crate) fn axes_binary(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
+pub(super) fn axes_binary(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     let out_rank = out_rank(outputs);
     for (k, t) in inputs.iter().enumerate() {
@@ -100,12 +100,12 @@ pub(crate) fn axes_binary(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisM
 }
 
 /// `Unary`: the input's type.
-pub(crate) fn infer_unary(cx: &Operands) -> Vec<ValueType> {
+pub(super) fn infer_unary(cx: &Operands) -> Vec<ValueType> {
     vec![cx.input(0).clone()]
 }
 
 /// `Softmax`: the input's type; `axis` must be one of its axes.
-pub(crate) fn infer_softmax(cx: &Operands, axis: usize) -> Result<Vec<ValueType>> {
+pub(super) fn infer_softmax(cx: &Operands, axis: usize) -> Result<Vec<ValueType>> {
     if axis >= cx.input(0).rank() {
         return Err(cx.bad(format!("axis {axis} of {}", cx.input(0).shape)));
     }
@@ -113,7 +113,7 @@ pub(crate) fn infer_softmax(cx: &Operands, axis: usize) -> Result<Vec<ValueType>
 }
 
 /// `Dropout`: the input's type; `p` must lie in `[0, 1)`.
-pub(crate) fn infer_dropout(cx: &Operands, p: f32) -> Result<Vec<ValueType>> {
+pub(super) fn infer_dropout(cx: &Operands, p: f32) -> Result<Vec<ValueType>> {
     if !(0.0..1.0).contains(&p) {
         return Err(cx.bad(format!("dropout probability {p} is not in [0, 1)")));
     }
@@ -121,14 +121,14 @@ pub(crate) fn infer_dropout(cx: &Operands, p: f32) -> Result<Vec<ValueType>> {
 }
 
 /// `Unary` and `Dropout`: every axis passes through.
-pub(crate) fn axes_pointwise(outputs: &[ValueType]) -> AxisMapping {
+pub(super) fn axes_pointwise(outputs: &[ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     leading(&mut m, 0, out_rank(outputs));
     m
 }
 
 /// `Softmax`: every axis but the normalised one passes through (its entries mix).
-pub(crate) fn axes_softmax(outputs: &[ValueType], axis: usize) -> AxisMapping {
+pub(super) fn axes_softmax(outputs: &[ValueType], axis: usize) -> AxisMapping {
     let mut m = AxisMapping::default();
     for a in (0..out_rank(outputs)).filter(|&a| a != axis) {
         m.same(PortAxis::input(0, a), PortAxis::output(0, a));

@@ -24,7 +24,7 @@ impl Op {
 }
 
 /// `SplitHeads`: `x[.., n]` gives `[.., heads, n / heads]`; `n` must be fixed and a multiple.
-pub(crate) fn infer_split(cx: &Operands, heads: usize) -> Result<Vec<ValueType>> {
+pub(super) fn infer_split(cx: &Operands, heads: usize) -> Result<Vec<ValueType>> {
     let x = cx.input(0);
     let n = cx.last(x)?.fixed().ok_or_else(|| cx.bad("the split axis must be fixed"))?;
     if heads == 0 || n % heads != 0 {
@@ -38,7 +38,7 @@ pub(crate) fn infer_split(cx: &Operands, heads: usize) -> Result<Vec<ValueType>>
 }
 
 /// `SplitHeads`: leading axes pass through; the flat axis is heads × head_dim.
-pub(crate) fn axes_split(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
+pub(super) fn axes_split(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     let r = inputs[0].rank();
     leading(&mut m, 0, r - 1);
@@ -51,14 +51,14 @@ pub(crate) fn axes_split(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMa
 }
 
 /// `SplitHeads`: as many heads as the heads axis keeps.
-pub(crate) fn shrink_split(heads: usize, outputs: &[ValueType], removed: &dyn RemovedIndices) -> Shrink {
+pub(super) fn shrink_split(heads: usize, outputs: &[ValueType], removed: &dyn RemovedIndices) -> Shrink {
     let rank = out_rank(outputs);
     let op = removed.removed(PortAxis::output(0, rank.saturating_sub(2))).map(|idx| Op::SplitHeads { heads: heads - idx.len() });
     Shrink { op, param: None }
 }
 
 /// `MergeHeads`: `x[.., heads, head_dim]` gives `[.., heads·head_dim]`; both must be fixed.
-pub(crate) fn infer_merge(cx: &Operands) -> Result<Vec<ValueType>> {
+pub(super) fn infer_merge(cx: &Operands) -> Result<Vec<ValueType>> {
     let x = cx.input(0);
     if x.rank() < 2 {
         return Err(cx.bad("needs [.., heads, head_dim]"));
@@ -72,7 +72,7 @@ pub(crate) fn infer_merge(cx: &Operands) -> Result<Vec<ValueType>> {
 }
 
 /// `MergeHeads`: leading axes pass through; the flat axis is heads × head_dim.
-pub(crate) fn axes_merge(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
+pub(super) fn axes_merge(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     let r = out_rank(outputs);
     leading(&mut m, 0, r - 1);
@@ -85,7 +85,7 @@ pub(crate) fn axes_merge(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMa
 }
 
 /// `RepeatHeads`: `x[.., heads, d]` gives `[.., Σ copies, d]`; one count per head, none 0.
-pub(crate) fn infer_repeat(cx: &Operands, copies: &[usize]) -> Result<Vec<ValueType>> {
+pub(super) fn infer_repeat(cx: &Operands, copies: &[usize]) -> Result<Vec<ValueType>> {
     let x = cx.input(0);
     if x.rank() < 2 || copies.contains(&0) {
         return Err(cx.bad("needs [.., heads, d] and at least one copy of each head"));
@@ -102,7 +102,7 @@ pub(crate) fn infer_repeat(cx: &Operands, copies: &[usize]) -> Result<Vec<ValueT
 
 /// `RepeatHeads`: leading axes and head_dim pass through; the heads axis is a directed
 /// repeat (see [`AxisLink::Repeat`]).
-pub(crate) fn axes_repeat(copies: &[usize], outputs: &[ValueType]) -> AxisMapping {
+pub(super) fn axes_repeat(copies: &[usize], outputs: &[ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     let (i, o) = (PortAxis::input, PortAxis::output);
     let r = out_rank(outputs);
@@ -115,7 +115,7 @@ pub(crate) fn axes_repeat(copies: &[usize], outputs: &[ValueType]) -> AxisMappin
 /// `RepeatHeads`: a removed source head loses all its copies; a kept one keeps at least one,
 /// and counts the copies it keeps. A head removed without its copies, or copies removed to
 /// the last without their head, cannot be pruned.
-pub(crate) fn shrink_repeat(node: &str, copies: &[usize], outputs: &[ValueType], removed: &dyn RemovedIndices) -> Result<Shrink> {
+pub(super) fn shrink_repeat(node: &str, copies: &[usize], outputs: &[ValueType], removed: &dyn RemovedIndices) -> Result<Shrink> {
     let heads = out_rank(outputs).saturating_sub(2);
     let none = BTreeSet::new();
     let src = removed.removed(PortAxis::input(0, heads)).unwrap_or(&none);

@@ -8,24 +8,24 @@ use crate::error::{IrError, Result};
 use crate::types::{Shape, ValueType};
 
 /// An input or a parameter gives a value of its own type.
-pub(crate) fn infer_source(ty: &ValueType) -> Vec<ValueType> {
+pub(super) fn infer_source(ty: &ValueType) -> Vec<ValueType> {
     vec![ty.clone()]
 }
 
 /// An output gives nothing.
-pub(crate) fn infer_output() -> Vec<ValueType> {
+pub(super) fn infer_output() -> Vec<ValueType> {
     vec![]
 }
 
 /// Every axis of an input is pinned.
-pub(crate) fn axes_input(ty: &ValueType) -> AxisMapping {
+pub(super) fn axes_input(ty: &ValueType) -> AxisMapping {
     let mut m = AxisMapping::default();
     (0..ty.rank()).for_each(|a| m.pin(PortAxis::output(0, a)));
     m
 }
 
 /// Every axis of what an output reads is pinned.
-pub(crate) fn axes_output(inputs: &[&ValueType]) -> AxisMapping {
+pub(super) fn axes_output(inputs: &[&ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     (0..inputs.first().map_or(0, |t| t.rank())).for_each(|a| m.pin(PortAxis::input(0, a)));
     m
@@ -33,7 +33,7 @@ pub(crate) fn axes_output(inputs: &[&ValueType]) -> AxisMapping {
 
 /// A parameter keeps, along each axis that loses indices, the others; its type follows. Its
 /// shape must be fixed (the store's always is).
-pub(crate) fn shrink_param(name: &str, ty: &ValueType, removed: &dyn RemovedIndices) -> Result<Shrink> {
+pub(super) fn shrink_param(name: &str, ty: &ValueType, removed: &dyn RemovedIndices) -> Result<Shrink> {
     let shape = ty.shape.to_fixed().ok_or_else(|| IrError::SymbolicParam { name: name.to_string() })?;
     // the kept indices of each axis; the data stays where it is until read
     let keep: Vec<Option<Vec<usize>>> = (0..shape.len())

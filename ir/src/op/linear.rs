@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::types::{broadcast, DType, Dim, Shape, ValueType};
 
 /// `Embedding`: rows of `table[vocab, hidden]` looked up by integer `ids[..]`: `[.., hidden]`.
-pub(crate) fn infer_embedding(cx: &Operands) -> Result<Vec<ValueType>> {
+pub(super) fn infer_embedding(cx: &Operands) -> Result<Vec<ValueType>> {
     let (table, ids) = (cx.input(0), cx.input(1));
     cx.need_rank(table, 2, "the table")?;
     if !matches!(ids.dtype, DType::I64 | DType::I32) {
@@ -22,7 +22,7 @@ pub(crate) fn infer_embedding(cx: &Operands) -> Result<Vec<ValueType>> {
 
 /// `Embedding`: the vocabulary axis is pinned (ids index it); the ids' axes lead the output,
 /// and the table's hidden axis is the output's last.
-pub(crate) fn axes_embedding(inputs: &[&ValueType]) -> AxisMapping {
+pub(super) fn axes_embedding(inputs: &[&ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     m.pin(PortAxis::input(0, 0));
     let r = inputs[1].rank();
@@ -32,7 +32,7 @@ pub(crate) fn axes_embedding(inputs: &[&ValueType]) -> AxisMapping {
 }
 
 /// `Linear`: `x[.., in] · w[out, in]ᵀ (+ bias[out])`: `[.., out]`.
-pub(crate) fn infer_linear(cx: &Operands) -> Result<Vec<ValueType>> {
+pub(super) fn infer_linear(cx: &Operands) -> Result<Vec<ValueType>> {
     let (x, w) = (cx.input(0), cx.input(1));
     cx.need_rank(w, 2, "the weight")?;
     if cx.last(x)? != w.shape.0[1] {
@@ -57,7 +57,7 @@ fn with_last(t: &ValueType, d: Dim, dtype: DType) -> ValueType {
 
 /// `Linear`: leading axes pass through; the input's features meet the weight's input axis
 /// (the contraction); the weight's output axis (and the bias) is the output's features.
-pub(crate) fn axes_linear(inputs: &[&ValueType]) -> AxisMapping {
+pub(super) fn axes_linear(inputs: &[&ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     let (i, o) = (PortAxis::input, PortAxis::output);
     let r = inputs[0].rank();
@@ -71,7 +71,7 @@ pub(crate) fn axes_linear(inputs: &[&ValueType]) -> AxisMapping {
 }
 
 /// `MatMul`: `a[.., m, k] · b[.., k, n]`: `[.., m, n]`, batch axes broadcast.
-pub(crate) fn infer_matmul(cx: &Operands) -> Result<Vec<ValueType>> {
+pub(super) fn infer_matmul(cx: &Operands) -> Result<Vec<ValueType>> {
     let (a, b) = (cx.input(0), cx.input(1));
     if a.rank() < 2 || b.rank() < 2 {
         return Err(cx.bad("operands must have rank ≥ 2"));
@@ -89,7 +89,7 @@ pub(crate) fn infer_matmul(cx: &Operands) -> Result<Vec<ValueType>> {
 
 /// `MatMul`: batch axes of equal size pass through (a broadcast one does not); `k` is
 /// contracted; `m` and `n` are the output's last two axes.
-pub(crate) fn axes_matmul(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
+pub(super) fn axes_matmul(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     let (i, o) = (PortAxis::input, PortAxis::output);
     let out_rank = out_rank(outputs);

@@ -192,31 +192,31 @@ pub enum ParamEdit {
 }
 
 /// The operand types of one node, with what an error names: the node and its op.
-pub(crate) struct Operands<'a> {
+struct Operands<'a> {
     node: &'a str,
     op: &'a Op,
     /// The input types, as many as the op's arity allows.
-    pub(crate) inputs: &'a [&'a ValueType],
+    inputs: &'a [&'a ValueType],
 }
 
 impl<'a> Operands<'a> {
     /// Input `k` (the arity was checked, so it is there).
-    pub(crate) fn input(&self, k: usize) -> &'a ValueType {
+    fn input(&self, k: usize) -> &'a ValueType {
         self.inputs[k]
     }
 
     /// The operands are wrong for `reason`.
-    pub(crate) fn bad(&self, reason: impl Into<String>) -> IrError {
+    fn bad(&self, reason: impl Into<String>) -> IrError {
         IrError::BadOperands { node: self.node.to_string(), op: self.op.mnemonic(), reason: reason.into() }
     }
 
     /// The last dimension of `t`.
-    pub(crate) fn last(&self, t: &ValueType) -> Result<Dim> {
+    fn last(&self, t: &ValueType) -> Result<Dim> {
         t.shape.last().cloned().ok_or_else(|| self.bad("scalar operand"))
     }
 
     /// Checks that `t` (named `what` in the error) has rank `r`.
-    pub(crate) fn need_rank(&self, t: &ValueType, r: usize, what: &str) -> Result<()> {
+    fn need_rank(&self, t: &ValueType, r: usize, what: &str) -> Result<()> {
         if t.rank() == r {
             Ok(())
         } else {
@@ -225,7 +225,7 @@ impl<'a> Operands<'a> {
     }
 
     /// Checks that `t` holds integers of shape `dims` (positions or lengths per row).
-    pub(crate) fn integer_rows(&self, t: &ValueType, dims: &[Dim]) -> Result<()> {
+    fn integer_rows(&self, t: &ValueType, dims: &[Dim]) -> Result<()> {
         if !matches!(t.dtype, DType::I64 | DType::I32) || t.shape.0 != dims {
             return Err(self.bad(format!("expected integers of shape {}, got {} {}", Shape(dims.to_vec()), t.dtype, t.shape)));
         }
@@ -234,12 +234,12 @@ impl<'a> Operands<'a> {
 }
 
 /// The rank of the first output (0 when there is none).
-pub(crate) fn out_rank(outputs: &[ValueType]) -> usize {
+fn out_rank(outputs: &[ValueType]) -> usize {
     outputs.first().map_or(0, ValueType::rank)
 }
 
 /// Links the first `count` axes of input `input` one to one with those of output 0.
-pub(crate) fn leading(m: &mut AxisMapping, input: usize, count: usize) {
+fn leading(m: &mut AxisMapping, input: usize, count: usize) {
     for a in 0..count {
         m.same(PortAxis::input(input, a), PortAxis::output(0, a));
     }
@@ -418,11 +418,11 @@ impl fmt::Display for Op {
 
 /// Helpers for the tests of every family.
 #[cfg(test)]
-pub(crate) mod test_util {
+mod test_util {
     use crate::types::{DType, Dim, Shape, ValueType};
 
     /// An f32 value of these dimensions.
-    pub(crate) fn t(dims: Vec<Dim>) -> ValueType {
+    pub(super) fn t(dims: Vec<Dim>) -> ValueType {
         ValueType::new(DType::F32, Shape(dims))
     }
 }

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::types::{Dim, ValueType};
 
 /// Both norms: `x[.., h]` and parameters of shape `[h]` give `x`'s type.
-pub(crate) fn infer(cx: &Operands) -> Result<Vec<ValueType>> {
+pub(super) fn infer(cx: &Operands) -> Result<Vec<ValueType>> {
     let x = cx.input(0);
     let h = cx.last(x)?;
     for (i, p) in cx.inputs.iter().enumerate().skip(1) {
@@ -23,7 +23,7 @@ pub(crate) fn infer(cx: &Operands) -> Result<Vec<ValueType>> {
 }
 
 /// Both norms: every axis passes through; each parameter lies along the normalised axis.
-pub(crate) fn axes(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
+pub(super) fn axes(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     let out_rank = out_rank(outputs);
     leading(&mut m, 0, out_rank);
@@ -39,7 +39,7 @@ pub(crate) fn axes(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping 
 /// weight is scaled by `sqrt(n/k)` and ε by `n/k` — exact, and still a stock RMSNorm (one
 /// `rms_norm_eps`, as every norm of the hidden stream loses the same channels). LLM-Pruner's
 /// channel-wise pruning leaves both as they were, which changes what the norms compute.
-pub(crate) fn shrink_rms_norm(eps: f32, inputs: &[&ValueType], removed: &dyn RemovedIndices) -> Shrink {
+pub(super) fn shrink_rms_norm(eps: f32, inputs: &[&ValueType], removed: &dyn RemovedIndices) -> Shrink {
     let (Some(x), true) = (inputs.first(), inputs.len() > 1) else { return Shrink::default() };
     let axis = x.rank().saturating_sub(1);
     let Some(n) = x.dim(axis).and_then(Dim::fixed) else { return Shrink::default() };

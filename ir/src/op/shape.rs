@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::types::{Dim, Shape, ValueType};
 
 /// `Reshape`: `x` gives `shape`, when their sizes align.
-pub(crate) fn infer_reshape(cx: &Operands, shape: &Shape) -> Result<Vec<ValueType>> {
+pub(super) fn infer_reshape(cx: &Operands, shape: &Shape) -> Result<Vec<ValueType>> {
     let x = cx.input(0);
     if reshape_links(&x.shape, shape, 0, 0).is_none() {
         return Err(cx.bad(format!("cannot reshape {} to {shape}", x.shape)));
@@ -18,7 +18,7 @@ pub(crate) fn infer_reshape(cx: &Operands, shape: &Shape) -> Result<Vec<ValueTyp
 }
 
 /// `Reshape`: the links [`reshape_links`] finds.
-pub(crate) fn axes_reshape(inputs: &[&ValueType], shape: &Shape) -> AxisMapping {
+pub(super) fn axes_reshape(inputs: &[&ValueType], shape: &Shape) -> AxisMapping {
     let mut m = AxisMapping::default();
     if let Some(links) = reshape_links(&inputs[0].shape, shape, 0, 0) {
         m.links = links;
@@ -27,7 +27,7 @@ pub(crate) fn axes_reshape(inputs: &[&ValueType], shape: &Shape) -> AxisMapping 
 }
 
 /// `Reshape`: each fixed size of the target loses the indices its axis loses.
-pub(crate) fn shrink_reshape(shape: &Shape, removed: &dyn RemovedIndices) -> Shrink {
+pub(super) fn shrink_reshape(shape: &Shape, removed: &dyn RemovedIndices) -> Shrink {
     let mut new = shape.clone();
     for (axis, d) in new.0.iter_mut().enumerate() {
         if let (Some(idx), Dim::Fixed(n)) = (removed.removed(PortAxis::output(0, axis)), &*d) {
@@ -38,7 +38,7 @@ pub(crate) fn shrink_reshape(shape: &Shape, removed: &dyn RemovedIndices) -> Shr
 }
 
 /// `Transpose`: `x` permuted by `perm`, which must be a permutation of its axes.
-pub(crate) fn infer_transpose(cx: &Operands, perm: &[usize]) -> Result<Vec<ValueType>> {
+pub(super) fn infer_transpose(cx: &Operands, perm: &[usize]) -> Result<Vec<ValueType>> {
     let x = cx.input(0);
     let mut seen = vec![false; x.rank()];
     for &p in perm {
@@ -54,7 +54,7 @@ pub(crate) fn infer_transpose(cx: &Operands, perm: &[usize]) -> Result<Vec<Value
 }
 
 /// `Transpose`: output axis `a` is input axis `perm[a]`.
-pub(crate) fn axes_transpose(perm: &[usize]) -> AxisMapping {
+pub(super) fn axes_transpose(perm: &[usize]) -> AxisMapping {
     let mut m = AxisMapping::default();
     for (a, &p) in perm.iter().enumerate() {
         m.same(PortAxis::input(0, p), PortAxis::output(0, a));
@@ -63,7 +63,7 @@ pub(crate) fn axes_transpose(perm: &[usize]) -> AxisMapping {
 }
 
 /// `Concat`: inputs of one rank, equal off `axis` (fixed on it), give their sum along `axis`.
-pub(crate) fn infer_concat(cx: &Operands, axis: usize) -> Result<Vec<ValueType>> {
+pub(super) fn infer_concat(cx: &Operands, axis: usize) -> Result<Vec<ValueType>> {
     let first = cx.input(0);
     let mut total = 0usize;
     for t in cx.inputs {
@@ -83,7 +83,7 @@ pub(crate) fn infer_concat(cx: &Operands, axis: usize) -> Result<Vec<ValueType>>
 }
 
 /// `Concat`: the other axes pass through; each input lies at its offset along `axis`.
-pub(crate) fn axes_concat(inputs: &[&ValueType], outputs: &[ValueType], axis: usize) -> AxisMapping {
+pub(super) fn axes_concat(inputs: &[&ValueType], outputs: &[ValueType], axis: usize) -> AxisMapping {
     let mut m = AxisMapping::default();
     let out_rank = out_rank(outputs);
     let mut offset = 0;
@@ -98,7 +98,7 @@ pub(crate) fn axes_concat(inputs: &[&ValueType], outputs: &[ValueType], axis: us
 }
 
 /// `Slice`: indices `start..end` of a fixed `axis`, within its size.
-pub(crate) fn infer_slice(cx: &Operands, axis: usize, start: usize, end: usize) -> Result<Vec<ValueType>> {
+pub(super) fn infer_slice(cx: &Operands, axis: usize, start: usize, end: usize) -> Result<Vec<ValueType>> {
     let x = cx.input(0);
     let n = x.dim(axis).and_then(Dim::fixed).ok_or_else(|| cx.bad(format!("axis {axis} of {}", x.shape)))?;
     if start >= end || end > n {
@@ -110,7 +110,7 @@ pub(crate) fn infer_slice(cx: &Operands, axis: usize, start: usize, end: usize) 
 }
 
 /// `Slice`: the other axes pass through; the output lies at `start` along `axis`.
-pub(crate) fn axes_slice(outputs: &[ValueType], axis: usize, start: usize) -> AxisMapping {
+pub(super) fn axes_slice(outputs: &[ValueType], axis: usize, start: usize) -> AxisMapping {
     let mut m = AxisMapping::default();
     for a in (0..out_rank(outputs)).filter(|&a| a != axis) {
         m.same(PortAxis::input(0, a), PortAxis::output(0, a));
@@ -120,7 +120,7 @@ pub(crate) fn axes_slice(outputs: &[ValueType], axis: usize, start: usize) -> Ax
 }
 
 /// `Slice`: each bound moves back by the indices removed before it from the input's axis.
-pub(crate) fn shrink_slice(axis: usize, start: usize, end: usize, removed: &dyn RemovedIndices) -> Shrink {
+pub(super) fn shrink_slice(axis: usize, start: usize, end: usize, removed: &dyn RemovedIndices) -> Shrink {
     let op = removed.removed(PortAxis::input(0, axis)).map(|idx| {
         let before = |x: usize| idx.range(..x).count();
         Op::Slice { axis, start: start - before(start), end: end - before(end) }
