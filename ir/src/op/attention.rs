@@ -75,7 +75,7 @@ impl Rope {
         let x = cx.input(0);
         cx.need_rank(x, 4, "the input")?;
         let d = x.shape.0[3].fixed().ok_or_else(|| cx.bad("head_dim must be fixed"))?;
-        if self.rotary_dims == 0 || self.rotary_dims > d || self.rotary_dims % 2 != 0 {
+        if self.rotary_dims == 0 || self.rotary_dims > d || !self.rotary_dims.is_multiple_of(2) {
             return Err(cx.bad(format!("rotary_dims {} for head_dim {d}", self.rotary_dims)));
         }
         if let Some(pos) = cx.inputs.get(1) {
