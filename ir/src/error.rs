@@ -35,6 +35,21 @@ pub enum IrError {
         /// What is wrong.
         reason: String,
     },
+    /// A parameter node whose shape is symbolic cannot lose indices.
+    #[error("`{name}` has a symbolic shape")]
+    SymbolicParam {
+        /// The parameter's name.
+        name: String,
+    },
+    /// Pruning would remove indices an op cannot lose (a key/value head without the query
+    /// heads it serves).
+    #[error("node `{node}`: {reason}")]
+    Unprunable {
+        /// The node's name.
+        node: String,
+        /// What cannot be removed.
+        reason: String,
+    },
     /// The graph's structure is broken (missing input, cycle, dangling id).
     #[error("graph: {0}")]
     Structure(String),

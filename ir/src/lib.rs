@@ -2,9 +2,9 @@
 //!
 //! The intermediate representation of prunec: an op-level dataflow graph on petgraph's
 //! `StableGraph`, typed values whose batch and sequence dimensions are symbolic, ops that
-//! infer their output types and state their axis mappings, a parameter store by name, a
-//! verifier and a stable text printer. Frontends lower models into it, passes analyse and
-//! rewrite it, backends run or write it.
+//! infer their output types, state their axis mappings and say how they shrink when units
+//! are pruned, a parameter store by name, a verifier and a stable text printer. Frontends
+//! lower models into it, passes analyse and rewrite it, backends run or write it.
 //!
 //! ```
 //! use prunec_ir::{DType, Dim, Graph, Op, Shape, ValueType};
@@ -44,7 +44,7 @@ pub use error::{IrError, Result};
 pub use graph::{Edge, Graph, Node, NodeId, ValueId};
 pub use groups::{Element, Group, GroupAxis, GroupKind, Unit};
 pub use model::{Model, ModelInfo, ParamOrigin, SourceFormat, SourceValue};
-pub use op::{Attention, BinaryOp, Op, PrefixPart, Rope, RopeLayout, UnaryOp};
+pub use op::{Attention, BinaryOp, Op, ParamEdit, PrefixPart, RemovedIndices, Rope, RopeLayout, Shrink, UnaryOp};
 pub use params::{Param, ParamData, ParamStore, ParamView, TensorSource};
 pub use print::print;
 pub use segments::{Segment, Segments};

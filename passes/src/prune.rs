@@ -582,42 +582,61 @@ fn remove_dead_branches(model: &mut Model) -> Result<()> {
     Ok(())
 }
 
-/// Keeps every RMSNorm whose axis lost channels computing what it computed with those
-/// channels zeroed. The mean square is taken over the `k` channels left instead of the `n`
-/// there were: `w·x / sqrt(Σx²/n + ε)` equals `(w·sqrt(n/k))·x / sqrt(Σx²/k + ε·n/k)`, so
-/// the weight is scaled by `sqrt(n/k)` and ε by `n/k` — exact, and still a stock RMSNorm (one
-/// `rms_norm_eps`, as every norm of the hidden stream loses the same channels). LLM-Pruner's
-/// channel-wise pruning leaves both as they were, which changes what the norms compute.
-fn compensate_rms_norms(model: &mut Model, removed: &HashMap<(ValueId, usize), BTreeSet<usize>>) -> Result<()> {
-    let graph = &mut model.graph;
+/// The indices removed around one node, read from the pass's table of removals per value:
+/// what the node's shrink rule ([`Op::shrink`]) is given.
+struct NodeRemovals<'a> {
+    removed: &'a HashMap<(ValueId, usize), BTreeSet<usize>>,
+    node: prunec_ir::NodeId,
+    inputs: &'a [ValueId],
+}
+
+impl prunec_ir::RemovedIndices for NodeRemovals<'_> {
+    fn removed(&self, at: prunec_ir::PortAxis) -> Option<&BTreeSet<usize>> {
+        let value = match at.port {
+            prunec_ir::Port::Input(k) => *self.inputs.get(k)?,
+            prunec_ir::Port::Output(k) => ValueId { node: self.node, output: u16::try_from(k).ok()? },
+        };
+        self.removed.get(&(value, at.axis))
+    }
+}
+
+/// A shrink that rescales a parameter, waiting for every selection to be made.
+struct Rescale {
+    /// The node.
+    node: prunec_ir::NodeId,
+    /// Its new op.
+    op: Option<Op>,
+    /// The value feeding the scaled input.
+    weight: Option<ValueId>,
+    /// The multiplier.
+    factor: f32,
+}
+
+/// Makes the shrinks that rescale a parameter (an RMSNorm's weight), in node order: the new
+/// op, then the parameter feeding the input scaled, when a parameter feeds it. A parameter
+/// rescaled for two nodes cannot be right for both.
+fn rescale(model: &mut Model, pending: Vec<Rescale>) -> Result<()> {
     let mut scaled = BTreeSet::new();
-    for id in graph.node_ids() {
-        let Op::RmsNorm { eps } = graph.node(id)?.op else { continue };
-        let inputs = graph.inputs(id);
-        let (Some(&x), Some(&w)) = (inputs.first(), inputs.get(1)) else { continue };
-        let ty = graph.value_type(x)?;
-        let axis = ty.rank().saturating_sub(1);
-        let Some(n) = ty.dim(axis).and_then(Dim::fixed) else { continue };
-        let lost = removed.get(&(x, axis)).map_or(0, BTreeSet::len);
-        if lost == 0 || lost >= n {
-            continue;
+    for Rescale { node, op, weight, factor } in pending {
+        if let Some(op) = op {
+            model.graph.node_mut(node)?.op = op;
         }
-        let factor = n as f64 / (n - lost) as f64;
-        graph.node_mut(id)?.op = Op::RmsNorm { eps: (f64::from(eps) * factor) as f32 };
-        let Op::Param { name, .. } = &graph.node(w.node)?.op else { continue };
+        let Some(w) = weight else { continue };
+        let Op::Param { name, .. } = &model.graph.node(w.node)?.op else { continue };
         let name = name.clone();
         if !scaled.insert(name.clone()) {
             return Err(PassError::Config(format!("`{name}` weighs more than one norm: cannot rescale it for each")));
         }
-        let p = model.params.scaled(&name, factor.sqrt() as f32)?;
+        let p = model.params.scaled(&name, factor)?;
         model.params.insert(name, p);
     }
     Ok(())
 }
 
-/// Removes the selected units: shrinks parameters, reshapes and slices, re-infers types and
-/// re-verifies. The groups are dropped (their indices no longer hold): run `group` again to
-/// prune further.
+/// Removes the selected units: each node shrinks by its op's rule ([`Op::shrink`]:
+/// parameters, reshapes, slices, heads, RMSNorm rescaling), then types are re-inferred and
+/// the model re-verified. The groups are dropped (their indices no longer hold): run `group`
+/// again to prune further.
 pub fn apply(model: &mut Model, selection: &Selection) -> Result<PruneReport> {
     let groups = model.groups.take().ok_or_else(|| PassError::Config("`prune` needs the groups: run `group` first".into()))?;
     let params_before = model.params.numel();
@@ -656,77 +675,31 @@ pub fn apply(model: &mut Model, selection: &Selection) -> Result<PruneReport> {
         }
         report_groups.push((g.kind, g.block, g.units.len(), g.units.len() - units.len()));
     }
-    let graph = &mut model.graph;
-    for id in graph.node_ids() {
-        let node = graph.node(id)?.clone();
-        let out = |axis: usize| removed.get(&(ValueId { node: id, output: 0 }, axis));
-        match &node.op {
-            Op::Param { name, ty } => {
-                let shape = ty.shape.to_fixed().ok_or_else(|| PassError::Config(format!("`{name}` has a symbolic shape")))?;
-                // the kept indices of each axis; the data stays where it is until read
-                let keep: Vec<Option<Vec<usize>>> = (0..shape.len())
-                    .map(|axis| out(axis).map(|idx| (0..shape[axis]).filter(|i| !idx.contains(i)).collect()))
-                    .collect();
-                if keep.iter().any(Option::is_some) {
-                    let p = model.params.selected(name, keep)?;
-                    let mut ty = ty.clone();
-                    ty.shape = prunec_ir::Shape::fixed(&p.shape);
-                    model.params.insert(name.clone(), p);
-                    graph.node_mut(id)?.op = Op::Param { name: name.clone(), ty };
-                }
+    // each node shrinks by its op's rule; rescalings wait until every parameter is selected
+    let mut pending = Vec::new();
+    for id in model.graph.node_ids() {
+        let graph = &model.graph;
+        let node = graph.node(id)?;
+        let inputs = graph.inputs(id);
+        let types = inputs.iter().map(|&v| graph.value_type(v)).collect::<prunec_ir::Result<Vec<_>>>()?;
+        let around = NodeRemovals { removed: &removed, node: id, inputs: &inputs };
+        let shrink = node.op.shrink(&node.name, &types, node.outputs(), &around)?;
+        match shrink.param {
+            Some(prunec_ir::ParamEdit::Scale { input, factor }) => {
+                pending.push(Rescale { node: id, op: shrink.op, weight: inputs.get(input).copied(), factor });
+                continue;
             }
-            Op::Reshape { shape } => {
-                let mut shape = shape.clone();
-                for (axis, d) in shape.0.iter_mut().enumerate() {
-                    if let (Some(idx), Dim::Fixed(n)) = (out(axis), &*d) {
-                        *d = Dim::Fixed(n - idx.len());
-                    }
-                }
-                graph.node_mut(id)?.op = Op::Reshape { shape };
+            Some(prunec_ir::ParamEdit::Select { name, keep }) => {
+                let p = model.params.selected(&name, keep)?;
+                model.params.insert(name, p);
             }
-            Op::SplitHeads { heads } => {
-                let rank = node.outputs().first().map_or(0, |t| t.rank());
-                if let Some(idx) = out(rank.saturating_sub(2)) {
-                    graph.node_mut(id)?.op = Op::SplitHeads { heads: heads - idx.len() };
-                }
-            }
-            Op::Slice { axis, start, end } => {
-                let input = graph.inputs(id).first().copied();
-                if let Some(idx) = input.and_then(|v| removed.get(&(v, *axis))) {
-                    let before = |x: usize| idx.range(..x).count();
-                    let (s, e) = (start - before(*start), end - before(*end));
-                    graph.node_mut(id)?.op = Op::Slice { axis: *axis, start: s, end: e };
-                }
-            }
-            Op::RepeatHeads { copies } => {
-                let input = graph.inputs(id).first().copied();
-                let rank = node.outputs().first().map_or(0, |t| t.rank());
-                let heads = rank.saturating_sub(2);
-                let src = input.and_then(|v| removed.get(&(v, heads))).cloned().unwrap_or_default();
-                let dst = out(heads).cloned().unwrap_or_default();
-                // a removed source head loses all its copies; a kept one keeps at least one
-                let mut new = Vec::with_capacity(copies.len());
-                for (h, range) in prunec_ir::repeat_ranges(copies).into_iter().enumerate() {
-                    let lost = range.clone().filter(|c| dst.contains(c)).count();
-                    match (src.contains(&h), lost == range.len()) {
-                        (true, true) => {}
-                        (false, false) => new.push(range.len() - lost),
-                        (true, false) | (false, true) => {
-                            return Err(PassError::Config(format!(
-                                "node `{}`: key/value head {h} and the query heads it serves must go together",
-                                node.name
-                            )))
-                        }
-                    }
-                }
-                if new != *copies {
-                    graph.node_mut(id)?.op = Op::RepeatHeads { copies: new };
-                }
-            }
-            _ => {}
+            None => {}
+        }
+        if let Some(op) = shrink.op {
+            model.graph.node_mut(id)?.op = op;
         }
     }
-    compensate_rms_norms(model, &removed)?;
+    rescale(model, pending)?;
     remove_dead_branches(model)?;
     let graph = &mut model.graph;
     for id in graph.topological_order()? {
