@@ -83,9 +83,13 @@ pub static ARCHITECTURES: &[&dyn Architecture] = &[&llama::Llama, &chatglm6b::Ch
 
 /// The names of the architectures of HF folders, each once.
 pub fn hf_names() -> Vec<&'static str> {
-    let mut names: Vec<&str> = ARCHITECTURES.iter().map(|a| a.name()).collect();
-    names.dedup();
-    names
+    unique(ARCHITECTURES.iter().map(|a| a.name()))
+}
+
+/// `items` in order, each once.
+fn unique(items: impl Iterator<Item = &'static str>) -> Vec<&'static str> {
+    let mut seen = std::collections::HashSet::new();
+    items.filter(|t| seen.insert(*t)).collect()
 }
 
 /// The `general.architecture` names of the GGUF files prunec reads.
@@ -127,12 +131,7 @@ pub fn for_gguf(path: &Path, file: &GgufFile) -> Result<&'static dyn Architectur
 pub fn lora_targets(model: &Model) -> Vec<&'static str> {
     match of(model) {
         Some(a) => a.lora_targets().to_vec(),
-        None => {
-            let mut all: Vec<&str> = ARCHITECTURES.iter().flat_map(|a| a.lora_targets().iter().copied()).collect();
-            let mut seen = std::collections::HashSet::new();
-            all.retain(|t| seen.insert(*t));
-            all
-        }
+        None => unique(ARCHITECTURES.iter().flat_map(|a| a.lora_targets().iter().copied())),
     }
 }
 

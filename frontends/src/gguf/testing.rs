@@ -1,5 +1,6 @@
 //! Helpers of the GGUF reader's unit tests: fixtures, temporary files, a builder of GGUF files by
 //! hand (for broken inputs) and bitwise comparisons.
+#![cfg(test)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
