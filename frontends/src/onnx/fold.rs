@@ -1307,9 +1307,9 @@ impl Folder<'_> {
             .iter()
             .enumerate()
             .map(|(i, d)| match d {
-                super::Dim::Fixed(n) if *n > 0 => Dim::Fixed(*n as usize),
+                Some(Dim::Fixed(n)) if *n > 0 => Dim::Fixed(*n),
                 _ if i == 0 => Dim::batch(),
-                super::Dim::Named(p) if role == InputRole::Cache && i == 3 => Dim::Sym(p.clone()),
+                Some(Dim::Sym(p)) if role == InputRole::Cache && i == 3 => Dim::Sym(p.clone()),
                 _ => Dim::seq(),
             })
             .collect();

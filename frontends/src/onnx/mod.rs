@@ -53,6 +53,7 @@ use std::sync::{LazyLock, Mutex};
 use bytes::Bytes;
 use memmap2::Mmap;
 use prost::Message;
+use prunec_ir::Dim;
 
 use crate::error::{FrontendError, Result};
 use proto::attribute_proto::AttributeType;
@@ -91,24 +92,15 @@ pub type TensorF32<'a> = (Vec<usize>, Cow<'a, [f32]>);
 /// The name `FrontendError::Corrupt` gives the format.
 const FORMAT: &str = "ONNX";
 
-/// One dimension of a value's declared shape.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Dim {
-    /// A fixed size (`dim_value`).
-    Fixed(i64),
-    /// A symbolic size (`dim_param`), such as `batch` or `sequence`.
-    Named(String),
-    /// Neither is given.
-    Unknown,
-}
-
 /// The declared type of a graph value (a graph input, output or `value_info` entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueType {
     /// The element type, as ONNX numbers it (see [`ValueType::data_type`]).
     pub elem_type: i32,
-    /// The shape; `None` when the rank is unknown.
-    pub shape: Option<Vec<Dim>>,
+    /// The shape; `None` when the rank is unknown. Each axis is a size (`dim_value`) or a
+    /// symbol (`dim_param`, such as `batch` or `sequence`); `None` when the file gives neither
+    /// (or a negative size).
+    pub shape: Option<Vec<Option<Dim>>>,
 }
 
 impl ValueType {
@@ -668,9 +660,9 @@ fn value_type(t: &proto::TypeProto) -> Option<ValueType> {
         s.dim
             .iter()
             .map(|d| match &d.value {
-                Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => Dim::Fixed(*v),
-                Some(proto::tensor_shape_proto::dimension::Value::DimParam(p)) => Dim::Named(p.clone()),
-                None => Dim::Unknown,
+                Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => usize::try_from(*v).ok().map(Dim::Fixed),
+                Some(proto::tensor_shape_proto::dimension::Value::DimParam(p)) => Some(Dim::Sym(p.clone())),
+                None => None,
             })
             .collect()
     });
