@@ -147,7 +147,7 @@ fn exact_copy(path: &Path, dir: &Path) -> PathBuf {
 /// The declared shape of graph input or output `name` of `file` (numbers; -1 for a symbol).
 fn declared(file: &OnnxFile, name: &str) -> Vec<i64> {
     let t = file.value_type(name).unwrap_or_else(|| panic!("no value `{name}`"));
-    t.shape.as_ref().unwrap().iter().map(|d| if let prunec_frontends::onnx::Dim::Fixed(n) = d { *n } else { -1 }).collect()
+    t.shape.as_ref().unwrap().iter().map(|d| if let Some(prunec_ir::Dim::Fixed(n)) = d { *n as i64 } else { -1 }).collect()
 }
 
 /// Each form pruned (a quarter of the parameters, key/value heads with their query heads) and

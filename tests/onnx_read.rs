@@ -67,10 +67,10 @@ fn fixtures_open_with_the_readme_counts() {
         let input = file.value_type("input_ids").unwrap();
         assert_eq!(input.data_type(), Some(prunec_frontends::onnx::proto::tensor_proto::DataType::Int64));
         let logits = file.value_type("logits").unwrap();
-        use prunec_frontends::onnx::Dim;
+        use prunec_ir::Dim;
         assert_eq!(
             logits.shape.as_deref(),
-            Some(&[Dim::Named("batch".into()), Dim::Named("sequence".into()), Dim::Fixed(256)][..]),
+            Some(&[Some(Dim::Sym("batch".into())), Some(Dim::Sym("sequence".into())), Some(Dim::Fixed(256))][..]),
             "{name}"
         );
     }

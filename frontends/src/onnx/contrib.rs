@@ -15,12 +15,14 @@
 //! the attention is causal. When a written graph must change an attribute (head counts after
 //! pruning), the folding with the pruned shapes records it ([`AttrEdit`]).
 
-use egg::Id;
+use egg::{Id, Symbol};
 use prunec_ir::{DType, Dim};
 
+use super::{unsupported_op, Folder, Result, Value};
+use crate::onnx::language::{QuantizedWeightName, Term};
+use crate::onnx::probe::rope_theta;
 use crate::onnx::proto::NodeProto;
 use crate::onnx::quant::BlockQuant;
-use super::{unsupported_op, Folder, Result, Val};
 
 /// An integer attribute of a node to change in the written graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,38 +37,38 @@ pub struct AttrEdit {
 
 impl Folder<'_> {
     /// Folds a node of another domain than ONNX's own.
-    pub(super) fn fold_contrib(&mut self, node: &NodeProto) -> Result<Vec<Val>> {
+    pub(super) fn fold_contrib(&mut self, node: &NodeProto) -> Result<Vec<Value>> {
         let ours = node.domain == "com.microsoft" || (node.op_type == "SimplifiedLayerNormalization" && super::super::is_default_domain(&node.domain));
         if !ours {
             return Err(unsupported_op(self.file, node));
         }
         match node.op_type.as_str() {
             "SimplifiedLayerNormalization" => {
-                let (x, w) = (self.val(node, 0)?, self.val(node, 1)?);
+                let (x, w) = (self.input(node, 0)?, self.input(node, 1)?);
                 self.check_last_axis(node, &x)?;
                 Ok(vec![self.rms_norm(node, &x, &w)?])
             }
             "SkipSimplifiedLayerNormalization" => {
-                let (x, skip, w) = (self.val(node, 0)?, self.val(node, 1)?, self.val(node, 2)?);
+                let (x, skip, w) = (self.input(node, 0)?, self.input(node, 1)?, self.input(node, 2)?);
                 let shape = self.shape_of(&x);
                 let (a, b) = (self.operand(&x), self.operand(&skip));
-                let mut sum = self.node("Add", vec![a, b], DType::F32, shape.clone());
-                if let Some(bias) = self.opt_val(node, 3) {
+                let mut sum = self.node(Term::Add([a, b]), DType::F32, shape.clone());
+                if let Some(bias) = self.optional_input(node, 3) {
                     let (s, c) = (self.operand(&sum), self.operand(&bias));
-                    sum = self.node("Add", vec![s, c], DType::F32, shape.clone());
+                    sum = self.node(Term::Add([s, c]), DType::F32, shape.clone());
                 }
                 let normed = self.rms_norm(node, &sum, &w)?;
                 // outputs 1 and 2 (mean, inverse standard deviation) are for training: an op no
                 // rule raises, so using them is refused when lowering
                 let stat = |f: &mut Self| {
                     let s = f.operand(&sum);
-                    f.node("SkipNormStatistics", vec![s], DType::F32, shape.clone())
+                    f.node(Term::SkipNormStatistics(s), DType::F32, shape.clone())
                 };
                 let (m, v) = (stat(self), stat(self));
                 Ok(vec![normed, m, v, sum])
             }
             "MatMulNBits" => {
-                let x = self.val(node, 0)?;
+                let x = self.input(node, 0)?;
                 let q = self.quantized_weight(node)?;
                 let mut shape = self.shape_of(&x);
                 if shape.last() != Some(&Dim::Fixed(q.cols)) {
@@ -78,16 +80,16 @@ impl Folder<'_> {
                 let name = q.data.clone();
                 self.quantized.insert(name.clone(), q);
                 let a = self.operand(&x);
-                let w = self.leaf(format!("wq:{name}"));
-                let mut out = self.node("Linear", vec![a, w], DType::F32, shape.clone());
-                if let Some(bias) = self.opt_val(node, 5) {
+                let w = self.leaf(Term::QuantizedWeight(QuantizedWeightName(Symbol::from(name.as_str()))));
+                let mut out = self.node(Term::Linear([a, w]), DType::F32, shape.clone());
+                if let Some(bias) = self.optional_input(node, 5) {
                     let (o, b) = (self.operand(&out), self.operand(&bias));
-                    out = self.node("Add", vec![o, b], DType::F32, shape);
+                    out = self.node(Term::Add([o, b]), DType::F32, shape);
                 }
                 Ok(vec![out])
             }
             "GatherBlockQuantized" => {
-                let ids = self.val(node, 1)?;
+                let ids = self.input(node, 1)?;
                 let attr = |f: &Self, name: &str, default: i64| f.file.attr_int(node, name).map(|v| v.unwrap_or(default));
                 let (gather_axis, quantize_axis) = (attr(self, "gather_axis", 0)?, attr(self, "quantize_axis", 1)?);
                 let (bits, block) = (attr(self, "bits", 4)?, attr(self, "block_size", 128)?);
@@ -111,11 +113,11 @@ impl Folder<'_> {
                 let mut out = self.shape_of(&ids);
                 out.push(Dim::Fixed(q.cols));
                 let i = self.operand(&ids);
-                let w = self.leaf(format!("wq:{init}"));
-                Ok(vec![self.node("Embedding", vec![w, i], DType::F32, out)])
+                let w = self.leaf(Term::QuantizedWeight(QuantizedWeightName(Symbol::from(init.as_str()))));
+                Ok(vec![self.node(Term::Embedding([w, i]), DType::F32, out)])
             }
             "RotaryEmbedding" => {
-                let x = self.val(node, 0)?;
+                let x = self.input(node, 0)?;
                 let shape = self.shape_of(&x);
                 let interleaved = self.file.attr_int(node, "interleaved")?.unwrap_or(0) != 0;
                 let (theta, dims) = self.rotary_tables(node, 2, 3)?;
@@ -130,17 +132,17 @@ impl Folder<'_> {
                             self.err(node, "a 3-D input needs `num_heads` dividing the hidden size")
                         })?;
                         let split = vec![shape[0].clone(), shape[1].clone(), Dim::Fixed(heads), Dim::Fixed(hidden / heads)];
-                        let l = self.leaf(format!("i:{heads}"));
-                        let h = self.add("SplitHeads", vec![id, l], DType::F32, split.clone());
+                        let l = self.size_leaf(heads);
+                        let h = self.add(Term::SplitHeads([id, l]), split.clone());
                         let r = rope(self, h, split);
-                        Ok(vec![self.node("MergeHeads", vec![r], DType::F32, shape)])
+                        Ok(vec![self.node(Term::MergeHeads(r), DType::F32, shape)])
                     }
                     // [batch, heads, seq, head_dim]
                     4 => {
                         let t = vec![shape[0].clone(), shape[2].clone(), shape[1].clone(), shape[3].clone()];
-                        let h = self.add("T0213", vec![id], DType::F32, t.clone());
+                        let h = self.add(Term::SwapAxes12(id), t.clone());
                         let r = rope(self, h, t);
-                        Ok(vec![self.node("T0213", vec![r], DType::F32, shape)])
+                        Ok(vec![self.node(Term::SwapAxes12(r), DType::F32, shape)])
                     }
                     r => Err(self.err(node, format!("an input of rank {r}"))),
                 }
@@ -150,7 +152,7 @@ impl Folder<'_> {
         }
     }
 
-    fn check_last_axis(&self, node: &NodeProto, x: &Val) -> Result<()> {
+    fn check_last_axis(&self, node: &NodeProto, x: &Value) -> Result<()> {
         let rank = self.shape_of(x).len() as i64;
         let axis = self.file.attr_int(node, "axis")?.unwrap_or(-1);
         if axis == -1 || axis == rank - 1 {
@@ -160,22 +162,22 @@ impl Folder<'_> {
         }
     }
 
-    fn rms_norm(&mut self, node: &NodeProto, x: &Val, w: &Val) -> Result<Val> {
+    fn rms_norm(&mut self, node: &NodeProto, x: &Value, w: &Value) -> Result<Value> {
         let eps = self.file.attr_float(node, "epsilon")?.unwrap_or(1e-5);
-        if !matches!(w, Val::W { .. }) {
+        if !matches!(w, Value::Weight { .. }) {
             return Err(self.err(node, "the scale must be an initializer"));
         }
         let shape = self.shape_of(x);
         let (a, b) = (self.operand(x), self.operand(w));
-        let e = self.leaf(format!("f:{eps}"));
-        Ok(self.node("RmsNorm", vec![a, b, e], DType::F32, shape))
+        let e = self.float_leaf(eps);
+        Ok(self.node(Term::RmsNorm([a, b, e]), DType::F32, shape))
     }
 
     /// `Rope(x[b, s, h, d])`, half-split or interleaved.
     fn rope(&mut self, x: Id, theta: f64, dims: usize, interleaved: bool, shape: Vec<Dim>) -> Id {
-        let (t, d) = (self.leaf(format!("f:{}", theta as f32)), self.leaf(format!("i:{dims}")));
-        let op = if interleaved { "RopeInterleaved" } else { "Rope" };
-        self.add(op, vec![x, t, d], DType::F32, shape)
+        let (t, d) = (self.float_leaf(theta as f32), self.size_leaf(dims));
+        let rope = if interleaved { Term::RopeInterleaved([x, t, d]) } else { Term::Rope([x, t, d]) };
+        self.add(rope, shape)
     }
 
     /// θ and the rotated dimensions of the rotary tables `cos[positions, d/2]` and
@@ -195,7 +197,7 @@ impl Folder<'_> {
             _ => return Err(self.err(node, format!("rotary tables of shapes {cs:?} and {ss:?}"))),
         };
         let inv: Vec<f32> = (0..half).map(|i| s[half + i].atan2(c[half + i])).collect();
-        let theta = crate::onnx::rules::rope_theta(&inv).ok_or_else(|| self.err(node, "the rotary tables are not cos/sin of t·θ^(−2i/d)"))?;
+        let theta = rope_theta(&inv).ok_or_else(|| self.err(node, "the rotary tables are not cos/sin of t·θ^(−2i/d)"))?;
         let d = 2 * half;
         let positions = cs[0];
         for t in 0..positions {
@@ -247,7 +249,7 @@ impl Folder<'_> {
     /// `GroupQueryAttention` with a packed projection (`query` holds q, k and v; `key` and
     /// `value` empty) and rotary tables: raised ops straight away. Outputs: the attention
     /// `[b, s, heads·d]`, and the present keys and values `[b, kv_heads, s, d]`.
-    fn group_query_attention(&mut self, node: &NodeProto) -> Result<Vec<Val>> {
+    fn group_query_attention(&mut self, node: &NodeProto) -> Result<Vec<Value>> {
         let attr = |f: &Self, name: &str, default: i64| f.file.attr_int(node, name).map(|v| v.unwrap_or(default));
         let unpacked = [1, 2].iter().any(|&k| node.input.get(k).is_some_and(|n| !n.is_empty()));
         if unpacked {
@@ -259,7 +261,7 @@ impl Folder<'_> {
         if attr(self, "smooth_softmax", 0)? != 0 || node.input.iter().skip(9).any(|n| !n.is_empty()) {
             return Err(self.err(node, "smooth softmax, position ids, attention bias or sinks"));
         }
-        let qkv = self.val(node, 0)?;
+        let qkv = self.input(node, 0)?;
         let shape = self.shape_of(&qkv);
         let width = match shape.as_slice() {
             [_, _, Dim::Fixed(w)] => *w,
@@ -309,11 +311,11 @@ impl Folder<'_> {
         let id = self.operand(&qkv);
         let (b, s) = (shape[0].clone(), shape[1].clone());
         let part = |f: &mut Self, start: usize, n: usize| -> Id {
-            let (ax, l0, l1) = (f.leaf("i:-1"), f.leaf(format!("i:{}", start * head_dim)), f.leaf(format!("i:{}", (start + n) * head_dim)));
+            let (ax, l0, l1) = (f.int_leaf(-1), f.size_leaf(start * head_dim), f.size_leaf((start + n) * head_dim));
             let flat = vec![b.clone(), s.clone(), Dim::Fixed(n * head_dim)];
-            let sl = f.add("Slice", vec![id, ax, l0, l1], DType::F32, flat);
-            let l = f.leaf(format!("i:{n}"));
-            f.add("SplitHeads", vec![sl, l], DType::F32, vec![b.clone(), s.clone(), Dim::Fixed(n), Dim::Fixed(head_dim)])
+            let sl = f.add(Term::Slice([id, ax, l0, l1]), flat);
+            let l = f.size_leaf(n);
+            f.add(Term::SplitHeads([sl, l]), vec![b.clone(), s.clone(), Dim::Fixed(n), Dim::Fixed(head_dim)])
         };
         let (mut q, mut k, v) = (part(self, 0, h), part(self, h, kvh), part(self, h + kvh, kvh));
         let heads_shape = |n: usize| vec![b.clone(), s.clone(), Dim::Fixed(n), Dim::Fixed(head_dim)];
@@ -324,19 +326,19 @@ impl Folder<'_> {
         }
         let (mut kr, mut vr) = (k, v);
         if h != kvh {
-            let l = self.leaf(format!("i:{}", h / kvh));
-            kr = self.add("RepeatHeads", vec![k, l], DType::F32, heads_shape(h));
-            vr = self.add("RepeatHeads", vec![v, l], DType::F32, heads_shape(h));
+            let l = self.size_leaf(h / kvh);
+            kr = self.add(Term::RepeatHeads([k, l]), heads_shape(h));
+            vr = self.add(Term::RepeatHeads([v, l]), heads_shape(h));
         }
-        let sc = self.leaf(format!("f:{}", scale as f32));
-        let a = self.add("Attention", vec![q, kr, vr, sc], DType::F32, heads_shape(h));
-        let out = self.node("MergeHeads", vec![a], DType::F32, vec![b.clone(), s.clone(), Dim::Fixed(h * head_dim)]);
+        let sc = self.float_leaf(scale as f32);
+        let a = self.add(Term::Attention([q, kr, vr, sc]), heads_shape(h));
+        let out = self.node(Term::MergeHeads(a), DType::F32, vec![b.clone(), s.clone(), Dim::Fixed(h * head_dim)]);
         let present = vec![b.clone(), Dim::Fixed(kvh), s.clone(), Dim::Fixed(head_dim)];
-        let pk = self.node("T0213", vec![k], DType::F32, present.clone());
-        let pv = self.node("T0213", vec![v], DType::F32, present.clone());
+        let pk = self.node(Term::SwapAxes12(k), DType::F32, present.clone());
+        let pv = self.node(Term::SwapAxes12(v), DType::F32, present.clone());
         // the caches take the present's shape; the outputs are what a writer must reproduce
         for (input, output, val) in [(3, 1, &pk), (4, 2, &pv)] {
-            if let Some(Val::T { id, .. }) = self.opt_val(node, input) {
+            if let Some(Value::Runtime { id, .. }) = self.optional_input(node, input) {
                 if let Some(name) = self.cache_inputs.get(&id).cloned() {
                     self.cache_shapes.insert(name, present.clone());
                 }
@@ -360,9 +362,9 @@ impl Folder<'_> {
 }
 
 /// The e-class of a runtime value.
-fn runtime_id(v: &Val) -> Option<Id> {
+fn runtime_id(v: &Value) -> Option<Id> {
     match v {
-        Val::T { id, .. } => Some(*id),
+        Value::Runtime { id, .. } => Some(*id),
         _ => None,
     }
 }

@@ -174,9 +174,9 @@ fn apply_edits(file: &mut OnnxFile, edits: &[Edit]) -> Result<()> {
     type Changes = (String, Vec<(usize, i64)>);
     let mut by_use: HashMap<(usize, usize), Changes> = HashMap::new();
     for e in edits {
-        let Some(reader) = e.prov.reader else { continue };
-        let entry = by_use.entry(reader).or_insert_with(|| (e.prov.source.clone(), Vec::new()));
-        entry.1.push((e.prov.elem, e.value));
+        let Some(reader) = e.provenance.reader else { continue };
+        let entry = by_use.entry(reader).or_insert_with(|| (e.provenance.source.clone(), Vec::new()));
+        entry.1.push((e.provenance.elem, e.value));
     }
     let path = file.path().to_path_buf();
     let mut new_inits = Vec::new();

@@ -1,26 +1,18 @@
-//! The first step of importing an ONNX graph: every value is classified as a runtime tensor
-//! (with a symbolic shape), a weight, a small constant or a vector of symbolic integers (the
-//! shape arithmetic exporters emit: `Shape → Gather → Unsqueeze → Concat → Reshape`). Shape
-//! arithmetic is evaluated here, so no `Shape` node survives; runtime ops become e-nodes of
-//! the e-graph the raising rules work on ([`super::rules`]), their constant operands and
-//! attributes leaves with canonical names:
-//!
-//! | leaf | meaning |
-//! |---|---|
-//! | `in:NAME` | a graph input |
-//! | `w:NAME` | a float initializer (a weight; small ones are also in [`Folded::floats`]) |
-//! | `c:K` | a float constant vector, values in [`Folded::floats`] |
-//! | `f:V` | a float scalar |
-//! | `i:V`, `i:[..]` | an integer scalar or list (constants, attributes, normalised axes) |
-//! | `s:K` | a shape with symbolic dims, [`Folded::shapes`]`[K]` |
+//! The first step of importing an ONNX graph: every value is classified ([`Value`]) as a
+//! runtime tensor (with a symbolic shape), a weight, small constant values or a vector of
+//! integers that may be symbolic sizes (the shape arithmetic exporters emit: `Shape → Gather →
+//! Unsqueeze → Concat → Reshape`). Shape arithmetic is evaluated here, so no `Shape` node
+//! survives; runtime ops become e-nodes ([`Term`]) of the e-graph the raising rules work on
+//! ([`super::rules`]), their constant operands and attributes typed leaves, and each runtime
+//! class's shape goes in its [`Facts`](super::language::Facts).
 //!
 //! Reductions, softmax, concatenation and slices name their axis from the end (`i:-1`), so
 //! that rules need not know ranks; reshapes that split the last axis into heads (or merge the
-//! last two) become `SplitHeads`/`MergeHeads`, a transpose `[0,2,1,3]` `T0213`.
+//! last two) become `SplitHeads`/`MergeHeads`, a transpose `[0,2,1,3]` `SwapAxes12`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use egg::{EGraph, Id, SymbolLang};
+use egg::{Id, Symbol};
 use prunec_ir::{broadcast, DType, Dim};
 
 #[path = "contrib.rs"]
@@ -28,30 +20,57 @@ mod contrib;
 
 pub use contrib::AttrEdit;
 
+use super::language::{EGraph, FloatConst, InputName, IntConst, IntList, Tables, Term, WeightName};
 use super::proto::tensor_proto::DataType;
 use super::proto::NodeProto;
 use super::quant::BlockQuant;
+use super::symbolic::{dim_op, eval_dim, SizeOp};
 use super::tensor::checked_product;
 use super::{ConstantValue, OnnxFile};
 use crate::error::{FrontendError, Result};
 
-/// The e-graph of the raising step.
-pub type Egraph = EGraph<SymbolLang, ()>;
-
 /// An integer that may be a symbolic size.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SInt {
-    /// Known.
-    K(i64),
-    /// A symbolic dimension.
-    D(Dim),
+pub enum SymInt {
+    /// A number.
+    Known(i64),
+    /// A symbolic size.
+    Symbolic(Dim),
+}
+
+impl SymInt {
+    /// The size it is: none for a negative number.
+    fn size(&self) -> Option<Dim> {
+        match self {
+            SymInt::Known(k) => usize::try_from(*k).ok().map(Dim::Fixed),
+            SymInt::Symbolic(d) => Some(d.clone()),
+        }
+    }
+
+    /// It as a size, a negative number as a symbol (`-1`) that arithmetic on sizes keeps.
+    fn dim(&self) -> Dim {
+        match self {
+            SymInt::Known(k) if *k >= 0 => Dim::Fixed(*k as usize),
+            SymInt::Known(k) => Dim::Sym(k.to_string()),
+            SymInt::Symbolic(d) => d.clone(),
+        }
+    }
+}
+
+impl From<&Dim> for SymInt {
+    fn from(d: &Dim) -> SymInt {
+        match d {
+            Dim::Fixed(n) => SymInt::Known(*n as i64),
+            Dim::Sym(_) => SymInt::Symbolic(d.clone()),
+        }
+    }
 }
 
 /// What an ONNX value is.
 #[derive(Debug, Clone)]
-pub enum Val {
-    /// A runtime tensor.
-    T {
+pub enum Value {
+    /// A tensor computed at run time.
+    Runtime {
         /// Its e-class.
         id: Id,
         /// Element type.
@@ -60,42 +79,35 @@ pub enum Val {
         shape: Vec<Dim>,
     },
     /// A float initializer, kept by name.
-    W {
+    Weight {
         /// Its name.
         name: String,
         /// Its shape.
         shape: Vec<usize>,
     },
     /// Known float values.
-    F {
+    Floats {
         /// Shape.
         shape: Vec<usize>,
         /// Values.
         data: Vec<f32>,
     },
-    /// Integers (and booleans), possibly symbolic.
-    I {
+    /// Integers (and booleans), possibly symbolic sizes.
+    Ints {
         /// Shape (rank 0 or 1 in practice).
         shape: Vec<usize>,
         /// Values.
-        data: Vec<SInt>,
+        data: Vec<SymInt>,
     },
 }
 
-/// The folded graph: the e-graph, the output classes, and the tables leaves refer to.
+/// The folded graph: the e-graph (whose analysis holds the tables leaves refer to), the output
+/// classes, and what lowering needs besides.
 pub struct Folded {
     /// The e-graph.
-    pub egraph: Egraph,
+    pub egraph: EGraph,
     /// The graph outputs, by name.
     pub outputs: Vec<(String, Id)>,
-    /// Shapes of the runtime e-classes as folding saw them.
-    pub shapes: HashMap<Id, Vec<Dim>>,
-    /// Values of float leaves: `c:K` and small `w:NAME`.
-    pub floats: HashMap<String, (Vec<usize>, Vec<f32>)>,
-    /// `s:K` leaves.
-    pub shape_table: Vec<Vec<Dim>>,
-    /// Shapes of the weights (`w:NAME`).
-    pub weights: HashMap<String, Vec<usize>>,
     /// Graph inputs: name, dtype, shape.
     pub inputs: Vec<(String, DType, Vec<Dim>)>,
     /// Values whose shape a written graph must reproduce — the outputs of `Reshape` nodes
@@ -107,19 +119,15 @@ pub struct Folded {
 }
 
 /// Float initializers of at most this many elements and rank ≤ 1 have their values in
-/// [`Folded::floats`] (norm weights, rotary frequencies): rules may need to read them.
-const SMALL: usize = 1 << 16;
+/// [`Tables::floats`] (norm weights, rotary frequencies): rules may need to read them.
+const SMALL_WEIGHT: usize = 1 << 16;
 
 struct Folder<'a> {
     file: &'a OnnxFile,
-    eg: Egraph,
-    vals: HashMap<String, Val>,
-    floats: HashMap<String, (Vec<usize>, Vec<f32>)>,
-    shape_table: Vec<Vec<Dim>>,
-    shapes: HashMap<Id, Vec<Dim>>,
-    weights: HashMap<String, Vec<usize>>,
+    eg: EGraph,
+    values: HashMap<String, Value>,
     /// Where integer values' elements come from (constants, through unsqueezes and concats).
-    prov: HashMap<String, Vec<Option<Prov>>>,
+    provenance: HashMap<String, Vec<Option<Provenance>>>,
     /// Expected shapes of reshape outputs (repairing a pruned model's shape constants).
     oracle: Option<&'a HashMap<String, Vec<Dim>>>,
     /// Constant elements to change.
@@ -129,13 +137,13 @@ struct Folder<'a> {
     /// The node being folded.
     current: usize,
     /// Outputs of `Constant` nodes holding strings (no op prunec imports reads them).
-    strings: std::collections::HashSet<String>,
+    strings: HashSet<String>,
     /// Graph inputs folded to empty key/value caches, by their leaf.
     cache_inputs: HashMap<Id, String>,
     /// The shape each cache input takes: that of what it is concatenated with.
     cache_shapes: HashMap<String, Vec<Dim>>,
     /// Shapes of every value, by name.
-    names: HashMap<String, Vec<Dim>>,
+    value_shapes: HashMap<String, Vec<Dim>>,
     /// The outputs of `Reshape` nodes computed at run time, with their e-classes.
     reshapes: Vec<(String, Id)>,
     /// Packed integer initializers (4-bit weights), by value name: the initializer and the
@@ -150,7 +158,7 @@ struct Folder<'a> {
 /// Where an integer element comes from: element `elem` of constant `source`, read by input
 /// `input` of node `node` (the use to rewire when the element must change).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Prov {
+pub struct Provenance {
     /// The constant's value name.
     pub source: String,
     /// The element.
@@ -159,131 +167,14 @@ pub struct Prov {
     pub reader: Option<(usize, usize)>,
 }
 
-/// A constant element to change: in the copy of `prov.source` read by `prov.reader`, element
-/// `prov.elem` becomes `value`.
+/// A constant element to change: in the copy of `provenance.source` read by
+/// `provenance.reader`, element `provenance.elem` becomes `value`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Edit {
     /// The element.
-    pub prov: Prov,
+    pub provenance: Provenance,
     /// Its new value.
     pub value: i64,
-}
-
-fn dim_of(s: &SInt) -> Option<Dim> {
-    match s {
-        SInt::K(k) => usize::try_from(*k).ok().map(Dim::Fixed),
-        SInt::D(d) => Some(d.clone()),
-    }
-}
-
-/// A size as `constant + Σ coefficient·term`, a term being a symbol or a product of symbols.
-fn linear(d: &Dim) -> (i64, std::collections::BTreeMap<String, i64>) {
-    let mut terms = std::collections::BTreeMap::new();
-    let mut constant = 0;
-    match d {
-        Dim::Fixed(n) => constant = *n as i64,
-        Dim::Sym(s) => {
-            for (sign, term) in split_terms(s) {
-                let (coef, names): (i64, Vec<&str>) = term.split('*').fold((sign, Vec::new()), |(c, mut n), f| match f.parse::<i64>() {
-                    Ok(k) => (c * k, n),
-                    Err(_) => {
-                        n.push(f);
-                        (c, n)
-                    }
-                });
-                if names.is_empty() {
-                    constant += coef;
-                } else {
-                    *terms.entry(names.join("*")).or_insert(0) += coef;
-                }
-            }
-        }
-    }
-    terms.retain(|_, c| *c != 0);
-    (constant, terms)
-}
-
-/// The signed terms of `a+b-c`.
-pub(crate) fn split_terms(s: &str) -> Vec<(i64, &str)> {
-    let mut out = Vec::new();
-    let (mut sign, mut start) = (1, 0);
-    for (i, c) in s.char_indices() {
-        if (c == '+' || c == '-') && i > start {
-            out.push((sign, &s[start..i]));
-            sign = if c == '-' { -1 } else { 1 };
-            start = i + 1;
-        } else if (c == '+' || c == '-') && i == start {
-            sign = if c == '-' { -sign } else { sign };
-            start = i + 1;
-        }
-    }
-    if start < s.len() {
-        out.push((sign, &s[start..]));
-    }
-    out
-}
-
-fn from_linear(constant: i64, terms: &std::collections::BTreeMap<String, i64>) -> Dim {
-    if terms.is_empty() && constant >= 0 {
-        return Dim::Fixed(constant as usize);
-    }
-    let mut s = String::new();
-    for (name, c) in terms {
-        let sep = if s.is_empty() { "" } else { "+" };
-        match *c {
-            1 => s.push_str(&format!("{sep}{name}")),
-            -1 => s.push_str(&format!("-{name}")),
-            c if c < 0 => s.push_str(&format!("{c}*{name}")),
-            c => s.push_str(&format!("{sep}{c}*{name}")),
-        }
-    }
-    if constant != 0 || s.is_empty() {
-        s.push_str(&format!("{}{constant}", if constant >= 0 && !s.is_empty() { "+" } else { "" }));
-    }
-    Dim::Sym(s)
-}
-
-/// `a op b` of sizes: a number when both are, else a canonical symbolic sum such as `seq+1`
-/// (so that `seq+1-1` is `seq` again).
-fn dim_op(op: char, a: &Dim, b: &Dim) -> Dim {
-    let ((ca, ta), (cb, tb)) = (linear(a), linear(b));
-    match op {
-        '+' | '-' => {
-            let sign = if op == '-' { -1 } else { 1 };
-            let mut t = ta;
-            for (k, c) in tb {
-                *t.entry(k).or_insert(0) += sign * c;
-            }
-            t.retain(|_, c| *c != 0);
-            from_linear(ca + sign * cb, &t)
-        }
-        _ => {
-            if tb.is_empty() {
-                from_linear(ca * cb, &ta.into_iter().map(|(k, c)| (k, c * cb)).collect())
-            } else if ta.is_empty() {
-                from_linear(ca * cb, &tb.into_iter().map(|(k, c)| (k, c * ca)).collect())
-            } else {
-                let mut names = [a.to_string(), b.to_string()];
-                names.sort();
-                Dim::Sym(names.join("*"))
-            }
-        }
-    }
-}
-
-fn sint_dim(s: &SInt) -> Dim {
-    match s {
-        SInt::K(k) if *k >= 0 => Dim::Fixed(*k as usize),
-        SInt::K(k) => Dim::Sym(k.to_string()),
-        SInt::D(d) => d.clone(),
-    }
-}
-
-fn sint(d: &Dim) -> SInt {
-    match d {
-        Dim::Fixed(n) => SInt::K(*n as i64),
-        Dim::Sym(_) => SInt::D(d.clone()),
-    }
 }
 
 /// `axis` (possibly negative) of a rank-`rank` tensor, counted from the end (−1 is the last).
@@ -296,22 +187,18 @@ fn from_end(axis: i64, rank: usize) -> i64 {
 }
 
 /// Axis `axis` (negative counts from the end) of a value of `rank` axes, when it has one.
-fn positive(axis: i64, rank: usize) -> Option<usize> {
+fn axis_index(axis: i64, rank: usize) -> Option<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     (0..r).contains(&a).then_some(a as usize)
 }
 
-fn list(v: &[i64]) -> String {
-    format!("i:[{}]", v.iter().map(i64::to_string).collect::<Vec<_>>().join(","))
-}
-
 impl Folder<'_> {
     /// Provenance of the integer output (of `n` elements) of `node`.
-    fn propagate_prov(&self, node: &NodeProto, index: usize, n: usize) -> Vec<Option<Prov>> {
-        let read = |k: usize| -> Vec<Option<Prov>> {
+    fn propagate_provenance(&self, node: &NodeProto, index: usize, n: usize) -> Vec<Option<Provenance>> {
+        let read = |k: usize| -> Vec<Option<Provenance>> {
             let name = node.input.get(k).cloned().unwrap_or_default();
-            match self.prov.get(&name) {
+            match self.provenance.get(&name) {
                 Some(p) => p
                     .iter()
                     .map(|e| e.clone().map(|mut e| {
@@ -325,11 +212,11 @@ impl Folder<'_> {
             }
         };
         let out = match node.op_type.as_str() {
-            "Constant" => node.output.first().map(|o| (0..n).map(|elem| Some(Prov { source: o.clone(), elem, reader: None })).collect()).unwrap_or_default(),
+            "Constant" => node.output.first().map(|o| (0..n).map(|elem| Some(Provenance { source: o.clone(), elem, reader: None })).collect()).unwrap_or_default(),
             "Unsqueeze" | "Squeeze" | "Reshape" | "Cast" | "Identity" => read(0),
             "Concat" => (0..node.input.len()).flat_map(|k| {
                 let p = read(k);
-                let len = self.vals.get(&node.input[k]).map_or(0, |v| if let Val::I { data, .. } = v { data.len() } else { 0 });
+                let len = self.values.get(&node.input[k]).map_or(0, |v| if let Value::Ints { data, .. } = v { data.len() } else { 0 });
                 if p.len() == len { p } else { vec![None; len] }
             }).collect(),
             _ => Vec::new(),
@@ -340,29 +227,29 @@ impl Folder<'_> {
     /// Makes a reshape produce `expected`: when its input comes from an `Expand` whose size no
     /// longer matches, the one broadcast size of the expand is corrected; then every constant
     /// element of the target that disagrees with `expected`.
-    fn repair_reshape(&mut self, node: &NodeProto, x: &Val, target: &[SInt], expected: &[Dim]) -> Result<()> {
+    fn repair_reshape(&mut self, node: &NodeProto, x: &Value, target: &[SymInt], expected: &[Dim]) -> Result<()> {
         let probe: HashMap<String, i64> = [("batch".to_string(), 2), ("seq".to_string(), 3)].into_iter().collect();
         let count = |dims: &[Dim]| -> Option<i64> {
-            dims.iter().try_fold(1i64, |n, d| super::probe::eval_dim(d, &probe).and_then(|v| n.checked_mul(v)))
+            dims.iter().try_fold(1i64, |n, d| eval_dim(d, &probe).and_then(|v| n.checked_mul(v)))
         };
-        let Val::T { id, shape, .. } = x else { return Ok(()) };
+        let Value::Runtime { id, shape, .. } = x else { return Ok(()) };
         let (have, want) = (count(shape), count(expected));
         if have != want {
             let Some((e_idx, tname)) = self.expand_of.get(id).cloned() else {
                 return Err(self.err(node, format!("its input has {have:?} elements at the probe sizes, {want:?} are expected, and no expand before it to correct")));
             };
             let e_node = self.file.graph().node.get(e_idx).cloned().ok_or_else(|| self.err(node, "expand"))?;
-            let e_in = self.val(&e_node, 0)?;
+            let e_in = self.input(&e_node, 0)?;
             let from = self.shape_of(&e_in);
-            let Some(Val::I { data: tdata, .. }) = self.vals.get(&tname).cloned() else { return Err(self.err(&e_node, "expand target")) };
+            let Some(Value::Ints { data: tdata, .. }) = self.values.get(&tname).cloned() else { return Err(self.err(&e_node, "expand target")) };
             let off = tdata.len().saturating_sub(from.len());
             let candidates: Vec<usize> = (off..tdata.len())
-                .filter(|&k| from[k - off] == Dim::Fixed(1) && matches!(tdata[k], SInt::K(c) if c > 1))
+                .filter(|&k| from[k - off] == Dim::Fixed(1) && matches!(tdata[k], SymInt::Known(c) if c > 1))
                 .collect();
             let (Some(have), Some(want), [k]) = (have, want, candidates.as_slice()) else {
                 return Err(self.err(&e_node, "cannot tell which broadcast size of this expand to correct"));
             };
-            let SInt::K(c) = tdata[*k] else { return Ok(()) };
+            let SymInt::Known(c) = tdata[*k] else { return Ok(()) };
             if (want * c) % have != 0 {
                 return Err(self.err(&e_node, "the corrected broadcast size is not a whole number"));
             }
@@ -370,14 +257,14 @@ impl Folder<'_> {
             self.edit(&e_node, &tname, *k, new)?;
             let mut s = shape.clone();
             s[*k] = Dim::Fixed(new as usize);
-            self.shapes.insert(*id, s);
+            self.set_shape(*id, s);
         }
         let tname = node.input.get(1).cloned().unwrap_or_default();
         if target.len() != expected.len() {
             return Err(self.err(node, format!("the target has {} axes, {} are expected", target.len(), expected.len())));
         }
         for (k, (t, e)) in target.iter().zip(expected).enumerate() {
-            if let (SInt::K(c), Dim::Fixed(e)) = (t, e) {
+            if let (SymInt::Known(c), Dim::Fixed(e)) = (t, e) {
                 if *c > 0 && *c as usize != *e {
                     self.edit(node, &tname, k, *e as i64)?;
                 }
@@ -387,14 +274,14 @@ impl Folder<'_> {
     }
 
     /// `Split`: one slice per output.
-    fn split(&mut self, node: &NodeProto) -> Result<Vec<Val>> {
-        let x = self.val(node, 0)?;
+    fn split(&mut self, node: &NodeProto) -> Result<Vec<Value>> {
+        let x = self.input(node, 0)?;
         let shape = self.shape_of(&x);
         let axis = self.file.attr_int(node, "axis")?.unwrap_or(0);
         let ax = self.axis(node, axis, shape.len())?;
         let size = shape.get(ax).and_then(Dim::fixed).ok_or_else(|| self.err(node, "splitting a symbolic axis"))?;
         let n = node.output.len().max(1);
-        let sizes: Vec<usize> = match (self.opt_val(node, 1), self.file.attr_ints(node, "split")?) {
+        let sizes: Vec<usize> = match (self.optional_input(node, 1), self.file.attr_ints(node, "split")?) {
             (Some(v), _) => Self::known_ints(&v).ok_or_else(|| self.err(node, "split sizes must be constant"))?.iter().map(|&v| v.max(0) as usize).collect(),
             (None, Some(a)) => a.iter().map(|&v| v.max(0) as usize).collect(),
             // equal parts, the last one smaller (opset 18's num_outputs)
@@ -411,15 +298,15 @@ impl Folder<'_> {
         for len in sizes {
             let end = start + len;
             outs.push(match &x {
-                Val::I { data, .. } if shape.len() == 1 => Val::I { shape: vec![len], data: data[start..end].to_vec() },
+                Value::Ints { data, .. } if shape.len() == 1 => Value::Ints { shape: vec![len], data: data[start..end].to_vec() },
                 _ => {
                     let mut out = shape.clone();
                     out[ax] = Dim::Fixed(len);
                     let dtype = Self::dtype_of(&x);
                     let id = self.operand(&x);
-                    let a = self.leaf(format!("i:{}", from_end(axis, shape.len())));
-                    let (ls, le) = (self.leaf(format!("i:{start}")), self.leaf(format!("i:{end}")));
-                    self.node("Slice", vec![id, a, ls, le], dtype, out)
+                    let a = self.int_leaf(from_end(axis, shape.len()));
+                    let (ls, le) = (self.size_leaf(start), self.size_leaf(end));
+                    self.node(Term::Slice([id, a, ls, le]), dtype, out)
                 }
             });
             start = end;
@@ -429,10 +316,10 @@ impl Folder<'_> {
 
     /// Records that element `k` of the integer value `name` must be `value`.
     fn edit(&mut self, node: &NodeProto, name: &str, k: usize, value: i64) -> Result<()> {
-        let prov = self.prov.get(name).and_then(|p| p.get(k).cloned().flatten());
+        let prov = self.provenance.get(name).and_then(|p| p.get(k).cloned().flatten());
         match prov {
             Some(prov) if prov.reader.is_some() => {
-                self.edits.push(Edit { prov, value });
+                self.edits.push(Edit { provenance: prov, value });
                 Ok(())
             }
             _ => Err(self.err(node, format!("element {k} of `{name}` must become {value}, but it is not a constant prunec can rewrite"))),
@@ -442,7 +329,7 @@ impl Folder<'_> {
     /// A valid node whose op (`op`, with its domain when not the default) the importer does not read.
     /// Axis `axis` of a value of `rank` axes read by `node`, or an error naming the node.
     fn axis(&self, node: &NodeProto, axis: i64, rank: usize) -> Result<usize> {
-        positive(axis, rank).ok_or_else(|| self.err(node, format!("axis {axis} is outside a value of rank {rank}")))
+        axis_index(axis, rank).ok_or_else(|| self.err(node, format!("axis {axis} is outside a value of rank {rank}")))
     }
 
     fn err(&self, node: &NodeProto, reason: impl Into<String>) -> FrontendError {
@@ -453,25 +340,55 @@ impl Folder<'_> {
         }
     }
 
-    fn leaf(&mut self, s: impl Into<String>) -> Id {
-        self.eg.add(SymbolLang::leaf(s.into()))
+    fn leaf(&mut self, leaf: Term) -> Id {
+        self.eg.add(leaf)
     }
 
-    fn node(&mut self, op: &str, children: Vec<Id>, dtype: DType, shape: Vec<Dim>) -> Val {
-        let id = self.add(op, children, dtype, shape.clone());
-        Val::T { id, dtype, shape }
+    fn int_leaf(&mut self, v: i64) -> Id {
+        self.leaf(Term::Int(IntConst(i128::from(v))))
+    }
+
+    /// An integer leaf holding a size or an index.
+    fn size_leaf(&mut self, v: usize) -> Id {
+        self.leaf(Term::Int(IntConst(v as i128)))
+    }
+
+    fn ints_leaf(&mut self, v: &[i64]) -> Id {
+        self.leaf(Term::IntList(IntList(v.into())))
+    }
+
+    fn float_leaf(&mut self, v: f32) -> Id {
+        self.leaf(Term::Float(FloatConst::new(v)))
+    }
+
+    /// A leaf for a shape with symbolic sizes (a new table entry, even for a shape entered
+    /// before).
+    fn dims_leaf(&mut self, dims: Vec<Dim>) -> Id {
+        let leaf = self.eg.analysis.shape_leaf(dims);
+        self.leaf(leaf)
+    }
+
+    fn node(&mut self, term: Term, dtype: DType, shape: Vec<Dim>) -> Value {
+        let id = self.add(term, shape.clone());
+        Value::Runtime { id, dtype, shape }
     }
 
     /// A runtime e-node of `shape`, its class.
-    fn add(&mut self, op: &str, children: Vec<Id>, _dtype: DType, shape: Vec<Dim>) -> Id {
-        let id = self.eg.add(SymbolLang::new(op, children));
-        self.shapes.insert(id, shape);
+    fn add(&mut self, term: Term, shape: Vec<Dim>) -> Id {
+        let id = self.eg.add(term);
+        self.set_shape(id, shape);
         id
     }
 
-    fn val(&self, node: &NodeProto, k: usize) -> Result<Val> {
+    /// Records the shape of runtime class `id`.
+    fn set_shape(&mut self, id: Id, shape: Vec<Dim>) {
+        self.eg[id].data.shape = Some(shape);
+    }
+
+    /// The value of input `k` of `node`; an error naming the node when it has none.
+    fn input(&self, node: &NodeProto, k: usize) -> Result<Value> {
         let name = node.input.get(k).filter(|n| !n.is_empty()).ok_or_else(|| self.err(node, format!("input {k} missing")))?;
-        match self.vals.get(name) {
+        match self.values.get(name) {
             Some(v) => Ok(v.clone()),
             None if self.strings.contains(name) => Err(self.err(node, format!("input `{name}` is a string constant, which no op prunec imports reads"))),
             None if self.packed.contains_key(name) => Err(self.err(node, format!("input `{name}` is a packed quantized tensor, which only MatMulNBits and GatherBlockQuantized read"))),
@@ -479,13 +396,14 @@ impl Folder<'_> {
         }
     }
 
-    fn opt_val(&self, node: &NodeProto, k: usize) -> Option<Val> {
-        node.input.get(k).filter(|n| !n.is_empty()).and_then(|n| self.vals.get(n).cloned())
+    /// The value of input `k` of `node`, when it has one.
+    fn optional_input(&self, node: &NodeProto, k: usize) -> Option<Value> {
+        node.input.get(k).filter(|n| !n.is_empty()).and_then(|n| self.values.get(n).cloned())
     }
 
-    fn known_ints(v: &Val) -> Option<Vec<i64>> {
+    fn known_ints(v: &Value) -> Option<Vec<i64>> {
         match v {
-            Val::I { data, .. } => data.iter().map(|s| if let SInt::K(k) = s { Some(*k) } else { None }).collect(),
+            Value::Ints { data, .. } => data.iter().map(|s| if let SymInt::Known(k) = s { Some(*k) } else { None }).collect(),
             _ => None,
         }
     }
@@ -500,59 +418,55 @@ impl Folder<'_> {
     }
 
     fn ints_input(&self, node: &NodeProto, k: usize, what: &str) -> Result<Vec<i64>> {
-        let v = self.val(node, k)?;
+        let v = self.input(node, k)?;
         Self::known_ints(&v).ok_or_else(|| self.err(node, format!("{what} must be constant")))
     }
 
     /// An e-class for any value used as a runtime operand.
-    fn operand(&mut self, v: &Val) -> Id {
+    fn operand(&mut self, v: &Value) -> Id {
         match v {
-            Val::T { id, .. } => *id,
-            Val::W { name, .. } => self.leaf(format!("w:{name}")),
-            Val::F { data, shape } if data.len() == 1 => {
-                let _ = shape;
-                self.leaf(format!("f:{}", data[0]))
+            Value::Runtime { id, .. } => *id,
+            Value::Weight { name, .. } => self.leaf(Term::Weight(WeightName(Symbol::from(name.as_str())))),
+            // one value, whatever its shape: a scalar
+            Value::Floats { data, .. } if data.len() == 1 => self.float_leaf(data[0]),
+            Value::Floats { shape, data } => {
+                let leaf = self.eg.analysis.float_tensor_leaf(shape.clone(), data.clone());
+                self.leaf(leaf)
             }
-            Val::F { shape, data } => {
-                let key = format!("c:{}", self.floats.len());
-                self.floats.insert(key.clone(), (shape.clone(), data.clone()));
-                self.leaf(key)
-            }
-            Val::I { data, .. } => match Self::known_ints(v) {
-                Some(k) if k.len() == 1 && matches!(v, Val::I { shape, .. } if shape.is_empty()) => self.leaf(format!("i:{}", k[0])),
-                Some(k) => self.leaf(list(&k)),
+            Value::Ints { data, shape } => match Self::known_ints(v) {
+                Some(k) if k.len() == 1 && shape.is_empty() => self.int_leaf(k[0]),
+                Some(k) => self.ints_leaf(&k),
                 None => {
-                    let dims: Vec<Dim> = data.iter().map(|s| dim_of(s).unwrap_or(Dim::Fixed(0))).collect();
-                    self.shape_table.push(dims);
-                    self.leaf(format!("s:{}", self.shape_table.len() - 1))
+                    let dims: Vec<Dim> = data.iter().map(|s| s.size().unwrap_or(Dim::Fixed(0))).collect();
+                    self.dims_leaf(dims)
                 }
             },
         }
     }
 
-    fn shape_of(&self, v: &Val) -> Vec<Dim> {
+    fn shape_of(&self, v: &Value) -> Vec<Dim> {
         match v {
-            Val::T { shape, .. } => shape.clone(),
-            Val::W { shape, .. } | Val::F { shape, .. } | Val::I { shape, .. } => shape.iter().map(|&n| Dim::Fixed(n)).collect(),
+            Value::Runtime { shape, .. } => shape.clone(),
+            Value::Weight { shape, .. } | Value::Floats { shape, .. } | Value::Ints { shape, .. } => shape.iter().map(|&n| Dim::Fixed(n)).collect(),
         }
     }
 
-    fn dtype_of(v: &Val) -> DType {
+    fn dtype_of(v: &Value) -> DType {
         match v {
-            Val::T { dtype, .. } => *dtype,
-            Val::W { .. } | Val::F { .. } => DType::F32,
-            Val::I { .. } => DType::I64,
+            Value::Runtime { dtype, .. } => *dtype,
+            Value::Weight { .. } | Value::Floats { .. } => DType::F32,
+            Value::Ints { .. } => DType::I64,
         }
     }
 
     /// The value of a `Constant` node, whichever attribute holds it; `None` for strings.
-    fn constant(&self, node: &NodeProto) -> Result<Option<Val>> {
+    fn constant(&self, node: &NodeProto) -> Result<Option<Value>> {
         let value = self.file.constant_value(node)?;
         Ok(Some(match value {
-            ConstantValue::Float(f) => Val::F { shape: vec![], data: vec![f] },
-            ConstantValue::Floats(f) => Val::F { shape: vec![f.len()], data: f.to_vec() },
-            ConstantValue::Int(i) => Val::I { shape: vec![], data: vec![SInt::K(i)] },
-            ConstantValue::Ints(i) => Val::I { shape: vec![i.len()], data: i.iter().map(|&k| SInt::K(k)).collect() },
+            ConstantValue::Float(f) => Value::Floats { shape: vec![], data: vec![f] },
+            ConstantValue::Floats(f) => Value::Floats { shape: vec![f.len()], data: f.to_vec() },
+            ConstantValue::Int(i) => Value::Ints { shape: vec![], data: vec![SymInt::Known(i)] },
+            ConstantValue::Ints(i) => Value::Ints { shape: vec![i.len()], data: i.iter().map(|&k| SymInt::Known(k)).collect() },
             ConstantValue::Tensor(t) if t.data_type == DataType::String as i32 => return Ok(None),
             ConstantValue::Tensor(t) => self.tensor_val(t)?,
             ConstantValue::Sparse(t) => {
@@ -561,32 +475,32 @@ impl Folder<'_> {
                 });
                 if float {
                     let (shape, data) = self.file.sparse_f32(t)?;
-                    Val::F { shape, data }
+                    Value::Floats { shape, data }
                 } else {
                     let (shape, data) = self.file.sparse_i64(t)?;
-                    Val::I { shape, data: data.into_iter().map(SInt::K).collect() }
+                    Value::Ints { shape, data: data.into_iter().map(SymInt::Known).collect() }
                 }
             }
             ConstantValue::String(_) | ConstantValue::Strings(_) => return Ok(None),
         }))
     }
 
-    fn tensor_val(&self, t: &super::proto::TensorProto) -> Result<Val> {
+    fn tensor_val(&self, t: &super::proto::TensorProto) -> Result<Value> {
         let dt = DataType::try_from(t.data_type).unwrap_or(DataType::Undefined);
         match dt {
             DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double => {
                 let (shape, data) = self.file.tensor_f32(t)?;
-                Ok(Val::F { shape, data: data.into_owned() })
+                Ok(Value::Floats { shape, data: data.into_owned() })
             }
             _ => {
                 let (shape, data) = self.file.tensor_i64(t)?;
-                Ok(Val::I { shape, data: data.into_iter().map(SInt::K).collect() })
+                Ok(Value::Ints { shape, data: data.into_iter().map(SymInt::Known).collect() })
             }
         }
     }
 
-    fn binary_ints(&self, node: &NodeProto, a: &Val, b: &Val) -> Option<Val> {
-        let (Val::I { shape: sa, data: da }, Val::I { shape: sb, data: db }) = (a, b) else { return None };
+    fn binary_ints(&self, node: &NodeProto, a: &Value, b: &Value) -> Option<Value> {
+        let (Value::Ints { shape: sa, data: da }, Value::Ints { shape: sb, data: db }) = (a, b) else { return None };
         let n = da.len().max(db.len());
         if !(da.len() == n || da.len() == 1) || !(db.len() == n || db.len() == 1) {
             return None;
@@ -597,46 +511,46 @@ impl Folder<'_> {
             let (x, y) = (&da[if da.len() == 1 { 0 } else { i }], &db[if db.len() == 1 { 0 } else { i }]);
             let r = match (node.op_type.as_str(), x, y) {
                 // int64 arithmetic wraps in ONNX (as in onnxruntime): a graph's constants may overflow
-                ("Add", SInt::K(x), SInt::K(y)) => SInt::K(x.wrapping_add(*y)),
-                ("Sub", SInt::K(x), SInt::K(y)) => SInt::K(x.wrapping_sub(*y)),
-                ("Mul", SInt::K(x), SInt::K(y)) => SInt::K(x.wrapping_mul(*y)),
-                ("Div", SInt::K(x), SInt::K(y)) => SInt::K(x.checked_div_euclid(*y)?),
-                ("Equal", x, y) => SInt::K(i64::from(x == y)),
-                ("Add", x, y) => SInt::D(dim_op('+', &sint_dim(x), &sint_dim(y))),
-                ("Sub", x, y) => SInt::D(dim_op('-', &sint_dim(x), &sint_dim(y))),
-                ("Mul", x, y) => SInt::D(dim_op('*', &sint_dim(x), &sint_dim(y))),
+                ("Add", SymInt::Known(x), SymInt::Known(y)) => SymInt::Known(x.wrapping_add(*y)),
+                ("Sub", SymInt::Known(x), SymInt::Known(y)) => SymInt::Known(x.wrapping_sub(*y)),
+                ("Mul", SymInt::Known(x), SymInt::Known(y)) => SymInt::Known(x.wrapping_mul(*y)),
+                ("Div", SymInt::Known(x), SymInt::Known(y)) => SymInt::Known(x.checked_div_euclid(*y)?),
+                ("Equal", x, y) => SymInt::Known(i64::from(x == y)),
+                ("Add", x, y) => SymInt::Symbolic(dim_op(SizeOp::Add, &x.dim(), &y.dim())),
+                ("Sub", x, y) => SymInt::Symbolic(dim_op(SizeOp::Sub, &x.dim(), &y.dim())),
+                ("Mul", x, y) => SymInt::Symbolic(dim_op(SizeOp::Mul, &x.dim(), &y.dim())),
                 _ => return None,
             };
             out.push(r);
         }
-        Some(Val::I { shape, data: out })
+        Some(Value::Ints { shape, data: out })
     }
 
     /// `x` cast to a float (`float`) or integer type (`to`, ONNX's number, kept on a runtime
     /// cast). Casts between float types and between integer types change nothing the IR
     /// computes in f32 and i64; constants are converted at once.
-    fn cast(&mut self, node: &NodeProto, x: Val, float: bool, to: i64) -> Result<Val> {
+    fn cast(&mut self, node: &NodeProto, x: Value, float: bool, to: i64) -> Result<Value> {
         Ok(match (&x, float) {
-            (Val::T { dtype, .. }, true) if dtype.is_float() => x.clone(),
-            (Val::T { dtype, .. }, false) if !dtype.is_float() => x.clone(),
-            (Val::T { shape, .. }, _) => {
+            (Value::Runtime { dtype, .. }, true) if dtype.is_float() => x.clone(),
+            (Value::Runtime { dtype, .. }, false) if !dtype.is_float() => x.clone(),
+            (Value::Runtime { shape, .. }, _) => {
                 let id = self.operand(&x);
-                let to_leaf = self.leaf(format!("i:{to}"));
+                let to_leaf = self.int_leaf(to);
                 let shape = shape.clone();
-                self.node("Cast", vec![id, to_leaf], if float { DType::F32 } else { DType::I64 }, shape)
+                self.node(Term::Cast([id, to_leaf]), if float { DType::F32 } else { DType::I64 }, shape)
             }
-            (Val::I { shape, .. }, true) => match Self::known_ints(&x) {
-                Some(k) => Val::F { shape: shape.clone(), data: k.iter().map(|&v| v as f32).collect() },
+            (Value::Ints { shape, .. }, true) => match Self::known_ints(&x) {
+                Some(k) => Value::Floats { shape: shape.clone(), data: k.iter().map(|&v| v as f32).collect() },
                 None => return Err(self.err(node, "casting a symbolic size to float")),
             },
-            (Val::F { shape, data }, false) => {
-                Val::I { shape: shape.clone(), data: data.iter().map(|&v| SInt::K(v as i64)).collect() }
+            (Value::Floats { shape, data }, false) => {
+                Value::Ints { shape: shape.clone(), data: data.iter().map(|&v| SymInt::Known(v as i64)).collect() }
             }
             _ => x.clone(),
         })
     }
 
-    fn fold_node(&mut self, node: &NodeProto) -> Result<Vec<Val>> {
+    fn fold_node(&mut self, node: &NodeProto) -> Result<Vec<Value>> {
         let op = node.op_type.as_str();
         let attr_i = |name: &str| self.file.attr_int(node, name);
         // onnxruntime registers SimplifiedLayerNormalization in ONNX's own domain
@@ -680,45 +594,45 @@ impl Folder<'_> {
                     return Ok(vec![]);
                 }
             },
-            "Identity" => self.val(node, 0)?,
+            "Identity" => self.input(node, 0)?,
             "Shape" => {
-                let x = self.val(node, 0)?;
-                let dims: Vec<SInt> = self.shape_of(&x).iter().map(sint).collect();
+                let x = self.input(node, 0)?;
+                let dims: Vec<SymInt> = self.shape_of(&x).iter().map(SymInt::from).collect();
                 let r = dims.len() as i64;
                 let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
                 let start = clamp(attr_i("start")?.unwrap_or(0));
                 let end = clamp(attr_i("end")?.unwrap_or(r));
                 let data = dims.get(start..end.max(start)).unwrap_or_default().to_vec();
-                Val::I { shape: vec![data.len()], data }
+                Value::Ints { shape: vec![data.len()], data }
             }
             "Cast" => {
-                let x = self.val(node, 0)?;
+                let x = self.input(node, 0)?;
                 let to = attr_i("to")?.unwrap_or(1);
                 let float = matches!(DataType::try_from(to as i32), Ok(DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double));
                 self.cast(node, x, float, to)?
             }
             "CastLike" => {
                 // the element type of the second operand, whatever its value
-                let (x, like) = (self.val(node, 0)?, self.val(node, 1)?);
+                let (x, like) = (self.input(node, 0)?, self.input(node, 1)?);
                 let float = match &like {
-                    Val::T { dtype, .. } => dtype.is_float(),
-                    Val::W { .. } | Val::F { .. } => true,
-                    Val::I { .. } => false,
+                    Value::Runtime { dtype, .. } => dtype.is_float(),
+                    Value::Weight { .. } | Value::Floats { .. } => true,
+                    Value::Ints { .. } => false,
                 };
                 let to = if float { DataType::Float as i64 } else { DataType::Int64 as i64 };
                 self.cast(node, x, float, to)?
             }
             "Gather" => {
-                let (data, idx) = (self.val(node, 0)?, self.val(node, 1)?);
+                let (data, idx) = (self.input(node, 0)?, self.input(node, 1)?);
                 let axis = attr_i("axis")?.unwrap_or(0);
                 match (&data, Self::known_ints(&idx)) {
-                    (Val::I { data: d, .. }, Some(ix)) if axis == 0 => {
+                    (Value::Ints { data: d, .. }, Some(ix)) if axis == 0 => {
                         let n = d.len() as i64;
-                        let picked: Option<Vec<SInt>> =
+                        let picked: Option<Vec<SymInt>> =
                             ix.iter().map(|&i| d.get(if i < 0 { i + n } else { i } as usize).cloned()).collect();
                         let picked = picked.ok_or_else(|| self.err(node, "index out of range"))?;
-                        let Val::I { shape: ishape, .. } = &idx else { return Err(self.err(node, "index")) };
-                        Val::I { shape: ishape.clone(), data: picked }
+                        let Value::Ints { shape: ishape, .. } = &idx else { return Err(self.err(node, "index")) };
+                        Value::Ints { shape: ishape.clone(), data: picked }
                     }
                     _ => {
                         let ds = self.shape_of(&data);
@@ -728,13 +642,13 @@ impl Folder<'_> {
                         shape.extend(is);
                         shape.extend_from_slice(ds.get(ax + 1..).unwrap_or_default());
                         let (a, b) = (self.operand(&data), self.operand(&idx));
-                        let ax_leaf = self.leaf(format!("i:{ax}"));
-                        self.node("Gather", vec![a, b, ax_leaf], Self::dtype_of(&data), shape)
+                        let ax_leaf = self.size_leaf(ax);
+                        self.node(Term::Gather([a, b, ax_leaf]), Self::dtype_of(&data), shape)
                     }
                 }
             }
             "Unsqueeze" | "Squeeze" => {
-                let x = self.val(node, 0)?;
+                let x = self.input(node, 0)?;
                 let axes = match self.file.attr_ints(node, "axes")? {
                     Some(a) => a.to_vec(),
                     None if node.input.len() > 1 => self.ints_input(node, 1, "axes")?,
@@ -759,8 +673,8 @@ impl Folder<'_> {
                     shape.iter().enumerate().filter(|(i, _)| !ax.contains(i)).map(|(_, d)| d.clone()).collect()
                 };
                 match x {
-                    Val::I { data, .. } => Val::I { shape: new_shape.iter().filter_map(Dim::fixed).collect(), data },
-                    Val::F { data, .. } => Val::F { shape: new_shape.iter().filter_map(Dim::fixed).collect(), data },
+                    Value::Ints { data, .. } => Value::Ints { shape: new_shape.iter().filter_map(Dim::fixed).collect(), data },
+                    Value::Floats { data, .. } => Value::Floats { shape: new_shape.iter().filter_map(Dim::fixed).collect(), data },
                     _ => {
                         let id = self.operand(&x);
                         let norm: Vec<i64> = if op == "Unsqueeze" {
@@ -771,17 +685,18 @@ impl Folder<'_> {
                         } else {
                             axes.iter().map(|&a| self.axis(node, a, shape.len()).map(|a| a as i64)).collect::<Result<_>>()?
                         };
-                        let l = self.leaf(list(&norm));
-                        self.node(op, vec![id, l], Self::dtype_of(&x), new_shape)
+                        let l = self.ints_leaf(&norm);
+                        let term = if op == "Unsqueeze" { Term::Unsqueeze([id, l]) } else { Term::Squeeze([id, l]) };
+                        self.node(term, Self::dtype_of(&x), new_shape)
                     }
                 }
             }
             "Concat" => {
-                let xs: Vec<Val> = (0..node.input.len()).map(|k| self.val(node, k)).collect::<Result<_>>()?;
+                let xs: Vec<Value> = (0..node.input.len()).map(|k| self.input(node, k)).collect::<Result<_>>()?;
                 let axis = attr_i("axis")?.unwrap_or(0);
-                if xs.iter().all(|x| matches!(x, Val::I { .. })) {
-                    let data: Vec<SInt> = xs.iter().flat_map(|x| if let Val::I { data, .. } = x { data.clone() } else { vec![] }).collect();
-                    Val::I { shape: vec![data.len()], data }
+                if xs.iter().all(|x| matches!(x, Value::Ints { .. })) {
+                    let data: Vec<SymInt> = xs.iter().flat_map(|x| if let Value::Ints { data, .. } = x { data.clone() } else { vec![] }).collect();
+                    Value::Ints { shape: vec![data.len()], data }
                 } else {
                     // an empty operand (a key/value cache with no past positions) adds nothing;
                     // the cache takes the shape of what it is concatenated with
@@ -790,13 +705,13 @@ impl Folder<'_> {
                     if xs.iter().any(|x| self.shape_of(x).len() != rank) {
                         return Err(self.err(node, format!("axis {axis} of operands of ranks {:?}", xs.iter().map(|x| self.shape_of(x).len()).collect::<Vec<_>>())));
                     }
-                    let (empty, xs): (Vec<Val>, Vec<Val>) = xs.into_iter().partition(|x| self.shape_of(x).get(ax) == Some(&Dim::Fixed(0)));
+                    let (empty, xs): (Vec<Value>, Vec<Value>) = xs.into_iter().partition(|x| self.shape_of(x).get(ax) == Some(&Dim::Fixed(0)));
                     if xs.is_empty() {
                         return Err(self.err(node, "every operand is empty"));
                     }
                     let shapes: Vec<Vec<Dim>> = xs.iter().map(|x| self.shape_of(x)).collect();
                     for e in &empty {
-                        if let Some(name) = self.cache_inputs.get(&self.eg.find(match e { Val::T { id, .. } => *id, _ => continue })) {
+                        if let Some(name) = self.cache_inputs.get(&self.eg.find(match e { Value::Runtime { id, .. } => *id, _ => continue })) {
                             self.cache_shapes.insert(name.clone(), shapes[0].clone());
                         }
                     }
@@ -804,56 +719,55 @@ impl Folder<'_> {
                         return Ok(xs);
                     }
                     let mut shape = shapes[0].clone();
-                    shape[ax] = shapes.iter().skip(1).fold(shapes[0][ax].clone(), |acc, s| dim_op('+', &acc, &s[ax]));
-                    let mut children = vec![self.leaf(format!("i:{}", from_end(axis, rank)))];
+                    shape[ax] = shapes.iter().skip(1).fold(shapes[0][ax].clone(), |acc, s| dim_op(SizeOp::Add, &acc, &s[ax]));
+                    let mut children = vec![self.int_leaf(from_end(axis, rank))];
                     for x in &xs {
                         children.push(self.operand(x));
                     }
-                    self.node("Concat", children, Self::dtype_of(&xs[0]), shape)
+                    self.node(Term::Concat(children.into()), Self::dtype_of(&xs[0]), shape)
                 }
             }
             "Range" => {
-                let (s, l, d) = (self.val(node, 0)?, self.val(node, 1)?, self.val(node, 2)?);
-                let first = |v: &Val| if let Val::I { data, .. } = v { data.first().cloned() } else { None };
+                let (s, l, d) = (self.input(node, 0)?, self.input(node, 1)?, self.input(node, 2)?);
+                let first = |v: &Value| if let Value::Ints { data, .. } = v { data.first().cloned() } else { None };
                 match (first(&s), first(&l), first(&d)) {
-                    (Some(SInt::K(s)), Some(SInt::K(l)), Some(SInt::K(d))) if d != 0 => {
+                    (Some(SymInt::Known(s)), Some(SymInt::Known(l)), Some(SymInt::Known(d))) if d != 0 => {
                         // ONNX's count: max(ceil((limit − start) / delta), 0), in i128 (no overflow)
                         let (s128, l128, d128) = (i128::from(s), i128::from(l), i128::from(d));
                         let count = ((l128 - s128 + d128 - d128.signum()) / d128).max(0);
                         self.folded_len(node, &[usize::try_from(count).unwrap_or(usize::MAX)])?;
-                        let data: Vec<SInt> = (0..).map(|k| s + k * d).take_while(|&v| if d > 0 { v < l } else { v > l }).map(SInt::K).collect();
-                        Val::I { shape: vec![data.len()], data }
+                        let data: Vec<SymInt> = (0..).map(|k| s + k * d).take_while(|&v| if d > 0 { v < l } else { v > l }).map(SymInt::Known).collect();
+                        Value::Ints { shape: vec![data.len()], data }
                     }
-                    (Some(SInt::K(0)), Some(SInt::D(dim)), Some(SInt::K(1))) => {
+                    (Some(SymInt::Known(0)), Some(SymInt::Symbolic(dim)), Some(SymInt::Known(1))) => {
                         let (a, b, c) = (self.operand(&s), self.operand(&l), self.operand(&d));
-                        self.node("Range", vec![a, b, c], DType::I64, vec![dim])
+                        self.node(Term::Range([a, b, c]), DType::I64, vec![dim])
                     }
                     _ => return Err(self.err(node, "only ranges 0..n step 1 over a symbolic n, or constant ones")),
                 }
             }
-            "ConstantOfShape" if Self::known_ints(&self.val(node, 0)?).is_none() => {
+            "ConstantOfShape" if Self::known_ints(&self.input(node, 0)?).is_none() => {
                 // a symbolic shape: a runtime tensor (masks are built from these)
-                let Val::I { data, .. } = self.val(node, 0)? else { return Err(self.err(node, "the shape")) };
-                let dims: Vec<Dim> = data.iter().map(sint_dim).collect();
+                let Value::Ints { data, .. } = self.input(node, 0)? else { return Err(self.err(node, "the shape")) };
+                let dims: Vec<Dim> = data.iter().map(SymInt::dim).collect();
                 let value = match self.file.attr_tensor(node, "value")? {
                     Some(t) => match self.tensor_val(t)? {
-                        Val::F { data, .. } => data.first().copied().unwrap_or(0.0),
-                        Val::I { data, .. } => match data.first() {
-                            Some(SInt::K(k)) => *k as f32,
+                        Value::Floats { data, .. } => data.first().copied().unwrap_or(0.0),
+                        Value::Ints { data, .. } => match data.first() {
+                            Some(SymInt::Known(k)) => *k as f32,
                             _ => 0.0,
                         },
                         _ => 0.0,
                     },
                     None => 0.0,
                 };
-                self.shape_table.push(dims.clone());
-                let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
-                let v = self.leaf(format!("f:{value}"));
-                self.node("ConstantOfShape", vec![l, v], DType::F32, dims)
+                let l = self.dims_leaf(dims.clone());
+                let v = self.float_leaf(value);
+                self.node(Term::ConstantOfShape([l, v]), DType::F32, dims)
             }
             "Trilu" => {
-                let x = self.val(node, 0)?;
-                let k = match self.opt_val(node, 1) {
+                let x = self.input(node, 0)?;
+                let k = match self.optional_input(node, 1) {
                     Some(v) => Self::known_ints(&v).and_then(|k| k.first().copied()).ok_or_else(|| self.err(node, "k must be constant"))?,
                     None => 0,
                 };
@@ -861,8 +775,8 @@ impl Folder<'_> {
                 let shape = self.shape_of(&x);
                 let dtype = Self::dtype_of(&x);
                 let id = self.operand(&x);
-                let (lk, lu) = (self.leaf(format!("i:{k}")), self.leaf(format!("i:{upper}")));
-                self.node("Trilu", vec![id, lk, lu], dtype, shape)
+                let (lk, lu) = (self.int_leaf(k), self.int_leaf(upper));
+                self.node(Term::Trilu([id, lk, lu]), dtype, shape)
             }
             "ConstantOfShape" => {
                 let s = self.ints_input(node, 0, "the shape")?;
@@ -870,37 +784,37 @@ impl Folder<'_> {
                 let n = self.folded_len(node, &shape)?;
                 match self.file.attr_tensor(node, "value")? {
                     Some(t) => match self.tensor_val(t)? {
-                        Val::F { data, .. } => Val::F { shape, data: vec![data.first().copied().unwrap_or(0.0); n] },
-                        Val::I { data, .. } => Val::I { shape, data: vec![data.first().cloned().unwrap_or(SInt::K(0)); n] },
+                        Value::Floats { data, .. } => Value::Floats { shape, data: vec![data.first().copied().unwrap_or(0.0); n] },
+                        Value::Ints { data, .. } => Value::Ints { shape, data: vec![data.first().cloned().unwrap_or(SymInt::Known(0)); n] },
                         _ => return Err(self.err(node, "value")),
                     },
-                    None => Val::F { shape, data: vec![0.0; n] },
+                    None => Value::Floats { shape, data: vec![0.0; n] },
                 }
             }
             "Reshape" => {
-                let x = self.val(node, 0)?;
-                let target = match self.val(node, 1)? {
-                    Val::I { data, .. } => data,
+                let x = self.input(node, 0)?;
+                let target = match self.input(node, 1)? {
+                    Value::Ints { data, .. } => data,
                     _ => return Err(self.err(node, "the target shape must be known")),
                 };
                 let allowzero = attr_i("allowzero")?.unwrap_or(0) != 0;
                 let expected = match (&x, self.oracle.and_then(|o| node.output.first().and_then(|n| o.get(n)))) {
-                    (Val::T { .. }, Some(e)) => Some(e.clone()),
+                    (Value::Runtime { .. }, Some(e)) => Some(e.clone()),
                     _ => None,
                 };
                 if let Some(e) = &expected {
                     self.repair_reshape(node, &x, &target, e)?;
                 }
                 let from = match &x {
-                    Val::T { id, .. } => self.shapes.get(id).cloned().unwrap_or_else(|| self.shape_of(&x)),
+                    Value::Runtime { id, .. } => self.eg[*id].data.shape.clone().unwrap_or_else(|| self.shape_of(&x)),
                     _ => self.shape_of(&x),
                 };
                 let mut dims: Vec<Option<Dim>> = Vec::new();
                 for (i, t) in target.iter().enumerate() {
                     dims.push(match t {
-                        SInt::K(0) if !allowzero => from.get(i).cloned(),
-                        SInt::K(-1) => None,
-                        other => dim_of(other),
+                        SymInt::Known(0) if !allowzero => from.get(i).cloned(),
+                        SymInt::Known(-1) => None,
+                        other => other.size(),
                     });
                 }
                 if dims.iter().filter(|d| d.is_none()).count() > 1 {
@@ -928,12 +842,12 @@ impl Folder<'_> {
                     if rest == 0 || !fixed.is_multiple_of(rest) {
                         return Err(self.err(node, "cannot infer -1"));
                     }
-                    dims[hole] = Some(syms.iter().fold(Dim::Fixed(fixed / rest), |acc, s| dim_op('*', s, &acc)));
+                    dims[hole] = Some(syms.iter().fold(Dim::Fixed(fixed / rest), |acc, s| dim_op(SizeOp::Mul, s, &acc)));
                 }
                 let to: Vec<Dim> = dims.into_iter().flatten().collect();
                 match &x {
-                    Val::I { data, .. } => Val::I { shape: to.iter().filter_map(Dim::fixed).collect(), data: data.clone() },
-                    Val::F { data, .. } => Val::F { shape: to.iter().filter_map(Dim::fixed).collect(), data: data.clone() },
+                    Value::Ints { data, .. } => Value::Ints { shape: to.iter().filter_map(Dim::fixed).collect(), data: data.clone() },
+                    Value::Floats { data, .. } => Value::Floats { shape: to.iter().filter_map(Dim::fixed).collect(), data: data.clone() },
                     _ => {
                         let dtype = Self::dtype_of(&x);
                         let id = self.operand(&x);
@@ -947,22 +861,21 @@ impl Folder<'_> {
                             && matches!((&from[r - 2], &from[r - 1], &to[r - 2]), (Dim::Fixed(h), Dim::Fixed(d), Dim::Fixed(n)) if h.checked_mul(*d) == Some(*n));
                         if split {
                             let h = to[r - 1].fixed().unwrap_or(1);
-                            let l = self.leaf(format!("i:{h}"));
-                            self.node("SplitHeads", vec![id, l], dtype, to)
+                            let l = self.size_leaf(h);
+                            self.node(Term::SplitHeads([id, l]), dtype, to)
                         } else if merge {
-                            self.node("MergeHeads", vec![id], dtype, to)
+                            self.node(Term::MergeHeads(id), dtype, to)
                         } else {
-                            self.shape_table.push(to.clone());
-                            let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
-                            self.node("Reshape", vec![id, l], dtype, to)
+                            let l = self.dims_leaf(to.clone());
+                            self.node(Term::Reshape([id, l]), dtype, to)
                         }
                     }
                 }
             }
             "Expand" => {
-                let x = self.val(node, 0)?;
-                let target: Vec<Dim> = match self.val(node, 1)? {
-                    Val::I { data, .. } => data.iter().map(|s| dim_of(s).unwrap_or(Dim::Fixed(1))).collect(),
+                let x = self.input(node, 0)?;
+                let target: Vec<Dim> = match self.input(node, 1)? {
+                    Value::Ints { data, .. } => data.iter().map(|s| s.size().unwrap_or(Dim::Fixed(1))).collect(),
                     _ => return Err(self.err(node, "the target shape must be known")),
                 };
                 let from = self.shape_of(&x);
@@ -974,10 +887,14 @@ impl Folder<'_> {
                     let off = target.len().saturating_sub(from.len());
                     let tname = node.input.get(1).cloned().unwrap_or_default();
                     let inserted: Option<Vec<usize>> = match &x {
-                        Val::T { id, .. } => self.eg[*id].nodes.iter().find(|n| n.op.as_str() == "Unsqueeze").and_then(|n| {
-                            let l = self.eg[n.children[1]].nodes.first()?.op.as_str().strip_prefix("i:[")?.strip_suffix(']')?.to_string();
-                            l.split(',').map(|v| v.parse::<usize>().ok()).collect()
-                        }),
+                        Value::Runtime { id, .. } => {
+                            let axes = self.eg[*id].nodes.iter().find_map(|n| if let Term::Unsqueeze([_, axes]) = n { Some(*axes) } else { None });
+                            // an unsqueeze without axes tells nothing
+                            axes.and_then(|axes| match self.eg[axes].nodes.first()? {
+                                Term::IntList(IntList(axes)) if !axes.is_empty() => axes.iter().map(|&a| usize::try_from(a).ok()).collect(),
+                                _ => None,
+                            })
+                        }
                         _ => None,
                     };
                     for k in off..target.len() {
@@ -993,12 +910,11 @@ impl Folder<'_> {
                 let shape = broadcast(&from, &target).ok_or_else(|| self.err(node, "shapes do not broadcast"))?;
                 let dtype = Self::dtype_of(&x);
                 let id = self.operand(&x);
-                self.shape_table.push(shape.clone());
-                let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
-                self.node("Expand", vec![id, l], dtype, shape)
+                let l = self.dims_leaf(shape.clone());
+                self.node(Term::Expand([id, l]), dtype, shape)
             }
             "Transpose" => {
-                let x = self.val(node, 0)?;
+                let x = self.input(node, 0)?;
                 let from = self.shape_of(&x);
                 let perm: Vec<i64> = match self.file.attr_ints(node, "perm")? {
                     Some(p) => p.to_vec(),
@@ -1008,27 +924,27 @@ impl Folder<'_> {
                 let dtype = Self::dtype_of(&x);
                 let id = self.operand(&x);
                 if perm == [0, 2, 1, 3] {
-                    self.node("T0213", vec![id], dtype, shape)
+                    self.node(Term::SwapAxes12(id), dtype, shape)
                 } else {
-                    let l = self.leaf(list(&perm));
-                    self.node("Transpose", vec![id, l], dtype, shape)
+                    let l = self.ints_leaf(&perm);
+                    self.node(Term::Transpose([id, l]), dtype, shape)
                 }
             }
             "Slice" => {
-                let x = self.val(node, 0)?;
-                let bound = |k: usize| -> Result<Vec<SInt>> {
-                    match self.val(node, k)? {
-                        Val::I { data, .. } => Ok(data),
+                let x = self.input(node, 0)?;
+                let bound = |k: usize| -> Result<Vec<SymInt>> {
+                    match self.input(node, k)? {
+                        Value::Ints { data, .. } => Ok(data),
                         _ => Err(self.err(node, "slice bounds must be integers")),
                     }
                 };
                 let (starts, ends) = (bound(1)?, bound(2)?);
                 let shape = self.shape_of(&x);
-                let axes = match self.opt_val(node, 3) {
+                let axes = match self.optional_input(node, 3) {
                     Some(v) => Self::known_ints(&v).ok_or_else(|| self.err(node, "axes must be constant"))?,
                     None => (0..starts.len() as i64).collect(),
                 };
-                let steps = match self.opt_val(node, 4) {
+                let steps = match self.optional_input(node, 4) {
                     Some(v) => Self::known_ints(&v).ok_or_else(|| self.err(node, "steps must be constant"))?,
                     None => vec![1; starts.len()],
                 };
@@ -1037,8 +953,8 @@ impl Folder<'_> {
                 }
                 let ax = self.axis(node, axes[0], shape.len())?;
                 let size = shape.get(ax).and_then(Dim::fixed);
-                let norm = |v: &SInt| -> Option<usize> {
-                    let SInt::K(v) = v else { return None };
+                let norm = |v: &SymInt| -> Option<usize> {
+                    let SymInt::Known(v) = v else { return None };
                     match size {
                         Some(n) => Some((if *v < 0 { v + n as i64 } else { *v }).clamp(0, n as i64) as usize),
                         None if (0..i64::MAX / 2).contains(v) => Some(*v as usize),
@@ -1046,45 +962,45 @@ impl Folder<'_> {
                     }
                 };
                 match (&x, norm(&starts[0]), norm(&ends[0])) {
-                    (Val::I { data, .. }, Some(s), Some(e)) if shape.len() == 1 => {
+                    (Value::Ints { data, .. }, Some(s), Some(e)) if shape.len() == 1 => {
                         let data = data.get(s..e.max(s).min(data.len())).unwrap_or_default().to_vec();
-                        Val::I { shape: vec![data.len()], data }
+                        Value::Ints { shape: vec![data.len()], data }
                     }
                     (_, s, e) => {
                         let mut out = shape.clone();
-                        let (sd, ed) = (s.map(Dim::Fixed).unwrap_or_else(|| sint_dim(&starts[0])), e.map(Dim::Fixed).unwrap_or_else(|| sint_dim(&ends[0])));
+                        let (sd, ed) = (s.map(Dim::Fixed).unwrap_or_else(|| starts[0].dim()), e.map(Dim::Fixed).unwrap_or_else(|| ends[0].dim()));
                         out[ax] = match (s, e) {
                             (Some(s), Some(e)) => Dim::Fixed(e.max(s) - s),
-                            _ => dim_op('-', &ed, &sd),
+                            _ => dim_op(SizeOp::Sub, &ed, &sd),
                         };
                         let dtype = Self::dtype_of(&x);
                         let id = self.operand(&x);
-                        let a = self.leaf(format!("i:{}", from_end(axes[0], shape.len())));
+                        let a = self.int_leaf(from_end(axes[0], shape.len()));
                         let ls = match s {
-                            Some(s) => self.leaf(format!("i:{s}")),
-                            None => self.operand(&Val::I { shape: vec![], data: vec![starts[0].clone()] }),
+                            Some(s) => self.size_leaf(s),
+                            None => self.operand(&Value::Ints { shape: vec![], data: vec![starts[0].clone()] }),
                         };
                         let le = match e {
-                            Some(e) => self.leaf(format!("i:{e}")),
-                            None => self.operand(&Val::I { shape: vec![], data: vec![ends[0].clone()] }),
+                            Some(e) => self.size_leaf(e),
+                            None => self.operand(&Value::Ints { shape: vec![], data: vec![ends[0].clone()] }),
                         };
-                        self.node("Slice", vec![id, a, ls, le], dtype, out)
+                        self.node(Term::Slice([id, a, ls, le]), dtype, out)
                     }
                 }
             }
             "CumSum" => {
-                let x = self.val(node, 0)?;
+                let x = self.input(node, 0)?;
                 let axis = self.ints_input(node, 1, "the axis")?;
                 if attr_i("exclusive")?.unwrap_or(0) != 0 || attr_i("reverse")?.unwrap_or(0) != 0 {
                     return Err(self.err(node, "only inclusive forward sums"));
                 }
                 let shape = self.shape_of(&x);
                 let id = self.operand(&x);
-                let l = self.leaf(format!("i:{}", from_end(axis.first().copied().unwrap_or(0), shape.len())));
-                self.node("CumSum", vec![id, l], Self::dtype_of(&x), shape)
+                let l = self.int_leaf(from_end(axis.first().copied().unwrap_or(0), shape.len()));
+                self.node(Term::CumSum([id, l]), Self::dtype_of(&x), shape)
             }
             "GatherND" => {
-                let (data, idx) = (self.val(node, 0)?, self.val(node, 1)?);
+                let (data, idx) = (self.input(node, 0)?, self.input(node, 1)?);
                 if attr_i("batch_dims")?.unwrap_or(0) != 0 {
                     return Err(self.err(node, "only batch_dims = 0"));
                 }
@@ -1093,13 +1009,13 @@ impl Folder<'_> {
                 let mut shape = is[..is.len() - 1].to_vec();
                 shape.extend_from_slice(ds.get(m..).unwrap_or_default());
                 let (a, b) = (self.operand(&data), self.operand(&idx));
-                self.node("GatherND", vec![a, b], Self::dtype_of(&data), shape)
+                self.node(Term::GatherND([a, b]), Self::dtype_of(&data), shape)
             }
             "ReduceMean" | "ReduceSum" => {
-                let x = self.val(node, 0)?;
+                let x = self.input(node, 0)?;
                 let axes = match self.file.attr_ints(node, "axes")? {
                     Some(a) => a.to_vec(),
-                    None if self.opt_val(node, 1).is_some() => self.ints_input(node, 1, "axes")?,
+                    None if self.optional_input(node, 1).is_some() => self.ints_input(node, 1, "axes")?,
                     None if attr_i("noop_with_empty_axes")?.unwrap_or(0) != 0 => return Ok(vec![x]),
                     None => (0..self.shape_of(&x).len() as i64).collect(),
                 };
@@ -1116,39 +1032,39 @@ impl Folder<'_> {
                 }
                 let dtype = Self::dtype_of(&x);
                 let id = self.operand(&x);
-                let (la, lk) = (self.leaf(list(&norm)), self.leaf(format!("i:{keep}")));
-                self.node(op, vec![id, la, lk], dtype, shape)
+                let (la, lk) = (self.ints_leaf(&norm), self.int_leaf(keep));
+                let term = if op == "ReduceMean" { Term::ReduceMean([id, la, lk]) } else { Term::ReduceSum([id, la, lk]) };
+                self.node(term, dtype, shape)
             }
             "Flatten" => {
-                let x = self.val(node, 0)?;
+                let x = self.input(node, 0)?;
                 let shape = self.shape_of(&x);
                 // Flatten's axis may also be the rank (everything in the first factor)
                 let axis = self.axis(node, attr_i("axis")?.unwrap_or(1), shape.len() + 1)?.min(shape.len());
-                let product = |dims: &[Dim]| dims.iter().fold(Dim::Fixed(1), |acc, d| dim_op('*', &acc, d));
+                let product = |dims: &[Dim]| dims.iter().fold(Dim::Fixed(1), |acc, d| dim_op(SizeOp::Mul, &acc, d));
                 let to = vec![product(&shape[..axis]), product(&shape[axis..])];
                 match x {
-                    Val::I { data, .. } => Val::I { shape: to.iter().filter_map(Dim::fixed).collect(), data },
-                    Val::F { data, .. } => Val::F { shape: to.iter().filter_map(Dim::fixed).collect(), data },
+                    Value::Ints { data, .. } => Value::Ints { shape: to.iter().filter_map(Dim::fixed).collect(), data },
+                    Value::Floats { data, .. } => Value::Floats { shape: to.iter().filter_map(Dim::fixed).collect(), data },
                     _ => {
                         let dtype = Self::dtype_of(&x);
                         let id = self.operand(&x);
-                        self.shape_table.push(to.clone());
-                        let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
-                        self.node("Reshape", vec![id, l], dtype, to)
+                        let l = self.dims_leaf(to.clone());
+                        self.node(Term::Reshape([id, l]), dtype, to)
                     }
                 }
             }
             "Softmax" => {
-                let x = self.val(node, 0)?;
+                let x = self.input(node, 0)?;
                 let shape = self.shape_of(&x);
                 let axis = from_end(attr_i("axis")?.unwrap_or(-1), shape.len());
                 let id = self.operand(&x);
-                let l = self.leaf(format!("i:{axis}"));
-                self.node("Softmax", vec![id, l], DType::F32, shape)
+                let l = self.int_leaf(axis);
+                self.node(Term::Softmax([id, l]), DType::F32, shape)
             }
-            "Sqrt" | "Reciprocal" | "Neg" | "Sigmoid" | "Cos" | "Sin" | "Exp" | "Tanh" if matches!(self.val(node, 0)?, Val::F { .. }) => {
+            "Sqrt" | "Reciprocal" | "Neg" | "Sigmoid" | "Cos" | "Sin" | "Exp" | "Tanh" if matches!(self.input(node, 0)?, Value::Floats { .. }) => {
                 // a constant (dynamo's `sqrt(scale)` of its attention decomposition)
-                let Val::F { shape, data } = self.val(node, 0)? else { return Err(self.err(node, "a constant")) };
+                let Value::Floats { shape, data } = self.input(node, 0)? else { return Err(self.err(node, "a constant")) };
                 let f = |v: f32| match op {
                     "Sqrt" => v.sqrt(),
                     "Reciprocal" => 1.0 / v,
@@ -1159,20 +1075,21 @@ impl Folder<'_> {
                     "Exp" => v.exp(),
                     _ => v.tanh(),
                 };
-                Val::F { shape, data: data.into_iter().map(f).collect() }
+                Value::Floats { shape, data: data.into_iter().map(f).collect() }
             }
             "Sqrt" | "Reciprocal" | "Neg" | "Sigmoid" | "Cos" | "Sin" | "IsNaN" | "Not" | "Exp" | "Tanh" => {
-                let x = self.val(node, 0)?;
+                let x = self.input(node, 0)?;
                 let shape = self.shape_of(&x);
                 let dtype = if matches!(op, "IsNaN" | "Not") { DType::Bool } else { Self::dtype_of(&x) };
                 let id = self.operand(&x);
-                self.node(op, vec![id], dtype, shape)
+                let term = unary_term(op, id).ok_or_else(|| unsupported_op(self.file, node))?;
+                self.node(term, dtype, shape)
             }
             "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "LessOrEqual" | "Less" | "Greater" | "And" | "Or" | "Max" | "Min" => {
-                let (a, b) = (self.val(node, 0)?, self.val(node, 1)?);
+                let (a, b) = (self.input(node, 0)?, self.input(node, 1)?);
                 if let Some(v) = self.binary_ints(node, &a, &b) {
                     v
-                } else if let (Val::F { shape, data: da }, Val::F { data: db, .. }) = (&a, &b) {
+                } else if let (Value::Floats { shape, data: da }, Value::Floats { data: db, .. }) = (&a, &b) {
                     if da.len() != db.len() && da.len() != 1 && db.len() != 1 {
                         return Err(self.err(node, "constant operands do not broadcast"));
                     }
@@ -1188,35 +1105,36 @@ impl Folder<'_> {
                             _ => f32::NAN,
                         })
                         .collect();
-                    Val::F { shape: if da.len() >= db.len() { shape.clone() } else { vec![n] }, data }
+                    Value::Floats { shape: if da.len() >= db.len() { shape.clone() } else { vec![n] }, data }
                 } else {
                     let shape = broadcast(&self.shape_of(&a), &self.shape_of(&b)).ok_or_else(|| self.err(node, "shapes do not broadcast"))?;
                     let dtype = match op {
                         "Equal" | "LessOrEqual" | "Less" | "Greater" | "And" | "Or" => DType::Bool,
-                        _ if matches!(a, Val::T { .. }) => Self::dtype_of(&a),
+                        _ if matches!(a, Value::Runtime { .. }) => Self::dtype_of(&a),
                         _ => Self::dtype_of(&b),
                     };
                     let (ia, ib) = (self.operand(&a), self.operand(&b));
-                    self.node(op, vec![ia, ib], dtype, shape)
+                    let term = binary_term(op, [ia, ib]).ok_or_else(|| unsupported_op(self.file, node))?;
+                    self.node(term, dtype, shape)
                 }
             }
             "Where" => {
-                let (c, a, b) = (self.val(node, 0)?, self.val(node, 1)?, self.val(node, 2)?);
-                if let (Some(cv), Val::I { data: da, .. }, Val::I { data: db, shape }) = (Self::known_ints(&c), &a, &b) {
+                let (c, a, b) = (self.input(node, 0)?, self.input(node, 1)?, self.input(node, 2)?);
+                if let (Some(cv), Value::Ints { data: da, .. }, Value::Ints { data: db, shape }) = (Self::known_ints(&c), &a, &b) {
                     let n = cv.len();
-                    let pick = |d: &Vec<SInt>, i: usize| d[if d.len() == 1 { 0 } else { i }].clone();
+                    let pick = |d: &Vec<SymInt>, i: usize| d[if d.len() == 1 { 0 } else { i }].clone();
                     let data = (0..n).map(|i| if cv[i] != 0 { pick(da, i) } else { pick(db, i) }).collect();
-                    Val::I { shape: shape.clone(), data }
+                    Value::Ints { shape: shape.clone(), data }
                 } else {
                     let s = broadcast(&self.shape_of(&c), &self.shape_of(&a)).and_then(|s| broadcast(&s, &self.shape_of(&b)));
                     let shape = s.ok_or_else(|| self.err(node, "shapes do not broadcast"))?;
-                    let dtype = if matches!(a, Val::T { .. }) { Self::dtype_of(&a) } else { Self::dtype_of(&b) };
+                    let dtype = if matches!(a, Value::Runtime { .. }) { Self::dtype_of(&a) } else { Self::dtype_of(&b) };
                     let (ic, ia, ib) = (self.operand(&c), self.operand(&a), self.operand(&b));
-                    self.node("Where", vec![ic, ia, ib], dtype, shape)
+                    self.node(Term::Where([ic, ia, ib]), dtype, shape)
                 }
             }
             "MatMul" => {
-                let (a, b) = (self.val(node, 0)?, self.val(node, 1)?);
+                let (a, b) = (self.input(node, 0)?, self.input(node, 1)?);
                 let (sa, sb) = (self.shape_of(&a), self.shape_of(&b));
                 if sa.len() < 2 || sb.len() < 2 {
                     return Err(self.err(node, "operands of rank < 2"));
@@ -1226,10 +1144,10 @@ impl Folder<'_> {
                 shape.push(sa[sa.len() - 2].clone());
                 shape.push(sb[sb.len() - 1].clone());
                 let (ia, ib) = (self.operand(&a), self.operand(&b));
-                self.node("MatMul", vec![ia, ib], DType::F32, shape)
+                self.node(Term::MatMul([ia, ib]), DType::F32, shape)
             }
             "Gemm" => {
-                let (a, b) = (self.val(node, 0)?, self.val(node, 1)?);
+                let (a, b) = (self.input(node, 0)?, self.input(node, 1)?);
                 let (ta, tb) = (attr_i("transA")?.unwrap_or(0), attr_i("transB")?.unwrap_or(0));
                 let (alpha, beta) = (self.file.attr_float(node, "alpha")?.unwrap_or(1.0), self.file.attr_float(node, "beta")?.unwrap_or(1.0));
                 if ta != 0 || alpha != 1.0 || beta != 1.0 {
@@ -1240,26 +1158,63 @@ impl Folder<'_> {
                 let shape = vec![sa[0].clone(), n];
                 let (ia, ib) = (self.operand(&a), self.operand(&b));
                 let w = if tb != 0 {
-                    let p = self.leaf("i:[1,0]");
-                    self.eg.add(SymbolLang::new("Transpose", vec![ib, p]))
+                    let p = self.ints_leaf(&[1, 0]);
+                    self.eg.add(Term::Transpose([ib, p]))
                 } else {
                     ib
                 };
-                let Val::T { id: mm, .. } = self.node("MatMul", vec![ia, w], DType::F32, shape.clone()) else {
+                let Value::Runtime { id: mm, .. } = self.node(Term::MatMul([ia, w]), DType::F32, shape.clone()) else {
                     return Err(self.err(node, "gemm"));
                 };
-                match self.opt_val(node, 2) {
+                match self.optional_input(node, 2) {
                     Some(c) => {
                         let ic = self.operand(&c);
-                        self.node("Add", vec![mm, ic], DType::F32, shape)
+                        self.node(Term::Add([mm, ic]), DType::F32, shape)
                     }
-                    None => Val::T { id: mm, dtype: DType::F32, shape },
+                    None => Value::Runtime { id: mm, dtype: DType::F32, shape },
                 }
             }
             _ => return Err(unsupported_op(self.file, node)),
         };
         Ok(vec![out])
     }
+}
+
+/// The e-node of ONNX's elementwise op `op` of one operand.
+fn unary_term(op: &str, x: Id) -> Option<Term> {
+    Some(match op {
+        "Sqrt" => Term::Sqrt(x),
+        "Reciprocal" => Term::Reciprocal(x),
+        "Neg" => Term::Neg(x),
+        "Sigmoid" => Term::Sigmoid(x),
+        "Cos" => Term::Cos(x),
+        "Sin" => Term::Sin(x),
+        "IsNaN" => Term::IsNaN(x),
+        "Not" => Term::Not(x),
+        "Exp" => Term::Exp(x),
+        "Tanh" => Term::Tanh(x),
+        _ => return None,
+    })
+}
+
+/// The e-node of ONNX's elementwise op `op` of two operands.
+fn binary_term(op: &str, xy: [Id; 2]) -> Option<Term> {
+    Some(match op {
+        "Add" => Term::Add(xy),
+        "Sub" => Term::Sub(xy),
+        "Mul" => Term::Mul(xy),
+        "Div" => Term::Div(xy),
+        "Pow" => Term::Pow(xy),
+        "Equal" => Term::Equal(xy),
+        "LessOrEqual" => Term::LessOrEqual(xy),
+        "Less" => Term::Less(xy),
+        "Greater" => Term::Greater(xy),
+        "And" => Term::And(xy),
+        "Or" => Term::Or(xy),
+        "Max" => Term::Max(xy),
+        "Min" => Term::Min(xy),
+        _ => return None,
+    })
 }
 
 /// What a graph input other than the token ids stands for. prunec computes a model as it
@@ -1304,12 +1259,14 @@ impl Folder<'_> {
         })?;
         let float = matches!(dt, DataType::Float | DataType::Float16 | DataType::Bfloat16 | DataType::Double);
         let v = if float && !nested && (shape.len() >= 2 || (shape.len() == 1 && numel > 1)) {
-            if shape.len() <= 1 && numel <= SMALL {
+            let values = if shape.len() <= 1 && numel <= SMALL_WEIGHT {
                 let (_, data) = self.file.tensor_f32(init)?;
-                self.floats.insert(format!("w:{}", init.name), (shape.clone(), data.into_owned()));
-            }
-            self.weights.insert(init.name.clone(), shape.clone());
-            Val::W { name: init.name.clone(), shape }
+                Some(data.into_owned())
+            } else {
+                None
+            };
+            self.eg.analysis.add_weight(&init.name, shape.clone(), values);
+            Value::Weight { name: init.name.clone(), shape }
         } else if matches!(dt, DataType::Uint8 | DataType::Int8 | DataType::Uint4 | DataType::Int4) && shape.len() >= 2 {
             // packed quantized weights: read by the op that uses them (MatMulNBits, GatherBlockQuantized)
             self.packed.insert(init.name.clone(), (init.name.clone(), shape.clone()));
@@ -1317,11 +1274,11 @@ impl Folder<'_> {
         } else {
             self.tensor_val(init)?
         };
-        if let Val::I { data, .. } = &v {
+        if let Value::Ints { data, .. } = &v {
             let reader = None;
-            self.prov.insert(init.name.clone(), (0..data.len()).map(|elem| Some(Prov { source: init.name.clone(), elem, reader })).collect());
+            self.provenance.insert(init.name.clone(), (0..data.len()).map(|elem| Some(Provenance { source: init.name.clone(), elem, reader })).collect());
         }
-        self.vals.insert(init.name.clone(), v);
+        self.values.insert(init.name.clone(), v);
         Ok(())
     }
 
@@ -1350,51 +1307,49 @@ impl Folder<'_> {
             .iter()
             .enumerate()
             .map(|(i, d)| match d {
-                super::Dim::Fixed(n) if *n > 0 => Dim::Fixed(*n as usize),
+                Some(Dim::Fixed(n)) if *n > 0 => Dim::Fixed(*n),
                 _ if i == 0 => Dim::batch(),
-                super::Dim::Named(p) if role == InputRole::Cache && i == 3 => Dim::Sym(p.clone()),
+                Some(Dim::Sym(p)) if role == InputRole::Cache && i == 3 => Dim::Sym(p.clone()),
                 _ => Dim::seq(),
             })
             .collect();
         let val = match role {
             InputRole::Ids => {
-                let id = self.leaf(format!("in:{name}"));
-                self.shapes.insert(id, shape.clone());
-                self.vals.insert(name.to_string(), Val::T { id, dtype: DType::I64, shape: shape.clone() });
+                let id = self.leaf(Term::Input(InputName(Symbol::from(name))));
+                self.set_shape(id, shape.clone());
+                self.values.insert(name.to_string(), Value::Runtime { id, dtype: DType::I64, shape: shape.clone() });
                 return Ok(Some((name.to_string(), DType::I64, shape)));
             }
             InputRole::Mask => {
                 let dims = vec![Dim::batch(), Dim::seq()];
-                self.shape_table.push(dims.clone());
-                let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
-                let one = self.leaf("f:1");
-                self.node("ConstantOfShape", vec![l, one], DType::I64, dims)
+                let l = self.dims_leaf(dims.clone());
+                let one = self.float_leaf(1.0);
+                self.node(Term::ConstantOfShape([l, one]), DType::I64, dims)
             }
             InputRole::Positions => {
-                let (zero, one) = (self.leaf("i:0"), self.leaf("i:1"));
-                let seq = self.operand(&Val::I { shape: vec![], data: vec![SInt::D(Dim::seq())] });
-                let Val::T { id: range, .. } = self.node("Range", vec![zero, seq, one], DType::I64, vec![Dim::seq()]) else {
+                let (zero, one) = (self.int_leaf(0), self.int_leaf(1));
+                let seq = self.operand(&Value::Ints { shape: vec![], data: vec![SymInt::Symbolic(Dim::seq())] });
+                let Value::Runtime { id: range, .. } = self.node(Term::Range([zero, seq, one]), DType::I64, vec![Dim::seq()]) else {
                     return Ok(None);
                 };
-                let axes = self.leaf("i:[0]");
-                let Val::T { id: row, .. } = self.node("Unsqueeze", vec![range, axes], DType::I64, vec![Dim::Fixed(1), Dim::seq()]) else {
+                let axes = self.ints_leaf(&[0]);
+                let Value::Runtime { id: row, .. } = self.node(Term::Unsqueeze([range, axes]), DType::I64, vec![Dim::Fixed(1), Dim::seq()]) else {
                     return Ok(None);
                 };
                 let dims = vec![Dim::batch(), Dim::seq()];
-                self.shape_table.push(dims.clone());
-                let l = self.leaf(format!("s:{}", self.shape_table.len() - 1));
-                self.node("Expand", vec![row, l], DType::I64, dims)
+                let l = self.dims_leaf(dims.clone());
+                self.node(Term::Expand([row, l]), DType::I64, dims)
             }
             InputRole::Cache => {
                 let mut s = shape;
                 s[2] = Dim::Fixed(0);
-                let id = self.leaf(format!("in:{name}"));
-                self.shapes.insert(id, s.clone());
+                let id = self.leaf(Term::Input(InputName(Symbol::from(name))));
+                self.set_shape(id, s.clone());
                 self.cache_inputs.insert(id, name.to_string());
-                Val::T { id, dtype: DType::F32, shape: s }
+                Value::Runtime { id, dtype: DType::F32, shape: s }
             }
         };
-        self.vals.insert(name.to_string(), val);
+        self.values.insert(name.to_string(), val);
         Ok(None)
     }
 
@@ -1411,36 +1366,36 @@ impl Folder<'_> {
                 if name.is_empty() {
                     continue;
                 }
-                if let (Val::T { id, .. }, "Reshape") = (&v, node.op_type.as_str()) {
+                if let (Value::Runtime { id, .. }, "Reshape") = (&v, node.op_type.as_str()) {
                     self.reshapes.push((name.clone(), *id));
                 }
-                if let Val::T { id, .. } = &v {
+                if let Value::Runtime { id, .. } = &v {
                     if node.op_type == "Expand" && !nested {
                         if let Some(target) = node.input.get(1) {
                             self.expand_of.insert(*id, (index, target.clone()));
                         }
                     }
                 }
-                self.names.insert(name.clone(), self.shape_of(&v));
-                if let Val::I { data, .. } = &v {
-                    let prov = if nested { vec![None; data.len()] } else { self.propagate_prov(node, index, data.len()) };
-                    self.prov.insert(name.clone(), prov);
+                self.value_shapes.insert(name.clone(), self.shape_of(&v));
+                if let Value::Ints { data, .. } = &v {
+                    let prov = if nested { vec![None; data.len()] } else { self.propagate_provenance(node, index, data.len()) };
+                    self.provenance.insert(name.clone(), prov);
                 }
-                self.vals.insert(name.clone(), v);
+                self.values.insert(name.clone(), v);
             }
         }
         Ok(())
     }
 
     /// `If` with a condition known when folding: the branch taken, folded in place.
-    fn fold_if(&mut self, node: &NodeProto) -> Result<Vec<Val>> {
-        let cond = self.val(node, 0)?;
+    fn fold_if(&mut self, node: &NodeProto) -> Result<Vec<Value>> {
+        let cond = self.input(node, 0)?;
         let taken = match &cond {
-            Val::I { data, .. } if data.len() == 1 => match &data[0] {
-                SInt::K(k) => *k != 0,
-                SInt::D(_) => return Err(self.err(node, "the condition depends on a symbolic size")),
+            Value::Ints { data, .. } if data.len() == 1 => match &data[0] {
+                SymInt::Known(k) => *k != 0,
+                SymInt::Symbolic(_) => return Err(self.err(node, "the condition depends on a symbolic size")),
             },
-            Val::F { data, .. } if data.len() == 1 => data[0] != 0.0,
+            Value::Floats { data, .. } if data.len() == 1 => data[0] != 0.0,
             _ => return Err(self.err(node, "the condition is computed at run time: only an `If` whose condition is constant is folded")),
         };
         let which = if taken { "then_branch" } else { "else_branch" };
@@ -1455,7 +1410,7 @@ impl Folder<'_> {
         branch
             .output
             .iter()
-            .map(|o| self.vals.get(&o.name).cloned().ok_or_else(|| self.err(node, format!("`{which}` does not compute its output `{}`", o.name))))
+            .map(|o| self.values.get(&o.name).cloned().ok_or_else(|| self.err(node, format!("`{which}` does not compute its output `{}`", o.name))))
             .collect()
     }
 }
@@ -1522,21 +1477,17 @@ type FoldResult = ((Folded, Vec<AttrEdit>), Vec<Edit>, ValueShapes);
 fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Result<FoldResult> {
     let mut f = Folder {
         file,
-        eg: Egraph::default(),
-        vals: HashMap::new(),
-        floats: HashMap::new(),
-        shape_table: Vec::new(),
-        shapes: HashMap::new(),
-        weights: HashMap::new(),
-        prov: HashMap::new(),
+        eg: EGraph::new(Tables::default()),
+        values: HashMap::new(),
+        provenance: HashMap::new(),
         oracle,
         edits: Vec::new(),
         expand_of: HashMap::new(),
         current: 0,
-        strings: Default::default(),
+        strings: HashSet::new(),
         cache_inputs: HashMap::new(),
         cache_shapes: HashMap::new(),
-        names: HashMap::new(),
+        value_shapes: HashMap::new(),
         reshapes: Vec::new(),
         packed: HashMap::new(),
         quantized: HashMap::new(),
@@ -1548,7 +1499,7 @@ fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Res
     }
     let mut inputs = Vec::new();
     for input in &graph.input {
-        if f.vals.contains_key(&input.name) {
+        if f.values.contains_key(&input.name) {
             continue; // an initializer listed as an input (old exporters)
         }
         if let Some(input) = f.fold_input(&input.name)? {
@@ -1556,7 +1507,7 @@ fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Res
         }
     }
     f.fold_nodes(&graph.node, false)?;
-    let mut names = std::mem::take(&mut f.names);
+    let mut names = std::mem::take(&mut f.value_shapes);
     // a cache input takes the shape of the new keys or values it is concatenated with
     for (name, shape) in std::mem::take(&mut f.cache_shapes) {
         names.insert(name, shape);
@@ -1564,8 +1515,8 @@ fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Res
     let reshapes = std::mem::take(&mut f.reshapes);
     let mut outputs = Vec::new();
     for out in &graph.output {
-        match f.vals.get(&out.name) {
-            Some(Val::T { id, .. }) => outputs.push((out.name.clone(), *id)),
+        match f.values.get(&out.name) {
+            Some(Value::Runtime { id, .. }) => outputs.push((out.name.clone(), *id)),
             _ => {
                 return Err(FrontendError::Corrupt {
                     path: file.path().to_path_buf(),
@@ -1581,10 +1532,6 @@ fn fold_with(file: &OnnxFile, oracle: Option<&HashMap<String, Vec<Dim>>>) -> Res
     let folded = Folded {
         egraph: f.eg,
         outputs,
-        shapes: f.shapes,
-        floats: f.floats,
-        shape_table: f.shape_table,
-        weights: f.weights,
         inputs,
         reshapes,
         quantized: f.quantized,

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use egg::{CostFunction, Extractor, Id, Language, SymbolLang};
+use egg::{CostFunction, Extractor, Id, Language};
 use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, Param, ParamData, ParamOrigin, ParamStore, SourceValue, Rope, RopeLayout, Shape, UnaryOp, ValueId, ValueType};
 
-use super::fold::{Egraph, Folded};
+use super::fold::Folded;
+use super::language::{EGraph, ReadFacts, Tables, Term};
 use super::OnnxFile;
 use crate::error::{FrontendError, Result};
 
@@ -15,16 +16,25 @@ use crate::error::{FrontendError, Result};
 /// extraction prefers what rules raised.
 struct PreferRaised;
 
-impl CostFunction<SymbolLang> for PreferRaised {
+impl CostFunction<Term> for PreferRaised {
     type Cost = u64;
-    fn cost<C>(&mut self, enode: &SymbolLang, mut costs: C) -> u64
+    fn cost<C>(&mut self, enode: &Term, mut costs: C) -> u64
     where
         C: FnMut(Id) -> u64,
     {
-        let own = match enode.op.as_str() {
-            "RmsNorm" | "Linear" | "Embedding" | "Silu" | "Rope" | "RopeInterleaved" | "Attention" | "RepeatHeads" | "SplitHeads" | "MergeHeads" => 1,
-            _ if enode.children.is_empty() => 1,
-            "T0213" => 2,
+        let own = match enode {
+            Term::RmsNorm(_)
+            | Term::Linear(_)
+            | Term::Embedding(_)
+            | Term::Silu(_)
+            | Term::Rope(_)
+            | Term::RopeInterleaved(_)
+            | Term::Attention(_)
+            | Term::RepeatHeads(_)
+            | Term::SplitHeads(_)
+            | Term::MergeHeads(_) => 1,
+            _ if enode.is_leaf() => 1,
+            Term::SwapAxes12(_) => 2,
             _ => 10,
         };
         // own cost plus the costliest child, not the sum: a tree sum grows exponentially with
@@ -37,18 +47,14 @@ impl CostFunction<SymbolLang> for PreferRaised {
 struct Lowerer<'a> {
     file: &'a OnnxFile,
     folded: &'a Folded,
-    ext: Extractor<'a, PreferRaised, SymbolLang, ()>,
-    eg: &'a Egraph,
+    ext: Extractor<'a, PreferRaised, Term, Tables>,
+    eg: &'a EGraph,
     graph: Graph,
     params: ParamStore,
     memo: HashMap<Id, ValueId>,
     used: HashMap<String, bool>,
     param_nodes: HashMap<String, ValueId>,
     origins: Vec<ParamOrigin>,
-}
-
-fn leaf_str(n: &SymbolLang) -> Option<&str> {
-    n.children.is_empty().then(|| n.op.as_str())
 }
 
 impl Lowerer<'_> {
@@ -60,25 +66,28 @@ impl Lowerer<'_> {
         FrontendError::Ir { path: self.file.path().to_path_buf(), source: e }
     }
 
-    fn leaf_of(&self, id: Id) -> Option<String> {
-        self.eg[id].nodes.iter().find_map(|n| leaf_str(n).map(str::to_string))
+    /// The leaf of class `id`, when it has one.
+    fn leaf_of(&self, id: Id) -> Option<&Term> {
+        self.eg[id].nodes.iter().find(|n| n.is_leaf())
     }
 
+    /// A scalar attribute leaf, float or integer.
     fn scalar(&self, id: Id) -> Result<f64> {
-        let l = self.leaf_of(id).ok_or_else(|| self.err("expected a constant attribute"))?;
-        l.strip_prefix("f:")
-            .or_else(|| l.strip_prefix("i:"))
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| self.err(format!("expected a scalar, found `{l}`")))
+        match self.leaf_of(id) {
+            None => Err(self.err("expected a constant attribute")),
+            Some(Term::Float(v)) => Ok(v.f64()),
+            Some(Term::Int(v)) => Ok(v.0 as f64),
+            Some(l) => Err(self.err(format!("expected a scalar, found `{l}`"))),
+        }
     }
 
+    /// An integer list attribute leaf (or a scalar, as a list of one).
     fn ints(&self, id: Id) -> Result<Vec<i64>> {
-        let l = self.leaf_of(id).ok_or_else(|| self.err("expected an integer attribute"))?;
-        let v = l.strip_prefix("i:").ok_or_else(|| self.err(format!("expected integers, found `{l}`")))?;
-        match v.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
-            Some("") => Ok(vec![]),
-            Some(list) => list.split(',').map(|x| x.parse().map_err(|_| self.err(format!("bad list `{l}`")))).collect(),
-            None => v.parse().map(|x| vec![x]).map_err(|_| self.err(format!("bad integer `{l}`"))),
+        match self.leaf_of(id) {
+            None => Err(self.err("expected an integer attribute")),
+            Some(Term::IntList(l)) => Ok(l.0.to_vec()),
+            Some(l @ Term::Int(v)) => i64::try_from(v.0).map(|v| vec![v]).map_err(|_| self.err(format!("bad integer `{l}`"))),
+            Some(l) => Err(self.err(format!("expected integers, found `{l}`"))),
         }
     }
 
@@ -144,12 +153,6 @@ impl Lowerer<'_> {
         Ok(v)
     }
 
-    /// The shape folding gave e-class `id` (any of its members).
-    fn class_shape(&self, id: Id) -> Option<Vec<prunec_ir::Dim>> {
-        let c = self.eg.find(id);
-        self.folded.shapes.iter().find(|(k, _)| self.eg.find(**k) == c).map(|(_, s)| s.clone())
-    }
-
     fn add(&mut self, op: Op, name: &str, inputs: &[ValueId]) -> Result<ValueId> {
         self.graph.add_value(op, name, None, inputs).map_err(|e| self.ir(e))
     }
@@ -164,156 +167,156 @@ impl Lowerer<'_> {
             return Ok(*v);
         }
         let node = self.ext.find_best_node(id).clone();
-        let op = node.op.as_str().to_string();
-        let ch = node.children.clone();
-        let v = if let Some(name) = op.strip_prefix("in:") {
-            let (_, dtype, shape) = self.folded.inputs.iter().find(|(n, _, _)| n == name).ok_or_else(|| self.err(format!("input `{name}`")))?;
-            let ty = ValueType::new(*dtype, Shape(shape.clone()));
-            self.add(Op::Input { name: name.to_string(), ty }, name, &[])?
-        } else if let Some(name) = op.strip_prefix("wt:") {
-            self.param(name, true)?
-        } else if let Some(name) = op.strip_prefix("w:").or_else(|| op.strip_prefix("wq:")) {
-            self.param(name, false)?
-        } else {
-            let mut arg = |k: usize| -> Result<ValueId> {
-                let c = *ch.get(k).ok_or_else(|| self.err(format!("`{op}` lacks operand {k}")))?;
-                self.lower(c)
-            };
-            match op.as_str() {
-                "Embedding" => {
-                    let (t, i) = (arg(0)?, arg(1)?);
-                    self.add(Op::Embedding, "embedding", &[t, i])?
-                }
-                "RmsNorm" => {
-                    let eps = self.scalar(ch[2])? as f32;
-                    let (x, w) = (self.lower(ch[0])?, self.lower(ch[1])?);
-                    self.add(Op::RmsNorm { eps }, "rms_norm", &[x, w])?
-                }
-                "Linear" => {
-                    let (x, w) = (self.lower(ch[0])?, self.lower(ch[1])?);
-                    self.add(Op::Linear, "linear", &[x, w])?
-                }
-                "Silu" => {
-                    let x = self.lower(ch[0])?;
-                    self.add(Op::Unary(UnaryOp::Silu), "silu", &[x])?
-                }
-                "SplitHeads" => {
-                    let heads = self.scalar(ch[1])? as usize;
-                    let x = self.lower(ch[0])?;
-                    self.add(Op::SplitHeads { heads }, "split_heads", &[x])?
-                }
-                "MergeHeads" => {
-                    let x = self.lower(ch[0])?;
-                    self.add(Op::MergeHeads, "merge_heads", &[x])?
-                }
-                "Rope" | "RopeInterleaved" => {
-                    let theta = self.scalar(ch[1])? as f32;
-                    let dims = self.scalar(ch[2])? as usize;
-                    let x = self.lower(ch[0])?;
-                    let layout = if op == "Rope" { RopeLayout::HalfSplit } else { RopeLayout::Interleaved };
-                    self.add(Op::Rope(Rope { theta, rotary_dims: dims, layout, half_freqs: false }), "rope", &[x])?
-                }
-                "RepeatHeads" => {
-                    let n = self.scalar(ch[1])? as usize;
-                    let x = self.lower(ch[0])?;
-                    let r = self.rank(x)?;
-                    let heads = self.graph.value_type(x).map_err(|e| self.ir(e))?.dim(r - 2).and_then(prunec_ir::Dim::fixed).unwrap_or(0);
-                    self.add(Op::repeat_heads(heads, n), "repeat_heads", &[x])?
-                }
-                "Attention" => {
-                    let scale = self.scalar(ch[3])? as f32;
-                    let (q, k, v) = (self.lower(ch[0])?, self.lower(ch[1])?, self.lower(ch[2])?);
-                    self.add(Op::Attention(Attention { scale, causal: true }), "attention", &[q, k, v])?
-                }
-                "T0213" => {
-                    let x = self.lower(ch[0])?;
-                    self.add(Op::Transpose { perm: vec![0, 2, 1, 3] }, "transpose", &[x])?
-                }
-                "Transpose" => {
-                    let perm: Vec<usize> = self.ints(ch[1])?.iter().map(|&p| p as usize).collect();
-                    let x = self.lower(ch[0])?;
-                    self.add(Op::Transpose { perm }, "transpose", &[x])?
-                }
-                "Add" | "Sub" | "Mul" | "Div" => {
-                    let scalar_operand = |k: usize| self.leaf_of(ch[k]).filter(|l| l.starts_with("f:")).and_then(|l| l[2..].parse::<f32>().ok());
-                    match (op.as_str(), scalar_operand(0), scalar_operand(1)) {
-                        ("Mul", Some(c), None) => {
-                            let x = self.lower(ch[1])?;
-                            self.add(Op::Unary(UnaryOp::Scale(c)), "scale", &[x])?
-                        }
-                        ("Mul", None, Some(c)) | ("Div", None, Some(c)) => {
-                            let c = if op == "Div" { 1.0 / c } else { c };
-                            let x = self.lower(ch[0])?;
-                            self.add(Op::Unary(UnaryOp::Scale(c)), "scale", &[x])?
-                        }
-                        _ => {
-                            let b = match op.as_str() {
-                                "Add" => BinaryOp::Add,
-                                "Sub" => BinaryOp::Sub,
-                                "Mul" => BinaryOp::Mul,
-                                _ => BinaryOp::Div,
-                            };
-                            let (x, y) = (self.lower(ch[0])?, self.lower(ch[1])?);
-                            self.add(Op::Binary(b), &op.to_lowercase(), &[x, y])?
-                        }
+        let v = match node {
+            Term::Input(name) => {
+                let name = name.as_str();
+                let (_, dtype, shape) = self.folded.inputs.iter().find(|(n, _, _)| n == name).ok_or_else(|| self.err(format!("input `{name}`")))?;
+                let ty = ValueType::new(*dtype, Shape(shape.clone()));
+                self.add(Op::Input { name: name.to_string(), ty }, name, &[])?
+            }
+            Term::TransposedWeight(name) => self.param(name.as_str(), true)?,
+            Term::Weight(name) => self.param(name.as_str(), false)?,
+            Term::QuantizedWeight(name) => self.param(name.as_str(), false)?,
+            Term::Embedding([table, ids]) => {
+                let (t, i) = (self.lower(table)?, self.lower(ids)?);
+                self.add(Op::Embedding, "embedding", &[t, i])?
+            }
+            Term::RmsNorm([x, w, eps]) => {
+                let eps = self.scalar(eps)? as f32;
+                let (x, w) = (self.lower(x)?, self.lower(w)?);
+                self.add(Op::RmsNorm { eps }, "rms_norm", &[x, w])?
+            }
+            Term::Linear([x, w]) => {
+                let (x, w) = (self.lower(x)?, self.lower(w)?);
+                self.add(Op::Linear, "linear", &[x, w])?
+            }
+            Term::Silu(x) => {
+                let x = self.lower(x)?;
+                self.add(Op::Unary(UnaryOp::Silu), "silu", &[x])?
+            }
+            Term::SplitHeads([x, heads]) => {
+                let heads = self.scalar(heads)? as usize;
+                let x = self.lower(x)?;
+                self.add(Op::SplitHeads { heads }, "split_heads", &[x])?
+            }
+            Term::MergeHeads(x) => {
+                let x = self.lower(x)?;
+                self.add(Op::MergeHeads, "merge_heads", &[x])?
+            }
+            Term::Rope([x, theta, dims]) | Term::RopeInterleaved([x, theta, dims]) => {
+                let theta = self.scalar(theta)? as f32;
+                let dims = self.scalar(dims)? as usize;
+                let x = self.lower(x)?;
+                let layout = if matches!(node, Term::Rope(_)) { RopeLayout::HalfSplit } else { RopeLayout::Interleaved };
+                self.add(Op::Rope(Rope { theta, rotary_dims: dims, layout, half_freqs: false }), "rope", &[x])?
+            }
+            Term::RepeatHeads([x, n]) => {
+                let n = self.scalar(n)? as usize;
+                let x = self.lower(x)?;
+                let r = self.rank(x)?;
+                let heads = self.graph.value_type(x).map_err(|e| self.ir(e))?.dim(r - 2).and_then(prunec_ir::Dim::fixed).unwrap_or(0);
+                self.add(Op::repeat_heads(heads, n), "repeat_heads", &[x])?
+            }
+            Term::Attention([q, k, v, scale]) => {
+                let scale = self.scalar(scale)? as f32;
+                let (q, k, v) = (self.lower(q)?, self.lower(k)?, self.lower(v)?);
+                self.add(Op::Attention(Attention { scale, causal: true }), "attention", &[q, k, v])?
+            }
+            Term::SwapAxes12(x) => {
+                let x = self.lower(x)?;
+                self.add(Op::Transpose { perm: vec![0, 2, 1, 3] }, "transpose", &[x])?
+            }
+            Term::Transpose([x, perm]) => {
+                let perm: Vec<usize> = self.ints(perm)?.iter().map(|&p| p as usize).collect();
+                let x = self.lower(x)?;
+                self.add(Op::Transpose { perm }, "transpose", &[x])?
+            }
+            Term::Add(xy) | Term::Sub(xy) | Term::Mul(xy) | Term::Div(xy) => {
+                let (b, name) = match node {
+                    Term::Add(_) => (BinaryOp::Add, "add"),
+                    Term::Sub(_) => (BinaryOp::Sub, "sub"),
+                    Term::Mul(_) => (BinaryOp::Mul, "mul"),
+                    _ => (BinaryOp::Div, "div"),
+                };
+                // a float scalar operand makes a product or quotient a scale
+                let scalar_operand = |k: usize| match self.leaf_of(xy[k]) {
+                    Some(Term::Float(c)) => Some(c.f32()),
+                    _ => None,
+                };
+                let (mul, div) = (matches!(node, Term::Mul(_)), matches!(node, Term::Div(_)));
+                match (scalar_operand(0), scalar_operand(1)) {
+                    (Some(c), None) if mul => {
+                        let x = self.lower(xy[1])?;
+                        self.add(Op::Unary(UnaryOp::Scale(c)), "scale", &[x])?
+                    }
+                    (None, Some(c)) if mul || div => {
+                        let c = if div { 1.0 / c } else { c };
+                        let x = self.lower(xy[0])?;
+                        self.add(Op::Unary(UnaryOp::Scale(c)), "scale", &[x])?
+                    }
+                    _ => {
+                        let (x, y) = (self.lower(xy[0])?, self.lower(xy[1])?);
+                        self.add(Op::Binary(b), name, &[x, y])?
                     }
                 }
-                "Sigmoid" | "Neg" | "Sqrt" | "Reciprocal" | "Exp" | "Tanh" => {
-                    let u = match op.as_str() {
-                        "Sigmoid" => UnaryOp::Sigmoid,
-                        "Neg" => UnaryOp::Neg,
-                        "Sqrt" => UnaryOp::Sqrt,
-                        "Reciprocal" => UnaryOp::Reciprocal,
-                        "Exp" => UnaryOp::Exp,
-                        _ => UnaryOp::Tanh,
-                    };
-                    let x = self.lower(ch[0])?;
-                    self.add(Op::Unary(u), &op.to_lowercase(), &[x])?
+            }
+            Term::Sigmoid(x) | Term::Neg(x) | Term::Sqrt(x) | Term::Reciprocal(x) | Term::Exp(x) | Term::Tanh(x) => {
+                let (u, name) = match node {
+                    Term::Sigmoid(_) => (UnaryOp::Sigmoid, "sigmoid"),
+                    Term::Neg(_) => (UnaryOp::Neg, "neg"),
+                    Term::Sqrt(_) => (UnaryOp::Sqrt, "sqrt"),
+                    Term::Reciprocal(_) => (UnaryOp::Reciprocal, "reciprocal"),
+                    Term::Exp(_) => (UnaryOp::Exp, "exp"),
+                    _ => (UnaryOp::Tanh, "tanh"),
+                };
+                let x = self.lower(x)?;
+                self.add(Op::Unary(u), name, &[x])?
+            }
+            Term::MatMul([a, b]) => {
+                let (a, b) = (self.lower(a)?, self.lower(b)?);
+                self.add(Op::MatMul, "matmul", &[a, b])?
+            }
+            Term::Softmax([x, axis]) => {
+                let x = self.lower(x)?;
+                let r = self.rank(x)? as i64;
+                let axis = (self.scalar(axis)? as i64 + r) as usize;
+                self.add(Op::Softmax { axis }, "softmax", &[x])?
+            }
+            Term::Concat(ref parts) => {
+                let mut xs = Vec::new();
+                for &c in &parts[1..] {
+                    xs.push(self.lower(c)?);
                 }
-                "MatMul" => {
-                    let (a, b) = (self.lower(ch[0])?, self.lower(ch[1])?);
-                    self.add(Op::MatMul, "matmul", &[a, b])?
-                }
-                "Softmax" => {
-                    let x = self.lower(ch[0])?;
-                    let r = self.rank(x)? as i64;
-                    let axis = (self.scalar(ch[1])? as i64 + r) as usize;
-                    self.add(Op::Softmax { axis }, "softmax", &[x])?
-                }
-                "Concat" => {
-                    let mut xs = Vec::new();
-                    for &c in &ch[1..] {
-                        xs.push(self.lower(c)?);
-                    }
-                    let r = self.rank(xs[0])? as i64;
-                    let axis = (self.scalar(ch[0])? as i64 + r) as usize;
-                    self.add(Op::Concat { axis }, "concat", &xs)?
-                }
-                "Slice" => {
-                    let x = self.lower(ch[0])?;
-                    let r = self.rank(x)? as i64;
-                    let axis = (self.scalar(ch[1])? as i64 + r) as usize;
-                    let (start, end) = (self.scalar(ch[2])? as usize, self.scalar(ch[3])? as usize);
-                    self.add(Op::Slice { axis, start, end }, "slice", &[x])?
-                }
-                "Reshape" => {
-                    let l = self.leaf_of(ch[1]).unwrap_or_default();
-                    let k: usize = l.strip_prefix("s:").and_then(|k| k.parse().ok()).ok_or_else(|| self.err("reshape target"))?;
-                    let shape = Shape(self.folded.shape_table.get(k).cloned().unwrap_or_default());
-                    let x = self.lower(ch[0])?;
-                    self.add(Op::Reshape { shape }, "reshape", &[x])?
-                }
-                "Unsqueeze" | "Squeeze" => {
-                    // a reshape to the shape folding gave the class
-                    let shape = self.class_shape(id).ok_or_else(|| self.err(format!("`{op}`: no shape")))?;
-                    let x = self.lower(ch[0])?;
-                    self.add(Op::Reshape { shape: Shape(shape) }, &op.to_lowercase(), &[x])?
-                }
-                other => {
-                    return Err(self.err(format!(
-                        "`{other}` was not raised by any rule and the IR has no primitive for it (the pattern around it is not one prunec recognises)"
-                    )))
-                }
+                let r = self.rank(xs[0])? as i64;
+                let axis = (self.scalar(parts[0])? as i64 + r) as usize;
+                self.add(Op::Concat { axis }, "concat", &xs)?
+            }
+            Term::Slice([x, axis, start, end]) => {
+                let x = self.lower(x)?;
+                let r = self.rank(x)? as i64;
+                let axis = (self.scalar(axis)? as i64 + r) as usize;
+                let (start, end) = (self.scalar(start)? as usize, self.scalar(end)? as usize);
+                self.add(Op::Slice { axis, start, end }, "slice", &[x])?
+            }
+            Term::Reshape([x, target]) => {
+                let shape = match self.leaf_of(target) {
+                    Some(Term::Dims(k)) => Shape(self.eg.analysis.shapes.get(k.0).cloned().unwrap_or_default()),
+                    _ => return Err(self.err("reshape target")),
+                };
+                let x = self.lower(x)?;
+                self.add(Op::Reshape { shape }, "reshape", &[x])?
+            }
+            Term::Unsqueeze([x, _]) | Term::Squeeze([x, _]) => {
+                // a reshape to the shape folding gave the class
+                let name = if matches!(node, Term::Unsqueeze(_)) { "unsqueeze" } else { "squeeze" };
+                let shape = self.eg.shape(id).map(<[_]>::to_vec).ok_or_else(|| self.err(format!("`{node}`: no shape")))?;
+                let x = self.lower(x)?;
+                self.add(Op::Reshape { shape: Shape(shape) }, name, &[x])?
+            }
+            other => {
+                return Err(self.err(format!(
+                    "`{other}` was not raised by any rule and the IR has no primitive for it (the pattern around it is not one prunec recognises)"
+                )))
             }
         };
         self.memo.insert(id, v);
@@ -394,7 +397,7 @@ pub fn lower(file: &OnnxFile, folded: &Folded, path: &Path) -> Result<Model> {
         let c = eg.find(*id);
         if let Some(&value) = l.memo.get(&c) {
             source_values.push(SourceValue { name: name.clone(), value, swap_1_2: false });
-        } else if let Some(&value) = eg[c].nodes.iter().filter(|n| n.op.as_str() == "T0213").find_map(|n| l.memo.get(&eg.find(n.children[0]))) {
+        } else if let Some(&value) = eg[c].nodes.iter().find_map(|n| if let Term::SwapAxes12(x) = n { l.memo.get(&eg.find(*x)) } else { None }) {
             source_values.push(SourceValue { name: name.clone(), value, swap_1_2: true });
         }
     }
@@ -428,18 +431,19 @@ mod tests {
     /// raised choice at the top: a summed tree cost would be 2^80 there.
     #[test]
     fn raised_ops_win_under_deep_sharing() {
-        let mut eg = Egraph::default();
-        let mut body = eg.add(SymbolLang::leaf("x"));
+        let mut eg = EGraph::default();
+        let leaf = |text: &str| -> Term { egg::FromOp::from_op(text, vec![]).unwrap() };
+        let mut body = eg.add(leaf("in:x"));
         for _ in 0..80 {
-            body = eg.add(SymbolLang::new("Add", vec![body, body]));
+            body = eg.add(Term::Add([body, body]));
         }
-        let w = eg.add(SymbolLang::leaf("w:head"));
-        let root = eg.add(SymbolLang::new("MatMul", vec![body, w]));
-        let wt = eg.add(SymbolLang::leaf("wt:head"));
-        let linear = eg.add(SymbolLang::new("Linear", vec![body, wt]));
+        let w = eg.add(leaf("w:head"));
+        let root = eg.add(Term::MatMul([body, w]));
+        let wt = eg.add(leaf("wt:head"));
+        let linear = eg.add(Term::Linear([body, wt]));
         eg.union(root, linear);
         eg.rebuild();
         let ext = Extractor::new(&eg, PreferRaised);
-        assert_eq!(ext.find_best_node(root).op.as_str(), "Linear");
+        assert!(matches!(ext.find_best_node(root), Term::Linear(_)));
     }
 }

@@ -7,15 +7,39 @@
 //! handle `raw_data`, the typed fields and external data files alike. [`write_model`]
 //! encodes a model back, moving large initializers to an external data file when asked
 //! (or when the model would pass protobuf's 2 GiB limit).
+//!
+//! [`load`] raises a file to the IR in three steps: [`fold`] evaluates the shape arithmetic
+//! and builds an e-graph of the rest, [`rules`] raise exporter patterns in it, `lower`
+//! extracts the cheapest term and emits IR ops. The modules use each other without a cycle
+//! (each uses only those listed after it, and [`OnnxFile`] from here):
+//!
+//! ```text
+//! language  the e-graph's terms, and the analysis giving each class its facts
+//! symbolic  arithmetic on symbolic sizes
+//! probe     values computed from the sizes alone, at probe sizes   → language, symbolic, tensor
+//! rules     the raising rules                                      → language, probe
+//! fold      ONNX graph → e-graph                                   → language, symbolic, probe, check, quant, tensor
+//! lower     e-graph → IR                                           → language, fold (its result), quant, tensor
+//! emit      pruned IR → ONNX file                                  → fold (repairs), write
+//! ```
+//!
+//! To teach the importer a new exporter pattern, write a rule in [`rules`]: a pattern over
+//! [`language::Term`]s and a function that reads the matched classes' facts (constants,
+//! weights, shapes) and builds the raised term, with a test beside it that checks the
+//! attributes it raises (θ, widths, scale); a value computed from the sizes alone is recognised
+//! by evaluating it ([`probe`]). A new ONNX op is folded in [`fold`] (and listed in
+//! [`fold::SUPPORTED_OPS`]); a new raised op is a `Term` variant that `lower` emits.
 
 pub mod check;
 mod emit;
 pub mod fold;
+pub mod language;
 mod lower;
 pub mod probe;
 pub mod proto;
 pub mod quant;
 pub mod rules;
+pub mod symbolic;
 mod tensor;
 mod write;
 
@@ -29,6 +53,7 @@ use std::sync::{LazyLock, Mutex};
 use bytes::Bytes;
 use memmap2::Mmap;
 use prost::Message;
+use prunec_ir::Dim;
 
 use crate::error::{FrontendError, Result};
 use proto::attribute_proto::AttributeType;
@@ -57,7 +82,7 @@ fn lower_file(file: OnnxFile) -> Result<prunec_ir::Model> {
     let path = file.path().to_path_buf();
     let path = path.as_path();
     let mut folded = fold::fold(&file)?;
-    rules::raise(&mut folded).map_err(|reason| FrontendError::Corrupt { path: path.to_path_buf(), format: FORMAT, reason })?;
+    rules::raise(&mut folded.egraph).map_err(|reason| FrontendError::Corrupt { path: path.to_path_buf(), format: FORMAT, reason })?;
     lower::lower(&file, &folded, path)
 }
 
@@ -67,24 +92,15 @@ pub type TensorF32<'a> = (Vec<usize>, Cow<'a, [f32]>);
 /// The name `FrontendError::Corrupt` gives the format.
 const FORMAT: &str = "ONNX";
 
-/// One dimension of a value's declared shape.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Dim {
-    /// A fixed size (`dim_value`).
-    Fixed(i64),
-    /// A symbolic size (`dim_param`), such as `batch` or `sequence`.
-    Named(String),
-    /// Neither is given.
-    Unknown,
-}
-
 /// The declared type of a graph value (a graph input, output or `value_info` entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueType {
     /// The element type, as ONNX numbers it (see [`ValueType::data_type`]).
     pub elem_type: i32,
-    /// The shape; `None` when the rank is unknown.
-    pub shape: Option<Vec<Dim>>,
+    /// The shape; `None` when the rank is unknown. Each axis is a size (`dim_value`) or a
+    /// symbol (`dim_param`, such as `batch` or `sequence`); `None` when the file gives neither
+    /// (or a negative size).
+    pub shape: Option<Vec<Option<Dim>>>,
 }
 
 impl ValueType {
@@ -644,9 +660,9 @@ fn value_type(t: &proto::TypeProto) -> Option<ValueType> {
         s.dim
             .iter()
             .map(|d| match &d.value {
-                Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => Dim::Fixed(*v),
-                Some(proto::tensor_shape_proto::dimension::Value::DimParam(p)) => Dim::Named(p.clone()),
-                None => Dim::Unknown,
+                Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => usize::try_from(*v).ok().map(Dim::Fixed),
+                Some(proto::tensor_shape_proto::dimension::Value::DimParam(p)) => Some(Dim::Sym(p.clone())),
+                None => None,
             })
             .collect()
     });

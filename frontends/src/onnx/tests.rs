@@ -192,7 +192,7 @@ fn small_model_reads() {
         file.value_type("x"),
         Some(&ValueType {
             elem_type: DataType::Float as i32,
-            shape: Some(vec![Dim::Named("batch".into()), Dim::Fixed(4)])
+            shape: Some(vec![Some(Dim::Sym("batch".into())), Some(Dim::Fixed(4))])
         })
     );
     assert_eq!(file.value_type("y").and_then(ValueType::data_type), Some(DataType::Float));
