@@ -118,33 +118,64 @@ fn gguf_keys_are_escaped_in_messages() {
     assert!(!stderr.contains('\x1b') && line.contains("unknown value type"), "{stderr}");
 }
 
-/// An ONNX file built from nodes `(name, op, inputs, outputs)` over an int64 input `ids`.
+/// An ONNX file built from nodes `(name, op, inputs, outputs)` over an int64 input `ids` of
+/// shape `[1, 4]`.
 fn onnx_file(dir: &Path, name: &str, nodes: &[(&str, &str, &[&str], &[&str])]) -> PathBuf {
+    onnx_graph(dir, name, &["1", "4"], &[], nodes)
+}
+
+/// An int64 initializer: name, dims, data.
+type IntInit<'a> = (&'a str, &'a [i64], &'a [i64]);
+
+/// An ONNX file built from nodes `(name, op, inputs, outputs)` over an int64 input `ids` whose
+/// axes are sized by `ids_dims` (a number, or else a symbolic size), with int64 initializers. An op may
+/// carry integer attributes: `Concat:axis=1`.
+fn onnx_graph(dir: &Path, name: &str, ids_dims: &[&str], inits: &[IntInit], nodes: &[(&str, &str, &[&str], &[&str])]) -> PathBuf {
     use prunec_frontends::onnx::proto::{
-        tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
+        tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
     };
-    let dim = |v: i64| tensor_shape_proto::Dimension { value: Some(tensor_shape_proto::dimension::Value::DimValue(v)), ..Default::default() };
+    use tensor_shape_proto::dimension::Value as DimValue;
+    let dim = |v: &&str| tensor_shape_proto::Dimension {
+        value: Some(match v.parse() {
+            Ok(n) => DimValue::DimValue(n),
+            Err(_) => DimValue::DimParam(v.to_string()),
+        }),
+        ..Default::default()
+    };
     let ids = ValueInfoProto {
         name: "ids".into(),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
                 elem_type: 7,
-                shape: Some(TensorShapeProto { dim: vec![dim(1), dim(4)] }),
+                shape: Some(TensorShapeProto { dim: ids_dims.iter().map(dim).collect() }),
             })),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let node = |(n, op, i, o): &(&str, &str, &[&str], &[&str])| NodeProto {
-        name: n.to_string(),
-        op_type: op.to_string(),
-        input: i.iter().map(|s| s.to_string()).collect(),
-        output: o.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
+    let node = |(n, op, i, o): &(&str, &str, &[&str], &[&str])| {
+        let mut parts = op.split(':');
+        let op_type = parts.next().unwrap().to_string();
+        let attribute = parts
+            .map(|a| {
+                let (name, v) = a.split_once('=').unwrap();
+                AttributeProto { name: name.into(), r#type: 2, i: v.parse().unwrap(), ..Default::default() }
+            })
+            .collect();
+        NodeProto {
+            name: n.to_string(),
+            op_type,
+            input: i.iter().map(|s| s.to_string()).collect(),
+            output: o.iter().map(|s| s.to_string()).collect(),
+            attribute,
+            ..Default::default()
+        }
     };
+    let init = |(n, dims, data): &IntInit| TensorProto { name: n.to_string(), dims: dims.to_vec(), data_type: 7, int64_data: data.to_vec(), ..Default::default() };
     let graph = GraphProto {
         node: nodes.iter().map(node).collect(),
         input: vec![ids],
+        initializer: inits.iter().map(init).collect(),
         output: vec![ValueInfoProto { name: nodes.last().unwrap().3[0].into(), ..Default::default() }],
         ..Default::default()
     };
@@ -322,6 +353,85 @@ fn onnx_graphs_with_axes_out_of_range_do_not_crash_the_importer() {
         assert!(result.is_ok(), "{name}: the importer panicked");
         let out = prunec(&[path.to_str().unwrap(), "--pass", "group"]);
         assert!(!texts(&out).1.contains("panicked"), "{name}: {}", texts(&out).1);
+    }
+}
+
+/// ONNX graphs on which the importer's size arithmetic panicked (found by mutating the ONNX
+/// fixtures): reshaping a rank-0 runtime value to `[1]` (the head-split check indexed axis
+/// `rank - 1`), inferring a `-1` next to sizes whose product overflows, and symbolic sizes whose
+/// coefficients overflow an `i64` (`seq · (2^63 - 1) · 2` computed by the graph, a concatenation of
+/// two values the graph sized `(2^63 - 1)·seq`). Each is refused with a message naming the node, or read, never a panic.
+#[test]
+fn onnx_size_arithmetic_that_overflows_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (max, scalar, one): (&[i64], &[i64], &[i64]) = (&[i64::MAX], &[], &[1]);
+    let cases = [
+        (
+            onnx_graph(
+                dir.path(),
+                "reshape-scalar.onnx",
+                &["1", "4"],
+                &[("zero", scalar, &[0]), ("to", one, &[1])],
+                &[("g0", "Gather", &["ids", "zero"], &["row"]), ("g1", "Gather", &["row", "zero"], &["x"]), ("r", "Reshape", &["x", "to"], &["y"])],
+            ),
+            None,
+        ),
+        (
+            onnx_graph(
+                dir.path(),
+                "reshape-infer-overflow.onnx",
+                &["1", "4"],
+                &[("to", &[3], &[1 << 33, 1 << 33, -1])],
+                &[("r", "Reshape", &["ids", "to"], &["y"])],
+            ),
+            Some("node `r` (Reshape)"),
+        ),
+        (
+            onnx_graph(
+                dir.path(),
+                "symbolic-mul-overflow.onnx",
+                &["1", "seq"],
+                &[("big", one, max), ("two", one, &[2]), ("one", one, &[1])],
+                &[
+                    ("shape", "Shape", &["ids"], &["s"]),
+                    ("slice", "Gather", &["s", "one"], &["n"]),
+                    ("m1", "Mul", &["n", "big"], &["nb"]),
+                    ("m2", "Mul", &["nb", "two"], &["nbb"]),
+                    ("r", "Reshape", &["ids", "nbb"], &["y"]),
+                ],
+            ),
+            Some("node `m2` (Mul)"),
+        ),
+        (
+            onnx_graph(
+                dir.path(),
+                "symbolic-concat-overflow.onnx",
+                &["1", "seq"],
+                &[("big", one, max), ("one", one, &[1])],
+                &[
+                    ("shape", "Shape", &["ids"], &["s"]),
+                    ("slice", "Gather", &["s", "one"], &["n"]),
+                    ("mul", "Mul", &["n", "big"], &["nb"]),
+                    ("to", "Concat:axis=0", &["one", "nb"], &["t"]),
+                    ("x", "Reshape", &["ids", "t"], &["wide"]),
+                    ("cat", "Concat:axis=1", &["wide", "wide"], &["y"]),
+                ],
+            ),
+            Some("node `cat` (Concat)"),
+        ),
+    ];
+    for (path, node) in &cases {
+        let name = path.file_name().unwrap().to_string_lossy();
+        let result = std::panic::catch_unwind(|| prunec_frontends::load(path).map(|_| ()));
+        assert!(result.is_ok(), "{name}: the importer panicked");
+        let out = prunec(&[path.to_str().unwrap(), "--pass", "group"]);
+        let stderr = texts(&out).1;
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{name}: {stderr}");
+        if let Some(node) = node {
+            assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+            assert!(stderr.contains(&*name) && stderr.contains(node) && stderr.contains("overflows"), "{name}: {stderr}");
+        }
     }
 }
 

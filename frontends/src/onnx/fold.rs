@@ -499,13 +499,14 @@ impl Folder<'_> {
         }
     }
 
-    fn binary_ints(&self, node: &NodeProto, a: &Value, b: &Value) -> Option<Value> {
-        let (Value::Ints { shape: sa, data: da }, Value::Ints { shape: sb, data: db }) = (a, b) else { return None };
+    fn binary_ints(&self, node: &NodeProto, a: &Value, b: &Value) -> Result<Option<Value>> {
+        let (Value::Ints { shape: sa, data: da }, Value::Ints { shape: sb, data: db }) = (a, b) else { return Ok(None) };
         let n = da.len().max(db.len());
         if !(da.len() == n || da.len() == 1) || !(db.len() == n || db.len() == 1) {
-            return None;
+            return Ok(None);
         }
         let shape = if sa.len() >= sb.len() { sa.clone() } else { sb.clone() };
+        let overflow = || self.err(node, "a symbolic size overflows");
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
             let (x, y) = (&da[if da.len() == 1 { 0 } else { i }], &db[if db.len() == 1 { 0 } else { i }]);
@@ -514,16 +515,19 @@ impl Folder<'_> {
                 ("Add", SymInt::Known(x), SymInt::Known(y)) => SymInt::Known(x.wrapping_add(*y)),
                 ("Sub", SymInt::Known(x), SymInt::Known(y)) => SymInt::Known(x.wrapping_sub(*y)),
                 ("Mul", SymInt::Known(x), SymInt::Known(y)) => SymInt::Known(x.wrapping_mul(*y)),
-                ("Div", SymInt::Known(x), SymInt::Known(y)) => SymInt::Known(x.checked_div_euclid(*y)?),
+                ("Div", SymInt::Known(x), SymInt::Known(y)) => match x.checked_div_euclid(*y) {
+                    Some(q) => SymInt::Known(q),
+                    None => return Ok(None),
+                },
                 ("Equal", x, y) => SymInt::Known(i64::from(x == y)),
-                ("Add", x, y) => SymInt::Symbolic(dim_op(SizeOp::Add, &x.dim(), &y.dim())),
-                ("Sub", x, y) => SymInt::Symbolic(dim_op(SizeOp::Sub, &x.dim(), &y.dim())),
-                ("Mul", x, y) => SymInt::Symbolic(dim_op(SizeOp::Mul, &x.dim(), &y.dim())),
-                _ => return None,
+                ("Add", x, y) => SymInt::Symbolic(dim_op(SizeOp::Add, &x.dim(), &y.dim()).ok_or_else(overflow)?),
+                ("Sub", x, y) => SymInt::Symbolic(dim_op(SizeOp::Sub, &x.dim(), &y.dim()).ok_or_else(overflow)?),
+                ("Mul", x, y) => SymInt::Symbolic(dim_op(SizeOp::Mul, &x.dim(), &y.dim()).ok_or_else(overflow)?),
+                _ => return Ok(None),
             };
             out.push(r);
         }
-        Some(Value::Ints { shape, data: out })
+        Ok(Some(Value::Ints { shape, data: out }))
     }
 
     /// `x` cast to a float (`float`) or integer type (`to`, ONNX's number, kept on a runtime
@@ -719,7 +723,11 @@ impl Folder<'_> {
                         return Ok(xs);
                     }
                     let mut shape = shapes[0].clone();
-                    shape[ax] = shapes.iter().skip(1).fold(shapes[0][ax].clone(), |acc, s| dim_op(SizeOp::Add, &acc, &s[ax]));
+                    shape[ax] = shapes
+                        .iter()
+                        .skip(1)
+                        .try_fold(shapes[0][ax].clone(), |acc, s| dim_op(SizeOp::Add, &acc, &s[ax]))
+                        .ok_or_else(|| self.err(node, "the concatenated size overflows"))?;
                     let mut children = vec![self.int_leaf(from_end(axis, rank))];
                     for x in &xs {
                         children.push(self.operand(x));
@@ -829,7 +837,7 @@ impl Folder<'_> {
                     let mut rest = 1usize;
                     for d in dims.iter().flatten() {
                         match d.fixed() {
-                            Some(n) => rest *= n,
+                            Some(n) => rest = rest.checked_mul(n).ok_or_else(|| self.err(node, "the target shape's size overflows"))?,
                             None => match syms.iter().position(|s| s == d) {
                                 Some(p) => {
                                     syms.remove(p);
@@ -842,7 +850,8 @@ impl Folder<'_> {
                     if rest == 0 || !fixed.is_multiple_of(rest) {
                         return Err(self.err(node, "cannot infer -1"));
                     }
-                    dims[hole] = Some(syms.iter().fold(Dim::Fixed(fixed / rest), |acc, s| dim_op(SizeOp::Mul, s, &acc)));
+                    let inferred = syms.iter().try_fold(Dim::Fixed(fixed / rest), |acc, s| dim_op(SizeOp::Mul, s, &acc));
+                    dims[hole] = Some(inferred.ok_or_else(|| self.err(node, "the inferred size overflows"))?);
                 }
                 let to: Vec<Dim> = dims.into_iter().flatten().collect();
                 match &x {
@@ -852,7 +861,8 @@ impl Folder<'_> {
                         let dtype = Self::dtype_of(&x);
                         let id = self.operand(&x);
                         let r = from.len();
-                        let split = to.len() == r + 1
+                        let split = r >= 1
+                            && to.len() == r + 1
                             && to[..r - 1] == from[..r - 1]
                             && matches!((&from[r - 1], &to[r - 1], &to[r]), (Dim::Fixed(n), Dim::Fixed(h), Dim::Fixed(d)) if h.checked_mul(*d) == Some(*n));
                         let merge = r >= 2
@@ -971,7 +981,7 @@ impl Folder<'_> {
                         let (sd, ed) = (s.map(Dim::Fixed).unwrap_or_else(|| starts[0].dim()), e.map(Dim::Fixed).unwrap_or_else(|| ends[0].dim()));
                         out[ax] = match (s, e) {
                             (Some(s), Some(e)) => Dim::Fixed(e.max(s) - s),
-                            _ => dim_op(SizeOp::Sub, &ed, &sd),
+                            _ => dim_op(SizeOp::Sub, &ed, &sd).ok_or_else(|| self.err(node, "the slice's size overflows"))?,
                         };
                         let dtype = Self::dtype_of(&x);
                         let id = self.operand(&x);
@@ -1041,8 +1051,10 @@ impl Folder<'_> {
                 let shape = self.shape_of(&x);
                 // Flatten's axis may also be the rank (everything in the first factor)
                 let axis = self.axis(node, attr_i("axis")?.unwrap_or(1), shape.len() + 1)?.min(shape.len());
-                let product = |dims: &[Dim]| dims.iter().fold(Dim::Fixed(1), |acc, d| dim_op(SizeOp::Mul, &acc, d));
-                let to = vec![product(&shape[..axis]), product(&shape[axis..])];
+                let product = |dims: &[Dim]| {
+                    dims.iter().try_fold(Dim::Fixed(1), |acc, d| dim_op(SizeOp::Mul, &acc, d)).ok_or_else(|| self.err(node, "the flattened size overflows"))
+                };
+                let to = vec![product(&shape[..axis])?, product(&shape[axis..])?];
                 match x {
                     Value::Ints { data, .. } => Value::Ints { shape: to.iter().filter_map(Dim::fixed).collect(), data },
                     Value::Floats { data, .. } => Value::Floats { shape: to.iter().filter_map(Dim::fixed).collect(), data },
@@ -1087,7 +1099,7 @@ impl Folder<'_> {
             }
             "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "LessOrEqual" | "Less" | "Greater" | "And" | "Or" | "Max" | "Min" => {
                 let (a, b) = (self.input(node, 0)?, self.input(node, 1)?);
-                if let Some(v) = self.binary_ints(node, &a, &b) {
+                if let Some(v) = self.binary_ints(node, &a, &b)? {
                     v
                 } else if let (Value::Floats { shape, data: da }, Value::Floats { data: db, .. }) = (&a, &b) {
                     if da.len() != db.len() && da.len() != 1 && db.len() != 1 {

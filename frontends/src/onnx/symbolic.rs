@@ -18,31 +18,40 @@ pub enum SizeOp {
     Mul,
 }
 
-/// A size as `constant + Σ coefficient·term`, a term being a symbol or a product of symbols.
-fn linear(d: &Dim) -> (i64, BTreeMap<String, i64>) {
+/// A size as `constant + Σ coefficient·term`, a term being a symbol or a product of symbols;
+/// `None` when a number in it does not fit an `i64`.
+fn linear(d: &Dim) -> Option<(i64, BTreeMap<String, i64>)> {
     let mut terms = BTreeMap::new();
-    let mut constant = 0;
+    let mut constant = 0i64;
     match d {
-        Dim::Fixed(n) => constant = *n as i64,
+        Dim::Fixed(n) => constant = i64::try_from(*n).ok()?,
         Dim::Sym(s) => {
             for (sign, term) in split_terms(s) {
-                let (coef, names): (i64, Vec<&str>) = term.split('*').fold((sign, Vec::new()), |(c, mut n), f| match f.parse::<i64>() {
-                    Ok(k) => (c * k, n),
-                    Err(_) => {
-                        n.push(f);
-                        (c, n)
+                let mut coef = sign;
+                let mut names = Vec::new();
+                for f in term.split('*') {
+                    match factor(f)? {
+                        Some(k) => coef = coef.checked_mul(k)?,
+                        None => names.push(f),
                     }
-                });
-                if names.is_empty() {
-                    constant += coef;
-                } else {
-                    *terms.entry(names.join("*")).or_insert(0) += coef;
                 }
+                let slot = if names.is_empty() { &mut constant } else { terms.entry(names.join("*")).or_insert(0) };
+                *slot = slot.checked_add(coef)?;
             }
         }
     }
     terms.retain(|_, c| *c != 0);
-    (constant, terms)
+    Some((constant, terms))
+}
+
+/// A factor of a term: `Some(Some(k))` for a number, `Some(None)` for a symbol, `None` for a
+/// number too large for an `i64`.
+fn factor(f: &str) -> Option<Option<i64>> {
+    match f.parse::<i64>() {
+        Ok(k) => Some(Some(k)),
+        Err(_) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => None,
+        Err(_) => Some(None),
+    }
 }
 
 /// The signed terms of `a+b-c`.
@@ -86,49 +95,49 @@ fn from_linear(constant: i64, terms: &BTreeMap<String, i64>) -> Dim {
 }
 
 /// `a op b` of sizes: a number when both are, else a canonical symbolic sum such as `seq+1`
-/// (so that `seq+1-1` is `seq` again).
-pub fn dim_op(op: SizeOp, a: &Dim, b: &Dim) -> Dim {
-    let ((ca, ta), (cb, tb)) = (linear(a), linear(b));
-    match op {
+/// (so that `seq+1-1` is `seq` again); `None` when a coefficient overflows an `i64`.
+pub fn dim_op(op: SizeOp, a: &Dim, b: &Dim) -> Option<Dim> {
+    let ((ca, ta), (cb, tb)) = (linear(a)?, linear(b)?);
+    let scaled = |terms: BTreeMap<String, i64>, k: i64| -> Option<BTreeMap<String, i64>> {
+        terms.into_iter().map(|(name, c)| Some((name, c.checked_mul(k)?))).collect()
+    };
+    Some(match op {
         SizeOp::Add | SizeOp::Sub => {
             let sign = if op == SizeOp::Sub { -1 } else { 1 };
             let mut t = ta;
             for (k, c) in tb {
-                *t.entry(k).or_insert(0) += sign * c;
+                let slot = t.entry(k).or_insert(0);
+                *slot = slot.checked_add(c.checked_mul(sign)?)?;
             }
             t.retain(|_, c| *c != 0);
-            from_linear(ca + sign * cb, &t)
+            from_linear(ca.checked_add(cb.checked_mul(sign)?)?, &t)
         }
+        SizeOp::Mul if tb.is_empty() => from_linear(ca.checked_mul(cb)?, &scaled(ta, cb)?),
+        SizeOp::Mul if ta.is_empty() => from_linear(ca.checked_mul(cb)?, &scaled(tb, ca)?),
         SizeOp::Mul => {
-            if tb.is_empty() {
-                from_linear(ca * cb, &ta.into_iter().map(|(k, c)| (k, c * cb)).collect())
-            } else if ta.is_empty() {
-                from_linear(ca * cb, &tb.into_iter().map(|(k, c)| (k, c * ca)).collect())
-            } else {
-                let mut names = [a.to_string(), b.to_string()];
-                names.sort();
-                Dim::Sym(names.join("*"))
-            }
+            let mut names = [a.to_string(), b.to_string()];
+            names.sort();
+            Dim::Sym(names.join("*"))
         }
-    }
+    })
 }
 
 /// The value of a size (`batch`, `seq`, `seq+1`, `8*batch`) at the given symbols' sizes;
-/// `None` when it names another symbol.
+/// `None` when it names another symbol or the value overflows an `i64`.
 pub fn eval_dim(d: &Dim, sizes: &HashMap<String, i64>) -> Option<i64> {
     match d {
-        Dim::Fixed(n) => Some(*n as i64),
+        Dim::Fixed(n) => i64::try_from(*n).ok(),
         Dim::Sym(s) => {
-            let mut total = 0;
+            let mut total = 0i64;
             for (sign, term) in split_terms(s.trim()) {
                 let mut product = sign;
                 for f in term.split('*') {
-                    product *= match f.parse::<i64>() {
-                        Ok(k) => k,
-                        Err(_) => *sizes.get(f)?,
-                    };
+                    product = product.checked_mul(match factor(f)? {
+                        Some(k) => k,
+                        None => *sizes.get(f)?,
+                    })?;
                 }
-                total += product;
+                total = total.checked_add(product)?;
             }
             Some(total)
         }
@@ -153,10 +162,23 @@ mod tests {
 
     #[test]
     fn sums_are_canonical() {
-        let seq_plus_one = dim_op(SizeOp::Add, &Dim::seq(), &Dim::Fixed(1));
+        let seq_plus_one = dim_op(SizeOp::Add, &Dim::seq(), &Dim::Fixed(1)).unwrap();
         assert_eq!(seq_plus_one, Dim::Sym("seq+1".into()));
-        assert_eq!(dim_op(SizeOp::Sub, &seq_plus_one, &Dim::Fixed(1)), Dim::seq());
-        assert_eq!(dim_op(SizeOp::Mul, &Dim::Fixed(8), &Dim::batch()), Dim::Sym("8*batch".into()));
-        assert_eq!(dim_op(SizeOp::Mul, &Dim::Fixed(3), &Dim::Fixed(4)), Dim::Fixed(12));
+        assert_eq!(dim_op(SizeOp::Sub, &seq_plus_one, &Dim::Fixed(1)), Some(Dim::seq()));
+        assert_eq!(dim_op(SizeOp::Mul, &Dim::Fixed(8), &Dim::batch()), Some(Dim::Sym("8*batch".into())));
+        assert_eq!(dim_op(SizeOp::Mul, &Dim::Fixed(3), &Dim::Fixed(4)), Some(Dim::Fixed(12)));
+    }
+
+    #[test]
+    fn overflowing_sizes_give_none_not_a_panic() {
+        let big = Dim::Sym(format!("{}*seq", i64::MAX));
+        assert_eq!(dim_op(SizeOp::Add, &big, &big), None);
+        assert_eq!(dim_op(SizeOp::Sub, &Dim::Sym(format!("{}*seq", i64::MIN + 1)), &big), None);
+        assert_eq!(dim_op(SizeOp::Mul, &big, &Dim::Fixed(2)), None);
+        assert_eq!(dim_op(SizeOp::Add, &Dim::Fixed(usize::MAX), &Dim::Fixed(1)), None);
+        assert_eq!(dim_op(SizeOp::Add, &Dim::Sym(format!("{}", i64::MAX)), &Dim::Fixed(1)), None);
+        assert_eq!(dim_op(SizeOp::Add, &Dim::Sym("99999999999999999999*seq".into()), &Dim::Fixed(1)), None);
+        assert_eq!(eval_dim(&big, &sizes(2, 5)), None);
+        assert_eq!(eval_dim(&Dim::Fixed(usize::MAX), &sizes(2, 5)), None);
     }
 }
