@@ -488,16 +488,18 @@ impl<B: Backend> Executor<B> {
                 let k = k.swap_dims(1, 2);
                 let v = v.swap_dims(1, 2);
                 let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(attn.scale);
-                if attn.causal {
-                    // key j is hidden from query i when it lies ahead of it and past the row's prefix
+                if attn.causal || attn.window.is_some() {
+                    // key j is hidden from query i when it lies ahead of it and past the row's
+                    // prefix, or (with a sliding window w) w or more positions behind it
                     let rows = prefix.unwrap_or_else(|| vec![0]);
+                    let (causal, window) = (attn.causal, attn.window.unwrap_or(usize::MAX));
+                    let hidden = move |p: i64, i: usize, j: usize| {
+                        let at = past + i;
+                        (causal && j > at && j as i64 >= p) || (j <= at && at - j >= window)
+                    };
                     let mask: Vec<f32> = rows
                         .iter()
-                        .flat_map(|&p| {
-                            (0..s).flat_map(move |i| {
-                                (0..t).map(move |j| if j > past + i && j as i64 >= p { f32::NEG_INFINITY } else { 0.0 })
-                            })
-                        })
+                        .flat_map(|&p| (0..s).flat_map(move |i| (0..t).map(move |j| if hidden(p, i, j) { f32::NEG_INFINITY } else { 0.0 })))
                         .collect();
                     let n = rows.len();
                     let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [n, s, t]), &self.device);

@@ -220,7 +220,7 @@ impl Lowerer<'_> {
             Term::Attention([q, k, v, scale]) => {
                 let scale = self.scalar(scale)? as f32;
                 let (q, k, v) = (self.lower(q)?, self.lower(k)?, self.lower(v)?);
-                self.add(Op::Attention(Attention { scale, causal: true }), "attention", &[q, k, v])?
+                self.add(Op::Attention(Attention::causal(scale)), "attention", &[q, k, v])?
             }
             Term::SwapAxes12(x) => {
                 let x = self.lower(x)?;

@@ -52,6 +52,16 @@ pub struct Attention {
     pub scale: f32,
     /// Whether a query attends only to keys at or before its position.
     pub causal: bool,
+    /// A sliding window (Mistral, Gemma's local layers): with `Some(w)`, the query at position
+    /// `i` sees only keys at positions `j` with `i - j < w`, as transformers masks them.
+    pub window: Option<usize>,
+}
+
+impl Attention {
+    /// Causal attention over every earlier key, scaled by `scale`.
+    pub fn causal(scale: f32) -> Attention {
+        Attention { scale, causal: true, window: None }
+    }
 }
 
 impl Rope {

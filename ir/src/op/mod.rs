@@ -286,7 +286,10 @@ impl Op {
                 None => format!("copies={copies:?}"),
             },
             Op::SplitHeads { heads } => format!("heads={heads}"),
-            Op::Attention(a) => format!("scale={}, causal={}", a.scale, a.causal),
+            Op::Attention(a) => match a.window {
+                Some(w) => format!("scale={}, causal={}, window={w}", a.scale, a.causal),
+                None => format!("scale={}, causal={}", a.scale, a.causal),
+            },
             Op::Reshape { shape } => format!("{shape}"),
             Op::Transpose { perm } => format!("perm={perm:?}"),
             Op::Unary(UnaryOp::Scale(c)) => format!("{c}"),

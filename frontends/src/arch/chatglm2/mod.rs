@@ -207,7 +207,7 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let embed = b.param("transformer.embedding.word_embeddings.weight", None)?;
     let mut x = b.op(Op::Embedding, "transformer.embedding.word_embeddings", None, &[embed, ids])?;
     let rope = Rope { theta: c.rope_theta, rotary_dims: c.kv_channels / 2, layout: RopeLayout::Interleaved, half_freqs: false };
-    let attention = Attention { scale: 1.0 / (c.kv_channels as f32).sqrt(), causal: true };
+    let attention = Attention::causal(1.0 / (c.kv_channels as f32).sqrt());
     // the last axis of a [batch, seq, features] activation
     const FEATURES: usize = 2;
     let slice = |start: usize, end: usize| Op::Slice { axis: FEATURES, start, end };

@@ -204,7 +204,7 @@ fn lower(c: &GlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let embed = b.param("transformer.word_embeddings.weight", None)?;
     let mut x = b.op(Op::Embedding, "transformer.word_embeddings", None, &[embed, ids])?;
     let d = c.head_dim;
-    let attention = Attention { scale: 1.0 / (d as f32).sqrt(), causal: true };
+    let attention = Attention::causal(1.0 / (d as f32).sqrt());
     // the last axis of a [batch, seq, heads, head_dim] activation
     const HEAD_DIM: usize = 3;
     let slice = |start: usize, end: usize| Op::Slice { axis: HEAD_DIM, start, end };

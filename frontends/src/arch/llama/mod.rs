@@ -573,7 +573,7 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let embed = b.param("model.embed_tokens.weight", None)?;
     let mut x = b.op(Op::Embedding, "model.embed_tokens", None, &[embed, ids])?;
     let rope = Rope { theta: c.rope_theta, rotary_dims: c.head_dim, layout: RopeLayout::HalfSplit, half_freqs: false };
-    let attention = Attention { scale: 1.0 / (c.head_dim as f32).sqrt(), causal: true };
+    let attention = Attention::causal(1.0 / (c.head_dim as f32).sqrt());
     for l in 0..c.num_layers {
         let blk = Some(l as u32);
         let p = format!("model.layers.{l}");
