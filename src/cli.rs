@@ -256,7 +256,8 @@ pub(crate) struct GenerateArgs {
     #[arg(long)]
     pub(crate) chat: bool,
     /// With --chat: `vicuna` (Vicuna's conversation, which its checkpoints do not ship) or a
-    /// Jinja file, instead of the model's own template.
+    /// Jinja file, instead of the model's own template (its tokenizer's, else its architecture's:
+    /// ChatGLM's checkpoints ship none, and their chat code's conversation is used).
     #[arg(long, value_name = "NAME|FILE", requires = "chat")]
     pub(crate) chat_template: Option<String>,
 }

@@ -17,8 +17,10 @@ pub(crate) fn generate(args: &GenerateArgs) -> Result<()> {
         let template = match args.chat_template.as_deref() {
             Some("vicuna") => prunec_frontends::chat::VICUNA.to_string(),
             Some(file) => std::fs::read_to_string(file).with_context(|| format!("--chat-template {file}"))?,
+            // the tokenizer's own, else the one of the architecture's chat code (ChatGLM's)
             None => tok
                 .chat_template()
+                .or_else(|| prunec_frontends::arch::of(&model).and_then(|a| a.chat_template()))
                 .map(str::to_string)
                 .with_context(|| format!("{} has no chat template: give --chat-template vicuna or a Jinja file", args.model.display()))?,
         };

@@ -97,16 +97,6 @@ pub(crate) fn check_params(expected: Vec<(String, Vec<usize>)>, params: &ParamSt
     Ok(())
 }
 
-/// The configuration `model` was read with (its `config.json` as JSON); `path` names it in
-/// errors.
-pub(crate) fn model_config(model: &Model, path: &Path) -> Result<serde_json::Value> {
-    let text = model.info.config_json.as_deref().ok_or_else(|| FrontendError::BadConfig {
-        path: path.to_path_buf(),
-        reason: "the model carries no configuration".into(),
-    })?;
-    serde_json::from_str(text).map_err(|e| FrontendError::Corrupt { path: path.to_path_buf(), format: "config.json", reason: e.to_string() })
-}
-
 /// Checks that each of a configuration's `sizes` (key, value) is positive and plausible (at
 /// most 2^24), naming the key and `path` otherwise.
 pub(crate) fn check_sizes(path: &Path, sizes: &[(&str, usize)]) -> Result<()> {

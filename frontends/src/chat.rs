@@ -12,6 +12,21 @@ pub const VICUNA: &str = "{% if messages[0]['role'] == 'system' %}{% set system 
 {{ system }}{% for m in messages %}{% if m['role'] == 'user' %}{{ ' USER: ' + m['content'] }}{% else %}{{ ' ASSISTANT: ' + m['content'] + eos_token }}{% endif %}{% endfor %}\
 {% if add_generation_prompt %}{{ ' ASSISTANT:' }}{% endif %}";
 
+/// ChatGLM-6B's conversation, as THUDM's `ChatGLMForConditionalGeneration.chat` builds it (the
+/// checkpoints ship no template): a first question alone is the prompt itself; with history,
+/// rounds numbered from 0, `[Round i]\n问：…\n答：…\n`. System turns are not part of it.
+pub const CHATGLM6B: &str = "{%- set turns = messages | rejectattr('role', 'eq', 'system') | list -%}\
+{%- if turns | length == 1 -%}{{ turns[0]['content'] }}{%- else -%}{%- for m in turns -%}\
+{%- if m['role'] == 'user' -%}{{ '[Round ' ~ (loop.index0 // 2) ~ ']\\n问：' ~ m['content'] ~ '\\n答：' }}\
+{%- else -%}{{ m['content'] ~ '\\n' }}{%- endif -%}{%- endfor -%}{%- endif -%}";
+
+/// ChatGLM2-6B's conversation, as its tokenizer's `build_prompt` writes it (the checkpoints ship
+/// no template): rounds numbered from 1, `[Round i]\n\n问：…\n\n答：…\n\n`. System turns are
+/// not part of it.
+pub const CHATGLM2: &str = "{%- set turns = messages | rejectattr('role', 'eq', 'system') | list -%}\
+{%- for m in turns -%}{%- if m['role'] == 'user' -%}{{ '[Round ' ~ (loop.index0 // 2 + 1) ~ ']\\n\\n问：' ~ m['content'] ~ '\\n\\n答：' }}\
+{%- else -%}{{ m['content'] ~ '\\n\\n' }}{%- endif -%}{%- endfor -%}";
+
 /// One turn of a conversation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Message {
@@ -61,6 +76,21 @@ mod tests {
         m.insert(0, Message { role: "system".into(), content: "Be brief.".into() });
         m.push(Message { role: "assistant".into(), content: "Hi.".into() });
         assert_eq!(render(VICUNA, &m, "<s>", "</s>", false).unwrap(), "Be brief. USER: Hello ASSISTANT: Hi.</s>");
+    }
+
+    #[test]
+    fn chatglm_conversations_as_thudm_builds_them() {
+        let mut m = user("你好");
+        assert_eq!(render(CHATGLM6B, &m, "", "", true).unwrap(), "你好");
+        assert_eq!(render(CHATGLM2, &m, "", "", true).unwrap(), "[Round 1]\n\n问：你好\n\n答：");
+        m.insert(0, Message { role: "system".into(), content: "ignored".into() });
+        m.push(Message { role: "assistant".into(), content: "你好！".into() });
+        m.push(Message { role: "user".into(), content: "1+1?".into() });
+        assert_eq!(render(CHATGLM6B, &m, "", "", true).unwrap(), "[Round 0]\n问：你好\n答：你好！\n[Round 1]\n问：1+1?\n答：");
+        assert_eq!(
+            render(CHATGLM2, &m, "", "", true).unwrap(),
+            "[Round 1]\n\n问：你好\n\n答：你好！\n\n[Round 2]\n\n问：1+1?\n\n答："
+        );
     }
 
     #[test]

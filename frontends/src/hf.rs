@@ -65,7 +65,6 @@ pub fn load(dir: &Path) -> Result<Model> {
         architecture: arch.clone(),
         source: dir.to_path_buf(),
         format: prunec_ir::SourceFormat::Hf,
-        config_json: Some(json.to_string()),
         ..ModelInfo::default()
     };
     if !crate::arch::hf_names().contains(&arch.as_str()) {

@@ -43,7 +43,7 @@ pub use axes::{repeat_ranges, AxisLink, AxisMapping, Port, PortAxis};
 pub use error::{IrError, Result};
 pub use graph::{Edge, Graph, Node, NodeId, ValueId};
 pub use groups::{Element, Group, GroupAxis, GroupKind, Unit};
-pub use model::{Model, ModelInfo, ParamOrigin, SourceFormat, SourceValue};
+pub use model::{ArchConfig, Model, ModelInfo, ParamOrigin, SourceFormat, SourceValue};
 pub use op::{Attention, BinaryOp, Op, ParamEdit, PrefixPart, RemovedIndices, Rope, RopeLayout, Shrink, UnaryOp};
 pub use params::{Param, ParamData, ParamStore, ParamView, TensorSource};
 pub use print::print;

@@ -1,7 +1,10 @@
 //! A model: the graph, its parameters, where it came from, and the side tables passes
 //! attach to it (dependency groups).
 
+use std::any::Any;
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::graph::Graph;
 use crate::groups::Group;
@@ -18,8 +21,9 @@ pub struct ModelInfo {
     pub source: PathBuf,
     /// The kind of file or folder it was read from.
     pub format: SourceFormat,
-    /// The source's configuration, as JSON text, when it has one.
-    pub config_json: Option<String>,
+    /// The architecture's configuration as its frontend read and checked it (typed; the IR
+    /// never reads it), when the model has one (an ONNX graph has none).
+    pub config: Option<Arc<dyn ArchConfig>>,
     /// Where parameters came from in the source file, for writers that rewrite it (ONNX):
     /// every source tensor a parameter stands for, possibly transposed.
     pub origins: Vec<ParamOrigin>,
@@ -29,6 +33,23 @@ pub struct ModelInfo {
     /// What the frontend noticed and the user should know, though the model was read (a
     /// tensor of the file that the configuration leaves unused, for instance).
     pub warnings: Vec<String>,
+}
+
+impl ModelInfo {
+    /// The configuration as type `T`, when it is one.
+    pub fn config_as<T: 'static>(&self) -> Option<&T> {
+        self.config.as_deref()?.as_any().downcast_ref()
+    }
+}
+
+/// An architecture's configuration, carried by the model for its frontend's writers: typed
+/// by the frontend that read it, which downcasts it back ([`ModelInfo::config_as`]).
+pub trait ArchConfig: fmt::Debug + Send + Sync + Any {
+    /// The configuration as an HF `config.json` object (keys the architecture does not model
+    /// kept as the source had them).
+    fn to_json(&self) -> serde_json::Value;
+    /// Itself, for [`ModelInfo::config_as`].
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// The kind of file or folder a model was read from, which decides how it is written back.

@@ -11,13 +11,53 @@ pub mod chatglm2;
 pub mod chatglm6b;
 pub mod llama;
 
+use std::any::Any;
+use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
-use prunec_ir::{Model, ModelInfo};
+use prunec_ir::{ArchConfig, Model, ModelInfo};
 
 use crate::error::{FrontendError, Result};
 use crate::gguf::GgufFile;
 use crate::weights::WeightSource;
+
+/// An architecture's typed configuration `T` (what its lowering read, every value checked)
+/// with the `config.json` it came from (for a GGUF model, the one its metadata describes),
+/// whose keys prunec does not model its writer keeps: what a model of the architecture carries
+/// as its `ModelInfo::config`.
+#[derive(Debug, Clone)]
+pub struct Config<T> {
+    /// The configuration as the architecture's module reads it.
+    pub typed: T,
+    /// The `config.json` object it was read from.
+    pub json: serde_json::Value,
+}
+
+impl<T: fmt::Debug + Send + Sync + 'static> ArchConfig for Config<T> {
+    fn to_json(&self) -> serde_json::Value {
+        self.json.clone()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl<T: fmt::Debug + Send + Sync + 'static> Config<T> {
+    /// `typed` and `json` as a model carries them.
+    pub fn shared(typed: T, json: serde_json::Value) -> Arc<dyn ArchConfig> {
+        Arc::new(Config { typed, json })
+    }
+
+    /// The configuration of type `T` that `model` carries; `path` names it in errors.
+    pub fn of<'m>(model: &'m Model, path: &Path) -> Result<&'m Config<T>> {
+        model.info.config_as::<Config<T>>().ok_or_else(|| FrontendError::BadConfig {
+            path: path.to_path_buf(),
+            reason: format!("the model carries no {} configuration", std::any::type_name::<T>().rsplit("::").next().unwrap_or("")),
+        })
+    }
+}
 
 /// What prunec knows of one architecture.
 pub trait Architecture: Sync {
@@ -61,6 +101,12 @@ pub trait Architecture: Sync {
     /// The linear modules LoRA adapts unless told otherwise, by the last component of their
     /// module name.
     fn lora_targets(&self) -> &'static [&'static str];
+
+    /// The chat template of the architecture's own chat code (Jinja, as [`crate::chat::render`]
+    /// takes it), for checkpoints whose tokenizer ships none.
+    fn chat_template(&self) -> Option<&'static str> {
+        None
+    }
 
     /// Its `general.architecture` in GGUF files, when prunec reads it from them.
     fn gguf_name(&self) -> Option<&'static str> {
@@ -111,7 +157,7 @@ pub fn for_hf(name: &str, json: &serde_json::Value) -> Option<&'static dyn Archi
 /// The architecture of `model`, when it is one of the registry's (an ONNX graph raised to the
 /// IR has none).
 pub fn of(model: &Model) -> Option<&'static dyn Architecture> {
-    let json = model.info.config_json.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(serde_json::Value::Null);
+    let json = model.info.config.as_ref().map_or(serde_json::Value::Null, |c| c.to_json());
     ARCHITECTURES.iter().copied().find(|a| a.name() == model.info.architecture && a.reads(&json))
 }
 

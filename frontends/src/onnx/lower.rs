@@ -412,7 +412,7 @@ pub fn lower(file: &OnnxFile, folded: &Folded, path: &Path) -> Result<Model> {
             architecture: "onnx".into(),
             source: path.to_path_buf(),
             format: prunec_ir::SourceFormat::Onnx,
-            config_json: None,
+            config: None,
             origins,
             source_values,
             warnings: Vec::new(),

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
 
+use super::Config;
 use crate::builder::{check_weights, get_usize, need_usize, Builder, LayerNames};
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
@@ -258,8 +259,7 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     Ok(b.g)
 }
 
-/// The `config.json` of a ChatGLM2 model (ChatGLM-6B v1: [`crate::arch::chatglm6b::hf_config`]) as it is
-/// now: `hidden_size` and `padded_vocab_size` from the embedding, `num_attention_heads`,
+/// The `config.json` of a ChatGLM2 model as it is now: `hidden_size` and `padded_vocab_size` from the embedding, `num_attention_heads`,
 /// `multi_query_group_num` and `ffn_hidden_size` from the slices of the fused projections,
 /// `layernorm_epsilon` from the norms (pruning hidden channels rescales it); every other key as
 /// the model's own config has it, so the model's own code loads a result whose layers are alike
@@ -269,11 +269,8 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let path = model.info.source.join("config.json");
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
-    let mut json = crate::builder::model_config(model, &path)?;
-    if crate::arch::chatglm6b::is_v1(&json) {
-        return crate::arch::chatglm6b::hf_config(model);
-    }
-    let original = ChatGlmConfig::from_hf_json(&path, &json)?;
+    let carried = Config::<ChatGlmConfig>::of(model, &path)?;
+    let (original, mut json) = (&carried.typed, carried.json.clone());
     let g = &model.graph;
     let width = |name: &str| -> Option<usize> {
         g.node_ids().into_iter().find_map(|id| match g.node(id).ok() {
@@ -337,7 +334,12 @@ impl super::Architecture for ChatGlm2 {
         let config = ChatGlmConfig::from_hf_json(config_path, json)?;
         let layers = LayerNames { prefix: "transformer.encoder.layers.", key: "num_layers", count: config.num_layers };
         info.warnings = check_weights(config_path, names, layers, || config.expected_params(), None)?;
+        info.config = Some(Config::shared(config.clone(), json.clone()));
         build(&config, weights, info)
+    }
+
+    fn chat_template(&self) -> Option<&'static str> {
+        Some(crate::chat::CHATGLM2)
     }
 
     fn hf_config(&self, model: &Model) -> Result<serde_json::Value> {
@@ -438,7 +440,7 @@ mod tests {
         let json = fixture_json();
         let config = ChatGlmConfig::from_hf_json(&fixture().join("config.json"), &json).unwrap();
         let weights = HfWeights::open(&fixture()).unwrap();
-        let info = ModelInfo { source: fixture(), format: prunec_ir::SourceFormat::Hf, config_json: Some(json.to_string()), ..Default::default() };
+        let info = ModelInfo { source: fixture(), format: prunec_ir::SourceFormat::Hf, config: Some(Config::shared(config.clone(), json.clone())), ..Default::default() };
         let model = build(&config, &weights, info).unwrap();
         let g = &model.graph;
         let slices: Vec<(String, Op)> = g

@@ -20,6 +20,7 @@ use prunec_ir::{
     Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, PrefixPart, Rope, RopeLayout, UnaryOp, ValueId,
 };
 
+use super::Config;
 use crate::builder::{check_weights, get_usize, need_usize, Builder, LayerNames};
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
@@ -273,8 +274,8 @@ fn alpha_residual(b: &mut Builder, normed: ValueId, out: ValueId, name: &str, bl
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let path = model.info.source.join("config.json");
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
-    let mut json = crate::builder::model_config(model, &path)?;
-    let original = GlmConfig::from_hf_json(&path, &json)?;
+    let carried = Config::<GlmConfig>::of(model, &path)?;
+    let (original, mut json) = (&carried.typed, carried.json.clone());
     let shape = |name: &str| model.params.get(name).map(|p| p.shape.clone());
     let mut layers = Vec::with_capacity(original.num_layers);
     for l in 0..original.num_layers {
@@ -326,7 +327,12 @@ impl super::Architecture for ChatGlm6b {
         let config = GlmConfig::from_hf_json(config_path, json)?;
         let layers = LayerNames { prefix: "transformer.layers.", key: "num_layers", count: config.num_layers };
         info.warnings = check_weights(config_path, names, layers, || config.expected_params(), None)?;
+        info.config = Some(Config::shared(config.clone(), json.clone()));
         build(&config, weights, info)
+    }
+
+    fn chat_template(&self) -> Option<&'static str> {
+        Some(crate::chat::CHATGLM6B)
     }
 
     fn hf_config(&self, model: &Model) -> Result<serde_json::Value> {
@@ -404,7 +410,7 @@ mod tests {
         let json = fixture_json();
         let config = GlmConfig::from_hf_json(&fixture().join("config.json"), &json).unwrap();
         let weights = HfWeights::open(&fixture()).unwrap();
-        let info = ModelInfo { source: fixture(), format: prunec_ir::SourceFormat::Hf, config_json: Some(json.to_string()), ..Default::default() };
+        let info = ModelInfo { source: fixture(), format: prunec_ir::SourceFormat::Hf, config: Some(Config::shared(config.clone(), json.clone())), ..Default::default() };
         let model = build(&config, &weights, info).unwrap();
         let g = &model.graph;
         let ops = |block: u32, mnemonic: &str| {

@@ -200,7 +200,6 @@ pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
         architecture: arch,
         source: path.to_path_buf(),
         format: prunec_ir::SourceFormat::Gguf,
-        config_json: None,
         ..ModelInfo::default()
     };
     llama::build(&config, &GgufWeights { file, config: config.clone() }, info)

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
 
+use super::Config;
 use crate::builder::{check_weights, get_usize, need_usize, norm_eps, shortest_f64, Builder, LayerNames};
 use crate::gguf::GgufFile;
 use crate::error::{FrontendError, Result};
@@ -412,9 +413,9 @@ fn head_dim(model: &Model, original: &LlamaConfig) -> usize {
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let path = config_path(model);
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
-    let mut json = crate::builder::model_config(model, &path)?;
-    let original = LlamaConfig::from_hf_json(&path, &json)?;
-    let head_dim = head_dim(model, &original);
+    let carried = Config::<LlamaConfig>::of(model, &path)?;
+    let (original, mut json) = (&carried.typed, carried.json.clone());
+    let head_dim = head_dim(model, original);
     let source = model.info.source.clone();
     let shape = |name: &str| model.params.get(name).map(|p| p.shape.as_slice());
     let embed = "model.embed_tokens.weight";
@@ -506,8 +507,8 @@ fn repeat_copies(model: &Model, name: &str) -> Option<Vec<usize>> {
 /// Returns how many layers went.
 pub fn drop_empty_layers(model: &mut Model) -> Result<usize> {
     let path = config_path(model);
-    let mut json = crate::builder::model_config(model, &path)?;
-    let original = LlamaConfig::from_hf_json(&path, &json)?;
+    let carried = Config::<LlamaConfig>::of(model, &path)?;
+    let (original, mut json) = (carried.typed.clone(), carried.json.clone());
     let prefix = |l: usize| format!("model.layers.{l}.");
     let kept: Vec<usize> =
         (0..original.num_layers).filter(|&l| model.params.iter().any(|(n, _)| n.starts_with(&prefix(l)))).collect();
@@ -550,7 +551,8 @@ pub fn drop_empty_layers(model: &mut Model) -> Result<usize> {
             obj.insert(LAYER_WIDTHS_KEY.into(), kept_widths.into());
         }
     }
-    model.info.config_json = Some(json.to_string());
+    let typed = LlamaConfig::from_hf_json(&path, &json)?;
+    model.info.config = Some(Config::shared(typed, json));
     model.groups = None;
     prunec_ir::verify(model).map_err(ir)?;
     Ok(dropped)
@@ -560,8 +562,8 @@ pub fn drop_empty_layers(model: &mut Model) -> Result<usize> {
 /// whose `info` has no configuration (GGUF) gets `config`'s, as [`LlamaConfig::to_hf_json`]
 /// writes it.
 pub fn build(config: &LlamaConfig, weights: &dyn WeightSource, mut info: ModelInfo) -> Result<Model> {
-    if info.config_json.is_none() {
-        info.config_json = Some(config.to_hf_json().to_string());
+    if info.config.is_none() {
+        info.config = Some(Config::shared(config.clone(), config.to_hf_json()));
     }
     let params = crate::builder::read_params(config.expected_params(), weights)?;
     crate::builder::finish(params, info, |params| lower(config, params))
@@ -644,6 +646,7 @@ impl super::Architecture for Llama {
         let layers = LayerNames { prefix: "model.layers.", key: "num_hidden_layers", count: config.num_layers };
         let tied = config.tie_word_embeddings.then_some(("lm_head.weight", "tie_word_embeddings"));
         info.warnings = check_weights(config_path, names, layers, || config.expected_params(), tied)?;
+        info.config = Some(Config::shared(config.clone(), json.clone()));
         build(&config, weights, info)
     }
 
@@ -781,7 +784,7 @@ mod tests {
         let json = with_widths(serde_json::json!([w(8, 2, 176), w(0, 0, 176), w(8, 2, 0), w(8, 2, 176)]));
         let config = LlamaConfig::from_hf_json(&fixture().join("config.json"), &json).unwrap();
         let weights = HfWeights::open(&fixture()).unwrap();
-        let info = ModelInfo { source: fixture(), format: prunec_ir::SourceFormat::Hf, config_json: Some(json.to_string()), ..Default::default() };
+        let info = ModelInfo { source: fixture(), format: prunec_ir::SourceFormat::Hf, config: Some(Config::shared(config.clone(), json.clone())), ..Default::default() };
         let model = build(&config, &weights, info).unwrap();
         let names: Vec<String> = model.graph.node_ids().into_iter().map(|id| model.graph.node(id).unwrap().name.clone()).collect();
         assert!(!names.iter().any(|n| n.starts_with("model.layers.1.self_attn") || n == "model.layers.1.input_layernorm"));
