@@ -2,7 +2,8 @@
 //! `scripts/make-gemma3-fixture`), and the real Gemma 3 270M read from its GGUF (Q4_K_M,
 //! fetched by `scripts/fetch-gemma3`) against the golden data made with transformers from the
 //! same file (`tests/fixtures/gemma3/golden.safetensors`, the fixtures README §7b): last-position
-//! logits of three prompts (1e-3 absolute), top-20 log-probabilities at every position, and
+//! logits of three prompts (1e-3 absolute; measured 2.1e-5), top-20 log-probabilities at every
+//! position (1e-4; measured 3.6e-5), and
 //! the perplexity of `smollm2/public.txt` in windows of 128 tokens, with and without `<bos>`
 //! (0.5%).
 
@@ -133,7 +134,7 @@ fn transformers_loads_written_gemma3_folders() {
     let mut pruned = load(&fixture("gemma3-tiny"));
     prunec_passes::run_group(&mut pruned).unwrap();
     let scores = score(&pruned, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: Some(1..5), mlp_layers: Some(1..5), global: false, gqa: Gqa::QueryHeadsEven, round_to: 1, uniform: true };
+    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::QueryHeadsEven, round_to: 1, uniform: true };
     let selection = select(&pruned, &scores, &opts).unwrap();
     apply(&mut pruned, &selection).unwrap();
     let rows = common::golden("gemma3-tiny").rows("input_ids");
@@ -204,7 +205,7 @@ fn gemma3_270m_prompts_match_golden_logits() {
             }
         }
         println!("prompt {i}: max |Δ top-20 log-probs| = {worst:e}");
-        assert!(worst < 1e-3, "prompt {i}: {worst}");
+        assert!(worst < 1e-4, "prompt {i}: {worst}");
     }
 }
 
