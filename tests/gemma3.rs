@@ -5,7 +5,8 @@
 //! logits of three prompts (1e-3 absolute; measured 2.1e-5), top-20 log-probabilities at every
 //! position (1e-4; measured 3.6e-5), and
 //! the perplexity of `smollm2/public.txt` in windows of 128 tokens, with and without `<bos>`
-//! (0.5%).
+//! (0.5%; measured 192.2116 vs 192.2123 and 28.42418 vs 28.42427, 3e-6 relative). Build
+//! `--release`: the real-model tests take minutes (two perplexity passes over 59 windows).
 
 mod common;
 
