@@ -124,3 +124,22 @@ fn chatglm6b_logits() {
 fn chatglm6b_loss_and_gradients() {
     check_loss_and_grads("chatglm-6b");
 }
+
+/// Gemma 3: `(1 + w)` norms, the √hidden embedding scale, q/k norms, GeGLU (tanh GeLU), and
+/// sliding-window layers (window 4 < 12 tokens) interleaved with global ones, each with its
+/// rotary base.
+#[test]
+fn gemma3_logits() {
+    check_logits("gemma3-tiny");
+}
+
+#[test]
+fn gemma3_loss_and_gradients() {
+    check_loss_and_grads("gemma3-tiny");
+}
+
+/// The key/value cache across the sliding window: the window must hold for the cached keys.
+#[test]
+fn kv_cache_equals_full_forward_gemma3() {
+    check_kv_cache("gemma3-tiny", 3);
+}

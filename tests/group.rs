@@ -114,10 +114,50 @@ fn snapshot_llama_gqa() {
     snapshot("llama-gqa");
 }
 
+/// Gemma 3: two key/value heads of two query heads each; the q/k norms (over `head_dim`) belong
+/// to no group (pruning whole heads leaves them whole); the hidden stream reaches the tied
+/// embedding, the four `(1 + w)` norms of every layer and the final norm.
+#[test]
+fn gemma3_groups() {
+    let model = grouped("gemma3-tiny");
+    let attn = of_kind(&model, GroupKind::Attention);
+    assert_eq!(attn.len(), 6);
+    for (layer, g) in attn.iter().enumerate() {
+        let p = format!("model.layers.{layer}.self_attn");
+        assert_eq!(g.units.len(), 2, "two key/value heads");
+        for (kv, unit) in g.units.iter().enumerate() {
+            assert_eq!(rows(g, &unit.elements, &format!("{p}.k_proj.weight"), 0), vec![kv * 16..kv * 16 + 16]);
+            assert_eq!(rows(g, &unit.elements, &format!("{p}.q_proj.weight"), 0), vec![kv * 32..kv * 32 + 32]);
+            assert_eq!(rows(g, &unit.elements, &format!("{p}.o_proj.weight"), 1), vec![kv * 32..kv * 32 + 32]);
+            assert_eq!(unit.sub_units.len(), 2);
+        }
+        let names: Vec<&str> = g.axes.iter().filter_map(|a| a.param.as_ref().map(|(n, _)| n.as_str())).collect();
+        assert!(!names.iter().any(|n| n.contains("q_norm") || n.contains("k_norm")), "{names:?}");
+    }
+    let mlp = of_kind(&model, GroupKind::Mlp);
+    assert_eq!(mlp.len(), 6);
+    assert!(mlp.iter().all(|g| g.units.len() == 64 && g.params_per_unit() == (192, 192)));
+    let hidden = of_kind(&model, GroupKind::Hidden);
+    assert_eq!(hidden.len(), 1);
+    assert_eq!(hidden[0].units.len(), 64);
+    let names: Vec<&str> = hidden[0].axes.iter().filter_map(|a| a.param.as_ref().map(|(n, _)| n.as_str())).collect();
+    assert!(names.contains(&"model.embed_tokens.weight") && names.contains(&"model.norm.weight"));
+    for norm in ["input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"] {
+        assert!(names.contains(&format!("model.layers.3.{norm}.weight").as_str()), "{norm}");
+    }
+    assert_eq!(names.len(), 1 + 6 * 11 + 1, "embedding, 11 per layer (7 projections, 4 norms), final norm");
+}
+
+#[test]
+fn snapshot_gemma3() {
+    // (1 + w) norms print their offset; the embedding's √64 scale; sliding layers their window
+    snapshot("gemma3-tiny");
+}
+
 #[test]
 fn group_pass_source_names_no_architecture() {
     let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/passes/src/group.rs")).unwrap();
-    for word in ["llama", "chatglm", "glm", "q_proj", "k_proj", "gate_proj", "query_key_value", "mistral", "vicuna"] {
+    for word in ["llama", "chatglm", "glm", "q_proj", "k_proj", "gate_proj", "query_key_value", "mistral", "vicuna", "gemma"] {
         let hits: Vec<&str> = src
             .lines()
             .filter(|l| !l.trim_start().starts_with("//"))

@@ -426,3 +426,41 @@ fn uniform_selection_keeps_layers_alike() {
     let layer = PruneOptions { mode: Mode::Layer, ..opts };
     assert!(select(&model, &scores, &layer).unwrap_err().to_string().contains("layer-wise"));
 }
+
+/// Gemma 3: heads and MLP channels (block-wise), query heads inside key/value groups, and
+/// hidden channels (channel-wise: the `(1 + w)` norms rescale weight and offset together, the
+/// embedding keeps its scale √64 of the original width) all compute what zeroing computes.
+#[test]
+fn zeroing_law_gemma3() {
+    zeroing_law("gemma3-tiny", Amount::UnitRatio(0.5), Importance::L1);
+    zeroing_law("gemma3-tiny", Amount::Ratio(0.3), Importance::Random);
+    zeroing_law_in("gemma3-tiny", Amount::UnitRatio(0.25), Importance::L2, Mode::Channel);
+    let model = grouped("gemma3-tiny");
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let sel = select(&model, &scores, &PruneOptions { gqa: Gqa::QueryHeadsEven, ..block(Amount::UnitRatio(0.5)) }).unwrap();
+    let reference = logits(&zeroed(&model, &sel));
+    let mut pruned = model.clone();
+    apply(&mut pruned, &sel).unwrap();
+    let got = logits(&pruned);
+    let diff = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-5 * 10.0, "pruned and zeroed differ by {diff}");
+    // 2 of 4 query heads left, one per key/value head: a stock config
+    let config = prunec_frontends::arch::gemma3::hf_config(&pruned).unwrap();
+    assert_eq!((config["num_attention_heads"].as_u64(), config["num_key_value_heads"].as_u64()), (Some(2), Some(2)));
+    assert!(config.get("prunec_layer_widths").is_none());
+}
+
+/// Pruning Gemma 3's hidden channels leaves the embedding scaled by √ of the original width,
+/// which transformers would recompute from the pruned `hidden_size`: its HF config is refused,
+/// naming the reason.
+#[test]
+fn gemma3_hidden_pruning_is_not_written_as_hf() {
+    let model = grouped("gemma3-tiny");
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let sel = select(&model, &scores, &PruneOptions { mode: Mode::Channel, ..block(Amount::UnitRatio(0.25)) }).unwrap();
+    let mut pruned = model.clone();
+    apply(&mut pruned, &sel).unwrap();
+    assert_eq!(pruned.params.get("model.embed_tokens.weight").unwrap().shape, [256, 48]);
+    let e = prunec_frontends::arch::gemma3::hf_config(&pruned).unwrap_err().to_string();
+    assert!(e.contains("hidden channels were pruned") && e.contains("config.json"), "{e}");
+}

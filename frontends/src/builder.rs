@@ -355,7 +355,7 @@ pub(crate) fn norm_eps(model: &Model) -> std::result::Result<Option<f32>, String
     let g = &model.graph;
     let mut eps = None;
     for id in g.node_ids() {
-        if let Some(Op::RmsNorm { eps: e }) = g.node(id).ok().map(|n| &n.op) {
+        if let Some(Op::RmsNorm { eps: e, .. }) = g.node(id).ok().map(|n| &n.op) {
             match eps {
                 None => eps = Some(*e),
                 Some(first) if first != *e => {

@@ -199,7 +199,7 @@ mod tests {
             x = g.add_value(Op::Binary(crate::op::BinaryOp::Add), format!("l{l}.add"), Some(l), &[x, y]).unwrap();
         }
         let n = param(&mut g, "norm", &[4], None);
-        let x = g.add_value(Op::RmsNorm { eps: 1e-6 }, "norm", None, &[x, n]).unwrap();
+        let x = g.add_value(Op::RmsNorm { eps: 1e-6, offset: 0.0 }, "norm", None, &[x, n]).unwrap();
         let logits = g.add_value(Op::Linear, "head", None, &[x, table]).unwrap();
         g.add(Op::Output { name: "logits".into() }, "logits", None, &[logits]).unwrap();
         g

@@ -386,8 +386,9 @@ impl<B: Backend> Executor<B> {
                 let r = a.rank().max(b.rank());
                 float_zip!(a.lift(r)?, b.lift(r)?, |x, y| x.matmul(y)).map(|t| vec![t])
             }
-            Op::RmsNorm { eps } => {
+            Op::RmsNorm { eps, offset } => {
                 let (x, w) = (next()?, next()?);
+                let w = if *offset == 0.0 { w } else { float_map!(w, t => t.add_scalar(*offset))? };
                 let axis = x.rank() - 1;
                 let eps = *eps;
                 let normed = float_map!(x, t => {

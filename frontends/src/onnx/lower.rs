@@ -184,7 +184,7 @@ impl Lowerer<'_> {
             Term::RmsNorm([x, w, eps]) => {
                 let eps = self.scalar(eps)? as f32;
                 let (x, w) = (self.lower(x)?, self.lower(w)?);
-                self.add(Op::RmsNorm { eps }, "rms_norm", &[x, w])?
+                self.add(Op::RmsNorm { eps, offset: 0.0 }, "rms_norm", &[x, w])?
             }
             Term::Linear([x, w]) => {
                 let (x, w) = (self.lower(x)?, self.lower(w)?);

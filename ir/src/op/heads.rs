@@ -37,7 +37,10 @@ pub(super) fn infer_split(cx: &Operands, heads: usize) -> Result<Vec<ValueType>>
     Ok(vec![ValueType::new(x.dtype, Shape(s))])
 }
 
-/// `SplitHeads`: leading axes pass through; the flat axis is heads × head_dim.
+/// `SplitHeads`: leading axes pass through; the flat axis is heads × head_dim. The head_dim
+/// axis is pinned: one of its channels is a strided set of the flat axis's (one per head),
+/// which no shrink rule removes, so nothing along it (a per-head norm's weight, as Gemma's
+/// q/k norms) may be pruned on its own.
 pub(super) fn axes_split(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     let r = inputs[0].rank();
@@ -47,6 +50,7 @@ pub(super) fn axes_split(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMa
         outer: PortAxis::output(0, r - 1),
         inner: outputs[0].shape.0[r].fixed().unwrap_or(1),
     });
+    m.pin(PortAxis::output(0, r));
     m
 }
 
@@ -81,6 +85,8 @@ pub(super) fn axes_merge(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMa
         outer: PortAxis::input(0, r - 1),
         inner: inputs[0].shape.0[r].fixed().unwrap_or(1),
     });
+    // as for `SplitHeads`: a head_dim channel is strided over the flat axis
+    m.pin(PortAxis::input(0, r));
     m
 }
 

@@ -64,10 +64,13 @@ pub enum Op {
     Linear,
     /// `a[.., m, k] · b[.., k, n]`: `[.., m, n]`, batch axes broadcast.
     MatMul,
-    /// `x / sqrt(mean(x²) + eps) · w` over the last axis.
+    /// `x / sqrt(mean(x²) + eps) · (w + offset)` over the last axis.
     RmsNorm {
         /// Added to the mean square.
         eps: f32,
+        /// Added to the weight before it multiplies (Gemma's `(1 + w)` norms store `w` and
+        /// have 1; 0 elsewhere).
+        offset: f32,
     },
     /// `(x − mean) / sqrt(var + eps) · w + b` over the last axis.
     LayerNorm {
@@ -278,7 +281,8 @@ impl Op {
     pub fn attributes(&self) -> String {
         match self {
             Op::Input { name, .. } | Op::Param { name, .. } | Op::Output { name } => format!("{name:?}"),
-            Op::RmsNorm { eps } | Op::LayerNorm { eps } => format!("eps={eps:e}"),
+            Op::RmsNorm { eps, offset } if *offset != 0.0 => format!("eps={eps:e}, offset={offset}"),
+            Op::RmsNorm { eps, .. } | Op::LayerNorm { eps } => format!("eps={eps:e}"),
             Op::Rope(r) => r.attributes(),
             Op::PrefixLm { bos, masks, part } => format!("bos={bos}, masks={masks:?}, {part:?}"),
             Op::RepeatHeads { copies } => match Op::uniform_copies(copies) {
@@ -383,7 +387,7 @@ impl Op {
     pub fn shrink(&self, node: &str, inputs: &[&ValueType], outputs: &[ValueType], removed: &dyn RemovedIndices) -> Result<Shrink> {
         match self {
             Op::Param { name, ty } => io::shrink_param(name, ty, removed),
-            Op::RmsNorm { eps } => Ok(norm::shrink_rms_norm(*eps, inputs, removed)),
+            Op::RmsNorm { eps, offset } => Ok(norm::shrink_rms_norm(*eps, *offset, inputs, removed)),
             Op::RepeatHeads { copies } => heads::shrink_repeat(node, copies, outputs, removed),
             Op::SplitHeads { heads } => Ok(heads::shrink_split(*heads, outputs, removed)),
             Op::Reshape { shape } => Ok(shape::shrink_reshape(shape, removed)),

@@ -1,4 +1,5 @@
-//! Normalisations over the last axis: `RmsNorm` (`x / sqrt(mean(x²) + eps) · w`) and
+//! Normalisations over the last axis: `RmsNorm` (`x / sqrt(mean(x²) + eps) · (w + offset)`,
+//! the offset 1 in Gemma's norms, 0 elsewhere) and
 //! `LayerNorm` (`(x − mean) / sqrt(var + eps) · w + b`). Their parameters are vectors along
 //! the normalised axis. When that axis loses channels, an RMSNorm is rescaled so that it
 //! computes what it computed with those channels zeroed.
@@ -39,7 +40,11 @@ pub(super) fn axes(inputs: &[&ValueType], outputs: &[ValueType]) -> AxisMapping 
 /// weight is scaled by `sqrt(n/k)` and ε by `n/k` — exact, and still a stock RMSNorm (one
 /// `rms_norm_eps`, as every norm of the hidden stream loses the same channels). LLM-Pruner's
 /// channel-wise pruning leaves both as they were, which changes what the norms compute.
-pub(super) fn shrink_rms_norm(eps: f32, inputs: &[&ValueType], removed: &dyn RemovedIndices) -> Shrink {
+///
+/// With an offset the multiplier is `w + offset`; scaling the weight and the offset alike
+/// scales it exactly, so the offset becomes `offset·sqrt(n/k)` (a writer whose format fixes
+/// the offset, as Gemma's `(1 + w)`, moves the difference into the weight when it writes).
+pub(super) fn shrink_rms_norm(eps: f32, offset: f32, inputs: &[&ValueType], removed: &dyn RemovedIndices) -> Shrink {
     let (Some(x), true) = (inputs.first(), inputs.len() > 1) else { return Shrink::default() };
     let axis = x.rank().saturating_sub(1);
     let Some(n) = x.dim(axis).and_then(Dim::fixed) else { return Shrink::default() };
@@ -48,8 +53,9 @@ pub(super) fn shrink_rms_norm(eps: f32, inputs: &[&ValueType], removed: &dyn Rem
         return Shrink::default();
     }
     let factor = n as f64 / (n - lost) as f64;
+    let offset = if offset == 0.0 { 0.0 } else { (f64::from(offset) * factor.sqrt()) as f32 };
     Shrink {
-        op: Some(Op::RmsNorm { eps: (f64::from(eps) * factor) as f32 }),
+        op: Some(Op::RmsNorm { eps: (f64::from(eps) * factor) as f32, offset }),
         param: Some(ParamEdit::Scale { input: 1, factor: factor.sqrt() as f32 }),
     }
 }
@@ -65,14 +71,37 @@ mod tests {
     fn rms_norm_rescales_for_the_channels_left() {
         let x = t(vec![Dim::batch(), 8.into()]);
         let w = t(vec![8.into()]);
-        let op = Op::RmsNorm { eps: 1e-6 };
+        let op = Op::RmsNorm { eps: 1e-6, offset: 0.0 };
         let removed = BTreeMap::from([(PortAxis::input(0, 1), BTreeSet::from([0, 1, 2, 3, 4, 5]))]);
         let s = op.shrink("norm", &[&x, &w], std::slice::from_ref(&x), &removed).unwrap();
-        assert_eq!(s.op, Some(Op::RmsNorm { eps: (f64::from(1e-6f32) * 4.0) as f32 }));
+        assert_eq!(s.op, Some(Op::RmsNorm { eps: (f64::from(1e-6f32) * 4.0) as f32, offset: 0.0 }));
         assert_eq!(s.param, Some(ParamEdit::Scale { input: 1, factor: 2.0 }));
         // nothing lost, or everything: nothing to rescale
         assert_eq!(op.shrink("norm", &[&x, &w], std::slice::from_ref(&x), &BTreeMap::new()).unwrap(), Shrink::default());
         let all = BTreeMap::from([(PortAxis::input(0, 1), (0..8).collect::<BTreeSet<_>>())]);
         assert_eq!(op.shrink("norm", &[&x, &w], std::slice::from_ref(&x), &all).unwrap(), Shrink::default());
+    }
+
+    /// `(w + offset)` scales as a whole: the weight by `sqrt(n/k)` (the prune pass) and the
+    /// offset by the same factor (the new op), so `w' + offset' = (w + offset)·sqrt(n/k)`.
+    #[test]
+    fn offset_rms_norm_scales_its_offset_with_its_weight() {
+        let x = t(vec![Dim::batch(), 8.into()]);
+        let w = t(vec![8.into()]);
+        let op = Op::RmsNorm { eps: 1e-6, offset: 1.0 };
+        let removed = BTreeMap::from([(PortAxis::input(0, 1), BTreeSet::from([0, 1, 2, 3, 4, 5]))]);
+        let s = op.shrink("norm", &[&x, &w], std::slice::from_ref(&x), &removed).unwrap();
+        assert_eq!(s.op, Some(Op::RmsNorm { eps: (f64::from(1e-6f32) * 4.0) as f32, offset: 2.0 }));
+        assert_eq!(s.param, Some(ParamEdit::Scale { input: 1, factor: 2.0 }));
+        // numerically: two channels left of eight, the others zero, give what they gave
+        let (xs, ws) = ([0.5f64, -1.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], [0.3f64, -0.2]);
+        let before: Vec<f64> = (0..2).map(|i| xs[i] / ((xs[0] * xs[0] + xs[1] * xs[1]) / 8.0 + 1e-6).sqrt() * (ws[i] + 1.0)).collect();
+        let after: Vec<f64> = (0..2).map(|i| xs[i] / ((xs[0] * xs[0] + xs[1] * xs[1]) / 2.0 + 4e-6).sqrt() * (ws[i] * 2.0 + 2.0)).collect();
+        for (b, a) in before.iter().zip(&after) {
+            assert!((b - a).abs() < 1e-12, "{b} vs {a}");
+        }
+        // the printer names the offset only where there is one
+        assert_eq!(op.to_string(), "rms_norm<eps=1e-6, offset=1>");
+        assert_eq!(Op::RmsNorm { eps: 1e-6, offset: 0.0 }.to_string(), "rms_norm<eps=1e-6>");
     }
 }

@@ -219,7 +219,7 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
         let p = format!("transformer.encoder.layers.{l}");
         let sa = format!("{p}.self_attention");
         let w = b.param(&format!("{p}.input_layernorm.weight"), blk)?;
-        let h = b.op(Op::RmsNorm { eps: c.eps }, &format!("{p}.input_layernorm"), blk, &[x, w])?;
+        let h = b.op(Op::RmsNorm { eps: c.eps, offset: 0.0 }, &format!("{p}.input_layernorm"), blk, &[x, w])?;
         let qkv = b.linear(h, &format!("{sa}.query_key_value"), c.qkv_bias, blk)?;
         let q = b.op(slice(0, q_rows), &format!("{sa}.query"), blk, &[qkv])?;
         let k = b.op(slice(q_rows, q_rows + kv_rows), &format!("{sa}.key"), blk, &[qkv])?;
@@ -240,7 +240,7 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
         x = b.op(Op::Binary(BinaryOp::Add), &format!("{p}.attn_residual"), blk, &[x, o])?;
 
         let w = b.param(&format!("{p}.post_attention_layernorm.weight"), blk)?;
-        let h = b.op(Op::RmsNorm { eps: c.eps }, &format!("{p}.post_attention_layernorm"), blk, &[x, w])?;
+        let h = b.op(Op::RmsNorm { eps: c.eps, offset: 0.0 }, &format!("{p}.post_attention_layernorm"), blk, &[x, w])?;
         let u = b.linear(h, &format!("{p}.mlp.dense_h_to_4h"), c.linear_bias, blk)?;
         let gate = b.op(slice(0, f), &format!("{p}.mlp.gate"), blk, &[u])?;
         let up = b.op(slice(f, 2 * f), &format!("{p}.mlp.up"), blk, &[u])?;
@@ -251,7 +251,7 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     }
     if c.post_layer_norm {
         let w = b.param("transformer.encoder.final_layernorm.weight", None)?;
-        x = b.op(Op::RmsNorm { eps: c.eps }, "transformer.encoder.final_layernorm", None, &[x, w])?;
+        x = b.op(Op::RmsNorm { eps: c.eps, offset: 0.0 }, "transformer.encoder.final_layernorm", None, &[x, w])?;
     }
     let head = b.param("transformer.output_layer.weight", None)?;
     let logits = b.op(Op::Linear, "transformer.output_layer", None, &[x, head])?;

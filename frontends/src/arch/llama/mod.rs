@@ -583,7 +583,7 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
         if width.has_attention() {
             let (heads, kv_heads) = (width.num_heads, width.num_kv_heads);
             let w = b.param(&format!("{p}.input_layernorm.weight"), blk)?;
-            let h = b.op(Op::RmsNorm { eps: c.rms_norm_eps }, &format!("{p}.input_layernorm"), blk, &[x, w])?;
+            let h = b.op(Op::RmsNorm { eps: c.rms_norm_eps, offset: 0.0 }, &format!("{p}.input_layernorm"), blk, &[x, w])?;
             let q = b.linear(h, &format!("{p}.self_attn.q_proj"), c.attention_bias, blk)?;
             let k = b.linear(h, &format!("{p}.self_attn.k_proj"), c.attention_bias, blk)?;
             let v = b.linear(h, &format!("{p}.self_attn.v_proj"), c.attention_bias, blk)?;
@@ -605,7 +605,7 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
         }
         if width.has_mlp() {
             let w = b.param(&format!("{p}.post_attention_layernorm.weight"), blk)?;
-            let h = b.op(Op::RmsNorm { eps: c.rms_norm_eps }, &format!("{p}.post_attention_layernorm"), blk, &[x, w])?;
+            let h = b.op(Op::RmsNorm { eps: c.rms_norm_eps, offset: 0.0 }, &format!("{p}.post_attention_layernorm"), blk, &[x, w])?;
             let gate = b.linear(h, &format!("{p}.mlp.gate_proj"), c.mlp_bias, blk)?;
             let up = b.linear(h, &format!("{p}.mlp.up_proj"), c.mlp_bias, blk)?;
             let act = b.op(Op::Unary(UnaryOp::Silu), &format!("{p}.mlp.act"), blk, &[gate])?;
@@ -615,7 +615,7 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
         }
     }
     let w = b.param("model.norm.weight", None)?;
-    let x = b.op(Op::RmsNorm { eps: c.rms_norm_eps }, "model.norm", None, &[x, w])?;
+    let x = b.op(Op::RmsNorm { eps: c.rms_norm_eps, offset: 0.0 }, "model.norm", None, &[x, w])?;
     let head = if c.tie_word_embeddings { embed } else { b.param("lm_head.weight", None)? };
     let logits = b.op(Op::Linear, "lm_head", None, &[x, head])?;
     b.op(Op::Output { name: "logits".into() }, "logits", None, &[logits])?;
