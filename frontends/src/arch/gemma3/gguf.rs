@@ -194,7 +194,6 @@ pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
         architecture: "gemma3_text".to_string(),
         source: path.to_path_buf(),
         format: prunec_ir::SourceFormat::Gguf,
-        config_json: None,
         ..ModelInfo::default()
     };
     super::build(&config, &GgufWeights { file }, info, 0.0)

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use prunec_ir::{Attention, BinaryOp, DType, Graph, Model, ModelInfo, Op, Param, ParamStore, Rope, RopeLayout, UnaryOp, ValueId};
 
+use super::Config;
 use crate::builder::{
     check_positive, check_sizes, check_weights, need_usize, norm_eps, opt_bool, opt_f64, opt_str, opt_usize, read_layer_widths,
     shortest_f64, write_layer_widths, Builder, LayerNames, LAYER_WIDTHS_KEY,
@@ -285,7 +286,7 @@ impl Gemma3Config {
     /// The configuration as a transformers `config.json` for `Gemma3ForCausalLM`: the keys of
     /// transformers 4 (`rope_theta`, `rope_local_base_freq`, `layer_types`) and transformers 5's
     /// `rope_parameters` per layer type; [`LAYER_WIDTHS_KEY`] when layers differ. The GGUF
-    /// frontend's models carry this as their `config_json`.
+    /// frontend's models carry this as the JSON of their [`Config`].
     pub fn to_hf_json(&self) -> serde_json::Value {
         let rope = |theta: f32| serde_json::json!({ "rope_theta": shortest_f64(theta), "rope_type": "default" });
         let mut json = serde_json::json!({
@@ -345,8 +346,8 @@ const EMBED_SCALE_NODE: &str = "model.embed_tokens.scale";
 /// llama.cpp's, stored as `w + 1`). A model whose `info` has no configuration (GGUF) gets
 /// `config`'s, as [`Gemma3Config::to_hf_json`] writes it.
 pub fn build(config: &Gemma3Config, weights: &dyn WeightSource, mut info: ModelInfo, norm_offset: f32) -> Result<Model> {
-    if info.config_json.is_none() {
-        info.config_json = Some(config.to_hf_json().to_string());
+    if info.config.is_none() {
+        info.config = Some(Config::shared(config.clone(), config.to_hf_json()));
     }
     let params = crate::builder::read_params(config.expected_params(), weights)?;
     crate::builder::finish(params, info, |params| lower(config, params, norm_offset))
@@ -472,8 +473,8 @@ pub fn normalise_norm_offsets(model: &mut Model) -> Result<usize> {
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     let path = config_path(model);
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
-    let mut json = crate::builder::model_config(model, &path)?;
-    let original = Gemma3Config::from_hf_json(&path, &json)?;
+    let carried = Config::<Gemma3Config>::of(model, &path)?;
+    let (original, mut json) = (&carried.typed, carried.json.clone());
     let source = model.info.source.clone();
     let g = &model.graph;
     let shape = |name: &str| model.params.get(name).map(|p| p.shape.as_slice());
@@ -568,6 +569,7 @@ impl super::Architecture for Gemma3 {
         let layers = LayerNames { prefix: "model.layers.", key: "num_hidden_layers", count: config.num_layers };
         let tied = config.tie_word_embeddings.then_some(("lm_head.weight", "tie_word_embeddings"));
         info.warnings = check_weights(config_path, names, layers, || config.expected_params(), tied)?;
+        info.config = Some(Config::shared(config.clone(), json.clone()));
         build(&config, weights, info, 1.0)
     }
 
