@@ -473,3 +473,20 @@ fn a_parquet_file_that_makes_the_reader_spin_is_refused_quickly() {
     let out = child.wait_with_output().unwrap();
     assert_clean_failure(&out, &["parquet-spins.parquet", "a malformed file"]);
 }
+
+/// A 581-byte Parquet file whose footer declares lists of 2^31 booleans in fields the parquet
+/// crate (60.1.0) does not know: the crate skips them without consuming a byte per element and
+/// spun for seconds per read (27 s under the parquet fuzz target, which reads the file ten
+/// times). prunec walks the footer's Thrift first, every element costing a byte as the protocol
+/// encodes it, and refuses the file at once.
+#[test]
+fn a_parquet_footer_of_empty_boolean_lists_is_refused_at_once() {
+    let data = fixture("hostile/parquet-bool-lists.parquet");
+    let start = std::time::Instant::now();
+    let err = prunec_frontends::parquet::read_rows(&data).unwrap_err().to_string();
+    assert!(err.contains("parquet-bool-lists.parquet") && err.contains("footer"), "{err}");
+    for task in prunec_frontends::tasks::Task::ALL {
+        assert!(task.load(&data, Some(64)).is_err(), "{task:?}");
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(5), "took {:?}", start.elapsed());
+}

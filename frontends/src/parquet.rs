@@ -97,9 +97,117 @@ impl Read for BoundedRead {
     }
 }
 
+/// Checks the Thrift of a Parquet file's footer (its `FileMetaData`, compact protocol) before
+/// the parquet crate decodes it: the crate (60.1) skips an unknown field's `list<bool>` without
+/// consuming a byte per element, so a 600-byte footer declaring lists of 2^31 booleans keeps it
+/// busy for minutes. Here every list or map element costs at least one byte, as the protocol
+/// encodes them, so a count past the bytes left is refused and the walk is linear in the
+/// footer's size. A file without a plain footer is left to the crate's own errors.
+fn check_footer(bytes: &[u8]) -> std::result::Result<(), String> {
+    let n = bytes.len();
+    if n < 12 || &bytes[n - 4..] != b"PAR1" {
+        return Ok(());
+    }
+    let len = u32::from_le_bytes([bytes[n - 8], bytes[n - 7], bytes[n - 6], bytes[n - 5]]) as usize;
+    let Some(start) = (n - 8).checked_sub(len) else { return Ok(()) };
+    let mut walk = ThriftWalk { bytes: &bytes[start..n - 8], at: 0 };
+    walk.value(12, 64).map_err(|e| format!("its footer's metadata {e}"))
+}
+
+/// A walk over compact-protocol Thrift that checks sizes and consumes nothing else.
+struct ThriftWalk<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl ThriftWalk<'_> {
+    fn byte(&mut self) -> std::result::Result<u8, String> {
+        let b = *self.bytes.get(self.at).ok_or("ends early")?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn varint(&mut self) -> std::result::Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("has a varint longer than 64 bits".into())
+    }
+
+    fn skip(&mut self, n: u64) -> std::result::Result<(), String> {
+        let left = (self.bytes.len() - self.at) as u64;
+        if n > left {
+            return Err(format!("declares {n} bytes where {left} are left"));
+        }
+        self.at += n as usize;
+        Ok(())
+    }
+
+    /// Walks `count` elements of at least `min` bytes each.
+    fn elements(&mut self, count: u64, min: u64, ty: &[u8], depth: u8) -> std::result::Result<(), String> {
+        let left = (self.bytes.len() - self.at) as u64;
+        if count.saturating_mul(min) > left {
+            return Err(format!("declares {count} elements in {left} bytes"));
+        }
+        for _ in 0..count {
+            for &t in ty {
+                self.value(t, depth)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks one value of type `ty` (as a list element: a boolean is one byte).
+    fn value(&mut self, ty: u8, depth: u8) -> std::result::Result<(), String> {
+        let depth = depth.checked_sub(1).ok_or("nests more than 64 levels")?;
+        match ty {
+            1 | 2 | 3 => self.skip(1),
+            4..=6 => self.varint().map(|_| ()),
+            7 => self.skip(8),
+            8 => {
+                let len = self.varint()?;
+                self.skip(len)
+            }
+            9 | 10 => {
+                let head = self.byte()?;
+                let count = if head >> 4 == 15 { self.varint()? } else { u64::from(head >> 4) };
+                self.elements(count, 1, &[head & 0x0f], depth)
+            }
+            11 => {
+                let count = self.varint()?;
+                if count == 0 {
+                    return Ok(());
+                }
+                let kv = self.byte()?;
+                self.elements(count, 2, &[kv >> 4, kv & 0x0f], depth)
+            }
+            12 => loop {
+                let head = self.byte()?;
+                if head == 0 {
+                    return Ok(());
+                }
+                if head >> 4 == 0 {
+                    self.varint()?; // the field id, in full
+                }
+                match head & 0x0f {
+                    1 | 2 => {} // a boolean field is its header
+                    t => self.value(t, depth)?,
+                }
+            },
+            t => Err(format!("has a value of unknown type {t}")),
+        }
+    }
+}
+
 /// Opens `path` and names its top-level columns, reading only the footer.
 fn open(path: &Path) -> Result<(SerializedFileReader<Bounded>, Vec<String>)> {
     let bytes = std::fs::read(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
+    check_footer(&bytes).map_err(|e| corrupt(path, e))?;
     let reader = SerializedFileReader::new(Bounded::new(Bytes::from(bytes))).map_err(|e| corrupt(path, e))?;
     let columns = reader
         .metadata()
