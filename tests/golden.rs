@@ -124,3 +124,33 @@ fn chatglm6b_logits() {
 fn chatglm6b_loss_and_gradients() {
     check_loss_and_grads("chatglm-6b");
 }
+
+// The LLaMA-like families, made by `scripts/make-arch-fixtures` with transformers 4.57.6.
+
+#[test]
+fn qwen2_logits() {
+    // q/k/v biases without an o bias, tied embeddings, rope_theta 1e6
+    check_logits("qwen2");
+}
+
+#[test]
+fn qwen2_loss_and_gradients() {
+    check_loss_and_grads("qwen2");
+}
+
+#[test]
+fn mistral_logits() {
+    // a sliding window of 5 over 12 positions
+    check_logits("mistral");
+}
+
+#[test]
+fn mistral_loss_and_gradients() {
+    check_loss_and_grads("mistral");
+}
+
+/// The window survives incremental decoding: keys more than `sliding_window` behind leave.
+#[test]
+fn kv_cache_equals_full_forward_mistral() {
+    check_kv_cache("mistral", 3);
+}

@@ -426,3 +426,22 @@ fn uniform_selection_keeps_layers_alike() {
     let layer = PruneOptions { mode: Mode::Layer, ..opts };
     assert!(select(&model, &scores, &layer).unwrap_err().to_string().contains("layer-wise"));
 }
+
+// The LLaMA-like families (`scripts/make-arch-fixtures`): each removed unit takes its own
+// parameters — Qwen2's q/k/v bias rows with their heads — and the pruned model computes what
+// the zeroed one computes.
+
+#[test]
+fn zeroing_law_qwen2() {
+    zeroing_law("qwen2", Amount::UnitRatio(0.5), Importance::L1);
+    zeroing_law("qwen2", Amount::Ratio(0.3), Importance::Random);
+    zeroing_law_in("qwen2", Amount::Ratio(0.2), Importance::Random, Mode::Channel);
+}
+
+#[test]
+fn zeroing_law_mistral() {
+    zeroing_law("mistral", Amount::UnitRatio(0.5), Importance::L1);
+    zeroing_law("mistral", Amount::Ratio(0.3), Importance::Random);
+    zeroing_law_in("mistral", Amount::Ratio(0.2), Importance::Random, Mode::Channel);
+    zeroing_law_in("mistral", Amount::UnitRatio(0.34), Importance::L2, Mode::Layer);
+}

@@ -1,7 +1,9 @@
 //! The architecture seam: what an architecture knows, behind one trait ([`Architecture`]),
 //! and one registry ([`ARCHITECTURES`]) that every caller asks — the HF and GGUF frontends,
 //! the HF writer, LoRA's default targets. One module per architecture: [`llama`] (LLaMA 1/2/3,
-//! Vicuna, SmolLM), [`chatglm2`] (ChatGLM2/3), [`chatglm6b`] (ChatGLM-6B).
+//! Vicuna, SmolLM), [`qwen2`] (Qwen2/2.5), [`mistral`] (the last two LLaMA-like: their
+//! configurations over LLaMA's lowering), [`chatglm2`] (ChatGLM2/3), [`chatglm6b`]
+//! (ChatGLM-6B).
 //!
 //! To add an architecture: a module here with its typed configuration, its lowering through
 //! [`crate::builder`], its HF config writer, and a type implementing [`Architecture`]; then its
@@ -10,6 +12,8 @@
 pub mod chatglm2;
 pub mod chatglm6b;
 pub mod llama;
+pub mod mistral;
+pub mod qwen2;
 
 use std::path::Path;
 
@@ -79,7 +83,7 @@ pub trait Architecture: Sync {
 }
 
 /// Every architecture prunec reads.
-pub static ARCHITECTURES: &[&dyn Architecture] = &[&llama::Llama, &chatglm6b::ChatGlm6b, &chatglm2::ChatGlm2];
+pub static ARCHITECTURES: &[&dyn Architecture] = &[&llama::Llama, &chatglm6b::ChatGlm6b, &chatglm2::ChatGlm2, &qwen2::Qwen2, &mistral::Mistral];
 
 /// The names of the architectures of HF folders, each once.
 pub fn hf_names() -> Vec<&'static str> {
@@ -147,7 +151,7 @@ mod tests {
         assert_eq!(for_hf("chatglm", &v2).map(|a| a.lora_targets()), Some(chatglm2::ChatGlm2.lora_targets()));
         assert_eq!(for_hf("llama", &serde_json::json!({})).map(|a| a.name()), Some("llama"));
         assert!(for_hf("gpt2", &serde_json::json!({})).is_none());
-        assert_eq!(hf_names(), vec!["llama", "chatglm"]);
+        assert_eq!(hf_names(), vec!["llama", "chatglm", "qwen2", "mistral"]);
         assert_eq!(gguf_names(), vec!["llama"]);
     }
 }

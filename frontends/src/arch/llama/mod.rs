@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
 
-use crate::builder::{check_weights, get_usize, need_usize, norm_eps, shortest_f64, Builder, LayerNames};
+use crate::builder::{check_weights, get_usize, need_usize, norm_eps_where, shortest_f64, Builder, LayerNames};
 use crate::gguf::GgufFile;
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
@@ -52,7 +52,43 @@ pub struct LlamaConfig {
     /// `num_heads`, `num_kv_heads` and `intermediate_size` above (which are otherwise the
     /// maxima over the layers).
     pub layer_widths: Option<Vec<LayerWidths>>,
+    /// What a LLaMA-like family changes in LLaMA's attention (nothing for LLaMA itself).
+    pub variant: Variant,
 }
+
+/// What the LLaMA-like families (Qwen2, Qwen3, Mistral) change in LLaMA's attention; each
+/// fills it from its own configuration, and the lowering, the parameters and the HF writer of
+/// this module read it. The default is LLaMA's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Variant {
+    /// q/k/v have biases whatever `attention_bias` says, o_proj only with it (Qwen2).
+    pub qkv_bias: bool,
+    /// Each head of q and of k goes through an RMSNorm of its own width (`q_norm`, `k_norm`,
+    /// `[head_dim]`, the model's `rms_norm_eps`) after the projection, before the rotary
+    /// embedding (Qwen3's; no registered architecture sets it yet: the `group` pass makes
+    /// prunable units of those norms' head_dim channels, which pruning cannot remove).
+    pub qk_norm: bool,
+    /// Every layer's attention sees only the last `w` positions (Mistral's `sliding_window`).
+    pub sliding_window: Option<usize>,
+}
+
+/// A LLaMA-like family as the shared code reads and writes it: its `model_type`, how it reads
+/// a `config.json` into a [`LlamaConfig`], and which of LLaMA's optional keys its configs have.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// Its `model_type` (for messages).
+    pub model_type: &'static str,
+    /// Reads (and checks) a `config.json` of the family.
+    pub read: fn(&Path, &serde_json::Value) -> Result<LlamaConfig>,
+    /// Whether its configs have `attention_bias` (biases of q/k/v and o together).
+    pub attention_bias_key: bool,
+    /// Whether its configs have `mlp_bias`.
+    pub mlp_bias_key: bool,
+}
+
+/// LLaMA itself.
+pub const LLAMA: Family =
+    Family { model_type: "llama", read: LlamaConfig::from_hf_json, attention_bias_key: true, mlp_bias_key: true };
 
 /// The `config.json` key listing every layer's widths, for models whose layers differ:
 /// `[{"num_attention_heads": .., "num_key_value_heads": .., "intermediate_size": ..}, ...]`,
@@ -115,6 +151,13 @@ impl LlamaConfig {
     /// Reads an HF `config.json` (transformers 4 and 5 formats), with each layer's widths
     /// from [`LAYER_WIDTHS_KEY`] when it is there.
     pub fn from_hf_json(path: &Path, json: &serde_json::Value) -> Result<LlamaConfig> {
+        Self::read_family(path, json, &LLAMA)
+    }
+
+    /// Reads the keys the LLaMA-like `family` shares with LLaMA from an HF `config.json`
+    /// (`attention_bias` and `mlp_bias` where the family has them, else false), with each
+    /// layer's widths from [`LAYER_WIDTHS_KEY`]; `variant` is LLaMA's, for the family to fill.
+    pub fn read_family(path: &Path, json: &serde_json::Value, family: &Family) -> Result<LlamaConfig> {
         let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
         let need = |key: &str| need_usize(path, json, key);
         let hidden_size = need("hidden_size")?;
@@ -143,7 +186,8 @@ impl LlamaConfig {
             None | Some("silu" | "swish") => {}
             Some(other) => {
                 return Err(bad(format!(
-                    "hidden_act `{other}` is not supported for LLaMA models: prunec computes SiLU (`silu`, `swish`)"
+                    "hidden_act `{other}` is not supported for {} models: prunec computes SiLU (`silu`, `swish`)",
+                    family.model_type
                 )))
             }
         }
@@ -151,8 +195,11 @@ impl LlamaConfig {
         let head_dim = opt_usize(path, json, "head_dim")?.unwrap_or(hidden_size.checked_div(num_heads).unwrap_or(0));
         let rms_norm_eps = opt_f64(path, json, "rms_norm_eps")?.unwrap_or(1e-6);
         let tie_word_embeddings = opt_bool(path, json, "tie_word_embeddings")?.unwrap_or(false);
-        let attention_bias = opt_bool(path, json, "attention_bias")?.unwrap_or(false);
-        let mlp_bias = opt_bool(path, json, "mlp_bias")?.unwrap_or(false);
+        let flag = |present: bool, key: &str| -> Result<bool> {
+            Ok(present && opt_bool(path, json, key)?.unwrap_or(false))
+        };
+        let attention_bias = flag(family.attention_bias_key, "attention_bias")?;
+        let mlp_bias = flag(family.mlp_bias_key, "mlp_bias")?;
         let max_position_embeddings = opt_usize(path, json, "max_position_embeddings")?.unwrap_or(2048);
         crate::builder::check_positive(path, "rms_norm_eps", rms_norm_eps)?;
         crate::builder::check_positive(path, "rope_theta", rope_theta)?;
@@ -204,9 +251,15 @@ impl LlamaConfig {
             mlp_bias,
             max_position_embeddings,
             layer_widths,
+            variant: Variant::default(),
         };
         cfg.validate(path)?;
         Ok(cfg)
+    }
+
+    /// Whether q/k/v have biases (`attention_bias`, or the family's [`Variant::qkv_bias`]).
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.variant.qkv_bias
     }
 
     /// The widths of layer `l`.
@@ -310,13 +363,18 @@ impl LlamaConfig {
                 out.push((format!("{p}.input_layernorm.weight"), vec![h]));
                 for (n, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
                     out.push((format!("{p}.self_attn.{n}.weight"), vec![rows, h]));
-                    if self.attention_bias {
+                    if self.qkv_bias() {
                         out.push((format!("{p}.self_attn.{n}.bias"), vec![rows]));
                     }
                 }
                 out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
                 if self.attention_bias {
                     out.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
+                }
+                if self.variant.qk_norm {
+                    for n in ["q_norm", "k_norm"] {
+                        out.push((format!("{p}.self_attn.{n}.weight"), vec![self.head_dim]));
+                    }
                 }
             }
             if w.has_mlp() {
@@ -410,10 +468,17 @@ fn head_dim(model: &Model, original: &LlamaConfig) -> usize {
 ///
 /// The result is checked against the parameters: every tensor it implies exists with its shape.
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
+    hf_config_of(model, &LLAMA)
+}
+
+/// [`hf_config`] for a model of the LLaMA-like `family` (`attention_bias` and `mlp_bias`
+/// written only where the family's configs have them; Qwen3's per-head norms do not count as
+/// the model's `rms_norm_eps`, which pruning hidden channels rescales).
+pub fn hf_config_of(model: &Model, family: &Family) -> Result<serde_json::Value> {
     let path = config_path(model);
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
     let mut json = crate::builder::model_config(model, &path)?;
-    let original = LlamaConfig::from_hf_json(&path, &json)?;
+    let original = (family.read)(&path, &json)?;
     let head_dim = head_dim(model, &original);
     let source = model.info.source.clone();
     let shape = |name: &str| model.params.get(name).map(|p| p.shape.as_slice());
@@ -451,7 +516,7 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
             query_heads_per_kv: copies.filter(|c| Op::uniform_copies(c).is_none()),
         });
     }
-    let eps = norm_eps(model).map_err(bad)?;
+    let eps = norm_eps_where(model, |name| !name.ends_with(".q_norm") && !name.ends_with(".k_norm")).map_err(bad)?;
     let max = |f: fn(&LayerWidths) -> usize| layers.iter().map(f).max().unwrap_or(0);
     let top = LayerWidths {
         num_heads: max(|w| w.num_heads),
@@ -473,8 +538,12 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     obj.insert("num_key_value_heads".into(), top.num_kv_heads.into());
     obj.insert("intermediate_size".into(), top.intermediate_size.into());
     obj.insert("tie_word_embeddings".into(), model.params.get("lm_head.weight").is_none().into());
-    obj.insert("attention_bias".into(), has(".self_attn.q_proj.bias").into());
-    obj.insert("mlp_bias".into(), has(".mlp.gate_proj.bias").into());
+    if family.attention_bias_key {
+        obj.insert("attention_bias".into(), has(".self_attn.o_proj.bias").into());
+    }
+    if family.mlp_bias_key {
+        obj.insert("mlp_bias".into(), has(".mlp.gate_proj.bias").into());
+    }
     if uniform {
         obj.remove(LAYER_WIDTHS_KEY);
     } else {
@@ -482,7 +551,7 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     }
 
     // The configuration must describe the parameters exactly as a reload will expect them.
-    let config = LlamaConfig::from_hf_json(&path, &json)?;
+    let config = (family.read)(&path, &json)?;
     crate::builder::check_params(config.expected_params(), &model.params, &source)?;
     Ok(json)
 }
@@ -505,9 +574,15 @@ fn repeat_copies(model: &Model, name: &str) -> Option<Vec<usize>> {
 /// left are alike. Renames parameters and nodes and updates the model's configuration.
 /// Returns how many layers went.
 pub fn drop_empty_layers(model: &mut Model) -> Result<usize> {
+    drop_empty_layers_of(model, &LLAMA)
+}
+
+/// [`drop_empty_layers`] for a model of the LLaMA-like `family` (a `layer_types` list, as
+/// Qwen2 and Qwen3 configs have, keeps the entries of the layers kept).
+pub fn drop_empty_layers_of(model: &mut Model, family: &Family) -> Result<usize> {
     let path = config_path(model);
     let mut json = crate::builder::model_config(model, &path)?;
-    let original = LlamaConfig::from_hf_json(&path, &json)?;
+    let original = (family.read)(&path, &json)?;
     let prefix = |l: usize| format!("model.layers.{l}.");
     let kept: Vec<usize> =
         (0..original.num_layers).filter(|&l| model.params.iter().any(|(n, _)| n.starts_with(&prefix(l)))).collect();
@@ -545,9 +620,11 @@ pub fn drop_empty_layers(model: &mut Model) -> Result<usize> {
     }
     if let Some(obj) = json.as_object_mut() {
         obj.insert("num_hidden_layers".into(), kept.len().into());
-        if let Some(serde_json::Value::Array(widths)) = obj.get(LAYER_WIDTHS_KEY).cloned() {
-            let kept_widths: Vec<serde_json::Value> = kept.iter().filter_map(|&l| widths.get(l).cloned()).collect();
-            obj.insert(LAYER_WIDTHS_KEY.into(), kept_widths.into());
+        for key in [LAYER_WIDTHS_KEY, "layer_types"] {
+            if let Some(serde_json::Value::Array(entries)) = obj.get(key).cloned() {
+                let kept_entries: Vec<serde_json::Value> = kept.iter().filter_map(|&l| entries.get(l).cloned()).collect();
+                obj.insert(key.into(), kept_entries.into());
+            }
         }
     }
     model.info.config_json = Some(json.to_string());
@@ -573,7 +650,7 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let embed = b.param("model.embed_tokens.weight", None)?;
     let mut x = b.op(Op::Embedding, "model.embed_tokens", None, &[embed, ids])?;
     let rope = Rope { theta: c.rope_theta, rotary_dims: c.head_dim, layout: RopeLayout::HalfSplit, half_freqs: false };
-    let attention = Attention::causal(1.0 / (c.head_dim as f32).sqrt());
+    let attention = Attention { window: c.variant.sliding_window, ..Attention::causal(1.0 / (c.head_dim as f32).sqrt()) };
     for l in 0..c.num_layers {
         let blk = Some(l as u32);
         let p = format!("model.layers.{l}");
@@ -582,11 +659,18 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
             let (heads, kv_heads) = (width.num_heads, width.num_kv_heads);
             let w = b.param(&format!("{p}.input_layernorm.weight"), blk)?;
             let h = b.op(Op::RmsNorm { eps: c.rms_norm_eps }, &format!("{p}.input_layernorm"), blk, &[x, w])?;
-            let q = b.linear(h, &format!("{p}.self_attn.q_proj"), c.attention_bias, blk)?;
-            let k = b.linear(h, &format!("{p}.self_attn.k_proj"), c.attention_bias, blk)?;
-            let v = b.linear(h, &format!("{p}.self_attn.v_proj"), c.attention_bias, blk)?;
-            let q = b.op(Op::SplitHeads { heads }, &format!("{p}.self_attn.q_heads"), blk, &[q])?;
-            let k = b.op(Op::SplitHeads { heads: kv_heads }, &format!("{p}.self_attn.k_heads"), blk, &[k])?;
+            let q = b.linear(h, &format!("{p}.self_attn.q_proj"), c.qkv_bias(), blk)?;
+            let k = b.linear(h, &format!("{p}.self_attn.k_proj"), c.qkv_bias(), blk)?;
+            let v = b.linear(h, &format!("{p}.self_attn.v_proj"), c.qkv_bias(), blk)?;
+            let mut q = b.op(Op::SplitHeads { heads }, &format!("{p}.self_attn.q_heads"), blk, &[q])?;
+            let mut k = b.op(Op::SplitHeads { heads: kv_heads }, &format!("{p}.self_attn.k_heads"), blk, &[k])?;
+            if c.variant.qk_norm {
+                let norm = Op::RmsNorm { eps: c.rms_norm_eps };
+                let wq = b.param(&format!("{p}.self_attn.q_norm.weight"), blk)?;
+                q = b.op(norm.clone(), &format!("{p}.self_attn.q_norm"), blk, &[q, wq])?;
+                let wk = b.param(&format!("{p}.self_attn.k_norm.weight"), blk)?;
+                k = b.op(norm, &format!("{p}.self_attn.k_norm"), blk, &[k, wk])?;
+            }
             let v = b.op(Op::SplitHeads { heads: kv_heads }, &format!("{p}.self_attn.v_heads"), blk, &[v])?;
             let q = b.op(Op::Rope(rope), &format!("{p}.self_attn.q_rope"), blk, &[q])?;
             let mut k = b.op(Op::Rope(rope), &format!("{p}.self_attn.k_rope"), blk, &[k])?;
@@ -620,6 +704,25 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     Ok(b.g)
 }
 
+/// The modules LoRA adapts by default in LLaMA and the LLaMA-like families: every projection.
+pub const LORA_TARGETS: &[&str] = &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// What `Architecture::lower` does for LLaMA and each LLaMA-like family, once `config` is read
+/// from the HF config at `config_path`: checks the weights' tensors (`names`) against it, then
+/// lowers the model over `weights`.
+pub(crate) fn lower_hf(
+    config: &LlamaConfig,
+    config_path: &Path,
+    mut info: ModelInfo,
+    weights: &dyn WeightSource,
+    names: &[&String],
+) -> Result<Model> {
+    let layers = LayerNames { prefix: "model.layers.", key: "num_hidden_layers", count: config.num_layers };
+    let tied = config.tie_word_embeddings.then_some(("lm_head.weight", "tie_word_embeddings"));
+    info.warnings = check_weights(config_path, names, layers, || config.expected_params(), tied)?;
+    build(config, weights, info)
+}
+
 /// The LLaMA family in the architecture registry.
 pub struct Llama;
 
@@ -636,15 +739,11 @@ impl super::Architecture for Llama {
         &self,
         config_path: &Path,
         json: &serde_json::Value,
-        mut info: ModelInfo,
+        info: ModelInfo,
         weights: &dyn WeightSource,
         names: &[&String],
     ) -> Result<Model> {
-        let config = LlamaConfig::from_hf_json(config_path, json)?;
-        let layers = LayerNames { prefix: "model.layers.", key: "num_hidden_layers", count: config.num_layers };
-        let tied = config.tie_word_embeddings.then_some(("lm_head.weight", "tie_word_embeddings"));
-        info.warnings = check_weights(config_path, names, layers, || config.expected_params(), tied)?;
-        build(&config, weights, info)
+        lower_hf(&LlamaConfig::from_hf_json(config_path, json)?, config_path, info, weights, names)
     }
 
     fn hf_config(&self, model: &Model) -> Result<serde_json::Value> {
@@ -657,7 +756,7 @@ impl super::Architecture for Llama {
     }
 
     fn lora_targets(&self) -> &'static [&'static str] {
-        &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        LORA_TARGETS
     }
 
     fn gguf_name(&self) -> Option<&'static str> {
