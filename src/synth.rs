@@ -238,6 +238,7 @@ impl Preset {
             max_position_embeddings: self.max_position_embeddings,
             layer_widths: None,
             variant: Default::default(),
+            rope_scaling: Default::default(),
         }
     }
 

@@ -12,7 +12,7 @@ pub mod gguf;
 
 use std::path::{Path, PathBuf};
 
-use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
+use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, RopeScaling, UnaryOp};
 
 use crate::builder::{check_weights, get_usize, need_usize, norm_eps_where, shortest_f64, Builder, LayerNames};
 use crate::gguf::GgufFile;
@@ -40,6 +40,9 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f32,
     /// Rotary base.
     pub rope_theta: f32,
+    /// Rotary scaling (`rope_scaling`, or `rope_parameters` in transformers 5: `linear`,
+    /// `dynamic`, `yarn`, `llama3`).
+    pub rope_scaling: RopeScaling,
     /// Whether the LM head is the embedding matrix.
     pub tie_word_embeddings: bool,
     /// Whether q/k/v/o have biases.
@@ -173,15 +176,6 @@ impl LlamaConfig {
             Some(t) => t,
             None => rope_parameters.map(|r| opt_f64(path, r, "rope_theta")).transpose()?.flatten().unwrap_or(10000.0),
         };
-        for scaling in [json.get("rope_scaling"), rope_parameters].into_iter().flatten().filter(|r| !r.is_null()) {
-            let kind = match opt_str(path, scaling, "rope_type")? {
-                Some(k) => Some(k),
-                None => opt_str(path, scaling, "type")?,
-            };
-            if let Some(kind) = kind.filter(|k| *k != "default") {
-                return Err(bad(format!("rope type `{kind}` is not supported yet (only `default`)")));
-            }
-        }
         match opt_str(path, json, "hidden_act")? {
             None | Some("silu" | "swish") => {}
             Some(other) => {
@@ -201,6 +195,7 @@ impl LlamaConfig {
         let attention_bias = flag(family.attention_bias_key, "attention_bias")?;
         let mlp_bias = flag(family.mlp_bias_key, "mlp_bias")?;
         let max_position_embeddings = opt_usize(path, json, "max_position_embeddings")?.unwrap_or(2048);
+        let rope_scaling = read_rope_scaling(path, json, rope_parameters, max_position_embeddings)?;
         crate::builder::check_positive(path, "rms_norm_eps", rms_norm_eps)?;
         crate::builder::check_positive(path, "rope_theta", rope_theta)?;
         let layer_widths = match json.get(LAYER_WIDTHS_KEY) {
@@ -246,6 +241,7 @@ impl LlamaConfig {
             head_dim,
             rms_norm_eps: rms_norm_eps as f32,
             rope_theta: rope_theta as f32,
+            rope_scaling,
             tie_word_embeddings,
             attention_bias,
             mlp_bias,
@@ -298,6 +294,9 @@ impl LlamaConfig {
         crate::builder::check_positive(path, "rope_theta", f64::from(self.rope_theta))?;
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
+        }
+        if matches!(self.rope_scaling, RopeScaling::Dynamic { .. }) && self.head_dim <= 2 {
+            return bad(format!("head_dim {} is too small for `dynamic` rotary scaling (its exponent is d / (d - 2))", self.head_dim));
         }
         let Some(layers) = &self.layer_widths else {
             if !self.num_heads.is_multiple_of(self.num_kv_heads) {
@@ -417,7 +416,7 @@ impl LlamaConfig {
             "num_key_value_heads": self.num_kv_heads,
             "pretraining_tp": 1,
             "rms_norm_eps": shortest_f64(self.rms_norm_eps),
-            "rope_parameters": { "rope_theta": shortest_f64(self.rope_theta), "rope_type": "default" },
+            "rope_parameters": rope_parameters_json(self.rope_theta, &self.rope_scaling),
             // transformers 4 reads the rotary base here only (it ignores `rope_parameters` and
             // would take 10000); transformers 5 reads `rope_parameters` first
             "rope_theta": shortest_f64(self.rope_theta),
@@ -425,11 +424,140 @@ impl LlamaConfig {
             "use_cache": true,
             "vocab_size": self.vocab_size,
         });
-        if let (Some(layers), Some(obj)) = (&self.layer_widths, json.as_object_mut()) {
-            obj.insert(LAYER_WIDTHS_KEY.into(), layers.iter().map(LayerWidths::to_json).collect());
+        if let Some(obj) = json.as_object_mut() {
+            if self.rope_scaling != RopeScaling::None {
+                obj.insert("rope_scaling".into(), rope_scaling_json(&self.rope_scaling));
+            }
+            if let Some(layers) = &self.layer_widths {
+                obj.insert(LAYER_WIDTHS_KEY.into(), layers.iter().map(LayerWidths::to_json).collect());
+            }
         }
         json
     }
+}
+
+/// A rotary scaling as transformers 4 writes it under `rope_scaling` (null without one).
+pub fn rope_scaling_json(scaling: &RopeScaling) -> serde_json::Value {
+    let f = |v: f32| serde_json::Value::from(shortest_f64(v));
+    match *scaling {
+        RopeScaling::None => serde_json::Value::Null,
+        RopeScaling::Linear { factor } => serde_json::json!({ "rope_type": "linear", "factor": f(factor) }),
+        RopeScaling::Dynamic { factor, .. } => serde_json::json!({ "rope_type": "dynamic", "factor": f(factor) }),
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions } => serde_json::json!({
+            "rope_type": "llama3",
+            "factor": f(factor),
+            "low_freq_factor": f(low_freq_factor),
+            "high_freq_factor": f(high_freq_factor),
+            "original_max_position_embeddings": original_max_positions,
+        }),
+        RopeScaling::Yarn { factor, original_max_positions, beta_fast, beta_slow, truncate, attention_factor } => serde_json::json!({
+            "rope_type": "yarn",
+            "factor": f(factor),
+            "original_max_position_embeddings": original_max_positions,
+            "beta_fast": f(beta_fast),
+            "beta_slow": f(beta_slow),
+            "truncate": truncate,
+            "attention_factor": f(attention_factor),
+        }),
+    }
+}
+
+/// `rope_parameters` as transformers 5 writes it: the base, the type and the scaling's keys.
+fn rope_parameters_json(theta: f32, scaling: &RopeScaling) -> serde_json::Value {
+    let mut json = serde_json::json!({ "rope_theta": shortest_f64(theta), "rope_type": "default" });
+    if let (serde_json::Value::Object(keys), Some(obj)) = (rope_scaling_json(scaling), json.as_object_mut()) {
+        obj.extend(keys);
+    }
+    json
+}
+
+/// The rotary scaling of an HF config: the first of `rope_scaling` (transformers 4) and
+/// `rope_parameters` (transformers 5) whose `rope_type` (or `type`) is not `default`, read as
+/// transformers reads it (`max_positions`: the config's `max_position_embeddings`).
+fn read_rope_scaling(
+    path: &Path,
+    json: &serde_json::Value,
+    rope_parameters: Option<&serde_json::Value>,
+    max_positions: usize,
+) -> Result<RopeScaling> {
+    use crate::builder::{opt_bool, opt_f64, opt_str, opt_usize};
+    let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
+    let sources = [("rope_scaling", json.get("rope_scaling")), ("rope_parameters", rope_parameters)];
+    for (key, scaling) in sources.into_iter().filter_map(|(k, s)| s.filter(|s| !s.is_null()).map(|s| (k, s))) {
+        if !scaling.is_object() {
+            return Err(bad(format!("`{key}` must be an object")));
+        }
+        let kind = match opt_str(path, scaling, "rope_type")? {
+            Some(k) => Some(k),
+            None => opt_str(path, scaling, "type")?,
+        };
+        let Some(kind) = kind.filter(|k| *k != "default") else { continue };
+        // a number of the scaling, positive and finite, named `{key}.{name}` in errors
+        let number = |name: &str, default: Option<f64>| -> Result<f32> {
+            let v = opt_f64(path, scaling, name).map_err(|_| bad(format!("`{key}.{name}` must be a number")))?;
+            let v = v.or(default).ok_or_else(|| bad(format!("`{key}.{name}` is missing (rope type `{kind}`)")))?;
+            let f = v as f32;
+            if !(f.is_finite() && f > 0.0) {
+                return Err(bad(format!("`{key}.{name}` = {v} must be a positive number")));
+            }
+            Ok(f)
+        };
+        let positions = |default: Option<usize>| -> Result<usize> {
+            let name = "original_max_position_embeddings";
+            let v = opt_usize(path, scaling, name).map_err(|_| bad(format!("`{key}.{name}` must be a non-negative integer")))?;
+            match v.or(default) {
+                Some(v) if v > 0 => Ok(v),
+                Some(_) => Err(bad(format!("`{key}.{name}` must be positive"))),
+                None => Err(bad(format!("`{key}.{name}` is missing (rope type `{kind}`)"))),
+            }
+        };
+        return Ok(match kind {
+            "linear" => RopeScaling::Linear { factor: number("factor", None)? },
+            "dynamic" => RopeScaling::Dynamic { factor: number("factor", None)?, max_positions },
+            "llama3" => {
+                let (low_freq_factor, high_freq_factor) = (number("low_freq_factor", None)?, number("high_freq_factor", None)?);
+                if low_freq_factor == high_freq_factor {
+                    return Err(bad(format!("`{key}`: low_freq_factor and high_freq_factor must differ")));
+                }
+                RopeScaling::Llama3 {
+                    factor: number("factor", None)?,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_positions: positions(None)?,
+                }
+            }
+            "yarn" => {
+                let factor = number("factor", None)?;
+                let mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+                let attention_factor = match opt_f64(path, scaling, "attention_factor").map_err(|_| bad(format!("`{key}.attention_factor` must be a number")))? {
+                    Some(_) => number("attention_factor", None)?,
+                    None => {
+                        let m = opt_f64(path, scaling, "mscale").map_err(|_| bad(format!("`{key}.mscale` must be a number")))?;
+                        let all = opt_f64(path, scaling, "mscale_all_dim").map_err(|_| bad(format!("`{key}.mscale_all_dim` must be a number")))?;
+                        let f = f64::from(factor);
+                        match (m, all) {
+                            (Some(m), Some(all)) if m != 0.0 && all != 0.0 => (mscale(f, m) / mscale(f, all)) as f32,
+                            _ => mscale(f, 1.0) as f32,
+                        }
+                    }
+                };
+                RopeScaling::Yarn {
+                    factor,
+                    original_max_positions: positions(Some(max_positions))?,
+                    beta_fast: number("beta_fast", Some(32.0))?,
+                    beta_slow: number("beta_slow", Some(1.0))?,
+                    truncate: opt_bool(path, scaling, "truncate").map_err(|_| bad(format!("`{key}.truncate` must be true or false")))?.unwrap_or(true),
+                    attention_factor,
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "rope type `{other}` is not supported yet (`default`, `linear`, `dynamic`, `yarn`, `llama3`)"
+                )))
+            }
+        });
+    }
+    Ok(RopeScaling::None)
 }
 
 
@@ -649,7 +777,7 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let ids = b.token_ids()?;
     let embed = b.param("model.embed_tokens.weight", None)?;
     let mut x = b.op(Op::Embedding, "model.embed_tokens", None, &[embed, ids])?;
-    let rope = Rope { theta: c.rope_theta, rotary_dims: c.head_dim, layout: RopeLayout::HalfSplit, half_freqs: false };
+    let rope = Rope { theta: c.rope_theta, rotary_dims: c.head_dim, layout: RopeLayout::HalfSplit, half_freqs: false, scaling: c.rope_scaling };
     let attention = Attention { window: c.variant.sliding_window, ..Attention::causal(1.0 / (c.head_dim as f32).sqrt()) };
     for l in 0..c.num_layers {
         let blk = Some(l as u32);
@@ -802,6 +930,50 @@ mod tests {
                 assert!(msg.contains("some/config.json") && msg.contains(needle), "{msg}");
             }
             other => panic!("expected BadConfig naming `{needle}`, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rope_scaling_is_read_and_checked() {
+        let path = Path::new("config.json");
+        let mut json = fixture_json();
+        json["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let c = LlamaConfig::from_hf_json(path, &json).unwrap();
+        let llama3 = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_positions: 8192 };
+        assert_eq!(c.rope_scaling, llama3);
+        assert_eq!(LlamaConfig::from_hf_json(path, &c.to_hf_json()).unwrap(), c, "written back, read again");
+        // transformers 5: the scaling's keys in `rope_parameters`
+        let mut json5 = fixture_json();
+        json5["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let c5 = LlamaConfig::from_hf_json(path, &json5).unwrap();
+        assert_eq!((c5.rope_scaling, c5.rope_theta), (llama3, 500000.0));
+        // yarn's defaults as transformers has them; `type` for `rope_type`
+        json["rope_scaling"] = serde_json::json!({"type": "yarn", "factor": 4.0});
+        let yarn = RopeScaling::Yarn {
+            factor: 4.0,
+            original_max_positions: 128,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            truncate: true,
+            attention_factor: (0.1 * 4f64.ln() + 1.0) as f32,
+        };
+        assert_eq!(LlamaConfig::from_hf_json(path, &json).unwrap().rope_scaling, yarn);
+        json["rope_scaling"] = serde_json::json!({"rope_type": "dynamic", "factor": 2.0});
+        assert_eq!(LlamaConfig::from_hf_json(path, &json).unwrap().rope_scaling, RopeScaling::Dynamic { factor: 2.0, max_positions: 128 });
+        json["rope_scaling"] = serde_json::json!({"rope_type": "default"});
+        assert_eq!(LlamaConfig::from_hf_json(path, &json).unwrap().rope_scaling, RopeScaling::None);
+        for (scaling, needle) in [
+            (serde_json::json!({"rope_type": "llama3", "factor": 8.0}), "`rope_scaling.low_freq_factor` is missing"),
+            (serde_json::json!({"rope_type": "longrope", "factor": 8.0}), "rope type `longrope` is not supported yet"),
+            (serde_json::json!({"rope_type": "linear", "factor": -1.0}), "`rope_scaling.factor` = -1 must be a positive number"),
+            (serde_json::json!({"rope_type": "linear", "factor": "2"}), "`rope_scaling.factor` must be a number"),
+            (serde_json::json!({"rope_type": "linear"}), "`rope_scaling.factor` is missing"),
+            (serde_json::json!({"rope_type": "yarn", "factor": 2.0, "truncate": 1}), "`rope_scaling.truncate` must be true or false"),
+            (serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0, "original_max_position_embeddings": 8}), "must differ"),
+            (serde_json::json!(3), "`rope_scaling` must be an object"),
+        ] {
+            json["rope_scaling"] = scaling;
+            bad_config(&json, needle);
         }
     }
 

@@ -64,6 +64,7 @@ impl MistralConfig {
             "num_hidden_layers": c.num_layers,
             "num_key_value_heads": c.num_kv_heads,
             "rms_norm_eps": shortest_f64(c.rms_norm_eps),
+            "rope_scaling": llama::rope_scaling_json(&c.rope_scaling),
             "rope_theta": shortest_f64(c.rope_theta),
             "sliding_window": c.variant.sliding_window,
             "tie_word_embeddings": c.tie_word_embeddings,
