@@ -237,6 +237,8 @@ impl Preset {
             mlp_bias: false,
             max_position_embeddings: self.max_position_embeddings,
             layer_widths: None,
+            variant: Default::default(),
+            rope_scaling: Default::default(),
         }
     }
 

@@ -143,3 +143,82 @@ fn gemma3_loss_and_gradients() {
 fn kv_cache_equals_full_forward_gemma3() {
     check_kv_cache("gemma3-tiny", 3);
 }
+
+// The LLaMA-like families, made by `scripts/make-arch-fixtures` with transformers 4.57.6.
+
+#[test]
+fn qwen2_logits() {
+    // q/k/v biases without an o bias, tied embeddings, rope_theta 1e6
+    check_logits("qwen2");
+}
+
+#[test]
+fn qwen2_loss_and_gradients() {
+    check_loss_and_grads("qwen2");
+}
+
+#[test]
+fn mistral_logits() {
+    // a sliding window of 5 over 12 positions
+    check_logits("mistral");
+}
+
+#[test]
+fn mistral_loss_and_gradients() {
+    check_loss_and_grads("mistral");
+}
+
+/// The window survives incremental decoding: keys more than `sliding_window` behind leave.
+#[test]
+fn kv_cache_equals_full_forward_mistral() {
+    check_kv_cache("mistral", 3);
+}
+
+/// Llama 3.1's rotary scaling (`llama-rope` as saved: `rope_scaling` of type `llama3`): logits,
+/// loss and every gradient.
+#[test]
+fn llama_rope_scaling_loss_and_gradients() {
+    check_logits("llama-rope");
+    check_loss_and_grads("llama-rope");
+}
+
+/// transformers' rotary scalings (`linear`, `dynamic`, `yarn`, `llama3`; `rope_variants.json`)
+/// on the same weights, each against the logits transformers computed with it, read from the
+/// transformers 4 form (`rope_scaling`) and the transformers 5 one (`rope_parameters`).
+#[test]
+fn llama_rope_scaling_variants_logits() {
+    let g = golden("llama-rope");
+    let variants: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("llama-rope/rope_variants.json")).unwrap()).unwrap();
+    let variants = variants.as_object().unwrap();
+    assert_eq!(variants.len(), 4);
+    let default = g.floats("logits.linear"); // any other: every variant's logits differ from it
+    for (kind, scaling) in variants {
+        let want = g.floats(&format!("logits.{kind}"));
+        if kind != "linear" {
+            assert!(max_abs_diff(want, default) > 0.1, "{kind}: the scaling changes the logits");
+        }
+        for form in ["rope_scaling", "rope_parameters"] {
+            let dir = common::copy_fixture("llama-rope");
+            let path = dir.path().join("config.json");
+            let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let obj = config.as_object_mut().unwrap();
+            obj.remove("rope_scaling");
+            if form == "rope_scaling" {
+                obj.insert("rope_scaling".into(), scaling.clone());
+            } else {
+                let mut parameters = scaling.clone();
+                parameters["rope_theta"] = obj.remove("rope_theta").unwrap();
+                obj.insert("rope_parameters".into(), parameters);
+            }
+            std::fs::write(&path, config.to_string()).unwrap();
+            let model = prunec_frontends::load(dir.path()).unwrap();
+            let exec = Executor::<Cpu>::new(&model, &cpu()).unwrap();
+            let logits = exec.forward(exec.ids(&g.rows("input_ids")).unwrap()).unwrap();
+            let got: Vec<f32> = logits.into_data().into_vec().unwrap();
+            let diff = max_abs_diff(&got, want);
+            println!("llama-rope {kind} ({form}): max |Δlogits| = {diff:e}");
+            assert!(diff < 1e-4, "{kind} ({form}): max |Δlogits| = {diff}");
+        }
+    }
+}

@@ -155,9 +155,65 @@ fn snapshot_gemma3() {
 }
 
 #[test]
+fn qwen2_biases_go_with_their_heads() {
+    // 8 query heads of 8 over 2 key/value heads; q/k/v biases, no o bias
+    let model = grouped("qwen2");
+    let attn = of_kind(&model, GroupKind::Attention);
+    assert_eq!(attn.len(), 3);
+    for (layer, g) in attn.iter().enumerate() {
+        let p = format!("model.layers.{layer}.self_attn");
+        assert_eq!(g.units.len(), 2);
+        for (kv, unit) in g.units.iter().enumerate() {
+            for n in ["k_proj.weight", "k_proj.bias", "v_proj.weight", "v_proj.bias"] {
+                assert_eq!(rows(g, &unit.elements, &format!("{p}.{n}"), 0), vec![kv * 8..kv * 8 + 8], "{n}");
+            }
+            for n in ["q_proj.weight", "q_proj.bias"] {
+                assert_eq!(rows(g, &unit.elements, &format!("{p}.{n}"), 0), vec![kv * 32..kv * 32 + 32], "{n}");
+            }
+            assert_eq!(rows(g, &unit.elements, &format!("{p}.o_proj.weight"), 1), vec![kv * 32..kv * 32 + 32]);
+            // q 32 rows of 64 and their biases, k and v 8 rows each and theirs, o 32 columns
+            assert_eq!(g.params_in(&unit.elements), 2048 + 32 + 2 * (512 + 8) + 2048);
+            assert_eq!(unit.sub_units.len(), 4);
+            for (j, sub) in unit.sub_units.iter().enumerate() {
+                let head = kv * 4 + j;
+                assert_eq!(rows(g, sub, &format!("{p}.q_proj.bias"), 0), vec![head * 8..head * 8 + 8]);
+                assert_eq!(g.params_in(sub), 2 * 8 * 64 + 8);
+            }
+        }
+    }
+    let mlp = of_kind(&model, GroupKind::Mlp);
+    assert!(mlp.len() == 3 && mlp.iter().all(|g| g.units.len() == 96));
+    let hidden = of_kind(&model, GroupKind::Hidden);
+    assert_eq!(hidden.len(), 1);
+    let names: Vec<&str> = hidden[0].axes.iter().filter_map(|a| a.param.as_ref().map(|(n, _)| n.as_str())).collect();
+    assert!(!names.iter().any(|n| n.ends_with(".bias")), "no bias lies along the hidden stream: {names:?}");
+    assert_eq!(names.len(), 1 + 3 * 9 + 1, "tied embedding, 9 per layer, final norm");
+}
+
+#[test]
+fn mistral_groups_as_llama() {
+    // the window changes which positions attend, not which units couple
+    let model = grouped("mistral");
+    let attn = of_kind(&model, GroupKind::Attention);
+    assert!(attn.len() == 3 && attn.iter().all(|g| g.units.len() == 2 && g.units.iter().all(|u| u.sub_units.len() == 2)));
+    assert!(of_kind(&model, GroupKind::Mlp).iter().all(|g| g.units.len() == 96));
+    assert_eq!(of_kind(&model, GroupKind::Hidden)[0].units.len(), 64);
+}
+
+#[test]
+fn snapshot_qwen2() {
+    snapshot("qwen2");
+}
+
+#[test]
+fn snapshot_mistral() {
+    snapshot("mistral");
+}
+
+#[test]
 fn group_pass_source_names_no_architecture() {
     let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/passes/src/group.rs")).unwrap();
-    for word in ["llama", "chatglm", "glm", "q_proj", "k_proj", "gate_proj", "query_key_value", "mistral", "vicuna", "gemma"] {
+    for word in ["llama", "chatglm", "glm", "q_proj", "k_proj", "gate_proj", "query_key_value", "mistral", "vicuna", "gemma", "qwen", "q_norm"] {
         let hits: Vec<&str> = src
             .lines()
             .filter(|l| !l.trim_start().starts_with("//"))

@@ -464,3 +464,22 @@ fn gemma3_hidden_pruning_is_not_written_as_hf() {
     let e = prunec_frontends::arch::gemma3::hf_config(&pruned).unwrap_err().to_string();
     assert!(e.contains("hidden channels were pruned") && e.contains("config.json"), "{e}");
 }
+
+// The LLaMA-like families (`scripts/make-arch-fixtures`): each removed unit takes its own
+// parameters — Qwen2's q/k/v bias rows with their heads — and the pruned model computes what
+// the zeroed one computes.
+
+#[test]
+fn zeroing_law_qwen2() {
+    zeroing_law("qwen2", Amount::UnitRatio(0.5), Importance::L1);
+    zeroing_law("qwen2", Amount::Ratio(0.3), Importance::Random);
+    zeroing_law_in("qwen2", Amount::Ratio(0.2), Importance::Random, Mode::Channel);
+}
+
+#[test]
+fn zeroing_law_mistral() {
+    zeroing_law("mistral", Amount::UnitRatio(0.5), Importance::L1);
+    zeroing_law("mistral", Amount::Ratio(0.3), Importance::Random);
+    zeroing_law_in("mistral", Amount::Ratio(0.2), Importance::Random, Mode::Channel);
+    zeroing_law_in("mistral", Amount::UnitRatio(0.34), Importance::L2, Mode::Layer);
+}

@@ -352,10 +352,17 @@ pub(crate) fn shortest_f64(v: f32) -> f64 {
 /// rescales it, see the `prune` pass); `None` without norms; an error when they differ, which
 /// one `rms_norm_eps` cannot say.
 pub(crate) fn norm_eps(model: &Model) -> std::result::Result<Option<f32>, String> {
+    norm_eps_where(model, |_| true)
+}
+
+/// [`norm_eps`] over the RMSNorms whose node name `counts` (Qwen3's per-head norms of q and k
+/// keep their epsilon when hidden channels go).
+pub(crate) fn norm_eps_where(model: &Model, counts: impl Fn(&str) -> bool) -> std::result::Result<Option<f32>, String> {
     let g = &model.graph;
     let mut eps = None;
     for id in g.node_ids() {
-        if let Some(Op::RmsNorm { eps: e, .. }) = g.node(id).ok().map(|n| &n.op) {
+        let Some(node) = g.node(id).ok().filter(|n| counts(&n.name)) else { continue };
+        if let Op::RmsNorm { eps: e, .. } = &node.op {
             match eps {
                 None => eps = Some(*e),
                 Some(first) if first != *e => {

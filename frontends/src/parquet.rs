@@ -166,7 +166,7 @@ impl ThriftWalk<'_> {
     fn value(&mut self, ty: u8, depth: u8) -> std::result::Result<(), String> {
         let depth = depth.checked_sub(1).ok_or("nests more than 64 levels")?;
         match ty {
-            1 | 2 | 3 => self.skip(1),
+            1..=3 => self.skip(1),
             4..=6 => self.varint().map(|_| ()),
             7 => self.skip(8),
             8 => {

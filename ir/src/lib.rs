@@ -44,7 +44,7 @@ pub use error::{IrError, Result};
 pub use graph::{Edge, Graph, Node, NodeId, ValueId};
 pub use groups::{Element, Group, GroupAxis, GroupKind, Unit};
 pub use model::{ArchConfig, Model, ModelInfo, ParamOrigin, SourceFormat, SourceValue};
-pub use op::{Attention, BinaryOp, Op, ParamEdit, PrefixPart, RemovedIndices, Rope, RopeLayout, Shrink, UnaryOp};
+pub use op::{Attention, BinaryOp, Op, ParamEdit, PrefixPart, RemovedIndices, Rope, RopeLayout, RopeScaling, Shrink, UnaryOp};
 pub use params::{Param, ParamData, ParamStore, ParamView, TensorSource};
 pub use print::print;
 pub use segments::{Segment, Segments};

@@ -84,7 +84,8 @@ pub struct EmbeddingTap<B: Backend> {
 }
 
 /// Cached rotary tables: (theta bits, dims, layout, f16 frequencies, offset, seq) -> (cos, sin).
-type RopeTables<B> = HashMap<(u32, usize, bool, bool, usize, usize), (Tensor<B, 4>, Tensor<B, 4>)>;
+/// cos and sin tables by (inverse frequencies' bits, interleaved, attention factor's bits, offset, length).
+type RopeTables<B> = HashMap<(Vec<u32>, bool, u32, usize, usize), (Tensor<B, 4>, Tensor<B, 4>)>;
 
 struct Run<'a, B: Backend> {
     batch: usize,
@@ -571,26 +572,28 @@ impl<B: Backend> Executor<B> {
         let r = rope.rotary_dims;
         let half = r / 2;
         let interleaved = rope.layout == RopeLayout::Interleaved;
-        // as HF computes them, in f32: inv_freq = 1 / theta^(2i / r); angle = pos · inv_freq
-        let inv: Vec<f32> = (0..half)
-            .map(|i| {
-                let f = 1.0 / rope.theta.powf((2 * i) as f32 / r as f32);
-                if rope.half_freqs {
-                    half::f16::from_f32(f).to_f32()
-                } else {
-                    f
-                }
-            })
+        // as HF computes them, in f32: inv_freq = 1 / theta^(2i / r) (scaled: `Rope::inv_freq`);
+        // angle = pos · inv_freq; cos and sin times the attention factor (YaRN's)
+        let inv: Vec<f32> = rope
+            .inv_freq(offset + s)
+            .into_iter()
+            .map(|f| if rope.half_freqs { half::f16::from_f32(f).to_f32() } else { f })
             .collect();
+        let factor = rope.attention_factor();
         let width = if interleaved { half } else { r };
         let (cos, sin) = if let Some(positions) = positions {
             // per-row positions: angles on the device, [batch, seq, 1, width]
             let freqs: Vec<f32> = (0..width).map(|j| inv[j % half]).collect();
             let freqs = Tensor::<B, 1>::from_data(TensorData::new(freqs, [width]), &self.device).reshape([1, 1, width]);
             let angles = positions.float().reshape([b, s, 1]) * freqs;
-            (angles.clone().cos().reshape([b, s, 1, width]), angles.sin().reshape([b, s, 1, width]))
+            let (cos, sin) = (angles.clone().cos().reshape([b, s, 1, width]), angles.sin().reshape([b, s, 1, width]));
+            if factor == 1.0 {
+                (cos, sin)
+            } else {
+                (cos * factor, sin * factor)
+            }
         } else {
-            let key = (rope.theta.to_bits(), r, interleaved, rope.half_freqs, offset, s);
+            let key = (inv.iter().map(|f| f.to_bits()).collect(), interleaved, factor.to_bits(), offset, s);
             let mut tables = run.ropes.borrow_mut();
             tables
                 .entry(key)
@@ -600,8 +603,8 @@ impl<B: Backend> Executor<B> {
                     for p in offset..offset + s {
                         for j in 0..width {
                             let a = p as f32 * inv[j % half];
-                            cos.push(a.cos());
-                            sin.push(a.sin());
+                            cos.push(a.cos() * factor);
+                            sin.push(a.sin() * factor);
                         }
                     }
                     let table = |v: Vec<f32>| {

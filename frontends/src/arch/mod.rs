@@ -1,7 +1,9 @@
 //! The architecture seam: what an architecture knows, behind one trait ([`Architecture`]),
 //! and one registry ([`ARCHITECTURES`]) that every caller asks — the HF and GGUF frontends,
 //! the HF writer, LoRA's default targets. One module per architecture: [`llama`] (LLaMA 1/2/3,
-//! Vicuna, SmolLM), [`chatglm2`] (ChatGLM2/3), [`chatglm6b`] (ChatGLM-6B), [`gemma3`] (Gemma 3 text).
+//! Vicuna, SmolLM), [`qwen2`] (Qwen2/2.5), [`mistral`] (the last two LLaMA-like: their
+//! configurations over LLaMA's lowering), [`chatglm2`] (ChatGLM2/3), [`chatglm6b`]
+//! (ChatGLM-6B), [`gemma3`] (Gemma 3 text).
 //!
 //! To add an architecture: a module here with its typed configuration, its lowering through
 //! [`crate::builder`], its HF config writer, and a type implementing [`Architecture`]; then its
@@ -11,6 +13,8 @@ pub mod chatglm2;
 pub mod chatglm6b;
 pub mod gemma3;
 pub mod llama;
+pub mod mistral;
+pub mod qwen2;
 
 use std::any::Any;
 use std::fmt;
@@ -126,7 +130,8 @@ pub trait Architecture: Sync {
 }
 
 /// Every architecture prunec reads.
-pub static ARCHITECTURES: &[&dyn Architecture] = &[&llama::Llama, &chatglm6b::ChatGlm6b, &chatglm2::ChatGlm2, &gemma3::Gemma3];
+pub static ARCHITECTURES: &[&dyn Architecture] =
+    &[&llama::Llama, &chatglm6b::ChatGlm6b, &chatglm2::ChatGlm2, &qwen2::Qwen2, &mistral::Mistral, &gemma3::Gemma3];
 
 /// The names of the architectures of HF folders, each once.
 pub fn hf_names() -> Vec<&'static str> {
@@ -194,7 +199,7 @@ mod tests {
         assert_eq!(for_hf("chatglm", &v2).map(|a| a.lora_targets()), Some(chatglm2::ChatGlm2.lora_targets()));
         assert_eq!(for_hf("llama", &serde_json::json!({})).map(|a| a.name()), Some("llama"));
         assert!(for_hf("gpt2", &serde_json::json!({})).is_none());
-        assert_eq!(hf_names(), vec!["llama", "chatglm", "gemma3_text"]);
+        assert_eq!(hf_names(), vec!["llama", "chatglm", "qwen2", "mistral", "gemma3_text"]);
         assert_eq!(gguf_names(), vec!["llama", "gemma3"]);
     }
 }

@@ -208,7 +208,7 @@ impl Lowerer<'_> {
                 let dims = self.scalar(dims)? as usize;
                 let x = self.lower(x)?;
                 let layout = if matches!(node, Term::Rope(_)) { RopeLayout::HalfSplit } else { RopeLayout::Interleaved };
-                self.add(Op::Rope(Rope { theta, rotary_dims: dims, layout, half_freqs: false }), "rope", &[x])?
+                self.add(Op::Rope(Rope { theta, rotary_dims: dims, layout, half_freqs: false, scaling: Default::default() }), "rope", &[x])?
             }
             Term::RepeatHeads([x, n]) => {
                 let n = self.scalar(n)? as usize;

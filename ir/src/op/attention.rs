@@ -29,6 +29,59 @@ pub struct Rope {
     /// Whether the inverse frequencies are rounded to f16 before use (ChatGLM-6B's code
     /// always stores them as f16, whatever the model's dtype).
     pub half_freqs: bool,
+    /// How the frequencies are scaled for long contexts (LLaMA 3.1, YaRN...).
+    pub scaling: RopeScaling,
+}
+/// How a rotary embedding's frequencies are scaled for contexts longer than the model was
+/// trained on, as transformers computes them (`modeling_rope_utils`: `rope_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum RopeScaling {
+    /// The frequencies `theta^(-2i/d)` as they are (`default`).
+    #[default]
+    None,
+    /// Every frequency divided by `factor` (`linear`: positions interpolated).
+    Linear {
+        /// The divisor.
+        factor: f32,
+    },
+    /// NTK-aware scaling of the base when a forward reaches past `max_positions` positions
+    /// (`dynamic`): `theta · (factor·n/max − (factor − 1))^(d/(d−2))` for `n` positions.
+    Dynamic {
+        /// The scaling factor.
+        factor: f32,
+        /// Positions up to which the frequencies are the default ones (`max_position_embeddings`).
+        max_positions: usize,
+    },
+    /// LLaMA 3.1's: low frequencies (wavelength above `original_max_positions / low_freq_factor`)
+    /// divided by `factor`, high ones (below `original_max_positions / high_freq_factor`) kept,
+    /// those between smoothly interpolated (`llama3`).
+    Llama3 {
+        /// The divisor of the low frequencies.
+        factor: f32,
+        /// Bounds the low frequencies.
+        low_freq_factor: f32,
+        /// Bounds the high frequencies.
+        high_freq_factor: f32,
+        /// The context the model was pretrained with.
+        original_max_positions: usize,
+    },
+    /// YaRN (`yarn`): frequencies ramped between interpolated (÷ `factor`) and extrapolated by
+    /// dimension, between the dimensions making `beta_fast` and `beta_slow` rotations over
+    /// `original_max_positions`; cos and sin multiplied by `attention_factor`.
+    Yarn {
+        /// The interpolation factor.
+        factor: f32,
+        /// The context the model was pretrained with.
+        original_max_positions: usize,
+        /// Rotations bounding the extrapolated dimensions.
+        beta_fast: f32,
+        /// Rotations bounding the interpolated dimensions.
+        beta_slow: f32,
+        /// Whether the ramp's bounds are rounded to whole dimensions.
+        truncate: bool,
+        /// The multiplier of cos and sin.
+        attention_factor: f32,
+    },
 }
 
 /// Which of the prefix-LM (GLM) position inputs a [`Op::PrefixLm`](super::Op::PrefixLm) node gives.
@@ -76,7 +129,96 @@ impl Rope {
                 RopeLayout::Interleaved => "interleaved",
             },
             if self.half_freqs { ", f16-freqs" } else { "" }
-        )
+        ) + &self.scaling_attributes()
+    }
+
+    /// The scaling as the printer writes it: nothing without one, so that models without
+    /// scaling print as they always did.
+    fn scaling_attributes(&self) -> String {
+        match self.scaling {
+            RopeScaling::None => String::new(),
+            RopeScaling::Linear { factor } => format!(", linear(factor={factor})"),
+            RopeScaling::Dynamic { factor, max_positions } => format!(", dynamic(factor={factor}, max={max_positions})"),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions } => format!(
+                ", llama3(factor={factor}, low={low_freq_factor}, high={high_freq_factor}, original={original_max_positions})"
+            ),
+            RopeScaling::Yarn { factor, original_max_positions, beta_fast, beta_slow, truncate, attention_factor } => format!(
+                ", yarn(factor={factor}, original={original_max_positions}, beta_fast={beta_fast}, beta_slow={beta_slow}, truncate={truncate}, attention_factor={attention_factor})"
+            ),
+        }
+    }
+
+    /// The inverse frequencies of the `rotary_dims / 2` rotating pairs in a forward over
+    /// positions `0..positions` (only `Dynamic` scaling reads it), as transformers computes
+    /// them: `1 / theta^(2i / rotary_dims)` in f32 without scaling; scaled ones in f64, then
+    /// rounded to f32. ChatGLM-6B's rounding to f16 (`half_freqs`) is the kernel's.
+    pub fn inv_freq(&self, positions: usize) -> Vec<f32> {
+        let (r, half) = (self.rotary_dims, self.rotary_dims / 2);
+        if self.scaling == RopeScaling::None {
+            return (0..half).map(|i| 1.0 / self.theta.powf((2 * i) as f32 / r as f32)).collect();
+        }
+        let d = r as f64;
+        let base = f64::from(self.theta);
+        let default = |base: f64| -> Vec<f64> { (0..half).map(|i| 1.0 / base.powf((2 * i) as f64 / d)).collect() };
+        let inv: Vec<f64> = match self.scaling {
+            RopeScaling::None => default(base),
+            RopeScaling::Linear { factor } => default(base).into_iter().map(|f| f / f64::from(factor)).collect(),
+            RopeScaling::Dynamic { factor, max_positions } => {
+                let (factor, max) = (f64::from(factor), max_positions as f64);
+                let n = (positions as f64).max(max);
+                default(base * ((factor * n / max) - (factor - 1.0)).powf(d / (d - 2.0)))
+            }
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions } => {
+                let (factor, low, high) = (f64::from(factor), f64::from(low_freq_factor), f64::from(high_freq_factor));
+                let old = original_max_positions as f64;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                default(base)
+                    .into_iter()
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen > low_wavelen {
+                            f / factor
+                        } else if wavelen < high_wavelen {
+                            f
+                        } else {
+                            let smooth = (old / wavelen - low) / (high - low);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+            RopeScaling::Yarn { factor, original_max_positions, beta_fast, beta_slow, truncate, .. } => {
+                let factor = f64::from(factor);
+                let max = original_max_positions as f64;
+                // the dimension whose pair makes `rotations` turns over the original context
+                let dim_of = |rotations: f64| (d * (max / (rotations * 2.0 * std::f64::consts::PI)).ln()) / (2.0 * base.ln());
+                let (mut low, mut high) = (dim_of(f64::from(beta_fast)), dim_of(f64::from(beta_slow)));
+                if truncate {
+                    (low, high) = (low.floor(), high.ceil());
+                }
+                let (low, mut high) = (low.max(0.0), high.min(d - 1.0));
+                if low == high {
+                    high += 0.001;
+                }
+                default(base)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let extrapolation = 1.0 - ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                        f / factor * (1.0 - extrapolation) + f * extrapolation
+                    })
+                    .collect()
+            }
+        };
+        inv.into_iter().map(|f| f as f32).collect()
+    }
+
+    /// The multiplier of cos and sin: YaRN's attention factor, 1 otherwise.
+    pub fn attention_factor(&self) -> f32 {
+        match self.scaling {
+            RopeScaling::Yarn { attention_factor, .. } => attention_factor,
+            _ => 1.0,
+        }
     }
 
     /// `x[batch, seq, heads, head_dim]` (and integer positions `[batch, seq]`) give `x`'s
@@ -157,4 +299,47 @@ pub(super) fn axes_prefix_lm(outputs: &[ValueType]) -> AxisMapping {
     let mut m = AxisMapping::default();
     leading(&mut m, 0, out_rank(outputs));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rope(scaling: RopeScaling) -> Rope {
+        Rope { theta: 10000.0, rotary_dims: 16, layout: RopeLayout::HalfSplit, half_freqs: false, scaling }
+    }
+
+    #[test]
+    fn unscaled_frequencies_and_printing_are_as_before() {
+        let r = rope(RopeScaling::None);
+        let want: Vec<f32> = (0..8).map(|i| 1.0 / 10000f32.powf((2 * i) as f32 / 16.0)).collect();
+        assert_eq!(r.inv_freq(1 << 20), want, "bit for bit, at any length");
+        assert_eq!(r.attention_factor(), 1.0);
+        assert_eq!(r.attributes(), "theta=10000, dims=16, half-split");
+    }
+
+    #[test]
+    fn scaled_frequencies() {
+        let base = rope(RopeScaling::None).inv_freq(0);
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * b.abs();
+        let linear = rope(RopeScaling::Linear { factor: 4.0 });
+        assert!(linear.inv_freq(0).iter().zip(&base).all(|(s, b)| close(*s, b / 4.0)));
+        assert_eq!(linear.attributes(), "theta=10000, dims=16, half-split, linear(factor=4)");
+        // dynamic: the default frequencies up to `max_positions`, lower ones past it
+        let dynamic = rope(RopeScaling::Dynamic { factor: 2.0, max_positions: 8 });
+        assert!(dynamic.inv_freq(8).iter().zip(&base).all(|(s, b)| close(*s, *b)));
+        let long = dynamic.inv_freq(12);
+        assert_eq!(long[0], 1.0);
+        assert!(long[1..].iter().zip(&base[1..]).all(|(s, b)| s < b));
+        // llama3 with an original context of 8: wavelength 2π (the first pair) is smoothed
+        // between 1/8 and 1, every longer one divided by 8
+        let llama3 = rope(RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_positions: 8 });
+        let f = llama3.inv_freq(0);
+        let smooth = (8.0 / (2.0 * std::f64::consts::PI) - 1.0) / 3.0;
+        assert!(close(f[0], ((1.0 - smooth) / 8.0 + smooth) as f32));
+        assert!(f[1..].iter().zip(&base[1..]).all(|(s, b)| close(*s, b / 8.0)));
+        let yarn = Rope { scaling: RopeScaling::Yarn { factor: 4.0, original_max_positions: 8, beta_fast: 32.0, beta_slow: 1.0, truncate: true, attention_factor: 1.25 }, ..linear };
+        assert_eq!(yarn.attention_factor(), 1.25);
+        assert!(yarn.inv_freq(0).iter().zip(&base).all(|(s, b)| *s <= *b && *s >= b / 4.0 * (1.0 - 1e-6)));
+    }
 }

@@ -33,7 +33,7 @@ pub mod linear;
 pub mod norm;
 pub mod shape;
 
-pub use attention::{Attention, PrefixPart, Rope, RopeLayout};
+pub use attention::{Attention, PrefixPart, Rope, RopeLayout, RopeScaling};
 pub use elementwise::{BinaryOp, UnaryOp};
 
 /// An operation of the graph.

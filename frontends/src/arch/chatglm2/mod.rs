@@ -207,7 +207,7 @@ fn lower(c: &ChatGlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let ids = b.token_ids()?;
     let embed = b.param("transformer.embedding.word_embeddings.weight", None)?;
     let mut x = b.op(Op::Embedding, "transformer.embedding.word_embeddings", None, &[embed, ids])?;
-    let rope = Rope { theta: c.rope_theta, rotary_dims: c.kv_channels / 2, layout: RopeLayout::Interleaved, half_freqs: false };
+    let rope = Rope { theta: c.rope_theta, rotary_dims: c.kv_channels / 2, layout: RopeLayout::Interleaved, half_freqs: false, scaling: Default::default() };
     let attention = Attention::causal(1.0 / (c.kv_channels as f32).sqrt());
     // the last axis of a [batch, seq, features] activation
     const FEATURES: usize = 2;

@@ -220,7 +220,7 @@ fn lower(c: &GlmConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
         let k = b.op(slice(d, 2 * d), &format!("{sa}.key"), blk, &[heads])?;
         let v = b.op(slice(2 * d, 3 * d), &format!("{sa}.value"), blk, &[heads])?;
         let rotate = |b: &mut Builder, t: ValueId, what: &str| -> prunec_ir::Result<ValueId> {
-            let rope = |dims| Rope { theta: 10000.0, rotary_dims: dims, layout: RopeLayout::HalfSplit, half_freqs: true };
+            let rope = |dims| Rope { theta: 10000.0, rotary_dims: dims, layout: RopeLayout::HalfSplit, half_freqs: true, scaling: Default::default() };
             match block_positions {
                 Some(block) => {
                     let half = d / 2;

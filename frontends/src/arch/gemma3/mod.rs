@@ -371,7 +371,7 @@ fn lower(c: &Gemma3Config, params: &ParamStore, offset: f32) -> prunec_ir::Resul
             LayerType::Sliding => (c.rope_local_base_freq, Some(c.sliding_window)),
             LayerType::Full => (c.rope_theta, None),
         };
-        let rope = Rope { theta, rotary_dims: c.head_dim, layout: RopeLayout::HalfSplit, half_freqs: false };
+        let rope = Rope { theta, rotary_dims: c.head_dim, layout: RopeLayout::HalfSplit, half_freqs: false, scaling: prunec_ir::RopeScaling::None };
         let norm_of = |b: &mut Builder, x: ValueId, name: &str| -> prunec_ir::Result<ValueId> {
             let w = b.param(&format!("{p}.{name}.weight"), blk)?;
             b.op(norm.clone(), &format!("{p}.{name}"), blk, &[x, w])

@@ -143,6 +143,8 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
         mlp_bias: file.tensor_info("blk.0.ffn_gate.bias").is_some(),
         max_position_embeddings: opt_usize(&key("context_length"))?.unwrap_or(2048),
         layer_widths: None,
+        variant: Default::default(),
+        rope_scaling: Default::default(),
     };
     if let Some(rot) = opt_usize(&key("rope.dimension_count"))? {
         if rot != config.head_dim {

@@ -12,10 +12,10 @@ pub mod gguf;
 
 use std::path::{Path, PathBuf};
 
-use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
+use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, RopeScaling, UnaryOp};
 
 use super::Config;
-use crate::builder::{check_weights, get_usize, need_usize, norm_eps, shortest_f64, Builder, LayerNames};
+use crate::builder::{check_weights, get_usize, need_usize, norm_eps_where, shortest_f64, Builder, LayerNames};
 use crate::gguf::GgufFile;
 use crate::error::{FrontendError, Result};
 use crate::weights::WeightSource;
@@ -41,6 +41,9 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f32,
     /// Rotary base.
     pub rope_theta: f32,
+    /// Rotary scaling (`rope_scaling`, or `rope_parameters` in transformers 5: `linear`,
+    /// `dynamic`, `yarn`, `llama3`).
+    pub rope_scaling: RopeScaling,
     /// Whether the LM head is the embedding matrix.
     pub tie_word_embeddings: bool,
     /// Whether q/k/v/o have biases.
@@ -53,7 +56,43 @@ pub struct LlamaConfig {
     /// `num_heads`, `num_kv_heads` and `intermediate_size` above (which are otherwise the
     /// maxima over the layers).
     pub layer_widths: Option<Vec<LayerWidths>>,
+    /// What a LLaMA-like family changes in LLaMA's attention (nothing for LLaMA itself).
+    pub variant: Variant,
 }
+
+/// What the LLaMA-like families (Qwen2, Qwen3, Mistral) change in LLaMA's attention; each
+/// fills it from its own configuration, and the lowering, the parameters and the HF writer of
+/// this module read it. The default is LLaMA's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Variant {
+    /// q/k/v have biases whatever `attention_bias` says, o_proj only with it (Qwen2).
+    pub qkv_bias: bool,
+    /// Each head of q and of k goes through an RMSNorm of its own width (`q_norm`, `k_norm`,
+    /// `[head_dim]`, the model's `rms_norm_eps`) after the projection, before the rotary
+    /// embedding (Qwen3's; no registered architecture sets it yet: the `group` pass makes
+    /// prunable units of those norms' head_dim channels, which pruning cannot remove).
+    pub qk_norm: bool,
+    /// Every layer's attention sees only the last `w` positions (Mistral's `sliding_window`).
+    pub sliding_window: Option<usize>,
+}
+
+/// A LLaMA-like family as the shared code reads and writes it: its `model_type`, how it reads
+/// a `config.json` into a [`LlamaConfig`], and which of LLaMA's optional keys its configs have.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// Its `model_type` (for messages).
+    pub model_type: &'static str,
+    /// Reads (and checks) a `config.json` of the family.
+    pub read: fn(&Path, &serde_json::Value) -> Result<LlamaConfig>,
+    /// Whether its configs have `attention_bias` (biases of q/k/v and o together).
+    pub attention_bias_key: bool,
+    /// Whether its configs have `mlp_bias`.
+    pub mlp_bias_key: bool,
+}
+
+/// LLaMA itself.
+pub const LLAMA: Family =
+    Family { model_type: "llama", read: LlamaConfig::from_hf_json, attention_bias_key: true, mlp_bias_key: true };
 
 /// The `config.json` key listing every layer's widths, for models whose layers differ:
 /// `[{"num_attention_heads": .., "num_key_value_heads": .., "intermediate_size": ..}, ...]`,
@@ -116,6 +155,13 @@ impl LlamaConfig {
     /// Reads an HF `config.json` (transformers 4 and 5 formats), with each layer's widths
     /// from [`LAYER_WIDTHS_KEY`] when it is there.
     pub fn from_hf_json(path: &Path, json: &serde_json::Value) -> Result<LlamaConfig> {
+        Self::read_family(path, json, &LLAMA)
+    }
+
+    /// Reads the keys the LLaMA-like `family` shares with LLaMA from an HF `config.json`
+    /// (`attention_bias` and `mlp_bias` where the family has them, else false), with each
+    /// layer's widths from [`LAYER_WIDTHS_KEY`]; `variant` is LLaMA's, for the family to fill.
+    pub fn read_family(path: &Path, json: &serde_json::Value, family: &Family) -> Result<LlamaConfig> {
         let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
         let need = |key: &str| need_usize(path, json, key);
         let hidden_size = need("hidden_size")?;
@@ -131,20 +177,12 @@ impl LlamaConfig {
             Some(t) => t,
             None => rope_parameters.map(|r| opt_f64(path, r, "rope_theta")).transpose()?.flatten().unwrap_or(10000.0),
         };
-        for scaling in [json.get("rope_scaling"), rope_parameters].into_iter().flatten().filter(|r| !r.is_null()) {
-            let kind = match opt_str(path, scaling, "rope_type")? {
-                Some(k) => Some(k),
-                None => opt_str(path, scaling, "type")?,
-            };
-            if let Some(kind) = kind.filter(|k| *k != "default") {
-                return Err(bad(format!("rope type `{kind}` is not supported yet (only `default`)")));
-            }
-        }
         match opt_str(path, json, "hidden_act")? {
             None | Some("silu" | "swish") => {}
             Some(other) => {
                 return Err(bad(format!(
-                    "hidden_act `{other}` is not supported for LLaMA models: prunec computes SiLU (`silu`, `swish`)"
+                    "hidden_act `{other}` is not supported for {} models: prunec computes SiLU (`silu`, `swish`)",
+                    family.model_type
                 )))
             }
         }
@@ -152,9 +190,13 @@ impl LlamaConfig {
         let head_dim = opt_usize(path, json, "head_dim")?.unwrap_or(hidden_size.checked_div(num_heads).unwrap_or(0));
         let rms_norm_eps = opt_f64(path, json, "rms_norm_eps")?.unwrap_or(1e-6);
         let tie_word_embeddings = opt_bool(path, json, "tie_word_embeddings")?.unwrap_or(false);
-        let attention_bias = opt_bool(path, json, "attention_bias")?.unwrap_or(false);
-        let mlp_bias = opt_bool(path, json, "mlp_bias")?.unwrap_or(false);
+        let flag = |present: bool, key: &str| -> Result<bool> {
+            Ok(present && opt_bool(path, json, key)?.unwrap_or(false))
+        };
+        let attention_bias = flag(family.attention_bias_key, "attention_bias")?;
+        let mlp_bias = flag(family.mlp_bias_key, "mlp_bias")?;
         let max_position_embeddings = opt_usize(path, json, "max_position_embeddings")?.unwrap_or(2048);
+        let rope_scaling = read_rope_scaling(path, json, rope_parameters, max_position_embeddings)?;
         crate::builder::check_positive(path, "rms_norm_eps", rms_norm_eps)?;
         crate::builder::check_positive(path, "rope_theta", rope_theta)?;
         let layer_widths = match json.get(LAYER_WIDTHS_KEY) {
@@ -200,14 +242,21 @@ impl LlamaConfig {
             head_dim,
             rms_norm_eps: rms_norm_eps as f32,
             rope_theta: rope_theta as f32,
+            rope_scaling,
             tie_word_embeddings,
             attention_bias,
             mlp_bias,
             max_position_embeddings,
             layer_widths,
+            variant: Variant::default(),
         };
         cfg.validate(path)?;
         Ok(cfg)
+    }
+
+    /// Whether q/k/v have biases (`attention_bias`, or the family's [`Variant::qkv_bias`]).
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.variant.qkv_bias
     }
 
     /// The widths of layer `l`.
@@ -246,6 +295,9 @@ impl LlamaConfig {
         crate::builder::check_positive(path, "rope_theta", f64::from(self.rope_theta))?;
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim));
+        }
+        if matches!(self.rope_scaling, RopeScaling::Dynamic { .. }) && self.head_dim <= 2 {
+            return bad(format!("head_dim {} is too small for `dynamic` rotary scaling (its exponent is d / (d - 2))", self.head_dim));
         }
         let Some(layers) = &self.layer_widths else {
             if !self.num_heads.is_multiple_of(self.num_kv_heads) {
@@ -311,13 +363,18 @@ impl LlamaConfig {
                 out.push((format!("{p}.input_layernorm.weight"), vec![h]));
                 for (n, rows) in [("q_proj", q), ("k_proj", kv), ("v_proj", kv)] {
                     out.push((format!("{p}.self_attn.{n}.weight"), vec![rows, h]));
-                    if self.attention_bias {
+                    if self.qkv_bias() {
                         out.push((format!("{p}.self_attn.{n}.bias"), vec![rows]));
                     }
                 }
                 out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
                 if self.attention_bias {
                     out.push((format!("{p}.self_attn.o_proj.bias"), vec![h]));
+                }
+                if self.variant.qk_norm {
+                    for n in ["q_norm", "k_norm"] {
+                        out.push((format!("{p}.self_attn.{n}.weight"), vec![self.head_dim]));
+                    }
                 }
             }
             if w.has_mlp() {
@@ -360,7 +417,7 @@ impl LlamaConfig {
             "num_key_value_heads": self.num_kv_heads,
             "pretraining_tp": 1,
             "rms_norm_eps": shortest_f64(self.rms_norm_eps),
-            "rope_parameters": { "rope_theta": shortest_f64(self.rope_theta), "rope_type": "default" },
+            "rope_parameters": rope_parameters_json(self.rope_theta, &self.rope_scaling),
             // transformers 4 reads the rotary base here only (it ignores `rope_parameters` and
             // would take 10000); transformers 5 reads `rope_parameters` first
             "rope_theta": shortest_f64(self.rope_theta),
@@ -368,11 +425,140 @@ impl LlamaConfig {
             "use_cache": true,
             "vocab_size": self.vocab_size,
         });
-        if let (Some(layers), Some(obj)) = (&self.layer_widths, json.as_object_mut()) {
-            obj.insert(LAYER_WIDTHS_KEY.into(), layers.iter().map(LayerWidths::to_json).collect());
+        if let Some(obj) = json.as_object_mut() {
+            if self.rope_scaling != RopeScaling::None {
+                obj.insert("rope_scaling".into(), rope_scaling_json(&self.rope_scaling));
+            }
+            if let Some(layers) = &self.layer_widths {
+                obj.insert(LAYER_WIDTHS_KEY.into(), layers.iter().map(LayerWidths::to_json).collect());
+            }
         }
         json
     }
+}
+
+/// A rotary scaling as transformers 4 writes it under `rope_scaling` (null without one).
+pub fn rope_scaling_json(scaling: &RopeScaling) -> serde_json::Value {
+    let f = |v: f32| serde_json::Value::from(shortest_f64(v));
+    match *scaling {
+        RopeScaling::None => serde_json::Value::Null,
+        RopeScaling::Linear { factor } => serde_json::json!({ "rope_type": "linear", "factor": f(factor) }),
+        RopeScaling::Dynamic { factor, .. } => serde_json::json!({ "rope_type": "dynamic", "factor": f(factor) }),
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions } => serde_json::json!({
+            "rope_type": "llama3",
+            "factor": f(factor),
+            "low_freq_factor": f(low_freq_factor),
+            "high_freq_factor": f(high_freq_factor),
+            "original_max_position_embeddings": original_max_positions,
+        }),
+        RopeScaling::Yarn { factor, original_max_positions, beta_fast, beta_slow, truncate, attention_factor } => serde_json::json!({
+            "rope_type": "yarn",
+            "factor": f(factor),
+            "original_max_position_embeddings": original_max_positions,
+            "beta_fast": f(beta_fast),
+            "beta_slow": f(beta_slow),
+            "truncate": truncate,
+            "attention_factor": f(attention_factor),
+        }),
+    }
+}
+
+/// `rope_parameters` as transformers 5 writes it: the base, the type and the scaling's keys.
+fn rope_parameters_json(theta: f32, scaling: &RopeScaling) -> serde_json::Value {
+    let mut json = serde_json::json!({ "rope_theta": shortest_f64(theta), "rope_type": "default" });
+    if let (serde_json::Value::Object(keys), Some(obj)) = (rope_scaling_json(scaling), json.as_object_mut()) {
+        obj.extend(keys);
+    }
+    json
+}
+
+/// The rotary scaling of an HF config: the first of `rope_scaling` (transformers 4) and
+/// `rope_parameters` (transformers 5) whose `rope_type` (or `type`) is not `default`, read as
+/// transformers reads it (`max_positions`: the config's `max_position_embeddings`).
+fn read_rope_scaling(
+    path: &Path,
+    json: &serde_json::Value,
+    rope_parameters: Option<&serde_json::Value>,
+    max_positions: usize,
+) -> Result<RopeScaling> {
+    use crate::builder::{opt_bool, opt_f64, opt_str, opt_usize};
+    let bad = |reason: String| FrontendError::BadConfig { path: path.to_path_buf(), reason };
+    let sources = [("rope_scaling", json.get("rope_scaling")), ("rope_parameters", rope_parameters)];
+    for (key, scaling) in sources.into_iter().filter_map(|(k, s)| s.filter(|s| !s.is_null()).map(|s| (k, s))) {
+        if !scaling.is_object() {
+            return Err(bad(format!("`{key}` must be an object")));
+        }
+        let kind = match opt_str(path, scaling, "rope_type")? {
+            Some(k) => Some(k),
+            None => opt_str(path, scaling, "type")?,
+        };
+        let Some(kind) = kind.filter(|k| *k != "default") else { continue };
+        // a number of the scaling, positive and finite, named `{key}.{name}` in errors
+        let number = |name: &str, default: Option<f64>| -> Result<f32> {
+            let v = opt_f64(path, scaling, name).map_err(|_| bad(format!("`{key}.{name}` must be a number")))?;
+            let v = v.or(default).ok_or_else(|| bad(format!("`{key}.{name}` is missing (rope type `{kind}`)")))?;
+            let f = v as f32;
+            if !(f.is_finite() && f > 0.0) {
+                return Err(bad(format!("`{key}.{name}` = {v} must be a positive number")));
+            }
+            Ok(f)
+        };
+        let positions = |default: Option<usize>| -> Result<usize> {
+            let name = "original_max_position_embeddings";
+            let v = opt_usize(path, scaling, name).map_err(|_| bad(format!("`{key}.{name}` must be a non-negative integer")))?;
+            match v.or(default) {
+                Some(v) if v > 0 => Ok(v),
+                Some(_) => Err(bad(format!("`{key}.{name}` must be positive"))),
+                None => Err(bad(format!("`{key}.{name}` is missing (rope type `{kind}`)"))),
+            }
+        };
+        return Ok(match kind {
+            "linear" => RopeScaling::Linear { factor: number("factor", None)? },
+            "dynamic" => RopeScaling::Dynamic { factor: number("factor", None)?, max_positions },
+            "llama3" => {
+                let (low_freq_factor, high_freq_factor) = (number("low_freq_factor", None)?, number("high_freq_factor", None)?);
+                if low_freq_factor == high_freq_factor {
+                    return Err(bad(format!("`{key}`: low_freq_factor and high_freq_factor must differ")));
+                }
+                RopeScaling::Llama3 {
+                    factor: number("factor", None)?,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_positions: positions(None)?,
+                }
+            }
+            "yarn" => {
+                let factor = number("factor", None)?;
+                let mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+                let attention_factor = match opt_f64(path, scaling, "attention_factor").map_err(|_| bad(format!("`{key}.attention_factor` must be a number")))? {
+                    Some(_) => number("attention_factor", None)?,
+                    None => {
+                        let m = opt_f64(path, scaling, "mscale").map_err(|_| bad(format!("`{key}.mscale` must be a number")))?;
+                        let all = opt_f64(path, scaling, "mscale_all_dim").map_err(|_| bad(format!("`{key}.mscale_all_dim` must be a number")))?;
+                        let f = f64::from(factor);
+                        match (m, all) {
+                            (Some(m), Some(all)) if m != 0.0 && all != 0.0 => (mscale(f, m) / mscale(f, all)) as f32,
+                            _ => mscale(f, 1.0) as f32,
+                        }
+                    }
+                };
+                RopeScaling::Yarn {
+                    factor,
+                    original_max_positions: positions(Some(max_positions))?,
+                    beta_fast: number("beta_fast", Some(32.0))?,
+                    beta_slow: number("beta_slow", Some(1.0))?,
+                    truncate: opt_bool(path, scaling, "truncate").map_err(|_| bad(format!("`{key}.truncate` must be true or false")))?.unwrap_or(true),
+                    attention_factor,
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "rope type `{other}` is not supported yet (`default`, `linear`, `dynamic`, `yarn`, `llama3`)"
+                )))
+            }
+        });
+    }
+    Ok(RopeScaling::None)
 }
 
 
@@ -411,6 +597,13 @@ fn head_dim(model: &Model, original: &LlamaConfig) -> usize {
 ///
 /// The result is checked against the parameters: every tensor it implies exists with its shape.
 pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
+    hf_config_of(model, &LLAMA)
+}
+
+/// [`hf_config`] for a model of the LLaMA-like `family` (`attention_bias` and `mlp_bias`
+/// written only where the family's configs have them; Qwen3's per-head norms do not count as
+/// the model's `rms_norm_eps`, which pruning hidden channels rescales).
+pub fn hf_config_of(model: &Model, family: &Family) -> Result<serde_json::Value> {
     let path = config_path(model);
     let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason };
     let carried = Config::<LlamaConfig>::of(model, &path)?;
@@ -452,7 +645,7 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
             query_heads_per_kv: copies.filter(|c| Op::uniform_copies(c).is_none()),
         });
     }
-    let eps = norm_eps(model).map_err(bad)?;
+    let eps = norm_eps_where(model, |name| !name.ends_with(".q_norm") && !name.ends_with(".k_norm")).map_err(bad)?;
     let max = |f: fn(&LayerWidths) -> usize| layers.iter().map(f).max().unwrap_or(0);
     let top = LayerWidths {
         num_heads: max(|w| w.num_heads),
@@ -474,8 +667,12 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     obj.insert("num_key_value_heads".into(), top.num_kv_heads.into());
     obj.insert("intermediate_size".into(), top.intermediate_size.into());
     obj.insert("tie_word_embeddings".into(), model.params.get("lm_head.weight").is_none().into());
-    obj.insert("attention_bias".into(), has(".self_attn.q_proj.bias").into());
-    obj.insert("mlp_bias".into(), has(".mlp.gate_proj.bias").into());
+    if family.attention_bias_key {
+        obj.insert("attention_bias".into(), has(".self_attn.o_proj.bias").into());
+    }
+    if family.mlp_bias_key {
+        obj.insert("mlp_bias".into(), has(".mlp.gate_proj.bias").into());
+    }
     if uniform {
         obj.remove(LAYER_WIDTHS_KEY);
     } else {
@@ -483,7 +680,7 @@ pub fn hf_config(model: &Model) -> Result<serde_json::Value> {
     }
 
     // The configuration must describe the parameters exactly as a reload will expect them.
-    let config = LlamaConfig::from_hf_json(&path, &json)?;
+    let config = (family.read)(&path, &json)?;
     crate::builder::check_params(config.expected_params(), &model.params, &source)?;
     Ok(json)
 }
@@ -506,6 +703,12 @@ fn repeat_copies(model: &Model, name: &str) -> Option<Vec<usize>> {
 /// left are alike. Renames parameters and nodes and updates the model's configuration.
 /// Returns how many layers went.
 pub fn drop_empty_layers(model: &mut Model) -> Result<usize> {
+    drop_empty_layers_of(model, &LLAMA)
+}
+
+/// [`drop_empty_layers`] for a model of the LLaMA-like `family` (a `layer_types` list, as
+/// Qwen2 and Qwen3 configs have, keeps the entries of the layers kept).
+pub fn drop_empty_layers_of(model: &mut Model, family: &Family) -> Result<usize> {
     let path = config_path(model);
     let carried = Config::<LlamaConfig>::of(model, &path)?;
     let (original, mut json) = (carried.typed.clone(), carried.json.clone());
@@ -546,12 +749,14 @@ pub fn drop_empty_layers(model: &mut Model) -> Result<usize> {
     }
     if let Some(obj) = json.as_object_mut() {
         obj.insert("num_hidden_layers".into(), kept.len().into());
-        if let Some(serde_json::Value::Array(widths)) = obj.get(LAYER_WIDTHS_KEY).cloned() {
-            let kept_widths: Vec<serde_json::Value> = kept.iter().filter_map(|&l| widths.get(l).cloned()).collect();
-            obj.insert(LAYER_WIDTHS_KEY.into(), kept_widths.into());
+        for key in [LAYER_WIDTHS_KEY, "layer_types"] {
+            if let Some(serde_json::Value::Array(entries)) = obj.get(key).cloned() {
+                let kept_entries: Vec<serde_json::Value> = kept.iter().filter_map(|&l| entries.get(l).cloned()).collect();
+                obj.insert(key.into(), kept_entries.into());
+            }
         }
     }
-    let typed = LlamaConfig::from_hf_json(&path, &json)?;
+    let typed = (family.read)(&path, &json)?;
     model.info.config = Some(Config::shared(typed, json));
     model.groups = None;
     prunec_ir::verify(model).map_err(ir)?;
@@ -574,8 +779,8 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     let ids = b.token_ids()?;
     let embed = b.param("model.embed_tokens.weight", None)?;
     let mut x = b.op(Op::Embedding, "model.embed_tokens", None, &[embed, ids])?;
-    let rope = Rope { theta: c.rope_theta, rotary_dims: c.head_dim, layout: RopeLayout::HalfSplit, half_freqs: false };
-    let attention = Attention::causal(1.0 / (c.head_dim as f32).sqrt());
+    let rope = Rope { theta: c.rope_theta, rotary_dims: c.head_dim, layout: RopeLayout::HalfSplit, half_freqs: false, scaling: c.rope_scaling };
+    let attention = Attention { window: c.variant.sliding_window, ..Attention::causal(1.0 / (c.head_dim as f32).sqrt()) };
     for l in 0..c.num_layers {
         let blk = Some(l as u32);
         let p = format!("model.layers.{l}");
@@ -584,11 +789,18 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
             let (heads, kv_heads) = (width.num_heads, width.num_kv_heads);
             let w = b.param(&format!("{p}.input_layernorm.weight"), blk)?;
             let h = b.op(Op::RmsNorm { eps: c.rms_norm_eps, offset: 0.0 }, &format!("{p}.input_layernorm"), blk, &[x, w])?;
-            let q = b.linear(h, &format!("{p}.self_attn.q_proj"), c.attention_bias, blk)?;
-            let k = b.linear(h, &format!("{p}.self_attn.k_proj"), c.attention_bias, blk)?;
-            let v = b.linear(h, &format!("{p}.self_attn.v_proj"), c.attention_bias, blk)?;
-            let q = b.op(Op::SplitHeads { heads }, &format!("{p}.self_attn.q_heads"), blk, &[q])?;
-            let k = b.op(Op::SplitHeads { heads: kv_heads }, &format!("{p}.self_attn.k_heads"), blk, &[k])?;
+            let q = b.linear(h, &format!("{p}.self_attn.q_proj"), c.qkv_bias(), blk)?;
+            let k = b.linear(h, &format!("{p}.self_attn.k_proj"), c.qkv_bias(), blk)?;
+            let v = b.linear(h, &format!("{p}.self_attn.v_proj"), c.qkv_bias(), blk)?;
+            let mut q = b.op(Op::SplitHeads { heads }, &format!("{p}.self_attn.q_heads"), blk, &[q])?;
+            let mut k = b.op(Op::SplitHeads { heads: kv_heads }, &format!("{p}.self_attn.k_heads"), blk, &[k])?;
+            if c.variant.qk_norm {
+                let norm = Op::RmsNorm { eps: c.rms_norm_eps, offset: 0.0 };
+                let wq = b.param(&format!("{p}.self_attn.q_norm.weight"), blk)?;
+                q = b.op(norm.clone(), &format!("{p}.self_attn.q_norm"), blk, &[q, wq])?;
+                let wk = b.param(&format!("{p}.self_attn.k_norm.weight"), blk)?;
+                k = b.op(norm, &format!("{p}.self_attn.k_norm"), blk, &[k, wk])?;
+            }
             let v = b.op(Op::SplitHeads { heads: kv_heads }, &format!("{p}.self_attn.v_heads"), blk, &[v])?;
             let q = b.op(Op::Rope(rope), &format!("{p}.self_attn.q_rope"), blk, &[q])?;
             let mut k = b.op(Op::Rope(rope), &format!("{p}.self_attn.k_rope"), blk, &[k])?;
@@ -622,6 +834,27 @@ fn lower(c: &LlamaConfig, params: &ParamStore) -> prunec_ir::Result<Graph> {
     Ok(b.g)
 }
 
+/// The modules LoRA adapts by default in LLaMA and the LLaMA-like families: every projection.
+pub const LORA_TARGETS: &[&str] = &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// What `Architecture::lower` does for LLaMA and each LLaMA-like family, once `config` is read
+/// from the HF config `json` at `config_path` (the model carries both): checks the weights' tensors (`names`) against it, then
+/// lowers the model over `weights`.
+pub(crate) fn lower_hf(
+    config: &LlamaConfig,
+    config_path: &Path,
+    json: &serde_json::Value,
+    mut info: ModelInfo,
+    weights: &dyn WeightSource,
+    names: &[&String],
+) -> Result<Model> {
+    let layers = LayerNames { prefix: "model.layers.", key: "num_hidden_layers", count: config.num_layers };
+    let tied = config.tie_word_embeddings.then_some(("lm_head.weight", "tie_word_embeddings"));
+    info.warnings = check_weights(config_path, names, layers, || config.expected_params(), tied)?;
+    info.config = Some(Config::shared(config.clone(), json.clone()));
+    build(config, weights, info)
+}
+
 /// The LLaMA family in the architecture registry.
 pub struct Llama;
 
@@ -638,16 +871,11 @@ impl super::Architecture for Llama {
         &self,
         config_path: &Path,
         json: &serde_json::Value,
-        mut info: ModelInfo,
+        info: ModelInfo,
         weights: &dyn WeightSource,
         names: &[&String],
     ) -> Result<Model> {
-        let config = LlamaConfig::from_hf_json(config_path, json)?;
-        let layers = LayerNames { prefix: "model.layers.", key: "num_hidden_layers", count: config.num_layers };
-        let tied = config.tie_word_embeddings.then_some(("lm_head.weight", "tie_word_embeddings"));
-        info.warnings = check_weights(config_path, names, layers, || config.expected_params(), tied)?;
-        info.config = Some(Config::shared(config.clone(), json.clone()));
-        build(&config, weights, info)
+        lower_hf(&LlamaConfig::from_hf_json(config_path, json)?, config_path, json, info, weights, names)
     }
 
     fn hf_config(&self, model: &Model) -> Result<serde_json::Value> {
@@ -660,7 +888,7 @@ impl super::Architecture for Llama {
     }
 
     fn lora_targets(&self) -> &'static [&'static str] {
-        &["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        LORA_TARGETS
     }
 
     fn gguf_name(&self) -> Option<&'static str> {
@@ -706,6 +934,50 @@ mod tests {
                 assert!(msg.contains("some/config.json") && msg.contains(needle), "{msg}");
             }
             other => panic!("expected BadConfig naming `{needle}`, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rope_scaling_is_read_and_checked() {
+        let path = Path::new("config.json");
+        let mut json = fixture_json();
+        json["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let c = LlamaConfig::from_hf_json(path, &json).unwrap();
+        let llama3 = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_positions: 8192 };
+        assert_eq!(c.rope_scaling, llama3);
+        assert_eq!(LlamaConfig::from_hf_json(path, &c.to_hf_json()).unwrap(), c, "written back, read again");
+        // transformers 5: the scaling's keys in `rope_parameters`
+        let mut json5 = fixture_json();
+        json5["rope_parameters"] = serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let c5 = LlamaConfig::from_hf_json(path, &json5).unwrap();
+        assert_eq!((c5.rope_scaling, c5.rope_theta), (llama3, 500000.0));
+        // yarn's defaults as transformers has them; `type` for `rope_type`
+        json["rope_scaling"] = serde_json::json!({"type": "yarn", "factor": 4.0});
+        let yarn = RopeScaling::Yarn {
+            factor: 4.0,
+            original_max_positions: 128,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            truncate: true,
+            attention_factor: (0.1 * 4f64.ln() + 1.0) as f32,
+        };
+        assert_eq!(LlamaConfig::from_hf_json(path, &json).unwrap().rope_scaling, yarn);
+        json["rope_scaling"] = serde_json::json!({"rope_type": "dynamic", "factor": 2.0});
+        assert_eq!(LlamaConfig::from_hf_json(path, &json).unwrap().rope_scaling, RopeScaling::Dynamic { factor: 2.0, max_positions: 128 });
+        json["rope_scaling"] = serde_json::json!({"rope_type": "default"});
+        assert_eq!(LlamaConfig::from_hf_json(path, &json).unwrap().rope_scaling, RopeScaling::None);
+        for (scaling, needle) in [
+            (serde_json::json!({"rope_type": "llama3", "factor": 8.0}), "`rope_scaling.low_freq_factor` is missing"),
+            (serde_json::json!({"rope_type": "longrope", "factor": 8.0}), "rope type `longrope` is not supported yet"),
+            (serde_json::json!({"rope_type": "linear", "factor": -1.0}), "`rope_scaling.factor` = -1 must be a positive number"),
+            (serde_json::json!({"rope_type": "linear", "factor": "2"}), "`rope_scaling.factor` must be a number"),
+            (serde_json::json!({"rope_type": "linear"}), "`rope_scaling.factor` is missing"),
+            (serde_json::json!({"rope_type": "yarn", "factor": 2.0, "truncate": 1}), "`rope_scaling.truncate` must be true or false"),
+            (serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0, "original_max_position_embeddings": 8}), "must differ"),
+            (serde_json::json!(3), "`rope_scaling` must be an object"),
+        ] {
+            json["rope_scaling"] = scaling;
+            bad_config(&json, needle);
         }
     }
 
