@@ -131,7 +131,7 @@ pub trait Architecture: Sync {
 
 /// Every architecture prunec reads.
 pub static ARCHITECTURES: &[&dyn Architecture] =
-    &[&llama::Llama, &chatglm6b::ChatGlm6b, &chatglm2::ChatGlm2, &qwen2::Qwen2, &mistral::Mistral, &gemma3::Gemma3];
+    &[&llama::LLAMA, &chatglm6b::ChatGlm6b, &chatglm2::ChatGlm2, &qwen2::FAMILY, &mistral::FAMILY, &gemma3::Gemma3];
 
 /// The names of the architectures of HF folders, each once.
 pub fn hf_names() -> Vec<&'static str> {
@@ -175,6 +175,37 @@ pub fn for_gguf(path: &Path, file: &GgufFile) -> Result<&'static dyn Architectur
         architecture: name.to_string(),
         supported: gguf_names().join(", "),
     })
+}
+
+/// The `ModelInfo` a model read from GGUF file `file` (at `path`) starts with: its
+/// `general.name` (else the file's stem) and `architecture`. Refuses a file holding tensors of
+/// more layers (`blk.N.*`) than `layers`, the metadata's `block_count`: their weights would be
+/// dropped silently.
+pub(crate) fn gguf_model_info(path: &Path, file: &GgufFile, architecture: String, layers: usize) -> Result<ModelInfo> {
+    let bad = |reason: String| FrontendError::BadConfig { path: file.path().to_path_buf(), reason };
+    if layers > file.tensors().len() {
+        // every layer has tensors: a larger count is wrong, and its list of tensors could exhaust memory
+        return Err(bad(format!("the metadata's `block_count` is {layers}, but the file holds only {} tensors", file.tensors().len())));
+    }
+    let beyond = file
+        .tensors()
+        .iter()
+        .filter_map(|t| Some((t.name.strip_prefix("blk.")?.split('.').next()?.parse::<usize>().ok()?, &t.name)))
+        .filter(|(l, _)| *l >= layers)
+        .max_by_key(|(l, _)| *l);
+    if let Some((last, name)) = beyond {
+        return Err(bad(format!(
+            "the file holds tensors of layers up to {last} (`{}`), but the metadata's `block_count` is {layers}: their weights would be dropped",
+            crate::gguf::escaped(name)
+        )));
+    }
+    let name = file
+        .get("general.name")
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    Ok(ModelInfo { name, architecture, source: path.to_path_buf(), format: prunec_ir::SourceFormat::Gguf, ..ModelInfo::default() })
 }
 
 /// The modules LoRA adapts in `model` unless told otherwise: its architecture's, or for a

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use prunec_ir::{DType, Model, ModelInfo, TensorSource};
+use prunec_ir::{DType, Model, TensorSource};
 
 use super::{Gemma3Config, LayerType};
 use crate::error::{FrontendError, Result};
@@ -152,50 +152,10 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<Gemma3Config> {
     Ok(config)
 }
 
-/// Refuses a file holding tensors of more layers (`blk.N.*`) than `block_count` says: their
-/// weights would be dropped silently.
-fn check_layers(file: &GgufFile, layers: usize) -> Result<()> {
-    if layers > file.tensors().len() {
-        return Err(FrontendError::BadConfig {
-            path: file.path().to_path_buf(),
-            reason: format!("the metadata's `block_count` is {layers}, but the file holds only {} tensors", file.tensors().len()),
-        });
-    }
-    let beyond = file
-        .tensors()
-        .iter()
-        .filter_map(|t| Some((t.name.strip_prefix("blk.")?.split('.').next()?.parse::<usize>().ok()?, &t.name)))
-        .filter(|(l, _)| *l >= layers)
-        .max_by_key(|(l, _)| *l);
-    match beyond {
-        None => Ok(()),
-        Some((last, name)) => Err(FrontendError::BadConfig {
-            path: file.path().to_path_buf(),
-            reason: format!(
-                "the file holds tensors of layers up to {last} (`{}`), but the metadata's `block_count` is {layers}: their weights would be dropped",
-                crate::gguf::escaped(name)
-            ),
-        }),
-    }
-}
-
 /// Reads GGUF file `file` (at `path`) of a Gemma 3 model.
 pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
     let config = config_from_metadata(&file)?;
-    check_layers(&file, config.num_layers)?;
-    let name = file
-        .get("general.name")
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
-        .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    let info = ModelInfo {
-        name,
-        architecture: "gemma3_text".to_string(),
-        source: path.to_path_buf(),
-        format: prunec_ir::SourceFormat::Gguf,
-        ..ModelInfo::default()
-    };
+    let info = crate::arch::gguf_model_info(path, &file, "gemma3_text".to_string(), config.num_layers)?;
     super::build(&config, &GgufWeights { file }, info, 0.0)
 }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use prunec_ir::{DType, Model, ModelInfo, TensorSource};
+use prunec_ir::{DType, Model, TensorSource};
 
 use crate::error::{FrontendError, Result};
 use crate::gguf::{self, GgufFile, GgmlType};
@@ -158,51 +158,10 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
     Ok(config)
 }
 
-/// Refuses a file holding tensors of more layers (`blk.N.*`) than `block_count` says: their
-/// weights would be dropped silently.
-fn check_layers(file: &GgufFile, layers: usize) -> Result<()> {
-    if layers > file.tensors().len() {
-        // every layer has tensors: a larger count is wrong, and its list of tensors could exhaust memory
-        return Err(FrontendError::BadConfig {
-            path: file.path().to_path_buf(),
-            reason: format!("the metadata's `block_count` is {layers}, but the file holds only {} tensors", file.tensors().len()),
-        });
-    }
-    let beyond = file
-        .tensors()
-        .iter()
-        .filter_map(|t| Some((t.name.strip_prefix("blk.")?.split('.').next()?.parse::<usize>().ok()?, &t.name)))
-        .filter(|(l, _)| *l >= layers)
-        .max_by_key(|(l, _)| *l);
-    match beyond {
-        None => Ok(()),
-        Some((last, name)) => Err(FrontendError::BadConfig {
-            path: file.path().to_path_buf(),
-            reason: format!(
-                "the file holds tensors of layers up to {last} (`{}`), but the metadata's `block_count` is {layers}: their weights would be dropped",
-                crate::gguf::escaped(name)
-            ),
-        }),
-    }
-}
-
 /// Reads GGUF file `file` (at `path`) of a LLaMA model.
 pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
     let arch = file.get_str("general.architecture")?.to_string();
     let config = config_from_metadata(&file)?;
-    check_layers(&file, config.num_layers)?;
-    let name = file
-        .get("general.name")
-        .and_then(|v| v.as_str())
-        .map(str::to_string)
-        .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    let info = ModelInfo {
-        name,
-        architecture: arch,
-        source: path.to_path_buf(),
-        format: prunec_ir::SourceFormat::Gguf,
-        ..ModelInfo::default()
-    };
+    let info = crate::arch::gguf_model_info(path, &file, arch, config.num_layers)?;
     llama::build(&config, &GgufWeights { file, config: config.clone() }, info)
 }

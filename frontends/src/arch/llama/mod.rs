@@ -78,10 +78,16 @@ pub struct Variant {
 
 /// A LLaMA-like family as the shared code reads and writes it: its `model_type`, how it reads
 /// a `config.json` into a [`LlamaConfig`], and which of LLaMA's optional keys its configs have.
+/// It is the family's entry in the architecture registry.
 #[derive(Debug, Clone, Copy)]
 pub struct Family {
-    /// Its `model_type` (for messages).
+    /// Its `model_type`.
     pub model_type: &'static str,
+    /// The classes of an HF config's `architectures` that name it (`LlamaForCausalLM`).
+    pub hf_classes: &'static [&'static str],
+    /// Its `general.architecture` in GGUF files and the reader of such a file, when prunec
+    /// reads the family from GGUF.
+    pub gguf: Option<(&'static str, GgufReader)>,
     /// Reads (and checks) a `config.json` of the family.
     pub read: fn(&Path, &serde_json::Value) -> Result<LlamaConfig>,
     /// Whether its configs have `attention_bias` (biases of q/k/v and o together).
@@ -90,9 +96,18 @@ pub struct Family {
     pub mlp_bias_key: bool,
 }
 
+/// A reader of a GGUF file (at its path) into a model.
+pub type GgufReader = fn(&Path, GgufFile) -> Result<Model>;
+
 /// LLaMA itself.
-pub const LLAMA: Family =
-    Family { model_type: "llama", read: LlamaConfig::from_hf_json, attention_bias_key: true, mlp_bias_key: true };
+pub const LLAMA: Family = Family {
+    model_type: "llama",
+    hf_classes: &["LlamaForCausalLM"],
+    gguf: Some(("llama", gguf::load)),
+    read: LlamaConfig::from_hf_json,
+    attention_bias_key: true,
+    mlp_bias_key: true,
+};
 
 /// The `config.json` key listing every layer's widths, for models whose layers differ:
 /// `[{"num_attention_heads": .., "num_key_value_heads": .., "intermediate_size": ..}, ...]`,
@@ -855,16 +870,15 @@ pub(crate) fn lower_hf(
     build(config, weights, info)
 }
 
-/// The LLaMA family in the architecture registry.
-pub struct Llama;
-
-impl super::Architecture for Llama {
+/// LLaMA and each LLaMA-like family in the architecture registry: one implementation, the
+/// family saying what differs.
+impl super::Architecture for Family {
     fn name(&self) -> &'static str {
-        "llama"
+        self.model_type
     }
 
     fn hf_classes(&self) -> &'static [&'static str] {
-        &["LlamaForCausalLM"]
+        self.hf_classes
     }
 
     fn lower(
@@ -875,15 +889,15 @@ impl super::Architecture for Llama {
         weights: &dyn WeightSource,
         names: &[&String],
     ) -> Result<Model> {
-        lower_hf(&LlamaConfig::from_hf_json(config_path, json)?, config_path, json, info, weights, names)
+        lower_hf(&(self.read)(config_path, json)?, config_path, json, info, weights, names)
     }
 
     fn hf_config(&self, model: &Model) -> Result<serde_json::Value> {
-        hf_config(model)
+        hf_config_of(model, self)
     }
 
     fn before_writing(&self, model: &mut Model) -> Result<Option<String>> {
-        let dropped = drop_empty_layers(model)?;
+        let dropped = drop_empty_layers_of(model, self)?;
         Ok((dropped > 0).then(|| format!("{dropped} emptied layers left out; the others renumbered")))
     }
 
@@ -892,11 +906,18 @@ impl super::Architecture for Llama {
     }
 
     fn gguf_name(&self) -> Option<&'static str> {
-        Some("llama")
+        self.gguf.map(|(name, _)| name)
     }
 
     fn load_gguf(&self, path: &Path, file: GgufFile) -> Result<Model> {
-        gguf::load(path, file)
+        match self.gguf {
+            Some((_, load)) => load(path, file),
+            None => Err(FrontendError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                architecture: self.model_type.to_string(),
+                supported: super::gguf_names().join(", "),
+            }),
+        }
     }
 }
 

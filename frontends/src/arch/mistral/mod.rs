@@ -8,12 +8,9 @@
 
 use std::path::Path;
 
-use prunec_ir::{Model, ModelInfo};
-
 use super::llama::{self, Family, LlamaConfig, Variant, LAYER_WIDTHS_KEY};
 use crate::builder::{opt_usize, shortest_f64};
 use crate::error::{FrontendError, Result};
-use crate::weights::WeightSource;
 
 /// The shape of a Mistral model: LLaMA's description with a sliding window.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +20,14 @@ pub struct MistralConfig {
 }
 
 /// Mistral for the shared LLaMA code.
-pub const FAMILY: Family = Family { model_type: "mistral", read: read_decoder, attention_bias_key: false, mlp_bias_key: false };
+pub const FAMILY: Family = Family {
+    model_type: "mistral",
+    hf_classes: &["MistralForCausalLM"],
+    gguf: None,
+    read: read_decoder,
+    attention_bias_key: false,
+    mlp_bias_key: false,
+};
 
 fn read_decoder(path: &Path, json: &serde_json::Value) -> Result<LlamaConfig> {
     MistralConfig::from_hf_json(path, json).map(|c| c.decoder)
@@ -75,43 +79,6 @@ impl MistralConfig {
             obj.insert(LAYER_WIDTHS_KEY.into(), layers.iter().map(llama::LayerWidths::to_json).collect());
         }
         json
-    }
-}
-
-/// Mistral in the architecture registry.
-pub struct Mistral;
-
-impl super::Architecture for Mistral {
-    fn name(&self) -> &'static str {
-        "mistral"
-    }
-
-    fn hf_classes(&self) -> &'static [&'static str] {
-        &["MistralForCausalLM"]
-    }
-
-    fn lower(
-        &self,
-        config_path: &Path,
-        json: &serde_json::Value,
-        info: ModelInfo,
-        weights: &dyn WeightSource,
-        names: &[&String],
-    ) -> Result<Model> {
-        llama::lower_hf(&MistralConfig::from_hf_json(config_path, json)?.decoder, config_path, json, info, weights, names)
-    }
-
-    fn hf_config(&self, model: &Model) -> Result<serde_json::Value> {
-        llama::hf_config_of(model, &FAMILY)
-    }
-
-    fn before_writing(&self, model: &mut Model) -> Result<Option<String>> {
-        let dropped = llama::drop_empty_layers_of(model, &FAMILY)?;
-        Ok((dropped > 0).then(|| format!("{dropped} emptied layers left out; the others renumbered")))
-    }
-
-    fn lora_targets(&self) -> &'static [&'static str] {
-        llama::LORA_TARGETS
     }
 }
 

@@ -6,12 +6,9 @@
 
 use std::path::Path;
 
-use prunec_ir::{Model, ModelInfo};
-
 use super::llama::{self, Family, LlamaConfig, Variant, LAYER_WIDTHS_KEY};
 use crate::builder::{opt_bool, opt_usize, shortest_f64};
 use crate::error::{FrontendError, Result};
-use crate::weights::WeightSource;
 
 /// The shape of a Qwen2 model: LLaMA's description with q/k/v biases.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +18,14 @@ pub struct Qwen2Config {
 }
 
 /// Qwen2 for the shared LLaMA code.
-pub const FAMILY: Family = Family { model_type: "qwen2", read: read_decoder, attention_bias_key: false, mlp_bias_key: false };
+pub const FAMILY: Family = Family {
+    model_type: "qwen2",
+    hf_classes: &["Qwen2ForCausalLM"],
+    gguf: None,
+    read: read_decoder,
+    attention_bias_key: false,
+    mlp_bias_key: false,
+};
 
 fn read_decoder(path: &Path, json: &serde_json::Value) -> Result<LlamaConfig> {
     Qwen2Config::from_hf_json(path, json).map(|c| c.decoder)
@@ -108,43 +112,6 @@ pub(crate) fn sliding_window(path: &Path, json: &serde_json::Value, num_layers: 
         Some(w) if used && sliding_layers > 0 => Some(w),
         _ => None,
     })
-}
-
-/// Qwen2 and Qwen2.5 in the architecture registry.
-pub struct Qwen2;
-
-impl super::Architecture for Qwen2 {
-    fn name(&self) -> &'static str {
-        "qwen2"
-    }
-
-    fn hf_classes(&self) -> &'static [&'static str] {
-        &["Qwen2ForCausalLM"]
-    }
-
-    fn lower(
-        &self,
-        config_path: &Path,
-        json: &serde_json::Value,
-        info: ModelInfo,
-        weights: &dyn WeightSource,
-        names: &[&String],
-    ) -> Result<Model> {
-        llama::lower_hf(&Qwen2Config::from_hf_json(config_path, json)?.decoder, config_path, json, info, weights, names)
-    }
-
-    fn hf_config(&self, model: &Model) -> Result<serde_json::Value> {
-        llama::hf_config_of(model, &FAMILY)
-    }
-
-    fn before_writing(&self, model: &mut Model) -> Result<Option<String>> {
-        let dropped = llama::drop_empty_layers_of(model, &FAMILY)?;
-        Ok((dropped > 0).then(|| format!("{dropped} emptied layers left out; the others renumbered")))
-    }
-
-    fn lora_targets(&self) -> &'static [&'static str] {
-        llama::LORA_TARGETS
-    }
 }
 
 #[cfg(test)]
