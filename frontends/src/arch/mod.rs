@@ -12,6 +12,7 @@
 pub mod chatglm2;
 pub mod chatglm6b;
 pub mod gemma3;
+mod gguf_weights;
 pub mod llama;
 pub mod mistral;
 pub mod qwen2;
@@ -25,6 +26,7 @@ use prunec_ir::{ArchConfig, Model, ModelInfo};
 
 use crate::error::{FrontendError, Result};
 use crate::gguf::GgufFile;
+pub(crate) use gguf_weights::GgufWeights;
 use crate::weights::WeightSource;
 
 /// An architecture's typed configuration `T` (what its lowering read, every value checked)

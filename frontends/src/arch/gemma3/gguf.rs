@@ -11,39 +11,13 @@
 //! rotary layout is the NeoX one).
 
 use std::path::Path;
-use std::sync::Arc;
 
-use prunec_ir::{DType, Model, TensorSource};
+use prunec_ir::Model;
 
 use super::{Gemma3Config, LayerType};
+use crate::arch::GgufWeights;
 use crate::error::{FrontendError, Result};
-use crate::gguf::{GgmlType, GgufFile};
-use crate::weights::{FoundTensor, WeightSource};
-
-/// A tensor of a GGUF file, dequantized when read.
-#[derive(Debug)]
-struct GgufTensor {
-    file: GgufFile,
-    name: String,
-}
-
-impl TensorSource for GgufTensor {
-    fn read_f32(&self) -> std::result::Result<Vec<f32>, String> {
-        self.file.dequantize(&self.name).map_err(|e| e.to_string())
-    }
-
-    fn stored_dtype(&self) -> DType {
-        match self.file.tensor_info(&self.name).map(|t| t.ty) {
-            Some(GgmlType::F16) => DType::F16,
-            Some(GgmlType::BF16) => DType::BF16,
-            _ => DType::F32,
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!("{} (`{}`)", self.file.path().display(), self.name)
-    }
-}
+use crate::gguf::GgufFile;
 
 /// The GGUF name of an HF Gemma 3 tensor.
 pub fn gguf_name(hf: &str) -> Option<String> {
@@ -76,25 +50,6 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         _ => return None,
     };
     Some(format!("blk.{layer}.{name}.{suffix}"))
-}
-
-struct GgufWeights {
-    file: GgufFile,
-}
-
-impl WeightSource for GgufWeights {
-    fn location(&self) -> &Path {
-        self.file.path()
-    }
-
-    fn tensor(&self, hf: &str) -> Result<Option<FoundTensor>> {
-        let Some(name) = gguf_name(hf) else { return Ok(None) };
-        let Some(info) = self.file.tensor_info(&name) else { return Ok(None) };
-        let shape = info.shape();
-        let source = Arc::new(GgufTensor { file: self.file.clone(), name });
-        let dtype = source.stored_dtype();
-        Ok(Some(FoundTensor { file: self.file.path().to_path_buf(), shape, dtype, source }))
-    }
 }
 
 /// The Gemma 3 configuration a GGUF file's `gemma3.*` metadata describes.
@@ -156,7 +111,7 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<Gemma3Config> {
 pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
     let config = config_from_metadata(&file)?;
     let info = crate::arch::gguf_model_info(path, &file, "gemma3_text".to_string(), config.num_layers)?;
-    super::build(&config, &GgufWeights { file }, info, 0.0)
+    super::build(&config, &GgufWeights { file, names: |hf: &str| gguf_name(hf).map(|n| (n, None)) }, info, 0.0)
 }
 
 #[cfg(test)]

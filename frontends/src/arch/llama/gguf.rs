@@ -4,45 +4,13 @@
 //! when read. Tensors stay quantized in the map until a pass reads them.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use prunec_ir::{DType, Model, TensorSource};
+use prunec_ir::Model;
 
 use crate::error::{FrontendError, Result};
-use crate::gguf::{self, GgufFile, GgmlType};
+use crate::arch::GgufWeights;
+use crate::gguf::GgufFile;
 use super::{self as llama, LlamaConfig};
-use crate::weights::{FoundTensor, WeightSource};
-
-/// A tensor of a GGUF file, dequantized (and un-permuted) when read.
-#[derive(Debug)]
-struct GgufTensor {
-    file: GgufFile,
-    name: String,
-    /// Heads to undo llama.cpp's rotary row permutation for, with the matrix's rows and columns.
-    unpermute: Option<(usize, usize, usize)>,
-}
-
-impl TensorSource for GgufTensor {
-    fn read_f32(&self) -> std::result::Result<Vec<f32>, String> {
-        let data = self.file.dequantize(&self.name).map_err(|e| e.to_string())?;
-        Ok(match self.unpermute {
-            Some((heads, rows, cols)) => gguf::unpermute_rows(&data, heads, rows, cols)?,
-            None => data,
-        })
-    }
-
-    fn stored_dtype(&self) -> DType {
-        match self.file.tensor_info(&self.name).map(|t| t.ty) {
-            Some(GgmlType::F16) => DType::F16,
-            Some(GgmlType::BF16) => DType::BF16,
-            _ => DType::F32,
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!("{} (`{}`)", self.file.path().display(), self.name)
-    }
-}
 
 /// The GGUF name of an HF LLaMA tensor, and the heads its rows were permuted for.
 fn gguf_name(hf: &str, config: &LlamaConfig) -> Option<(String, Option<usize>)> {
@@ -71,39 +39,6 @@ fn gguf_name(hf: &str, config: &LlamaConfig) -> Option<(String, Option<usize>)> 
         _ => return None,
     };
     Some((format!("blk.{layer}.{name}.{suffix}"), heads))
-}
-
-struct GgufWeights {
-    file: GgufFile,
-    config: LlamaConfig,
-}
-
-impl WeightSource for GgufWeights {
-    fn location(&self) -> &Path {
-        self.file.path()
-    }
-
-    fn tensor(&self, hf: &str) -> Result<Option<FoundTensor>> {
-        let Some((name, heads)) = gguf_name(hf, &self.config) else { return Ok(None) };
-        let Some(info) = self.file.tensor_info(&name) else { return Ok(None) };
-        let shape = info.shape();
-        let unpermute = match (heads, shape.as_slice()) {
-            (Some(h), [rows, cols]) => {
-                if h == 0 || rows % (2 * h) != 0 {
-                    return Err(FrontendError::BadTensor {
-                        path: self.file.path().to_path_buf(),
-                        tensor: name,
-                        reason: format!("{rows} rows cannot hold {h} rotary heads"),
-                    });
-                }
-                Some((h, *rows, *cols))
-            }
-            _ => None,
-        };
-        let source = Arc::new(GgufTensor { file: self.file.clone(), name, unpermute });
-        let dtype = source.stored_dtype();
-        Ok(Some(FoundTensor { file: self.file.path().to_path_buf(), shape, dtype, source }))
-    }
 }
 
 /// The LLaMA configuration a GGUF file's metadata describes.
@@ -163,5 +98,5 @@ pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
     let arch = file.get_str("general.architecture")?.to_string();
     let config = config_from_metadata(&file)?;
     let info = crate::arch::gguf_model_info(path, &file, arch, config.num_layers)?;
-    llama::build(&config, &GgufWeights { file, config: config.clone() }, info)
+    llama::build(&config, &GgufWeights { file, names: |hf: &str| gguf_name(hf, &config) }, info)
 }
