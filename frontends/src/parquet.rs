@@ -169,6 +169,7 @@ impl ThriftWalk<'_> {
             1..=3 => self.skip(1),
             4..=6 => self.varint().map(|_| ()),
             7 => self.skip(8),
+            13 => self.skip(16), // a UUID (Thrift 0.19)
             8 => {
                 let len = self.varint()?;
                 self.skip(len)
