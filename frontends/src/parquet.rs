@@ -53,7 +53,12 @@ impl Bounded {
 fn take(left: &AtomicU64, n: usize) -> std::result::Result<(), String> {
     left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(n as u64))
         .map(|_| ())
-        .map_err(|_| format!("its pages make the reader read more than {READS_PER_BYTE} times its size: a malformed file"))
+        .map_err(|_| overread())
+}
+
+/// Why a file whose pages make the reader read too much is refused.
+fn overread() -> String {
+    format!("its pages make the reader read more than {READS_PER_BYTE} times its size: a malformed file")
 }
 
 impl Length for Bounded {
@@ -114,6 +119,37 @@ fn check_footer(bytes: &[u8]) -> std::result::Result<(), String> {
     walk.value(12, 64).map_err(|e| format!("its footer's metadata {e}"))
 }
 
+/// Checks the Thrift of every page header of every column chunk, as [`check_footer`] checks the
+/// footer: the crate reads page headers with the same skipping code. The chunks' places come
+/// from the footer the crate has decoded; the walk follows each chunk's pages as the crate's
+/// page reader does (header, then `compressed_page_size` bytes) and may walk, in all, as many
+/// bytes as the reader may read ([`READS_PER_BYTE`]), so overlapping chunks cannot make it
+/// quadratic.
+fn check_pages(bytes: &[u8], metadata: &parquet::file::metadata::ParquetMetaData) -> std::result::Result<(), String> {
+    let mut budget = bytes.len() as u64 * READS_PER_BYTE + (1 << 20);
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for (c, chunk) in group.columns().iter().enumerate() {
+            let at = |pos: u64| format!("column chunk {c} of row group {g}: its page header at byte {pos}");
+            let start = chunk.dictionary_page_offset().unwrap_or(chunk.data_page_offset());
+            let (Ok(start), Ok(len)) = (u64::try_from(start), u64::try_from(chunk.compressed_size())) else {
+                return Err(format!("column chunk {c} of row group {g} has a negative offset or size"));
+            };
+            let end = start.checked_add(len).filter(|&e| e <= bytes.len() as u64);
+            let end = end.ok_or_else(|| format!("column chunk {c} of row group {g} lies past the end of the file"))?;
+            let mut pos = start;
+            while pos < end {
+                let mut walk = ThriftWalk { bytes: &bytes[pos as usize..end as usize], at: 0 };
+                let size = walk.page_header().map_err(|e| format!("{} {e}", at(pos)))?;
+                let size = u64::try_from(size).map_err(|_| format!("{} declares a negative page size", at(pos)))?;
+                let step = walk.at as u64 + size;
+                budget = budget.checked_sub(walk.at as u64).ok_or_else(overread)?;
+                pos = pos.saturating_add(step);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A walk over compact-protocol Thrift that checks sizes and consumes nothing else.
 struct ThriftWalk<'a> {
     bytes: &'a [u8],
@@ -146,6 +182,27 @@ impl ThriftWalk<'_> {
         }
         self.at += n as usize;
         Ok(())
+    }
+
+    /// Walks a `PageHeader` struct and returns its `compressed_page_size` (field 3, an i32), or 0
+    /// where it has none (the crate refuses such a header itself).
+    fn page_header(&mut self) -> std::result::Result<i64, String> {
+        let (mut id, mut size) = (0i64, 0i64);
+        loop {
+            let head = self.byte()?;
+            if head == 0 {
+                return Ok(size);
+            }
+            id = match head >> 4 {
+                0 => zigzag(self.varint()?),
+                delta => id + i64::from(delta),
+            };
+            match head & 0x0f {
+                1 | 2 => {}
+                5 if id == 3 => size = zigzag(self.varint()?),
+                t => self.value(t, 64)?,
+            }
+        }
     }
 
     /// Walks `count` elements of at least `min` bytes each.
@@ -205,11 +262,18 @@ impl ThriftWalk<'_> {
     }
 }
 
+/// A zigzag-encoded integer's value.
+fn zigzag(v: u64) -> i64 {
+    (v >> 1) as i64 ^ -((v & 1) as i64)
+}
+
 /// Opens `path` and names its top-level columns, reading only the footer.
 fn open(path: &Path) -> Result<(SerializedFileReader<Bounded>, Vec<String>)> {
     let bytes = std::fs::read(path).map_err(|source| FrontendError::Io { path: path.to_path_buf(), source })?;
     check_footer(&bytes).map_err(|e| corrupt(path, e))?;
-    let reader = SerializedFileReader::new(Bounded::new(Bytes::from(bytes))).map_err(|e| corrupt(path, e))?;
+    let bytes = Bytes::from(bytes);
+    let reader = SerializedFileReader::new(Bounded::new(bytes.clone())).map_err(|e| corrupt(path, e))?;
+    check_pages(&bytes, reader.metadata()).map_err(|e| corrupt(path, e))?;
     let columns = reader
         .metadata()
         .file_metadata()
@@ -308,6 +372,37 @@ mod tests {
         assert_eq!(hs.rows[0]["ind"], 24);
         assert_eq!(hs.rows[0]["endings"].as_array().map(Vec::len), Some(4));
         assert_eq!(columns(&fixture("piqa/validation-00000-of-00001.parquet")).unwrap(), ["goal", "sol1", "sol2", "label"]);
+    }
+
+    /// The parquet crate skips an unknown field's `list<bool>` without reading its bytes, in page
+    /// headers as in the footer: a header declaring 2^31 booleans kept it busy for seconds. The
+    /// file here is a real one whose first page header gains such a field (8 bytes, taken from
+    /// the end of the page's data, so that every offset in the footer stays right).
+    #[test]
+    fn a_page_header_of_a_huge_boolean_list_is_refused_at_once() {
+        let real = fixture("piqa/validation-00000-of-00001.parquet");
+        let bytes = std::fs::read(&real).unwrap();
+        let (reader, _) = open(&real).unwrap();
+        let chunk = &reader.metadata().row_groups()[0].columns()[0];
+        let start = chunk.dictionary_page_offset().unwrap_or(chunk.data_page_offset()) as usize;
+        let mut walk = ThriftWalk { bytes: &bytes[start..], at: 0 };
+        let size = walk.page_header().unwrap() as usize;
+        let stop = start + walk.at - 1;
+        assert_eq!(bytes[stop], 0, "a struct ends in its stop byte");
+        // field 100 (its id in full), a list of 2^31 - 1 booleans (the most an i32 counts), then the header's stop byte
+        let evil = [0x09, 0xc8, 0x01, 0xf1, 0xff, 0xff, 0xff, 0xff, 0x07, 0x00];
+        let mut file = bytes[..stop].to_vec();
+        file.extend_from_slice(&evil);
+        file.extend_from_slice(&bytes[stop + 1..start + walk.at + size - (evil.len() - 1)]);
+        file.extend_from_slice(&bytes[start + walk.at + size..]);
+        assert_eq!(file.len(), bytes.len());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("evil-page.parquet");
+        std::fs::write(&path, &file).unwrap();
+        let err = read_rows(&path).unwrap_err().to_string();
+        assert!(err.contains("evil-page.parquet") && err.contains("column chunk 0 of row group 0: its page header"), "{err}");
+        // refused by the walk, before the crate reads the header
+        assert!(err.contains("declares 2147483647 elements"), "{err}");
     }
 
     #[test]
