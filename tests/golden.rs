@@ -158,6 +158,22 @@ fn qwen2_loss_and_gradients() {
 }
 
 #[test]
+fn qwen3_logits() {
+    // per-head RMSNorms of q and k; heads of 24 (4 × 24 = 96 wide over a hidden width of 64)
+    check_logits("qwen3");
+}
+
+#[test]
+fn qwen3_loss_and_gradients() {
+    check_loss_and_grads("qwen3");
+}
+
+#[test]
+fn kv_cache_equals_full_forward_qwen3() {
+    check_kv_cache("qwen3", 3);
+}
+
+#[test]
 fn mistral_logits() {
     // a sliding window of 5 over 12 positions
     check_logits("mistral");

@@ -191,6 +191,34 @@ fn qwen2_biases_go_with_their_heads() {
 }
 
 #[test]
+fn qwen3_head_norms_stay_whole() {
+    // 4 query heads of 24 over 2 key/value heads; each head's q/k RMSNorm weight ([24]) is
+    // shared by every head, so it belongs to no unit: pruning heads leaves it whole
+    let model = grouped("qwen3");
+    let attn = of_kind(&model, GroupKind::Attention);
+    assert_eq!(attn.len(), 3);
+    for (layer, g) in attn.iter().enumerate() {
+        let p = format!("model.layers.{layer}.self_attn");
+        assert_eq!(g.units.len(), 2);
+        for (kv, unit) in g.units.iter().enumerate() {
+            for n in ["k_proj.weight", "v_proj.weight"] {
+                assert_eq!(rows(g, &unit.elements, &format!("{p}.{n}"), 0), vec![kv * 24..kv * 24 + 24], "{n}");
+            }
+            assert_eq!(rows(g, &unit.elements, &format!("{p}.q_proj.weight"), 0), vec![kv * 48..kv * 48 + 48]);
+            assert_eq!(rows(g, &unit.elements, &format!("{p}.o_proj.weight"), 1), vec![kv * 48..kv * 48 + 48]);
+            // q 48 rows of 64, k and v 24 rows each, o 48 columns: no norm weight
+            assert_eq!(g.params_in(&unit.elements), 48 * 64 + 2 * 24 * 64 + 64 * 48);
+            assert_eq!(unit.sub_units.len(), 2);
+        }
+    }
+    let grouped_params: Vec<&str> =
+        model.groups.as_ref().unwrap().iter().flat_map(|g| g.axes.iter().filter_map(|a| a.param.as_ref().map(|(n, _)| n.as_str()))).collect();
+    assert!(!grouped_params.iter().any(|n| n.contains("q_norm") || n.contains("k_norm")), "{grouped_params:?}");
+    assert!(of_kind(&model, GroupKind::Mlp).iter().all(|g| g.units.len() == 96));
+    assert_eq!(of_kind(&model, GroupKind::Hidden)[0].units.len(), 64);
+}
+
+#[test]
 fn mistral_groups_as_llama() {
     // the window changes which positions attend, not which units couple
     let model = grouped("mistral");
@@ -203,6 +231,11 @@ fn mistral_groups_as_llama() {
 #[test]
 fn snapshot_qwen2() {
     snapshot("qwen2");
+}
+
+#[test]
+fn snapshot_qwen3() {
+    snapshot("qwen3");
 }
 
 #[test]

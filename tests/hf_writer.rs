@@ -417,7 +417,7 @@ fn logits_of(m: &Model) -> Vec<f32> {
 /// Unpruned, the written config is the fixture's own, and the folder reloads as the same model.
 #[test]
 fn llama_like_families_write_their_own_config() {
-    for name in ["qwen2", "mistral"] {
+    for name in ["qwen2", "qwen3", "mistral"] {
         let dir = tempfile::tempdir().unwrap();
         let mut model = load(&fixture(name));
         let out = write_arch(&mut model, &dir.path().join(name));
@@ -447,7 +447,7 @@ fn llama_like_families_round_trip_when_pruned() {
     use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let dir = tempfile::tempdir().unwrap();
-    for name in ["qwen2", "mistral"] {
+    for name in ["qwen2", "qwen3", "mistral"] {
         let cases = [
             (Mode::Block, true, false, Amount::Ratio(0.3)),
             (Mode::Block, false, true, Amount::Ratio(0.3)),
@@ -484,7 +484,7 @@ fn llama_like_families_round_trip_when_pruned() {
     }
 }
 
-/// transformers (`Qwen2ForCausalLM`, `MistralForCausalLM`) loads the
+/// transformers (`Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `MistralForCausalLM`) loads the
 /// uniformly pruned and the channel-pruned folders without custom code, with prunec's
 /// logits. Needs Python with torch and transformers:
 /// `PRUNEC_PYTHON=~/.cache/prunec/venv-ref/bin/python cargo test --test hf_writer -- --ignored`.
@@ -494,7 +494,7 @@ fn transformers_loads_written_llama_like_folders() {
     use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let dir = tempfile::tempdir().unwrap();
-    for name in ["qwen2", "mistral"] {
+    for name in ["qwen2", "qwen3", "mistral"] {
         for (mode, uniform) in [(Mode::Block, true), (Mode::Channel, false)] {
             let mut model = load(&fixture(name));
             prunec_passes::run_group(&mut model).unwrap();

@@ -477,6 +477,15 @@ fn zeroing_law_qwen2() {
 }
 
 #[test]
+fn zeroing_law_qwen3() {
+    // the per-head norms of q and k stay whole while heads go
+    zeroing_law("qwen3", Amount::UnitRatio(0.5), Importance::L1);
+    zeroing_law("qwen3", Amount::Ratio(0.3), Importance::Random);
+    zeroing_law_in("qwen3", Amount::Ratio(0.2), Importance::Random, Mode::Channel);
+    zeroing_law_in("qwen3", Amount::UnitRatio(0.34), Importance::L2, Mode::Layer);
+}
+
+#[test]
 fn zeroing_law_mistral() {
     zeroing_law("mistral", Amount::UnitRatio(0.5), Importance::L1);
     zeroing_law("mistral", Amount::Ratio(0.3), Importance::Random);

@@ -69,8 +69,8 @@ pub struct Variant {
     pub qkv_bias: bool,
     /// Each head of q and of k goes through an RMSNorm of its own width (`q_norm`, `k_norm`,
     /// `[head_dim]`, the model's `rms_norm_eps`) after the projection, before the rotary
-    /// embedding (Qwen3's; no registered architecture sets it yet: the `group` pass makes
-    /// prunable units of those norms' head_dim channels, which pruning cannot remove).
+    /// embedding (Qwen3's: the norms' weights follow no head, since the heads' width is pinned
+    /// by `SplitHeads`, and pruning keeps them whole).
     pub qk_norm: bool,
     /// Every layer's attention sees only the last `w` positions (Mistral's `sliding_window`).
     pub sliding_window: Option<usize>,
