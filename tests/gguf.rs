@@ -32,6 +32,52 @@ fn gguf_and_hf_of_one_model_agree() {
     assert_eq!(hf.groups, gguf.groups);
 }
 
+/// Qwen2 and Qwen3 from GGUF (`scripts/make-arch-gguf`: gguf-py's tensor names for llama.cpp's
+/// `qwen2` and `qwen3`, rows as HF has them): the HF model's parameters bit for bit, its graph
+/// and its groups.
+#[test]
+fn gguf_and_hf_of_the_llama_like_families_agree() {
+    for name in ["qwen2", "qwen3"] {
+        let hf = grouped(&fixture(name));
+        let gguf = grouped(&fixture(&format!("gguf/{name}.gguf")));
+        assert_eq!(gguf.info.architecture, name);
+        let names: Vec<&String> = hf.params.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, gguf.params.iter().map(|(n, _)| n).collect::<Vec<_>>(), "{name}");
+        for p in names {
+            let (a, b) = (hf.params.read_f32(p).unwrap(), gguf.params.read_f32(p).unwrap());
+            assert!(a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()), "{name}: {p} differs");
+        }
+        let body = |m: &Model| prunec_ir::print(m).unwrap().lines().skip(1).collect::<Vec<_>>().join("\n");
+        assert_eq!(body(&hf), body(&gguf), "{name}");
+        assert_eq!(hf.groups, gguf.groups, "{name}");
+    }
+}
+
+/// A GGUF file holding a tensor its reader does not read is refused, naming it: the weight
+/// would be left out without a word (as Llama 3.1's `rope_freqs.weight` was, before it was
+/// read). And divisors in `rope_freqs.weight` that no Llama 3.1 scaling gives are refused.
+#[test]
+fn gguf_tensors_the_reader_would_leave_out_are_refused() {
+    let bytes = std::fs::read(fixture("gguf/llama-rope.gguf")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let at = bytes.windows(10).position(|w| w == b"rope_freqs").unwrap();
+    let mut renamed = bytes.clone();
+    renamed[at..at + 10].copy_from_slice(b"rope_extra");
+    let path = dir.path().join("extra.gguf");
+    std::fs::write(&path, &renamed).unwrap();
+    let out = prunec(&[path.to_str().unwrap(), "--pass", "group"]);
+    assert_clean_failure(&out, &["extra.gguf", "rope_extra.weight", "does not use this tensor"]);
+    // the 8 divisors (f32): the last ones are the factor 8; make one of them 3
+    let eight = 8.0f32.to_le_bytes();
+    let run = bytes.windows(28).position(|w| w.chunks(4).all(|c| c == eight)).unwrap();
+    let mut bent = bytes.clone();
+    bent[run + 12..run + 16].copy_from_slice(&3.0f32.to_le_bytes());
+    let path = dir.path().join("bent.gguf");
+    std::fs::write(&path, &bent).unwrap();
+    let out = prunec(&[path.to_str().unwrap(), "--pass", "group"]);
+    assert_clean_failure(&out, &["bent.gguf", "rope_freqs.weight", "not Llama 3.1's rotary scaling"]);
+}
+
 #[test]
 fn every_truncation_of_a_gguf_is_a_clean_error() {
     let bytes = std::fs::read(fixture("gguf/llama-gqa.gguf")).unwrap();

@@ -14,7 +14,12 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn check_logits(name: &str) {
-    let model = prunec_frontends::load(&fixture(name)).unwrap();
+    check_logits_of(&fixture(name), name);
+}
+
+/// The model at `path` computes the logits of fixture `name`'s golden data.
+fn check_logits_of(path: &std::path::Path, name: &str) {
+    let model = prunec_frontends::load(path).unwrap();
     let g = golden(name);
     let exec = Executor::<Cpu>::new(&model, &cpu()).unwrap();
     let logits = exec.forward(exec.ids(&g.rows("input_ids")).unwrap()).unwrap();
@@ -171,6 +176,16 @@ fn qwen3_loss_and_gradients() {
 #[test]
 fn kv_cache_equals_full_forward_qwen3() {
     check_kv_cache("qwen3", 3);
+}
+
+/// The LLaMA-like families from GGUF (`scripts/make-arch-gguf`, gguf-py with llama.cpp's
+/// names): Qwen2's and Qwen3's files keep q/k rows in HF's order; Llama 3.1's rotary scaling
+/// comes back from the `rope_freqs` divisors alone.
+#[test]
+fn llama_like_gguf_logits() {
+    for name in ["qwen2", "qwen3", "llama-rope"] {
+        check_logits_of(&fixture(&format!("gguf/{name}.gguf")), name);
+    }
 }
 
 #[test]

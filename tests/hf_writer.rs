@@ -439,6 +439,25 @@ fn llama_like_families_write_their_own_config() {
     }
 }
 
+/// The LLaMA-like families read from GGUF (`scripts/make-arch-gguf`) are written as their own
+/// HF folders (Qwen2's, Qwen3's classes; Llama 3.1's scaling as a `llama3` `rope_scaling` that
+/// gives the same frequencies), which reload computing the same logits as the HF fixture.
+#[test]
+fn llama_like_gguf_written_as_hf_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, class) in [("qwen2", "Qwen2ForCausalLM"), ("qwen3", "Qwen3ForCausalLM"), ("llama-rope", "LlamaForCausalLM")] {
+        let mut gguf = load(&fixture(&format!("gguf/{name}.gguf")));
+        let out = write_arch(&mut gguf, &dir.path().join(name));
+        let config = json(&out.join("config.json"));
+        assert_eq!(config["architectures"], serde_json::json!([class]), "{name}");
+        let back = load(&out);
+        let hf = load(&fixture(name));
+        assert_same_params(&back, &hf, |v| v);
+        let diff = max_diff(&logits_of(&back), &logits_of(&hf));
+        assert!(diff < 1e-5, "{name}: the folder written from GGUF computes logits {diff} away from the HF fixture's");
+    }
+}
+
 /// Pruned per layer (one global threshold: layers of different widths, `prunec_layer_widths`),
 /// uniformly (a stock config), by hidden channels, and by whole layers (left out, `layer_types`
 /// shortened with them): each folder reloads computing the pruned model's logits.

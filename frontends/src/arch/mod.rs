@@ -211,6 +211,24 @@ pub(crate) fn gguf_model_info(path: &Path, file: &GgufFile, architecture: String
     Ok(ModelInfo { name, architecture, source: path.to_path_buf(), format: prunec_ir::SourceFormat::Gguf, ..ModelInfo::default() })
 }
 
+/// Refuses GGUF file `file` when it holds a tensor outside `read`, the tensors its model reads:
+/// a weight left unread would change what the model computes without a word (Llama 3.1's
+/// `rope_freqs.weight` did, before it was read).
+pub(crate) fn gguf_all_read(file: &GgufFile, read: &[String]) -> Result<()> {
+    let read: std::collections::HashSet<&str> = read.iter().map(String::as_str).collect();
+    match file.tensors().iter().find(|t| !read.contains(t.name.as_str())) {
+        None => Ok(()),
+        Some(t) => Err(FrontendError::BadTensor {
+            path: file.path().to_path_buf(),
+            tensor: crate::gguf::escaped(&t.name),
+            reason: format!(
+                "the {} reader does not use this tensor, and leaving it out would change what the model computes",
+                crate::gguf::escaped(file.get_str("general.architecture").unwrap_or("?"))
+            ),
+        }),
+    }
+}
+
 /// The modules LoRA adapts in `model` unless told otherwise: its architecture's, or for a
 /// model of none (an ONNX graph, whose module names are its HF names) those of every
 /// architecture.
@@ -234,6 +252,6 @@ mod tests {
         assert_eq!(for_hf("llama", &serde_json::json!({})).map(|a| a.name()), Some("llama"));
         assert!(for_hf("gpt2", &serde_json::json!({})).is_none());
         assert_eq!(hf_names(), vec!["llama", "chatglm", "qwen2", "qwen3", "mistral", "gemma3_text"]);
-        assert_eq!(gguf_names(), vec!["llama", "gemma3"]);
+        assert_eq!(gguf_names(), vec!["llama", "qwen2", "qwen3", "gemma3"]);
     }
 }

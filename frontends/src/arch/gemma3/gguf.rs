@@ -111,6 +111,8 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<Gemma3Config> {
 pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
     let config = config_from_metadata(&file)?;
     let info = crate::arch::gguf_model_info(path, &file, "gemma3_text".to_string(), config.num_layers)?;
+    let read: Vec<String> = config.expected_params().into_iter().filter_map(|(hf, _)| gguf_name(&hf)).collect();
+    crate::arch::gguf_all_read(&file, &read)?;
     super::build(&config, &GgufWeights { file, names: |hf: &str| gguf_name(hf).map(|n| (n, None)) }, info, 0.0)
 }
 

@@ -1,19 +1,40 @@
-//! GGUF files of `general.architecture = llama` lowered through the LLaMA builder: the
-//! metadata becomes a [`LlamaConfig`], llama.cpp's tensor names become HF's, and the q/k
-//! rows that llama.cpp's converter permuted for its rotary layout are put back in HF's order
-//! when read. Tensors stay quantized in the map until a pass reads them.
+//! GGUF files of LLaMA and the LLaMA-like families lowered through the LLaMA builder: the
+//! metadata becomes a [`LlamaConfig`] (what differs read from which tensors the file holds:
+//! q/k/v biases, per-head q/k norms), llama.cpp's tensor names become HF's, the q/k rows that
+//! llama.cpp's converter permuted for its rotary layout (LLaMA's, not Qwen's) are put back in
+//! HF's order when read, and Llama 3.1's rotary scaling is read back from the `rope_freqs`
+//! divisors the converter writes. Every tensor of the file must be one the model reads.
+//! Tensors stay quantized in the map until a pass reads them.
 
 use std::path::Path;
 
-use prunec_ir::Model;
+use prunec_ir::{Model, Rope, RopeLayout, RopeScaling};
 
+use crate::arch::{Config, GgufWeights};
 use crate::error::{FrontendError, Result};
-use crate::arch::GgufWeights;
 use crate::gguf::GgufFile;
-use super::{self as llama, LlamaConfig};
+use super::{self as llama, LlamaConfig, Variant};
 
-/// The GGUF name of an HF LLaMA tensor, and the heads its rows were permuted for.
-fn gguf_name(hf: &str, config: &LlamaConfig) -> Option<(String, Option<usize>)> {
+/// How a LLaMA-like family's GGUF files differ from LLaMA's.
+#[derive(Debug, Clone, Copy)]
+pub struct GgufLayout {
+    /// llama.cpp's converter permuted the q/k rows for its interleaved rotary layout (LLaMA's
+    /// and Mistral's files; Qwen's keep HF's order, llama.cpp rotating them as NeoX does).
+    pub permuted: bool,
+    /// The family's `config.json` for a configuration read from the metadata (the model
+    /// carries it, and the HF writer starts from it).
+    pub hf_json: fn(&LlamaConfig) -> serde_json::Value,
+}
+
+/// LLaMA's own layout.
+pub const LLAMA: GgufLayout = GgufLayout { permuted: true, hf_json: LlamaConfig::to_hf_json };
+
+/// The tensor of Llama 3.1's rotary scaling in a GGUF file: one divisor per rotating pair.
+const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// The GGUF name of an HF LLaMA tensor, and the heads its rows were permuted for (when
+/// `permuted`).
+fn gguf_name(hf: &str, config: &LlamaConfig, permuted: bool) -> Option<(String, Option<usize>)> {
     let direct = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -28,8 +49,10 @@ fn gguf_name(hf: &str, config: &LlamaConfig) -> Option<(String, Option<usize>)> 
     let (module, suffix) = module.rsplit_once('.')?;
     let (name, heads) = match module {
         "input_layernorm" => ("attn_norm", None),
-        "self_attn.q_proj" => ("attn_q", Some(config.num_heads)),
-        "self_attn.k_proj" => ("attn_k", Some(config.num_kv_heads)),
+        "self_attn.q_proj" => ("attn_q", Some(config.num_heads).filter(|_| permuted && suffix == "weight")),
+        "self_attn.k_proj" => ("attn_k", Some(config.num_kv_heads).filter(|_| permuted && suffix == "weight")),
+        "self_attn.q_norm" => ("attn_q_norm", None),
+        "self_attn.k_norm" => ("attn_k_norm", None),
         "self_attn.v_proj" => ("attn_v", None),
         "self_attn.o_proj" => ("attn_output", None),
         "post_attention_layernorm" => ("ffn_norm", None),
@@ -41,7 +64,8 @@ fn gguf_name(hf: &str, config: &LlamaConfig) -> Option<(String, Option<usize>)> 
     Some((format!("blk.{layer}.{name}.{suffix}"), heads))
 }
 
-/// The LLaMA configuration a GGUF file's metadata describes.
+/// The LLaMA configuration a GGUF file's metadata describes, with the variant its tensors
+/// show: q/k/v biases without an o bias (Qwen2's), per-head q/k norms (Qwen3's).
 pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
     let arch = file.get_str("general.architecture")?.to_string();
     let key = |k: &str| format!("{arch}.{k}");
@@ -49,6 +73,7 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
     let num_heads = file.get_usize(&key("attention.head_count"))?;
     let opt_usize = |k: &str| if file.get(k).is_some() { file.get_usize(k).map(Some) } else { Ok(None) };
     let opt_f32 = |k: &str| if file.get(k).is_some() { file.get_f32(k).map(Some) } else { Ok(None) };
+    let has = |t: &str| file.tensor_info(t).is_some();
     let vocab_size = match opt_usize(&key("vocab_size"))? {
         Some(v) => v,
         None => match file.tensor_info("token_embd.weight") {
@@ -63,7 +88,10 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
         None if num_heads > 0 => hidden_size / num_heads,
         None => 0,
     };
-    let config = LlamaConfig {
+    // LLaMA's `attention_bias` gives q, k, v and o biases; Qwen2's q/k/v ones come without o's
+    let attention_bias = has("blk.0.attn_output.bias");
+    let rope_theta = opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0);
+    let mut config = LlamaConfig {
         vocab_size,
         hidden_size,
         intermediate_size: file.get_usize(&key("feed_forward_length"))?,
@@ -72,31 +100,232 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
         num_kv_heads: opt_usize(&key("attention.head_count_kv"))?.unwrap_or(num_heads),
         head_dim,
         rms_norm_eps: opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
-        rope_theta: opt_f32(&key("rope.freq_base"))?.unwrap_or(10000.0),
-        tie_word_embeddings: file.tensor_info("output.weight").is_none(),
-        attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
-        mlp_bias: file.tensor_info("blk.0.ffn_gate.bias").is_some(),
+        rope_theta,
+        tie_word_embeddings: !has("output.weight"),
+        attention_bias,
+        mlp_bias: has("blk.0.ffn_gate.bias"),
         max_position_embeddings: opt_usize(&key("context_length"))?.unwrap_or(2048),
         layer_widths: None,
-        variant: Default::default(),
-        rope_scaling: Default::default(),
+        variant: Variant {
+            qkv_bias: has("blk.0.attn_q.bias") && !attention_bias,
+            qk_norm: has("blk.0.attn_q_norm.weight"),
+            sliding_window: None,
+        },
+        rope_scaling: RopeScaling::None,
     };
     if let Some(rot) = opt_usize(&key("rope.dimension_count"))? {
         if rot != config.head_dim {
             return Err(FrontendError::BadConfig {
                 path: file.path().to_path_buf(),
-                reason: format!("partial rotary ({rot} of {} dims) is not supported for llama", config.head_dim),
+                reason: format!("partial rotary ({rot} of {} dims) is not supported for {arch}", config.head_dim),
             });
         }
     }
+    config.rope_scaling = rope_scaling(file, &arch, &config)?;
     config.validate(file.path())?;
     Ok(config)
 }
 
+/// The rotary scaling of a GGUF file: `{arch}.rope.scaling.type` `linear` (its `factor`), or
+/// Llama 3.1's, which llama.cpp's converter writes only as the divisors of [`ROPE_FREQS`].
+fn rope_scaling(file: &GgufFile, arch: &str, config: &LlamaConfig) -> Result<RopeScaling> {
+    let bad = |reason: String| FrontendError::BadConfig { path: file.path().to_path_buf(), reason };
+    let type_key = format!("{arch}.rope.scaling.type");
+    let kind = if file.get(&type_key).is_some() { Some(file.get_str(&type_key)?) } else { None };
+    let scaling = match kind {
+        None | Some("none") => RopeScaling::None,
+        Some("linear") => {
+            let factor = file.get_f32(&format!("{arch}.rope.scaling.factor"))?;
+            if !(factor.is_finite() && factor >= 1.0) {
+                return Err(bad(format!("`{arch}.rope.scaling.factor` is {factor}: a linear scaling divides by a finite factor of at least 1")));
+            }
+            RopeScaling::Linear { factor }
+        }
+        Some(other) => {
+            return Err(bad(format!("`{type_key}` is `{}`: prunec reads `none` and `linear` (and Llama 3.1's `{ROPE_FREQS}`)", crate::gguf::escaped(other))))
+        }
+    };
+    if file.tensor_info(ROPE_FREQS).is_none() {
+        return Ok(scaling);
+    }
+    if scaling != RopeScaling::None {
+        return Err(bad(format!("the file has both `{type_key}` and `{ROPE_FREQS}`")));
+    }
+    let divisors = file.dequantize(ROPE_FREQS)?;
+    let original = file
+        .get(&format!("{arch}.rope.scaling.original_context_length"))
+        .map(|_| file.get_usize(&format!("{arch}.rope.scaling.original_context_length")))
+        .transpose()?;
+    llama3_from_divisors(&divisors, config.rope_theta, config.head_dim, original.unwrap_or(8192))
+        .map_err(|reason| FrontendError::BadTensor { path: file.path().to_path_buf(), tensor: ROPE_FREQS.into(), reason })
+}
+
+/// Llama 3.1's rotary scaling (`llama3`) whose divisors of the frequencies `theta^(-2i/d)` are
+/// `divisors`, as llama.cpp's converter computes them from `factor`, `low_freq_factor`,
+/// `high_freq_factor` and `original_max_position_embeddings`. Those four are not all
+/// determined by the divisors (several give the same), so `original` is taken as given and the
+/// others solved for: the largest divisor is `factor`, and a pair whose divisor lies between 1
+/// and `factor` fixes `smooth = (original / wavelength − low) / (high − low)` on a line in
+/// 1/wavelength. The result is checked: its divisors must be `divisors` (relative 1e-5), or the
+/// tensor is not Llama 3.1's scaling and is refused.
+pub fn llama3_from_divisors(divisors: &[f32], theta: f32, head_dim: usize, original: usize) -> std::result::Result<RopeScaling, String> {
+    let half = head_dim / 2;
+    if divisors.len() != half {
+        return Err(format!("holds {} divisors for {half} rotating pairs (head_dim {head_dim})", divisors.len()));
+    }
+    if let Some(d) = divisors.iter().find(|d| !(d.is_finite() && **d >= 1.0)) {
+        return Err(format!("holds the divisor {d}: Llama 3.1's are finite and at least 1"));
+    }
+    let factor = divisors.iter().copied().fold(1.0f32, f32::max);
+    if factor == 1.0 {
+        return Ok(RopeScaling::None);
+    }
+    let f = f64::from(factor);
+    let tol = 1e-5;
+    // x: 1 / wavelength of each pair, decreasing with i
+    let x: Vec<f64> = (0..half).map(|i| 1.0 / (2.0 * std::f64::consts::PI * f64::from(theta).powf((2 * i) as f64 / head_dim as f64))).collect();
+    let kept = |d: f32| f64::from(d) <= 1.0 + tol;
+    let divided = |d: f32| f64::from(d) >= f * (1.0 - tol);
+    // smooth = a·x − b through the pairs between; 1 at or above the kept ones, 0 at or below the divided ones
+    let smooth: Vec<(f64, f64)> =
+        divisors.iter().zip(&x).filter(|(d, _)| !kept(**d) && !divided(**d)).map(|(d, &x)| (x, (1.0 / f64::from(*d) - 1.0 / f) / (1.0 - 1.0 / f))).collect();
+    let lowest_kept = divisors.iter().zip(&x).filter(|(d, _)| kept(**d)).map(|(_, &x)| x).fold(f64::INFINITY, f64::min);
+    let highest_divided = divisors.iter().zip(&x).filter(|(d, _)| divided(**d)).map(|(_, &x)| x).fold(0.0, f64::max);
+    let (a, b) = match smooth.as_slice() {
+        [] => {
+            // no pair between: put the ramp between the last divided pair and the first kept one
+            let (lo, hi) = (highest_divided, if lowest_kept.is_finite() { lowest_kept } else { 2.0 * highest_divided });
+            let (x0, x1) = (lo + (hi - lo) / 3.0, lo + 2.0 * (hi - lo) / 3.0);
+            let a = 1.0 / (x1 - x0);
+            (a, a * x0)
+        }
+        [(x0, s0)] => {
+            // one pair between: any slope steep enough to keep the others where they are
+            let mut a: f64 = 1e-12;
+            if lowest_kept.is_finite() {
+                a = a.max((1.0 - s0) / (lowest_kept - x0));
+            }
+            if highest_divided > 0.0 {
+                a = a.max(s0 / (x0 - highest_divided));
+            }
+            let a = 2.0 * a;
+            (a, a * x0 - s0)
+        }
+        points => {
+            // least squares
+            let n = points.len() as f64;
+            let (mx, ms) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+            let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+            let sxs: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - ms)).sum();
+            let a = sxs / sxx;
+            (a, a * mx - ms)
+        }
+    };
+    let old = original as f64;
+    // smooth = old / (wavelength · (high − low)) − low / (high − low)
+    let (span, low) = (old / a, b * old / a);
+    let scaling = RopeScaling::Llama3 {
+        factor,
+        low_freq_factor: low as f32,
+        high_freq_factor: (low + span) as f32,
+        original_max_positions: original,
+    };
+    if !(a.is_finite() && a > 0.0 && low > 0.0 && span > 0.0) {
+        return Err(format!("holds divisors that are not Llama 3.1's rotary scaling (no ramp fits them: {divisors:?})"));
+    }
+    let rope = |scaling| Rope { theta, rotary_dims: head_dim, layout: RopeLayout::HalfSplit, half_freqs: false, scaling };
+    let (plain, scaled) = (rope(RopeScaling::None).inv_freq(0), rope(scaling).inv_freq(0));
+    for (i, ((p, s), d)) in plain.iter().zip(&scaled).zip(divisors).enumerate() {
+        let want = f64::from(*p) / f64::from(*d);
+        if (f64::from(*s) - want).abs() > 1e-5 * want {
+            return Err(format!("holds divisors that are not Llama 3.1's rotary scaling (pair {i}: {d}, where the best fit gives {})", f64::from(*p) / f64::from(*s)));
+        }
+    }
+    Ok(scaling)
+}
+
 /// Reads GGUF file `file` (at `path`) of a LLaMA model.
 pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
+    load_with(path, file, LLAMA)
+}
+
+/// Reads GGUF file `file` (at `path`) of a LLaMA-like family laid out as `layout` says.
+/// Refuses a file holding a tensor the model does not read: its computation would be lost.
+pub fn load_with(path: &Path, file: GgufFile, layout: GgufLayout) -> Result<Model> {
     let arch = file.get_str("general.architecture")?.to_string();
     let config = config_from_metadata(&file)?;
-    let info = crate::arch::gguf_model_info(path, &file, arch, config.num_layers)?;
-    llama::build(&config, &GgufWeights { file, names: |hf: &str| gguf_name(hf, &config) }, info)
+    let mut info = crate::arch::gguf_model_info(path, &file, arch, config.num_layers)?;
+    let mut read: Vec<String> =
+        config.expected_params().into_iter().filter_map(|(hf, _)| gguf_name(&hf, &config, layout.permuted).map(|(n, _)| n)).collect();
+    if config.rope_scaling != RopeScaling::None && file.tensor_info(ROPE_FREQS).is_some() {
+        read.push(ROPE_FREQS.into());
+    }
+    crate::arch::gguf_all_read(&file, &read)?;
+    info.config = Some(Config::shared(config.clone(), (layout.hf_json)(&config)));
+    let c = config.clone();
+    llama::build(&config, &GgufWeights { file, names: move |hf: &str| gguf_name(hf, &c, layout.permuted) }, info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The divisors llama.cpp's converter writes for a `llama3` scaling (in f32, as it does).
+    fn divisors(theta: f32, head_dim: usize, factor: f64, low: f64, high: f64, old: f64) -> Vec<f32> {
+        (0..head_dim / 2)
+            .map(|i| {
+                let freq = 1.0 / f64::from(theta.powf((2 * i) as f32 / head_dim as f32));
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                if wavelen < old / high {
+                    1.0
+                } else if wavelen > old / low {
+                    factor as f32
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+                }
+            })
+            .collect()
+    }
+
+    fn same_frequencies(a: RopeScaling, b: RopeScaling, theta: f32, head_dim: usize) {
+        let rope = |scaling| Rope { theta, rotary_dims: head_dim, layout: RopeLayout::HalfSplit, half_freqs: false, scaling };
+        for (x, y) in rope(a).inv_freq(0).iter().zip(rope(b).inv_freq(0)) {
+            assert!((x - y).abs() <= 2e-6 * y, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn llama3_scaling_is_read_back_from_its_divisors() {
+        // Llama 3.1 8B: theta 500000, heads of 128, factor 8, low 1, high 4, 8192 positions
+        let real = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_positions: 8192 };
+        let d = divisors(500_000.0, 128, 8.0, 1.0, 4.0, 8192.0);
+        assert!(d.iter().filter(|&&x| x > 1.0 && x < 8.0).count() >= 2, "pairs on the ramp");
+        assert_eq!(llama3_from_divisors(&d, 500_000.0, 128, 8192).unwrap(), real);
+        // another `original` gives other factors, the same frequencies
+        let other = llama3_from_divisors(&d, 500_000.0, 128, 4096).unwrap();
+        assert_ne!(other, real);
+        same_frequencies(other, real, 500_000.0, 128);
+        // no pair on the ramp, or one: still the same frequencies
+        for (old, low, high) in [(8192.0, 1.0, 1.0001), (8.0, 1.0, 4.0)] {
+            let d = divisors(10_000.0, 16, 8.0, low, high, old);
+            let got = llama3_from_divisors(&d, 10_000.0, 16, 8192).unwrap();
+            let want = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: low as f32, high_freq_factor: high as f32, original_max_positions: old as usize };
+            same_frequencies(got, want, 10_000.0, 16);
+        }
+        // all ones: no scaling
+        assert_eq!(llama3_from_divisors(&[1.0; 8], 10_000.0, 16, 8192).unwrap(), RopeScaling::None);
+    }
+
+    #[test]
+    fn divisors_of_no_llama3_scaling_are_refused() {
+        let mut d = divisors(500_000.0, 128, 8.0, 1.0, 4.0, 8192.0);
+        d[40] = 2.0; // off the ramp
+        assert!(llama3_from_divisors(&d, 500_000.0, 128, 8192).unwrap_err().contains("not Llama 3.1's rotary scaling"));
+        assert!(llama3_from_divisors(&[1.0, 0.5], 10_000.0, 4, 8192).unwrap_err().contains("the divisor 0.5"));
+        assert!(llama3_from_divisors(&[1.0; 3], 10_000.0, 16, 8192).unwrap_err().contains("3 divisors for 8 rotating pairs"));
+        let mut d = divisors(500_000.0, 128, 8.0, 1.0, 4.0, 8192.0);
+        d.reverse(); // high frequencies divided, low ones kept
+        assert!(llama3_from_divisors(&d, 500_000.0, 128, 8192).is_err());
+    }
 }

@@ -6,9 +6,13 @@
 
 use std::path::Path;
 
+use prunec_ir::Model;
+
+use super::llama::gguf::GgufLayout;
 use super::llama::{self, Family, LlamaConfig, Variant, LAYER_WIDTHS_KEY};
 use crate::builder::{opt_bool, opt_usize, shortest_f64};
 use crate::error::{FrontendError, Result};
+use crate::gguf::GgufFile;
 
 /// The shape of a Qwen2 model: LLaMA's description with q/k/v biases.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,11 +25,17 @@ pub struct Qwen2Config {
 pub const FAMILY: Family = Family {
     model_type: "qwen2",
     hf_classes: &["Qwen2ForCausalLM"],
-    gguf: None,
+    gguf: Some(("qwen2", load_gguf)),
     read: read_decoder,
     attention_bias_key: false,
     mlp_bias_key: false,
 };
+
+/// llama.cpp's `qwen2` files: LLaMA's names, q/k rows in HF's order (llama.cpp rotates them as
+/// NeoX does, so its converter leaves them).
+fn load_gguf(path: &Path, file: GgufFile) -> Result<Model> {
+    llama::gguf::load_with(path, file, GgufLayout { permuted: false, hf_json: |c| Qwen2Config { decoder: c.clone() }.to_hf_json() })
+}
 
 fn read_decoder(path: &Path, json: &serde_json::Value) -> Result<LlamaConfig> {
     Qwen2Config::from_hf_json(path, json).map(|c| c.decoder)

@@ -7,9 +7,13 @@
 
 use std::path::Path;
 
+use prunec_ir::Model;
+
+use super::llama::gguf::GgufLayout;
 use super::llama::{self, Family, LlamaConfig, Variant, LAYER_WIDTHS_KEY};
 use crate::builder::{opt_usize, shortest_f64};
 use crate::error::{FrontendError, Result};
+use crate::gguf::GgufFile;
 
 /// `head_dim` when a Qwen3 config has none: transformers' `Qwen3Config` default.
 pub const DEFAULT_HEAD_DIM: usize = 128;
@@ -25,11 +29,17 @@ pub struct Qwen3Config {
 pub const FAMILY: Family = Family {
     model_type: "qwen3",
     hf_classes: &["Qwen3ForCausalLM"],
-    gguf: None,
+    gguf: Some(("qwen3", load_gguf)),
     read: read_decoder,
     attention_bias_key: true,
     mlp_bias_key: false,
 };
+
+/// llama.cpp's `qwen3` files: LLaMA's names, q/k rows in HF's order (llama.cpp rotates them as
+/// NeoX does, so its converter leaves them).
+fn load_gguf(path: &Path, file: GgufFile) -> Result<Model> {
+    llama::gguf::load_with(path, file, GgufLayout { permuted: false, hf_json: |c| Qwen3Config { decoder: c.clone() }.to_hf_json() })
+}
 
 fn read_decoder(path: &Path, json: &serde_json::Value) -> Result<LlamaConfig> {
     Qwen3Config::from_hf_json(path, json).map(|c| c.decoder)
