@@ -15,19 +15,15 @@ use crate::error::{FrontendError, Result};
 use crate::gguf::GgufFile;
 use super::{self as llama, LlamaConfig, Variant};
 
-/// How a LLaMA-like family's GGUF files differ from LLaMA's.
+/// How llama.cpp lays out a LLaMA-like family's GGUF files.
 #[derive(Debug, Clone, Copy)]
 pub struct GgufLayout {
+    /// Its `general.architecture`.
+    pub name: &'static str,
     /// llama.cpp's converter permuted the q/k rows for its interleaved rotary layout (LLaMA's
     /// and Mistral's files; Qwen's keep HF's order, llama.cpp rotating them as NeoX does).
     pub permuted: bool,
-    /// The family's `config.json` for a configuration read from the metadata (the model
-    /// carries it, and the HF writer starts from it).
-    pub hf_json: fn(&LlamaConfig) -> serde_json::Value,
 }
-
-/// LLaMA's own layout.
-pub const LLAMA: GgufLayout = GgufLayout { permuted: true, hf_json: LlamaConfig::to_hf_json };
 
 /// The tensor of Llama 3.1's rotary scaling in a GGUF file: one divisor per rotating pair.
 const ROPE_FREQS: &str = "rope_freqs.weight";
@@ -244,14 +240,10 @@ pub fn llama3_from_divisors(divisors: &[f32], theta: f32, head_dim: usize, origi
     Ok(scaling)
 }
 
-/// Reads GGUF file `file` (at `path`) of a LLaMA model.
-pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
-    load_with(path, file, LLAMA)
-}
-
-/// Reads GGUF file `file` (at `path`) of a LLaMA-like family laid out as `layout` says.
-/// Refuses a file holding a tensor the model does not read: its computation would be lost.
-pub fn load_with(path: &Path, file: GgufFile, layout: GgufLayout) -> Result<Model> {
+/// Reads GGUF file `file` (at `path`) of a LLaMA-like family laid out as `layout` says; the
+/// model carries the configuration as the family's `config.json` (`write`). Refuses a file
+/// holding a tensor the model does not read: its computation would be lost.
+pub fn load(path: &Path, file: GgufFile, layout: GgufLayout, write: fn(&LlamaConfig) -> serde_json::Value) -> Result<Model> {
     let arch = file.get_str("general.architecture")?.to_string();
     let config = config_from_metadata(&file)?;
     let mut info = crate::arch::gguf_model_info(path, &file, arch, config.num_layers)?;
@@ -261,7 +253,7 @@ pub fn load_with(path: &Path, file: GgufFile, layout: GgufLayout) -> Result<Mode
         read.push(ROPE_FREQS.into());
     }
     crate::arch::gguf_all_read(&file, &read)?;
-    info.config = Some(Config::shared(config.clone(), (layout.hf_json)(&config)));
+    info.config = Some(Config::shared(config.clone(), write(&config)));
     let c = config.clone();
     llama::build(&config, &GgufWeights { file, names: move |hf: &str| gguf_name(hf, &c, layout.permuted) }, info)
 }

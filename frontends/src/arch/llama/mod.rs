@@ -25,34 +25,34 @@ use crate::weights::WeightSource;
 
 
 /// A LLaMA-like family as the shared code reads and writes it: its `model_type`, how it reads
-/// a `config.json` into a [`LlamaConfig`], and which of LLaMA's optional keys its configs have.
-/// It is the family's entry in the architecture registry.
+/// a `config.json` into a [`LlamaConfig`] and writes one back, which of LLaMA's optional keys
+/// its configs have, and how llama.cpp lays out its GGUF files. It is the family's entry in the
+/// architecture registry.
 #[derive(Debug, Clone, Copy)]
 pub struct Family {
     /// Its `model_type`.
     pub model_type: &'static str,
     /// The classes of an HF config's `architectures` that name it (`LlamaForCausalLM`).
     pub hf_classes: &'static [&'static str],
-    /// Its `general.architecture` in GGUF files and the reader of such a file, when prunec
-    /// reads the family from GGUF.
-    pub gguf: Option<(&'static str, GgufReader)>,
+    /// Its GGUF files, when llama.cpp has a name for it.
+    pub gguf: Option<gguf::GgufLayout>,
     /// Reads (and checks) a `config.json` of the family.
     pub read: fn(&Path, &serde_json::Value) -> Result<LlamaConfig>,
+    /// The family's `config.json` of a configuration (a GGUF model's, read from its metadata).
+    pub write: fn(&LlamaConfig) -> serde_json::Value,
     /// Whether its configs have `attention_bias` (biases of q/k/v and o together).
     pub attention_bias_key: bool,
     /// Whether its configs have `mlp_bias`.
     pub mlp_bias_key: bool,
 }
 
-/// A reader of a GGUF file (at its path) into a model.
-pub type GgufReader = fn(&Path, GgufFile) -> Result<Model>;
-
 /// LLaMA itself.
 pub const LLAMA: Family = Family {
     model_type: "llama",
     hf_classes: &["LlamaForCausalLM"],
-    gguf: Some(("llama", gguf::load)),
+    gguf: Some(gguf::GgufLayout { name: "llama", permuted: true }),
     read: LlamaConfig::from_hf_json,
+    write: LlamaConfig::to_hf_json,
     attention_bias_key: true,
     mlp_bias_key: true,
 };
@@ -386,12 +386,12 @@ impl super::Architecture for Family {
     }
 
     fn gguf_name(&self) -> Option<&'static str> {
-        self.gguf.map(|(name, _)| name)
+        self.gguf.map(|g| g.name)
     }
 
     fn load_gguf(&self, path: &Path, file: GgufFile) -> Result<Model> {
         match self.gguf {
-            Some((_, load)) => load(path, file),
+            Some(layout) => gguf::load(path, file, layout, self.write),
             None => Err(FrontendError::UnsupportedArchitecture {
                 path: path.to_path_buf(),
                 architecture: self.model_type.to_string(),

@@ -25,6 +25,7 @@ pub const FAMILY: Family = Family {
     hf_classes: &["MistralForCausalLM"],
     gguf: None,
     read: read_decoder,
+    write: |c| MistralConfig { decoder: c.clone() }.to_hf_json(),
     attention_bias_key: false,
     mlp_bias_key: false,
 };

@@ -6,13 +6,10 @@
 
 use std::path::Path;
 
-use prunec_ir::Model;
-
 use super::llama::gguf::GgufLayout;
 use super::llama::{self, Family, LlamaConfig, Variant, LAYER_WIDTHS_KEY};
 use crate::builder::{opt_bool, opt_usize, shortest_f64};
 use crate::error::{FrontendError, Result};
-use crate::gguf::GgufFile;
 
 /// The shape of a Qwen2 model: LLaMA's description with q/k/v biases.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,21 +18,17 @@ pub struct Qwen2Config {
     pub decoder: LlamaConfig,
 }
 
-/// Qwen2 for the shared LLaMA code.
+/// Qwen2 for the shared LLaMA code (llama.cpp's `qwen2` files keep q/k rows in HF's order,
+/// rotating them as NeoX does).
 pub const FAMILY: Family = Family {
     model_type: "qwen2",
     hf_classes: &["Qwen2ForCausalLM"],
-    gguf: Some(("qwen2", load_gguf)),
+    gguf: Some(GgufLayout { name: "qwen2", permuted: false }),
     read: read_decoder,
+    write: |c| Qwen2Config { decoder: c.clone() }.to_hf_json(),
     attention_bias_key: false,
     mlp_bias_key: false,
 };
-
-/// llama.cpp's `qwen2` files: LLaMA's names, q/k rows in HF's order (llama.cpp rotates them as
-/// NeoX does, so its converter leaves them).
-fn load_gguf(path: &Path, file: GgufFile) -> Result<Model> {
-    llama::gguf::load_with(path, file, GgufLayout { permuted: false, hf_json: |c| Qwen2Config { decoder: c.clone() }.to_hf_json() })
-}
 
 fn read_decoder(path: &Path, json: &serde_json::Value) -> Result<LlamaConfig> {
     Qwen2Config::from_hf_json(path, json).map(|c| c.decoder)
@@ -60,36 +53,41 @@ impl Qwen2Config {
     /// The configuration as a transformers `config.json` for `Qwen2ForCausalLM`
     /// ([`LAYER_WIDTHS_KEY`] when layers differ).
     pub fn to_hf_json(&self) -> serde_json::Value {
-        let c = &self.decoder;
-        let mut json = serde_json::json!({
-            "architectures": ["Qwen2ForCausalLM"],
-            "attention_dropout": 0.0,
-            "head_dim": c.head_dim,
-            "hidden_act": "silu",
-            "hidden_size": c.hidden_size,
-            "initializer_range": 0.02,
-            "intermediate_size": c.intermediate_size,
-            "layer_types": vec!["full_attention"; c.num_layers],
-            "max_position_embeddings": c.max_position_embeddings,
-            "max_window_layers": c.num_layers,
-            "model_type": "qwen2",
-            "num_attention_heads": c.num_heads,
-            "num_hidden_layers": c.num_layers,
-            "num_key_value_heads": c.num_kv_heads,
-            "rms_norm_eps": shortest_f64(c.rms_norm_eps),
-            "rope_scaling": llama::rope_scaling_json(&c.rope_scaling),
-            "rope_theta": shortest_f64(c.rope_theta),
-            "sliding_window": null,
-            "tie_word_embeddings": c.tie_word_embeddings,
-            "use_cache": true,
-            "use_sliding_window": false,
-            "vocab_size": c.vocab_size,
-        });
-        if let (Some(layers), Some(obj)) = (&c.layer_widths, json.as_object_mut()) {
-            obj.insert(LAYER_WIDTHS_KEY.into(), layers.iter().map(llama::LayerWidths::to_json).collect());
-        }
-        json
+        qwen_hf_json(&self.decoder, "Qwen2ForCausalLM", "qwen2")
     }
+}
+
+/// A transformers `config.json` of a Qwen family (HF class `class`, `model_type`) for `c`: no
+/// sliding window, [`LAYER_WIDTHS_KEY`] when layers differ.
+pub(crate) fn qwen_hf_json(c: &LlamaConfig, class: &str, model_type: &str) -> serde_json::Value {
+    let mut json = serde_json::json!({
+        "architectures": [class],
+        "attention_dropout": 0.0,
+        "head_dim": c.head_dim,
+        "hidden_act": "silu",
+        "hidden_size": c.hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": c.intermediate_size,
+        "layer_types": vec!["full_attention"; c.num_layers],
+        "max_position_embeddings": c.max_position_embeddings,
+        "max_window_layers": c.num_layers,
+        "model_type": model_type,
+        "num_attention_heads": c.num_heads,
+        "num_hidden_layers": c.num_layers,
+        "num_key_value_heads": c.num_kv_heads,
+        "rms_norm_eps": shortest_f64(c.rms_norm_eps),
+        "rope_scaling": llama::rope_scaling_json(&c.rope_scaling),
+        "rope_theta": shortest_f64(c.rope_theta),
+        "sliding_window": null,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "use_cache": true,
+        "use_sliding_window": false,
+        "vocab_size": c.vocab_size,
+    });
+    if let (Some(layers), Some(obj)) = (&c.layer_widths, json.as_object_mut()) {
+        obj.insert(LAYER_WIDTHS_KEY.into(), layers.iter().map(llama::LayerWidths::to_json).collect());
+    }
+    json
 }
 
 /// The sliding window of a Qwen2/Qwen3 configuration when its layers use one: `sliding_window`

@@ -7,13 +7,10 @@
 
 use std::path::Path;
 
-use prunec_ir::Model;
-
 use super::llama::gguf::GgufLayout;
-use super::llama::{self, Family, LlamaConfig, Variant, LAYER_WIDTHS_KEY};
-use crate::builder::{opt_usize, shortest_f64};
+use super::llama::{Family, LlamaConfig, Variant};
+use crate::builder::opt_usize;
 use crate::error::{FrontendError, Result};
-use crate::gguf::GgufFile;
 
 /// `head_dim` when a Qwen3 config has none: transformers' `Qwen3Config` default.
 pub const DEFAULT_HEAD_DIM: usize = 128;
@@ -25,21 +22,16 @@ pub struct Qwen3Config {
     pub decoder: LlamaConfig,
 }
 
-/// Qwen3 for the shared LLaMA code.
+/// Qwen3 for the shared LLaMA code (llama.cpp's `qwen3` files keep q/k rows in HF's order).
 pub const FAMILY: Family = Family {
     model_type: "qwen3",
     hf_classes: &["Qwen3ForCausalLM"],
-    gguf: Some(("qwen3", load_gguf)),
+    gguf: Some(GgufLayout { name: "qwen3", permuted: false }),
     read: read_decoder,
+    write: |c| Qwen3Config { decoder: c.clone() }.to_hf_json(),
     attention_bias_key: true,
     mlp_bias_key: false,
 };
-
-/// llama.cpp's `qwen3` files: LLaMA's names, q/k rows in HF's order (llama.cpp rotates them as
-/// NeoX does, so its converter leaves them).
-fn load_gguf(path: &Path, file: GgufFile) -> Result<Model> {
-    llama::gguf::load_with(path, file, GgufLayout { permuted: false, hf_json: |c| Qwen3Config { decoder: c.clone() }.to_hf_json() })
-}
 
 fn read_decoder(path: &Path, json: &serde_json::Value) -> Result<LlamaConfig> {
     Qwen3Config::from_hf_json(path, json).map(|c| c.decoder)
@@ -65,37 +57,10 @@ impl Qwen3Config {
     }
 
     /// The configuration as a transformers `config.json` for `Qwen3ForCausalLM`
-    /// ([`LAYER_WIDTHS_KEY`] when layers differ).
+    /// ([`LAYER_WIDTHS_KEY`](super::llama::LAYER_WIDTHS_KEY) when layers differ).
     pub fn to_hf_json(&self) -> serde_json::Value {
-        let c = &self.decoder;
-        let mut json = serde_json::json!({
-            "architectures": ["Qwen3ForCausalLM"],
-            "attention_bias": c.attention_bias,
-            "attention_dropout": 0.0,
-            "head_dim": c.head_dim,
-            "hidden_act": "silu",
-            "hidden_size": c.hidden_size,
-            "initializer_range": 0.02,
-            "intermediate_size": c.intermediate_size,
-            "layer_types": vec!["full_attention"; c.num_layers],
-            "max_position_embeddings": c.max_position_embeddings,
-            "max_window_layers": c.num_layers,
-            "model_type": "qwen3",
-            "num_attention_heads": c.num_heads,
-            "num_hidden_layers": c.num_layers,
-            "num_key_value_heads": c.num_kv_heads,
-            "rms_norm_eps": shortest_f64(c.rms_norm_eps),
-            "rope_scaling": llama::rope_scaling_json(&c.rope_scaling),
-            "rope_theta": shortest_f64(c.rope_theta),
-            "sliding_window": null,
-            "tie_word_embeddings": c.tie_word_embeddings,
-            "use_cache": true,
-            "use_sliding_window": false,
-            "vocab_size": c.vocab_size,
-        });
-        if let (Some(layers), Some(obj)) = (&c.layer_widths, json.as_object_mut()) {
-            obj.insert(LAYER_WIDTHS_KEY.into(), layers.iter().map(llama::LayerWidths::to_json).collect());
-        }
+        let mut json = super::qwen2::qwen_hf_json(&self.decoder, "Qwen3ForCausalLM", "qwen3");
+        json["attention_bias"] = self.decoder.attention_bias.into();
         json
     }
 }
