@@ -32,15 +32,15 @@ fn gguf_and_hf_of_one_model_agree() {
     assert_eq!(hf.groups, gguf.groups);
 }
 
-/// Qwen2 and Qwen3 from GGUF (`scripts/make-arch-gguf`: gguf-py's tensor names for llama.cpp's
-/// `qwen2` and `qwen3`, rows as HF has them): the HF model's parameters bit for bit, its graph
-/// and its groups.
+/// Qwen2, Qwen3 and ChatGLM2 from GGUF (`scripts/make-arch-gguf`: gguf-py's tensor names for
+/// llama.cpp's `qwen2`, `qwen3` and `chatglm`, rows as HF has them): the HF model's parameters
+/// bit for bit, its graph and its groups.
 #[test]
-fn gguf_and_hf_of_the_llama_like_families_agree() {
-    for name in ["qwen2", "qwen3"] {
+fn gguf_and_hf_of_the_other_architectures_agree() {
+    for (name, arch) in [("qwen2", "qwen2"), ("qwen3", "qwen3"), ("chatglm2-6b", "chatglm")] {
         let hf = grouped(&fixture(name));
         let gguf = grouped(&fixture(&format!("gguf/{name}.gguf")));
-        assert_eq!(gguf.info.architecture, name);
+        assert_eq!(gguf.info.architecture, arch);
         let names: Vec<&String> = hf.params.iter().map(|(n, _)| n).collect();
         assert_eq!(names, gguf.params.iter().map(|(n, _)| n).collect::<Vec<_>>(), "{name}");
         for p in names {

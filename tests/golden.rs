@@ -178,12 +178,12 @@ fn kv_cache_equals_full_forward_qwen3() {
     check_kv_cache("qwen3", 3);
 }
 
-/// The LLaMA-like families from GGUF (`scripts/make-arch-gguf`, gguf-py with llama.cpp's
-/// names): Qwen2's and Qwen3's files keep q/k rows in HF's order; Llama 3.1's rotary scaling
-/// comes back from the `rope_freqs` divisors alone.
+/// The architectures from GGUF (`scripts/make-arch-gguf`, gguf-py with llama.cpp's names):
+/// Qwen2's, Qwen3's and ChatGLM2's files keep their rows in HF's order; Llama 3.1's rotary
+/// scaling comes back from the `rope_freqs` divisors alone.
 #[test]
-fn llama_like_gguf_logits() {
-    for name in ["qwen2", "qwen3", "llama-rope"] {
+fn gguf_forms_compute_the_golden_logits() {
+    for name in ["qwen2", "qwen3", "chatglm2-6b", "llama-rope"] {
         check_logits_of(&fixture(&format!("gguf/{name}.gguf")), name);
     }
 }

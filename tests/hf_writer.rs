@@ -439,13 +439,15 @@ fn llama_like_families_write_their_own_config() {
     }
 }
 
-/// The LLaMA-like families read from GGUF (`scripts/make-arch-gguf`) are written as their own
-/// HF folders (Qwen2's, Qwen3's classes; Llama 3.1's scaling as a `llama3` `rope_scaling` that
-/// gives the same frequencies), which reload computing the same logits as the HF fixture.
+/// The architectures read from GGUF (`scripts/make-arch-gguf`) are written as their own HF
+/// folders (Qwen2's, Qwen3's, ChatGLM's classes; Llama 3.1's scaling as a `llama3`
+/// `rope_scaling` that gives the same frequencies), which reload computing the same logits as
+/// the HF fixture.
 #[test]
-fn llama_like_gguf_written_as_hf_reloads() {
+fn gguf_written_as_hf_reloads() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, class) in [("qwen2", "Qwen2ForCausalLM"), ("qwen3", "Qwen3ForCausalLM"), ("llama-rope", "LlamaForCausalLM")] {
+    let cases = [("qwen2", "Qwen2ForCausalLM"), ("qwen3", "Qwen3ForCausalLM"), ("chatglm2-6b", "ChatGLMModel"), ("llama-rope", "LlamaForCausalLM")];
+    for (name, class) in cases {
         let mut gguf = load(&fixture(&format!("gguf/{name}.gguf")));
         let out = write_arch(&mut gguf, &dir.path().join(name));
         let config = json(&out.join("config.json"));

@@ -6,6 +6,8 @@
 //! whose output is sliced into q, k and v, and one `dense_h_to_4h` Linear sliced into the gate
 //! and up halves. Rotary embeddings rotate the first half of each head in interleaved pairs.
 
+pub mod gguf;
+
 use std::path::Path;
 
 use prunec_ir::{Attention, BinaryOp, Graph, Model, ModelInfo, Op, ParamStore, Rope, RopeLayout, UnaryOp};
@@ -150,6 +152,42 @@ impl ChatGlmConfig {
         }
         crate::builder::check_positive(path, "layernorm_epsilon", f64::from(self.eps))?;
         Ok(())
+    }
+
+    /// The configuration as ChatGLM's own `config.json` (`configuration_chatglm.py`'s keys,
+    /// `auto_map` naming THUDM's modeling code, which a folder must ship to load in
+    /// transformers): what a GGUF model carries, as llama.cpp's converter reads it back.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let mut json = serde_json::json!({
+            "add_bias_linear": self.linear_bias,
+            "add_qkv_bias": self.qkv_bias,
+            "apply_residual_connection_post_layernorm": false,
+            "architectures": ["ChatGLMModel"],
+            "auto_map": {
+                "AutoConfig": "configuration_chatglm.ChatGLMConfig",
+                "AutoModel": "modeling_chatglm.ChatGLMForConditionalGeneration",
+                "AutoModelForCausalLM": "modeling_chatglm.ChatGLMForConditionalGeneration",
+            },
+            "ffn_hidden_size": self.ffn_hidden_size,
+            "hidden_size": self.hidden_size,
+            "kv_channels": self.kv_channels,
+            "layernorm_epsilon": crate::builder::shortest_f64(self.eps),
+            "model_type": "chatglm",
+            "multi_query_attention": self.num_groups != self.num_heads,
+            "multi_query_group_num": self.num_groups,
+            "num_attention_heads": self.num_heads,
+            "num_layers": self.num_layers,
+            "original_rope": true,
+            "padded_vocab_size": self.vocab_size,
+            "post_layer_norm": self.post_layer_norm,
+            "rmsnorm": true,
+            "rope_ratio": crate::builder::shortest_f64(self.rope_theta / 10000.0),
+            "vocab_size": self.vocab_size,
+        });
+        if let (Some(layers), Some(obj)) = (&self.layer_widths, json.as_object_mut()) {
+            crate::builder::write_layer_widths(obj, WIDTH_KEYS, layers);
+        }
+        json
     }
 
     /// Layer `l`'s `[heads, key/value groups, MLP width]`.
@@ -348,6 +386,14 @@ impl super::Architecture for ChatGlm2 {
 
     fn lora_targets(&self) -> &'static [&'static str] {
         LORA_TARGETS
+    }
+
+    fn gguf_name(&self) -> Option<&'static str> {
+        Some("chatglm")
+    }
+
+    fn load_gguf(&self, path: &Path, file: crate::gguf::GgufFile) -> Result<Model> {
+        gguf::load(path, file)
     }
 }
 
