@@ -78,6 +78,46 @@ fn gguf_tensors_the_reader_would_leave_out_are_refused() {
     assert_clean_failure(&out, &["bent.gguf", "rope_freqs.weight", "not Llama 3.1's rotary scaling"]);
 }
 
+/// `tests/fixtures/gguf/phi3.gguf` was converted from `tests/fixtures/phi3` by gguf-py as
+/// llama.cpp's converter converts a Phi-3 (`make_phi3.py`: the fused `attn_qkv` and `ffn_up`
+/// kept fused, no rows permuted, `rope.dimension_count` 12 of 16): the same parameters, graph,
+/// groups, logits and configuration.
+#[test]
+fn phi3_gguf_and_hf_of_one_model_agree() {
+    use prunec_backends::runtime::{cpu, Cpu, Executor};
+    let hf = grouped(&fixture("phi3"));
+    let gguf = grouped(&fixture("gguf/phi3.gguf"));
+    assert_eq!(gguf.info.architecture, "phi3");
+    let names: Vec<&String> = hf.params.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, gguf.params.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    for name in names {
+        assert_eq!(hf.params.get(name).unwrap().shape, gguf.params.get(name).unwrap().shape, "{name}");
+        let (a, b) = (hf.params.read_f32(name).unwrap(), gguf.params.read_f32(name).unwrap());
+        assert!(a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()), "{name} differs");
+    }
+    let body = |m: &Model| prunec_ir::print(m).unwrap().lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&hf), body(&gguf));
+    assert_eq!(hf.groups, gguf.groups);
+    let ids = common::golden("phi3").rows("input_ids");
+    let logits = |m: &Model| -> Vec<f32> {
+        let exec = Executor::<Cpu>::new(m, &cpu()).unwrap();
+        exec.forward(exec.ids(&ids).unwrap()).unwrap().into_data().into_vec().unwrap()
+    };
+    let (a, b) = (logits(&hf), logits(&gguf));
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    println!("phi3: GGUF and HF logits differ by {diff:e}");
+    assert_eq!(diff, 0.0);
+    // the configuration the metadata gives is the HF one
+    use prunec_frontends::arch::phi3::{hf_config, Phi3Config};
+    let path = std::path::Path::new("config.json");
+    let from_gguf = Phi3Config::from_hf_json(path, &hf_config(&gguf).unwrap()).unwrap();
+    assert_eq!(from_gguf, Phi3Config::from_hf_json(path, &hf_config(&hf).unwrap()).unwrap());
+    assert_eq!((from_gguf.rotary_dims, from_gguf.decoder.variant.sliding_window), (12, Some(5)));
+    // no padding token in its metadata: none in the config (transformers' default, 32000, is
+    // outside the 256 tokens)
+    assert!(hf_config(&gguf).unwrap()["pad_token_id"].is_null());
+}
+
 #[test]
 fn every_truncation_of_a_gguf_is_a_clean_error() {
     let bytes = std::fs::read(fixture("gguf/llama-gqa.gguf")).unwrap();

@@ -253,3 +253,22 @@ fn llama_rope_scaling_variants_logits() {
         }
     }
 }
+
+/// Phi-3: fused `qkv_proj` and `gate_up_proj` cut by slices, the rotary embedding on the first
+/// 12 of each head's 16 dimensions (`partial_rotary_factor` 0.75), grouped-query attention and
+/// a sliding window of 5 over 12 positions.
+#[test]
+fn phi3_logits() {
+    check_logits("phi3");
+}
+
+#[test]
+fn phi3_loss_and_gradients() {
+    check_loss_and_grads("phi3");
+}
+
+/// The partial rotary embedding and the window survive incremental decoding.
+#[test]
+fn kv_cache_equals_full_forward_phi3() {
+    check_kv_cache("phi3", 3);
+}

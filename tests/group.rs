@@ -243,10 +243,73 @@ fn snapshot_mistral() {
     snapshot("mistral");
 }
 
+/// The indices of parameter `name`'s axis `axis` covered by `elements`, over every axis of the
+/// group on it (a fused projection is reached through several slices).
+fn all_rows(group: &Group, elements: &[prunec_ir::Element], name: &str, axis: usize) -> Vec<std::ops::Range<usize>> {
+    let mut ranges: Vec<std::ops::Range<usize>> = (0..group.axes.len())
+        .filter(|&k| group.axes[k].axis == axis && group.axes[k].param.as_ref().is_some_and(|(n, _)| n == name))
+        .flat_map(|k| group.indices_on(elements, k))
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    ranges
+}
+
+#[test]
+fn phi3_heads_and_channels_inside_the_fused_projections() {
+    // 4 query heads of 16 over 2 key/value heads: qkv_proj rows are q 0..64, k 64..96, v 96..128
+    let model = grouped("phi3");
+    let attn = of_kind(&model, GroupKind::Attention);
+    assert_eq!(attn.len(), 3);
+    for (layer, g) in attn.iter().enumerate() {
+        let p = format!("model.layers.{layer}.self_attn");
+        assert_eq!(g.units.len(), 2, "two key/value heads");
+        for (kv, unit) in g.units.iter().enumerate() {
+            // key/value head kv with its query heads 2kv and 2kv+1
+            let want = vec![kv * 32..kv * 32 + 32, 64 + kv * 16..64 + kv * 16 + 16, 96 + kv * 16..96 + kv * 16 + 16];
+            assert_eq!(all_rows(g, &unit.elements, &format!("{p}.qkv_proj.weight"), 0), want);
+            assert_eq!(all_rows(g, &unit.elements, &format!("{p}.o_proj.weight"), 1), vec![kv * 32..kv * 32 + 32]);
+            // q 32 rows, k and v 16 each, of 64 columns; o 32 columns of 64 rows
+            assert_eq!(g.params_in(&unit.elements), (32 + 16 + 16) * 64 + 64 * 32);
+            assert_eq!(unit.sub_units.len(), 2);
+            for (j, sub) in unit.sub_units.iter().enumerate() {
+                let head = kv * 2 + j;
+                assert_eq!(all_rows(g, sub, &format!("{p}.qkv_proj.weight"), 0), vec![head * 16..head * 16 + 16], "q rows only");
+                assert_eq!(all_rows(g, sub, &format!("{p}.o_proj.weight"), 1), vec![head * 16..head * 16 + 16]);
+                assert_eq!(g.params_in(sub), 2 * 16 * 64);
+            }
+        }
+    }
+    let mlp = of_kind(&model, GroupKind::Mlp);
+    assert_eq!(mlp.len(), 3);
+    for (layer, g) in mlp.iter().enumerate() {
+        assert_eq!(g.units.len(), 96);
+        assert_eq!(g.params_per_unit(), (192, 192), "a gate row, an up row, a down column");
+        for (j, unit) in g.units.iter().enumerate().step_by(37) {
+            let p = format!("model.layers.{layer}.mlp");
+            assert_eq!(all_rows(g, &unit.elements, &format!("{p}.gate_up_proj.weight"), 0), vec![j..j + 1, 96 + j..97 + j]);
+            assert_eq!(all_rows(g, &unit.elements, &format!("{p}.down_proj.weight"), 1), vec![j..j + 1]);
+        }
+    }
+    let hidden = of_kind(&model, GroupKind::Hidden);
+    assert_eq!(hidden.len(), 1);
+    assert_eq!(hidden[0].units.len(), 64);
+    let names: std::collections::BTreeSet<&str> = hidden[0].axes.iter().filter_map(|a| a.param.as_ref().map(|(n, _)| n.as_str())).collect();
+    assert!(names.contains("lm_head.weight") && names.contains("model.layers.2.self_attn.qkv_proj.weight"));
+    assert_eq!(names.len(), 1 + 3 * 6 + 2, "embedding, 6 per layer (2 norms, 4 projections), final norm, LM head");
+}
+
+#[test]
+fn snapshot_phi3() {
+    // heads inside the fused qkv_proj (q rows with their key/value head's k and v rows, o_proj
+    // columns), MLP channels inside the fused gate_up_proj (a gate row and an up row, a
+    // down_proj column); partial rotary and the window print on their ops
+    snapshot("phi3");
+}
+
 #[test]
 fn group_pass_source_names_no_architecture() {
     let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/passes/src/group.rs")).unwrap();
-    for word in ["llama", "chatglm", "glm", "q_proj", "k_proj", "gate_proj", "query_key_value", "mistral", "vicuna", "gemma", "qwen", "q_norm"] {
+    for word in ["llama", "chatglm", "glm", "q_proj", "k_proj", "gate_proj", "query_key_value", "mistral", "vicuna", "gemma", "qwen", "q_norm", "phi3", "qkv_proj", "gate_up_proj"] {
         let hits: Vec<&str> = src
             .lines()
             .filter(|l| !l.trim_start().starts_with("//"))

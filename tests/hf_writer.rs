@@ -388,8 +388,8 @@ fn transformers_loads_written_folders() {
     check_with_transformers(&model, dir.path(), "channel-pruned");
 }
 
-// The LLaMA-like families (`scripts/make-arch-fixtures`): their own configs, written through
-// the registry as `src/output.rs` writes them.
+// The LLaMA-like families and Phi-3 (`scripts/make-arch-fixtures`): their own configs, written
+// through the registry as `src/output.rs` writes them.
 
 /// `model`'s HF config as its architecture writes it.
 fn arch_config(model: &Model) -> serde_json::Value {
@@ -417,7 +417,7 @@ fn logits_of(m: &Model) -> Vec<f32> {
 /// Unpruned, the written config is the fixture's own, and the folder reloads as the same model.
 #[test]
 fn llama_like_families_write_their_own_config() {
-    for name in ["qwen2", "qwen3", "mistral"] {
+    for name in ["qwen2", "qwen3", "mistral", "phi3"] {
         let dir = tempfile::tempdir().unwrap();
         let mut model = load(&fixture(name));
         let out = write_arch(&mut model, &dir.path().join(name));
@@ -468,7 +468,7 @@ fn llama_like_families_round_trip_when_pruned() {
     use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let dir = tempfile::tempdir().unwrap();
-    for name in ["qwen2", "qwen3", "mistral"] {
+    for name in ["qwen2", "qwen3", "mistral", "phi3"] {
         let cases = [
             (Mode::Block, true, false, Amount::Ratio(0.3)),
             (Mode::Block, false, true, Amount::Ratio(0.3)),
@@ -487,7 +487,16 @@ fn llama_like_families_round_trip_when_pruned() {
             let config = json(&out.join("config.json"));
             match (mode, uniform) {
                 (Mode::Block, false) => assert!(!layer_widths(&config).is_empty(), "{name}: {config}"),
-                (Mode::Block, true) => assert!(config.get(LAYER_WIDTHS_KEY).is_none(), "{name}: {config}"),
+                (Mode::Block, true) => {
+                    assert!(config.get(LAYER_WIDTHS_KEY).is_none(), "{name}: {config}");
+                    if name == "phi3" {
+                        // fused tensors written back fused, under their own names
+                        let written = std::fs::read(out.join("model.safetensors")).unwrap();
+                        let names: Vec<String> = safetensors::SafeTensors::deserialize(&written).unwrap().names().into_iter().map(str::to_string).collect();
+                        assert!(names.iter().any(|n| n.ends_with("self_attn.qkv_proj.weight")) && names.iter().any(|n| n.ends_with("mlp.gate_up_proj.weight")), "{names:?}");
+                        assert!(!names.iter().any(|n| n.contains("q_proj") || n.contains("gate_proj.")), "{names:?}");
+                    }
+                }
                 (Mode::Channel, _) => assert_eq!(config["hidden_size"], 48, "{name}"),
                 (Mode::Layer, _) => {
                     let layers = config["num_hidden_layers"].as_u64().unwrap();
@@ -505,17 +514,18 @@ fn llama_like_families_round_trip_when_pruned() {
     }
 }
 
-/// transformers (`Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `MistralForCausalLM`) loads the
+/// transformers (`Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `MistralForCausalLM`,
+/// `Phi3ForCausalLM`) loads the
 /// uniformly pruned and the channel-pruned folders without custom code, with prunec's
-/// logits. Needs Python with torch and transformers:
-/// `PRUNEC_PYTHON=~/.cache/prunec/venv-ref/bin/python cargo test --test hf_writer -- --ignored`.
+/// logits, and a Phi-3 GGUF file's model written as an HF folder. Needs Python with torch
+/// and transformers: `PRUNEC_PYTHON=~/.cache/prunec/venv-ref/bin/python cargo test --test hf_writer -- --ignored`.
 #[test]
 #[ignore = "needs Python with torch and transformers (PRUNEC_PYTHON)"]
 fn transformers_loads_written_llama_like_folders() {
     use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let dir = tempfile::tempdir().unwrap();
-    for name in ["qwen2", "qwen3", "mistral"] {
+    for name in ["qwen2", "qwen3", "mistral", "phi3"] {
         for (mode, uniform) in [(Mode::Block, true), (Mode::Channel, false)] {
             let mut model = load(&fixture(name));
             prunec_passes::run_group(&mut model).unwrap();
@@ -528,4 +538,8 @@ fn transformers_loads_written_llama_like_folders() {
             check_folder_with_transformers(&out, dir.path(), &label);
         }
     }
+    // a Phi-3 GGUF file's model, with the configuration its metadata gives
+    let mut model = load(&fixture("gguf/phi3.gguf"));
+    let out = write_arch(&mut model, &dir.path().join("phi3-from-gguf"));
+    check_folder_with_transformers(&out, dir.path(), "phi3-from-gguf");
 }

@@ -492,3 +492,69 @@ fn zeroing_law_mistral() {
     zeroing_law_in("mistral", Amount::Ratio(0.2), Importance::Random, Mode::Channel);
     zeroing_law_in("mistral", Amount::UnitRatio(0.34), Importance::L2, Mode::Layer);
 }
+
+/// Phi-3: heads (whole key/value heads with their query heads) and MLP channels inside the
+/// fused `qkv_proj` and `gate_up_proj`, query heads alone inside key/value groups, hidden
+/// channels, and whole layers: each pruned model computes what the zeroed one computes.
+#[test]
+fn zeroing_law_phi3() {
+    zeroing_law("phi3", Amount::UnitRatio(0.5), Importance::L1);
+    zeroing_law("phi3", Amount::Ratio(0.3), Importance::Random);
+    zeroing_law_in("phi3", Amount::Ratio(0.2), Importance::Random, Mode::Channel);
+    zeroing_law_in("phi3", Amount::UnitRatio(0.34), Importance::L2, Mode::Layer);
+    let model = grouped("phi3");
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let sel = select(&model, &scores, &PruneOptions { gqa: Gqa::QueryHeadsEven, ..block(Amount::UnitRatio(0.5)) }).unwrap();
+    let reference = logits(&zeroed(&model, &sel));
+    let mut pruned = model.clone();
+    apply(&mut pruned, &sel).unwrap();
+    for l in 0..3 {
+        let shape = |n: &str| pruned.params.get(&format!("model.layers.{l}.{n}.weight")).unwrap().shape.clone();
+        // 2 of 4 query heads left, one per key/value head: q 32 rows, k and v 32 each
+        assert_eq!(shape("self_attn.qkv_proj"), [32 + 2 * 32, 64]);
+        assert_eq!(shape("self_attn.o_proj"), [64, 32]);
+    }
+    let got = logits(&pruned);
+    let diff = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    println!("phi3 query heads: pruned and zeroed differ by {diff:e}");
+    assert!(diff < 1e-5, "pruned and zeroed differ by {diff}");
+    let config = prunec_frontends::arch::phi3::hf_config(&pruned).unwrap();
+    assert_eq!((config["num_attention_heads"].as_u64(), config["num_key_value_heads"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(config["head_dim"], 16, "hidden / heads would be 32");
+    assert!(config.get("prunec_layer_widths").is_none());
+}
+
+/// Phi-3, query heads pruned unevenly inside the fused `qkv_proj` (one of the first key/value
+/// head's two): the zeroing law holds, the config lists each layer's query heads per key/value
+/// head, and the written folder reads back as the same model and groups again by them.
+#[test]
+fn phi3_query_heads_pruned_unevenly() {
+    let model = grouped("phi3");
+    // unit ratio 0.3 removes 64 − int(64·0.7) = 20 channels of q: one whole head of 16
+    let opts = PruneOptions { gqa: Gqa::QueryHeads, ..block(Amount::UnitRatio(0.3)) };
+    let sel = select(&model, &lopsided(&model), &opts).unwrap();
+    let reference = logits(&zeroed(&model, &sel));
+    let mut pruned = model.clone();
+    apply(&mut pruned, &sel).unwrap();
+    assert_eq!(pruned.params.get("model.layers.0.self_attn.qkv_proj.weight").unwrap().shape, [48 + 2 * 32, 64]);
+    let got = logits(&pruned);
+    let diff = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-5, "pruned and zeroed differ by {diff}");
+    let config = prunec_frontends::arch::phi3::hf_config(&pruned).unwrap();
+    let layers = config["prunec_layer_widths"].as_array().expect("uneven heads need per-layer widths");
+    for w in layers {
+        assert_eq!((w["num_attention_heads"].as_u64(), w["num_key_value_heads"].as_u64()), (Some(3), Some(2)));
+        assert_eq!(w["query_heads_per_kv_head"], serde_json::json!([1, 2]), "{config}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    prunec_backends::hf_writer::write_hf_folder(&pruned, &config, &[], &[], &out, &[], Default::default()).unwrap();
+    let mut reread = prunec_frontends::load(&out).unwrap();
+    let back = logits(&reread);
+    let diff = back.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-5, "read back: {diff}");
+    prunec_passes::run_group(&mut reread).unwrap();
+    let attn = reread.groups.as_ref().unwrap().iter().find(|g| g.kind == prunec_ir::GroupKind::Attention).unwrap();
+    // the key/value head left with one query head has no part that can go alone
+    assert_eq!(attn.units.iter().map(|u| u.sub_units.len()).collect::<Vec<_>>(), [0, 2]);
+}

@@ -32,7 +32,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 /// Before training, adapters change no logit (B is zero: `y + 0` is `y`, bit for bit).
 #[test]
 fn lora_leaves_the_logits_unchanged() {
-    for (name, adapters_per_layer) in [("llama-gqa", 7), ("llama-mha", 7), ("chatglm2-6b", 4), ("chatglm-6b", 4)] {
+    for (name, adapters_per_layer) in [("llama-gqa", 7), ("llama-mha", 7), ("chatglm2-6b", 4), ("chatglm-6b", 4), ("phi3", 4)] {
         let mut model = prunec_frontends::load(&fixture(name)).unwrap();
         let before = logits(&model);
         let layers = model.graph.node_ids().iter().filter_map(|&id| model.graph.node(id).unwrap().block).max().unwrap() as usize + 1;
@@ -48,7 +48,7 @@ fn lora_leaves_the_logits_unchanged() {
 /// largest logit; measured 2e-6), and the merged graph prints exactly as the graph before `lora`.
 #[test]
 fn merge_computes_what_the_adapters_did() {
-    for name in ["llama-gqa", "llama-mha", "chatglm-6b"] {
+    for name in ["llama-gqa", "llama-mha", "chatglm-6b", "phi3"] {
         let mut model = prunec_frontends::load(&fixture(name)).unwrap();
         let printed = prunec_ir::print(&model).unwrap();
         let before = logits(&model);

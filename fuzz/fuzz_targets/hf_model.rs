@@ -2,15 +2,15 @@
 //! `model.safetensors` (the rest: the 8-byte header length, the header, and as much tensor data
 //! as given; the file is extended with zeros up to the offsets the header names, so that its
 //! tensors can be whole without the input carrying them). Read by `prunec_frontends::load`, as
-//! `prunec MODEL` does, then written back as a configuration; the three configuration readers
-//! also read the JSON on their own.
+//! `prunec MODEL` does, then written back as a configuration; four configuration readers (LLaMA's,
+//! ChatGLM2's, ChatGLM-6B's, Phi-3's) also read the JSON on their own.
 #![no_main]
 
 use std::io::Write;
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use prunec_frontends::arch::{self, chatglm2, chatglm6b, llama};
+use prunec_frontends::arch::{self, chatglm2, chatglm6b, llama, phi3};
 
 /// The largest file the data is extended to (a sparse file: costs nothing until read).
 const MAX_FILE: u64 = 1 << 30;
@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = llama::LlamaConfig::from_hf_json(p, &json);
         let _ = chatglm2::ChatGlmConfig::from_hf_json(p, &json);
         let _ = chatglm6b::GlmConfig::from_hf_json(p, &json);
+        let _ = phi3::Phi3Config::from_hf_json(p, &json);
     }
     if let Ok(model) = prunec_frontends::load(&dir) {
         if let Some(a) = arch::of(&model) {

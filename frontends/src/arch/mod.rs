@@ -2,7 +2,8 @@
 //! and one registry ([`ARCHITECTURES`]) that every caller asks — the HF and GGUF frontends,
 //! the HF writer, LoRA's default targets. One module per architecture: [`llama`] (LLaMA 1/2/3,
 //! Vicuna, SmolLM), [`qwen2`] (Qwen2/2.5), [`qwen3`] (Qwen3), [`mistral`] (the last three
-//! LLaMA-like: their configurations over LLaMA's lowering), [`chatglm2`] (ChatGLM2/3), [`chatglm6b`]
+//! LLaMA-like: their configurations over LLaMA's lowering), [`phi3`] (Phi-3: LLaMA-like with
+//! fused projections, its own lowering), [`chatglm2`] (ChatGLM2/3), [`chatglm6b`]
 //! (ChatGLM-6B), [`gemma3`] (Gemma 3 text).
 //!
 //! To add an architecture: a module here with its typed configuration, its lowering through
@@ -15,6 +16,7 @@ pub mod gemma3;
 mod gguf_weights;
 pub mod llama;
 pub mod mistral;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 
@@ -134,7 +136,7 @@ pub trait Architecture: Sync {
 
 /// Every architecture prunec reads.
 pub static ARCHITECTURES: &[&dyn Architecture] =
-    &[&llama::LLAMA, &chatglm6b::ChatGlm6b, &chatglm2::ChatGlm2, &qwen2::FAMILY, &qwen3::FAMILY, &mistral::FAMILY, &gemma3::Gemma3];
+    &[&llama::LLAMA, &chatglm6b::ChatGlm6b, &chatglm2::ChatGlm2, &qwen2::FAMILY, &qwen3::FAMILY, &mistral::FAMILY, &gemma3::Gemma3, &phi3::Phi3];
 
 /// The names of the architectures of HF folders, each once.
 pub fn hf_names() -> Vec<&'static str> {
@@ -251,7 +253,8 @@ mod tests {
         assert_eq!(for_hf("chatglm", &v2).map(|a| a.lora_targets()), Some(chatglm2::ChatGlm2.lora_targets()));
         assert_eq!(for_hf("llama", &serde_json::json!({})).map(|a| a.name()), Some("llama"));
         assert!(for_hf("gpt2", &serde_json::json!({})).is_none());
-        assert_eq!(hf_names(), vec!["llama", "chatglm", "qwen2", "qwen3", "mistral", "gemma3_text"]);
-        assert_eq!(gguf_names(), vec!["llama", "chatglm", "qwen2", "qwen3", "gemma3"]);
+        assert_eq!(hf_names(), vec!["llama", "chatglm", "qwen2", "qwen3", "mistral", "gemma3_text", "phi3"]);
+        assert_eq!(gguf_names(), vec!["llama", "chatglm", "qwen2", "qwen3", "gemma3", "phi3"]);
+        assert_eq!(for_hf_class("Phi3ForCausalLM"), Some("phi3"));
     }
 }

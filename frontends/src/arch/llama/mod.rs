@@ -59,7 +59,7 @@ pub const LLAMA: Family = Family {
 
 /// Where a model's configuration lives, for messages: `config.json` of an HF folder, else
 /// the model file itself.
-fn config_path(model: &Model) -> PathBuf {
+pub(crate) fn config_path(model: &Model) -> PathBuf {
     let source = &model.info.source;
     if model.info.format == prunec_ir::SourceFormat::Hf || source.is_dir() {
         source.join("config.json")
@@ -181,7 +181,7 @@ pub fn hf_config_of(model: &Model, family: &Family) -> Result<serde_json::Value>
 }
 
 /// The copies of each head made by the `repeat_heads` node `name`, if there is one.
-fn repeat_copies(model: &Model, name: &str) -> Option<Vec<usize>> {
+pub(crate) fn repeat_copies(model: &Model, name: &str) -> Option<Vec<usize>> {
     let g = &model.graph;
     g.node_ids().into_iter().find_map(|id| match g.node(id).ok() {
         Some(n) if n.name == name => match &n.op {
@@ -204,13 +204,27 @@ pub fn drop_empty_layers(model: &mut Model) -> Result<usize> {
 /// [`drop_empty_layers`] for a model of the LLaMA-like `family` (a `layer_types` list, as
 /// Qwen2 and Qwen3 configs have, keeps the entries of the layers kept).
 pub fn drop_empty_layers_of(model: &mut Model, family: &Family) -> Result<usize> {
+    let num_layers = Config::<LlamaConfig>::of(model, &config_path(model))?.typed.num_layers;
+    drop_empty_layers_as(model, num_layers, family.read)
+}
+
+/// [`drop_empty_layers`] for a model of `num_layers` layers named as LLaMA's
+/// (`model.layers.N.`, counted by `num_hidden_layers`, widths under [`LAYER_WIDTHS_KEY`])
+/// whose configuration `read` reads back into the typed configuration `T` it carries
+/// (Phi-3's, whose fused projections are not LLaMA's).
+pub(crate) fn drop_empty_layers_as<T: std::fmt::Debug + Send + Sync + 'static>(
+    model: &mut Model,
+    num_layers: usize,
+    read: impl Fn(&Path, &serde_json::Value) -> Result<T>,
+) -> Result<usize> {
     let path = config_path(model);
-    let carried = Config::<LlamaConfig>::of(model, &path)?;
-    let (original, mut json) = (carried.typed.clone(), carried.json.clone());
+    let mut json = match &model.info.config {
+        Some(c) => prunec_ir::ArchConfig::to_json(c.as_ref()),
+        None => return Err(FrontendError::BadConfig { path, reason: "the model carries no configuration".into() }),
+    };
     let prefix = |l: usize| format!("model.layers.{l}.");
-    let kept: Vec<usize> =
-        (0..original.num_layers).filter(|&l| model.params.iter().any(|(n, _)| n.starts_with(&prefix(l)))).collect();
-    let dropped = original.num_layers - kept.len();
+    let kept: Vec<usize> = (0..num_layers).filter(|&l| model.params.iter().any(|(n, _)| n.starts_with(&prefix(l)))).collect();
+    let dropped = num_layers - kept.len();
     if dropped == 0 {
         return Ok(0);
     }
@@ -251,7 +265,7 @@ pub fn drop_empty_layers_of(model: &mut Model, family: &Family) -> Result<usize>
             }
         }
     }
-    let typed = (family.read)(&path, &json)?;
+    let typed = read(&path, &json)?;
     model.info.config = Some(Config::shared(typed, json));
     model.groups = None;
     prunec_ir::verify(model).map_err(ir)?;
