@@ -78,3 +78,21 @@ impl<F: Fn(&str) -> Option<(String, Option<usize>)>> WeightSource for GgufWeight
         Ok(Some(FoundTensor { file: self.file.path().to_path_buf(), shape, dtype, source }))
     }
 }
+
+/// llama.cpp's name of the HF tensor `hf`, as the architectures' maps give it: a whole name of
+/// `direct` (`model.embed_tokens.weight` → `token_embd.weight`), or, for a tensor under
+/// `layers` (`model.layers.`), `blk.N.NAME.SUFFIX` where `module` maps the layer's module
+/// (`self_attn.q_proj`) to NAME; `None` for a name the map does not know.
+pub(crate) fn gguf_tensor_name(
+    hf: &str,
+    direct: &[(&str, &str)],
+    layers: &str,
+    module: impl Fn(&str) -> Option<&'static str>,
+) -> Option<String> {
+    if let Some((_, d)) = direct.iter().find(|(h, _)| *h == hf) {
+        return Some(d.to_string());
+    }
+    let (layer, rest) = hf.strip_prefix(layers)?.split_once('.')?;
+    let (m, suffix) = rest.rsplit_once('.')?;
+    Some(format!("blk.{layer}.{}.{suffix}", module(m)?))
+}

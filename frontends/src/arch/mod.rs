@@ -29,7 +29,7 @@ use prunec_ir::{ArchConfig, Model, ModelInfo};
 
 use crate::error::{FrontendError, Result};
 use crate::gguf::GgufFile;
-pub(crate) use gguf_weights::GgufWeights;
+pub(crate) use gguf_weights::{gguf_tensor_name, GgufWeights};
 use crate::weights::WeightSource;
 
 /// An architecture's typed configuration `T` (what its lowering read, every value checked)

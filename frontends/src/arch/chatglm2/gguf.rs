@@ -15,28 +15,22 @@ use crate::gguf::GgufFile;
 
 /// The GGUF name of an HF ChatGLM2 tensor.
 fn gguf_name(hf: &str) -> Option<String> {
-    let hf = hf.strip_prefix("transformer.")?;
-    let direct = match hf {
-        "embedding.word_embeddings.weight" => Some("token_embd.weight"),
-        "encoder.final_layernorm.weight" => Some("output_norm.weight"),
-        "output_layer.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(d) = direct {
-        return Some(d.to_string());
-    }
-    let (layer, module) = hf.strip_prefix("encoder.layers.")?.split_once('.')?;
-    let (module, suffix) = module.rsplit_once('.')?;
-    let name = match module {
-        "input_layernorm" => "attn_norm",
-        "self_attention.query_key_value" => "attn_qkv",
-        "self_attention.dense" => "attn_output",
-        "post_attention_layernorm" => "ffn_norm",
-        "mlp.dense_h_to_4h" => "ffn_up",
-        "mlp.dense_4h_to_h" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{name}.{suffix}"))
+    let direct = [
+        ("embedding.word_embeddings.weight", "token_embd.weight"),
+        ("encoder.final_layernorm.weight", "output_norm.weight"),
+        ("output_layer.weight", "output.weight"),
+    ];
+    crate::arch::gguf_tensor_name(hf.strip_prefix("transformer.")?, &direct, "encoder.layers.", |module| {
+        Some(match module {
+            "input_layernorm" => "attn_norm",
+            "self_attention.query_key_value" => "attn_qkv",
+            "self_attention.dense" => "attn_output",
+            "post_attention_layernorm" => "ffn_norm",
+            "mlp.dense_h_to_4h" => "ffn_up",
+            "mlp.dense_4h_to_h" => "ffn_down",
+            _ => return None,
+        })
+    })
 }
 
 /// The ChatGLM2 configuration a GGUF file's metadata describes (biases and the final norm from

@@ -31,34 +31,38 @@ const ROPE_FREQS: &str = "rope_freqs.weight";
 /// The GGUF name of an HF LLaMA tensor, and the heads its rows were permuted for (when
 /// `permuted`).
 fn gguf_name(hf: &str, config: &LlamaConfig, permuted: bool) -> Option<(String, Option<usize>)> {
-    let direct = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
+    let name = crate::arch::gguf_tensor_name(hf, LLAMA_DIRECT, "model.layers.", |module| {
+        Some(match module {
+            "input_layernorm" => "attn_norm",
+            "self_attn.q_proj" => "attn_q",
+            "self_attn.k_proj" => "attn_k",
+            "self_attn.q_norm" => "attn_q_norm",
+            "self_attn.k_norm" => "attn_k_norm",
+            "self_attn.v_proj" => "attn_v",
+            "self_attn.o_proj" => "attn_output",
+            "post_attention_layernorm" => "ffn_norm",
+            "mlp.gate_proj" => "ffn_gate",
+            "mlp.up_proj" => "ffn_up",
+            "mlp.down_proj" => "ffn_down",
+            _ => return None,
+        })
+    })?;
+    // the q/k rows llama.cpp's converter permuted, when it did
+    let heads = if !permuted {
+        None
+    } else if hf.ends_with(".self_attn.q_proj.weight") {
+        Some(config.num_heads)
+    } else if hf.ends_with(".self_attn.k_proj.weight") {
+        Some(config.num_kv_heads)
+    } else {
+        None
     };
-    if let Some(d) = direct {
-        return Some((d.to_string(), None));
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, module) = rest.split_once('.')?;
-    let (module, suffix) = module.rsplit_once('.')?;
-    let (name, heads) = match module {
-        "input_layernorm" => ("attn_norm", None),
-        "self_attn.q_proj" => ("attn_q", Some(config.num_heads).filter(|_| permuted && suffix == "weight")),
-        "self_attn.k_proj" => ("attn_k", Some(config.num_kv_heads).filter(|_| permuted && suffix == "weight")),
-        "self_attn.q_norm" => ("attn_q_norm", None),
-        "self_attn.k_norm" => ("attn_k_norm", None),
-        "self_attn.v_proj" => ("attn_v", None),
-        "self_attn.o_proj" => ("attn_output", None),
-        "post_attention_layernorm" => ("ffn_norm", None),
-        "mlp.gate_proj" => ("ffn_gate", None),
-        "mlp.up_proj" => ("ffn_up", None),
-        "mlp.down_proj" => ("ffn_down", None),
-        _ => return None,
-    };
-    Some((format!("blk.{layer}.{name}.{suffix}"), heads))
+    Some((name, heads))
 }
+
+/// llama.cpp's names of the tensors outside the layers of LLaMA and the models shaped like it.
+pub(crate) const LLAMA_DIRECT: &[(&str, &str)] =
+    &[("model.embed_tokens.weight", "token_embd.weight"), ("model.norm.weight", "output_norm.weight"), ("lm_head.weight", "output.weight")];
 
 /// The LLaMA configuration a GGUF file's metadata describes, with the variant its tensors
 /// show: q/k/v biases without an o bias (Qwen2's), per-head q/k norms (Qwen3's).

@@ -18,28 +18,17 @@ use crate::gguf::GgufFile;
 
 /// The GGUF name of an HF Phi-3 tensor.
 pub fn gguf_name(hf: &str) -> Option<String> {
-    let direct = match hf {
-        "model.embed_tokens.weight" => Some("token_embd.weight"),
-        "model.norm.weight" => Some("output_norm.weight"),
-        "lm_head.weight" => Some("output.weight"),
-        _ => None,
-    };
-    if let Some(d) = direct {
-        return Some(d.to_string());
-    }
-    let rest = hf.strip_prefix("model.layers.")?;
-    let (layer, module) = rest.split_once('.')?;
-    let (module, suffix) = module.rsplit_once('.')?;
-    let name = match module {
-        "input_layernorm" => "attn_norm",
-        "self_attn.qkv_proj" => "attn_qkv",
-        "self_attn.o_proj" => "attn_output",
-        "post_attention_layernorm" => "ffn_norm",
-        "mlp.gate_up_proj" => "ffn_up",
-        "mlp.down_proj" => "ffn_down",
-        _ => return None,
-    };
-    Some(format!("blk.{layer}.{name}.{suffix}"))
+    crate::arch::gguf_tensor_name(hf, super::super::llama::gguf::LLAMA_DIRECT, "model.layers.", |module| {
+        Some(match module {
+            "input_layernorm" => "attn_norm",
+            "self_attn.qkv_proj" => "attn_qkv",
+            "self_attn.o_proj" => "attn_output",
+            "post_attention_layernorm" => "ffn_norm",
+            "mlp.gate_up_proj" => "ffn_up",
+            "mlp.down_proj" => "ffn_down",
+            _ => return None,
+        })
+    })
 }
 
 /// The Phi-3 configuration a GGUF file's `phi3.*` metadata describes.
