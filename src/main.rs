@@ -48,6 +48,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // a signal removed the outputs under this run: its handler prints and exits 128 + signal
+        Err(_) if prunec_ir::output::interrupted() => loop {
+            std::thread::park();
+        },
         Err(e) => {
             eprintln!("error: {}", safety::printable(&error_chain(&e)));
             ExitCode::FAILURE

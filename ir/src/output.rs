@@ -288,6 +288,12 @@ pub fn remove_unfinished() {
     guard.1 = true;
 }
 
+/// Whether [`remove_unfinished`] ran: outputs of this process were removed under it, so a
+/// failure that follows is the interruption's, not the input's.
+pub fn interrupted() -> bool {
+    unfinished().1
+}
+
 /// Whether process `pid` is alive (`None`: cannot tell on this system).
 fn process_alive(pid: u32) -> Option<bool> {
     let proc = Path::new("/proc");
