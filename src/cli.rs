@@ -171,17 +171,34 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) scores_out: Option<PathBuf>,
 
-    /// Write the resulting model here as an HF folder (safetensors + config.json + tokenizer).
-    #[arg(short = 'o', long, value_name = "DIR")]
+    /// Write the resulting model here: an HF folder (safetensors + config.json + tokenizer), a
+    /// GGUF file for llama.cpp (`FILE.gguf`) or, for an ONNX input, an ONNX file.
+    #[arg(short = 'o', long, value_name = "DIR|FILE.gguf")]
     pub(crate) output: Option<PathBuf>,
 
-    /// Element type of the written weights.
+    /// Element type of the written weights (HF folders).
     #[arg(long, value_enum, default_value = "f32")]
     pub(crate) dtype: OutDType,
+
+    /// GGUF output: the type of every matrix (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1).
+    /// Default: each tensor keeps its own type, its blocks copied bit for bit where pruning
+    /// removed whole blocks.
+    #[arg(long, value_name = "TYPE", value_parser = parse_gguf_type)]
+    pub(crate) gguf_type: Option<prunec_frontends::gguf::GgmlType>,
+
+    /// GGUF output: the type of a matrix that cannot keep its type (a K-quant or i-quant that
+    /// must be quantized again, rows no longer whole blocks of it); F16 where rows are not
+    /// whole blocks of this either.
+    #[arg(long, value_name = "TYPE", default_value = "q8_0", value_parser = parse_gguf_type)]
+    pub(crate) gguf_fallback: prunec_frontends::gguf::GgmlType,
 
     /// Replace an existing output folder.
     #[arg(long)]
     pub(crate) force: bool,
+}
+
+fn parse_gguf_type(name: &str) -> std::result::Result<prunec_frontends::gguf::GgmlType, String> {
+    prunec_frontends::arch::gguf_out::parse_type(name)
 }
 
 /// Element type of written weights.

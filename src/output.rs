@@ -11,20 +11,83 @@ use prunec_ir::Model;
 use crate::cli::*;
 use crate::safety;
 
-/// Writes `model` as an HF folder at `out`, with the tokenizer of `source`.
-pub(crate) fn write_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force: bool) -> Result<()> {
-    use prunec_backends::hf_writer::{write_hf_folder, HfWriteOptions};
-    let base;
-    let model = if prunec_passes::lora::adapters(model).is_empty() {
-        model
-    } else {
-        // the adapters are not folded in: -o holds the base weights (--adapter-out the adapters)
-        let mut m = model.clone();
+/// Whether `-o` names a GGUF file.
+pub(crate) fn is_gguf(out: &Path) -> bool {
+    out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// Writes `model` at `out` (`-o`) as the run's options say: a GGUF file, the ONNX graph of an
+/// ONNX input, else an HF folder with the tokenizer of `source`.
+pub(crate) fn write_output(model: &Model, source: &Path, out: &Path, cli: &RunArgs) -> Result<()> {
+    if is_gguf(out) {
+        return write_gguf_output(model, source, out, cli);
+    }
+    write_folder_output(model, source, out, cli.dtype, cli.force)
+}
+
+/// Writes `model` as a GGUF file for llama.cpp at `out` (see
+/// [`prunec_frontends::arch::gguf_out`]).
+fn write_gguf_output(model: &Model, source: &Path, out: &Path, cli: &RunArgs) -> Result<()> {
+    use prunec_frontends::arch::gguf_out;
+    let model = &without_adapters(model)?;
+    let Some(arch) = prunec_frontends::arch::of(model) else {
+        bail!("-o {}: writing GGUF needs a model of a known architecture (this {:?} model has none)", out.display(), model.info.format);
+    };
+    let mut model = model.clone();
+    if let Some(note) = arch.before_writing(&mut model)? {
+        eprintln!("{note}");
+    }
+    let plan = arch.gguf_plan(&model)?;
+    let t = Instant::now();
+    safety::check_output_space(&model, out, 4)?;
+    let options = gguf_out::GgufOptions { ty: cli.gguf_type, fallback: cli.gguf_fallback, replace: cli.force };
+    let mut bar = crate::progress::Progress::new("gguf", plan.tensors.len(), "tensors");
+    let written = gguf_out::write(&model, &plan, out, &[source], options, &mut |done, _, name| bar.update(done, name))?;
+    bar.finish();
+    // one line per change of type, naming the first tensors
+    let mut changes: std::collections::BTreeMap<(&str, &str), Vec<&str>> = std::collections::BTreeMap::new();
+    for (name, want, got) in &written.fell_back {
+        changes.entry((want.name(), got.name())).or_default().push(name);
+    }
+    for ((want, got), names) in changes {
+        let more = if names.len() > 3 { format!(" and {} more", names.len() - 3) } else { String::new() };
+        eprintln!(
+            "gguf: {} tensors written as {got}, not {want} (rows no longer whole blocks of {want}, or a type prunec does not quantize to; --round-to 32 keeps pruned widths in whole blocks): {}{more}",
+            names.len(),
+            names.iter().take(3).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let types: Vec<String> = written.types.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    eprintln!(
+        "wrote {} ({} `{}`, {} parameters; tensors: {}; {} copied block for block, {} quantized) in {:.2} s",
+        written.path.display(),
+        plan.arch,
+        model.info.architecture,
+        model.params.numel(),
+        types.join(", "),
+        written.copied,
+        written.quantized,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `model` without its LoRA adapters (not folded in without a `merge` pass: `-o` holds the
+/// base weights, `--adapter-out` the adapters).
+fn without_adapters(model: &Model) -> Result<Model> {
+    let mut m = model.clone();
+    if !prunec_passes::lora::adapters(model).is_empty() {
         let n = prunec_passes::lora::strip(&mut m)?;
         eprintln!("-o: {n} LoRA adapters not merged (no `merge` pass): the base model is written without them");
-        base = m;
-        &base
-    };
+    }
+    Ok(m)
+}
+
+/// Writes `model` as an HF folder at `out`, with the tokenizer of `source` (or the ONNX graph
+/// of an ONNX input).
+fn write_folder_output(model: &Model, source: &Path, out: &Path, dtype: OutDType, force: bool) -> Result<()> {
+    use prunec_backends::hf_writer::{write_hf_folder, HfWriteOptions};
+    let model = &without_adapters(model)?;
     if model.info.format == prunec_ir::SourceFormat::Onnx {
         // the source graph, rewritten: shrunken initializers, corrected shape constants
         let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);

@@ -134,7 +134,7 @@ pub(crate) fn run(cli: &RunArgs) -> Result<()> {
     report.params_after = model.params.numel();
     report.macs_per_token.1 = report::linear_macs_per_token(&model);
     if let Some(out) = &cli.output {
-        write_output(&model, model_path, out, cli.dtype, cli.force)?;
+        write_output(&model, model_path, out, cli)?;
     }
     report.seconds = start.elapsed().as_secs_f64();
     report.peak_rss_mib = Some(overall_peak.max(peak_rss_mib().unwrap_or(0.0)));

@@ -361,7 +361,9 @@ pub fn check_run_outputs(cli: &RunArgs, steps: &[PassName], plan: &crate::evalua
     let mut outputs = Vec::new();
     let file = |flag, path: PathBuf| Output { flag, path, kind: OutputKind::File };
     if let (Some(out), Some(model)) = (&cli.output, &cli.model) {
-        if is_onnx(model) {
+        if crate::output::is_gguf(out) {
+            outputs.push(file("-o", out.clone()));
+        } else if is_onnx(model) {
             outputs.push(file("-o", out.clone()));
             // a source with external data is written with its own external data file
             if prunec_frontends::onnx::source_files(model)?.len() > 1 {

@@ -217,6 +217,79 @@ impl Tokenizer {
         Ok(tok)
     }
 
+    /// The tokenizer as llama.cpp's converter writes it in a GGUF file, for a model of `vocab`
+    /// tokens: a byte-level BPE (`tokenizer.ggml.model` `gpt2`: tokens by id, their types,
+    /// merges), bos/eos, whether a BOS is added, and the chat template; ids the tokenizer does
+    /// not name (embedding rows beyond it) become `[PAD{id}]` tokens of type unused, as the
+    /// converter pads them. Other tokenizers (SentencePiece's, a BPE with byte fallback) are an
+    /// error naming the file: llama.cpp reads them with scores this file does not hold.
+    pub fn gguf_metadata(&self, vocab: usize) -> Result<Vec<(String, crate::gguf::GgufValue)>> {
+        use crate::gguf::GgufValue as V;
+        let bad = |reason: String| FrontendError::Corrupt { path: self.source.clone(), format: "tokenizer.json", reason };
+        let json = serde_json::to_value(&self.inner).map_err(|e| bad(e.to_string()))?;
+        let model = &json["model"];
+        let byte_level = |v: &serde_json::Value| -> bool {
+            v["type"] == "ByteLevel" || v["pretokenizers"].as_array().is_some_and(|a| a.iter().any(|p| p["type"] == "ByteLevel"))
+        };
+        if model["type"] != "BPE" || model["byte_fallback"] == true || !byte_level(&json["pre_tokenizer"]) {
+            return Err(bad(format!(
+                "writing GGUF: prunec writes byte-level BPE tokenizers (llama.cpp's `gpt2`), and this one is a {} model{}",
+                model["type"].as_str().unwrap_or("?"),
+                if model["byte_fallback"] == true { " with byte fallback (SentencePiece's, which llama.cpp reads with scores)" } else { " without a ByteLevel pre-tokenizer" }
+            )));
+        }
+        let mut tokens: Vec<Option<(String, i64)>> = vec![None; vocab];
+        let mut put = |id: u64, text: &str, ty: i64| -> Result<()> {
+            let slot = usize::try_from(id).ok().and_then(|i| tokens.get_mut(i)).ok_or_else(|| bad(format!("token {id} (`{text}`) is beyond the model's {vocab} embeddings")))?;
+            *slot = Some((text.to_string(), ty));
+            Ok(())
+        };
+        for (text, id) in model["vocab"].as_object().into_iter().flatten() {
+            put(id.as_u64().ok_or_else(|| bad(format!("the id of `{text}` is not a number")))?, text, 1)?;
+        }
+        for t in json["added_tokens"].as_array().into_iter().flatten() {
+            let ty = if t["special"] == true { TOKEN_TYPE_CONTROL } else { TOKEN_TYPE_USER_DEFINED };
+            put(t["id"].as_u64().unwrap_or(u64::MAX), t["content"].as_str().unwrap_or(""), ty)?;
+        }
+        const TOKEN_TYPE_UNUSED: i64 = 5;
+        let (texts, types): (Vec<V>, Vec<V>) = tokens
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let (text, ty) = t.unwrap_or_else(|| (format!("[PAD{i}]"), TOKEN_TYPE_UNUSED));
+                (V::String(text), V::I32(ty as i32))
+            })
+            .unzip();
+        // merges as "a b" lines (tokenizers writes them as pairs since 0.20)
+        let merges: Vec<V> = model["merges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| match m {
+                serde_json::Value::String(s) => V::String(s.clone()),
+                pair => V::String(pair.as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(" ")),
+            })
+            .collect();
+        let mut out = vec![
+            ("tokenizer.ggml.model".to_string(), V::String("gpt2".into())),
+            ("tokenizer.ggml.tokens".to_string(), V::Array(texts)),
+            ("tokenizer.ggml.token_type".to_string(), V::Array(types)),
+            ("tokenizer.ggml.merges".to_string(), V::Array(merges)),
+        ];
+        if let Some(b) = self.bos {
+            out.push(("tokenizer.ggml.bos_token_id".into(), V::U32(b)));
+        }
+        if let Some(e) = self.eos {
+            out.push(("tokenizer.ggml.eos_token_id".into(), V::U32(e)));
+        }
+        let adds_bos = self.special_tokens().map(|s| !s.prefix.is_empty()).unwrap_or(false);
+        out.push(("tokenizer.ggml.add_bos_token".into(), V::Bool(adds_bos)));
+        if let Some(t) = &self.chat_template {
+            out.push(("tokenizer.chat_template".into(), V::String(t.clone())));
+        }
+        Ok(out)
+    }
+
     /// The tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata, as transformers
     /// rebuilds it ([`GgufPreTokenizer::Transformers`]).
     pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer> {

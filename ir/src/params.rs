@@ -19,6 +19,11 @@ pub trait TensorSource: Send + Sync + fmt::Debug {
     fn stored_dtype(&self) -> DType;
     /// Where the data lives, for messages (`file`, `file @ offset`).
     fn describe(&self) -> String;
+    /// The source itself, for a writer that can copy its stored form (a GGUF writer copying
+    /// quantized blocks); `None` when there is nothing to copy but values.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// A parameter's data.

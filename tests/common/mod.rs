@@ -64,7 +64,7 @@ pub fn smollm2() -> Option<PathBuf> {
 
 /// What `scripts/NAME` prints (a path it fetched into the cache, once); `None` when
 /// `PRUNEC_OFFLINE` is set; a failed fetch fails the test.
-fn fetched(name: &str) -> Option<String> {
+pub fn fetched(name: &str) -> Option<String> {
     if std::env::var_os("PRUNEC_OFFLINE").is_some() {
         println!("skipped: PRUNEC_OFFLINE is set");
         return None;

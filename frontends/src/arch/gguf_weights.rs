@@ -14,11 +14,21 @@ use crate::weights::{FoundTensor, WeightSource};
 
 /// A tensor of a GGUF file, dequantized (and un-permuted) when read.
 #[derive(Debug)]
-struct GgufTensor {
-    file: GgufFile,
-    name: String,
+pub(crate) struct GgufTensor {
+    pub(crate) file: GgufFile,
+    pub(crate) name: String,
     /// Heads to undo llama.cpp's rotary row permutation for, with the matrix's rows and columns.
-    unpermute: Option<(usize, usize, usize)>,
+    pub(crate) unpermute: Option<(usize, usize, usize)>,
+}
+
+impl GgufTensor {
+    /// The row of the file's tensor that holds row `r` of the HF-order tensor.
+    pub(crate) fn stored_row(&self, r: usize) -> usize {
+        match self.unpermute {
+            Some((heads, rows, _)) => gguf::unpermuted_source_row(r, heads, rows),
+            None => r,
+        }
+    }
 }
 
 impl TensorSource for GgufTensor {
@@ -41,6 +51,10 @@ impl TensorSource for GgufTensor {
     fn describe(&self) -> String {
         format!("{} (`{}`)", self.file.path().display(), self.name)
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 /// The weights of GGUF file `file`, found by HF name through `names`: an architecture's map
@@ -60,8 +74,14 @@ impl<F: Fn(&str) -> Option<(String, Option<usize>)>> WeightSource for GgufWeight
         let Some((name, heads)) = (self.names)(hf) else { return Ok(None) };
         let Some(info) = self.file.tensor_info(&name) else { return Ok(None) };
         let shape = info.shape();
-        let unpermute = match (heads, shape.as_slice()) {
-            (Some(h), [rows, cols]) => {
+        // a q/k bias is permuted as a matrix of one column
+        let matrix = match shape.as_slice() {
+            [rows, cols] => Some((*rows, *cols)),
+            [rows] => Some((*rows, 1)),
+            _ => None,
+        };
+        let unpermute = match (heads, matrix) {
+            (Some(h), Some((rows, cols))) => {
                 if h == 0 || rows % (2 * h) != 0 {
                     return Err(FrontendError::BadTensor {
                         path: self.file.path().to_path_buf(),
@@ -69,7 +89,7 @@ impl<F: Fn(&str) -> Option<(String, Option<usize>)>> WeightSource for GgufWeight
                         reason: format!("{rows} rows cannot hold {h} rotary heads"),
                     });
                 }
-                Some((h, *rows, *cols))
+                Some((h, rows, cols))
             }
             _ => None,
         };

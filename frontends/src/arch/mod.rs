@@ -13,6 +13,7 @@
 pub mod chatglm2;
 pub mod chatglm6b;
 pub mod gemma3;
+pub mod gguf_out;
 mod gguf_weights;
 pub mod llama;
 pub mod mistral;
@@ -123,6 +124,27 @@ pub trait Architecture: Sync {
         None
     }
 
+    /// Other `general.architecture` names of GGUF files this architecture reads (LLaMA reads
+    /// llama.cpp's `deci`, its LLaMA with layers of their own widths, which prunec writes).
+    fn gguf_also(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// What a GGUF file of `model` holds, for llama.cpp (`model` prepared by
+    /// [`Architecture::before_writing`]).
+    fn gguf_plan(&self, model: &Model) -> Result<gguf_out::GgufPlan> {
+        Err(FrontendError::UnsupportedArchitecture {
+            path: model.info.source.clone(),
+            architecture: format!("{} (writing GGUF)", self.name()),
+            supported: ARCHITECTURES.iter().filter(|a| a.writes_gguf()).map(|a| a.name()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Whether [`Architecture::gguf_plan`] writes this architecture's GGUF files.
+    fn writes_gguf(&self) -> bool {
+        false
+    }
+
     /// Reads the GGUF file `file` (at `path`) of this architecture.
     fn load_gguf(&self, path: &Path, file: GgufFile) -> Result<Model> {
         let _ = file;
@@ -151,7 +173,7 @@ fn unique(items: impl Iterator<Item = &'static str>) -> Vec<&'static str> {
 
 /// The `general.architecture` names of the GGUF files prunec reads.
 pub fn gguf_names() -> Vec<&'static str> {
-    ARCHITECTURES.iter().filter_map(|a| a.gguf_name()).collect()
+    ARCHITECTURES.iter().flat_map(|a| a.gguf_name().into_iter().chain(a.gguf_also().iter().copied())).collect()
 }
 
 /// The architecture name an HF class (`LlamaForCausalLM`) stands for.
@@ -175,7 +197,7 @@ pub fn of(model: &Model) -> Option<&'static dyn Architecture> {
 /// The architecture of GGUF file `file` (at `path`), by its `general.architecture`.
 pub fn for_gguf(path: &Path, file: &GgufFile) -> Result<&'static dyn Architecture> {
     let name = file.get_str("general.architecture")?;
-    ARCHITECTURES.iter().copied().find(|a| a.gguf_name() == Some(name)).ok_or_else(|| FrontendError::UnsupportedArchitecture {
+    ARCHITECTURES.iter().copied().find(|a| a.gguf_name() == Some(name) || a.gguf_also().contains(&name)).ok_or_else(|| FrontendError::UnsupportedArchitecture {
         path: path.to_path_buf(),
         architecture: name.to_string(),
         supported: gguf_names().join(", "),

@@ -32,9 +32,11 @@ mod ggml_type;
 mod layout;
 mod parse;
 mod permute;
+pub mod quant;
 #[cfg(test)]
 mod testing;
 mod value;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -49,7 +51,7 @@ pub use dequant::dequantize;
 pub use ggml_type::GgmlType;
 pub use layout::{GgufTensorInfo, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_MAX_DIMS};
 use parse::{corrupt, parse};
-pub use permute::{permute_rows, unpermute_rows};
+pub use permute::{permute_rows, permuted_source_row, unpermute_rows, unpermuted_source_row};
 pub use value::GgufValue;
 
 /// A memory-mapped GGUF file: its metadata and tensor infos, parsed and checked. Cloning is cheap

@@ -34,13 +34,26 @@ pub fn unpermute_rows(
     rows: usize,
     cols: usize,
 ) -> std::result::Result<Vec<f32>, String> {
-    let half = permute_geometry(data.len(), n_head, rows, cols)?;
+    permute_geometry(data.len(), n_head, rows, cols)?;
+    Ok(gather_rows(data, rows, cols, |r| unpermuted_source_row(r, n_head, rows)))
+}
+
+/// The GGUF row that holds HF row `r` of a q/k projection of `rows` rows permuted for
+/// `n_head` heads (what [`unpermute_rows`] reads for row `r`; arguments as it checks them).
+pub fn unpermuted_source_row(r: usize, n_head: usize, rows: usize) -> usize {
+    let half = rows / n_head.max(1) / 2;
     // permute: HF row h*2*half + j*half + i  ->  GGUF row h*2*half + i*2 + j (j in 0..2).
-    Ok(gather_rows(data, rows, cols, |r| {
-        let (h, rest) = (r / (2 * half), r % (2 * half));
-        let (j, i) = (rest / half, rest % half);
-        h * 2 * half + i * 2 + j
-    }))
+    let (h, rest) = (r / (2 * half).max(1), r % (2 * half).max(1));
+    let (j, i) = (rest / half.max(1), rest % half.max(1));
+    h * 2 * half + i * 2 + j
+}
+
+/// The HF row that GGUF row `r` of a q/k projection permuted by [`permute_rows`] holds.
+pub fn permuted_source_row(r: usize, n_head: usize, rows: usize) -> usize {
+    let half = rows / n_head.max(1) / 2;
+    let (h, rest) = (r / (2 * half).max(1), r % (2 * half).max(1));
+    let (i, j) = (rest / 2, rest % 2);
+    h * 2 * half + j * half + i
 }
 
 /// llama.cpp's convert_hf_to_gguf.py `permute` itself (HF row order to GGUF's), for writing GGUF
@@ -51,12 +64,8 @@ pub fn permute_rows(
     rows: usize,
     cols: usize,
 ) -> std::result::Result<Vec<f32>, String> {
-    let half = permute_geometry(data.len(), n_head, rows, cols)?;
-    Ok(gather_rows(data, rows, cols, |r| {
-        let (h, rest) = (r / (2 * half), r % (2 * half));
-        let (i, j) = (rest / 2, rest % 2);
-        h * 2 * half + j * half + i
-    }))
+    permute_geometry(data.len(), n_head, rows, cols)?;
+    Ok(gather_rows(data, rows, cols, |r| permuted_source_row(r, n_head, rows)))
 }
 
 #[cfg(test)]

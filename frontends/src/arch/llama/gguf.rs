@@ -10,10 +10,12 @@ use std::path::Path;
 
 use prunec_ir::{Model, Rope, RopeLayout, RopeScaling};
 
+use crate::arch::gguf_out::{GgufPlan, Planned, PlannedTensor};
 use crate::arch::{Config, GgufWeights};
+use crate::gguf::GgufValue;
 use crate::error::{FrontendError, Result};
 use crate::gguf::GgufFile;
-use super::{self as llama, LlamaConfig, Variant};
+use super::{self as llama, Family, LlamaConfig, Variant};
 
 /// How llama.cpp lays out a LLaMA-like family's GGUF files.
 #[derive(Debug, Clone, Copy)]
@@ -47,13 +49,14 @@ fn gguf_name(hf: &str, config: &LlamaConfig, permuted: bool) -> Option<(String, 
             _ => return None,
         })
     })?;
-    // the q/k rows llama.cpp's converter permuted, when it did
+    // the q/k rows llama.cpp's converter permuted, when it did (per layer: widths may differ)
+    let layer = || hf.strip_prefix("model.layers.")?.split_once('.')?.0.parse::<usize>().ok();
     let heads = if !permuted {
         None
-    } else if hf.ends_with(".self_attn.q_proj.weight") {
-        Some(config.num_heads)
-    } else if hf.ends_with(".self_attn.k_proj.weight") {
-        Some(config.num_kv_heads)
+    } else if hf.contains(".self_attn.q_proj.") {
+        Some(config.layer(layer()?).num_heads)
+    } else if hf.contains(".self_attn.k_proj.") {
+        Some(config.layer(layer()?).num_kv_heads)
     } else {
         None
     };
@@ -70,7 +73,18 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
     let arch = file.get_str("general.architecture")?.to_string();
     let key = |k: &str| format!("{arch}.{k}");
     let hidden_size = file.get_usize(&key("embedding_length"))?;
-    let num_heads = file.get_usize(&key("attention.head_count"))?;
+    let num_layers = file.get_usize(&key("block_count"))?;
+    // llama.cpp reads these three as one value or one per layer (a pruned model's)
+    let heads = per_layer(file, &key("attention.head_count"), num_layers)?;
+    let kv_key = key("attention.head_count_kv");
+    let kv_heads = if file.get(&kv_key).is_some() { per_layer(file, &kv_key, num_layers)? } else { heads.clone() };
+    let ff = per_layer(file, &key("feed_forward_length"), num_layers)?;
+    let top = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+    let num_heads = top(&heads);
+    let layer_widths: Vec<llama::LayerWidths> = (0..num_layers)
+        .map(|l| llama::LayerWidths { num_heads: heads[l], num_kv_heads: kv_heads[l], intermediate_size: ff[l], query_heads_per_kv: None })
+        .collect();
+    let uniform = layer_widths.windows(2).all(|w| w[0] == w[1]);
     let opt_usize = |k: &str| if file.get(k).is_some() { file.get_usize(k).map(Some) } else { Ok(None) };
     let opt_f32 = |k: &str| if file.get(k).is_some() { file.get_f32(k).map(Some) } else { Ok(None) };
     let has = |t: &str| file.tensor_info(t).is_some();
@@ -83,9 +97,10 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
             }
         },
     };
+    // llama.cpp's default: the embedding over the first layer's heads
     let head_dim = match opt_usize(&key("attention.key_length"))? {
         Some(d) => d,
-        None if num_heads > 0 => hidden_size / num_heads,
+        None if heads.first().is_some_and(|&h| h > 0) => hidden_size / heads[0],
         None => 0,
     };
     // LLaMA's `attention_bias` gives q, k, v and o biases; Qwen2's q/k/v ones come without o's
@@ -94,10 +109,10 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
     let mut config = LlamaConfig {
         vocab_size,
         hidden_size,
-        intermediate_size: file.get_usize(&key("feed_forward_length"))?,
-        num_layers: file.get_usize(&key("block_count"))?,
+        intermediate_size: top(&ff),
+        num_layers,
         num_heads,
-        num_kv_heads: opt_usize(&key("attention.head_count_kv"))?.unwrap_or(num_heads),
+        num_kv_heads: top(&kv_heads),
         head_dim,
         rms_norm_eps: opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
         rope_theta,
@@ -105,7 +120,7 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
         attention_bias,
         mlp_bias: has("blk.0.ffn_gate.bias"),
         max_position_embeddings: opt_usize(&key("context_length"))?.unwrap_or(2048),
-        layer_widths: None,
+        layer_widths: (!uniform).then_some(layer_widths),
         variant: Variant {
             qkv_bias: has("blk.0.attn_q.bias") && !attention_bias,
             qk_norm: has("blk.0.attn_q_norm.weight"),
@@ -124,6 +139,20 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
     config.rope_scaling = rope_scaling(file, &arch, &config)?;
     config.validate(file.path())?;
     Ok(config)
+}
+
+/// The value of `key` for each of `layers` layers: one integer for all, or an array of one per
+/// layer.
+fn per_layer(file: &GgufFile, key: &str, layers: usize) -> Result<Vec<usize>> {
+    let Some(crate::gguf::GgufValue::Array(items)) = file.get(key) else { return Ok(vec![file.get_usize(key)?; layers]) };
+    let bad = |reason: String| FrontendError::BadConfig { path: file.path().to_path_buf(), reason: format!("`{key}` {reason}") };
+    if items.len() != layers {
+        return Err(bad(format!("lists {} values for {layers} layers", items.len())));
+    }
+    items
+        .iter()
+        .map(|v| v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| bad(format!("holds {v}, not a non-negative integer"))))
+        .collect()
 }
 
 /// The rotary scaling of a GGUF file: `{arch}.rope.scaling.type` `linear` (its `factor`), or
@@ -244,11 +273,32 @@ pub fn llama3_from_divisors(divisors: &[f32], theta: f32, head_dim: usize, origi
     Ok(scaling)
 }
 
+/// The divisors llama.cpp's converter writes as [`ROPE_FREQS`] for a `llama3` scaling: one
+/// per rotating pair, computed in f64 and stored in f32, as it does.
+pub fn llama3_divisors(theta: f32, head_dim: usize, factor: f64, low: f64, high: f64, old: f64) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / f64::from(theta.powf((2 * i) as f32 / head_dim as f32));
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            if wavelen < old / high {
+                1.0
+            } else if wavelen > old / low {
+                factor as f32
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+            }
+        })
+        .collect()
+}
+
 /// Reads GGUF file `file` (at `path`) of a LLaMA-like family laid out as `layout` says; the
 /// model carries the configuration as the family's `config.json` (`write`). Refuses a file
 /// holding a tensor the model does not read: its computation would be lost.
 pub fn load(path: &Path, file: GgufFile, layout: GgufLayout, write: fn(&LlamaConfig) -> serde_json::Value) -> Result<Model> {
     let arch = file.get_str("general.architecture")?.to_string();
+    // a pruned LLaMA-like model that prunec wrote with layers of their own widths
+    let layout = if arch == DECI { GgufLayout { name: DECI, permuted: true } } else { layout };
     let config = config_from_metadata(&file)?;
     let mut info = crate::arch::gguf_model_info(path, &file, arch, config.num_layers)?;
     let mut read: Vec<String> =
@@ -262,27 +312,139 @@ pub fn load(path: &Path, file: GgufFile, layout: GgufLayout, write: fn(&LlamaCon
     llama::build(&config, &GgufWeights { file, names: move |hf: &str| gguf_name(hf, &c, layout.permuted) }, info)
 }
 
+/// llama.cpp's LLaMA with layers of their own widths (NVIDIA's Deci/Nemotron models): the
+/// `llama` layout, with `head_count`, `head_count_kv` and `feed_forward_length` per layer, and
+/// a layer with no heads (no MLP channels) has no attention (MLP) branch.
+pub const DECI: &str = "deci";
+
+/// The key/value head each key/value head of a llama.cpp layer is (in order), when the layer's
+/// query heads are not spread evenly over its key/value heads (llama.cpp's grouped-query
+/// attention takes `head_count / head_count_kv` query heads per key/value head): each is
+/// repeated `c / g` times for its `c` query heads, `g` the greatest common divisor of the `c`s.
+fn even_kv_heads(copies: &[usize]) -> Option<Vec<usize>> {
+    let first = *copies.first()?;
+    if copies.iter().all(|&c| c == first) {
+        return None;
+    }
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let g = copies.iter().fold(0, |g, &c| gcd(g, c)).max(1);
+    Some(copies.iter().enumerate().flat_map(|(i, &c)| std::iter::repeat_n(i, c / g)).collect())
+}
+
+/// One metadata value per layer, as llama.cpp reads them: one integer when all are the same,
+/// else an array (of `i32`s, as gguf-py writes them).
+fn per_layer_value(values: &[usize]) -> GgufValue {
+    match values.first() {
+        Some(&v) if values.iter().all(|&x| x == v) => GgufValue::U32(v as u32),
+        _ => GgufValue::Array(values.iter().map(|&v| GgufValue::I32(v as i32)).collect()),
+    }
+}
+
+/// The GGUF file llama.cpp runs for a LLaMA-like `model` of `family` (laid out as `layout`):
+/// its widths as they are now, read from the parameters. Layers of different widths make it a
+/// [`DECI`] file (llama.cpp's LLaMA reads one width for all layers), with q/k rows in the
+/// interleaved rotary layout; a layer whose query heads are spread unevenly over its key/value
+/// heads has those repeated ([`even_kv_heads`]). Refused, naming why: layers of different
+/// widths for a family [`DECI`] cannot hold (per-head q/k norms), a first layer without
+/// attention (llama.cpp takes the head width from it), a sliding window, and the rotary
+/// scalings llama.cpp reads differently (`dynamic`, `yarn`).
+pub fn plan(model: &Model, family: &Family, layout: GgufLayout) -> Result<GgufPlan> {
+    let path = llama::config_path(model);
+    let json = llama::hf_config_of(model, family)?;
+    let config = (family.read)(&path, &json)?;
+    let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason: format!("writing GGUF: {reason}") };
+    let n = config.num_layers;
+    let widths: Vec<llama::LayerWidths> = (0..n).map(|l| config.layer(l)).collect();
+    let uniform = widths.windows(2).all(|w| w[0] == w[1]);
+    let (arch, permuted) = if uniform { (layout.name, layout.permuted) } else { (DECI, true) };
+    if !uniform && config.variant.qk_norm {
+        return Err(bad(format!("its layers have widths of their own, which llama.cpp reads only for LLaMA's layout ({DECI}), without {}'s per-head q/k norms", layout.name)));
+    }
+    if widths.first().is_some_and(|w| !w.has_attention()) {
+        return Err(bad("its first layer has no attention heads, and llama.cpp takes the width of every head from the first layer".into()));
+    }
+    if let Some(w) = config.variant.sliding_window {
+        return Err(bad(format!("llama.cpp's {arch} has no sliding window (this model's is {w} positions)")));
+    }
+    let kv_heads: Vec<Option<Vec<usize>>> = widths.iter().map(|w| even_kv_heads(&w.kv_copies())).collect();
+    let hd = config.head_dim;
+    let key = |k: &str| format!("{arch}.{k}");
+    let mut metadata = vec![
+        (key("block_count"), GgufValue::U32(n as u32)),
+        (key("context_length"), GgufValue::U32(config.max_position_embeddings as u32)),
+        (key("embedding_length"), GgufValue::U32(config.hidden_size as u32)),
+        (key("vocab_size"), GgufValue::U32(config.vocab_size as u32)),
+        (key("attention.layer_norm_rms_epsilon"), GgufValue::F32(config.rms_norm_eps)),
+        (key("attention.key_length"), GgufValue::U32(hd as u32)),
+        (key("attention.value_length"), GgufValue::U32(hd as u32)),
+        (key("rope.dimension_count"), GgufValue::U32(hd as u32)),
+        (key("rope.freq_base"), GgufValue::F32(config.rope_theta)),
+        (key("attention.head_count"), per_layer_value(&widths.iter().map(|w| w.num_heads).collect::<Vec<_>>())),
+        (
+            key("attention.head_count_kv"),
+            per_layer_value(&widths.iter().zip(&kv_heads).map(|(w, e)| e.as_ref().map_or(w.num_kv_heads, Vec::len)).collect::<Vec<_>>()),
+        ),
+        (key("feed_forward_length"), per_layer_value(&widths.iter().map(|w| w.intermediate_size).collect::<Vec<_>>())),
+    ];
+    let mut tensors = Vec::new();
+    match config.rope_scaling {
+        RopeScaling::None => {}
+        RopeScaling::Linear { factor } => {
+            metadata.push((key("rope.scaling.type"), GgufValue::String("linear".into())));
+            metadata.push((key("rope.scaling.factor"), GgufValue::F32(factor)));
+        }
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions } => {
+            let values = llama3_divisors(config.rope_theta, hd, f64::from(factor), f64::from(low_freq_factor), f64::from(high_freq_factor), original_max_positions as f64);
+            tensors.push(PlannedTensor { name: ROPE_FREQS.into(), data: Planned::Values { shape: vec![values.len()], values } });
+            metadata.push((key("rope.scaling.original_context_length"), GgufValue::U32(original_max_positions as u32)));
+        }
+        other => return Err(bad(format!("its rotary scaling {other:?} is not one prunec writes for llama.cpp (linear and Llama 3.1's are)"))),
+    }
+    // the file's tensors: q/k rows in llama.cpp's rotary layout where it wants them, key/value heads evened out
+    for (hf, shape) in config.expected_params() {
+        let (name, _) = gguf_name(&hf, &config, false).ok_or_else(|| bad(format!("llama.cpp has no name for `{hf}`")))?;
+        let layer = hf.strip_prefix("model.layers.").and_then(|r| r.split_once('.')).and_then(|(l, _)| l.parse::<usize>().ok());
+        let module = hf.rsplit('.').nth(1).unwrap_or("");
+        let rows_of = shape.first().copied().unwrap_or(0);
+        let mut rows: Option<Vec<usize>> = None;
+        let mut heads = widths.get(layer.unwrap_or(0)).map_or(0, |w| w.num_heads);
+        if let (Some(l), "k_proj" | "v_proj") = (layer, module) {
+            if let Some(e) = &kv_heads[l] {
+                rows = Some(e.iter().flat_map(|&h| h * hd..(h + 1) * hd).collect());
+            }
+            heads = kv_heads[l].as_ref().map_or(widths[l].num_kv_heads, Vec::len);
+        }
+        let rotated = permuted && layer.is_some() && matches!(module, "q_proj" | "k_proj") && shape.len() <= 2;
+        if rotated {
+            let base: Vec<usize> = rows.take().unwrap_or_else(|| (0..rows_of).collect());
+            let total = base.len();
+            if heads == 0 || !total.is_multiple_of(2 * heads) {
+                return Err(bad(format!("`{hf}`: {total} rows are not {heads} heads of two halves")));
+            }
+            rows = Some((0..total).map(|r| base[crate::gguf::permuted_source_row(r, heads, total)]).collect());
+        }
+        tensors.push(PlannedTensor { name, data: Planned::Param { hf, rows } });
+    }
+    let stale = ["rope.scaling.type", "rope.scaling.factor", "rope.scaling.original_context_length", "attention.sliding_window"]
+        .iter()
+        .flat_map(|k| [format!("{}.{k}", layout.name), format!("{DECI}.{k}")])
+        .collect();
+    Ok(GgufPlan { arch: arch.into(), metadata, stale, vocab: config.vocab_size, tensors })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The divisors llama.cpp's converter writes for a `llama3` scaling (in f32, as it does).
     fn divisors(theta: f32, head_dim: usize, factor: f64, low: f64, high: f64, old: f64) -> Vec<f32> {
-        (0..head_dim / 2)
-            .map(|i| {
-                let freq = 1.0 / f64::from(theta.powf((2 * i) as f32 / head_dim as f32));
-                let wavelen = 2.0 * std::f64::consts::PI / freq;
-                if wavelen < old / high {
-                    1.0
-                } else if wavelen > old / low {
-                    factor as f32
-                } else {
-                    let smooth = (old / wavelen - low) / (high - low);
-                    (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
-                }
-            })
-            .collect()
+        llama3_divisors(theta, head_dim, factor, low, high, old)
     }
+
 
     fn same_frequencies(a: RopeScaling, b: RopeScaling, theta: f32, head_dim: usize) {
         let rope = |scaling| Rope { theta, rotary_dims: head_dim, layout: RopeLayout::HalfSplit, half_freqs: false, scaling };

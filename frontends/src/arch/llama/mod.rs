@@ -403,6 +403,30 @@ impl super::Architecture for Family {
         self.gguf.map(|g| g.name)
     }
 
+    fn gguf_also(&self) -> &'static [&'static str] {
+        // llama.cpp's LLaMA with layers of their own widths, as prunec writes pruned LLaMAs
+        if self.gguf.is_some_and(|g| g.name == "llama") {
+            &[gguf::DECI]
+        } else {
+            &[]
+        }
+    }
+
+    fn writes_gguf(&self) -> bool {
+        self.gguf.is_some()
+    }
+
+    fn gguf_plan(&self, model: &Model) -> Result<super::gguf_out::GgufPlan> {
+        match self.gguf {
+            Some(layout) => gguf::plan(model, self, layout),
+            None => Err(FrontendError::UnsupportedArchitecture {
+                path: model.info.source.clone(),
+                architecture: format!("{} (writing GGUF)", self.model_type),
+                supported: "llama, qwen2, qwen3".into(),
+            }),
+        }
+    }
+
     fn load_gguf(&self, path: &Path, file: GgufFile) -> Result<Model> {
         match self.gguf {
             Some(layout) => gguf::load(path, file, layout, self.write),

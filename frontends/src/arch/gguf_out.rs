@@ -1,0 +1,405 @@
+//! Models written as GGUF files that llama.cpp runs. An architecture says what its file holds
+//! ([`GgufPlan`]: llama.cpp's architecture name, the keys of its widths, and each tensor as
+//! llama.cpp names and lays it out); this module chooses every tensor's type, copies or
+//! quantizes its data and writes the file, one tensor at a time.
+//!
+//! - Metadata: a GGUF input's own (`general.*`, the tokenizer, the chat template), with the
+//!   plan's keys over it; `general.file_type` from the types written.
+//! - Types: each tensor keeps the type it had (a GGUF tensor its GGML type, an HF one its
+//!   dtype), or every matrix takes `--gguf-type` (vectors stay F32, as llama.cpp's converter
+//!   keeps them).
+//! - Block copies: a GGUF tensor written in its own type whose kept columns are whole blocks
+//!   (rows removed or reordered, heads of 64 removed from blocks of 32) is copied block for
+//!   block from the input, bit for bit: pruning adds no quantization error to it.
+//! - Otherwise the values are quantized again with ggml's reference quantizers
+//!   ([`crate::gguf::quant`]); a type prunec cannot quantize to (K-quants, i-quants), or whose
+//!   blocks the row length does not fill, becomes the fallback type (Q8_0 unless told), or F16
+//!   when the row is not whole blocks of 32 either.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prunec_ir::{DType, Model, ParamData, SourceFormat, TensorSource};
+
+use super::gguf_weights::GgufTensor;
+use crate::error::{FrontendError, Result};
+use crate::gguf::quant::{can_quantize, quantize};
+use crate::gguf::write::{write_gguf, TensorOut};
+use crate::gguf::{GgmlType, GgufFile, GgufValue};
+
+/// What an architecture writes in a GGUF file.
+#[derive(Debug, Clone)]
+pub struct GgufPlan {
+    /// llama.cpp's name of the architecture (`general.architecture`).
+    pub arch: String,
+    /// The architecture's keys (`llama.block_count`...), over the input's.
+    pub metadata: Vec<(String, GgufValue)>,
+    /// Keys of the input's metadata that no longer hold (removed).
+    pub stale: Vec<String>,
+    /// Tokens the model reads (its tokenizer is padded to them).
+    pub vocab: usize,
+    /// The tensors, in file order.
+    pub tensors: Vec<PlannedTensor>,
+}
+
+/// One tensor of a [`GgufPlan`]: its llama.cpp name and where its values come from.
+#[derive(Debug, Clone)]
+pub struct PlannedTensor {
+    /// Its name in the file.
+    pub name: String,
+    /// Its values.
+    pub data: Planned,
+}
+
+/// Where a planned tensor's values come from.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    /// The model's parameter `hf`, with its rows in the order `rows` gives (row `i` of the file
+    /// is row `rows[i]` of the parameter; all, in order, when `None`): llama.cpp's rotary
+    /// layout, key/value heads repeated.
+    Param {
+        /// The parameter's name.
+        hf: String,
+        /// The parameter's row for each row written.
+        rows: Option<Vec<usize>>,
+    },
+    /// Values made for the file (Llama 3.1's rotary divisors), row-major in `shape` (HF order).
+    Values {
+        /// Its shape, HF order.
+        shape: Vec<usize>,
+        /// The values.
+        values: Vec<f32>,
+    },
+}
+
+/// How a GGUF file is written.
+#[derive(Debug, Clone, Copy)]
+pub struct GgufOptions {
+    /// The type of every matrix (`--gguf-type`); `None`: each keeps its own.
+    pub ty: Option<GgmlType>,
+    /// The type of a matrix whose type prunec cannot quantize to or whose rows are not whole
+    /// blocks of it (`--gguf-fallback`).
+    pub fallback: GgmlType,
+    /// Replace an existing file (`--force`).
+    pub replace: bool,
+}
+
+impl Default for GgufOptions {
+    fn default() -> GgufOptions {
+        GgufOptions { ty: None, fallback: GgmlType::Q8_0, replace: false }
+    }
+}
+
+/// What writing a GGUF file did.
+#[derive(Debug, Clone)]
+pub struct GgufWritten {
+    /// The file.
+    pub path: PathBuf,
+    /// Tensors copied block for block from the input.
+    pub copied: usize,
+    /// Tensors whose values were quantized (or converted) for the file.
+    pub quantized: usize,
+    /// Tensors that could not keep the type asked for: name, type asked, type written.
+    pub fell_back: Vec<(String, GgmlType, GgmlType)>,
+    /// Tensors written, by type.
+    pub types: BTreeMap<&'static str, usize>,
+}
+
+/// How a tensor's data is made.
+enum How {
+    /// Blocks of a GGUF input tensor: for each row written, its row in the file and (when not
+    /// the whole row) which of its blocks.
+    Copy { source: Arc<dyn TensorSource>, rows: Vec<usize>, blocks: Option<Vec<usize>> },
+    /// Values read (gathered by rows) and quantized.
+    Quantize,
+}
+
+/// The GGUF tensor a parameter's data is stored in, with the indices kept along each axis, when
+/// it is exactly a selection of it (no factors applied).
+fn stored(data: &ParamData) -> Option<(Arc<dyn TensorSource>, Vec<Option<Vec<usize>>>)> {
+    let (source, keep) = match data {
+        ParamData::Source(s) => (s.clone(), Vec::new()),
+        ParamData::View(v) if v.scales.is_empty() => match &v.base {
+            ParamData::Source(s) => (s.clone(), v.keep.clone()),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    source.as_any()?.downcast_ref::<GgufTensor>()?;
+    Some((source, keep))
+}
+
+fn gguf_tensor(source: &Arc<dyn TensorSource>) -> Option<&GgufTensor> {
+    source.as_any()?.downcast_ref::<GgufTensor>()
+}
+
+/// The element type a parameter is stored in, as a GGML type.
+fn own_type(model: &Model, hf: &str) -> GgmlType {
+    let Some(p) = model.params.get(hf) else { return GgmlType::F32 };
+    if let Some(t) = stored(&p.data).and_then(|(s, _)| gguf_tensor(&s).and_then(|g| g.file.tensor_info(&g.name).map(|i| i.ty))) {
+        return t;
+    }
+    match p.dtype {
+        DType::F16 => GgmlType::F16,
+        DType::BF16 => GgmlType::BF16,
+        _ => GgmlType::F32,
+    }
+}
+
+/// The block indices of a row whose kept columns `cols` are whole blocks of `bs`, in order.
+fn whole_blocks(cols: &[usize], bs: usize) -> Option<Vec<usize>> {
+    if !cols.len().is_multiple_of(bs) {
+        return None;
+    }
+    cols.chunks(bs).map(|c| (c[0].is_multiple_of(bs) && c.iter().enumerate().all(|(k, &x)| x == c[0] + k)).then_some(c[0] / bs)).collect()
+}
+
+/// How parameter `hf` is copied block for block as type `ty`, when it can be.
+fn copy_plan(model: &Model, hf: &str, rows: Option<&[usize]>, ty: GgmlType) -> Option<How> {
+    let p = model.params.get(hf)?;
+    let (source, keep) = stored(&p.data)?;
+    let g = gguf_tensor(&source)?;
+    let info = g.file.tensor_info(&g.name)?;
+    let bs = info.ty.block_size()?;
+    if info.ty != ty || p.shape.len() > 2 || p.shape.is_empty() {
+        return None;
+    }
+    let axis = |a: usize| keep.get(a).cloned().flatten();
+    let (row_keep, col_keep) = if p.shape.len() == 2 { (axis(0), axis(1)) } else { (None, axis(0)) };
+    let n_rows = if p.shape.len() == 2 { p.shape[0] } else { 1 };
+    let blocks = match col_keep {
+        Some(cols) => Some(whole_blocks(&cols, bs)?),
+        None => None,
+    };
+    let out_rows: Vec<usize> = match rows {
+        Some(r) => r.to_vec(),
+        None => (0..n_rows).collect(),
+    };
+    let stored_rows = out_rows
+        .iter()
+        .map(|&r| {
+            let base = row_keep.as_ref().map_or(Some(r), |k| k.get(r).copied())?;
+            Some(if p.shape.len() == 2 { g.stored_row(base) } else { 0 })
+        })
+        .collect::<Option<Vec<usize>>>()?;
+    Some(How::Copy { source, rows: stored_rows, blocks })
+}
+
+/// The bytes of a planned tensor.
+fn tensor_data(model: &Model, t: &PlannedTensor, out: &TensorOut, how: &How) -> Result<Vec<u8>> {
+    let bad = |tensor: &str, reason: String| FrontendError::BadTensor { path: model.info.source.clone(), tensor: tensor.into(), reason };
+    match (how, &t.data) {
+        (How::Copy { source, rows, blocks }, _) => {
+            let g = gguf_tensor(source).ok_or_else(|| bad(&t.name, "not a GGUF tensor".into()))?;
+            let info = g.file.tensor_info(&g.name).ok_or_else(|| bad(&g.name, "gone from its file".into()))?;
+            let bytes = g.file.tensor_bytes(info);
+            let (bs, ts) = info.ty.block_layout().unwrap_or((1, 1));
+            let row_bytes = usize::try_from(info.dims[0]).unwrap_or(0) / bs * ts;
+            let mut data = Vec::with_capacity(out.byte_len().unwrap_or(0));
+            for &r in rows {
+                let row = bytes.get(r * row_bytes..(r + 1) * row_bytes).ok_or_else(|| bad(&g.name, format!("row {r} is outside its data")))?;
+                match blocks {
+                    None => data.extend_from_slice(row),
+                    Some(b) => b.iter().for_each(|&b| data.extend_from_slice(&row[b * ts..(b + 1) * ts])),
+                }
+            }
+            Ok(data)
+        }
+        (How::Quantize, Planned::Values { values, .. }) => quantize(out.ty, values).map_err(|e| bad(&t.name, e)),
+        (How::Quantize, Planned::Param { hf, rows }) => {
+            let values = model.params.read_f32(hf).map_err(|e| bad(hf, e.to_string()))?;
+            let cols = usize::try_from(out.dims[0]).unwrap_or(0);
+            let values = match rows {
+                None => values,
+                Some(rows) => {
+                    let mut v = Vec::with_capacity(rows.len() * cols);
+                    for &r in rows {
+                        v.extend_from_slice(values.get(r * cols..(r + 1) * cols).ok_or_else(|| bad(hf, format!("has no row {r}")))?);
+                    }
+                    Arc::new(v)
+                }
+            };
+            quantize(out.ty, &values).map_err(|e| bad(&t.name, e))
+        }
+    }
+}
+
+/// The shape a planned tensor is written in, HF order.
+fn planned_shape(model: &Model, t: &PlannedTensor) -> Result<Vec<usize>> {
+    match &t.data {
+        Planned::Values { shape, .. } => Ok(shape.clone()),
+        Planned::Param { hf, rows } => {
+            let p = model
+                .params
+                .get(hf)
+                .ok_or_else(|| FrontendError::MissingTensor { path: model.info.source.clone(), tensor: hf.clone() })?;
+            let mut shape = p.shape.clone();
+            if let (Some(rows), Some(first)) = (rows, shape.first_mut()) {
+                *first = rows.len();
+            }
+            Ok(shape)
+        }
+    }
+}
+
+/// The type a tensor of `shape` is written in when `want` is asked for: `want` when its rows are
+/// whole blocks of it and prunec quantizes to it (or copies it), else the fallback, else F16.
+fn writable_type(want: GgmlType, shape: &[usize], copy: bool, fallback: GgmlType) -> GgmlType {
+    let row = shape.last().copied().unwrap_or(1);
+    let fits = |t: GgmlType| t.block_size().is_some_and(|b| row.is_multiple_of(b));
+    if copy || (can_quantize(want) && fits(want)) {
+        want
+    } else if can_quantize(fallback) && fits(fallback) {
+        fallback
+    } else {
+        GgmlType::F16
+    }
+}
+
+/// llama.cpp's `general.file_type` (`llama_ftype`) of a file whose matrices are mostly `ty`.
+fn file_type(ty: GgmlType) -> Option<u32> {
+    Some(match ty {
+        GgmlType::F32 => 0,
+        GgmlType::F16 => 1,
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
+        GgmlType::Q8_0 => 7,
+        GgmlType::Q5_0 => 8,
+        GgmlType::Q5_1 => 9,
+        GgmlType::Q2_K => 10,
+        GgmlType::Q3_K => 12,
+        GgmlType::Q4_K => 15,
+        GgmlType::Q5_K => 17,
+        GgmlType::Q6_K => 18,
+        GgmlType::BF16 => 32,
+        _ => return None,
+    })
+}
+
+/// The metadata of the file: the input's own when it is a GGUF file (its `general.*`, tokenizer
+/// and chat template; not its alignment, split or file type), then the plan's keys.
+fn metadata(model: &Model, plan: &GgufPlan) -> Result<Vec<(String, GgufValue)>> {
+    let mut keys: BTreeMap<String, GgufValue> = BTreeMap::new();
+    if model.info.format == SourceFormat::Gguf {
+        let file = GgufFile::open(&model.info.source)?;
+        for (k, v) in file.metadata() {
+            if !(k == "general.alignment" || k == "general.file_type" || k.starts_with("split.")) {
+                keys.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if model.info.format != SourceFormat::Gguf {
+        // llama.cpp's converter: the name, and the tokenizer beside the model
+        let name = model.info.name.clone();
+        keys.insert("general.name".into(), GgufValue::String(name));
+        let tokenizer = crate::tokenizer::Tokenizer::for_model(&model.info.source)?;
+        keys.extend(tokenizer.gguf_metadata(plan.vocab)?);
+    }
+    for k in &plan.stale {
+        keys.remove(k);
+    }
+    keys.insert("general.architecture".into(), GgufValue::String(plan.arch.clone()));
+    for (k, v) in &plan.metadata {
+        keys.insert(k.clone(), v.clone());
+    }
+    // general.architecture first, as llama.cpp's converter writes it
+    let mut out = vec![("general.architecture".to_string(), keys.remove("general.architecture").unwrap_or(GgufValue::String(plan.arch.clone())))];
+    out.extend(keys);
+    Ok(out)
+}
+
+/// Writes `model` as the GGUF file `dest` that `plan` describes. `inputs` are never
+/// overwritten; an existing file is replaced only with `options.replace`. `progress` is told
+/// each tensor written (done, total, name).
+pub fn write(model: &Model, plan: &GgufPlan, dest: &Path, inputs: &[&Path], options: GgufOptions, progress: &mut dyn FnMut(usize, usize, &str)) -> Result<GgufWritten> {
+    let mut outs = Vec::with_capacity(plan.tensors.len());
+    let mut hows = Vec::with_capacity(plan.tensors.len());
+    let mut fell_back = Vec::new();
+    let mut types: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut matrix_elements: BTreeMap<u32, (GgmlType, usize)> = BTreeMap::new();
+    for t in &plan.tensors {
+        let shape = planned_shape(model, t)?;
+        let own = match &t.data {
+            Planned::Param { hf, .. } => own_type(model, hf),
+            Planned::Values { .. } => GgmlType::F32,
+        };
+        let want = match options.ty {
+            Some(ty) if shape.len() >= 2 => ty,
+            Some(_) => GgmlType::F32,
+            None => own,
+        };
+        let copy = match &t.data {
+            Planned::Param { hf, rows } => copy_plan(model, hf, rows.as_deref(), want),
+            Planned::Values { .. } => None,
+        };
+        let ty = writable_type(want, &shape, copy.is_some(), options.fallback);
+        if ty != want {
+            fell_back.push((t.name.clone(), want, ty));
+        }
+        *types.entry(ty.name()).or_default() += 1;
+        if shape.len() >= 2 {
+            matrix_elements.entry(ty.id()).or_insert((ty, 0)).1 += shape.iter().product::<usize>();
+        }
+        outs.push(TensorOut { name: t.name.clone(), dims: shape.iter().rev().map(|&d| d as u64).collect(), ty });
+        hows.push(copy.unwrap_or(How::Quantize));
+    }
+    let mut meta = metadata(model, plan)?;
+    let mostly = matrix_elements.values().max_by_key(|(_, n)| *n).map(|(t, _)| *t);
+    if let Some(ft) = mostly.and_then(file_type) {
+        meta.push(("general.file_type".into(), GgufValue::U32(ft)));
+    }
+    if outs.iter().any(|t| t.ty.block_size().is_some_and(|b| b > 1)) && !meta.iter().any(|(k, _)| k == "general.quantization_version") {
+        meta.push(("general.quantization_version".into(), GgufValue::U32(2)));
+    }
+    let total = outs.len();
+    let copied = hows.iter().filter(|h| matches!(h, How::Copy { .. })).count();
+    let path = write_gguf(dest, inputs, options.replace, &meta, &outs, &mut |i| {
+        let data = tensor_data(model, &plan.tensors[i], &outs[i], &hows[i])?;
+        progress(i + 1, total, &outs[i].name);
+        Ok(data)
+    })?;
+    Ok(GgufWritten { path, copied, quantized: total - copied, fell_back, types })
+}
+
+/// A GGML type by its name as people write it (`q4_0`, `Q8_0`, `f16`...), among those prunec
+/// writes; the error lists them.
+pub fn parse_type(name: &str) -> std::result::Result<GgmlType, String> {
+    let writable = [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1];
+    writable
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| format!("`{name}`: prunec writes {}", writable.map(GgmlType::name).join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_blocks_are_found_only_when_aligned() {
+        let cols: Vec<usize> = (64..128).chain(0..32).collect();
+        assert_eq!(whole_blocks(&cols, 32), Some(vec![2, 3, 0]));
+        assert_eq!(whole_blocks(&(1..33).collect::<Vec<_>>(), 32), None);
+        assert_eq!(whole_blocks(&(0..31).collect::<Vec<_>>(), 32), None);
+        let mut gap: Vec<usize> = (0..32).collect();
+        gap[5] = 40;
+        assert_eq!(whole_blocks(&gap, 32), None);
+    }
+
+    #[test]
+    fn types_fall_back_where_rows_are_not_whole_blocks() {
+        assert_eq!(writable_type(GgmlType::Q4_1, &[10, 64], false, GgmlType::Q8_0), GgmlType::Q4_1);
+        assert_eq!(writable_type(GgmlType::Q4_1, &[10, 70], false, GgmlType::Q8_0), GgmlType::F16);
+        assert_eq!(writable_type(GgmlType::Q4_K, &[10, 96], false, GgmlType::Q8_0), GgmlType::Q8_0);
+        assert_eq!(writable_type(GgmlType::Q4_K, &[10, 96], true, GgmlType::Q8_0), GgmlType::Q4_K);
+        assert_eq!(writable_type(GgmlType::F32, &[7], false, GgmlType::Q8_0), GgmlType::F32);
+    }
+
+    #[test]
+    fn types_are_parsed_by_their_names() {
+        assert_eq!(parse_type("Q4_1"), Ok(GgmlType::Q4_1));
+        assert_eq!(parse_type("bf16"), Ok(GgmlType::BF16));
+        assert!(parse_type("q4_k").unwrap_err().contains("q8_0"));
+    }
+}
