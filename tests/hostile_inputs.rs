@@ -459,11 +459,13 @@ fn onnx_constants_too_large_to_fold_are_refused() {
 ///   (27 s under the fuzz target); `parquet-nested-bool-lists.parquet` (538 bytes) nests such
 ///   lists (over 30 s); `parquet-page-bool-list.parquet` (a real file whose first page header
 ///   gains such a field, 6 s): the vendored crate (vendor/parquet/PRUNEC.md) reads a byte per
-///   element, as the protocol encodes them.
+///   element, as the protocol encodes them. `parquet-page-skip-past-end.parquet` (4.5 KB, a
+///   fuzz timeout under load: 1.5 s alone) declares a page header's list of binaries past the
+///   end of the file, each skipped without a byte left; the vendored crate stops at the end.
 #[test]
 fn parquet_files_that_made_the_reader_spin_are_refused_at_once() {
     let m = fixture("llama-gqa");
-    for name in ["parquet-spins", "parquet-bool-lists", "parquet-nested-bool-lists", "parquet-page-bool-list"] {
+    for name in ["parquet-spins", "parquet-bool-lists", "parquet-nested-bool-lists", "parquet-page-bool-list", "parquet-page-skip-past-end"] {
         let data = fixture(&format!("hostile/{name}.parquet"));
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_prunec"))
             .args([m.to_str().unwrap(), "--pass", "eval", "--eval-text", data.to_str().unwrap()])

@@ -658,10 +658,15 @@ impl<'a, R: Read> ThriftCompactInputProtocol<'a> for ThriftReadInputProtocol<R> 
     }
 
     fn skip_bytes(&mut self, n: usize) -> ThriftProtocolResult<()> {
-        std::io::copy(
+        // prunec: fewer bytes than `n` left is the end of the input, as the slice protocol says
+        // (copying nothing and going on made a list of many such elements spin)
+        let copied = std::io::copy(
             &mut self.reader.by_ref().take(n as u64),
             &mut std::io::sink(),
         )?;
+        if copied < n as u64 {
+            return Err(ThriftProtocolError::Eof);
+        }
         Ok(())
     }
 
