@@ -31,16 +31,16 @@ fn write_gguf_output(model: &Model, source: &Path, out: &Path, cli: &RunArgs) ->
     use prunec_frontends::arch::gguf_out;
     let model = &without_adapters(model)?;
     let Some(arch) = prunec_frontends::arch::of(model) else {
-        bail!("-o {}: writing GGUF needs a model of a known architecture (this {:?} model has none)", out.display(), model.info.format);
+        bail!("-o {}: writing GGUF needs a model of an architecture prunec knows (this one is `{}`, read from {:?})", out.display(), model.info.architecture, model.info.format);
     };
     let mut model = model.clone();
     if let Some(note) = arch.before_writing(&mut model)? {
         eprintln!("{note}");
     }
-    let plan = arch.gguf_plan(&model)?;
+    let options = gguf_out::GgufOptions { ty: cli.gguf_type, fallback: cli.gguf_fallback, replace: cli.force };
+    let plan = arch.gguf_plan(&model, gguf_out::block_width(&model, &options))?;
     let t = Instant::now();
     safety::check_output_space(&model, out, 4)?;
-    let options = gguf_out::GgufOptions { ty: cli.gguf_type, fallback: cli.gguf_fallback, replace: cli.force };
     let mut bar = crate::progress::Progress::new("gguf", plan.tensors.len(), "tensors");
     let written = gguf_out::write(&model, &plan, out, &[source], options, &mut |done, _, name| bar.update(done, name))?;
     bar.finish();

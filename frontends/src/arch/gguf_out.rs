@@ -56,13 +56,16 @@ pub struct PlannedTensor {
 #[derive(Debug, Clone)]
 pub enum Planned {
     /// The model's parameter `hf`, with its rows in the order `rows` gives (row `i` of the file
-    /// is row `rows[i]` of the parameter; all, in order, when `None`): llama.cpp's rotary
-    /// layout, key/value heads repeated.
+    /// is row `rows[i]` of the parameter, or zeros for `None`; all, in order, when `None`):
+    /// llama.cpp's rotary layout, key/value heads repeated, MLP channels padded to whole
+    /// blocks; and `pad_cols` columns of zeros after its own (a vector's elements are its rows).
     Param {
         /// The parameter's name.
         hf: String,
-        /// The parameter's row for each row written.
-        rows: Option<Vec<usize>>,
+        /// The parameter's row (or a row of zeros) for each row written.
+        rows: Option<Vec<Option<usize>>>,
+        /// Columns of zeros appended to each row.
+        pad_cols: usize,
     },
     /// Values made for the file (Llama 3.1's rotary divisors), row-major in `shape` (HF order).
     Values {
@@ -108,9 +111,10 @@ pub struct GgufWritten {
 
 /// How a tensor's data is made.
 enum How {
-    /// Blocks of a GGUF input tensor: for each row written, its row in the file and (when not
-    /// the whole row) which of its blocks.
-    Copy { source: Arc<dyn TensorSource>, rows: Vec<usize>, blocks: Option<Vec<usize>> },
+    /// Blocks of a GGUF input tensor: for each row written, its row in the file (`None`: a row
+    /// of zero bytes, which every GGML type decodes as zeros) and (when not the whole row)
+    /// which of its blocks.
+    Copy { source: Arc<dyn TensorSource>, rows: Vec<Option<usize>>, blocks: Option<Vec<usize>> },
     /// Values read (gathered by rows) and quantized.
     Quantize,
 }
@@ -156,13 +160,14 @@ fn whole_blocks(cols: &[usize], bs: usize) -> Option<Vec<usize>> {
 }
 
 /// How parameter `hf` is copied block for block as type `ty`, when it can be.
-fn copy_plan(model: &Model, hf: &str, rows: Option<&[usize]>, ty: GgmlType) -> Option<How> {
+fn copy_plan(model: &Model, hf: &str, rows: Option<&[Option<usize>]>, pad_cols: usize, ty: GgmlType) -> Option<How> {
     let p = model.params.get(hf)?;
     let (source, keep) = stored(&p.data)?;
     let g = gguf_tensor(&source)?;
     let info = g.file.tensor_info(&g.name)?;
     let bs = info.ty.block_size()?;
-    if info.ty != ty || p.shape.len() > 2 || p.shape.is_empty() {
+    // a vector's rows are its elements: copied only whole
+    if info.ty != ty || p.shape.len() > 2 || p.shape.is_empty() || pad_cols > 0 || (p.shape.len() == 1 && rows.is_some()) {
         return None;
     }
     let axis = |a: usize| keep.get(a).cloned().flatten();
@@ -172,17 +177,20 @@ fn copy_plan(model: &Model, hf: &str, rows: Option<&[usize]>, ty: GgmlType) -> O
         Some(cols) => Some(whole_blocks(&cols, bs)?),
         None => None,
     };
-    let out_rows: Vec<usize> = match rows {
+    let out_rows: Vec<Option<usize>> = match rows {
         Some(r) => r.to_vec(),
-        None => (0..n_rows).collect(),
+        None => (0..n_rows).map(Some).collect(),
     };
     let stored_rows = out_rows
         .iter()
-        .map(|&r| {
-            let base = row_keep.as_ref().map_or(Some(r), |k| k.get(r).copied())?;
-            Some(if p.shape.len() == 2 { g.stored_row(base) } else { 0 })
+        .map(|r| match r {
+            None => Some(None),
+            Some(r) => {
+                let base = row_keep.as_ref().map_or(Some(*r), |k| k.get(*r).copied())?;
+                Some(Some(if p.shape.len() == 2 { g.stored_row(base) } else { 0 }))
+            }
         })
-        .collect::<Option<Vec<usize>>>()?;
+        .collect::<Option<Vec<Option<usize>>>>()?;
     Some(How::Copy { source, rows: stored_rows, blocks })
 }
 
@@ -197,7 +205,12 @@ fn tensor_data(model: &Model, t: &PlannedTensor, out: &TensorOut, how: &How) -> 
             let (bs, ts) = info.ty.block_layout().unwrap_or((1, 1));
             let row_bytes = usize::try_from(info.dims[0]).unwrap_or(0) / bs * ts;
             let mut data = Vec::with_capacity(out.byte_len().unwrap_or(0));
-            for &r in rows {
+            let out_row = blocks.as_ref().map_or(row_bytes, |b| b.len() * ts);
+            for r in rows {
+                let Some(r) = *r else {
+                    data.resize(data.len() + out_row, 0);
+                    continue;
+                };
                 let row = bytes.get(r * row_bytes..(r + 1) * row_bytes).ok_or_else(|| bad(&g.name, format!("row {r} is outside its data")))?;
                 match blocks {
                     None => data.extend_from_slice(row),
@@ -207,15 +220,21 @@ fn tensor_data(model: &Model, t: &PlannedTensor, out: &TensorOut, how: &How) -> 
             Ok(data)
         }
         (How::Quantize, Planned::Values { values, .. }) => quantize(out.ty, values).map_err(|e| bad(&t.name, e)),
-        (How::Quantize, Planned::Param { hf, rows }) => {
+        (How::Quantize, Planned::Param { hf, rows, pad_cols }) => {
             let values = model.params.read_f32(hf).map_err(|e| bad(hf, e.to_string()))?;
-            let cols = usize::try_from(out.dims[0]).unwrap_or(0);
-            let values = match rows {
-                None => values,
-                Some(rows) => {
-                    let mut v = Vec::with_capacity(rows.len() * cols);
-                    for &r in rows {
-                        v.extend_from_slice(values.get(r * cols..(r + 1) * cols).ok_or_else(|| bad(hf, format!("has no row {r}")))?);
+            // a vector's rows are its elements
+            let cols = if out.dims.len() == 1 { 1 } else { usize::try_from(out.dims[0]).unwrap_or(0) - pad_cols };
+            let values = match (rows, pad_cols) {
+                (None, 0) => values,
+                _ => {
+                    let picked: Vec<Option<usize>> = rows.clone().unwrap_or_else(|| (0..values.len() / cols.max(1)).map(Some).collect());
+                    let mut v = Vec::with_capacity(picked.len() * (cols + pad_cols));
+                    for r in picked {
+                        match r {
+                            Some(r) => v.extend_from_slice(values.get(r * cols..(r + 1) * cols).ok_or_else(|| bad(hf, format!("has no row {r}")))?),
+                            None => v.resize(v.len() + cols, 0.0),
+                        }
+                        v.resize(v.len() + pad_cols, 0.0);
                     }
                     Arc::new(v)
                 }
@@ -229,7 +248,7 @@ fn tensor_data(model: &Model, t: &PlannedTensor, out: &TensorOut, how: &How) -> 
 fn planned_shape(model: &Model, t: &PlannedTensor) -> Result<Vec<usize>> {
     match &t.data {
         Planned::Values { shape, .. } => Ok(shape.clone()),
-        Planned::Param { hf, rows } => {
+        Planned::Param { hf, rows, pad_cols } => {
             let p = model
                 .params
                 .get(hf)
@@ -237,6 +256,9 @@ fn planned_shape(model: &Model, t: &PlannedTensor) -> Result<Vec<usize>> {
             let mut shape = p.shape.clone();
             if let (Some(rows), Some(first)) = (rows, shape.first_mut()) {
                 *first = rows.len();
+            }
+            if let (true, Some(last)) = (shape.len() > 1, shape.last_mut()) {
+                *last += pad_cols;
             }
             Ok(shape)
         }
@@ -330,7 +352,7 @@ pub fn write(model: &Model, plan: &GgufPlan, dest: &Path, inputs: &[&Path], opti
             None => own,
         };
         let copy = match &t.data {
-            Planned::Param { hf, rows } => copy_plan(model, hf, rows.as_deref(), want),
+            Planned::Param { hf, rows, pad_cols } => copy_plan(model, hf, rows.as_deref(), *pad_cols, want),
             Planned::Values { .. } => None,
         };
         let ty = writable_type(want, &shape, copy.is_some(), options.fallback);
@@ -360,6 +382,22 @@ pub fn write(model: &Model, plan: &GgufPlan, dest: &Path, inputs: &[&Path], opti
         Ok(data)
     })?;
     Ok(GgufWritten { path, copied, quantized: total - copied, fell_back, types })
+}
+
+/// The width of the blocks the matrices of `model` will be written in with `options`: 32 when
+/// any is a type of blocks (`--gguf-type`, else a GGUF input's own types), 1 otherwise. An
+/// architecture pads widths it cannot otherwise keep whole blocks of (MLP channels) to it.
+pub fn block_width(model: &Model, options: &GgufOptions) -> usize {
+    let blocked = |t: GgmlType| t.block_size().is_some_and(|b| b > 1);
+    let any = match options.ty {
+        Some(t) => blocked(t),
+        None => model.params.iter().any(|(_, p)| p.shape.len() == 2 && stored(&p.data).is_some_and(|(s, _)| gguf_tensor(&s).and_then(|g| g.file.tensor_info(&g.name)).is_some_and(|i| blocked(i.ty)))),
+    };
+    if any {
+        32
+    } else {
+        1
+    }
 }
 
 /// A GGML type by its name as people write it (`q4_0`, `Q8_0`, `f16`...), among those prunec

@@ -131,8 +131,10 @@ pub trait Architecture: Sync {
     }
 
     /// What a GGUF file of `model` holds, for llama.cpp (`model` prepared by
-    /// [`Architecture::before_writing`]).
-    fn gguf_plan(&self, model: &Model) -> Result<gguf_out::GgufPlan> {
+    /// [`Architecture::before_writing`]), its matrices to be written in blocks of `block`
+    /// values ([`gguf_out::block_width`]).
+    fn gguf_plan(&self, model: &Model, block: usize) -> Result<gguf_out::GgufPlan> {
+        let _ = block;
         Err(FrontendError::UnsupportedArchitecture {
             path: model.info.source.clone(),
             architecture: format!("{} (writing GGUF)", self.name()),

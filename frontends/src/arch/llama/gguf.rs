@@ -298,7 +298,7 @@ pub fn llama3_divisors(theta: f32, head_dim: usize, factor: f64, low: f64, high:
 pub fn load(path: &Path, file: GgufFile, layout: GgufLayout, write: fn(&LlamaConfig) -> serde_json::Value) -> Result<Model> {
     let arch = file.get_str("general.architecture")?.to_string();
     // a pruned LLaMA-like model that prunec wrote with layers of their own widths
-    let layout = if arch == DECI { GgufLayout { name: DECI, permuted: true } } else { layout };
+    let (layout, arch) = if arch == DECI { (GgufLayout { name: DECI, permuted: true }, llama::LLAMA.model_type.to_string()) } else { (layout, arch) };
     let config = config_from_metadata(&file)?;
     let mut info = crate::arch::gguf_model_info(path, &file, arch, config.num_layers)?;
     let mut read: Vec<String> =
@@ -349,11 +349,15 @@ fn per_layer_value(values: &[usize]) -> GgufValue {
 /// its widths as they are now, read from the parameters. Layers of different widths make it a
 /// [`DECI`] file (llama.cpp's LLaMA reads one width for all layers), with q/k rows in the
 /// interleaved rotary layout; a layer whose query heads are spread unevenly over its key/value
-/// heads has those repeated ([`even_kv_heads`]). Refused, naming why: layers of different
-/// widths for a family [`DECI`] cannot hold (per-head q/k norms), a first layer without
-/// attention (llama.cpp takes the head width from it), a sliding window, and the rotary
-/// scalings llama.cpp reads differently (`dynamic`, `yarn`).
-pub fn plan(model: &Model, family: &Family, layout: GgufLayout) -> Result<GgufPlan> {
+/// heads has those repeated ([`even_kv_heads`]). Qwen2 with pruned heads is a [`DECI`] file
+/// too (llama.cpp's `qwen2` takes q and o as wide as the hidden state). MLP channels are
+/// padded with zero channels to whole blocks of `block` (exact: they add nothing), so a
+/// quantized type fits their rows; a layer whose MLP pruning emptied keeps `block` zero
+/// channels (llama.cpp's `deci` would drop the layer's attention with its MLP). Refused,
+/// naming why: layers of different widths for a family [`DECI`] cannot hold (per-head q/k
+/// norms), a first layer without attention (llama.cpp takes the head width from it), a sliding
+/// window, and the rotary scalings llama.cpp reads differently (`dynamic`, `yarn`).
+pub fn plan(model: &Model, family: &Family, layout: GgufLayout, block: usize) -> Result<GgufPlan> {
     let path = llama::config_path(model);
     let json = llama::hf_config_of(model, family)?;
     let config = (family.read)(&path, &json)?;
@@ -361,7 +365,8 @@ pub fn plan(model: &Model, family: &Family, layout: GgufLayout) -> Result<GgufPl
     let n = config.num_layers;
     let widths: Vec<llama::LayerWidths> = (0..n).map(|l| config.layer(l)).collect();
     let uniform = widths.windows(2).all(|w| w[0] == w[1]);
-    let (arch, permuted) = if uniform { (layout.name, layout.permuted) } else { (DECI, true) };
+    let narrow_qwen2 = layout.name == "qwen2" && widths.iter().any(|w| w.num_heads * config.head_dim != config.hidden_size);
+    let (arch, permuted) = if uniform && !narrow_qwen2 { (layout.name, layout.permuted) } else { (DECI, true) };
     if !uniform && config.variant.qk_norm {
         return Err(bad(format!("its layers have widths of their own, which llama.cpp reads only for LLaMA's layout ({DECI}), without {}'s per-head q/k norms", layout.name)));
     }
@@ -373,6 +378,9 @@ pub fn plan(model: &Model, family: &Family, layout: GgufLayout) -> Result<GgufPl
     }
     let kv_heads: Vec<Option<Vec<usize>>> = widths.iter().map(|w| even_kv_heads(&w.kv_copies())).collect();
     let hd = config.head_dim;
+    // MLP channels as written: whole blocks, and never none (see above)
+    let block = block.max(1);
+    let ff: Vec<usize> = widths.iter().map(|w| w.intermediate_size.next_multiple_of(block).max(block)).collect();
     let key = |k: &str| format!("{arch}.{k}");
     let mut metadata = vec![
         (key("block_count"), GgufValue::U32(n as u32)),
@@ -389,7 +397,7 @@ pub fn plan(model: &Model, family: &Family, layout: GgufLayout) -> Result<GgufPl
             key("attention.head_count_kv"),
             per_layer_value(&widths.iter().zip(&kv_heads).map(|(w, e)| e.as_ref().map_or(w.num_kv_heads, Vec::len)).collect::<Vec<_>>()),
         ),
-        (key("feed_forward_length"), per_layer_value(&widths.iter().map(|w| w.intermediate_size).collect::<Vec<_>>())),
+        (key("feed_forward_length"), per_layer_value(&ff)),
     ];
     let mut tensors = Vec::new();
     match config.rope_scaling {
@@ -412,6 +420,7 @@ pub fn plan(model: &Model, family: &Family, layout: GgufLayout) -> Result<GgufPl
         let module = hf.rsplit('.').nth(1).unwrap_or("");
         let rows_of = shape.first().copied().unwrap_or(0);
         let mut rows: Option<Vec<usize>> = None;
+        let mut pad_cols = 0;
         let mut heads = widths.get(layer.unwrap_or(0)).map_or(0, |w| w.num_heads);
         if let (Some(l), "k_proj" | "v_proj") = (layer, module) {
             if let Some(e) = &kv_heads[l] {
@@ -428,7 +437,25 @@ pub fn plan(model: &Model, family: &Family, layout: GgufLayout) -> Result<GgufPl
             }
             rows = Some((0..total).map(|r| base[crate::gguf::permuted_source_row(r, heads, total)]).collect());
         }
-        tensors.push(PlannedTensor { name, data: Planned::Param { hf, rows } });
+        let mut rows: Option<Vec<Option<usize>>> = rows.map(|r| r.into_iter().map(Some).collect());
+        if let (Some(l), "gate_proj" | "up_proj" | "down_proj") = (layer, module) {
+            let pad = ff[l] - widths[l].intermediate_size;
+            if pad > 0 && module == "down_proj" && shape.len() == 2 {
+                pad_cols = pad;
+            } else if pad > 0 && module != "down_proj" {
+                rows = Some((0..rows_of).map(Some).chain(std::iter::repeat_n(None, pad)).collect());
+            }
+        }
+        tensors.push(PlannedTensor { name, data: Planned::Param { hf, rows, pad_cols } });
+    }
+    // layers whose MLP pruning emptied: a norm and channels of zeros
+    let h = config.hidden_size;
+    for l in (0..n).filter(|&l| !widths[l].has_mlp()) {
+        let zeros = |shape: Vec<usize>| Planned::Values { values: vec![0.0; shape.iter().product()], shape };
+        tensors.push(PlannedTensor { name: format!("blk.{l}.ffn_norm.weight"), data: Planned::Values { shape: vec![h], values: vec![1.0; h] } });
+        tensors.push(PlannedTensor { name: format!("blk.{l}.ffn_gate.weight"), data: zeros(vec![ff[l], h]) });
+        tensors.push(PlannedTensor { name: format!("blk.{l}.ffn_up.weight"), data: zeros(vec![ff[l], h]) });
+        tensors.push(PlannedTensor { name: format!("blk.{l}.ffn_down.weight"), data: zeros(vec![h, ff[l]]) });
     }
     let stale = ["rope.scaling.type", "rope.scaling.factor", "rope.scaling.original_context_length", "attention.sliding_window"]
         .iter()

@@ -416,9 +416,9 @@ impl super::Architecture for Family {
         self.gguf.is_some()
     }
 
-    fn gguf_plan(&self, model: &Model) -> Result<super::gguf_out::GgufPlan> {
+    fn gguf_plan(&self, model: &Model, block: usize) -> Result<super::gguf_out::GgufPlan> {
         match self.gguf {
-            Some(layout) => gguf::plan(model, self, layout),
+            Some(layout) => gguf::plan(model, self, layout, block),
             None => Err(FrontendError::UnsupportedArchitecture {
                 path: model.info.source.clone(),
                 architecture: format!("{} (writing GGUF)", self.model_type),
