@@ -247,6 +247,71 @@ fn llama_cpp_computes_the_logits_prunec_computes() {
     }
 }
 
+/// The other families and an emptied MLP in llama.cpp (F32, on the same tokens): Qwen2 with
+/// pruned heads (a `deci` file: llama.cpp's `qwen2` wants q as wide as the hidden state, and
+/// its biases are permuted with its rows), Qwen3 with its per-head norms (`qwen3`, widths
+/// alike), and a LLaMA layer whose MLP pruning emptied (32 zero channels: llama.cpp's `deci`
+/// would drop the layer's attention with an empty MLP). prunec reads each file back computing
+/// the logits it computed before writing.
+#[test]
+fn other_families_and_emptied_mlps_run_in_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = [250u32, 3, 97, 43, 236, 26, 66];
+    let tokens = ids.map(|i| i.to_string()).join(",");
+    for (fixture_name, arch, empty_mlp) in [("qwen2", "deci", false), ("qwen3", "qwen3", false), ("llama-gqa", "deci", true)] {
+        let hf = common::copy_fixture(fixture_name);
+        common::byte_tokenizer(hf.path());
+        if empty_mlp {
+            empty_mlp_of_layer_1(hf.path());
+        }
+        let mut model = load(hf.path());
+        prunec_passes::run_group(&mut model).unwrap();
+        let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
+        let selection = select(&model, &scores, &opts).unwrap();
+        apply(&mut model, &selection).unwrap();
+        let mlp_only = empty_mlp.then_some(());
+        let out = dir.path().join(format!("{fixture_name}.gguf"));
+        write(&model, &out, None);
+        let file = GgufFile::open(&out).unwrap();
+        assert_eq!(file.get_str("general.architecture").unwrap(), arch, "{fixture_name}");
+        if mlp_only.is_some() {
+            // layer 1 has no MLP in the model; the file gives it one zero channel (F32: blocks of 1)
+            assert!(model.params.get("model.layers.1.mlp.gate_proj.weight").is_none(), "layer 1's MLP was not emptied");
+            assert_eq!(per_layer(&file, "deci.feed_forward_length", 4)[1], 1);
+            assert!(file.tensor_info("blk.1.ffn_norm.weight").is_some());
+        }
+        let before = logits(&model);
+        let back = max_diff(&before, &logits(&load(&out)));
+        assert!(back < 1e-5, "{fixture_name}: read back, logits differ by {back}");
+        let Some(json) = llama_cpp("logits", &out, &["--tokens", &tokens, "--kv-type", "f32"]) else { continue };
+        let theirs: Vec<f32> = json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let diff = max_diff(&before, &theirs);
+        println!("{fixture_name} ({arch}): llama.cpp's logits differ from prunec's by {diff}");
+        assert!(diff < 1e-3, "{fixture_name}: llama.cpp's logits differ from prunec's by {diff}");
+    }
+}
+
+/// Takes layer 1's MLP out of the `llama-gqa` HF folder at `dir` (its widths listed per layer:
+/// a model whose pruning emptied that MLP).
+fn empty_mlp_of_layer_1(dir: &Path) {
+    use safetensors::tensor::TensorView;
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| !(n.starts_with("model.layers.1.mlp.") || n.starts_with("model.layers.1.post_attention_layernorm")))
+        .collect();
+    safetensors::serialize_to_file(kept, None, &dir.join("model.safetensors")).unwrap();
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config[prunec_frontends::arch::llama::LAYER_WIDTHS_KEY] = (0..4)
+        .map(|l| serde_json::json!({"num_attention_heads": 8, "num_key_value_heads": 2, "intermediate_size": if l == 1 { 0 } else { 176 }}))
+        .collect();
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
 /// The real SmolLM2-135M (Q4_1 as shipped) pruned with LLM-Pruner's block-wise recipe (20% of
 /// the units of layers 3..27, taylor-element1; layers of different widths: `deci`) and written
 /// as GGUF: llama.cpp loads it, its perplexity on prunec's tokens (the first 12 windows of 128
