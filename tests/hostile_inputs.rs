@@ -462,10 +462,12 @@ fn onnx_constants_too_large_to_fold_are_refused() {
 ///   element, as the protocol encodes them. `parquet-page-skip-past-end.parquet` (4.5 KB, a
 ///   fuzz timeout under load: 1.5 s alone) declares a page header's list of binaries past the
 ///   end of the file, each skipped without a byte left; the vendored crate stops at the end.
+///   `parquet-huge-dictionary.parquet` (1.7 KB) declares a dictionary page of billions of
+///   values: the crate allocated 65 GB for them and aborted; the vendored one refuses it.
 #[test]
 fn parquet_files_that_made_the_reader_spin_are_refused_at_once() {
     let m = fixture("llama-gqa");
-    for name in ["parquet-spins", "parquet-bool-lists", "parquet-nested-bool-lists", "parquet-page-bool-list", "parquet-page-skip-past-end"] {
+    for name in ["parquet-spins", "parquet-bool-lists", "parquet-nested-bool-lists", "parquet-page-bool-list", "parquet-page-skip-past-end", "parquet-huge-dictionary"] {
         let data = fixture(&format!("hostile/{name}.parquet"));
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_prunec"))
             .args([m.to_str().unwrap(), "--pass", "eval", "--eval-text", data.to_str().unwrap()])

@@ -331,6 +331,23 @@ impl<T: DataType> ColumnValueDecoder for ColumnValueDecoderImpl<T> {
         }
 
         if encoding == Encoding::RLE_DICTIONARY {
+            // prunec: a PLAIN dictionary of `num_values` values holds at least this many bits
+            // each; a header declaring more than its bytes can hold would have the decoder
+            // allocate them all (tens of GB from a few bytes) before reading one
+            let bits: u64 = match self.descr.physical_type() {
+                Type::BOOLEAN => 1,
+                Type::INT32 | Type::FLOAT | Type::BYTE_ARRAY => 32,
+                Type::INT64 | Type::DOUBLE => 64,
+                Type::INT96 => 96,
+                Type::FIXED_LEN_BYTE_ARRAY => 8 * self.descr.type_length().max(1) as u64,
+            };
+            if (num_values as u64) * bits > (buf.len() as u64) * 8 {
+                return Err(general_err!(
+                    "dictionary page declares {} values in {} bytes",
+                    num_values,
+                    buf.len()
+                ));
+            }
             let buf = if self.descr.physical_type() == Type::FIXED_LEN_BYTE_ARRAY {
                 normalize_fixed_len_byte_array_payload(
                     buf,
