@@ -79,6 +79,9 @@ fn pruned_models_written_as_gguf_read_back_as_the_same_model() {
         let written = write(&model, &out, None);
         let file = GgufFile::open(&out).unwrap();
         assert_eq!(file.get_str("general.architecture").unwrap(), arch, "{name}");
+        if arch == "deci" {
+            assert!(!file.metadata().keys().any(|k| k.starts_with("llama.")), "{name}: the input's llama.* widths were kept");
+        }
         // the input's own metadata comes along
         assert_eq!(file.get("general.name"), GgufFile::open(&fixture("gguf/llama-gqa.gguf")).unwrap().get("general.name"), "{name}");
         if name == "block" {

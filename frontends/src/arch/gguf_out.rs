@@ -119,9 +119,12 @@ enum How {
     Quantize,
 }
 
+/// Per axis, the indices kept (all when `None`), as [`prunec_ir::ParamView::keep`].
+type Keep = Vec<Option<Vec<usize>>>;
+
 /// The GGUF tensor a parameter's data is stored in, with the indices kept along each axis, when
 /// it is exactly a selection of it (no factors applied).
-fn stored(data: &ParamData) -> Option<(Arc<dyn TensorSource>, Vec<Option<Vec<usize>>>)> {
+fn stored(data: &ParamData) -> Option<(Arc<dyn TensorSource>, Keep)> {
     let (source, keep) = match data {
         ParamData::Source(s) => (s.clone(), Vec::new()),
         ParamData::View(v) if v.scales.is_empty() => match &v.base {
@@ -305,8 +308,12 @@ fn metadata(model: &Model, plan: &GgufPlan) -> Result<Vec<(String, GgufValue)>> 
     let mut keys: BTreeMap<String, GgufValue> = BTreeMap::new();
     if model.info.format == SourceFormat::Gguf {
         let file = GgufFile::open(&model.info.source)?;
+        // an input of another llama.cpp architecture (a `llama` file written as `deci`): its
+        // own keys would describe the widths it had
+        let other = file.get_str("general.architecture").ok().filter(|a| *a != plan.arch).map(|a| format!("{a}."));
         for (k, v) in file.metadata() {
-            if !(k == "general.alignment" || k == "general.file_type" || k.starts_with("split.")) {
+            let stale = other.as_ref().is_some_and(|p| k.starts_with(p.as_str()));
+            if !(stale || k == "general.alignment" || k == "general.file_type" || k.starts_with("split.")) {
                 keys.insert(k.clone(), v.clone());
             }
         }
