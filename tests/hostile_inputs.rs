@@ -464,10 +464,13 @@ fn onnx_constants_too_large_to_fold_are_refused() {
 ///   end of the file, each skipped without a byte left; the vendored crate stops at the end.
 ///   `parquet-huge-dictionary.parquet` (1.7 KB) declares a dictionary page of billions of
 ///   values: the crate allocated 65 GB for them and aborted; the vendored one refuses it.
+///   `parquet-page-declares-gigabytes.parquet` (4 KB) has compressed pages whose headers declare
+///   gigabytes uncompressed: the crate zeroed a buffer that size for each read (26 s in all);
+///   the vendored one refuses a size its codec cannot expand the page's bytes to.
 #[test]
 fn parquet_files_that_made_the_reader_spin_are_refused_at_once() {
     let m = fixture("llama-gqa");
-    for name in ["parquet-spins", "parquet-bool-lists", "parquet-nested-bool-lists", "parquet-page-bool-list", "parquet-page-skip-past-end", "parquet-huge-dictionary"] {
+    for name in ["parquet-spins", "parquet-bool-lists", "parquet-nested-bool-lists", "parquet-page-bool-list", "parquet-page-skip-past-end", "parquet-huge-dictionary", "parquet-page-declares-gigabytes"] {
         let data = fixture(&format!("hostile/{name}.parquet"));
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_prunec"))
             .args([m.to_str().unwrap(), "--pass", "eval", "--eval-text", data.to_str().unwrap()])

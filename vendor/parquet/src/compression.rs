@@ -52,6 +52,18 @@ assert_eq!(output, data);
 use crate::basic::Compression as CodecType;
 use crate::errors::{ParquetError, Result};
 
+/// prunec: refuses a page whose declared uncompressed size is more than `ratio` times its
+/// compressed bytes (plus a little), the most `codec` can expand them, before a buffer of that
+/// size is zeroed: a header declaring 2 GB for a few bytes cost a second each time it was read.
+fn check_declared_size(codec: &str, compressed: usize, declared: usize, ratio: usize) -> Result<()> {
+    if declared > compressed.saturating_mul(ratio).saturating_add(64) {
+        return Err(ParquetError::General(format!(
+            "a {codec} page of {compressed} compressed bytes cannot hold the {declared} bytes its header declares"
+        )));
+    }
+    Ok(())
+}
+
 /// Parquet compression codec interface.
 pub trait Codec: Send {
     /// Compresses data stored in slice `input_buf` and appends the compressed result
@@ -256,6 +268,8 @@ mod snappy_codec {
                 Some(size) => size,
                 None => decompress_len(input_buf)?,
             };
+            // prunec: Snappy expands at most 64 bytes per 3-byte copy
+            super::check_declared_size("Snappy", input_buf.len(), len, 32)?;
             let offset = output_buf.len();
             output_buf.resize(offset + len, 0);
             self.decoder
@@ -656,6 +670,8 @@ mod lz4_raw_codec {
                     "LZ4RawCodec unsupported without uncompress_size".into(),
                 ));
             };
+            // prunec: an LZ4 block expands at most 255 times
+            super::check_declared_size("LZ4", input_buf.len(), required_len, 256)?;
             output_buf.resize(offset + required_len, 0);
             match lz4_flex::block::decompress_into(input_buf, &mut output_buf[offset..]) {
                 Ok(n) => {
@@ -792,6 +808,8 @@ mod lz4_hadoop_codec {
                     "LZ4HadoopCodec unsupported without uncompress_size".into(),
                 ));
             };
+            // prunec: an LZ4 block expands at most 255 times
+            super::check_declared_size("LZ4", input_buf.len(), required_len, 256)?;
             output_buf.resize(output_len + required_len, 0);
             match try_decompress_hadoop(input_buf, &mut output_buf[output_len..]) {
                 Ok(n) => {
