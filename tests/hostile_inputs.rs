@@ -98,6 +98,15 @@ fn gguf_str(s: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A GGUF file whose `block_count` is far beyond its tensors (a fuzz finding: 781 bytes with
+/// per-layer width arrays, whose reading allocated 34 GB and aborted) is a clean error naming
+/// the key.
+#[test]
+fn gguf_block_count_beyond_its_tensors_is_refused() {
+    let path = fixture("hostile/gguf-huge-block-count.gguf");
+    assert_clean_failure(&group(&path), &["gguf-huge-block-count.gguf", "block_count"]);
+}
+
 /// A GGUF metadata key holding an ANSI escape and a newline is printed escaped, on one line.
 #[test]
 fn gguf_keys_are_escaped_in_messages() {

@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(for_hf("llama", &serde_json::json!({})).map(|a| a.name()), Some("llama"));
         assert!(for_hf("gpt2", &serde_json::json!({})).is_none());
         assert_eq!(hf_names(), vec!["llama", "chatglm", "qwen2", "qwen3", "mistral", "gemma3_text", "phi3"]);
-        assert_eq!(gguf_names(), vec!["llama", "chatglm", "qwen2", "qwen3", "gemma3", "phi3"]);
+        assert_eq!(gguf_names(), vec!["llama", "deci", "chatglm", "qwen2", "qwen3", "gemma3", "phi3"]);
         assert_eq!(for_hf_class("Phi3ForCausalLM"), Some("phi3"));
     }
 }

@@ -74,6 +74,13 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<LlamaConfig> {
     let key = |k: &str| format!("{arch}.{k}");
     let hidden_size = file.get_usize(&key("embedding_length"))?;
     let num_layers = file.get_usize(&key("block_count"))?;
+    if num_layers > file.tensors().len() {
+        // every layer has tensors: a larger count is wrong, and its widths would exhaust memory
+        return Err(FrontendError::BadConfig {
+            path: file.path().to_path_buf(),
+            reason: format!("`{}` is {num_layers}, but the file holds only {} tensors", key("block_count"), file.tensors().len()),
+        });
+    }
     // llama.cpp reads these three as one value or one per layer (a pruned model's)
     let heads = per_layer(file, &key("attention.head_count"), num_layers)?;
     let kv_key = key("attention.head_count_kv");
@@ -500,6 +507,26 @@ mod tests {
         }
         // all ones: no scaling
         assert_eq!(llama3_from_divisors(&[1.0; 8], 10_000.0, 16, 8192).unwrap(), RopeScaling::None);
+    }
+
+    /// A `block_count` beyond the tensors is refused before a width is read per layer (the
+    /// widths of 2^40 layers would exhaust memory).
+    #[test]
+    fn a_block_count_beyond_the_tensors_is_refused() {
+        use crate::gguf::write::{write_gguf, TensorOut};
+        let path = std::env::temp_dir().join(format!("prunec-block-count-{}.gguf", std::process::id()));
+        let meta = vec![
+            ("general.architecture".to_string(), GgufValue::String("llama".into())),
+            ("llama.block_count".to_string(), GgufValue::U64(1 << 40)),
+            ("llama.embedding_length".to_string(), GgufValue::U32(8)),
+            ("llama.attention.head_count".to_string(), GgufValue::U32(2)),
+            ("llama.feed_forward_length".to_string(), GgufValue::U32(16)),
+        ];
+        let tensors = [TensorOut { name: "token_embd.weight".into(), dims: vec![8, 4], ty: crate::gguf::GgmlType::F32 }];
+        write_gguf(&path, &[], true, &meta, &tensors, &mut |_| Ok(vec![0; 128])).unwrap();
+        let err = config_from_metadata(&GgufFile::open(&path).unwrap()).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains("llama.block_count") && err.contains("holds only 1 tensors"), "{err}");
     }
 
     #[test]
