@@ -7,7 +7,7 @@
 //! ```
 
 use prunec_ir::{BinaryOp, DType, Dim, Graph, Model, ModelInfo, Op, Param, ParamStore, Shape, UnaryOp, ValueType};
-use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
 use prunec_passes::score::{score, Aggregation, Importance};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // score by magnitude (no gradients needed) and prune half the MLP channels
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0)?;
-    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
+    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let selection = select(&model, &scores, &opts)?;
     let report = apply(&mut model, &selection)?;
     print!("{}", report.summary());

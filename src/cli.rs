@@ -135,13 +135,42 @@ pub(crate) struct RunArgs {
     #[arg(long, value_parser = parse_layers)]
     pub(crate) mlp_layers: Option<std::ops::Range<u32>>,
 
-    /// One threshold across layers (score per parameter) instead of the same share in each.
-    #[arg(long)]
+    /// One threshold across layers (score per parameter) instead of the same share in each:
+    /// `--allocate sensitivity`, the default since allocations were added (kept for scripts).
+    #[arg(long, conflicts_with = "allocate")]
     pub(crate) global: bool,
+
+    /// How `--ratio` is shared among the layers: `sensitivity` (one threshold on the score per
+    /// parameter — with Taylor importance, the predicted loss per parameter: the default),
+    /// `uniform` (the same share of every group; the default with --uniform and --gqa query),
+    /// `global` (one ranking of scores normalised by their group's mean) or `flap` (FLAP:
+    /// units ranked by the fluctuation of their inputs over the calibration text, standardised
+    /// per kind across layers; it replaces `score`'s importance).
+    #[arg(long, value_parser = parse_allocate)]
+    pub(crate) allocate: Option<prunec_passes::prune::Allocate>,
+
+    /// What the `reconstruct` pass does: `bias` (FLAP's bias compensation) or `ls` (the kept
+    /// columns and the bias of each op reading pruned units solved by damped least squares).
+    #[arg(long, default_value = "ls", value_parser = parse_reconstruction)]
+    pub(crate) reconstruct: prunec_passes::reconstruct::Reconstruction,
+
+    /// Calibration windows of `reconstruct` and of `--allocate flap` (from --calib or the
+    /// embedded text).
+    #[arg(long, default_value_t = 128)]
+    pub(crate) reconstruct_samples: usize,
+
+    /// Tokens per window of `reconstruct` and of `--allocate flap`.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) reconstruct_len: usize,
+
+    /// Damping of least-squares reconstruction, relative to the mean diagonal of the inputs'
+    /// second moment.
+    #[arg(long, default_value_t = 0.01)]
+    pub(crate) damp: f64,
 
     /// Keep every layer's widths equal (the same units removed in every layer), so that a stock
     /// config describes the result and transformers loads it without custom code.
-    #[arg(long, conflicts_with_all = ["global", "attn_layers", "mlp_layers"])]
+    #[arg(long, conflicts_with_all = ["global", "allocate", "attn_layers", "mlp_layers"])]
     pub(crate) uniform: bool,
 
     /// With grouped-query attention: prune whole key/value heads with their query heads (`kv`),
@@ -310,6 +339,14 @@ pub(crate) struct BenchArgs {
     /// Where the backend runs.
     #[arg(long, value_enum, default_value = "cpu")]
     pub(crate) device: Device,
+}
+
+fn parse_allocate(name: &str) -> Result<prunec_passes::prune::Allocate, String> {
+    prunec_passes::prune::Allocate::from_name(name).map_err(|e| e.to_string())
+}
+
+fn parse_reconstruction(name: &str) -> Result<prunec_passes::reconstruct::Reconstruction, String> {
+    prunec_passes::reconstruct::Reconstruction::from_name(name).map_err(|e| e.to_string())
 }
 
 fn parse_importance(name: &str) -> Result<prunec_passes::Importance, String> {

@@ -231,3 +231,16 @@ pub fn bench(
 ) -> Result<runtime::bench::Throughput> {
     on_device!(device, |B, A, dev| Ok(runtime::bench::measure::<A>(model, &dev, batch, seq_len, iters, new_tokens)?))
 }
+
+/// Moments of the values `taps` of `model` over `batches`, a segment's at a time (see
+/// [`runtime::input_moments`]).
+pub fn input_moments(
+    device: Device,
+    model: &Model,
+    batches: &[Vec<Vec<u32>>],
+    taps: &[(prunec_ir::ValueId, bool)],
+    on_segment: impl FnMut(std::collections::HashMap<prunec_ir::ValueId, prunec_ir::Moments>) -> prunec_backends::Result<()>,
+    progress: impl FnMut(runtime::StreamStep),
+) -> Result<()> {
+    on_device!(device, |B, A, dev| Ok(runtime::input_moments::<B>(model, &dev, batches, taps, on_segment, progress)?))
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod activations;
 mod bench;
 mod cli;
 mod device;

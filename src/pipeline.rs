@@ -39,6 +39,9 @@ pub(crate) struct RunState<'a> {
     pub report: Report,
     /// `score`'s scores, until `prune` takes them.
     pub scores: Option<Scores>,
+    /// The model as `prune` found it, when `reconstruct` follows (its parameters shared, not
+    /// copied).
+    pub unpruned: Option<Model>,
     /// What the running pass adds to its record in the report.
     pub record: RecordExtras,
 }
@@ -65,6 +68,7 @@ pub(crate) fn build<'a>(name: PassName, cli: &RunArgs, model: &Model) -> DriverP
         PassName::Merge => Box::new(prunec_passes::Merge),
         PassName::Score => Box::new(ScorePass),
         PassName::Prune => Box::new(PrunePass),
+        PassName::Reconstruct => Box::new(ReconstructPass),
         PassName::Recover => Box::new(RecoverPass),
         PassName::Eval => Box::new(EvalPass),
     }
@@ -79,6 +83,19 @@ pub(crate) fn parse(spec: &str) -> Result<Vec<PassName>> {
     Ok(steps)
 }
 
+/// How `prune` shares a ratio among layers: `--allocate`, else sensitivity (`--global`'s
+/// threshold), except with `--uniform` widths and `--gqa query` (whose query heads are taken
+/// by one share per layer).
+pub(crate) fn allocation(cli: &RunArgs) -> prunec_passes::prune::Allocate {
+    use prunec_passes::prune::Allocate;
+    match cli.allocate {
+        Some(a) => a,
+        None if cli.global => Allocate::Sensitivity,
+        None if cli.uniform || cli.gqa == Gqa::Query => Allocate::Uniform,
+        None => Allocate::Sensitivity,
+    }
+}
+
 /// The options of `prune` that the command line gives, for `amount`.
 pub(crate) fn prune_options(cli: &RunArgs, amount: Amount) -> PruneOptions {
     PruneOptions {
@@ -90,7 +107,7 @@ pub(crate) fn prune_options(cli: &RunArgs, amount: Amount) -> PruneOptions {
         },
         attn_layers: cli.attn_layers.clone(),
         mlp_layers: cli.mlp_layers.clone(),
-        global: cli.global,
+        allocate: allocation(cli),
         gqa: match cli.gqa {
             Gqa::Kv => prunec_passes::prune::Gqa::KvHeads,
             Gqa::Query => prunec_passes::prune::Gqa::QueryHeads,
@@ -145,12 +162,23 @@ impl<'a> Pass<RunState<'a>, anyhow::Error> for PrunePass {
         };
         let options = prune_options(cx.cli, amount);
         let steps = cx.cli.prune_steps.max(1);
+        if cx.pipeline[cx.index..].contains(&PassName::Reconstruct) {
+            cx.unpruned = Some(model.clone());
+        }
+        let flap = options.allocate == prunec_passes::prune::Allocate::Flap;
+        let scores = if flap { crate::activations::fluctuation_scores(cx.cli, model, cx.model_path)? } else { scores };
         let reports = prunec_passes::prune::prune_in_steps(
             model,
             scores,
             &options,
             steps,
-            |m| Ok::<_, anyhow::Error>(cx.score(m)?.0),
+            |m| {
+                if flap {
+                    crate::activations::fluctuation_scores(cx.cli, m, cx.model_path)
+                } else {
+                    Ok::<_, anyhow::Error>(cx.score(m)?.0)
+                }
+            },
             |k, n, r| {
                 if n > 1 {
                     eprintln!("prune step {k}/{n}: {} parameters left", r.params_after);
@@ -170,6 +198,22 @@ impl<'a> Pass<RunState<'a>, anyhow::Error> for PrunePass {
             [one] => one.summary(),
             all => all.iter().enumerate().map(|(k, r)| format!("step {}/{steps}: {}", k + 1, r.summary())).collect(),
         })
+    }
+}
+
+/// `reconstruct`: the linear ops reading pruned units updated to match their unpruned outputs.
+struct ReconstructPass;
+
+impl<'a> Pass<RunState<'a>, anyhow::Error> for ReconstructPass {
+    fn name(&self) -> PassName {
+        PassName::Reconstruct
+    }
+
+    fn run(&mut self, model: &mut Model, cx: &mut RunState<'a>) -> Result<String> {
+        let original = cx.unpruned.take().context("it needs the model before pruning: put `prune` before it")?;
+        let (summary, record) = crate::activations::reconstruct(cx.cli, &original, model, cx.model_path)?;
+        cx.report.reconstruction = Some(record);
+        Ok(summary)
     }
 }
 

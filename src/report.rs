@@ -58,6 +58,9 @@ pub struct Report {
     /// What `recover` did: data, options, the loss of every step, and the curve
     /// (`curve[]`: step, train_loss, val_loss, perplexity, lr, tokens_per_s).
     pub training: Option<Value>,
+    /// What `reconstruct` did: method, damping, calibration, the error of every op before and
+    /// after.
+    pub reconstruction: Option<Value>,
     /// The memory budget and how it was set (`budget_bytes`, `budget`, `budget_given`,
     /// `resident_forced`).
     pub memory: Option<Value>,
@@ -121,6 +124,7 @@ impl Report {
             "importance": self.importance,
             "widths": self.widths,
             "training": self.training,
+            "reconstruction": self.reconstruction,
             "memory": self.memory,
             "seconds": self.seconds,
             "peak_rss_mib": self.peak_rss_mib,

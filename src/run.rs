@@ -100,6 +100,7 @@ pub(crate) fn run(cli: &RunArgs) -> Result<()> {
         eval_inputs: eval_inputs.as_ref(),
         report,
         scores: None,
+        unpruned: None,
         record: Default::default(),
     };
     let total = steps.len();

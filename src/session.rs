@@ -66,6 +66,20 @@ pub(crate) fn calibration_samples(
     model_path: &Path,
     importance: prunec_passes::Importance,
 ) -> Result<(Vec<Vec<u32>>, String)> {
+    let why = format!("{} importance calibrates", importance.name());
+    calibration_windows(cli, model, model_path, &why, cli.calib_samples, cli.calib_len)
+}
+
+/// `count` windows of `len` tokens of `--calib` (or rows of its `input_ids`), else of the
+/// embedded text, for `why` (`… calibrates`, in messages); and what they came from.
+pub(crate) fn calibration_windows(
+    cli: &RunArgs,
+    model: &Model,
+    model_path: &Path,
+    why: &str,
+    count: usize,
+    len: usize,
+) -> Result<(Vec<Vec<u32>>, String)> {
     let (src, calib_name) = match cli.calib.as_deref() {
         Some(path) => (read_text_source(path)?, path.display().to_string()),
         None => (
@@ -74,16 +88,15 @@ pub(crate) fn calibration_samples(
         ),
     };
     let samples = match &src {
-        TextSource::Tokens(rows) => rows.iter().take(cli.calib_samples).map(|r| r[..r.len().min(cli.calib_len)].to_vec()).collect(),
+        TextSource::Tokens(rows) => rows.iter().take(count).map(|r| r[..r.len().min(len)].to_vec()).collect(),
         _ => {
             let tok = tokenizer(model_path, cli.tokenizer.as_deref()).with_context(|| {
                 format!(
-                    "{} importance calibrates on token ids: give a tokenizer (--tokenizer), calibration rows of \
-                     `input_ids` (--calib FILE.jsonl), or use a magnitude importance (--importance l1|l2)",
-                    importance.name()
+                    "{why} on token ids: give a tokenizer (--tokenizer), calibration rows of \
+                     `input_ids` (--calib FILE.jsonl), or use a magnitude importance (--importance l1|l2)"
                 )
             })?;
-            prunec_frontends::data::calibration_samples(&src, &tok, cli.calib_samples, cli.calib_len, cli.seed)?
+            prunec_frontends::data::calibration_samples(&src, &tok, count, len, cli.seed)?
         }
     };
     let origin = match &src {

@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use prunec_ir::{CalibrationStats, Model};
 use prunec_passes::prune::{self, Amount, Selection};
+use prunec_passes::reconstruct::Reconstruction;
 use prunec_passes::{Aggregation, Importance};
 use serde_json::{json, Value};
 
@@ -44,9 +45,31 @@ pub struct SweepArgs {
     #[arg(long)]
     pub no_dependency: bool,
 
+    /// Allocations to compare, each a row (uniform, global, sensitivity, flap); default: the
+    /// run's `--allocate`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_allocation)]
+    pub allocations: Vec<prune::Allocate>,
+
+    /// Reconstructions to compare after each pruning, each a row (`none`, `bias`, `ls`): the
+    /// activations are measured once (`--reconstruct-samples` × `--reconstruct-len` tokens)
+    /// and held for every row. Default: none.
+    #[arg(long, value_delimiter = ',', value_parser = parse_reconstruction)]
+    pub reconstructions: Vec<Option<Reconstruction>>,
+
     /// Where to write: `<OUT>.md`, `.csv`, `.json`, `.svg`, `.png`.
     #[arg(long, value_name = "STEM", default_value = "sweep")]
     pub out: PathBuf,
+}
+
+fn parse_allocation(name: &str) -> std::result::Result<prune::Allocate, String> {
+    prune::Allocate::from_name(name).map_err(|e| e.to_string())
+}
+
+fn parse_reconstruction(name: &str) -> std::result::Result<Option<Reconstruction>, String> {
+    match name {
+        "none" => Ok(None),
+        other => Reconstruction::from_name(other).map(Some).map_err(|e| format!("{e}, none")),
+    }
 }
 
 /// `prunec sensitivity MODEL --unit-ratio 0.5 --eval-text FILE`.
@@ -149,25 +172,67 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     let base = bench.perplexity(&bench.model)?;
     let params = bench.model.params.numel();
     eprintln!("unpruned: {params} parameters, perplexity {base:.4}");
+    let allocations = if args.allocations.is_empty() { vec![crate::pipeline::prune_options(cli, Amount::Ratio(0.0)).allocate] } else { args.allocations.clone() };
+    let reconstructions = if args.reconstructions.is_empty() { vec![None] } else { args.reconstructions.clone() };
     let mut methods = Vec::new();
     for &i in &importances {
         for &a in &aggregations {
-            methods.push((i, a, true));
+            for &alloc in &allocations {
+                for &rec in &reconstructions {
+                    methods.push((i, a, true, alloc, rec));
+                }
+            }
             if args.no_dependency {
-                methods.push((i, a, false));
+                methods.push((i, a, false, allocations[0], None));
             }
         }
     }
+    if methods.iter().any(|m| !m.2 && (m.3 == prune::Allocate::Flap || m.4.is_some())) {
+        bail!("--no-dependency compares weights pruned alone, without flap allocation or reconstruction");
+    }
+    // activations, measured once when a row reads them
+    let moments = if methods.iter().any(|m| m.3 == prune::Allocate::Flap || m.4.is_some()) {
+        let t = Instant::now();
+        let options = crate::pipeline::prune_options(cli, Amount::Ratio(0.0));
+        let (m, origin) = crate::activations::all_moments(cli, &bench.model, &bench.path, &|g| options.prunes(g))?;
+        eprintln!("activations of {} linear inputs over {origin} ({:.1} s)", m.len(), t.elapsed().as_secs_f64());
+        Some(m)
+    } else {
+        None
+    };
     let total = methods.len() * args.ratios.len();
     let mut points = Vec::with_capacity(total);
-    for &(importance, aggregation, dependency) in &methods {
-        let scores = bench.scores(importance, aggregation)?;
-        let method = label(importance, aggregation, dependency, aggregations.len() > 1);
+    for &(importance, aggregation, dependency, allocate, reconstruction) in &methods {
+        let scores = match (&moments, allocate) {
+            (Some(m), prune::Allocate::Flap) => {
+                let options = crate::pipeline::prune_options(cli, Amount::Ratio(0.0));
+                prunec_passes::reconstruct::fluctuation(&bench.model, m, &|g| options.prunes(g))?
+            }
+            _ => bench.scores(importance, aggregation)?,
+        };
+        let mut method = label(importance, aggregation, dependency, aggregations.len() > 1);
+        if allocate == prune::Allocate::Flap {
+            method = "fluctuation".into();
+        }
+        if allocations.len() > 1 || allocate != prune::Allocate::Uniform {
+            let _ = write!(method, ", {} allocation", allocate.name());
+        }
+        if reconstructions.len() > 1 || reconstruction.is_some() {
+            let _ = write!(method, ", {}", reconstruction.map_or("no reconstruction", |r| r.name()));
+        }
         for &ratio in &args.ratios {
             let t = Instant::now();
             let amount = if args.by_unit { Amount::UnitRatio(ratio) } else { Amount::Ratio(ratio) };
-            let selection = prune::select(&bench.model, &scores, &crate::pipeline::prune_options(cli, amount))?;
-            let model = bench.pruned(&selection, importance, dependency)?;
+            let options = prune::PruneOptions { allocate, ..crate::pipeline::prune_options(cli, amount) };
+            let selection = prune::select(&bench.model, &scores, &options)?;
+            let mut model = bench.pruned(&selection, importance, dependency)?;
+            if let (Some(how), Some(m)) = (reconstruction, &moments) {
+                let targets = prunec_passes::reconstruct::targets(&bench.model, &model)?;
+                let mut totals = crate::activations::Totals::default();
+                crate::activations::reconstruct_targets(how, cli.damp, &bench.model, &mut model, &targets, m, &mut totals, None)?;
+                let (before, after) = totals.relative();
+                eprintln!("{method} at {ratio}: {} ops reconstructed, summed relative error {before:.4} -> {after:.4}", targets.len());
+            }
             // without dependency the weights are zeroed, not removed: count what the grouped pruning keeps
             let kept = if dependency { model.params.numel() } else { bench.pruned(&selection, importance, true)?.params.numel() };
             let perplexity = bench.perplexity(&model)?;

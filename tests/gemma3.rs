@@ -65,7 +65,7 @@ fn tiny_gemma3_writes_its_own_config_and_reloads() {
 /// widths: a stock config), written and read back: the same logits.
 #[test]
 fn pruned_tiny_gemma3_round_trips() {
-    use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+    use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let dir = tempfile::tempdir().unwrap();
     let rows = common::golden("gemma3-tiny").rows("input_ids");
@@ -78,7 +78,7 @@ fn pruned_tiny_gemma3_round_trips() {
             mode: Mode::Block,
             attn_layers: None,
             mlp_layers: None,
-            global: !uniform,
+            allocate: if uniform { Allocate::Uniform } else { Allocate::Sensitivity },
             gqa: Gqa::KvHeads,
             round_to: 1,
             uniform,
@@ -128,14 +128,14 @@ fn gemma3_configs_prunec_cannot_compute_are_refused() {
 #[test]
 #[ignore = "needs Python with torch and transformers (PRUNEC_PYTHON)"]
 fn transformers_loads_written_gemma3_folders() {
-    use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+    use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     use safetensors::tensor::TensorView;
     let dir = tempfile::tempdir().unwrap();
     let mut pruned = load(&fixture("gemma3-tiny"));
     prunec_passes::run_group(&mut pruned).unwrap();
     let scores = score(&pruned, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::QueryHeadsEven, round_to: 1, uniform: true };
+    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::QueryHeadsEven, round_to: 1, uniform: true };
     let selection = select(&pruned, &scores, &opts).unwrap();
     apply(&mut pruned, &selection).unwrap();
     let rows = common::golden("gemma3-tiny").rows("input_ids");

@@ -12,7 +12,7 @@ use common::fixture;
 use prunec_frontends::arch::gguf_out::{self, GgufOptions, GgufWritten};
 use prunec_frontends::gguf::{GgmlType, GgufFile};
 use prunec_ir::{Model, ParamData};
-use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
 use prunec_passes::score::{score, Aggregation, Importance};
 
 fn load(path: &Path) -> Model {
@@ -35,7 +35,7 @@ fn pruned(path: &Path, mode: Mode, global: bool, gqa: Gqa) -> Model {
     let mut model = load(path);
     prunec_passes::run_group(&mut model).unwrap();
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, global, gqa, round_to: 1, uniform: false };
+    let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, allocate: if global { Allocate::Sensitivity } else { Allocate::Uniform }, gqa, round_to: 1, uniform: false };
     let selection = select(&model, &scores, &opts).unwrap();
     apply(&mut model, &selection).unwrap();
     model
@@ -270,7 +270,7 @@ fn other_families_and_emptied_mlps_run_in_llama_cpp() {
         let mut model = load(hf.path());
         prunec_passes::run_group(&mut model).unwrap();
         let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
+        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
         let selection = select(&model, &scores, &opts).unwrap();
         apply(&mut model, &selection).unwrap();
         let mlp_only = empty_mlp.then_some(());

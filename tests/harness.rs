@@ -183,7 +183,8 @@ fn smollm2_zero_shot_equals_the_harness() {
     let gguf = gguf.to_str().unwrap();
     let mut recipe = vec![gguf, "--pass", "group,score,prune"];
     recipe.extend(RECIPE);
-    let default = [gguf, "--pass", "group,score,prune", "--ratio", "0.2"];
+    // the golden data's "default" was `--ratio 0.2` when its allocation was uniform
+    let default = [gguf, "--pass", "group,score,prune", "--ratio", "0.2", "--allocate", "uniform"];
     let models = [
         ("original", vec![gguf, "--pass", "group"], "smollm2-original.json", &WELL_CONDITIONED),
         ("pruned", recipe, "smollm2-pruned.json", &WELL_CONDITIONED),

@@ -263,7 +263,7 @@ fn equal_widths_give_a_stock_config() {
 #[test]
 fn models_pruned_by_the_prune_pass_round_trip() {
     use prunec_backends::runtime::{cpu, Cpu, Executor};
-    use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+    use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let logits = |m: &Model| -> Vec<f32> {
         let exec = Executor::<Cpu>::new(m, &cpu()).unwrap();
@@ -274,7 +274,7 @@ fn models_pruned_by_the_prune_pass_round_trip() {
         let mut model = load(&fixture("llama-gqa"));
         prunec_passes::run_group(&mut model).unwrap();
         let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, global, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
+        let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, allocate: if global { Allocate::Sensitivity } else { Allocate::Uniform }, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
         let selection = select(&model, &scores, &opts).unwrap();
         apply(&mut model, &selection).unwrap();
         let config = hf_config(&model).unwrap();
@@ -377,12 +377,12 @@ fn transformers_loads_written_folders() {
     check_with_transformers(&load(input.path()), dir.path(), "uniformly-pruned");
     check_with_transformers(&load(&fixture("gguf/llama-gqa.gguf")), dir.path(), "from-gguf");
     // hidden channels pruned: a stock config whose rms_norm_eps carries the norms' rescaling
-    use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+    use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let mut model = load(&fixture("llama-gqa"));
     prunec_passes::run_group(&mut model).unwrap();
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::UnitRatio(0.25), mode: Mode::Channel, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
+    let opts = PruneOptions { amount: Amount::UnitRatio(0.25), mode: Mode::Channel, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let selection = select(&model, &scores, &opts).unwrap();
     apply(&mut model, &selection).unwrap();
     check_with_transformers(&model, dir.path(), "channel-pruned");
@@ -465,7 +465,7 @@ fn gguf_written_as_hf_reloads() {
 /// shortened with them): each folder reloads computing the pruned model's logits.
 #[test]
 fn llama_like_families_round_trip_when_pruned() {
-    use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+    use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let dir = tempfile::tempdir().unwrap();
     for name in ["qwen2", "qwen3", "mistral", "phi3"] {
@@ -479,7 +479,7 @@ fn llama_like_families_round_trip_when_pruned() {
             let mut model = load(&fixture(name));
             prunec_passes::run_group(&mut model).unwrap();
             let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-            let opts = PruneOptions { amount, mode, attn_layers: None, mlp_layers: None, global, gqa: Gqa::KvHeads, round_to: 1, uniform };
+            let opts = PruneOptions { amount, mode, attn_layers: None, mlp_layers: None, allocate: if global { Allocate::Sensitivity } else { Allocate::Uniform }, gqa: Gqa::KvHeads, round_to: 1, uniform };
             let selection = select(&model, &scores, &opts).unwrap();
             apply(&mut model, &selection).unwrap();
             let before = logits_of(&model);
@@ -522,7 +522,7 @@ fn llama_like_families_round_trip_when_pruned() {
 #[test]
 #[ignore = "needs Python with torch and transformers (PRUNEC_PYTHON)"]
 fn transformers_loads_written_llama_like_folders() {
-    use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+    use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let dir = tempfile::tempdir().unwrap();
     for name in ["qwen2", "qwen3", "mistral", "phi3"] {
@@ -530,7 +530,7 @@ fn transformers_loads_written_llama_like_folders() {
             let mut model = load(&fixture(name));
             prunec_passes::run_group(&mut model).unwrap();
             let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-            let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform };
+            let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::KvHeads, round_to: 1, uniform };
             let selection = select(&model, &scores, &opts).unwrap();
             apply(&mut model, &selection).unwrap();
             let label = format!("{name}-{mode:?}");

@@ -16,7 +16,7 @@ use common::{fixture, group_structure};
 use prunec_backends::runtime::{calibrate, cpu, CalibrationOptions, Cpu, CpuAutodiff, Executor};
 use prunec_frontends::onnx::OnnxFile;
 use prunec_ir::{Model, Op};
-use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
 use prunec_passes::score::{score, Aggregation, Importance};
 
 /// Every fixture form, relative to `tests/fixtures/onnx-forms`.
@@ -62,7 +62,7 @@ fn prune(model: &mut Model) {
     prunec_passes::run_group(model).unwrap();
     let stats = calibrate::<CpuAutodiff>(model, &cpu(), &rows(), CalibrationOptions::default(), |_, _| {}).unwrap();
     let scores = score(model, Some(&stats), Importance::TaylorElement1, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
+    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let sel = select(model, &scores, &opts).unwrap();
     apply(model, &sel).unwrap();
 }

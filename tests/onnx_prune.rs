@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use common::fixture;
 use prunec_backends::runtime::{calibrate, cpu, CalibrationOptions, Cpu, CpuAutodiff, Executor};
 use prunec_ir::Model;
-use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions};
+use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
 use prunec_passes::score::{score, Aggregation, Importance};
 
 const FILES: [&str; 4] = ["llama-mha/model.ts.onnx", "llama-gqa/model.ts.onnx", "llama-mha/model.dynamo.onnx", "llama-gqa/model.dynamo.onnx"];
@@ -37,7 +37,7 @@ fn prune_and_write(file: &str, dir: &Path) -> (Model, PathBuf) {
     prunec_passes::run_group(&mut model).unwrap();
     let stats = calibrate::<CpuAutodiff>(&model, &cpu(), &rows(), CalibrationOptions::default(), |_, _| {}).unwrap();
     let scores = score(&model, Some(&stats), Importance::TaylorElement1, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
+    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let sel = select(&model, &scores, &opts).unwrap();
     apply(&mut model, &sel).unwrap();
     let out = dir.join(file.replace('/', "-"));
@@ -135,7 +135,7 @@ fn external_data_in_external_data_out() {
     let mut model = prunec_frontends::load(&input).unwrap();
     prunec_passes::run_group(&mut model).unwrap();
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
+    let opts = PruneOptions { amount: Amount::Ratio(0.25), mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let sel = select(&model, &scores, &opts).unwrap();
     apply(&mut model, &sel).unwrap();
     let out = dir.path().join("out.onnx");

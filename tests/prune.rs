@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use common::fixture;
 use prunec_backends::runtime::{calibrate, cpu, CalibrationOptions, Cpu, CpuAutodiff, Executor};
 use prunec_ir::{Model, Param};
-use prunec_passes::prune::{apply, select, Amount, Gqa, Mode, PruneOptions, Selection};
+use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions, Selection};
 use prunec_passes::score::{score, Aggregation, Importance};
 
 fn rows() -> Vec<Vec<u32>> {
@@ -28,7 +28,7 @@ fn logits(model: &Model) -> Vec<f32> {
 }
 
 fn block(amount: Amount) -> PruneOptions {
-    PruneOptions { amount, mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false }
+    PruneOptions { amount, mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::KvHeads, round_to: 1, uniform: false }
 }
 
 /// The original model with every parameter slice of the selected units set to zero.
@@ -123,7 +123,7 @@ fn global_ratio_stays_near_the_target_and_keeps_every_group() {
     let model = grouped("llama-mha");
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
     let mut opts = block(Amount::Ratio(0.25));
-    opts.global = true;
+    opts.allocate = Allocate::Sensitivity;
     let sel = select(&model, &scores, &opts).unwrap();
     let groups = model.groups.as_ref().unwrap();
     assert!(groups.iter().zip(&sel.removed).all(|(g, r)| r.len() < g.units.len()));
@@ -159,7 +159,7 @@ fn reproduces_llm_pruner_block_wise() {
         mode: Mode::Block,
         attn_layers: Some(1..3),
         mlp_layers: Some(1..3),
-        global: false,
+        allocate: Allocate::Uniform,
         gqa: Gqa::KvHeads,
         round_to: 1,
         uniform: false,

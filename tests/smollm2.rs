@@ -71,14 +71,14 @@ fn smollm2_perplexity_matches_golden() {
 #[test]
 fn smollm2_unit_ratio_counts_as_llm_pruner() {
     use prunec_ir::GroupKind;
-    use prunec_passes::prune::{select, Amount, Gqa, Mode, PruneOptions};
+    use prunec_passes::prune::{select, Allocate, Amount, Gqa, Mode, PruneOptions};
     use prunec_passes::score::{score, Aggregation, Importance};
     let Some(path) = smollm2() else { return };
     let mut model = prunec_frontends::load(&path).unwrap();
     prunec_passes::run_group(&mut model).unwrap();
     let scores = score(&model, None, Importance::Random, Aggregation::Sum, 0).unwrap();
     for gqa in [Gqa::QueryHeads, Gqa::KvHeads] {
-        let opts = PruneOptions { amount: Amount::UnitRatio(0.2), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa, round_to: 1, uniform: false };
+        let opts = PruneOptions { amount: Amount::UnitRatio(0.2), mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa, round_to: 1, uniform: false };
         let sel = select(&model, &scores, &opts).unwrap();
         for (k, g) in model.groups.as_ref().unwrap().iter().enumerate() {
             let subs = sel.removed_sub.get(k).map_or(0, Vec::len);

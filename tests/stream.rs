@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use common::{fixture, golden, prunec, texts};
 use prunec_backends::runtime::{self, cpu, Cpu, CpuAutodiff, StreamOptions};
 use prunec_ir::{Group, GroupKind, Model};
-use prunec_passes::prune::{Amount, Gqa, Mode, PruneOptions};
+use prunec_passes::prune::{Allocate, Amount, Gqa, Mode, PruneOptions};
 use prunec_passes::score::{score, score_with, scored_axes, Aggregation, Importance, Saliences, Scores};
 
 const TAYLOR: [Importance; 4] =
@@ -23,7 +23,7 @@ fn options(mode: Mode) -> PruneOptions {
         mode,
         attn_layers: None,
         mlp_layers: None,
-        global: false,
+        allocate: Allocate::Uniform,
         gqa: Gqa::KvHeads,
         round_to: 1,
         uniform: false,

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_clean_failure, assert_usage_error, fixture, golden_ids_jsonl_of, prunec, texts};
-use prunec_passes::prune::{select, Amount, Gqa, Mode, PruneOptions};
+use prunec_passes::prune::{select, Allocate, Amount, Gqa, Mode, PruneOptions};
 use prunec_passes::{score, Aggregation, Importance};
 
 fn read_json(path: &std::path::Path) -> serde_json::Value {
@@ -115,7 +115,7 @@ fn without_dependency_zeroes_each_weight_on_its_own() {
     let mut model = prunec_frontends::load(&fixture("llama-mha")).unwrap();
     prunec_passes::run_group(&mut model).unwrap();
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, global: false, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
+    let opts = PruneOptions { amount: Amount::UnitRatio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
     let sel = select(&model, &scores, &opts).unwrap();
     let (ablated, zeroed) = prunec_passes::ablate::without_dependency(&model, None, Importance::L2, 0, &sel).unwrap();
     assert!(zeroed > 0);

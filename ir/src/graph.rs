@@ -258,6 +258,15 @@ impl Graph {
         Ok(())
     }
 
+    /// Feeds `value` to node `id` as a new last input (a linear op's bias, say); types are not
+    /// re-inferred.
+    pub fn push_input(&mut self, id: NodeId, value: ValueId) -> Result<()> {
+        self.node(id)?;
+        let slot = u16::try_from(self.inputs(id).len()).map_err(|_| IrError::Structure("too many inputs".into()))?;
+        self.g.add_edge(value.node.0, id.0, Edge { output: value.output, input: slot });
+        Ok(())
+    }
+
     /// Removes node `id` and its edges.
     pub fn remove(&mut self, id: NodeId) -> Option<Node> {
         self.g.remove_node(id.0)

@@ -48,6 +48,6 @@ pub use op::{Attention, BinaryOp, Op, ParamEdit, PrefixPart, RemovedIndices, Rop
 pub use params::{Param, ParamData, ParamStore, ParamView, TensorSource};
 pub use print::print;
 pub use segments::{Segment, Segments};
-pub use stats::{CalibrationStats, GradValues, GradView, ParamGradient};
+pub use stats::{CalibrationStats, GradValues, GradView, Moments, ParamGradient};
 pub use types::{broadcast, BroadcastDim, DType, Dim, Shape, ValueType};
 pub use verify::verify;

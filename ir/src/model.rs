@@ -118,3 +118,28 @@ pub struct Model {
     /// Dependency groups, once the `group` pass has run.
     pub groups: Option<Vec<Group>>,
 }
+
+impl Model {
+    /// Gives the linear op `node` (`x · wᵀ`, without a bias) the bias `values`, a new
+    /// parameter `name` stored as `dtype`.
+    pub fn add_linear_bias(&mut self, node: crate::graph::NodeId, name: &str, values: Vec<f32>, dtype: crate::types::DType) -> crate::error::Result<()> {
+        use crate::types::{DType, Shape, ValueType};
+        let bad = |reason: String| crate::error::IrError::BadParam { name: name.to_string(), reason };
+        let n = self.graph.node(node)?;
+        if !matches!(n.op, crate::op::Op::Linear) || self.graph.inputs(node).len() != 2 {
+            return Err(bad(format!("`{}` is not a linear op without a bias", n.name)));
+        }
+        if self.params.get(name).is_some() {
+            return Err(bad("a parameter of that name exists".into()));
+        }
+        let block = n.block;
+        let mut param = crate::params::Param::owned(vec![values.len()], values)?;
+        param.dtype = dtype;
+        let ty = ValueType::new(DType::F32, Shape::fixed(&param.shape));
+        let v = self.graph.add_value(crate::op::Op::Param { name: name.to_string(), ty }, name, block, &[])?;
+        self.graph.push_input(node, v)?;
+        self.graph.reinfer(node)?;
+        self.params.insert(name, param);
+        Ok(())
+    }
+}

@@ -104,3 +104,51 @@ pub struct ParamGradient {
     /// The Fisher diagonal `(1/N) Σ_j (∂L_j/∂W)²`, when asked for.
     pub fisher: Option<GradValues>,
 }
+
+/// Moments of the values one input of a linear op takes over calibration tokens: their count,
+/// their sum and the sum of their outer products (or of their squares only), accumulated in
+/// f64. What FLAP's fluctuation metric and least-squares reconstruction read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moments {
+    /// Features per token.
+    pub dim: usize,
+    /// Tokens seen.
+    pub tokens: usize,
+    /// `Σ x`, `[dim]`.
+    pub sum: Vec<f64>,
+    /// `Σ x xᵀ`, `[dim, dim]` row-major when [`Moments::full`], else its diagonal `Σ x²`, `[dim]`.
+    pub gram: Vec<f64>,
+    /// Whether [`Moments::gram`] is the whole matrix.
+    pub full: bool,
+}
+
+impl Moments {
+    /// Nothing seen yet, of `dim` features; `full`: the whole second moment, else its diagonal.
+    pub fn new(dim: usize, full: bool) -> Moments {
+        Moments { dim, tokens: 0, sum: vec![0.0; dim], gram: vec![0.0; if full { dim * dim } else { dim }], full }
+    }
+
+    /// Adds `tokens` tokens' sum (`[dim]`) and second moment (`[dim, dim]` or `[dim]`, as
+    /// [`Moments::full`]), computed in f32 over one batch.
+    pub fn add(&mut self, tokens: usize, sum: &[f32], gram: &[f32]) -> Result<(), String> {
+        if sum.len() != self.dim || gram.len() != self.gram.len() {
+            return Err(format!("moments of {} and {} values for {} features", sum.len(), gram.len(), self.dim));
+        }
+        self.tokens += tokens;
+        self.sum.iter_mut().zip(sum).for_each(|(a, &x)| *a += f64::from(x));
+        self.gram.iter_mut().zip(gram).for_each(|(a, &x)| *a += f64::from(x));
+        Ok(())
+    }
+
+    /// The mean of feature `j`.
+    pub fn mean(&self, j: usize) -> f64 {
+        self.sum[j] / self.tokens.max(1) as f64
+    }
+
+    /// The (population) variance of feature `j`.
+    pub fn variance(&self, j: usize) -> f64 {
+        let n = self.tokens.max(1) as f64;
+        let sq = if self.full { self.gram[j * self.dim + j] } else { self.gram[j] };
+        (sq / n - self.mean(j).powi(2)).max(0.0)
+    }
+}

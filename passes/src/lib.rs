@@ -16,6 +16,7 @@ pub mod group;
 pub mod lora;
 pub mod manager;
 pub mod prune;
+pub mod reconstruct;
 pub mod score;
 
 pub use group::{find_groups, summarize};

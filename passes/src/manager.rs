@@ -25,6 +25,9 @@ pub enum PassName {
     Score,
     /// Removes the lowest-scoring units (the selection policy is [`crate::prune::PruneOptions`]).
     Prune,
+    /// Updates the linear ops that read pruned units so that each matches its unpruned output
+    /// on calibration activations ([`crate::reconstruct`]).
+    Reconstruct,
     /// Inserts low-rank adapters beside the chosen linear ops ([`lora::add_adapters`]).
     Lora,
     /// Fine-tunes the adapters `lora` inserted.
@@ -37,8 +40,16 @@ pub enum PassName {
 
 impl PassName {
     /// Every pass, in pipeline order.
-    pub const ALL: [PassName; 7] =
-        [PassName::Group, PassName::Score, PassName::Prune, PassName::Lora, PassName::Recover, PassName::Merge, PassName::Eval];
+    pub const ALL: [PassName; 8] = [
+        PassName::Group,
+        PassName::Score,
+        PassName::Prune,
+        PassName::Reconstruct,
+        PassName::Lora,
+        PassName::Recover,
+        PassName::Merge,
+        PassName::Eval,
+    ];
 
     /// The pass's name on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -46,6 +57,7 @@ impl PassName {
             PassName::Group => "group",
             PassName::Score => "score",
             PassName::Prune => "prune",
+            PassName::Reconstruct => "reconstruct",
             PassName::Lora => "lora",
             PassName::Recover => "recover",
             PassName::Merge => "merge",
@@ -176,7 +188,7 @@ mod tests {
         let e = parse_pipeline("group,frobnicate").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown pass `frobnicate`; valid passes: group, score, prune, lora, recover, merge, eval"
+            "unknown pass `frobnicate`; valid passes: group, score, prune, reconstruct, lora, recover, merge, eval"
         );
     }
 

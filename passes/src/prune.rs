@@ -44,8 +44,8 @@ pub struct PruneOptions {
     pub attn_layers: Option<Range<u32>>,
     /// Layers whose MLP groups are pruned (all when `None`).
     pub mlp_layers: Option<Range<u32>>,
-    /// One threshold across layers (by score per parameter) instead of the same share in each.
-    pub global: bool,
+    /// How many units each group loses (with [`Amount::Ratio`]).
+    pub allocate: Allocate,
     /// With grouped-query attention: what an attention unit loses.
     pub gqa: Gqa,
     /// Each pruned group keeps a multiple of this many units, removing fewer when needed
@@ -57,6 +57,46 @@ pub struct PruneOptions {
     /// heads, hidden channels keep a multiple of the query heads, and a selection that would
     /// leave layers of different widths is refused.
     pub uniform: bool,
+}
+
+/// How a ratio of the parameters is shared out among the pruned groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allocate {
+    /// The same share of units in every group (LLM-Pruner's).
+    #[default]
+    Uniform,
+    /// One ranking of all units by their score divided by their group's mean score, so that a
+    /// group loses more where its scores are uneven, whatever the scale of its layer's scores.
+    Global,
+    /// One threshold on the score per parameter across groups: with Taylor importance, the
+    /// allocation that removes the target with the least loss increase the calibration
+    /// predicts, layer by layer (a layer the data say is sensitive keeps more).
+    Sensitivity,
+    /// FLAP's adaptive structure: scores standardised per kind of group (attention, MLP)
+    /// across layers, `(s − mean) / std`, then one ranking of all units (the scores being
+    /// FLAP's fluctuation metric when `prune` is given them).
+    Flap,
+}
+
+impl Allocate {
+    /// Every allocation, by name.
+    pub const NAMES: &'static [(&'static str, Allocate)] =
+        &[("uniform", Allocate::Uniform), ("global", Allocate::Global), ("sensitivity", Allocate::Sensitivity), ("flap", Allocate::Flap)];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, a)| *a == self).map_or("?", |(n, _)| n)
+    }
+
+    /// The allocation called `name`.
+    pub fn from_name(name: &str) -> Result<Allocate> {
+        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, a)| *a).ok_or_else(|| {
+            PassError::Config(format!(
+                "unknown allocation `{name}`; valid: {}",
+                Self::NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
 }
 
 /// The first `counts[k]` units of each group's order (lowest score first), sorted by index.
@@ -154,6 +194,9 @@ impl PruneOptions {
     /// query heads as well (transformers 5 wants `hidden_size` a multiple of them).
     fn for_model(&self, model: &Model) -> Result<PruneOptions> {
         let mut opts = self.clone();
+        if self.uniform && self.allocate != Allocate::Uniform {
+            return Err(PassError::Config(format!("uniform widths do not go with {} allocation", self.allocate.name())));
+        }
         if self.uniform {
             if self.mode == Mode::Layer {
                 return Err(PassError::Config("uniform widths do not go with layer-wise pruning".into()));
@@ -276,8 +319,11 @@ fn select_units(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<S
     let take = |counts: &[usize]| Selection { removed: lowest(&order, counts), whole_groups: false, removed_sub: Vec::new() };
     let max_units = |k: usize| groups[k].units.len().saturating_sub(1); // never a whole group
     if opts.gqa != Gqa::KvHeads {
-        if opts.mode != Mode::Block || opts.global {
-            return Err(PassError::Config("query-head pruning is block-wise and local (not --global)".into()));
+        if opts.mode != Mode::Block || (opts.allocate != Allocate::Uniform && matches!(opts.amount, Amount::Ratio(_))) {
+            return Err(PassError::Config(format!(
+                "query-head pruning is block-wise with uniform allocation (not {})",
+                opts.allocate.name()
+            )));
         }
         return select_query_heads(model, scores, opts, &order, &per_unit);
     }
@@ -339,12 +385,13 @@ fn select_units(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<S
         }
         Amount::Ratio(r) => {
             let target = (r * model.params.numel() as f64).round() as usize;
-            if opts.global {
-                // lowest score per parameter first, across all eligible groups
+            if opts.allocate != Allocate::Uniform {
+                // one ranking across all eligible groups, lowest first
+                let key = ranking_keys(groups, scores, &order, &per_unit, opts.allocate);
                 let mut all: Vec<(f64, usize, usize)> = Vec::new();
                 for (k, o) in order.iter().enumerate() {
                     for &u in o.iter().flatten() {
-                        all.push((scores.groups[k].units[u] / per_unit[k].max(1) as f64, k, u));
+                        all.push((key(k, u), k, u));
                     }
                 }
                 all.sort_by(|a, b| a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
@@ -388,6 +435,55 @@ fn select_units(model: &Model, scores: &Scores, opts: &PruneOptions) -> Result<S
                 let share = closest_share(target, |share| removed_at(share).1);
                 Ok(take(&removed_at(share).0))
             }
+        }
+    }
+}
+
+/// The key each unit is ranked by under `allocate` (a non-uniform one): the unit `u` of group
+/// `k` goes before those of higher keys.
+fn ranking_keys<'a>(
+    groups: &'a [prunec_ir::Group],
+    scores: &'a Scores,
+    order: &'a [Option<Vec<usize>>],
+    per_unit: &'a [usize],
+    allocate: Allocate,
+) -> Box<dyn Fn(usize, usize) -> f64 + 'a> {
+    let score = move |k: usize, u: usize| scores.groups[k].units[u];
+    match allocate {
+        Allocate::Uniform | Allocate::Sensitivity => Box::new(move |k, u| score(k, u) / per_unit[k].max(1) as f64),
+        Allocate::Global => {
+            let means: Vec<f64> = (0..groups.len())
+                .map(|k| {
+                    let s = &scores.groups[k].units;
+                    s.iter().sum::<f64>() / s.len().max(1) as f64
+                })
+                .collect();
+            Box::new(move |k, u| if means[k] > 0.0 { score(k, u) / means[k] } else { 0.0 })
+        }
+        Allocate::Flap => {
+            // mean and standard deviation of each kind's scores over its eligible groups
+            let mut by_kind: BTreeMap<GroupKind, (f64, f64, f64)> = BTreeMap::new();
+            for (k, o) in order.iter().enumerate() {
+                let e = by_kind.entry(groups[k].kind).or_default();
+                for &u in o.iter().flatten() {
+                    let s = score(k, u);
+                    e.0 += 1.0;
+                    e.1 += s;
+                    e.2 += s * s;
+                }
+            }
+            let stats: BTreeMap<GroupKind, (f64, f64)> = by_kind
+                .into_iter()
+                .map(|(kind, (n, sum, sq))| {
+                    let mean = sum / n.max(1.0);
+                    let var = (sq / n.max(1.0) - mean * mean).max(0.0);
+                    (kind, (mean, var.sqrt()))
+                })
+                .collect();
+            Box::new(move |k, u| {
+                let (mean, std) = stats.get(&groups[k].kind).copied().unwrap_or((0.0, 1.0));
+                if std > 0.0 { (score(k, u) - mean) / std } else { 0.0 }
+            })
         }
     }
 }

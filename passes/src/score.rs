@@ -139,7 +139,7 @@ impl Aggregation {
 }
 
 /// The scores of one group (none when it was not scored: see [`GroupScores::is_scored`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct GroupScores {
     /// One score per unit (empty when the group was not scored).
     pub units: Vec<f64>,

@@ -14,7 +14,7 @@ pub use calibrate::{calibrate, CalibrationOptions};
 pub use eval::{perplexity, perplexity_of, perplexity_streamed, Perplexity};
 pub use generate::{generate, Sampling};
 pub use exec::{causal_lm_loss, masked_nll, row_nll, EmbeddingTap, Executor, KvCache};
-pub use stream::{activation_bytes_per_token, calibrate_streamed, crossing_bytes_per_token, forward_streamed, largest_segment_params, StreamOptions, StreamStep, StreamSummary};
+pub use stream::{activation_bytes_per_token, calibrate_streamed, crossing_bytes_per_token, forward_streamed, input_moments, largest_segment_params, StreamOptions, StreamStep, StreamSummary};
 pub use train::{train, EvalText, LrSchedule, Sample, TrainObserver, TrainOptions, TrainOutcome, TrainPoint};
 pub use tensor::DynTensor;
 pub use zero_shot::{loglikelihoods, loglikelihoods_streamed, TokenRequest};

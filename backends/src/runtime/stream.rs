@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
-use prunec_ir::{GradValues, Model, Op, ParamGradient, Segments, ValueId};
+use prunec_ir::{GradValues, Model, Moments, Op, ParamGradient, Segments, ValueId};
 
 use super::exec::{causal_lm_loss, Executor};
 use super::tensor::DynTensor;
@@ -147,12 +147,16 @@ fn forward_segments<B: Backend>(
     batches: &[Vec<Vec<u32>>],
     saved: &mut Saved<B>,
     keep: &dyn Fn(ValueId) -> bool,
+    taps: &dyn Fn(usize) -> Vec<ValueId>,
     mut on_output: impl FnMut(usize, usize, HashMap<ValueId, DynTensor<B>>) -> Result<HashMap<ValueId, DynTensor<B>>>,
     progress: &mut dyn FnMut(StreamStep),
 ) -> Result<()> {
     let total = range.len();
     for (done, k) in range.enumerate() {
         let seg = &segs.segments[k];
+        // the segment's outputs, and values inside it that `on_output` wants to see
+        let mut wanted = seg.outputs.clone();
+        wanted.extend(taps(k).into_iter().filter(|v| !seg.outputs.contains(v)));
         exec.load_params(model, &seg.params)?;
         let mut made: HashMap<ValueId, Vec<DynTensor<B>>> = HashMap::new();
         for (m, batch) in batches.iter().enumerate() {
@@ -162,7 +166,7 @@ fn forward_segments<B: Backend>(
                 let t = saved.get(&v).and_then(|ts| ts.get(m)).ok_or_else(|| err(format!("value {v} was not saved")))?;
                 inputs.insert(v, t.clone());
             }
-            let outs = exec.run_segment(&seg.nodes, ids, inputs, &seg.outputs)?;
+            let outs = exec.run_segment(&seg.nodes, ids, inputs, &wanted)?;
             for (v, t) in on_output(k, m, outs)? {
                 made.entry(v).or_default().push(t);
             }
@@ -292,6 +296,7 @@ pub fn calibrate_streamed<A: AutodiffBackend>(
         &batches,
         &mut saved,
         &needs_backward,
+        &|_| Vec::new(),
         |_, _, outs| Ok(outs),
         &mut progress,
     )?;
@@ -481,6 +486,7 @@ pub fn forward_streamed<B: Backend>(
         batches,
         &mut saved,
         &|_| false,
+        &|_| Vec::new(),
         |k, m, mut outs| {
             if k == last {
                 match outs.remove(&logits) {
@@ -492,6 +498,85 @@ pub fn forward_streamed<B: Backend>(
         },
         &mut progress,
     )
+}
+
+/// Runs `model` forward layer by layer over `batches` (rows of one length each) and measures
+/// the [`Moments`] of the values `taps` (each a value computed inside a segment, with whether
+/// its whole second moment is wanted or its diagonal). The moments of a segment's taps go to
+/// `on_segment` once every batch has run through it, before the next segment loads: memory
+/// holds one segment's parameters and moments, never the model's.
+pub fn input_moments<B: Backend>(
+    model: &Model,
+    device: &B::Device,
+    batches: &[Vec<Vec<u32>>],
+    taps: &[(ValueId, bool)],
+    mut on_segment: impl FnMut(HashMap<ValueId, Moments>) -> Result<()>,
+    mut progress: impl FnMut(StreamStep),
+) -> Result<()> {
+    let segs = Segments::of(&model.graph)?;
+    let mut in_segment: Vec<Vec<(ValueId, bool)>> = vec![Vec::new(); segs.len()];
+    for &(v, full) in taps {
+        let k = segs
+            .segments
+            .iter()
+            .position(|s| s.nodes.contains(&v.node))
+            .ok_or_else(|| err(format!("value {v} is computed by no segment")))?;
+        in_segment[k].push((v, full));
+    }
+    // the segments up to the last one with a tap (the head is never needed)
+    let Some(last) = in_segment.iter().rposition(|t| !t.is_empty()) else { return Ok(()) };
+    let mut exec = Executor::<B>::program(model, device)?;
+    let mut saved: Saved<B> = HashMap::new();
+    let acc: std::cell::RefCell<HashMap<ValueId, Moments>> = std::cell::RefCell::new(HashMap::new());
+    let mut failed: Option<BackendError> = None;
+    let mut report = |step: StreamStep| {
+        // the segment just done: its moments are complete
+        let done: HashMap<ValueId, Moments> = std::mem::take(&mut *acc.borrow_mut());
+        if failed.is_none() && !done.is_empty() {
+            if let Err(e) = on_segment(done) {
+                failed = Some(e);
+            }
+        }
+        progress(step);
+    };
+    let taps_of = |k: usize| in_segment[k].iter().map(|&(v, _)| v).collect::<Vec<_>>();
+    forward_segments(
+        &mut exec,
+        model,
+        &segs,
+        0..last + 1,
+        batches,
+        &mut saved,
+        &|_| false,
+        &taps_of,
+        |k, _, mut outs| {
+            for &(v, full) in &in_segment[k] {
+                let t = outs.remove(&v).ok_or_else(|| err(format!("value {v} was not computed")))?;
+                let dims = t.dims();
+                let dim = dims.last().copied().unwrap_or(0);
+                let tokens: usize = dims[..dims.len().saturating_sub(1)].iter().product();
+                let x = match t.reshape(&[tokens, dim])? {
+                    DynTensor::F2(x) => x,
+                    _ => return Err(err(format!("value {v} is not a float tensor"))),
+                };
+                let sum = DynTensor::F1(x.clone().sum_dim(0).reshape([dim])).to_f32()?;
+                let gram = if full {
+                    DynTensor::F2(x.clone().transpose().matmul(x)).to_f32()?
+                } else {
+                    DynTensor::F1((x.clone() * x).sum_dim(0).reshape([dim])).to_f32()?
+                };
+                let mut acc = acc.borrow_mut();
+                let m = acc.entry(v).or_insert_with(|| Moments::new(dim, full));
+                m.add(tokens, &sum, &gram).map_err(|e| err(format!("value {v}: {e}")))?;
+            }
+            Ok(outs)
+        },
+        &mut report,
+    )?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// `items` cut into consecutive groups of at most `budget` by `size` (each group holds at

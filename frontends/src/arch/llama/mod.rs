@@ -180,6 +180,52 @@ pub fn hf_config_of(model: &Model, family: &Family) -> Result<serde_json::Value>
     Ok(json)
 }
 
+/// Gives every projection of a kind a bias (zeros) when one of them has one and the family's
+/// config can only say so for all of them together: `attention_bias` (q, k, v and o) and
+/// `mlp_bias` (gate, up and down). `reconstruct` adds `o_proj` and `down_proj` biases alone.
+/// Returns how many were added.
+pub fn complete_biases(model: &mut Model, family: &Family) -> Result<usize> {
+    let kinds: [(bool, &str, &[&str]); 2] = [
+        (family.attention_bias_key, "self_attn", &["q_proj", "k_proj", "v_proj", "o_proj"]),
+        (family.mlp_bias_key, "mlp", &["gate_proj", "up_proj", "down_proj"]),
+    ];
+    let mut added = 0;
+    for (has_key, module, projections) in kinds {
+        let is_bias = |n: &str| {
+            n.starts_with("model.layers.") && projections.iter().any(|p| n.ends_with(&format!(".{module}.{p}.bias")))
+        };
+        if !has_key || !model.params.iter().any(|(n, _)| is_bias(n)) {
+            continue;
+        }
+        // every linear op reading one of these weights without a bias gets zeros
+        let g = &model.graph;
+        let mut missing = Vec::new();
+        for id in g.node_ids() {
+            if !g.node(id).is_ok_and(|n| matches!(n.op, Op::Linear)) {
+                continue;
+            }
+            let inputs = g.inputs(id);
+            if inputs.len() != 2 {
+                continue;
+            }
+            let Some(Op::Param { name, ty }) = g.node(inputs[1].node).ok().map(|n| &n.op) else { continue };
+            let Some(stem) = name.strip_suffix(".weight") else { continue };
+            if name.starts_with("model.layers.") && projections.iter().any(|p| stem.ends_with(&format!(".{module}.{p}"))) {
+                let rows = ty.shape.to_fixed().and_then(|s| s.first().copied()).unwrap_or(0);
+                let dtype = model.params.get(name).map_or(prunec_ir::DType::F32, |p| p.dtype);
+                missing.push((id, format!("{stem}.bias"), rows, dtype));
+            }
+        }
+        for (id, name, rows, dtype) in missing {
+            model
+                .add_linear_bias(id, &name, vec![0.0; rows], dtype)
+                .map_err(|source| FrontendError::Ir { path: model.info.source.clone(), source })?;
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
 /// The copies of each head made by the `repeat_heads` node `name`, if there is one.
 pub(crate) fn repeat_copies(model: &Model, name: &str) -> Option<Vec<usize>> {
     let g = &model.graph;
@@ -392,7 +438,15 @@ impl super::Architecture for Family {
 
     fn before_writing(&self, model: &mut Model) -> Result<Option<String>> {
         let dropped = drop_empty_layers_of(model, self)?;
-        Ok((dropped > 0).then(|| format!("{dropped} emptied layers left out; the others renumbered")))
+        let biases = complete_biases(model, self)?;
+        let mut lines = Vec::new();
+        if dropped > 0 {
+            lines.push(format!("{dropped} emptied layers left out; the others renumbered"));
+        }
+        if biases > 0 {
+            lines.push(format!("{biases} zero biases added: the config's attention_bias/mlp_bias give every projection of a kind one"));
+        }
+        Ok((!lines.is_empty()).then(|| lines.join("; ")))
     }
 
     fn lora_targets(&self) -> &'static [&'static str] {
