@@ -164,8 +164,9 @@ pub(crate) struct RunArgs {
     pub(crate) reconstruct_len: usize,
 
     /// Damping of least-squares reconstruction, relative to the mean diagonal of the inputs'
-    /// second moment.
-    #[arg(long, default_value_t = 0.01)]
+    /// second moment (towards the pruned weights: larger keeps closer to them; 1 did best on
+    /// SmolLM2 with calibration and evaluation texts of different kinds, docs/reconstruct.md).
+    #[arg(long, default_value_t = 1.0)]
     pub(crate) damp: f64,
 
     /// Keep every layer's widths equal (the same units removed in every layer), so that a stock
