@@ -47,25 +47,9 @@ fn progress_line(what: &'static str, start: Instant) -> impl FnMut(prunec_backen
 /// FLAP's fluctuation metric of every unit of `model` (grouped, unpruned), from one forward
 /// pass over the calibration windows.
 pub(crate) fn fluctuation_scores(cli: &RunArgs, model: &Model, path: &Path) -> Result<Scores> {
-    let (batches, origin) = batches(cli, model, path, "--allocate flap measures activations")?;
     let options = crate::pipeline::prune_options(cli, prunec_passes::prune::Amount::Ratio(0.0));
     let scope = |g: &prunec_ir::Group| options.prunes(g);
-    let taps: Vec<(ValueId, bool)> = reconstruct::fluctuation_taps(model, &scope).into_iter().map(|v| (v, false)).collect();
-    let start = Instant::now();
-    let mut moments: HashMap<ValueId, Moments> = HashMap::new();
-    device::input_moments(
-        cli.device,
-        model,
-        &batches,
-        &taps,
-        |m| {
-            moments.extend(m);
-            Ok(())
-        },
-        progress_line("fluctuation", start),
-    )
-    .context("measuring activations for --allocate flap")?;
-    eprintln!("fluctuation of {} linear inputs over {origin} ({:.1} s)", moments.len(), start.elapsed().as_secs_f64());
+    let (moments, _) = all_moments(cli, model, path, &scope, false, "--allocate flap")?;
     Ok(reconstruct::fluctuation(model, &moments, &scope)?)
 }
 
@@ -132,17 +116,20 @@ pub(crate) fn reconstruct_targets(
     Ok(())
 }
 
-/// The full moments of every linear input [`reconstruct::fluctuation_taps`] names for the
-/// groups `scope` accepts (what any allocation and reconstruction of them reads), held together: for studies of small
-/// models, which prune one model many ways. Also a line naming the windows.
+/// The moments (`full`: whole second moments, else their diagonals) of every linear input
+/// [`reconstruct::fluctuation_taps`] names for the groups `scope` accepts (what any allocation
+/// and reconstruction of them reads), held together, for `what` (in messages); and a line
+/// naming the windows.
 pub(crate) fn all_moments(
     cli: &RunArgs,
     model: &Model,
     path: &Path,
     scope: &dyn Fn(&prunec_ir::Group) -> bool,
+    full: bool,
+    what: &'static str,
 ) -> Result<(HashMap<ValueId, Moments>, String)> {
-    let (batches, origin) = batches(cli, model, path, "measuring activations")?;
-    let taps: Vec<(ValueId, bool)> = reconstruct::fluctuation_taps(model, scope).into_iter().map(|v| (v, true)).collect();
+    let (batches, origin) = batches(cli, model, path, &format!("{what} measures activations"))?;
+    let taps: Vec<(ValueId, bool)> = reconstruct::fluctuation_taps(model, scope).into_iter().map(|v| (v, full)).collect();
     let start = Instant::now();
     let mut moments = HashMap::new();
     device::input_moments(
@@ -154,9 +141,10 @@ pub(crate) fn all_moments(
             moments.extend(m);
             Ok(())
         },
-        progress_line("activations", start),
+        progress_line(what, start),
     )
-    .context("measuring activations")?;
+    .with_context(|| format!("measuring activations for {what}"))?;
+    eprintln!("{what}: activations of {} linear inputs over {origin} ({:.1} s)", moments.len(), start.elapsed().as_secs_f64());
     Ok((moments, origin))
 }
 

@@ -160,7 +160,19 @@ impl<'a> Pass<RunState<'a>, anyhow::Error> for PrunePass {
             (None, Some(r)) => Amount::UnitRatio(r),
             (None, None) => bail!("it needs --ratio or --unit-ratio"),
         };
-        let options = prune_options(cx.cli, amount);
+        let mut options = prune_options(cx.cli, amount);
+        if cx.cli.allocate.is_none() && !cx.cli.global && model.info.format == prunec_ir::SourceFormat::Onnx {
+            // layers of their own widths do not yet survive the ONNX writer (the file reads
+            // back as corrupt: a MatMul's batch axes disagree): ONNX inputs keep them alike
+            // unless --allocate asks otherwise
+            options.allocate = prunec_passes::prune::Allocate::Uniform;
+        }
+        if model.info.format == prunec_ir::SourceFormat::Onnx
+            && options.allocate != prunec_passes::prune::Allocate::Uniform
+            && cx.cli.output.is_some()
+        {
+            bail!("an ONNX model pruned to layers of their own widths cannot be written as ONNX yet: use --allocate uniform");
+        }
         let steps = cx.cli.prune_steps.max(1);
         if cx.pipeline[cx.index..].contains(&PassName::Reconstruct) {
             cx.unpruned = Some(model.clone());

@@ -192,10 +192,8 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
     }
     // activations, measured once when a row reads them
     let moments = if methods.iter().any(|m| m.3 == prune::Allocate::Flap || m.4.is_some()) {
-        let t = Instant::now();
         let options = crate::pipeline::prune_options(cli, Amount::Ratio(0.0));
-        let (m, origin) = crate::activations::all_moments(cli, &bench.model, &bench.path, &|g| options.prunes(g))?;
-        eprintln!("activations of {} linear inputs over {origin} ({:.1} s)", m.len(), t.elapsed().as_secs_f64());
+        let (m, _) = crate::activations::all_moments(cli, &bench.model, &bench.path, &|g| options.prunes(g), true, "sweep")?;
         Some(m)
     } else {
         None
@@ -214,7 +212,7 @@ pub fn sweep(args: &SweepArgs) -> Result<()> {
         if allocate == prune::Allocate::Flap {
             method = "fluctuation".into();
         }
-        if allocations.len() > 1 || allocate != prune::Allocate::Uniform {
+        if !args.allocations.is_empty() {
             let _ = write!(method, ", {} allocation", allocate.name());
         }
         if reconstructions.len() > 1 || reconstruction.is_some() {

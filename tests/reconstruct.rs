@@ -147,26 +147,16 @@ fn flap_allocation_gives_layers_their_own_widths_near_the_target() {
     let data = ids(dir.path(), 8, 24);
     let d = data.to_str().unwrap();
     let report = dir.path().join("r.json");
-    let run = prunec(&[
-        fixture("llama-mha").to_str().unwrap(),
-        "--pass",
-        "group,score,prune",
-        "--ratio",
-        "0.3",
-        "--importance",
-        "l2",
-        "--allocate",
-        "flap",
-        "--calib",
-        d,
-        "--reconstruct-len",
-        "24",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let model = fixture("llama-mha");
+    let flap = |extra: &[&str]| {
+        let mut args = vec![model.to_str().unwrap(), "--pass", "group,score,prune", "--ratio", "0.3", "--importance", "l2", "--allocate", "flap"];
+        args.extend_from_slice(extra);
+        prunec(&args)
+    };
+    let run = flap(&["--calib", d, "--reconstruct-len", "24", "--report", report.to_str().unwrap()]);
     let (_, stderr) = texts(&run);
     assert!(run.status.success(), "{stderr}");
-    assert!(stderr.contains("fluctuation of 8 linear inputs"), "{stderr}");
+    assert!(stderr.contains("--allocate flap: activations of 8 linear inputs"), "{stderr}");
     let r = json(&report);
     let removed = r["ratio"]["achieved"].as_f64().unwrap();
     assert!((removed - 0.3).abs() < 0.02, "removed {removed}");
@@ -177,20 +167,43 @@ fn flap_allocation_gives_layers_their_own_widths_near_the_target() {
     assert!(widths.iter().all(|w| w["units_after"].as_u64().unwrap() >= 1));
 
     // uniform widths cannot be adaptive
-    let refused = prunec(&[
-        fixture("llama-mha").to_str().unwrap(),
-        "--pass",
-        "group,score,prune",
-        "--ratio",
-        "0.3",
-        "--importance",
-        "l2",
-        "--allocate",
-        "flap",
-        "--uniform",
-    ]);
+    let refused = flap(&["--uniform"]);
     common::assert_usage_error(&refused, &["--uniform", "--allocate"]);
     // reconstruct needs prune before it
     let alone = prunec(&[fixture("llama-mha").to_str().unwrap(), "--pass", "group,reconstruct"]);
     assert_clean_failure(&alone, &["put `prune` before it"]);
+}
+
+#[test]
+fn a_sweep_row_is_the_run_with_the_same_allocation_and_reconstruction() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = ids(dir.path(), 8, 24);
+    let d = data.to_str().unwrap();
+    let m = fixture("llama-gqa");
+    let m = m.to_str().unwrap();
+    let common_args = ["--importance", "l2", "--calib", d, "--reconstruct-len", "24", "--eval-text", d, "--seq-len", "24"];
+    let stem = dir.path().join("sweep");
+    let mut args = vec!["sweep", m, "--ratios", "0.3", "--allocations", "uniform,sensitivity", "--reconstructions", "none,ls", "--out", stem.to_str().unwrap()];
+    args.extend_from_slice(&common_args);
+    let sweep = prunec(&args);
+    assert!(sweep.status.success(), "{}", texts(&sweep).1);
+    let table = json(&stem.with_extension("json"));
+    let points = table["points"].as_array().unwrap();
+    let methods: Vec<&str> = points.iter().map(|p| p["method"].as_str().unwrap()).collect();
+    assert_eq!(
+        methods,
+        [
+            "l2, uniform allocation, no reconstruction",
+            "l2, uniform allocation, ls",
+            "l2, sensitivity allocation, no reconstruction",
+            "l2, sensitivity allocation, ls"
+        ]
+    );
+    let report = dir.path().join("r.json");
+    let mut args = vec![m, "--pass", "group,score,prune,reconstruct,eval", "--ratio", "0.3", "--allocate", "uniform", "--report", report.to_str().unwrap()];
+    args.extend_from_slice(&common_args);
+    let run = prunec(&args);
+    assert!(run.status.success(), "{}", texts(&run).1);
+    let (row, ran) = (points[1]["perplexity"].as_f64().unwrap(), perplexities(&json(&report))[0]);
+    assert!((row / ran - 1.0).abs() < 1e-9, "sweep row {row}, run {ran}");
 }
