@@ -71,6 +71,7 @@ impl Totals {
 
 /// Reconstructs (`how`, `damp`) those of `targets` whose input's moments `moments` holds,
 /// adding to `totals`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn reconstruct_targets(
     how: Reconstruction,
     damp: f64,
