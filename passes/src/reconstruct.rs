@@ -57,25 +57,26 @@ impl Reconstruction {
     }
 }
 
-/// The linear ops reading parameter `name` as their weight: `(node, data input, bias param)`.
-fn linears_of(model: &Model, name: &str) -> Vec<(NodeId, ValueId, Option<String>)> {
+/// The parameter value `v` is, when it is one.
+fn param_at(model: &Model, v: Option<&ValueId>) -> Option<String> {
+    v.and_then(|v| match model.graph.node(v.node).map(|n| &n.op) {
+        Ok(Op::Param { name, .. }) => Some(name.clone()),
+        _ => None,
+    })
+}
+
+/// The linear ops reading parameter `name` as their weight: `(node, data input)`.
+fn linears_of(model: &Model, name: &str) -> Vec<(NodeId, ValueId)> {
     let g = &model.graph;
     let mut out = Vec::new();
     for id in g.node_ids() {
-        let Ok(node) = g.node(id) else { continue };
-        if !matches!(node.op, Op::Linear) {
+        if !g.node(id).is_ok_and(|n| matches!(n.op, Op::Linear)) {
             continue;
         }
         let inputs = g.inputs(id);
-        let param = |slot: usize| {
-            inputs.get(slot).and_then(|v| match g.node(v.node).map(|n| &n.op) {
-                Ok(Op::Param { name, .. }) => Some(name.clone()),
-                _ => None,
-            })
-        };
-        if param(1).as_deref() == Some(name) {
+        if param_at(model, inputs.get(1)).as_deref() == Some(name) {
             if let Some(&x) = inputs.first() {
-                out.push((id, x, param(2)));
+                out.push((id, x));
             }
         }
     }
@@ -91,7 +92,7 @@ fn input_members(model: &Model, group: &Group) -> Vec<(usize, String, ValueId)> 
         if shape.len() != 2 || ax.axis != 1 {
             continue;
         }
-        for (_, x, _) in linears_of(model, name) {
+        for (_, x) in linears_of(model, name) {
             out.push((a, name.clone(), x));
         }
     }
@@ -168,6 +169,8 @@ pub struct Target {
     pub input: ValueId,
     /// Its weight.
     pub weight: String,
+    /// Its weight in the unpruned model.
+    pub original_weight: String,
     /// Its bias in the pruned model, when it has one.
     pub bias: Option<String>,
     /// Its bias in the unpruned model.
@@ -212,13 +215,7 @@ pub fn targets(original: &Model, pruned: &Model) -> Result<Vec<Target>> {
         }
         let Some(&orig) = by_name.get(node.name.as_str()) else { continue };
         let (ins_p, ins_o) = (pruned.graph.inputs(id), original.graph.inputs(orig));
-        let name_of = |m: &Model, v: Option<&ValueId>| {
-            v.and_then(|v| match m.graph.node(v.node).map(|n| &n.op) {
-                Ok(Op::Param { name, .. }) => Some(name.clone()),
-                _ => None,
-            })
-        };
-        let (Some(weight), Some(weight_o)) = (name_of(pruned, ins_p.get(1)), name_of(original, ins_o.get(1))) else { continue };
+        let (Some(weight), Some(weight_o)) = (param_at(pruned, ins_p.get(1)), param_at(original, ins_o.get(1))) else { continue };
         let (Some(wp), Some(wo)) = (pruned.params.get(&weight), original.params.get(&weight_o)) else { continue };
         if wp.shape.len() != 2 || wo.shape.len() != 2 || wp.shape[1] == wo.shape[1] {
             continue;
@@ -230,9 +227,10 @@ pub fn targets(original: &Model, pruned: &Model) -> Result<Vec<Target>> {
             name: node.name.clone(),
             node: id,
             input: *ins_o.first().ok_or_else(|| PassError::Config(format!("`{}` has no input", node.name)))?,
+            bias: param_at(pruned, ins_p.get(2)),
+            original_bias: param_at(original, ins_o.get(2)),
             weight,
-            bias: name_of(pruned, ins_p.get(2)),
-            original_bias: name_of(original, ins_o.get(2)),
+            original_weight: weight_o,
             kept_cols,
             kept_rows,
             inputs: wo.shape[1],
@@ -511,8 +509,7 @@ pub fn apply(model: &mut Model, t: &Target, solved: &Linear) -> Result<()> {
 /// The unpruned and pruned weights of target `t` (rows of the unpruned op limited to those
 /// kept; a missing bias as zeros).
 pub fn weights_of(original: &Model, pruned: &Model, t: &Target) -> Result<(Linear, Linear)> {
-    let orig_name = original_weight(original, t)?;
-    let wo = original.params.read_f32(&orig_name)?;
+    let wo = original.params.read_f32(&t.original_weight)?;
     let d = t.inputs;
     let mut full = Vec::with_capacity(t.kept_rows.len() * d);
     for &r in &t.kept_rows {
@@ -532,22 +529,6 @@ pub fn weights_of(original: &Model, pruned: &Model, t: &Target) -> Result<(Linea
         None => vec![0.0; out],
     };
     Ok((Linear { weight: full, bias: bias_full }, Linear { weight: wp, bias: bias_p }))
-}
-
-/// The name of target `t`'s weight in the unpruned model.
-fn original_weight(original: &Model, t: &Target) -> Result<String> {
-    let g = &original.graph;
-    for n in g.node_ids() {
-        let Ok(node) = g.node(n) else { continue };
-        if node.name == t.name {
-            if let Some(v) = g.inputs(n).get(1) {
-                if let Ok(Op::Param { name, .. }) = g.node(v.node).map(|n| &n.op) {
-                    return Ok(name.clone());
-                }
-            }
-        }
-    }
-    Err(PassError::Config(format!("`{}` is not in the unpruned model", t.name)))
 }
 
 #[cfg(test)]
