@@ -45,14 +45,14 @@ fn write_gguf_output(model: &Model, source: &Path, out: &Path, cli: &RunArgs) ->
     let written = gguf_out::write(&model, &plan, out, &[source], options, &mut |done, _, name| bar.update(done, name))?;
     bar.finish();
     // one line per change of type, naming the first tensors
-    let mut changes: std::collections::BTreeMap<(&str, &str), Vec<&str>> = std::collections::BTreeMap::new();
+    let mut changes: std::collections::BTreeMap<(&str, &str, usize), Vec<&str>> = std::collections::BTreeMap::new();
     for (name, want, got) in &written.fell_back {
-        changes.entry((want.name(), got.name())).or_default().push(name);
+        changes.entry((want.name(), got.name(), want.block_size().unwrap_or(1))).or_default().push(name);
     }
-    for ((want, got), names) in changes {
+    for ((want, got, block), names) in changes {
         let more = if names.len() > 3 { format!(" and {} more", names.len() - 3) } else { String::new() };
         eprintln!(
-            "gguf: {} tensors written as {got}, not {want} (rows no longer whole blocks of {want}, or a type prunec does not quantize to; --round-to 32 keeps pruned widths in whole blocks): {}{more}",
+            "gguf: {} tensors written as {got}, not {want} (rows no longer whole blocks of {block}, or a type prunec does not quantize to; --round-to {block} keeps pruned widths in whole blocks): {}{more}",
             names.len(),
             names.iter().take(3).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
         );

@@ -358,3 +358,115 @@ fn pruned_smollm2_gguf_runs_in_llama_cpp_as_in_prunec() {
     println!("llama.cpp generates: {words:?}");
     assert!(words.chars().filter(|c| c.is_alphabetic()).count() >= 8, "no text: {generated}");
 }
+
+/// An HF LLaMA folder as wide as k-quants need (hidden 256: rows of whole super-blocks; 4 heads
+/// of 64, 2 key/value heads, MLP 1024, 2 layers, the 256 tokens of [`common::byte_tokenizer`]),
+/// its weights seeded random.
+fn wide_llama() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("llama-gqa").join("config.json")).unwrap()).unwrap();
+    for (k, v) in [("hidden_size", 256), ("head_dim", 64), ("num_attention_heads", 4), ("num_key_value_heads", 2), ("intermediate_size", 1024), ("num_hidden_layers", 2)] {
+        config[k] = v.into();
+    }
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    // xorshift, two uniforms summed: values spread like weights, reproducible
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
+        let values: Vec<u8> = (0..shape.iter().product::<usize>()).flat_map(|_| (offset + scale * (next() + next())).to_le_bytes()).collect();
+        tensors.push((name, shape, values));
+    };
+    add("model.embed_tokens.weight".into(), vec![256, 256], 1.0, 0.0);
+    add("model.norm.weight".into(), vec![256], 0.2, 1.0);
+    for l in 0..2 {
+        let p = format!("model.layers.{l}");
+        for (n, shape) in [("self_attn.q_proj", [256, 256]), ("self_attn.k_proj", [128, 256]), ("self_attn.v_proj", [128, 256]), ("self_attn.o_proj", [256, 256]), ("mlp.gate_proj", [1024, 256]), ("mlp.up_proj", [1024, 256]), ("mlp.down_proj", [256, 1024])] {
+            add(format!("{p}.{n}.weight"), shape.to_vec(), 0.15, 0.0);
+        }
+        for n in ["input_layernorm", "post_attention_layernorm"] {
+            add(format!("{p}.{n}.weight"), vec![256], 0.2, 1.0);
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        tensors.iter().map(|(n, s, v)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), v).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    common::byte_tokenizer(dir.path());
+    dir
+}
+
+/// Relative RMS difference of `b` from `a`.
+fn relative_rms(a: &[f32], b: &[f32]) -> f32 {
+    let rms = |v: &mut dyn Iterator<Item = f32>| -> f64 {
+        let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + f64::from(x) * f64::from(x), n + 1));
+        (s / n.max(1) as f64).sqrt()
+    };
+    (rms(&mut a.iter().zip(b).map(|(x, y)| x - y)) / rms(&mut a.iter().copied())) as f32
+}
+
+/// `--gguf-type q4_k|q6_k`: every matrix whose rows are whole super-blocks of 256 is written in
+/// the k-quant, its bytes ggml's reference quantization (`quantize_row_q4_K_ref`,
+/// `quantize_row_q6_K_ref`) of the values the F32 file holds; MLP channels are padded to whole
+/// super-blocks so that `ffn_down` keeps the type; rows of 128 (two heads of 64) fall back to
+/// Q8_0 and are reported. prunec reads the file back within the type's error of the F32 logits
+/// (relative RMS: Q4_K 0.3 at most, measured 0.22 on this random model; Q6_K 0.08, measured
+/// 0.055, 3.9× closer), and llama.cpp computes prunec's logits of the same file (5e-2; measured
+/// 2.6e-2 and 2.5e-2: llama.cpp quantizes the activations to Q8_K for its k-quant products,
+/// prunec multiplies in F32).
+#[test]
+fn k_quants_are_written_where_rows_are_whole_super_blocks() {
+    let hf = wide_llama();
+    let dir = tempfile::tempdir().unwrap();
+    let model = pruned(hf.path(), Mode::Block, false, Gqa::KvHeads);
+    let exact = logits(&model);
+    let f32_file = dir.path().join("f32.gguf");
+    write(&model, &f32_file, Some(GgmlType::F32));
+    let reference = GgufFile::open(&f32_file).unwrap();
+    let ids = [250u32, 3, 97, 43, 236, 26, 66];
+    let tokens = ids.map(|i| i.to_string()).join(",");
+    let mut errors = Vec::new();
+    for (ty, own_tol) in [(GgmlType::Q4_K, 0.3f32), (GgmlType::Q6_K, 0.08)] {
+        let out = dir.path().join(format!("{}.gguf", ty.name()));
+        let written = write(&model, &out, Some(ty));
+        let file = GgufFile::open(&out).unwrap();
+        let mut in_type = 0;
+        for info in file.tensors().iter().filter(|t| t.dims.len() == 2) {
+            let row = info.dims[0] as usize;
+            if row % 256 == 0 {
+                assert_eq!(info.ty, ty, "{}: rows of {row}", info.name);
+                // the F32 file's values (the same plan: rotary rows), quantized by ggml's
+                // reference; MLP channels padded with zeros here to whole super-blocks
+                let values = reference.dequantize(&info.name).unwrap();
+                let f32_row = reference.tensor_info(&info.name).unwrap().dims[0] as usize;
+                let mut padded: Vec<f32> = values.chunks(f32_row).flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0.0, row - f32_row))).collect();
+                padded.resize(row * info.dims[1] as usize, 0.0);
+                let want = prunec_frontends::gguf::quant::quantize(ty, &padded).unwrap();
+                assert!(file.tensor_bytes(info) == want.as_slice(), "{}: not the reference quantization of its values", info.name);
+                in_type += 1;
+            } else {
+                assert_eq!(info.ty, GgmlType::Q8_0, "{}: rows of {row} fall back", info.name);
+                assert!(written.fell_back.iter().any(|(n, want, got)| *n == info.name && *want == ty && *got == GgmlType::Q8_0), "{}: {:?}", info.name, written.fell_back);
+            }
+        }
+        // embeddings, q/k/v, gate/up and down (padded to 256) of both layers
+        assert!(in_type >= 13, "{}: {in_type} matrices", ty.name());
+        assert_eq!(file.tensor_info("blk.0.ffn_down.weight").unwrap().ty, ty);
+        let ours = logits(&load(&out));
+        let own = relative_rms(&exact, &ours);
+        println!("{}: prunec's logits of the file are {own:.2e} (relative RMS) from the F32 model's", ty.name());
+        assert!(own <= own_tol, "{}: {own:.2e} from the F32 logits", ty.name());
+        errors.push(own);
+        let Some(json) = llama_cpp("logits", &out, &["--tokens", &tokens, "--kv-type", "f32"]) else { continue };
+        let theirs: Vec<f32> = json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let apart = relative_rms(&ours, &theirs);
+        println!("{}: llama.cpp's logits are {apart:.2e} (relative RMS) from prunec's", ty.name());
+        assert!(apart <= 5e-2, "{}: llama.cpp's logits are {apart:.2e} from prunec's", ty.name());
+    }
+    // two bits more, a quarter of the error (measured 3.9×)
+    assert!(errors[1] * 2.5 < errors[0], "Q6_K is not much closer to F32 than Q4_K: {errors:?}");
+}
