@@ -315,12 +315,14 @@ fn empty_mlp_of_layer_1(dir: &Path) {
     std::fs::write(&path, config.to_string()).unwrap();
 }
 
-/// The real SmolLM2-135M (Q4_1 as shipped) pruned with LLM-Pruner's block-wise recipe (20% of
-/// the units of layers 3..27, taylor-element1; layers of different widths: `deci`) and written
-/// as GGUF: llama.cpp loads it, its perplexity on prunec's tokens (the first 12 windows of 128
-/// of `tests/fixtures/smollm2/public.txt`, KV cache in F32) is prunec's within 1% (measured
-/// 0.65%: llama.cpp quantizes the activations for its Q4_1 products, prunec multiplies in F32),
-/// and greedy generation gives text.
+/// The issue's own command on the real SmolLM2-135M (Q4_1 as shipped): `--pass
+/// group,score,prune --ratio 0.2 -o smol-pruned.gguf` (the default allocation: layers of their
+/// own widths, written as `deci`). llama.cpp loads it; its perplexity on prunec's tokens (all 59
+/// windows of 128 of `tests/fixtures/smollm2/public.txt`, KV cache in F32) is prunec's within
+/// 1% (measured 0.10%: llama.cpp quantizes the activations for its Q4_1 products, prunec
+/// multiplies in F32; over the first 12 windows alone 0.83%, so all are taken); greedy
+/// generation gives text. (LLM-Pruner's recipe, `deci` with repeated key/value heads, is in
+/// docs/gguf.md's table: within 0.9% over 12 windows.)
 #[test]
 fn pruned_smollm2_gguf_runs_in_llama_cpp_as_in_prunec() {
     let Some(smol) = common::smollm2() else { return };
@@ -329,16 +331,13 @@ fn pruned_smollm2_gguf_runs_in_llama_cpp_as_in_prunec() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("smol-pruned.gguf");
-    let run = common::prunec(&[
-        smol.to_str().unwrap(), "--pass", "group,score,prune", "--importance", "taylor-element1", "--unit-ratio", "0.2", "--gqa", "query",
-        "--attn-layers", "3..27", "--mlp-layers", "3..27", "-o", out.to_str().unwrap(),
-    ]);
+    let run = common::prunec(&[smol.to_str().unwrap(), "--pass", "group,score,prune", "--ratio", "0.2", "-o", out.to_str().unwrap()]);
     assert!(run.status.success(), "{}", common::texts(&run).1);
     let file = GgufFile::open(&out).unwrap();
     assert_eq!(file.get_str("general.architecture").unwrap(), "deci");
     assert_eq!(file.get_str("tokenizer.chat_template").ok(), GgufFile::open(&smol).unwrap().get_str("tokenizer.chat_template").ok());
     let text = fixture("smollm2/public.txt");
-    let ours = common::prunec(&[out.to_str().unwrap(), "--pass", "eval", "--eval-text", text.to_str().unwrap(), "--limit", "12"]);
+    let ours = common::prunec(&[out.to_str().unwrap(), "--pass", "eval", "--eval-text", text.to_str().unwrap()]);
     let (stdout, stderr) = common::texts(&ours);
     assert!(ours.status.success(), "{stderr}");
     let ppl = |line: &str| line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap();
@@ -348,7 +347,7 @@ fn pruned_smollm2_gguf_runs_in_llama_cpp_as_in_prunec() {
     let ids = tok.encode(&std::fs::read_to_string(&text).unwrap()).unwrap();
     let ids_file = dir.path().join("ids.json");
     std::fs::write(&ids_file, serde_json::to_string(&ids).unwrap()).unwrap();
-    let theirs = llama_cpp("ppl", &out, &["--tokens-file", ids_file.to_str().unwrap(), "--max-windows", "12", "--kv-type", "f32"]).unwrap();
+    let theirs = llama_cpp("ppl", &out, &["--tokens-file", ids_file.to_str().unwrap(), "--kv-type", "f32"]).unwrap();
     let theirs = theirs["perplexity"].as_f64().unwrap();
     let gap = (theirs / ours - 1.0).abs();
     println!("pruned SmolLM2 GGUF: perplexity {ours:.4} in prunec, {theirs:.4} in llama.cpp ({:.2}% apart)", 100.0 * gap);
