@@ -46,6 +46,9 @@ struct Projection {
     weight: String,
     /// The bias's parameter, when it has one.
     bias: Option<String>,
+    /// The rows of a fused projection this one is (onnxruntime-genai's `qkv_proj` cut by
+    /// slices); `None`: all.
+    rows: Option<std::ops::Range<usize>>,
 }
 
 /// An RMSNorm recognised: what it normalises, its weight and epsilon.
@@ -154,9 +157,31 @@ impl<'m> Walk<'m> {
         model.params.get(name).map_or(&[], |p| p.shape.as_slice())
     }
 
-    /// `v` as a linear op (`x·wᵀ`, its bias in the op or added to it), marked; `None` when it is
-    /// not one.
+    /// The output width of `p`.
+    fn out_rows(&self, p: &Projection) -> usize {
+        match &p.rows {
+            Some(r) => r.len(),
+            None => self.shape(&p.weight).first().copied().unwrap_or(0),
+        }
+    }
+
+    /// `v` as a linear op (`x·wᵀ`, its bias in the op or added to it), or a slice of the last
+    /// axis of one (a fused projection's part), marked; `None` when it is not one.
     fn projection(&mut self, v: ValueId) -> Result<Option<Projection>> {
+        if let Op::Slice { axis, start, end } = self.op(v)? {
+            let rank = self.model.graph.value_type(v).map(|t| t.rank()).unwrap_or(0);
+            let Some(inner) = self.inputs(v).first().copied() else { return Ok(None) };
+            if *axis + 1 != rank {
+                return Ok(None);
+            }
+            let (start, end) = (*start, *end);
+            let Some(whole) = self.projection(inner)? else { return Ok(None) };
+            if whole.rows.is_some() || end > self.out_rows(&whole) || start >= end {
+                return Ok(None);
+            }
+            self.mark(v);
+            return Ok(Some(Projection { rows: Some(start..end), ..whole }));
+        }
         let (linear, added_bias) = match self.op(v)? {
             Op::Linear => (v, None),
             Op::Binary(BinaryOp::Add) => {
@@ -190,7 +215,7 @@ impl<'m> Walk<'m> {
         };
         self.mark(linear);
         self.mark(v);
-        Ok(Some(Projection { input, weight, bias }))
+        Ok(Some(Projection { input, weight, bias, rows: None }))
     }
 
     /// [`Walk::projection`], or an error saying that `what` is not a linear op.
@@ -301,6 +326,46 @@ impl<'m> Walk<'m> {
         Ok(inner)
     }
 
+    /// `v` before a chain of transposes and reshapes that leave it as it was (the composed
+    /// permutation the identity, each reshape keeping its shape: dynamo's round trip through
+    /// `[b, h, s, d]`), marked; `v` itself when there is none.
+    fn through_layout(&mut self, v: ValueId) -> Result<ValueId> {
+        let model = self.model;
+        let g = &model.graph;
+        let mut chain = Vec::new();
+        let mut at = v;
+        let mut perm: Option<Vec<usize>> = None;
+        loop {
+            let inner = match self.inputs(at).first().copied() {
+                Some(i) => i,
+                None => break,
+            };
+            match self.op(at)? {
+                Op::Transpose { perm: p } => {
+                    let c = perm.get_or_insert_with(|| (0..p.len()).collect());
+                    if c.len() != p.len() {
+                        break;
+                    }
+                    for x in c.iter_mut() {
+                        *x = p.get(*x).copied().unwrap_or(usize::MAX);
+                    }
+                }
+                Op::Reshape { .. } if g.value_type(inner).ok().map(|t| &t.shape) == g.value_type(at).ok().map(|t| &t.shape) => {}
+                _ => break,
+            }
+            chain.push(at);
+            at = inner;
+            if perm.as_ref().is_none_or(|c| c.iter().enumerate().all(|(i, &x)| i == x)) {
+                // the identity so far: take it
+                for &n in &chain {
+                    self.mark(n);
+                }
+                return self.through_layout(at);
+            }
+        }
+        Ok(v)
+    }
+
     /// `v` split into `(heads, head width)` from a linear projection: `SplitHeads`, or a
     /// reshape splitting the last axis. The projection and its split are marked.
     fn split(&mut self, v: ValueId, what: &str) -> Result<(Projection, usize, usize)> {
@@ -326,7 +391,7 @@ impl<'m> Walk<'m> {
         };
         self.mark(v);
         let p = self.need_projection(inner, &format!("the attention's {what} before their split into heads"))?;
-        let rows = self.shape(&p.weight).first().copied().unwrap_or(0);
+        let rows = self.out_rows(&p);
         if heads == 0 || !rows.is_multiple_of(heads) {
             return Err(self.refuse(format!("`{}` has {rows} rows, not whole heads of {heads}", p.weight)));
         }
@@ -367,7 +432,8 @@ impl<'m> Walk<'m> {
 
     /// The attention whose o projection is `o`, its q/k/v read through a norm of `residual`.
     fn attention(&mut self, o: Projection, residual: ValueId) -> Result<AttentionBranch> {
-        let heads_out = self.unmerge(o.input)?;
+        let merged = self.unmerge(o.input)?;
+        let heads_out = self.through_layout(merged)?;
         let Op::Attention(attention) = self.op(heads_out)? else {
             return Err(self.refuse(format!("the o projection reads {} merged, not an attention", self.describe(heads_out))));
         };
@@ -556,9 +622,10 @@ pub fn as_llama(model: &Model) -> Result<Model> {
     let mlp_bias = mlps.iter().any(|m| [&m.gate, &m.up, &m.down].iter().any(|p| p.bias.is_some()));
 
     // HF's name of each parameter, and the zero biases a configuration of biases implies
-    let mut renames: Vec<(String, &str)> = vec![("model.embed_tokens.weight".into(), &r.embedding), ("model.norm.weight".into(), &r.final_norm.weight)];
+    let mut renames: Vec<(String, &str, Option<std::ops::Range<usize>>)> =
+        vec![("model.embed_tokens.weight".into(), &r.embedding, None), ("model.norm.weight".into(), &r.final_norm.weight, None)];
     if let Some(head) = &r.lm_head {
-        renames.push(("lm_head.weight".into(), head));
+        renames.push(("lm_head.weight".into(), head, None));
     }
     let mut zeros: Vec<(String, usize)> = Vec::new();
     let mut widths = Vec::with_capacity(r.layers.len());
@@ -571,7 +638,7 @@ pub fn as_llama(model: &Model) -> Result<Model> {
             for (module, proj) in [("self_attn.q_proj", &a.q), ("self_attn.k_proj", &a.k), ("self_attn.v_proj", &a.v), ("self_attn.o_proj", &a.o)] {
                 projections.push((module, proj, attention_bias));
             }
-            renames.push((format!("{p}.input_layernorm.weight"), &a.norm.weight));
+            renames.push((format!("{p}.input_layernorm.weight"), &a.norm.weight, None));
             width.num_heads = a.heads;
             width.num_kv_heads = a.kv_heads;
             width.query_heads_per_kv = Op::uniform_copies(&a.copies).is_none().then(|| a.copies.clone());
@@ -584,14 +651,14 @@ pub fn as_llama(model: &Model) -> Result<Model> {
             for (module, proj) in [("mlp.gate_proj", &m.gate), ("mlp.up_proj", &m.up), ("mlp.down_proj", &m.down)] {
                 projections.push((module, proj, mlp_bias));
             }
-            renames.push((format!("{p}.post_attention_layernorm.weight"), &m.norm.weight));
-            width.intermediate_size = walk.shape(&m.gate.weight).first().copied().unwrap_or(0);
+            renames.push((format!("{p}.post_attention_layernorm.weight"), &m.norm.weight, None));
+            width.intermediate_size = walk.out_rows(&m.gate);
         }
         for (module, proj, with_bias) in projections {
-            renames.push((format!("{p}.{module}.weight"), &proj.weight));
+            renames.push((format!("{p}.{module}.weight"), &proj.weight, proj.rows.clone()));
             match &proj.bias {
-                Some(b) => renames.push((format!("{p}.{module}.bias"), b)),
-                None if with_bias => zeros.push((format!("{p}.{module}.bias"), walk.shape(&proj.weight).first().copied().unwrap_or(0))),
+                Some(b) => renames.push((format!("{p}.{module}.bias"), b, proj.rows.clone())),
+                None if with_bias => zeros.push((format!("{p}.{module}.bias"), walk.out_rows(proj))),
                 None => {}
             }
         }
@@ -599,9 +666,22 @@ pub fn as_llama(model: &Model) -> Result<Model> {
     }
     let ir = |source| FrontendError::Ir { path: path.clone(), source };
     let mut params = ParamStore::new();
-    for (name, from) in renames {
+    for (name, from, rows) in renames {
         let p = model.params.get(from).ok_or_else(|| FrontendError::MissingTensor { path: path.clone(), tensor: from.to_string() })?;
-        params.insert(name, p.clone());
+        let p = match rows {
+            None => p.clone(),
+            // a part of a fused projection: its rows
+            Some(r) => {
+                let values = model.params.read_f32(from).map_err(ir)?;
+                let cols: usize = p.shape.iter().skip(1).product();
+                let mut shape = p.shape.clone();
+                shape[0] = r.len();
+                let mut part = Param::owned(shape, values[r.start * cols..r.end * cols].to_vec()).map_err(ir)?;
+                part.dtype = p.dtype;
+                part
+            }
+        };
+        params.insert(name, p);
     }
     for (name, rows) in zeros {
         params.insert(name, Param::owned(vec![rows], vec![0.0; rows]).map_err(ir)?);
