@@ -9,11 +9,13 @@
 //!   the embedding's table;
 //! - the residual stream: additions of a branch back to the embedding of the token ids; each
 //!   branch reads the stream through an RMSNorm of its own;
-//! - an attention branch: q, k and v linear ops over one norm (biases allowed, as Qwen2's),
+//! - an attention branch: q, k and v linear ops over one norm (biases allowed, as Qwen2's;
+//!   or one fused projection cut into the three by slices, as onnxruntime-genai writes it),
 //!   split into heads, q and k through one rotary embedding (half-split, as HF's LLaMA, or
 //!   interleaved, as Meta's: its q/k rows are put in HF's order), key/value heads repeated
 //!   for their query heads (unevenly after pruning), causal attention scaled by
-//!   `1/√head_dim`, heads merged, the o projection;
+//!   `1/√head_dim` (transposes and reshapes that compose to nothing between it and the
+//!   merge, as dynamo exports have, are passed through), heads merged, the o projection;
 //! - an MLP branch: `down(silu(gate(x)) · up(x))`;
 //! - the numbers: hidden size and vocabulary from the embedding, each layer's query and
 //!   key/value heads and MLP channels (a pruned model's layers differ), head width, rotary base
