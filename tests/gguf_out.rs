@@ -511,7 +511,7 @@ fn four_bit_onnx_weights_are_written_as_their_q4_0_blocks() {
         checked += 1;
     }
     assert!(file.tensors().iter().filter(|t| t.ty == GgmlType::Q4_0).count() >= checked, "{checked} matrices");
-    assert!(checked >= 2 * 7 + 1, "{checked} matrices checked");
+    assert!(checked > 2 * 7, "{checked} matrices checked: 7 per layer and the LM head");
     let d = relative(&logits_of(&back, &FORM_IDS), &logits_of(&onnx, &FORM_IDS));
     println!("genai-int4 written as Q4_0: {checked} matrices of the same 4-bit codes; logits {d:.1e} from the ONNX model's (the scales in f16)");
     assert!(d < 1e-2, "{d}");

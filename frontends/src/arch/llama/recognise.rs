@@ -90,7 +90,7 @@ struct MlpBranch {
 #[derive(Debug, Clone)]
 enum Branch {
     Attention(Box<AttentionBranch>),
-    Mlp(MlpBranch),
+    Mlp(Box<MlpBranch>),
 }
 
 /// A decoder layer: its attention and MLP branches (either may be gone).
@@ -250,7 +250,7 @@ impl<'m> Walk<'m> {
             return Ok(None);
         };
         match self.op(out.input)? {
-            Op::Binary(BinaryOp::Mul) => self.mlp(out, residual).map(|m| Some(Branch::Mlp(m))),
+            Op::Binary(BinaryOp::Mul) => self.mlp(out, residual).map(|m| Some(Branch::Mlp(Box::new(m)))),
             Op::MergeHeads | Op::Reshape { .. } => self.attention(out, residual).map(|a| Some(Branch::Attention(Box::new(a)))),
             _ => {
                 self.seen = saved;
@@ -337,11 +337,7 @@ impl<'m> Walk<'m> {
         let mut chain = Vec::new();
         let mut at = v;
         let mut perm: Option<Vec<usize>> = None;
-        loop {
-            let inner = match self.inputs(at).first().copied() {
-                Some(i) => i,
-                None => break,
-            };
+        while let Some(inner) = self.inputs(at).first().copied() {
             match self.op(at)? {
                 Op::Transpose { perm: p } => {
                     let c = perm.get_or_insert_with(|| (0..p.len()).collect());
@@ -572,8 +568,8 @@ fn recognise(walk: &mut Walk) -> Result<Recognised> {
         match b {
             Branch::Attention(a) => layers.push(Layer { attention: Some(*a), mlp: None }),
             Branch::Mlp(m) => match layers.last_mut() {
-                Some(l) if l.mlp.is_none() => l.mlp = Some(m),
-                _ => layers.push(Layer { attention: None, mlp: Some(m) }),
+                Some(l) if l.mlp.is_none() => l.mlp = Some(*m),
+                _ => layers.push(Layer { attention: None, mlp: Some(*m) }),
             },
         }
     }
