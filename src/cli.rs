@@ -145,7 +145,8 @@ pub(crate) struct RunArgs {
     /// `uniform` (the same share of every group; the default with --uniform and --gqa query),
     /// `global` (one ranking of scores normalised by their group's mean) or `flap` (FLAP:
     /// units ranked by the fluctuation of their inputs over the calibration text, standardised
-    /// per kind across layers; it replaces `score`'s importance).
+    /// per kind across layers; it replaces `score`'s importance). ONNX inputs default to
+    /// `uniform` (the ONNX writer keeps layers alike) unless written as GGUF.
     #[arg(long, value_parser = parse_allocate)]
     pub(crate) allocate: Option<prunec_passes::prune::Allocate>,
 

@@ -30,6 +30,14 @@ pub(crate) fn write_output(model: &Model, source: &Path, out: &Path, cli: &RunAr
 fn write_gguf_output(model: &Model, source: &Path, out: &Path, cli: &RunArgs) -> Result<()> {
     use prunec_frontends::arch::gguf_out;
     let model = &without_adapters(model)?;
+    let recognised;
+    let model = if model.info.format == prunec_ir::SourceFormat::Onnx && prunec_frontends::arch::of(model).is_none() {
+        // an ONNX graph has no architecture: written as the LLaMA its structure is
+        recognised = prunec_frontends::arch::llama::recognise::as_llama(model)?;
+        &recognised
+    } else {
+        model
+    };
     let Some(arch) = prunec_frontends::arch::of(model) else {
         bail!("-o {}: writing GGUF needs a model of an architecture prunec knows (this one is `{}`, read from {:?})", out.display(), model.info.architecture, model.info.format);
     };
@@ -37,7 +45,7 @@ fn write_gguf_output(model: &Model, source: &Path, out: &Path, cli: &RunArgs) ->
     if let Some(note) = arch.before_writing(&mut model)? {
         eprintln!("{note}");
     }
-    let options = gguf_out::GgufOptions { ty: cli.gguf_type, fallback: cli.gguf_fallback, replace: cli.force };
+    let options = gguf_out::GgufOptions { ty: cli.gguf_type, fallback: cli.gguf_fallback, replace: cli.force, tokenizer: cli.tokenizer.clone() };
     let plan = arch.gguf_plan(&model, gguf_out::block_width(&model, &options))?;
     let t = Instant::now();
     safety::check_output_space(&model, out, 4)?;

@@ -78,7 +78,7 @@ pub enum Planned {
 }
 
 /// How a GGUF file is written.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GgufOptions {
     /// The type of every matrix (`--gguf-type`); `None`: each keeps its own.
     pub ty: Option<GgmlType>,
@@ -87,11 +87,14 @@ pub struct GgufOptions {
     pub fallback: GgmlType,
     /// Replace an existing file (`--force`).
     pub replace: bool,
+    /// The `tokenizer.json` of a model read from other than a GGUF file (`--tokenizer`);
+    /// `None`: the one beside the model.
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl Default for GgufOptions {
     fn default() -> GgufOptions {
-        GgufOptions { ty: None, fallback: GgmlType::Q8_0, replace: false }
+        GgufOptions { ty: None, fallback: GgmlType::Q8_0, replace: false, tokenizer: None }
     }
 }
 
@@ -304,8 +307,9 @@ fn file_type(ty: GgmlType) -> Option<u32> {
 }
 
 /// The metadata of the file: the input's own when it is a GGUF file (its `general.*`, tokenizer
-/// and chat template; not its alignment, split or file type), then the plan's keys.
-fn metadata(model: &Model, plan: &GgufPlan) -> Result<Vec<(String, GgufValue)>> {
+/// and chat template; not its alignment, split or file type), else the tokenizer beside the
+/// model (or `tokenizer`), then the plan's keys.
+fn metadata(model: &Model, plan: &GgufPlan, tokenizer: Option<&Path>) -> Result<Vec<(String, GgufValue)>> {
     let mut keys: BTreeMap<String, GgufValue> = BTreeMap::new();
     if model.info.format == SourceFormat::Gguf {
         let file = GgufFile::open(&model.info.source)?;
@@ -323,7 +327,7 @@ fn metadata(model: &Model, plan: &GgufPlan) -> Result<Vec<(String, GgufValue)>> 
         // llama.cpp's converter: the name, and the tokenizer beside the model
         let name = model.info.name.clone();
         keys.insert("general.name".into(), GgufValue::String(name));
-        let tokenizer = crate::tokenizer::Tokenizer::for_model(&model.info.source)?;
+        let tokenizer = crate::tokenizer::Tokenizer::for_model(tokenizer.unwrap_or(&model.info.source))?;
         keys.extend(tokenizer.gguf_metadata(plan.vocab)?);
     }
     for k in &plan.stale {
@@ -374,7 +378,7 @@ pub fn write(model: &Model, plan: &GgufPlan, dest: &Path, inputs: &[&Path], opti
         outs.push(TensorOut { name: t.name.clone(), dims: shape.iter().rev().map(|&d| d as u64).collect(), ty });
         hows.push(copy.unwrap_or(How::Quantize));
     }
-    let mut meta = metadata(model, plan)?;
+    let mut meta = metadata(model, plan, options.tokenizer.as_deref())?;
     let mostly = matrix_elements.values().max_by_key(|(_, n)| *n).map(|(t, _)| *t);
     if let Some(ft) = mostly.and_then(file_type) {
         meta.push(("general.file_type".into(), GgufValue::U32(ft)));
