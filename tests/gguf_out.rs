@@ -475,20 +475,6 @@ fn k_quants_are_written_where_rows_are_whole_super_blocks() {
     assert!(errors[1] * 2.5 < errors[0], "Q6_K is not much closer to F32 than Q4_K: {errors:?}");
 }
 
-/// Every form of `tests/fixtures/onnx-forms` (one tiny LLaMA: torch's two exporters, optimum,
-/// onnxruntime-genai in fp32 and 4-bit).
-const ONNX_FORMS: [&str; 9] = [
-    "torch/ts17.onnx",
-    "torch/ts21.onnx",
-    "torch/dynamo18.onnx",
-    "torch/dynamo18-opt.onnx",
-    "torch/dynamo21.onnx",
-    "torch/dynamo21-opt.onnx",
-    "optimum/model.onnx",
-    "genai-fp32/model.onnx",
-    "genai-int4/model.onnx",
-];
-
 /// Token ids of the tiny model's vocabulary (128).
 const FORM_IDS: [u32; 10] = [5, 77, 23, 101, 9, 64, 31, 2, 118, 40];
 
@@ -537,7 +523,7 @@ fn pruned_by_half(mut model: Model) -> Model {
 fn onnx_forms_written_as_gguf_compute_their_logits() {
     let dir = tempfile::tempdir().unwrap();
     let hf = logits_of(&load(&fixture("onnx-forms/hf")), &FORM_IDS);
-    for rel in ONNX_FORMS {
+    for rel in common::ONNX_FORMS {
         let path = fixture("onnx-forms").join(rel);
         let onnx = load(&path);
         let tokenizer = form_tokenizer(rel);
