@@ -441,7 +441,7 @@ fn k_quants_are_written_where_rows_are_whole_super_blocks() {
         let mut in_type = 0;
         for info in file.tensors().iter().filter(|t| t.dims.len() == 2) {
             let row = info.dims[0] as usize;
-            if row % 256 == 0 {
+            if row.is_multiple_of(256) {
                 assert_eq!(info.ty, ty, "{}: rows of {row}", info.name);
                 // the F32 file's values (the same plan: rotary rows), quantized by ggml's
                 // reference; MLP channels padded with zeros here to whole super-blocks

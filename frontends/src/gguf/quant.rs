@@ -191,10 +191,13 @@ fn nearest_int(fval: f32) -> i32 {
     (bits & 0x007f_ffff) - 0x0040_0000
 }
 
-/// ggml's `make_qkx2_quants` for `n` values of `x` with `weights`: codes `0..=nmax` in `l`
-/// (`laux` is its scratch) for `x ≈ scale·l − min`, searching `nstep + 1` scales around
+/// ggml's `make_qkx2_quants` for the 32 values `x` of a sub-block with `weights`, as
+/// `quantize_row_q4_K_ref` calls it (`rmin` −1, `rdelta` 0.1, `nstep` 20, squared error):
+/// codes `0..=nmax` in `l` for `x ≈ scale·l − min`, searching 21 scales around
 /// `nmax / (max − min)` for the least weighted squared error; returns `(scale, min)`, `min ≥ 0`.
-fn make_qkx2_quants(nmax: i32, x: &[f32], weights: &[f32], l: &mut [u8], laux: &mut [u8], rmin: f32, rdelta: f32, nstep: i32) -> (f32, f32) {
+fn make_qkx2_quants(nmax: i32, x: &[f32; 32], weights: &[f32; 32], l: &mut [u8]) -> (f32, f32) {
+    let (rmin, rdelta, nstep) = (-1.0f32, 0.1f32, 20);
+    let mut laux = [0u8; 32];
     let n = x.len();
     let (mut min, mut max) = (x[0], x[0]);
     let mut sum_w = weights[0];
@@ -315,15 +318,13 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 /// `q` and 6-bit `sc`, `m` (from `make_qkx2_quants` weighted by `rms + |x|`), `d` and `dmin` f16.
 fn q4_k(x: &[f32; QK_K], out: &mut Vec<u8>) {
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 32];
     let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
     let (mut max_scale, mut max_min) = (0f32, 0f32);
-    for j in 0..8 {
-        let xs = &x[32 * j..32 * (j + 1)];
+    for (j, xs) in x.as_chunks::<32>().0.iter().enumerate() {
         let sum_x2 = xs.iter().fold(0f32, |s, v| s + v * v);
         let av_x = (sum_x2 / 32.0).sqrt();
         let weights: [f32; 32] = std::array::from_fn(|i| av_x + xs[i].abs());
-        (scales[j], mins[j]) = make_qkx2_quants(15, xs, &weights, &mut l[32 * j..32 * (j + 1)], &mut laux, -1.0, 0.1, 20);
+        (scales[j], mins[j]) = make_qkx2_quants(15, xs, &weights, &mut l[32 * j..32 * (j + 1)]);
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
