@@ -221,6 +221,22 @@ fn llama_cpp(mode: &str, file: &Path, args: &[&str]) -> Option<serde_json::Value
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
+/// llama.cpp's logits of `tokens` (comma-separated) in GGUF file `file`, KV cache in F32; `None`
+/// when `PRUNEC_OFFLINE` is set.
+fn llama_cpp_logits(file: &Path, tokens: &str) -> Option<Vec<f32>> {
+    let json = llama_cpp("logits", file, &["--tokens", tokens, "--kv-type", "f32"])?;
+    Some(json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect())
+}
+
+/// The root mean square of `a − b` over that of `a`.
+fn relative_rms(a: &[f32], b: &[f32]) -> f32 {
+    let rms = |v: &mut dyn Iterator<Item = f32>| -> f64 {
+        let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + f64::from(x) * f64::from(x), n + 1));
+        (s / n.max(1) as f64).sqrt()
+    };
+    (rms(&mut a.iter().zip(b).map(|(x, y)| x - y)) / rms(&mut a.iter().copied())) as f32
+}
+
 /// Pruned fixture-size GGUF files — layers of different widths (`deci`), repeated key/value
 /// heads, quantized — load in llama.cpp, whose logits on the same tokens are prunec's, as
 /// relative RMS differences: F32 within 1e-4 (measured 1.3e-6: summation orders, the KV cache
@@ -238,16 +254,11 @@ fn llama_cpp_computes_the_logits_prunec_computes() {
         let model = pruned(hf.path(), Mode::Block, gqa == Gqa::KvHeads, gqa);
         let out = dir.path().join(format!("{name}.gguf"));
         write(&model, &out, ty);
-        let Some(json) = llama_cpp("logits", &out, &["--tokens", &tokens, "--kv-type", "f32"]) else { return };
-        let theirs: Vec<f32> = json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { return };
         let ours = logits(&load(&out));
         let spread = ours.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let diff = max_diff(&ours, &theirs);
-        let rms = |v: &mut dyn Iterator<Item = f32>| -> f32 {
-            let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + f64::from(x) * f64::from(x), n + 1));
-            (s / n.max(1) as f64).sqrt() as f32
-        };
-        let relative = rms(&mut ours.iter().zip(&theirs).map(|(a, b)| a - b)) / rms(&mut ours.iter().copied());
+        let relative = relative_rms(&ours, &theirs);
         let argmax = |v: &[f32]| v.chunks(256).map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0).collect::<Vec<_>>();
         let same_top = argmax(&ours).iter().zip(argmax(&theirs)).filter(|(a, b)| **a == *b).count();
         println!("{name}: llama.cpp's logits differ from prunec's by {diff} at most (largest |logit| {spread}), {relative:.2e} relative RMS; same top token at {same_top} of {} positions", ids.len());
@@ -292,8 +303,7 @@ fn other_families_and_emptied_mlps_run_in_llama_cpp() {
         let before = logits(&model);
         let back = max_diff(&before, &logits(&load(&out)));
         assert!(back < 1e-5, "{fixture_name}: read back, logits differ by {back}");
-        let Some(json) = llama_cpp("logits", &out, &["--tokens", &tokens, "--kv-type", "f32"]) else { continue };
-        let theirs: Vec<f32> = json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { continue };
         let diff = max_diff(&before, &theirs);
         println!("{fixture_name} ({arch}): llama.cpp's logits differ from prunec's by {diff}");
         assert!(diff < 1e-3, "{fixture_name}: llama.cpp's logits differ from prunec's by {diff}");
@@ -342,109 +352,74 @@ fn pruned_smollm2_gguf_runs_in_llama_cpp_as_in_prunec() {
     let file = GgufFile::open(&out).unwrap();
     assert_eq!(file.get_str("general.architecture").unwrap(), "deci");
     assert_eq!(file.get_str("tokenizer.chat_template").ok(), GgufFile::open(&smol).unwrap().get_str("tokenizer.chat_template").ok());
+    let (ours, theirs) = perplexities(&out, 12).unwrap();
+    let gap = (theirs / ours - 1.0).abs();
+    println!("pruned SmolLM2 GGUF: perplexity {ours:.4} in prunec, {theirs:.4} in llama.cpp ({:.2}% apart)", 100.0 * gap);
+    assert!(gap < 0.01, "llama.cpp's perplexity {theirs} is not within 1% of prunec's {ours}");
+    generates_text(&out);
+}
+
+/// prunec's perplexity (`--pass eval`) of GGUF file `out` over the first `windows` windows of
+/// 128 tokens of `tests/fixtures/smollm2/public.txt`, and llama.cpp's on the very tokens prunec
+/// evaluated (the text as prunec's tokenizer of the file splits it, with the special tokens its
+/// configuration adds around it; KV cache in F32); `None` when `PRUNEC_OFFLINE` is set.
+fn perplexities(out: &Path, windows: usize) -> Option<(f64, f64)> {
     let text = fixture("smollm2/public.txt");
-    let ours = common::prunec(&[out.to_str().unwrap(), "--pass", "eval", "--eval-text", text.to_str().unwrap(), "--limit", "12"]);
+    let limit = windows.to_string();
+    let ours = common::prunec(&[out.to_str().unwrap(), "--pass", "eval", "--eval-text", text.to_str().unwrap(), "--limit", &limit]);
     let (stdout, stderr) = common::texts(&ours);
     assert!(ours.status.success(), "{stderr}");
     let ppl = |line: &str| line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap();
     let ours = ppl(stdout.lines().chain(stderr.lines()).find(|l| l.starts_with("perplexity:")).expect("a perplexity line"));
-    // llama.cpp on the very tokens prunec evaluated
-    let tok = prunec_frontends::tokenizer::Tokenizer::for_model(&out).unwrap();
-    let ids = tok.encode(&std::fs::read_to_string(&text).unwrap()).unwrap();
-    let ids_file = dir.path().join("ids.json");
+    let tok = prunec_frontends::tokenizer::Tokenizer::for_model(out).unwrap();
+    let ids = tok.encode_with_special(&std::fs::read_to_string(&text).unwrap()).unwrap();
+    let ids_file = out.with_extension("ids.json");
     std::fs::write(&ids_file, serde_json::to_string(&ids).unwrap()).unwrap();
-    let theirs = llama_cpp("ppl", &out, &["--tokens-file", ids_file.to_str().unwrap(), "--max-windows", "12", "--kv-type", "f32"]).unwrap();
-    let theirs = theirs["perplexity"].as_f64().unwrap();
-    let gap = (theirs / ours - 1.0).abs();
-    println!("pruned SmolLM2 GGUF: perplexity {ours:.4} in prunec, {theirs:.4} in llama.cpp ({:.2}% apart)", 100.0 * gap);
-    assert!(gap < 0.01, "llama.cpp's perplexity {theirs} is not within 1% of prunec's {ours}");
-    let generated = llama_cpp("generate", &out, &["--prompt", "The capital of France is", "--max-tokens", "16"]).unwrap();
+    let theirs = llama_cpp("ppl", out, &["--tokens-file", ids_file.to_str().unwrap(), "--max-windows", &limit, "--kv-type", "f32"])?;
+    Some((ours, theirs["perplexity"].as_f64().unwrap()))
+}
+
+/// Greedy generation by llama.cpp from GGUF file `out` gives text.
+fn generates_text(out: &Path) {
+    let Some(generated) = llama_cpp("generate", out, &["--prompt", "The capital of France is", "--max-tokens", "16"]) else { return };
     let words = generated["text"].as_str().unwrap();
     println!("llama.cpp generates: {words:?}");
     assert!(words.chars().filter(|c| c.is_alphabetic()).count() >= 8, "no text: {generated}");
 }
 
-/// llama.cpp's logits of `tokens` (comma-separated) in GGUF file `file`, KV cache in F32; `None`
-/// when `PRUNEC_OFFLINE` is set.
-fn llama_cpp_logits(file: &Path, tokens: &str) -> Option<Vec<f32>> {
-    let json = llama_cpp("logits", file, &["--tokens", tokens, "--kv-type", "f32"])?;
-    Some(json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect())
-}
-
-/// The root mean square of `a − b` over that of `a`.
-fn relative_rms(a: &[f32], b: &[f32]) -> f32 {
-    let rms = |v: &mut dyn Iterator<Item = f32>| -> f64 {
-        let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + f64::from(x) * f64::from(x), n + 1));
-        (s / n.max(1) as f64).sqrt()
-    };
-    (rms(&mut a.iter().zip(b).map(|(x, y)| x - y)) / rms(&mut a.iter().copied())) as f32
-}
-
-/// The tiny Gemma 3 (HF folder, F32, with a tokenizer) pruned — uniformly (every layer alike,
-/// written as it is), with one global threshold (layers of different widths: every layer
-/// padded to the widest with zero heads and channels), and with query heads taken unevenly
-/// from their key/value heads (some repeated, others padded) — and unpruned, written as GGUF:
-/// prunec reads each file back computing the model's logits (1e-5), and llama.cpp's logits on
-/// the same tokens are prunec's within 1e-3 relative RMS. Measured 2.1e-4 to 2.9e-4 for all
-/// four, the unpruned model's included: llama.cpp's CPU GELU looks its values up in a table of
-/// f16s (its input rounded to f16), where prunec computes it in f32; padding adds nothing.
-/// Seven tokens over a sliding window of 4, the fixture's irregular `layer_types` (a pattern of
-/// flags in the file) and its `query_pre_attn_scalar` of 24 for heads of 16 (folded into the q
-/// norms: llama.cpp scales by 1/√16).
+/// The real Gemma 3 270M (Q4_K_M as shipped) pruned by `--ratio 0.2` (sensitivity allocation:
+/// layers of different widths, every one padded to the widest) and written as GGUF in its own
+/// types (the pruned `ffn_down` columns no longer whole blocks of Q4_K/Q6_K: Q8_0): llama.cpp
+/// loads it and greedy generation gives text. That file converted to Q8_0 (`--gguf-type q8_0`,
+/// no pass: the padded file read back and written again): llama.cpp's perplexity on prunec's
+/// tokens (the first 4 windows of 128 of `tests/fixtures/smollm2/public.txt`, `<bos>` first, KV
+/// cache in F32) is prunec's within 1% (measured 0.06%). The file in its own types is not held
+/// to 1%: llama.cpp multiplies Q4_K/Q5_0 matrices by activations quantized to 8 bits, which
+/// moves even the unpruned model as shipped by 2.6%, and this pruned one (perplexity ~3700) by
+/// 17% (docs/gguf.md).
 #[test]
-fn pruned_tiny_gemma3_gguf_reads_back_and_runs_in_llama_cpp() {
-    let dir = tempfile::tempdir().unwrap();
-    let ids = [250u32, 3, 97, 43, 236, 26, 66];
-    let tokens = ids.map(|i| i.to_string()).join(",");
-    // query: one of each layer's four query heads (the lowest-scoring) goes
-    let cases = [("unpruned", None), ("uniform", Some((false, Gqa::KvHeads, 0.3))), ("widths", Some((true, Gqa::KvHeads, 0.3))), ("query", Some((false, Gqa::QueryHeads, 0.2)))];
-    for (name, pruning) in cases {
-        let hf = common::copy_fixture("gemma3-tiny");
-        common::byte_tokenizer(hf.path());
-        let model = match pruning {
-            Some((global, gqa, ratio)) => pruned_by(hf.path(), Mode::Block, global, gqa, ratio),
-            None => load(hf.path()),
-        };
-        let out = dir.path().join(format!("gemma3-{name}.gguf"));
-        let arch = prunec_frontends::arch::of(&model).unwrap();
-        let mut prepared = model.clone();
-        arch.before_writing(&mut prepared).unwrap();
-        let plan = arch.gguf_plan(&prepared, 1).unwrap();
-        write(&model, &out, None);
-        let file = GgufFile::open(&out).unwrap();
-        assert_eq!(file.get_str("general.architecture").unwrap(), "gemma3");
-        assert_eq!(file.get("gemma3.attention.sliding_window_pattern").and_then(|v| v.as_array()).map(<[_]>::len), Some(6), "{name}");
-        // each layer's own widths, and the file's
-        let rows = |p: &str| model.params.get(p).map_or(0, |t| t.shape[0]);
-        let heads: Vec<usize> = (0..6).map(|l| rows(&format!("model.layers.{l}.self_attn.q_proj.weight")) / 16).collect();
-        let channels: Vec<usize> = (0..6).map(|l| rows(&format!("model.layers.{l}.mlp.gate_proj.weight"))).collect();
-        let (file_heads, file_channels) = (file.get_usize("gemma3.attention.head_count").unwrap(), file.get_usize("gemma3.feed_forward_length").unwrap());
-        let alike = heads.iter().all(|&h| h == heads[0]) && channels.iter().all(|&c| c == channels[0]);
-        match name {
-            "unpruned" | "uniform" => {
-                assert!(alike, "{name}: {heads:?} {channels:?}");
-                assert_eq!((file_heads, file_channels), (heads[0], channels[0]), "{name}: written as it is");
-                assert!(plan.notes.is_empty(), "{name}: {:?}", plan.notes);
-            }
-            "widths" => {
-                assert!(!alike, "{name}: the layers' widths do not differ: {heads:?} {channels:?}");
-                assert_eq!((file_heads, file_channels), (*heads.iter().max().unwrap(), *channels.iter().max().unwrap()), "{name}");
-                assert!(plan.notes.iter().any(|n| n.contains("padded")), "{name}: {:?}", plan.notes);
-            }
-            _ => {
-                // key/value heads serving 1 and 2 query heads: one repeated (3 of them), or padded
-                let uneven = model.graph.node_ids().into_iter().any(|id| matches!(&model.graph.node(id).unwrap().op, prunec_ir::Op::RepeatHeads { copies } if copies.iter().any(|&c| c != copies[0])));
-                assert!(uneven, "{name}: no key/value head serves fewer query heads than another: {heads:?}");
-                assert!(file_heads >= *heads.iter().max().unwrap(), "{name}");
-                assert!(plan.notes.iter().any(|n| n.contains("padded")), "{name}: {:?}", plan.notes);
-            }
-        }
-        let ours = logits(&model);
-        let back = max_diff(&ours, &logits(&load(&out)));
-        assert!(back < 1e-5, "{name}: read back, logits differ by {back}");
-        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { continue };
-        let relative = relative_rms(&ours, &theirs);
-        println!("gemma3 {name} (heads {heads:?} → {file_heads}, channels {channels:?} → {file_channels}): llama.cpp's logits differ from prunec's by {:.2e} relative RMS ({} at most)", relative, max_diff(&ours, &theirs));
-        assert!(relative <= 1e-3, "{name}: llama.cpp's logits differ from prunec's by {relative:.2e} relative RMS");
+fn pruned_gemma3_gguf_runs_in_llama_cpp_as_in_prunec() {
+    let Some(gemma) = common::gemma3() else { return };
+    if common::fetched("fetch-llama-cpp").is_none() {
+        return;
     }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gemma3-pruned.gguf");
+    let run = common::prunec(&[gemma.to_str().unwrap(), "--pass", "group,score,prune", "--ratio", "0.2", "-o", out.to_str().unwrap()]);
+    let (_, stderr) = common::texts(&run);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("every layer padded to"), "{stderr}");
+    let (file, input) = (GgufFile::open(&out).unwrap(), GgufFile::open(&gemma).unwrap());
+    assert_eq!(file.get_str("general.architecture").unwrap(), "gemma3");
+    for key in ["tokenizer.ggml.model", "tokenizer.ggml.add_bos_token", "tokenizer.chat_template", "gemma3.attention.sliding_window"] {
+        assert_eq!(file.get(key), input.get(key), "{key}");
+    }
+    generates_text(&out);
+    let q8 = dir.path().join("gemma3-pruned-q8_0.gguf");
+    let run = common::prunec(&[out.to_str().unwrap(), "--gguf-type", "q8_0", "-o", q8.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", common::texts(&run).1);
+    let Some((ours, theirs)) = perplexities(&q8, 4) else { return };
+    let gap = (theirs / ours - 1.0).abs();
+    println!("pruned Gemma 3 270M, Q8_0 GGUF: perplexity {ours:.4} in prunec, {theirs:.4} in llama.cpp ({:.2}% apart)", 100.0 * gap);
+    assert!(gap < 0.01, "llama.cpp's perplexity {theirs} is not within 1% of prunec's {ours}");
 }

@@ -402,10 +402,20 @@ pub fn plan(model: &Model, block: usize) -> Result<GgufPlan> {
     if padded_heads + padded_kv + padded_channels > 0 {
         let own = model.params.numel();
         let added = (padded_heads + padded_kv) * 2 * hd * hidden + padded_channels * 3 * hidden;
+        let parts: Vec<String> = [
+            (padded_heads, "zero query heads"),
+            (padded_kv, "key/value heads (zeros, or repeats of one serving more query heads)"),
+            (padded_channels, "zero MLP channels"),
+        ]
+        .iter()
+        .filter(|(k, _)| *k > 0)
+        .map(|(k, what)| format!("{k} {what}"))
+        .collect();
         notes.push(format!(
-            "gguf: every layer padded to {heads} query heads, {} key/value heads and {} MLP channels, as llama.cpp's gemma3 builds every layer with the first layer's widths: {padded_heads} query heads and {padded_channels} MLP channels of zeros and {padded_kv} key/value heads (zeros, or repeats of one serving more query heads) added over {n} layers (exact; {added} parameters more, {:.1}% of the model's {own})",
+            "gguf: every layer padded to {heads} query heads, {} key/value heads and {} MLP channels, as llama.cpp's gemma3 builds every layer with the first layer's widths: {} over {n} layers (exact; {added} parameters more, {:.1}% of the model's {own})",
             shared.kv,
             shared.channels,
+            parts.join(", "),
             100.0 * added as f64 / own.max(1) as f64
         ));
     }
