@@ -145,7 +145,8 @@ pub(crate) struct RunArgs {
     /// `uniform` (the same share of every group; the default with --uniform and --gqa query),
     /// `global` (one ranking of scores normalised by their group's mean) or `flap` (FLAP:
     /// units ranked by the fluctuation of their inputs over the calibration text, standardised
-    /// per kind across layers; it replaces `score`'s importance).
+    /// per kind across layers; it replaces `score`'s importance). ONNX inputs default to
+    /// `uniform` (the ONNX writer keeps layers alike) unless written as GGUF.
     #[arg(long, value_parser = parse_allocate)]
     pub(crate) allocate: Option<prunec_passes::prune::Allocate>,
 
@@ -210,15 +211,16 @@ pub(crate) struct RunArgs {
     #[arg(long, value_enum, default_value = "f32")]
     pub(crate) dtype: OutDType,
 
-    /// GGUF output: the type of every matrix (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1).
+    /// GGUF output: the type of every matrix (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1,
+    /// q4_k, q6_k; a k-quant where rows are whole super-blocks of 256, else --gguf-fallback).
     /// Default: each tensor keeps its own type, its blocks copied bit for bit where pruning
     /// removed whole blocks.
     #[arg(long, value_name = "TYPE", value_parser = parse_gguf_type)]
     pub(crate) gguf_type: Option<prunec_frontends::gguf::GgmlType>,
 
-    /// GGUF output: the type of a matrix that cannot keep its type (a K-quant or i-quant that
-    /// must be quantized again, rows no longer whole blocks of it); F16 where rows are not
-    /// whole blocks of this either.
+    /// GGUF output: the type of a matrix that cannot keep its type (a type prunec does not
+    /// quantize to, such as an i-quant or Q5_K, that must be quantized again; rows no longer
+    /// whole blocks of it); F16 where rows are not whole blocks of this either.
     #[arg(long, value_name = "TYPE", default_value = "q8_0", value_parser = parse_gguf_type)]
     pub(crate) gguf_fallback: prunec_frontends::gguf::GgmlType,
 

@@ -30,6 +30,14 @@ pub(crate) fn write_output(model: &Model, source: &Path, out: &Path, cli: &RunAr
 fn write_gguf_output(model: &Model, source: &Path, out: &Path, cli: &RunArgs) -> Result<()> {
     use prunec_frontends::arch::gguf_out;
     let model = &without_adapters(model)?;
+    let recognised;
+    let model = if model.info.format == prunec_ir::SourceFormat::Onnx && prunec_frontends::arch::of(model).is_none() {
+        // an ONNX graph has no architecture: written as the LLaMA its structure is
+        recognised = prunec_frontends::arch::llama::recognise::as_llama(model)?;
+        &recognised
+    } else {
+        model
+    };
     let Some(arch) = prunec_frontends::arch::of(model) else {
         bail!("-o {}: writing GGUF needs a model of an architecture prunec knows (this one is `{}`, read from {:?})", out.display(), model.info.architecture, model.info.format);
     };
@@ -37,7 +45,7 @@ fn write_gguf_output(model: &Model, source: &Path, out: &Path, cli: &RunArgs) ->
     if let Some(note) = arch.before_writing(&mut model)? {
         eprintln!("{note}");
     }
-    let options = gguf_out::GgufOptions { ty: cli.gguf_type, fallback: cli.gguf_fallback, replace: cli.force };
+    let options = gguf_out::GgufOptions { ty: cli.gguf_type, fallback: cli.gguf_fallback, replace: cli.force, tokenizer: cli.tokenizer.clone() };
     let plan = arch.gguf_plan(&model, gguf_out::block_width(&model, &options))?;
     for note in &plan.notes {
         eprintln!("{note}");
@@ -48,14 +56,14 @@ fn write_gguf_output(model: &Model, source: &Path, out: &Path, cli: &RunArgs) ->
     let written = gguf_out::write(&model, &plan, out, &[source], options, &mut |done, _, name| bar.update(done, name))?;
     bar.finish();
     // one line per change of type, naming the first tensors
-    let mut changes: std::collections::BTreeMap<(&str, &str), Vec<&str>> = std::collections::BTreeMap::new();
+    let mut changes: std::collections::BTreeMap<(&str, &str, usize), Vec<&str>> = std::collections::BTreeMap::new();
     for (name, want, got) in &written.fell_back {
-        changes.entry((want.name(), got.name())).or_default().push(name);
+        changes.entry((want.name(), got.name(), want.block_size().unwrap_or(1))).or_default().push(name);
     }
-    for ((want, got), names) in changes {
+    for ((want, got, block), names) in changes {
         let more = if names.len() > 3 { format!(" and {} more", names.len() - 3) } else { String::new() };
         eprintln!(
-            "gguf: {} tensors written as {got}, not {want} (rows no longer whole blocks of {want}, or a type prunec does not quantize to; --round-to 32 keeps pruned widths in whole blocks): {}{more}",
+            "gguf: {} tensors written as {got}, not {want} (rows no longer whole blocks of {block}, or a type prunec does not quantize to; --round-to {block} keeps pruned widths in whole blocks): {}{more}",
             names.len(),
             names.iter().take(3).map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
         );

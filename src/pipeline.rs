@@ -161,16 +161,15 @@ impl<'a> Pass<RunState<'a>, anyhow::Error> for PrunePass {
             (None, None) => bail!("it needs --ratio or --unit-ratio"),
         };
         let mut options = prune_options(cx.cli, amount);
-        if cx.cli.allocate.is_none() && !cx.cli.global && model.info.format == prunec_ir::SourceFormat::Onnx {
+        // written as GGUF, an ONNX model is a LLaMA whose layers may differ (`deci`)
+        let onnx_out = model.info.format == prunec_ir::SourceFormat::Onnx && !cx.cli.output.as_deref().is_some_and(crate::output::is_gguf);
+        if cx.cli.allocate.is_none() && !cx.cli.global && onnx_out {
             // layers of their own widths do not yet survive the ONNX writer (the file reads
             // back as corrupt: a MatMul's batch axes disagree): ONNX inputs keep them alike
-            // unless --allocate asks otherwise
+            // unless --allocate asks otherwise or the output is GGUF
             options.allocate = prunec_passes::prune::Allocate::Uniform;
         }
-        if model.info.format == prunec_ir::SourceFormat::Onnx
-            && options.allocate != prunec_passes::prune::Allocate::Uniform
-            && cx.cli.output.is_some()
-        {
+        if onnx_out && options.allocate != prunec_passes::prune::Allocate::Uniform && cx.cli.output.is_some() {
             bail!("an ONNX model pruned to layers of their own widths cannot be written as ONNX yet: use --allocate uniform");
         }
         let steps = cx.cli.prune_steps.max(1);

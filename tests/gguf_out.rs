@@ -21,10 +21,15 @@ fn load(path: &Path) -> Model {
 
 /// Writes `model` as GGUF at `out`, as `-o FILE.gguf` does.
 fn write(model: &Model, out: &Path, ty: Option<GgmlType>) -> GgufWritten {
+    write_with(model, out, ty, None)
+}
+
+/// [`write`] with the tokenizer `tokenizer` (`--tokenizer`) instead of the model's own.
+fn write_with(model: &Model, out: &Path, ty: Option<GgmlType>, tokenizer: Option<&Path>) -> GgufWritten {
     let arch = prunec_frontends::arch::of(model).expect("a known architecture");
     let mut model = model.clone();
     arch.before_writing(&mut model).unwrap();
-    let options = GgufOptions { ty, ..GgufOptions::default() };
+    let options = GgufOptions { ty, tokenizer: tokenizer.map(Path::to_path_buf), ..GgufOptions::default() };
     let plan = arch.gguf_plan(&model, gguf_out::block_width(&model, &options)).unwrap();
     gguf_out::write(&model, &plan, out, &[&model.info.source], options, &mut |_, _, _| {}).unwrap()
 }
@@ -330,12 +335,14 @@ fn empty_mlp_of_layer_1(dir: &Path) {
     std::fs::write(&path, config.to_string()).unwrap();
 }
 
-/// The real SmolLM2-135M (Q4_1 as shipped) pruned with LLM-Pruner's block-wise recipe (20% of
-/// the units of layers 3..27, taylor-element1; layers of different widths: `deci`) and written
-/// as GGUF: llama.cpp loads it, its perplexity on prunec's tokens (the first 12 windows of 128
-/// of `tests/fixtures/smollm2/public.txt`, KV cache in F32) is prunec's within 1% (measured
-/// 0.65%: llama.cpp quantizes the activations for its Q4_1 products, prunec multiplies in F32),
-/// and greedy generation gives text.
+/// The issue's own command on the real SmolLM2-135M (Q4_1 as shipped): `--pass
+/// group,score,prune --ratio 0.2 -o smol-pruned.gguf` (the default allocation: layers of their
+/// own widths, written as `deci`). llama.cpp loads it; its perplexity on prunec's tokens (all 59
+/// windows of 128 of `tests/fixtures/smollm2/public.txt`, KV cache in F32) is prunec's within
+/// 1% (measured 0.10%: llama.cpp quantizes the activations for its Q4_1 products, prunec
+/// multiplies in F32; over the first 12 windows alone 0.83%, so all are taken); greedy
+/// generation gives text. (LLM-Pruner's recipe, `deci` with repeated key/value heads, is in
+/// docs/gguf.md's table: within 0.9% over 12 windows.)
 #[test]
 fn pruned_smollm2_gguf_runs_in_llama_cpp_as_in_prunec() {
     let Some(smol) = common::smollm2() else { return };
@@ -344,15 +351,12 @@ fn pruned_smollm2_gguf_runs_in_llama_cpp_as_in_prunec() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("smol-pruned.gguf");
-    let run = common::prunec(&[
-        smol.to_str().unwrap(), "--pass", "group,score,prune", "--importance", "taylor-element1", "--unit-ratio", "0.2", "--gqa", "query",
-        "--attn-layers", "3..27", "--mlp-layers", "3..27", "-o", out.to_str().unwrap(),
-    ]);
+    let run = common::prunec(&[smol.to_str().unwrap(), "--pass", "group,score,prune", "--ratio", "0.2", "-o", out.to_str().unwrap()]);
     assert!(run.status.success(), "{}", common::texts(&run).1);
     let file = GgufFile::open(&out).unwrap();
     assert_eq!(file.get_str("general.architecture").unwrap(), "deci");
     assert_eq!(file.get_str("tokenizer.chat_template").ok(), GgufFile::open(&smol).unwrap().get_str("tokenizer.chat_template").ok());
-    let (ours, theirs) = perplexities(&out, 12).unwrap();
+    let (ours, theirs) = perplexities(&out, 59).unwrap(); // all 59 windows
     let gap = (theirs / ours - 1.0).abs();
     println!("pruned SmolLM2 GGUF: perplexity {ours:.4} in prunec, {theirs:.4} in llama.cpp ({:.2}% apart)", 100.0 * gap);
     assert!(gap < 0.01, "llama.cpp's perplexity {theirs} is not within 1% of prunec's {ours}");
@@ -422,4 +426,329 @@ fn pruned_gemma3_gguf_runs_in_llama_cpp_as_in_prunec() {
     let gap = (theirs / ours - 1.0).abs();
     println!("pruned Gemma 3 270M, Q8_0 GGUF: perplexity {ours:.4} in prunec, {theirs:.4} in llama.cpp ({:.2}% apart)", 100.0 * gap);
     assert!(gap < 0.01, "llama.cpp's perplexity {theirs} is not within 1% of prunec's {ours}");
+}
+
+/// An HF LLaMA folder as wide as k-quants need (hidden 256: rows of whole super-blocks; 4 heads
+/// of 64, 2 key/value heads, MLP 1024, 2 layers, the 256 tokens of [`common::byte_tokenizer`]),
+/// its weights seeded random.
+fn wide_llama() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("llama-gqa").join("config.json")).unwrap()).unwrap();
+    for (k, v) in [("hidden_size", 256), ("head_dim", 64), ("num_attention_heads", 4), ("num_key_value_heads", 2), ("intermediate_size", 1024), ("num_hidden_layers", 2)] {
+        config[k] = v.into();
+    }
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    // xorshift, two uniforms summed: values spread like weights, reproducible
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
+        let values: Vec<u8> = (0..shape.iter().product::<usize>()).flat_map(|_| (offset + scale * (next() + next())).to_le_bytes()).collect();
+        tensors.push((name, shape, values));
+    };
+    add("model.embed_tokens.weight".into(), vec![256, 256], 1.0, 0.0);
+    add("model.norm.weight".into(), vec![256], 0.2, 1.0);
+    for l in 0..2 {
+        let p = format!("model.layers.{l}");
+        for (n, shape) in [("self_attn.q_proj", [256, 256]), ("self_attn.k_proj", [128, 256]), ("self_attn.v_proj", [128, 256]), ("self_attn.o_proj", [256, 256]), ("mlp.gate_proj", [1024, 256]), ("mlp.up_proj", [1024, 256]), ("mlp.down_proj", [256, 1024])] {
+            add(format!("{p}.{n}.weight"), shape.to_vec(), 0.15, 0.0);
+        }
+        for n in ["input_layernorm", "post_attention_layernorm"] {
+            add(format!("{p}.{n}.weight"), vec![256], 0.2, 1.0);
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> =
+        tensors.iter().map(|(n, s, v)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), v).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    common::byte_tokenizer(dir.path());
+    dir
+}
+
+/// Relative RMS difference of `b` from `a`.
+fn relative_rms(a: &[f32], b: &[f32]) -> f32 {
+    let rms = |v: &mut dyn Iterator<Item = f32>| -> f64 {
+        let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + f64::from(x) * f64::from(x), n + 1));
+        (s / n.max(1) as f64).sqrt()
+    };
+    (rms(&mut a.iter().zip(b).map(|(x, y)| x - y)) / rms(&mut a.iter().copied())) as f32
+}
+
+/// `--gguf-type q4_k|q6_k`: every matrix whose rows are whole super-blocks of 256 is written in
+/// the k-quant, its bytes ggml's reference quantization (`quantize_row_q4_K_ref`,
+/// `quantize_row_q6_K_ref`) of the values the F32 file holds; MLP channels are padded to whole
+/// super-blocks so that `ffn_down` keeps the type; rows of 128 (two heads of 64) fall back to
+/// Q8_0 and are reported. prunec reads the file back within the type's error of the F32 logits
+/// (relative RMS: Q4_K 0.3 at most, measured 0.22 on this random model; Q6_K 0.08, measured
+/// 0.055, 3.9× closer), and llama.cpp computes prunec's logits of the same file (5e-2; measured
+/// 2.6e-2 and 2.5e-2: llama.cpp quantizes the activations to Q8_K for its k-quant products,
+/// prunec multiplies in F32).
+#[test]
+fn k_quants_are_written_where_rows_are_whole_super_blocks() {
+    let hf = wide_llama();
+    let dir = tempfile::tempdir().unwrap();
+    let model = pruned(hf.path(), Mode::Block, false, Gqa::KvHeads);
+    let exact = logits(&model);
+    let f32_file = dir.path().join("f32.gguf");
+    write(&model, &f32_file, Some(GgmlType::F32));
+    let reference = GgufFile::open(&f32_file).unwrap();
+    let ids = [250u32, 3, 97, 43, 236, 26, 66];
+    let tokens = ids.map(|i| i.to_string()).join(",");
+    let mut errors = Vec::new();
+    for (ty, own_tol) in [(GgmlType::Q4_K, 0.3f32), (GgmlType::Q6_K, 0.08)] {
+        let out = dir.path().join(format!("{}.gguf", ty.name()));
+        let written = write(&model, &out, Some(ty));
+        let file = GgufFile::open(&out).unwrap();
+        let mut in_type = 0;
+        for info in file.tensors().iter().filter(|t| t.dims.len() == 2) {
+            let row = info.dims[0] as usize;
+            if row % 256 == 0 {
+                assert_eq!(info.ty, ty, "{}: rows of {row}", info.name);
+                // the F32 file's values (the same plan: rotary rows), quantized by ggml's
+                // reference; MLP channels padded with zeros here to whole super-blocks
+                let values = reference.dequantize(&info.name).unwrap();
+                let f32_row = reference.tensor_info(&info.name).unwrap().dims[0] as usize;
+                let mut padded: Vec<f32> = values.chunks(f32_row).flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0.0, row - f32_row))).collect();
+                padded.resize(row * info.dims[1] as usize, 0.0);
+                let want = prunec_frontends::gguf::quant::quantize(ty, &padded).unwrap();
+                assert!(file.tensor_bytes(info) == want.as_slice(), "{}: not the reference quantization of its values", info.name);
+                in_type += 1;
+            } else {
+                assert_eq!(info.ty, GgmlType::Q8_0, "{}: rows of {row} fall back", info.name);
+                assert!(written.fell_back.iter().any(|(n, want, got)| *n == info.name && *want == ty && *got == GgmlType::Q8_0), "{}: {:?}", info.name, written.fell_back);
+            }
+        }
+        // embeddings, q/k/v, gate/up and down (padded to 256) of both layers
+        assert!(in_type >= 13, "{}: {in_type} matrices", ty.name());
+        assert_eq!(file.tensor_info("blk.0.ffn_down.weight").unwrap().ty, ty);
+        let ours = logits(&load(&out));
+        let own = relative_rms(&exact, &ours);
+        println!("{}: prunec's logits of the file are {own:.2e} (relative RMS) from the F32 model's", ty.name());
+        assert!(own <= own_tol, "{}: {own:.2e} from the F32 logits", ty.name());
+        errors.push(own);
+        let Some(json) = llama_cpp("logits", &out, &["--tokens", &tokens, "--kv-type", "f32"]) else { continue };
+        let theirs: Vec<f32> = json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let apart = relative_rms(&ours, &theirs);
+        println!("{}: llama.cpp's logits are {apart:.2e} (relative RMS) from prunec's", ty.name());
+        assert!(apart <= 5e-2, "{}: llama.cpp's logits are {apart:.2e} from prunec's", ty.name());
+    }
+    // two bits more, a quarter of the error (measured 3.9×)
+    assert!(errors[1] * 2.5 < errors[0], "Q6_K is not much closer to F32 than Q4_K: {errors:?}");
+}
+
+/// Token ids of the tiny model's vocabulary (128).
+const FORM_IDS: [u32; 10] = [5, 77, 23, 101, 9, 64, 31, 2, 118, 40];
+
+fn logits_of(m: &Model, ids: &[u32]) -> Vec<f32> {
+    use prunec_backends::runtime::{cpu, Cpu, Executor};
+    let exec = Executor::<Cpu>::new(m, &cpu()).unwrap();
+    exec.forward(exec.ids(&[ids.to_vec()]).unwrap()).unwrap().into_data().into_vec().unwrap()
+}
+
+/// `max |a − b| / max |b|`.
+fn relative(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(f32::MIN_POSITIVE);
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+}
+
+/// The tokenizer of ONNX form `rel`: torch's exports have none beside them (`--tokenizer`
+/// gives the HF folder's).
+fn form_tokenizer(rel: &str) -> Option<std::path::PathBuf> {
+    rel.starts_with("torch/").then(|| fixture("onnx-forms/hf/tokenizer.json"))
+}
+
+/// An ONNX model written as GGUF, as `-o FILE.gguf` does: recognised as the LLaMA it is first.
+fn write_onnx(model: &Model, out: &Path, ty: Option<GgmlType>, tokenizer: Option<&Path>) -> GgufWritten {
+    let llama = prunec_frontends::arch::llama::recognise::as_llama(model).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(llama.info.architecture, "llama");
+    write_with(&llama, out, ty, tokenizer)
+}
+
+/// `model` pruned by half of its parameters (L2 scores; sensitivity allocation, the default:
+/// layers of their own widths).
+fn pruned_by_half(mut model: Model) -> Model {
+    prunec_passes::run_group(&mut model).unwrap();
+    let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
+    let opts = PruneOptions { amount: Amount::Ratio(0.5), mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Sensitivity, gqa: Gqa::KvHeads, round_to: 1, uniform: false };
+    let selection = select(&model, &scores, &opts).unwrap();
+    apply(&mut model, &selection).unwrap();
+    model
+}
+
+/// Every ONNX form, recognised as a LLaMA by its structure and written as F32 GGUF, reads back
+/// computing the logits of the HF folder it was exported from (the 4-bit form: of its own
+/// dequantized weights), relative 1e-5; pruned by half (layers of their own widths: `deci`),
+/// the logits of the pruned ONNX model.
+#[test]
+fn onnx_forms_written_as_gguf_compute_their_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = logits_of(&load(&fixture("onnx-forms/hf")), &FORM_IDS);
+    for rel in common::ONNX_FORMS {
+        let path = fixture("onnx-forms").join(rel);
+        let onnx = load(&path);
+        let tokenizer = form_tokenizer(rel);
+        let name = rel.replace('/', "-");
+        let out = dir.path().join(format!("{name}.gguf"));
+        write_onnx(&onnx, &out, Some(GgmlType::F32), tokenizer.as_deref());
+        let file = GgufFile::open(&out).unwrap();
+        assert_eq!(file.get_str("general.architecture").unwrap(), "llama", "{rel}");
+        assert_eq!(file.get_str("tokenizer.ggml.model").unwrap(), "gpt2", "{rel}");
+        let back = logits_of(&load(&out), &FORM_IDS);
+        let own = logits_of(&onnx, &FORM_IDS);
+        let (to_onnx, to_hf) = (relative(&back, &own), relative(&back, &hf));
+        println!("{rel}: written as GGUF, read back: logits {to_onnx:.1e} from the ONNX model's, {to_hf:.1e} from the HF folder's");
+        assert!(to_onnx < 1e-5, "{rel}: {to_onnx}");
+        if !rel.contains("int4") {
+            assert!(to_hf < 1e-5, "{rel}: {to_hf}");
+        }
+
+        let pruned = pruned_by_half(onnx);
+        let out = dir.path().join(format!("{name}-pruned.gguf"));
+        write_onnx(&pruned, &out, Some(GgmlType::F32), tokenizer.as_deref());
+        let file = GgufFile::open(&out).unwrap();
+        let arch = file.get_str("general.architecture").unwrap().to_string();
+        let back = load(&out);
+        assert_eq!(back.params.numel(), pruned.params.numel() + zero_padding(&back), "{rel}: parameters");
+        let d = relative(&logits_of(&back, &FORM_IDS), &logits_of(&pruned, &FORM_IDS));
+        println!("{rel}: pruned by half ({} parameters left), written as `{arch}`: logits {d:.1e} from the pruned ONNX model's", pruned.params.numel());
+        assert!(d < 1e-5, "{rel}: {d}");
+    }
+}
+
+/// Values a written file holds that the model had not: none in F32 (no MLP padded), but a
+/// layer whose MLP pruning emptied gets one zero channel (three parameters of the hidden
+/// width and the channel: gate and up rows, a down column, the norm's weights).
+fn zero_padding(back: &Model) -> usize {
+    let g = |n: &str| back.params.read_f32(n).ok();
+    let mut extra = 0;
+    for l in 0.. {
+        let Some(gate) = g(&format!("model.layers.{l}.mlp.gate_proj.weight")) else {
+            if back.params.iter().any(|(n, _)| n.starts_with(&format!("model.layers.{l}."))) {
+                continue;
+            }
+            break;
+        };
+        if gate.iter().all(|&x| x == 0.0) {
+            let hidden = back.params.get("model.embed_tokens.weight").unwrap().shape[1];
+            extra += 4 * hidden;
+        }
+    }
+    extra
+}
+
+/// The 4-bit form written with `--gguf-type q4_0`: onnxruntime's symmetric 4-bit blocks
+/// (`MatMulNBits`, blocks of 32 along the input, scale `max/−8`, zero point 8) are ggml's Q4_0,
+/// so each block's codes come back as they were, only the scale rounded to f16: every value
+/// written is `f16(scale) · code` of its block, exactly.
+#[test]
+fn four_bit_onnx_weights_are_written_as_their_q4_0_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture("onnx-forms/genai-int4/model.onnx");
+    let onnx = load(&path);
+    let llama = prunec_frontends::arch::llama::recognise::as_llama(&onnx).unwrap();
+    let out = dir.path().join("int4.gguf");
+    let written = write_onnx(&onnx, &out, Some(GgmlType::Q4_0), None);
+    assert!(written.fell_back.is_empty(), "{:?}", written.fell_back);
+    let back = load(&out);
+    let file = GgufFile::open(&out).unwrap();
+    let mut checked = 0;
+    for (name, _) in llama.params.iter().filter(|(_, p)| p.shape.len() == 2) {
+        let w = llama.params.read_f32(name).unwrap();
+        let a = back.params.read_f32(name).unwrap();
+        for (block, (wb, ab)) in w.chunks(32).zip(a.chunks(32)).enumerate() {
+            let extreme = wb.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+            let scale = extreme / -8.0;
+            let d = half::f16::from_f32(scale).to_f32();
+            for (x, y) in wb.iter().zip(ab) {
+                let code = if scale == 0.0 { 0.0 } else { x / scale };
+                assert!((code - code.round()).abs() < 1e-3 && (-8.0..=7.0).contains(&code.round()), "{name}: block {block}: {x} is not a 4-bit code of scale {scale}");
+                assert_eq!(*y, d * code.round(), "{name}: block {block}");
+            }
+        }
+        checked += 1;
+    }
+    assert!(file.tensors().iter().filter(|t| t.ty == GgmlType::Q4_0).count() >= checked, "{checked} matrices");
+    assert!(checked > 2 * 7, "{checked} matrices checked: 7 per layer and the LM head");
+    let d = relative(&logits_of(&back, &FORM_IDS), &logits_of(&onnx, &FORM_IDS));
+    println!("genai-int4 written as Q4_0: {checked} matrices of the same 4-bit codes; logits {d:.1e} from the ONNX model's (the scales in f16)");
+    assert!(d < 1e-2, "{d}");
+}
+
+/// llama.cpp loads ONNX forms written as F32 GGUF — torch's TorchScript export as it is
+/// (`llama`), onnxruntime-genai's pruned by half (layers of their own widths, `deci`) — and
+/// computes the logits prunec computes on the file, within 1e-4 relative RMS.
+#[test]
+fn llama_cpp_runs_onnx_forms_written_as_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = FORM_IDS.map(|i| i.to_string()).join(",");
+    for (rel, prune) in [("torch/ts17.onnx", false), ("genai-fp32/model.onnx", true), ("optimum/model.onnx", true)] {
+        let onnx = load(&fixture("onnx-forms").join(rel));
+        let model = if prune { pruned_by_half(onnx) } else { onnx };
+        let out = dir.path().join(format!("{}.gguf", rel.replace('/', "-")));
+        write_onnx(&model, &out, Some(GgmlType::F32), form_tokenizer(rel).as_deref());
+        let arch = GgufFile::open(&out).unwrap().get_str("general.architecture").unwrap().to_string();
+        let Some(json) = llama_cpp("logits", &out, &["--tokens", &tokens, "--kv-type", "f32"]) else { return };
+        let theirs: Vec<f32> = json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let ours = logits_of(&load(&out), &FORM_IDS);
+        let before = logits_of(&model, &FORM_IDS);
+        let rms = |v: &mut dyn Iterator<Item = f32>| -> f32 {
+            let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + f64::from(x) * f64::from(x), n + 1));
+            (s / n.max(1) as f64).sqrt() as f32
+        };
+        assert_eq!(ours.len(), theirs.len(), "{rel}");
+        let relative_rms = rms(&mut ours.iter().zip(&theirs).map(|(a, b)| a - b)) / rms(&mut ours.iter().copied());
+        println!("{rel} (`{arch}`): llama.cpp's logits {relative_rms:.2e} relative RMS from prunec's; prunec's of the file {:.1e} from the ONNX model's", relative(&ours, &before));
+        assert!(relative_rms <= 1e-4, "{rel}: {relative_rms:.2e}");
+    }
+}
+
+/// `-o FILE.gguf` with ONNX inputs on the command line: the default allocation (sensitivity)
+/// gives layers of their own widths (`deci`); a torch export, which has no tokenizer beside
+/// it, takes `--tokenizer` and says what is missing without it; a graph that is not a LLaMA
+/// (the SiLU of its MLPs made a tanh: prunec reads and runs it, but it is no LLaMA) is refused
+/// naming the file and what was not recognised, and nothing is written.
+#[test]
+fn onnx_to_gguf_from_the_command_line() {
+    use common::{assert_clean_failure, prunec, texts};
+    let dir = tempfile::tempdir().unwrap();
+    let run = |model: &Path, out: &Path, extra: &[&str]| {
+        let mut a = vec![model.to_str().unwrap(), "--pass", "group,score,prune", "--importance", "l2", "--ratio", "0.5", "-o", out.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        prunec(&a)
+    };
+    let optimum = fixture("onnx-forms/optimum/model.onnx");
+    let out = dir.path().join("optimum.gguf");
+    let ok = run(&optimum, &out, &[]);
+    assert!(ok.status.success(), "{}", texts(&ok).1);
+    assert_eq!(GgufFile::open(&out).unwrap().get_str("general.architecture").unwrap(), "deci", "sensitivity allocation: layers of their own widths");
+
+    let ts = fixture("onnx-forms/torch/ts17.onnx");
+    let out = dir.path().join("ts17.gguf");
+    assert_clean_failure(&run(&ts, &out, &[]), &["tokenizer.json", "--tokenizer"]);
+    assert!(!out.exists());
+    let tok = fixture("onnx-forms/hf/tokenizer.json");
+    let ok = run(&ts, &out, &["--tokenizer", tok.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", texts(&ok).1);
+    assert!(GgufFile::open(&out).unwrap().get("tokenizer.ggml.tokens").is_some());
+
+    // not a LLaMA: x·tanh(x) for SiLU's x·sigmoid(x)
+    let mut file = prunec_frontends::onnx::OnnxFile::open(&ts).unwrap();
+    let mut changed = 0;
+    for n in file.model.graph.as_mut().unwrap().node.iter_mut().filter(|n| n.op_type == "Sigmoid") {
+        n.op_type = "Tanh".into();
+        changed += 1;
+    }
+    assert!(changed > 0, "the export computes SiLU with a Sigmoid");
+    let tanh = dir.path().join("tanh.onnx");
+    prunec_frontends::onnx::write_model(&file.model, &tanh, None).unwrap();
+    let runs = prunec(&[tanh.to_str().unwrap(), "--pass", "group"]);
+    assert!(runs.status.success(), "prunec reads it: {}", texts(&runs).1);
+    let out = dir.path().join("tanh.gguf");
+    assert_clean_failure(&run(&tanh, &out, &["--tokenizer", tok.to_str().unwrap()]), &["tanh.onnx", "not recognised as a LLaMA-family decoder", "SiLU"]);
+    assert!(!out.exists(), "nothing written");
 }

@@ -19,19 +19,6 @@ use prunec_ir::{Model, Op};
 use prunec_passes::prune::{apply, select, Allocate, Amount, Gqa, Mode, PruneOptions};
 use prunec_passes::score::{score, Aggregation, Importance};
 
-/// Every fixture form, relative to `tests/fixtures/onnx-forms`.
-const FORMS: [&str; 9] = [
-    "torch/ts17.onnx",
-    "torch/ts21.onnx",
-    "torch/dynamo18.onnx",
-    "torch/dynamo18-opt.onnx",
-    "torch/dynamo21.onnx",
-    "torch/dynamo21-opt.onnx",
-    "optimum/model.onnx",
-    "genai-fp32/model.onnx",
-    "genai-int4/model.onnx",
-];
-
 fn form(rel: &str) -> PathBuf {
     fixture("onnx-forms").join(rel)
 }
@@ -105,7 +92,7 @@ fn every_form_computes_onnxruntimes_logits_and_groups_as_its_hf_folder() {
     let dir = tempfile::tempdir().unwrap();
     let mut jobs = Vec::new();
     let mut ours = Vec::new();
-    for rel in FORMS {
+    for rel in common::ONNX_FORMS {
         let model = load(&form(rel));
         assert_eq!(group_structure(model.clone()), hf, "{rel}: groups");
         let out = dir.path().join(rel.replace('/', "-") + ".f32");
@@ -161,7 +148,7 @@ fn every_form_pruned_and_written_runs_in_onnxruntime() {
     let dir = tempfile::tempdir().unwrap();
     let mut jobs = Vec::new();
     let mut checks = Vec::new();
-    for rel in FORMS {
+    for rel in common::ONNX_FORMS {
         let mut model = load(&form(rel));
         prune(&mut model);
         let folder = dir.path().join(rel.replace(['/', '.'], "-"));

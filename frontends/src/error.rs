@@ -80,6 +80,17 @@ pub enum FrontendError {
         /// The architectures prunec reads.
         supported: String,
     },
+    /// A graph is not the architecture a writer needs (an ONNX graph written as a LLaMA GGUF
+    /// file): what was expected and what was found instead.
+    #[error("{path}: not recognised as {expected}: {reason}")]
+    NotRecognised {
+        /// The model's file.
+        path: PathBuf,
+        /// What it was expected to be.
+        expected: &'static str,
+        /// What was found instead.
+        reason: String,
+    },
     /// An ONNX node whose op the importer neither raises nor computes (the file is valid ONNX).
     #[error("{path}: unsupported op `{op}` (node `{node}`); supported ops: {supported}")]
     UnsupportedOp {

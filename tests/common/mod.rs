@@ -231,3 +231,17 @@ pub fn group_structure(mut model: prunec_ir::Model) -> Vec<String> {
         })
         .collect()
 }
+
+/// Every form of `tests/fixtures/onnx-forms` (one tiny LLaMA: torch's two exporters, optimum,
+/// onnxruntime-genai in fp32 and 4-bit), relative to that folder.
+pub const ONNX_FORMS: [&str; 9] = [
+    "torch/ts17.onnx",
+    "torch/ts21.onnx",
+    "torch/dynamo18.onnx",
+    "torch/dynamo18-opt.onnx",
+    "torch/dynamo21.onnx",
+    "torch/dynamo21-opt.onnx",
+    "optimum/model.onnx",
+    "genai-fp32/model.onnx",
+    "genai-int4/model.onnx",
+];

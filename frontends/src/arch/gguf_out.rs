@@ -12,9 +12,10 @@
 //!   (rows removed or reordered, heads of 64 removed from blocks of 32) is copied block for
 //!   block from the input, bit for bit: pruning adds no quantization error to it.
 //! - Otherwise the values are quantized again with ggml's reference quantizers
-//!   ([`crate::gguf::quant`]); a type prunec cannot quantize to (K-quants, i-quants), or whose
-//!   blocks the row length does not fill, becomes the fallback type (Q8_0 unless told), or F16
-//!   when the row is not whole blocks of 32 either.
+//!   ([`crate::gguf::quant`]: the legacy types, Q4_K and Q6_K); a type prunec cannot quantize
+//!   to (the other k-quants, i-quants), or whose blocks the row length does not fill (a k-quant
+//!   needs rows of whole super-blocks of 256), becomes the fallback type (Q8_0 unless told), or
+//!   F16 when the row is not whole blocks of 32 either.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -81,7 +82,7 @@ pub enum Planned {
 }
 
 /// How a GGUF file is written.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GgufOptions {
     /// The type of every matrix (`--gguf-type`); `None`: each keeps its own.
     pub ty: Option<GgmlType>,
@@ -90,11 +91,14 @@ pub struct GgufOptions {
     pub fallback: GgmlType,
     /// Replace an existing file (`--force`).
     pub replace: bool,
+    /// The `tokenizer.json` of a model read from other than a GGUF file (`--tokenizer`);
+    /// `None`: the one beside the model.
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl Default for GgufOptions {
     fn default() -> GgufOptions {
-        GgufOptions { ty: None, fallback: GgmlType::Q8_0, replace: false }
+        GgufOptions { ty: None, fallback: GgmlType::Q8_0, replace: false, tokenizer: None }
     }
 }
 
@@ -343,8 +347,9 @@ fn file_type(ty: GgmlType) -> Option<u32> {
 }
 
 /// The metadata of the file: the input's own when it is a GGUF file (its `general.*`, tokenizer
-/// and chat template; not its alignment, split or file type), then the plan's keys.
-fn metadata(model: &Model, plan: &GgufPlan) -> Result<Vec<(String, GgufValue)>> {
+/// and chat template; not its alignment, split or file type), else the tokenizer beside the
+/// model (or `tokenizer`), then the plan's keys.
+fn metadata(model: &Model, plan: &GgufPlan, tokenizer: Option<&Path>) -> Result<Vec<(String, GgufValue)>> {
     let mut keys: BTreeMap<String, GgufValue> = BTreeMap::new();
     if model.info.format == SourceFormat::Gguf {
         let file = GgufFile::open(&model.info.source)?;
@@ -362,7 +367,7 @@ fn metadata(model: &Model, plan: &GgufPlan) -> Result<Vec<(String, GgufValue)>> 
         // llama.cpp's converter: the name, and the tokenizer beside the model
         let name = model.info.name.clone();
         keys.insert("general.name".into(), GgufValue::String(name));
-        let tokenizer = crate::tokenizer::Tokenizer::for_model(&model.info.source)?;
+        let tokenizer = crate::tokenizer::Tokenizer::for_model(tokenizer.unwrap_or(&model.info.source))?;
         keys.extend(tokenizer.gguf_metadata(plan.vocab)?);
     }
     for k in &plan.stale {
@@ -413,7 +418,7 @@ pub fn write(model: &Model, plan: &GgufPlan, dest: &Path, inputs: &[&Path], opti
         outs.push(TensorOut { name: t.name.clone(), dims: shape.iter().rev().map(|&d| d as u64).collect(), ty });
         hows.push(copy.unwrap_or(How::Quantize));
     }
-    let mut meta = metadata(model, plan)?;
+    let mut meta = metadata(model, plan, options.tokenizer.as_deref())?;
     let mostly = matrix_elements.values().max_by_key(|(_, n)| *n).map(|(t, _)| *t);
     if let Some(ft) = mostly.and_then(file_type) {
         meta.push(("general.file_type".into(), GgufValue::U32(ft)));
@@ -431,26 +436,24 @@ pub fn write(model: &Model, plan: &GgufPlan, dest: &Path, inputs: &[&Path], opti
     Ok(GgufWritten { path, copied, quantized: total - copied, fell_back, types })
 }
 
-/// The width of the blocks the matrices of `model` will be written in with `options`: 32 when
-/// any is a type of blocks (`--gguf-type`, else a GGUF input's own types), 1 otherwise. An
-/// architecture pads widths it cannot otherwise keep whole blocks of (MLP channels) to it.
+/// The width of the blocks the matrices of `model` will be written in with `options`: the
+/// largest block of their types (`--gguf-type`, else a GGUF input's own types): 256 for a
+/// k-quant, 32 for the other quantized types, 1 when none is quantized. An architecture pads
+/// widths it cannot otherwise keep whole blocks of (MLP channels) to it, so that a matrix whose
+/// columns pruning shortened keeps its type.
 pub fn block_width(model: &Model, options: &GgufOptions) -> usize {
-    let blocked = |t: GgmlType| t.block_size().is_some_and(|b| b > 1);
-    let any = match options.ty {
-        Some(t) => blocked(t),
-        None => model.params.iter().any(|(_, p)| p.shape.len() == 2 && stored(&p.data).is_some_and(|(s, _)| gguf_tensor(&s).and_then(|g| g.file.tensor_info(&g.name)).is_some_and(|i| blocked(i.ty)))),
-    };
-    if any {
-        32
-    } else {
-        1
+    let own = |p: &prunec_ir::Param| stored(&p.data).and_then(|(s, _)| gguf_tensor(&s).and_then(|g| g.file.tensor_info(&g.name)).and_then(|i| i.ty.block_size()));
+    match options.ty {
+        Some(t) => t.block_size().unwrap_or(1),
+        None => model.params.iter().filter(|(_, p)| p.shape.len() == 2).filter_map(|(_, p)| own(p)).max().unwrap_or(1),
     }
+    .max(1)
 }
 
 /// A GGML type by its name as people write it (`q4_0`, `Q8_0`, `f16`...), among those prunec
 /// writes; the error lists them.
 pub fn parse_type(name: &str) -> std::result::Result<GgmlType, String> {
-    let writable = [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1];
+    let writable = [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q6_K];
     writable
         .into_iter()
         .find(|t| t.name().eq_ignore_ascii_case(name))
@@ -485,6 +488,8 @@ mod tests {
         assert_eq!(writable_type(GgmlType::Q4_1, &[10, 70], false, GgmlType::Q8_0), GgmlType::F16);
         assert_eq!(writable_type(GgmlType::Q4_K, &[10, 96], false, GgmlType::Q8_0), GgmlType::Q8_0);
         assert_eq!(writable_type(GgmlType::Q4_K, &[10, 96], true, GgmlType::Q8_0), GgmlType::Q4_K);
+        assert_eq!(writable_type(GgmlType::Q6_K, &[10, 512], false, GgmlType::Q8_0), GgmlType::Q6_K);
+        assert_eq!(writable_type(GgmlType::Q3_K, &[10, 512], false, GgmlType::Q8_0), GgmlType::Q8_0);
         assert_eq!(writable_type(GgmlType::F32, &[7], false, GgmlType::Q8_0), GgmlType::F32);
     }
 
@@ -492,6 +497,8 @@ mod tests {
     fn types_are_parsed_by_their_names() {
         assert_eq!(parse_type("Q4_1"), Ok(GgmlType::Q4_1));
         assert_eq!(parse_type("bf16"), Ok(GgmlType::BF16));
-        assert!(parse_type("q4_k").unwrap_err().contains("q8_0"));
+        assert_eq!(parse_type("q4_k"), Ok(GgmlType::Q4_K));
+        assert_eq!(parse_type("Q6_K"), Ok(GgmlType::Q6_K));
+        assert!(parse_type("q3_k").unwrap_err().contains("q6_K"));
     }
 }

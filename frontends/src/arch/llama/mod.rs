@@ -10,6 +10,7 @@
 
 mod config;
 pub mod gguf;
+pub mod recognise;
 
 pub use config::{rope_scaling_json, LayerWidths, LlamaConfig, Variant, LAYER_WIDTHS_KEY, QUERY_HEADS_PER_KV_KEY};
 
@@ -326,6 +327,19 @@ pub fn build(config: &LlamaConfig, weights: &dyn WeightSource, mut info: ModelIn
         info.config = Some(Config::shared(config.clone(), config.to_hf_json()));
     }
     let params = crate::builder::read_params(config.expected_params(), weights)?;
+    crate::builder::finish(params, info, |params| lower(config, params))
+}
+
+/// Lowers a LLaMA model over parameters already at hand, named as HF names them (a graph
+/// recognised as LLaMA, [`recognise::as_llama`]): each must be one `config` implies, with its
+/// shape, and every one it implies must be there. `info` gets `config`'s `config.json`.
+pub(crate) fn build_over(config: &LlamaConfig, params: ParamStore, mut info: ModelInfo) -> Result<Model> {
+    let expected = config.expected_params();
+    if let Some((name, _)) = params.iter().find(|(n, _)| !expected.iter().any(|(e, _)| e == *n)) {
+        return Err(FrontendError::BadTensor { path: info.source.clone(), tensor: name.clone(), reason: "the configuration implies no such parameter".into() });
+    }
+    crate::builder::check_params(expected, &params, &info.source)?;
+    info.config = Some(Config::shared(config.clone(), config.to_hf_json()));
     crate::builder::finish(params, info, |params| lower(config, params))
 }
 

@@ -65,7 +65,7 @@ pub(super) fn dq_q3_k(b: &[u8; 110]) -> [f32; QK_K] {
 
 /// ggml's `get_scale_min_k4`: the j-th 6-bit scale and min of a Q4_K/Q5_K block's 12 scale bytes.
 #[inline]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

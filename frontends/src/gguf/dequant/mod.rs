@@ -13,6 +13,7 @@ use half::{bf16, f16};
 use super::ggml_type::GgmlType;
 use i_quants::{dq_iq4_nl, dq_iq4_xs};
 use k_quants::{dq_q2_k, dq_q3_k, dq_q4_k, dq_q5_k, dq_q6_k, dq_q8_k};
+pub(crate) use k_quants::scale_min_k4;
 use legacy::{dq_q4_0, dq_q4_1, dq_q5_0, dq_q5_1, dq_q8_0};
 use mxfp4::dq_mxfp4;
 use ternary::{dq_tq1_0, dq_tq2_0};
