@@ -469,15 +469,6 @@ fn wide_llama() -> tempfile::TempDir {
     dir
 }
 
-/// Relative RMS difference of `b` from `a`.
-fn relative_rms(a: &[f32], b: &[f32]) -> f32 {
-    let rms = |v: &mut dyn Iterator<Item = f32>| -> f64 {
-        let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + f64::from(x) * f64::from(x), n + 1));
-        (s / n.max(1) as f64).sqrt()
-    };
-    (rms(&mut a.iter().zip(b).map(|(x, y)| x - y)) / rms(&mut a.iter().copied())) as f32
-}
-
 /// `--gguf-type q4_k|q6_k`: every matrix whose rows are whole super-blocks of 256 is written in
 /// the k-quant, its bytes ggml's reference quantization (`quantize_row_q4_K_ref`,
 /// `quantize_row_q6_K_ref`) of the values the F32 file holds; MLP channels are padded to whole
@@ -530,8 +521,7 @@ fn k_quants_are_written_where_rows_are_whole_super_blocks() {
         println!("{}: prunec's logits of the file are {own:.2e} (relative RMS) from the F32 model's", ty.name());
         assert!(own <= own_tol, "{}: {own:.2e} from the F32 logits", ty.name());
         errors.push(own);
-        let Some(json) = llama_cpp("logits", &out, &["--tokens", &tokens, "--kv-type", "f32"]) else { continue };
-        let theirs: Vec<f32> = json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { continue };
         let apart = relative_rms(&ours, &theirs);
         println!("{}: llama.cpp's logits are {apart:.2e} (relative RMS) from prunec's", ty.name());
         assert!(apart <= 5e-2, "{}: llama.cpp's logits are {apart:.2e} from prunec's", ty.name());
