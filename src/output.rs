@@ -47,6 +47,9 @@ fn write_gguf_output(model: &Model, source: &Path, out: &Path, cli: &RunArgs) ->
     }
     let options = gguf_out::GgufOptions { ty: cli.gguf_type, fallback: cli.gguf_fallback, replace: cli.force, tokenizer: cli.tokenizer.clone() };
     let plan = arch.gguf_plan(&model, gguf_out::block_width(&model, &options))?;
+    for note in &plan.notes {
+        eprintln!("{note}");
+    }
     let t = Instant::now();
     safety::check_output_space(&model, out, 4)?;
     let mut bar = crate::progress::Progress::new("gguf", plan.tensors.len(), "tensors");

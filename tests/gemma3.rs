@@ -162,27 +162,11 @@ fn transformers_loads_written_gemma3_folders() {
     }
 }
 
-/// Gemma 3 270M's GGUF file: `PRUNEC_GEMMA3_GGUF`, else fetched (once, cached) by
-/// `scripts/fetch-gemma3`; `None` (the test skips) when `PRUNEC_OFFLINE` is set.
-fn gemma3_gguf() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PRUNEC_GEMMA3_GGUF") {
-        return Some(PathBuf::from(p));
-    }
-    if std::env::var_os("PRUNEC_OFFLINE").is_some() {
-        println!("skipped: PRUNEC_OFFLINE is set");
-        return None;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-gemma3");
-    let out = std::process::Command::new(&script).output().unwrap_or_else(|e| panic!("scripts/fetch-gemma3 runs: {e}"));
-    assert!(out.status.success(), "scripts/fetch-gemma3 failed: {}", String::from_utf8_lossy(&out.stderr));
-    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 const VOCAB: usize = 262_144;
 
 #[test]
 fn gemma3_270m_prompts_match_golden_logits() {
-    let Some(path) = gemma3_gguf() else { return };
+    let Some(path) = common::gemma3() else { return };
     let model = load(&path);
     let g = GoldenFile::read(&fixture("gemma3/golden.safetensors"));
     let exec = Executor::<Cpu>::new(&model, &cpu()).unwrap();
@@ -226,7 +210,7 @@ fn mean_nll(exec: &Executor<Cpu>, windows: &[Vec<u32>]) -> f64 {
 
 #[test]
 fn gemma3_270m_perplexity_matches_golden() {
-    let Some(path) = gemma3_gguf() else { return };
+    let Some(path) = common::gemma3() else { return };
     let model = load(&path);
     let g = GoldenFile::read(&fixture("gemma3/golden.safetensors"));
     let tokens: Vec<u32> = g.rows("public_txt.token_ids").concat();
@@ -251,7 +235,7 @@ fn gemma3_270m_perplexity_matches_golden() {
 /// back computing the same logits.
 #[test]
 fn gemma3_270m_written_as_hf_reloads() {
-    let Some(path) = gemma3_gguf() else { return };
+    let Some(path) = common::gemma3() else { return };
     let model = load(&path);
     let g = GoldenFile::read(&fixture("gemma3/golden.safetensors"));
     let dir = tempfile::tempdir().unwrap();

@@ -37,10 +37,15 @@ fn write_with(model: &Model, out: &Path, ty: Option<GgmlType>, tokenizer: Option
 /// `model` pruned by the `prune` pass (L2 scores, 30%) in `mode`, one threshold across layers
 /// when `global`.
 fn pruned(path: &Path, mode: Mode, global: bool, gqa: Gqa) -> Model {
+    pruned_by(path, mode, global, gqa, 0.3)
+}
+
+/// [`pruned`] by `ratio`.
+fn pruned_by(path: &Path, mode: Mode, global: bool, gqa: Gqa, ratio: f64) -> Model {
     let mut model = load(path);
     prunec_passes::run_group(&mut model).unwrap();
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::Ratio(0.3), mode, attn_layers: None, mlp_layers: None, allocate: if global { Allocate::Sensitivity } else { Allocate::Uniform }, gqa, round_to: 1, uniform: false };
+    let opts = PruneOptions { amount: Amount::Ratio(ratio), mode, attn_layers: None, mlp_layers: None, allocate: if global { Allocate::Sensitivity } else { Allocate::Uniform }, gqa, round_to: 1, uniform: false };
     let selection = select(&model, &scores, &opts).unwrap();
     apply(&mut model, &selection).unwrap();
     model
@@ -221,6 +226,22 @@ fn llama_cpp(mode: &str, file: &Path, args: &[&str]) -> Option<serde_json::Value
     Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
+/// llama.cpp's logits of `tokens` (comma-separated) in GGUF file `file`, KV cache in F32; `None`
+/// when `PRUNEC_OFFLINE` is set.
+fn llama_cpp_logits(file: &Path, tokens: &str) -> Option<Vec<f32>> {
+    let json = llama_cpp("logits", file, &["--tokens", tokens, "--kv-type", "f32"])?;
+    Some(json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect())
+}
+
+/// The root mean square of `a − b` over that of `a`.
+fn relative_rms(a: &[f32], b: &[f32]) -> f32 {
+    let rms = |v: &mut dyn Iterator<Item = f32>| -> f64 {
+        let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + f64::from(x) * f64::from(x), n + 1));
+        (s / n.max(1) as f64).sqrt()
+    };
+    (rms(&mut a.iter().zip(b).map(|(x, y)| x - y)) / rms(&mut a.iter().copied())) as f32
+}
+
 /// Pruned fixture-size GGUF files — layers of different widths (`deci`), repeated key/value
 /// heads, quantized — load in llama.cpp, whose logits on the same tokens are prunec's, as
 /// relative RMS differences: F32 within 1e-4 (measured 1.3e-6: summation orders, the KV cache
@@ -238,16 +259,11 @@ fn llama_cpp_computes_the_logits_prunec_computes() {
         let model = pruned(hf.path(), Mode::Block, gqa == Gqa::KvHeads, gqa);
         let out = dir.path().join(format!("{name}.gguf"));
         write(&model, &out, ty);
-        let Some(json) = llama_cpp("logits", &out, &["--tokens", &tokens, "--kv-type", "f32"]) else { return };
-        let theirs: Vec<f32> = json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { return };
         let ours = logits(&load(&out));
         let spread = ours.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let diff = max_diff(&ours, &theirs);
-        let rms = |v: &mut dyn Iterator<Item = f32>| -> f32 {
-            let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + f64::from(x) * f64::from(x), n + 1));
-            (s / n.max(1) as f64).sqrt() as f32
-        };
-        let relative = rms(&mut ours.iter().zip(&theirs).map(|(a, b)| a - b)) / rms(&mut ours.iter().copied());
+        let relative = relative_rms(&ours, &theirs);
         let argmax = |v: &[f32]| v.chunks(256).map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0).collect::<Vec<_>>();
         let same_top = argmax(&ours).iter().zip(argmax(&theirs)).filter(|(a, b)| **a == *b).count();
         println!("{name}: llama.cpp's logits differ from prunec's by {diff} at most (largest |logit| {spread}), {relative:.2e} relative RMS; same top token at {same_top} of {} positions", ids.len());
@@ -292,8 +308,7 @@ fn other_families_and_emptied_mlps_run_in_llama_cpp() {
         let before = logits(&model);
         let back = max_diff(&before, &logits(&load(&out)));
         assert!(back < 1e-5, "{fixture_name}: read back, logits differ by {back}");
-        let Some(json) = llama_cpp("logits", &out, &["--tokens", &tokens, "--kv-type", "f32"]) else { continue };
-        let theirs: Vec<f32> = json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { continue };
         let diff = max_diff(&before, &theirs);
         println!("{fixture_name} ({arch}): llama.cpp's logits differ from prunec's by {diff}");
         assert!(diff < 1e-3, "{fixture_name}: llama.cpp's logits differ from prunec's by {diff}");
@@ -341,26 +356,76 @@ fn pruned_smollm2_gguf_runs_in_llama_cpp_as_in_prunec() {
     let file = GgufFile::open(&out).unwrap();
     assert_eq!(file.get_str("general.architecture").unwrap(), "deci");
     assert_eq!(file.get_str("tokenizer.chat_template").ok(), GgufFile::open(&smol).unwrap().get_str("tokenizer.chat_template").ok());
+    let (ours, theirs) = perplexities(&out, 59).unwrap(); // all 59 windows
+    let gap = (theirs / ours - 1.0).abs();
+    println!("pruned SmolLM2 GGUF: perplexity {ours:.4} in prunec, {theirs:.4} in llama.cpp ({:.2}% apart)", 100.0 * gap);
+    assert!(gap < 0.01, "llama.cpp's perplexity {theirs} is not within 1% of prunec's {ours}");
+    generates_text(&out);
+}
+
+/// prunec's perplexity (`--pass eval`) of GGUF file `out` over the first `windows` windows of
+/// 128 tokens of `tests/fixtures/smollm2/public.txt`, and llama.cpp's on the very tokens prunec
+/// evaluated (the text as prunec's tokenizer of the file splits it, with the special tokens its
+/// configuration adds around it; KV cache in F32); `None` when `PRUNEC_OFFLINE` is set.
+fn perplexities(out: &Path, windows: usize) -> Option<(f64, f64)> {
     let text = fixture("smollm2/public.txt");
-    let ours = common::prunec(&[out.to_str().unwrap(), "--pass", "eval", "--eval-text", text.to_str().unwrap()]);
+    let limit = windows.to_string();
+    let ours = common::prunec(&[out.to_str().unwrap(), "--pass", "eval", "--eval-text", text.to_str().unwrap(), "--limit", &limit]);
     let (stdout, stderr) = common::texts(&ours);
     assert!(ours.status.success(), "{stderr}");
     let ppl = |line: &str| line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap();
     let ours = ppl(stdout.lines().chain(stderr.lines()).find(|l| l.starts_with("perplexity:")).expect("a perplexity line"));
-    // llama.cpp on the very tokens prunec evaluated
-    let tok = prunec_frontends::tokenizer::Tokenizer::for_model(&out).unwrap();
-    let ids = tok.encode(&std::fs::read_to_string(&text).unwrap()).unwrap();
-    let ids_file = dir.path().join("ids.json");
+    let tok = prunec_frontends::tokenizer::Tokenizer::for_model(out).unwrap();
+    let ids = tok.encode_with_special(&std::fs::read_to_string(&text).unwrap()).unwrap();
+    let ids_file = out.with_extension("ids.json");
     std::fs::write(&ids_file, serde_json::to_string(&ids).unwrap()).unwrap();
-    let theirs = llama_cpp("ppl", &out, &["--tokens-file", ids_file.to_str().unwrap(), "--kv-type", "f32"]).unwrap();
-    let theirs = theirs["perplexity"].as_f64().unwrap();
-    let gap = (theirs / ours - 1.0).abs();
-    println!("pruned SmolLM2 GGUF: perplexity {ours:.4} in prunec, {theirs:.4} in llama.cpp ({:.2}% apart)", 100.0 * gap);
-    assert!(gap < 0.01, "llama.cpp's perplexity {theirs} is not within 1% of prunec's {ours}");
-    let generated = llama_cpp("generate", &out, &["--prompt", "The capital of France is", "--max-tokens", "16"]).unwrap();
+    let theirs = llama_cpp("ppl", out, &["--tokens-file", ids_file.to_str().unwrap(), "--max-windows", &limit, "--kv-type", "f32"])?;
+    Some((ours, theirs["perplexity"].as_f64().unwrap()))
+}
+
+/// Greedy generation by llama.cpp from GGUF file `out` gives text.
+fn generates_text(out: &Path) {
+    let Some(generated) = llama_cpp("generate", out, &["--prompt", "The capital of France is", "--max-tokens", "16"]) else { return };
     let words = generated["text"].as_str().unwrap();
     println!("llama.cpp generates: {words:?}");
     assert!(words.chars().filter(|c| c.is_alphabetic()).count() >= 8, "no text: {generated}");
+}
+
+/// The real Gemma 3 270M (Q4_K_M as shipped) pruned by `--ratio 0.2` (sensitivity allocation:
+/// layers of different widths, every one padded to the widest, MLP channels to whole Q4_K/Q6_K
+/// super-blocks so that `ffn_down` keeps its type) and written as GGUF in its own types:
+/// llama.cpp loads it and greedy generation gives text. That file converted to F32
+/// (`--gguf-type f32`, no pass: the padded file read back and written again, its quantized
+/// values exactly): llama.cpp's perplexity on prunec's tokens (the first 4 windows of 128 of
+/// `tests/fixtures/smollm2/public.txt`, `<bos>` first, KV cache in F32) is prunec's within 1%
+/// (measured 0.09%). Quantized files are not held to 1%: llama.cpp multiplies quantized
+/// matrices by activations quantized to 8 bits, which moves even the unpruned model as shipped
+/// by 2.6%, and this pruned one (perplexity ~3700, a knife edge) by 7–9% (docs/gguf.md).
+#[test]
+fn pruned_gemma3_gguf_runs_in_llama_cpp_as_in_prunec() {
+    let Some(gemma) = common::gemma3() else { return };
+    if common::fetched("fetch-llama-cpp").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gemma3-pruned.gguf");
+    let run = common::prunec(&[gemma.to_str().unwrap(), "--pass", "group,score,prune", "--ratio", "0.2", "-o", out.to_str().unwrap()]);
+    let (_, stderr) = common::texts(&run);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("every layer padded to"), "{stderr}");
+    let (file, input) = (GgufFile::open(&out).unwrap(), GgufFile::open(&gemma).unwrap());
+    assert_eq!(file.get_str("general.architecture").unwrap(), "gemma3");
+    for key in ["tokenizer.ggml.model", "tokenizer.ggml.add_bos_token", "tokenizer.chat_template", "gemma3.attention.sliding_window"] {
+        assert_eq!(file.get(key), input.get(key), "{key}");
+    }
+    generates_text(&out);
+    let f32 = dir.path().join("gemma3-pruned-f32.gguf");
+    let run = common::prunec(&[out.to_str().unwrap(), "--gguf-type", "f32", "-o", f32.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", common::texts(&run).1);
+    let Some((ours, theirs)) = perplexities(&f32, 4) else { return };
+    let gap = (theirs / ours - 1.0).abs();
+    println!("pruned Gemma 3 270M, F32 GGUF: perplexity {ours:.4} in prunec, {theirs:.4} in llama.cpp ({:.2}% apart)", 100.0 * gap);
+    assert!(gap < 0.01, "llama.cpp's perplexity {theirs} is not within 1% of prunec's {ours}");
 }
 
 /// An HF LLaMA folder as wide as k-quants need (hidden 256: rows of whole super-blocks; 4 heads
@@ -402,15 +467,6 @@ fn wide_llama() -> tempfile::TempDir {
     safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
     common::byte_tokenizer(dir.path());
     dir
-}
-
-/// Relative RMS difference of `b` from `a`.
-fn relative_rms(a: &[f32], b: &[f32]) -> f32 {
-    let rms = |v: &mut dyn Iterator<Item = f32>| -> f64 {
-        let (s, n) = v.fold((0.0f64, 0usize), |(s, n), x| (s + f64::from(x) * f64::from(x), n + 1));
-        (s / n.max(1) as f64).sqrt()
-    };
-    (rms(&mut a.iter().zip(b).map(|(x, y)| x - y)) / rms(&mut a.iter().copied())) as f32
 }
 
 /// `--gguf-type q4_k|q6_k`: every matrix whose rows are whole super-blocks of 256 is written in
@@ -465,8 +521,7 @@ fn k_quants_are_written_where_rows_are_whole_super_blocks() {
         println!("{}: prunec's logits of the file are {own:.2e} (relative RMS) from the F32 model's", ty.name());
         assert!(own <= own_tol, "{}: {own:.2e} from the F32 logits", ty.name());
         errors.push(own);
-        let Some(json) = llama_cpp("logits", &out, &["--tokens", &tokens, "--kv-type", "f32"]) else { continue };
-        let theirs: Vec<f32> = json["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { continue };
         let apart = relative_rms(&ours, &theirs);
         println!("{}: llama.cpp's logits are {apart:.2e} (relative RMS) from prunec's", ty.name());
         assert!(apart <= 5e-2, "{}: llama.cpp's logits are {apart:.2e} from prunec's", ty.name());

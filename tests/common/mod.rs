@@ -62,6 +62,15 @@ pub fn smollm2() -> Option<PathBuf> {
     fetched("fetch-smollm2").map(PathBuf::from)
 }
 
+/// Gemma 3 270M's GGUF file (Q4_K_M): `PRUNEC_GEMMA3_GGUF`, else fetched (once, cached) by
+/// `scripts/fetch-gemma3`; `None` (the test skips) when `PRUNEC_OFFLINE` is set.
+pub fn gemma3() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PRUNEC_GEMMA3_GGUF") {
+        return Some(PathBuf::from(p));
+    }
+    fetched("fetch-gemma3").map(PathBuf::from)
+}
+
 /// What `scripts/NAME` prints (a path it fetched into the cache, once); `None` when
 /// `PRUNEC_OFFLINE` is set; a failed fetch fails the test.
 pub fn fetched(name: &str) -> Option<String> {

@@ -42,6 +42,9 @@ pub struct GgufPlan {
     pub vocab: usize,
     /// The tensors, in file order.
     pub tensors: Vec<PlannedTensor>,
+    /// Lines for people: what the file holds that the model does not (layers padded to one
+    /// width with zero heads and channels).
+    pub notes: Vec<String>,
 }
 
 /// One tensor of a [`GgufPlan`]: its llama.cpp name and where its values come from.
@@ -59,14 +62,15 @@ pub enum Planned {
     /// The model's parameter `hf`, with its rows in the order `rows` gives (row `i` of the file
     /// is row `rows[i]` of the parameter, or zeros for `None`; all, in order, when `None`):
     /// llama.cpp's rotary layout, key/value heads repeated, MLP channels padded to whole
-    /// blocks; and `pad_cols` columns of zeros after its own (a vector's elements are its rows).
+    /// blocks; and its columns as `cols` gives them (the same way: MLP channels padded, zero
+    /// heads between others; a vector's elements are its rows, and it has no columns).
     Param {
         /// The parameter's name.
         hf: String,
         /// The parameter's row (or a row of zeros) for each row written.
         rows: Option<Vec<Option<usize>>>,
-        /// Columns of zeros appended to each row.
-        pad_cols: usize,
+        /// The parameter's column (or a column of zeros) for each column written.
+        cols: Option<Vec<Option<usize>>>,
     },
     /// Values made for the file (Llama 3.1's rotary divisors), row-major in `shape` (HF order).
     Values {
@@ -117,8 +121,8 @@ pub struct GgufWritten {
 enum How {
     /// Blocks of a GGUF input tensor: for each row written, its row in the file (`None`: a row
     /// of zero bytes, which every GGML type decodes as zeros) and (when not the whole row)
-    /// which of its blocks.
-    Copy { source: Arc<dyn TensorSource>, rows: Vec<Option<usize>>, blocks: Option<Vec<usize>> },
+    /// which of its blocks (`None`: a block of zero bytes).
+    Copy { source: Arc<dyn TensorSource>, rows: Vec<Option<usize>>, blocks: Option<Vec<Option<usize>>> },
     /// Values read (gathered by rows) and quantized.
     Quantize,
 }
@@ -158,29 +162,49 @@ fn own_type(model: &Model, hf: &str) -> GgmlType {
     }
 }
 
-/// The block indices of a row whose kept columns `cols` are whole blocks of `bs`, in order.
-fn whole_blocks(cols: &[usize], bs: usize) -> Option<Vec<usize>> {
+/// The block indices of a row whose columns `cols` (a stored column, or a zero one) are whole
+/// blocks of `bs`, in order: each a block of the stored row, or `None`, a block of zeros.
+fn whole_blocks(cols: &[Option<usize>], bs: usize) -> Option<Vec<Option<usize>>> {
     if !cols.len().is_multiple_of(bs) {
         return None;
     }
-    cols.chunks(bs).map(|c| (c[0].is_multiple_of(bs) && c.iter().enumerate().all(|(k, &x)| x == c[0] + k)).then_some(c[0] / bs)).collect()
+    cols.chunks(bs)
+        .map(|c| match c[0] {
+            None => c.iter().all(Option::is_none).then_some(None),
+            Some(first) => (first.is_multiple_of(bs) && c.iter().enumerate().all(|(k, &x)| x == Some(first + k))).then_some(Some(first / bs)),
+        })
+        .collect()
 }
 
 /// How parameter `hf` is copied block for block as type `ty`, when it can be.
-fn copy_plan(model: &Model, hf: &str, rows: Option<&[Option<usize>]>, pad_cols: usize, ty: GgmlType) -> Option<How> {
+fn copy_plan(model: &Model, hf: &str, rows: Option<&[Option<usize>]>, cols: Option<&[Option<usize>]>, ty: GgmlType) -> Option<How> {
     let p = model.params.get(hf)?;
     let (source, keep) = stored(&p.data)?;
     let g = gguf_tensor(&source)?;
     let info = g.file.tensor_info(&g.name)?;
     let bs = info.ty.block_size()?;
     // a vector's rows are its elements: copied only whole
-    if info.ty != ty || p.shape.len() > 2 || p.shape.is_empty() || pad_cols > 0 || (p.shape.len() == 1 && rows.is_some()) {
+    if info.ty != ty || p.shape.len() > 2 || p.shape.is_empty() || (p.shape.len() == 1 && (rows.is_some() || cols.is_some())) {
         return None;
     }
     let axis = |a: usize| keep.get(a).cloned().flatten();
     let (row_keep, col_keep) = if p.shape.len() == 2 { (axis(0), axis(1)) } else { (None, axis(0)) };
     let n_rows = if p.shape.len() == 2 { p.shape[0] } else { 1 };
-    let blocks = match col_keep {
+    // each column written: its column of the stored row, or zeros
+    let stored_col = |c: usize| col_keep.as_ref().map_or(Some(c), |k| k.get(c).copied());
+    let stored_cols: Option<Vec<Option<usize>>> = match (cols, &col_keep) {
+        (None, None) => None,
+        (Some(cols), _) => Some(
+            cols.iter()
+                .map(|c| match *c {
+                    None => Some(None),
+                    Some(c) => stored_col(c).map(Some),
+                })
+                .collect::<Option<_>>()?,
+        ),
+        (None, Some(k)) => Some(k.iter().copied().map(Some).collect()),
+    };
+    let blocks = match stored_cols {
         Some(cols) => Some(whole_blocks(&cols, bs)?),
         None => None,
     };
@@ -221,27 +245,43 @@ fn tensor_data(model: &Model, t: &PlannedTensor, out: &TensorOut, how: &How) -> 
                 let row = bytes.get(r * row_bytes..(r + 1) * row_bytes).ok_or_else(|| bad(&g.name, format!("row {r} is outside its data")))?;
                 match blocks {
                     None => data.extend_from_slice(row),
-                    Some(b) => b.iter().for_each(|&b| data.extend_from_slice(&row[b * ts..(b + 1) * ts])),
+                    Some(b) => b.iter().for_each(|&b| match b {
+                        Some(b) => data.extend_from_slice(&row[b * ts..(b + 1) * ts]),
+                        None => data.resize(data.len() + ts, 0),
+                    }),
                 }
             }
             Ok(data)
         }
         (How::Quantize, Planned::Values { values, .. }) => quantize(out.ty, values).map_err(|e| bad(&t.name, e)),
-        (How::Quantize, Planned::Param { hf, rows, pad_cols }) => {
+        (How::Quantize, Planned::Param { hf, rows, cols: picked_cols }) => {
             let values = model.params.read_f32(hf).map_err(|e| bad(hf, e.to_string()))?;
             // a vector's rows are its elements
-            let cols = if out.dims.len() == 1 { 1 } else { usize::try_from(out.dims[0]).unwrap_or(0) - pad_cols };
-            let values = match (rows, pad_cols) {
-                (None, 0) => values,
+            let shape = model.params.get(hf).map(|p| p.shape.clone()).unwrap_or_default();
+            let cols = if shape.len() <= 1 { 1 } else { shape.last().copied().unwrap_or(1) };
+            let values = match (rows, picked_cols) {
+                (None, None) => values,
                 _ => {
                     let picked: Vec<Option<usize>> = rows.clone().unwrap_or_else(|| (0..values.len() / cols.max(1)).map(Some).collect());
-                    let mut v = Vec::with_capacity(picked.len() * (cols + pad_cols));
+                    let mut v = Vec::with_capacity(picked.len() * picked_cols.as_ref().map_or(cols, Vec::len));
                     for r in picked {
-                        match r {
-                            Some(r) => v.extend_from_slice(values.get(r * cols..(r + 1) * cols).ok_or_else(|| bad(hf, format!("has no row {r}")))?),
-                            None => v.resize(v.len() + cols, 0.0),
+                        let row = match r {
+                            Some(r) => Some(values.get(r * cols..(r + 1) * cols).ok_or_else(|| bad(hf, format!("has no row {r}")))?),
+                            None => None,
+                        };
+                        match (row, picked_cols) {
+                            (Some(row), None) => v.extend_from_slice(row),
+                            (None, None) => v.resize(v.len() + cols, 0.0),
+                            (row, Some(pc)) => {
+                                for c in pc {
+                                    let x = match (row, c) {
+                                        (Some(row), Some(c)) => *row.get(*c).ok_or_else(|| bad(hf, format!("has no column {c}")))?,
+                                        _ => 0.0,
+                                    };
+                                    v.push(x);
+                                }
+                            }
                         }
-                        v.resize(v.len() + pad_cols, 0.0);
                     }
                     Arc::new(v)
                 }
@@ -255,7 +295,7 @@ fn tensor_data(model: &Model, t: &PlannedTensor, out: &TensorOut, how: &How) -> 
 fn planned_shape(model: &Model, t: &PlannedTensor) -> Result<Vec<usize>> {
     match &t.data {
         Planned::Values { shape, .. } => Ok(shape.clone()),
-        Planned::Param { hf, rows, pad_cols } => {
+        Planned::Param { hf, rows, cols } => {
             let p = model
                 .params
                 .get(hf)
@@ -264,8 +304,8 @@ fn planned_shape(model: &Model, t: &PlannedTensor) -> Result<Vec<usize>> {
             if let (Some(rows), Some(first)) = (rows, shape.first_mut()) {
                 *first = rows.len();
             }
-            if let (true, Some(last)) = (shape.len() > 1, shape.last_mut()) {
-                *last += pad_cols;
+            if let (Some(cols), true, Some(last)) = (cols, shape.len() > 1, shape.last_mut()) {
+                *last = cols.len();
             }
             Ok(shape)
         }
@@ -364,7 +404,7 @@ pub fn write(model: &Model, plan: &GgufPlan, dest: &Path, inputs: &[&Path], opti
             None => own,
         };
         let copy = match &t.data {
-            Planned::Param { hf, rows, pad_cols } => copy_plan(model, hf, rows.as_deref(), *pad_cols, want),
+            Planned::Param { hf, rows, cols } => copy_plan(model, hf, rows.as_deref(), cols.as_deref(), want),
             Planned::Values { .. } => None,
         };
         let ty = writable_type(want, &shape, copy.is_some(), options.fallback);
@@ -426,13 +466,20 @@ mod tests {
 
     #[test]
     fn whole_blocks_are_found_only_when_aligned() {
-        let cols: Vec<usize> = (64..128).chain(0..32).collect();
-        assert_eq!(whole_blocks(&cols, 32), Some(vec![2, 3, 0]));
-        assert_eq!(whole_blocks(&(1..33).collect::<Vec<_>>(), 32), None);
-        assert_eq!(whole_blocks(&(0..31).collect::<Vec<_>>(), 32), None);
-        let mut gap: Vec<usize> = (0..32).collect();
-        gap[5] = 40;
+        let some = |r: std::ops::Range<usize>| r.map(Some).collect::<Vec<_>>();
+        let cols: Vec<Option<usize>> = some(64..128).into_iter().chain(some(0..32)).collect();
+        assert_eq!(whole_blocks(&cols, 32), Some(vec![Some(2), Some(3), Some(0)]));
+        assert_eq!(whole_blocks(&some(1..33), 32), None);
+        assert_eq!(whole_blocks(&some(0..31), 32), None);
+        let mut gap = some(0..32);
+        gap[5] = Some(40);
         assert_eq!(whole_blocks(&gap, 32), None);
+        // zero columns: whole blocks of them only
+        let padded: Vec<Option<usize>> = some(32..64).into_iter().chain([None; 32]).chain(some(0..32)).collect();
+        assert_eq!(whole_blocks(&padded, 32), Some(vec![Some(1), None, Some(0)]));
+        let mut torn = padded.clone();
+        torn[40] = Some(8);
+        assert_eq!(whole_blocks(&torn, 32), None);
     }
 
     #[test]

@@ -1,23 +1,47 @@
-//! GGUF files of `general.architecture = gemma3` lowered through the Gemma 3 builder: the
-//! `gemma3.*` metadata becomes a [`Gemma3Config`], llama.cpp's tensor names become HF's.
+//! GGUF files of `general.architecture = gemma3`: read, lowered through the Gemma 3 builder
+//! (the `gemma3.*` metadata becomes a [`Gemma3Config`], llama.cpp's tensor names become HF's),
+//! and written ([`plan`]) as llama.cpp runs them.
 //!
 //! llama.cpp's converter stores every Gemma norm weight as `w + 1` (transformers' GGUF loader
 //! subtracts 1 again): prunec reads them as stored and lowers their norms with offset 0, which
 //! computes `x̂ · (w + 1)` exactly as llama.cpp does; the HF writer turns them back into
-//! `(1 + w)` norms ([`super::normalise_norm_offsets`]). What llama.cpp fixes in code rather than
-//! metadata: one global layer in six (`sliding_window_pattern` 6), the sliding layers' rotary base
-//! 10,000, and the attention scale `1/√key_length` (true for every size but 27B, which llama.cpp
-//! scales by `1/√(hidden/heads)`; prunec takes `key_length`). q/k rows are not permuted (Gemma's
-//! rotary layout is the NeoX one).
+//! `(1 + w)` norms ([`super::normalise_norm_offsets`]), the GGUF writer stores `w + offset`.
+//! What llama.cpp fixes in code rather than metadata, as prunec reads it: one global layer in
+//! six unless `sliding_window_pattern` says otherwise (a number, or one flag per layer), no
+//! sliding window at all without `attention.sliding_window`, the sliding layers' rotary base
+//! `rope.freq_base_swa` (10,000 without it), and the attention scale ([`query_scalar`]:
+//! `1/√key_length`, but `1/√(hidden/heads)` for a model of 62 layers, Gemma 3 27B's). q/k rows are
+//! not permuted (llama.cpp rotates Gemma's q/k as NeoX does, HF's half-split layout).
+//!
+//! llama.cpp's `gemma3` builds every layer with the first layer's widths (`head_count`,
+//! `head_count_kv`, `feed_forward_length`: checked in llama.cpp 0.3.36's sources, where the
+//! tensors are created with those shapes), so a pruned model whose layers differ is written
+//! with every layer padded to one width by zero heads and channels ([`SharedWidths`]): exact,
+//! since a zero query head attends uniformly to zero values (or to values an `attn_output`
+//! column of zeros discards), its q/k norms map zeros to zeros, and a zero MLP channel adds
+//! `GELU(0) · 0 = 0` through a zero `ffn_down` column.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use prunec_ir::Model;
+use prunec_ir::{Model, Op, UnaryOp};
 
 use super::{Gemma3Config, LayerType};
-use crate::arch::GgufWeights;
+use crate::arch::gguf_out::{GgufPlan, Planned, PlannedTensor};
+use crate::arch::{Config, GgufWeights};
 use crate::error::{FrontendError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, GgufValue};
+
+/// The number llama.cpp's `gemma3` divides attention scores by the root of: the model's type
+/// decides it (`LLM_TYPE_27B`, a model of 62 layers: `hidden / heads`, integer division, of
+/// the first layer's heads), else `key_length`.
+pub fn query_scalar(layers: usize, hidden: usize, heads: usize, head_dim: usize) -> f64 {
+    if layers == 62 && heads > 0 {
+        (hidden / heads) as f64
+    } else {
+        head_dim as f64
+    }
+}
 
 /// The GGUF name of an HF Gemma 3 tensor.
 pub fn gguf_name(hf: &str) -> Option<String> {
@@ -58,6 +82,11 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<Gemma3Config> {
         },
     };
     let head_dim = opt_usize(&key("attention.key_length"))?.unwrap_or(256);
+    let swa_window = opt_usize(&key("attention.sliding_window"))?.filter(|&w| w > 0);
+    let layer_types = match swa_window {
+        None => vec![LayerType::Full; num_layers.min(1 << 20)],
+        Some(_) => swa_pattern(file, &key("attention.sliding_window_pattern"), num_layers)?,
+    };
     if let Some(v) = opt_usize(&key("attention.value_length"))? {
         if v != head_dim {
             return Err(bad(format!("`gemma3.attention.value_length` {v} differs from `gemma3.attention.key_length` {head_dim}")));
@@ -83,10 +112,10 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<Gemma3Config> {
         head_dim,
         rms_norm_eps: opt_f32(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6),
         rope_theta: opt_f32(&key("rope.freq_base"))?.unwrap_or(1_000_000.0),
-        rope_local_base_freq: 10_000.0,
-        query_pre_attn_scalar: head_dim as f64,
-        sliding_window: opt_usize(&key("attention.sliding_window"))?.unwrap_or(4096),
-        layer_types: (0..num_layers.min(1 << 20)).map(|i| if (i + 1) % 6 != 0 { LayerType::Sliding } else { LayerType::Full }).collect(),
+        rope_local_base_freq: opt_f32(&key("rope.freq_base_swa"))?.unwrap_or(10_000.0),
+        query_pre_attn_scalar: query_scalar(num_layers, hidden_size, num_heads, head_dim),
+        sliding_window: swa_window.unwrap_or(4096),
+        layer_types,
         tie_word_embeddings: file.tensor_info("output.weight").is_none(),
         attention_bias: file.tensor_info("blk.0.attn_q.bias").is_some(),
         max_position_embeddings: opt_usize(&key("context_length"))?.unwrap_or(131_072),
@@ -94,6 +123,34 @@ pub fn config_from_metadata(file: &GgufFile) -> Result<Gemma3Config> {
     };
     config.validate(file.path())?;
     Ok(config)
+}
+
+/// Which of `layers` layers slide, as llama.cpp reads `key` (`sliding_window_pattern`): one
+/// flag per layer (true or non-zero: sliding), or a number `n` (every `n`-th layer global; 0:
+/// all sliding), or 6 without it.
+fn swa_pattern(file: &GgufFile, key: &str, layers: usize) -> Result<Vec<LayerType>> {
+    let bad = |reason: String| FrontendError::BadConfig { path: file.path().to_path_buf(), reason: format!("`{key}` {reason}") };
+    let layers_capped = layers.min(1 << 20);
+    match file.get(key) {
+        None => Ok(LayerType::every(6, layers_capped)),
+        Some(GgufValue::Array(items)) => {
+            if items.len() != layers {
+                return Err(bad(format!("lists {} layers, not {layers}", items.len())));
+            }
+            items
+                .iter()
+                .map(|v| match v.as_bool().or_else(|| v.as_u64().map(|n| n != 0)) {
+                    Some(true) => Ok(LayerType::Sliding),
+                    Some(false) => Ok(LayerType::Full),
+                    None => Err(bad(format!("holds {v}, not a flag"))),
+                })
+                .collect()
+        }
+        Some(_) => match file.get_usize(key)? {
+            0 => Ok(vec![LayerType::Sliding; layers_capped]),
+            n => Ok(LayerType::every(n, layers_capped)),
+        },
+    }
 }
 
 /// Reads GGUF file `file` (at `path`) of a Gemma 3 model.
@@ -105,9 +162,310 @@ pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
     super::build(&config, &GgufWeights { file, names: |hf: &str| gguf_name(hf).map(|n| (n, None)) }, info, 0.0)
 }
 
+/// The widths every layer of a `gemma3` file shares: `kv` key/value heads of `group` query
+/// heads each, `channels` MLP channels. Each layer's own heads are laid out in them by
+/// [`SharedWidths::slots`]: a key/value head serving more than `group` query heads is
+/// repeated (exact: its copies hold the same keys and values), slots left over are zero heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedWidths {
+    /// Key/value heads per layer.
+    pub kv: usize,
+    /// Query heads per key/value head.
+    pub group: usize,
+    /// MLP channels per layer.
+    pub channels: usize,
+}
+
+impl SharedWidths {
+    /// The smallest widths that hold every layer: `copies[l]` the query heads each key/value head
+    /// of layer `l` serves, `channels[l]` its MLP channels, channels in whole blocks of `block`
+    /// (at least one block). Of the groupings holding as many query heads, the one with the
+    /// fewest key/value heads (a smaller cache). `None` when no layer has a head.
+    pub fn of(copies: &[Vec<usize>], channels: &[usize], block: usize) -> Option<SharedWidths> {
+        let widest = copies.iter().flatten().copied().max().filter(|&c| c > 0)?;
+        let kv_for = |group: usize| copies.iter().map(|c| c.iter().map(|&n| n.div_ceil(group)).sum::<usize>()).max().unwrap_or(0);
+        let group = (1..=widest).rev().min_by_key(|&g| kv_for(g) * g)?;
+        let block = block.max(1);
+        let channels = channels.iter().copied().max().unwrap_or(0).next_multiple_of(block).max(block);
+        Some(SharedWidths { kv: kv_for(group), group, channels })
+    }
+
+    /// Query heads per layer.
+    pub fn heads(&self) -> usize {
+        self.kv * self.group
+    }
+
+    /// Where the heads of a layer whose key/value heads serve `copies` query heads go: for each
+    /// key/value head written, the layer's key/value head (`None`: a zero head); for each query
+    /// head written, the layer's query head (`None`: a zero head). Query heads are numbered
+    /// as the model orders them, the first key/value head's first.
+    pub fn slots(&self, copies: &[usize]) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+        let (mut kv, mut q) = (Vec::with_capacity(self.kv), Vec::with_capacity(self.heads()));
+        let mut first = 0;
+        for (h, &c) in copies.iter().enumerate() {
+            for chunk in 0..c.div_ceil(self.group) {
+                kv.push(Some(h));
+                let served = (c - chunk * self.group).min(self.group);
+                q.extend((0..self.group).map(|s| (s < served).then_some(first + chunk * self.group + s)));
+            }
+            first += c;
+        }
+        kv.resize(self.kv, None);
+        q.resize(self.heads(), None);
+        (kv, q)
+    }
+}
+
+/// The rows (or columns) of `heads` heads of `width` each, head by head (zeros for `None`);
+/// `None` when that is every row in order (nothing to rearrange).
+fn head_rows(heads: &[Option<usize>], width: usize) -> Option<Vec<Option<usize>>> {
+    let rows: Vec<Option<usize>> = heads.iter().flat_map(|h| (0..width).map(move |i| h.map(|h| h * width + i))).collect();
+    (!rows.iter().enumerate().all(|(i, r)| *r == Some(i))).then_some(rows)
+}
+
+/// The GGUF file llama.cpp's `gemma3` runs for Gemma 3 `model`, widths read from its
+/// parameters. Layers of different widths are padded to [`SharedWidths`] (see the module's
+/// doc) and the plan says by how much; MLP channels are whole blocks of `block` (the matrices'
+/// quantization blocks). Norm weights are written as llama.cpp's `w + 1` (whatever offset the
+/// model's norms add), the q norms multiplied by `√(s/q)`, `q` the attention's scalar and `s`
+/// llama.cpp's ([`query_scalar`]): the same attention scores, as the rotary embedding is linear.
+/// Refused, naming why: hidden channels pruned (llama.cpp scales the embedding by `√` of the
+/// width it reads), attention biases (llama.cpp's `gemma3` has none), a model without heads.
+pub fn plan(model: &Model, block: usize) -> Result<GgufPlan> {
+    let path = super::config_path(model);
+    let config = &Config::<Gemma3Config>::of(model, &path)?.typed;
+    let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason: format!("writing GGUF: {reason}") };
+    let source = &model.info.source;
+    let missing = |hf: &str| FrontendError::MissingTensor { path: source.clone(), tensor: hf.into() };
+    let shape = |name: &str| model.params.get(name).map(|p| p.shape.clone());
+    let embed = "model.embed_tokens.weight";
+    let (vocab, hidden) = match shape(embed).as_deref() {
+        Some(&[v, h]) => (v, h),
+        Some(other) => return Err(FrontendError::BadTensor { path: source.clone(), tensor: embed.into(), reason: format!("shape {other:?} is not [vocab, hidden]") }),
+        None => return Err(missing(embed)),
+    };
+    if config.attention_bias {
+        return Err(bad("its projections have biases, which llama.cpp's gemma3 does not read".into()));
+    }
+    // what the graph computes: each norm's offset, each layer's attention scale and key/value copies
+    let mut offsets: HashMap<String, f32> = HashMap::new();
+    let mut scales: HashMap<String, f32> = HashMap::new();
+    let mut repeats: HashMap<String, Vec<usize>> = HashMap::new();
+    for id in model.graph.node_ids() {
+        let Ok(node) = model.graph.node(id) else { continue };
+        match &node.op {
+            Op::RmsNorm { offset, .. } => {
+                let weight = model.graph.inputs(id).get(1).and_then(|w| model.graph.node(w.node).ok()).map(|n| &n.op);
+                if let Some(Op::Param { name, .. }) = weight {
+                    offsets.insert(name.clone(), *offset);
+                }
+            }
+            Op::Attention(a) => {
+                scales.insert(node.name.clone(), a.scale);
+            }
+            Op::RepeatHeads { copies } => {
+                repeats.insert(node.name.clone(), copies.clone());
+            }
+            Op::Unary(UnaryOp::Scale(s)) if node.name == super::EMBED_SCALE_NODE => {
+                let dtype = model.params.get(embed).map_or(prunec_ir::DType::F32, |p| p.dtype);
+                // llama.cpp's `sqrtf(n_embd)`; transformers' rounding of it to a 16-bit embedding's type differs as little as llama.cpp's converter lets it
+                if *s != (hidden as f32).sqrt() && *s != super::embedding_scale(hidden, dtype) {
+                    return Err(bad(format!(
+                        "the embedding is scaled by {s} (√ of the hidden size {} it was trained with), and llama.cpp scales it by √{hidden}, of the width the file holds: prunec does not write Gemma 3 models whose hidden channels were pruned",
+                        config.hidden_size
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    let (hd, n) = (config.head_dim, config.num_layers);
+    let layer = |l: usize| format!("model.layers.{l}");
+    // each layer's widths, from its parameters (an emptied branch has none)
+    let mut copies = Vec::with_capacity(n);
+    let mut channels = Vec::with_capacity(n);
+    for l in 0..n {
+        let p = layer(l);
+        let rows = |m: &str| shape(&format!("{p}.{m}.weight")).and_then(|s| s.first().copied()).unwrap_or(0);
+        let (q, kv) = (rows("self_attn.q_proj") / hd.max(1), rows("self_attn.k_proj") / hd.max(1));
+        let c = repeats.get(&format!("{p}.self_attn.k_repeat")).cloned().unwrap_or_else(|| vec![1; kv]);
+        if c.len() != kv || c.iter().sum::<usize>() != q {
+            return Err(bad(format!("layer {l}: its {q} query heads are not served by its {kv} key/value heads ({c:?} each)")));
+        }
+        copies.push(c);
+        channels.push(rows("mlp.gate_proj"));
+    }
+    let shared = SharedWidths::of(&copies, &channels, block).ok_or_else(|| bad("no layer has attention heads left".into()))?;
+    let heads = shared.heads();
+    let scalar = query_scalar(n, hidden, heads, hd);
+    let param = |hf: String, rows: Option<Vec<Option<usize>>>, cols: Option<Vec<Option<usize>>>| -> Result<Planned> {
+        match model.params.get(&hf) {
+            None => Err(missing(&hf)),
+            Some(_) => Ok(Planned::Param { hf, rows, cols }),
+        }
+    };
+    // a norm as llama.cpp multiplies by it: `w + offset`, times `factor`; ones where its branch was emptied
+    let norm = |hf: &str, width: usize, factor: f32, emptied: bool| -> Result<Planned> {
+        let values: Vec<f32> = match model.params.get(hf) {
+            None if emptied => vec![1.0; width],
+            None => return Err(missing(hf)),
+            Some(_) => {
+                let offset = offsets.get(hf).copied().unwrap_or(1.0);
+                let w = model.params.read_f32(hf).map_err(|e| FrontendError::BadTensor { path: source.clone(), tensor: hf.into(), reason: e.to_string() })?;
+                w.iter().map(|&w| (w + offset) * factor).collect()
+            }
+        };
+        Ok(Planned::Values { shape: vec![values.len()], values })
+    };
+    let zeros = |shape: Vec<usize>| Planned::Values { values: vec![0.0; shape.iter().product()], shape };
+    let mut tensors = Vec::new();
+    let mut push = |hf: &str, data: Planned| -> Result<()> {
+        let name = gguf_name(hf).ok_or_else(|| bad(format!("llama.cpp has no name for `{hf}`")))?;
+        tensors.push(PlannedTensor { name, data });
+        Ok(())
+    };
+    push(embed, param(embed.into(), None, None)?)?;
+    let (mut padded_heads, mut padded_kv, mut padded_channels) = (0, 0, 0);
+    for l in 0..n {
+        let p = layer(l);
+        let w = |m: &str| format!("{p}.{m}.weight");
+        let (kv_slots, q_slots) = shared.slots(&copies[l]);
+        let (no_attention, no_mlp) = (copies[l].is_empty(), channels[l] == 0);
+        padded_heads += q_slots.iter().filter(|s| s.is_none()).count();
+        padded_kv += kv_slots.len() - copies[l].len();
+        padded_channels += shared.channels - channels[l];
+        // llama.cpp multiplies q by 1/√scalar: the q norm makes up the difference to the model's scale
+        let factor = scales.get(&format!("{p}.self_attn")).map_or(1.0, |&s| (f64::from(s) * scalar.sqrt()) as f32);
+        push(&w("input_layernorm"), norm(&w("input_layernorm"), hidden, 1.0, no_attention)?)?;
+        if no_attention {
+            push(&w("self_attn.q_proj"), zeros(vec![heads * hd, hidden]))?;
+            push(&w("self_attn.k_proj"), zeros(vec![shared.kv * hd, hidden]))?;
+            push(&w("self_attn.v_proj"), zeros(vec![shared.kv * hd, hidden]))?;
+            push(&w("self_attn.o_proj"), zeros(vec![hidden, heads * hd]))?;
+        } else {
+            let (q_map, kv_map) = (head_rows(&q_slots, hd), head_rows(&kv_slots, hd));
+            push(&w("self_attn.q_proj"), param(w("self_attn.q_proj"), q_map.clone(), None)?)?;
+            push(&w("self_attn.k_proj"), param(w("self_attn.k_proj"), kv_map.clone(), None)?)?;
+            push(&w("self_attn.v_proj"), param(w("self_attn.v_proj"), kv_map, None)?)?;
+            push(&w("self_attn.o_proj"), param(w("self_attn.o_proj"), None, q_map)?)?;
+        }
+        push(&w("self_attn.q_norm"), norm(&w("self_attn.q_norm"), hd, factor, no_attention)?)?;
+        push(&w("self_attn.k_norm"), norm(&w("self_attn.k_norm"), hd, 1.0, no_attention)?)?;
+        push(&w("post_attention_layernorm"), norm(&w("post_attention_layernorm"), hidden, 1.0, no_attention)?)?;
+        push(&w("pre_feedforward_layernorm"), norm(&w("pre_feedforward_layernorm"), hidden, 1.0, no_mlp)?)?;
+        if no_mlp {
+            push(&w("mlp.gate_proj"), zeros(vec![shared.channels, hidden]))?;
+            push(&w("mlp.up_proj"), zeros(vec![shared.channels, hidden]))?;
+            push(&w("mlp.down_proj"), zeros(vec![hidden, shared.channels]))?;
+        } else {
+            let pad = shared.channels - channels[l];
+            let padded = (pad > 0).then(|| (0..channels[l]).map(Some).chain(std::iter::repeat_n(None, pad)).collect::<Vec<_>>());
+            push(&w("mlp.gate_proj"), param(w("mlp.gate_proj"), padded.clone(), None)?)?;
+            push(&w("mlp.up_proj"), param(w("mlp.up_proj"), padded.clone(), None)?)?;
+            push(&w("mlp.down_proj"), param(w("mlp.down_proj"), None, padded)?)?;
+        }
+        push(&w("post_feedforward_layernorm"), norm(&w("post_feedforward_layernorm"), hidden, 1.0, no_mlp)?)?;
+    }
+    push("model.norm.weight", norm("model.norm.weight", hidden, 1.0, false)?)?;
+    if model.params.get("lm_head.weight").is_some() {
+        push("lm_head.weight", param("lm_head.weight".into(), None, None)?)?;
+    }
+    let key = |k: &str| format!("gemma3.{k}");
+    let mut metadata = vec![
+        (key("block_count"), GgufValue::U32(n as u32)),
+        (key("context_length"), GgufValue::U32(config.max_position_embeddings as u32)),
+        (key("embedding_length"), GgufValue::U32(hidden as u32)),
+        (key("vocab_size"), GgufValue::U32(vocab as u32)),
+        (key("feed_forward_length"), GgufValue::U32(shared.channels as u32)),
+        (key("attention.head_count"), GgufValue::U32(heads as u32)),
+        (key("attention.head_count_kv"), GgufValue::U32(shared.kv as u32)),
+        (key("attention.key_length"), GgufValue::U32(hd as u32)),
+        (key("attention.value_length"), GgufValue::U32(hd as u32)),
+        (key("attention.layer_norm_rms_epsilon"), GgufValue::F32(config.rms_norm_eps)),
+        (key("rope.freq_base"), GgufValue::F32(config.rope_theta)),
+        (key("rope.freq_base_swa"), GgufValue::F32(config.rope_local_base_freq)),
+    ];
+    // llama.cpp: no window without `sliding_window`; one global layer in six without a pattern
+    let slides = config.layer_types.contains(&LayerType::Sliding);
+    if slides {
+        metadata.push((key("attention.sliding_window"), GgufValue::U32(config.sliding_window as u32)));
+        if config.layer_types != LayerType::every(6, n) {
+            let flags = config.layer_types.iter().map(|t| GgufValue::Bool(*t == LayerType::Sliding)).collect();
+            metadata.push((key("attention.sliding_window_pattern"), GgufValue::Array(flags)));
+        }
+    }
+    let mut stale: Vec<String> = ["rope.scaling.type", "rope.scaling.factor", "attention.sliding_window_pattern"].iter().map(|k| key(k)).collect();
+    if !slides {
+        stale.push(key("attention.sliding_window"));
+    }
+    let mut notes = Vec::new();
+    if padded_heads + padded_kv + padded_channels > 0 {
+        let own = model.params.numel();
+        let added = (padded_heads + padded_kv) * 2 * hd * hidden + padded_channels * 3 * hidden;
+        let parts: Vec<String> = [
+            (padded_heads, "zero query heads"),
+            (padded_kv, "key/value heads (zeros, or repeats of one serving more query heads)"),
+            (padded_channels, "zero MLP channels"),
+        ]
+        .iter()
+        .filter(|(k, _)| *k > 0)
+        .map(|(k, what)| format!("{k} {what}"))
+        .collect();
+        notes.push(format!(
+            "gguf: every layer padded to {heads} query heads, {} key/value heads and {} MLP channels, as llama.cpp's gemma3 builds every layer with the first layer's widths: {} over {n} layers (exact; {added} parameters more, {:.1}% of the model's {own})",
+            shared.kv,
+            shared.channels,
+            parts.join(", "),
+            100.0 * added as f64 / own.max(1) as f64
+        ));
+    }
+    Ok(GgufPlan { arch: "gemma3".into(), metadata, stale, vocab, tensors, notes })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers_share_the_fewest_heads_that_hold_each() {
+        let w = |kv, group, channels| Some(SharedWidths { kv, group, channels });
+        // Gemma 3 270M: one key/value head of four query heads, and a layer pruned to three
+        assert_eq!(SharedWidths::of(&[vec![4], vec![3]], &[2048, 1600], 1), w(1, 4, 2048));
+        // channels in whole blocks, at least one
+        assert_eq!(SharedWidths::of(&[vec![4], vec![3]], &[0, 1600], 32), w(1, 4, 1600));
+        assert_eq!(SharedWidths::of(&[vec![4], vec![3]], &[0, 1601], 32), w(1, 4, 1632));
+        assert_eq!(SharedWidths::of(&[vec![4], vec![3]], &[0, 0], 32), w(1, 4, 32));
+        // uneven groups: three key/value heads of one (one repeated) beat two of two
+        assert_eq!(SharedWidths::of(&[vec![1, 2]], &[8], 1), w(3, 1, 8));
+        // one layer of one group of four, another of four groups of one: four heads, not sixteen
+        assert_eq!(SharedWidths::of(&[vec![4], vec![1, 1, 1, 1]], &[8, 8], 1), w(4, 1, 8));
+        // equal head counts: the fewest key/value heads
+        assert_eq!(SharedWidths::of(&[vec![2, 2], vec![2]], &[8, 8], 1), w(2, 2, 8));
+        assert_eq!(SharedWidths::of(&[vec![], vec![]], &[8, 8], 1), None);
+    }
+
+    #[test]
+    fn each_layer_s_heads_are_laid_out_in_the_shared_widths() {
+        let shared = SharedWidths { kv: 2, group: 2, channels: 8 };
+        // a key/value head of one query head: a zero query head after it
+        assert_eq!(shared.slots(&[1, 2]), (vec![Some(0), Some(1)], vec![Some(0), None, Some(1), Some(2)]));
+        // a key/value head of three: repeated, its third query head beside a zero one
+        assert_eq!(shared.slots(&[3]), (vec![Some(0), Some(0)], vec![Some(0), Some(1), Some(2), None]));
+        // a layer of one key/value head of one: a zero key/value head with two zero query heads
+        assert_eq!(shared.slots(&[1]), (vec![Some(0), None], vec![Some(0), None, None, None]));
+        // an emptied attention: zeros only
+        assert_eq!(shared.slots(&[]), (vec![None, None], vec![None; 4]));
+        // rows of heads of 2: in order (nothing to rearrange) or not
+        assert_eq!(head_rows(&[Some(0), Some(1)], 2), None);
+        assert_eq!(head_rows(&[Some(1), None], 2), Some(vec![Some(2), Some(3), None, None]));
+        assert_eq!(head_rows(&[Some(0), None], 2), Some(vec![Some(0), Some(1), None, None]));
+    }
+
+    #[test]
+    fn llama_cpp_scales_27b_by_its_hidden_width_per_head() {
+        assert_eq!(query_scalar(18, 640, 4, 256), 256.0);
+        assert_eq!(query_scalar(62, 5376, 32, 128), 168.0);
+    }
 
     #[test]
     fn every_hf_tensor_has_its_llama_cpp_name() {

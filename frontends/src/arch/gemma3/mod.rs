@@ -50,6 +50,12 @@ pub enum LayerType {
 }
 
 impl LayerType {
+    /// The kinds of `layers` layers of which every `pattern`-th is global, the others sliding
+    /// (transformers' `sliding_window_pattern`, llama.cpp's `sliding_window_pattern` number).
+    pub fn every(pattern: usize, layers: usize) -> Vec<LayerType> {
+        (0..layers).map(|i| if (i + 1) % pattern.max(1) != 0 { LayerType::Sliding } else { LayerType::Full }).collect()
+    }
+
     /// Its name in `layer_types`.
     pub fn name(self) -> &'static str {
         match self {
@@ -169,7 +175,7 @@ impl Gemma3Config {
                 if pattern == 0 {
                     return Err(bad("`sliding_window_pattern` must be positive".into()));
                 }
-                (0..num_layers).map(|i| if (i + 1) % pattern != 0 { LayerType::Sliding } else { LayerType::Full }).collect()
+                LayerType::every(pattern, num_layers)
             }
             Some(serde_json::Value::Array(v)) => v
                 .iter()
@@ -588,6 +594,14 @@ impl super::Architecture for Gemma3 {
 
     fn gguf_name(&self) -> Option<&'static str> {
         Some("gemma3")
+    }
+
+    fn writes_gguf(&self) -> bool {
+        true
+    }
+
+    fn gguf_plan(&self, model: &Model, block: usize) -> Result<super::gguf_out::GgufPlan> {
+        gguf::plan(model, block)
     }
 
     fn load_gguf(&self, path: &Path, file: GgufFile) -> Result<Model> {

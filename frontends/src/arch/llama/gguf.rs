@@ -427,7 +427,7 @@ pub fn plan(model: &Model, family: &Family, layout: GgufLayout, block: usize) ->
         let module = hf.rsplit('.').nth(1).unwrap_or("");
         let rows_of = shape.first().copied().unwrap_or(0);
         let mut rows: Option<Vec<usize>> = None;
-        let mut pad_cols = 0;
+        let mut cols: Option<Vec<Option<usize>>> = None;
         let mut heads = widths.get(layer.unwrap_or(0)).map_or(0, |w| w.num_heads);
         if let (Some(l), "k_proj" | "v_proj") = (layer, module) {
             if let Some(e) = &kv_heads[l] {
@@ -448,12 +448,12 @@ pub fn plan(model: &Model, family: &Family, layout: GgufLayout, block: usize) ->
         if let (Some(l), "gate_proj" | "up_proj" | "down_proj") = (layer, module) {
             let pad = ff[l] - widths[l].intermediate_size;
             if pad > 0 && module == "down_proj" && shape.len() == 2 {
-                pad_cols = pad;
+                cols = Some((0..shape[1]).map(Some).chain(std::iter::repeat_n(None, pad)).collect());
             } else if pad > 0 && module != "down_proj" {
                 rows = Some((0..rows_of).map(Some).chain(std::iter::repeat_n(None, pad)).collect());
             }
         }
-        tensors.push(PlannedTensor { name, data: Planned::Param { hf, rows, pad_cols } });
+        tensors.push(PlannedTensor { name, data: Planned::Param { hf, rows, cols } });
     }
     // layers whose MLP pruning emptied: a norm and channels of zeros
     let h = config.hidden_size;
@@ -468,7 +468,7 @@ pub fn plan(model: &Model, family: &Family, layout: GgufLayout, block: usize) ->
         .iter()
         .flat_map(|k| [format!("{}.{k}", layout.name), format!("{DECI}.{k}")])
         .collect();
-    Ok(GgufPlan { arch: arch.into(), metadata, stale, vocab: config.vocab_size, tensors })
+    Ok(GgufPlan { arch: arch.into(), metadata, stale, vocab: config.vocab_size, tensors, notes: Vec::new() })
 }
 
 #[cfg(test)]
