@@ -175,7 +175,7 @@ fn unique(items: impl Iterator<Item = &'static str>) -> Vec<&'static str> {
 
 /// The `general.architecture` names of the GGUF files prunec reads.
 pub fn gguf_names() -> Vec<&'static str> {
-    ARCHITECTURES.iter().flat_map(|a| a.gguf_name().into_iter().chain(a.gguf_also().iter().copied())).collect()
+    unique(ARCHITECTURES.iter().flat_map(|a| a.gguf_name().into_iter().chain(a.gguf_also().iter().copied())))
 }
 
 /// The architecture name an HF class (`LlamaForCausalLM`) stands for.

@@ -363,7 +363,9 @@ fn per_layer_value(values: &[usize]) -> GgufValue {
 /// channels (llama.cpp's `deci` would drop the layer's attention with its MLP). Refused,
 /// naming why: layers of different widths for a family [`DECI`] cannot hold (per-head q/k
 /// norms), a first layer without attention (llama.cpp takes the head width from it), a sliding
-/// window, and the rotary scalings llama.cpp reads differently (`dynamic`, `yarn`).
+/// window outside the `llama` layout, and the rotary scalings llama.cpp reads differently
+/// (`dynamic`, `yarn`). Mistral's window is left out as llama.cpp's converter leaves it (the
+/// file is the model for sequences up to the window; the plan's note says so).
 pub fn plan(model: &Model, family: &Family, layout: GgufLayout, block: usize) -> Result<GgufPlan> {
     let path = llama::config_path(model);
     let json = llama::hf_config_of(model, family)?;
@@ -380,8 +382,16 @@ pub fn plan(model: &Model, family: &Family, layout: GgufLayout, block: usize) ->
     if widths.first().is_some_and(|w| !w.has_attention()) {
         return Err(bad("its first layer has no attention heads, and llama.cpp takes the width of every head from the first layer".into()));
     }
+    // llama.cpp's `llama` and `deci` attend to every earlier position, and its converter writes
+    // Mistral's files without the window: the same model for sequences up to the window
+    let mut notes = Vec::new();
     if let Some(w) = config.variant.sliding_window {
-        return Err(bad(format!("llama.cpp's {arch} has no sliding window (this model's is {w} positions)")));
+        if layout.name != "llama" {
+            return Err(bad(format!("llama.cpp's {} has no sliding window (this model's is {w} positions)", layout.name)));
+        }
+        notes.push(format!(
+            "gguf: llama.cpp's {arch} attends to every earlier position, where this model attends to the last {w}: the file computes the model for sequences of up to {w} tokens (llama.cpp's own converter writes Mistral so)"
+        ));
     }
     let kv_heads: Vec<Option<Vec<usize>>> = widths.iter().map(|w| even_kv_heads(&w.kv_copies())).collect();
     let hd = config.head_dim;
@@ -468,7 +478,7 @@ pub fn plan(model: &Model, family: &Family, layout: GgufLayout, block: usize) ->
         .iter()
         .flat_map(|k| [format!("{}.{k}", layout.name), format!("{DECI}.{k}")])
         .collect();
-    Ok(GgufPlan { arch: arch.into(), metadata, stale, vocab: config.vocab_size, tensors, notes: Vec::new() })
+    Ok(GgufPlan { arch: arch.into(), metadata, stale, vocab: config.vocab_size, tensors, notes })
 }
 
 #[cfg(test)]

@@ -490,7 +490,7 @@ impl super::Architecture for Family {
             None => Err(FrontendError::UnsupportedArchitecture {
                 path: model.info.source.clone(),
                 architecture: format!("{} (writing GGUF)", self.model_type),
-                supported: "llama, qwen2, qwen3".into(),
+                supported: super::ARCHITECTURES.iter().filter(|a| a.writes_gguf()).map(|a| a.name()).collect::<Vec<_>>().join(", "),
             }),
         }
     }

@@ -3,11 +3,13 @@
 //! attention, no biases and an optional explicit `head_dim`. Its configuration is read here
 //! ([`MistralConfig`]); the lowering, the parameters and the HF writer are LLaMA's
 //! ([`super::llama`]), told the difference by [`Variant::sliding_window`] (the IR's
-//! `Attention::window`). Mistral's GGUF files call themselves `llama`, and the LLaMA GGUF
-//! reader reads them.
+//! `Attention::window`). Mistral's GGUF files call themselves `llama`: the LLaMA GGUF reader
+//! reads them, and they are written as LLaMA's, without the window (llama.cpp has none for
+//! `llama`; the file computes the model for sequences up to the window, and says so).
 
 use std::path::Path;
 
+use super::llama::gguf::GgufLayout;
 use super::llama::{self, Family, LlamaConfig, Variant, LAYER_WIDTHS_KEY};
 use crate::builder::{opt_usize, shortest_f64};
 use crate::error::{FrontendError, Result};
@@ -19,11 +21,13 @@ pub struct MistralConfig {
     pub decoder: LlamaConfig,
 }
 
-/// Mistral for the shared LLaMA code.
+/// Mistral for the shared LLaMA code. Its GGUF files are llama.cpp's `llama` (q/k rows
+/// permuted as LLaMA's, no sliding window), which [`super::llama`] reads, being first in
+/// [`super::ARCHITECTURES`]; Mistral names the layout to write them.
 pub const FAMILY: Family = Family {
     model_type: "mistral",
     hf_classes: &["MistralForCausalLM"],
-    gguf: None,
+    gguf: Some(GgufLayout { name: "llama", permuted: true }),
     read: read_decoder,
     write: |c| MistralConfig { decoder: c.clone() }.to_hf_json(),
     attention_bias_key: false,
