@@ -453,7 +453,7 @@ pub fn block_width(model: &Model, options: &GgufOptions) -> usize {
 /// A GGML type by its name as people write it (`q4_0`, `Q8_0`, `f16`...), among those prunec
 /// writes; the error lists them.
 pub fn parse_type(name: &str) -> std::result::Result<GgmlType, String> {
-    let writable = [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q6_K];
+    let writable = crate::gguf::quant::WRITABLE;
     writable
         .into_iter()
         .find(|t| t.name().eq_ignore_ascii_case(name))

@@ -15,11 +15,12 @@ use super::ggml_type::GgmlType;
 
 /// Whether [`quantize`] writes this type.
 pub fn can_quantize(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q6_K
-    )
+    WRITABLE.contains(&ty)
 }
+
+/// The types [`quantize`] writes, in the order messages list them.
+pub const WRITABLE: [GgmlType; 10] =
+    [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q4_K, GgmlType::Q6_K];
 
 /// `values` as data of type `ty`. Errors (never panics) for a type [`can_quantize`] refuses and
 /// for a count that is not a whole number of the type's blocks.
