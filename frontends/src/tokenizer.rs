@@ -16,6 +16,10 @@
 //!   `tokenizer.ggml.add_space_prefix`, default true); merges from `tokenizer.ggml.merges`, else
 //!   derived from `tokenizer.ggml.scores` as transformers' GGUF converter does.
 //!
+//! [`Tokenizer::gguf_metadata`] goes the other way, writing an HF `tokenizer.json` as either
+//! kind ([`GgufVocabulary`]); a SentencePiece-style BPE gets scores that make llama.cpp's
+//! SentencePiece merging apply its BPE merges in their order.
+//!
 //! Tokens of type CONTROL (3) and UNKNOWN (2) become special tokens (matched in text, skipped by
 //! [`Tokenizer::decode`]); USER_DEFINED (4) ones become added, non-special tokens.
 //!
@@ -382,7 +386,7 @@ impl Tokenizer {
         if let Some(u) = unk {
             out.push(("tokenizer.ggml.unknown_token_id".into(), V::U32(u)));
         }
-        if let Some(p) = self.hf_pad_token()? {
+        if let Some(p) = self.hf_pad_token()?.filter(|&p| (p as usize) < vocab) {
             out.push(("tokenizer.ggml.padding_token_id".into(), V::U32(p)));
         }
         let added = self.special_tokens().unwrap_or_default();
@@ -398,7 +402,8 @@ impl Tokenizer {
     }
 
     /// The padding token of an HF folder, as llama.cpp's converter finds it: `pad_token` of
-    /// `tokenizer_config.json`, else `pad_token_id` of `config.json`.
+    /// `tokenizer_config.json`, else `pad_token_id` of `config.json` (none when that is not a
+    /// token id: old LLaMA configurations say -1, which the converter skips too).
     fn hf_pad_token(&self) -> Result<Option<u32>> {
         let dir = self.source.parent().unwrap_or(Path::new("."));
         if let Some((_, cfg)) = read_json(&dir.join("tokenizer_config.json"), "tokenizer_config.json")? {
@@ -412,7 +417,7 @@ impl Tokenizer {
             }
         }
         match read_json(&dir.join("config.json"), "config.json")? {
-            Some((path, cfg)) => json_token_id(&path, &cfg, "pad_token_id"),
+            Some((path, cfg)) => Ok(json_token_id(&path, &cfg, "pad_token_id").ok().flatten()),
             None => Ok(None),
         }
     }
