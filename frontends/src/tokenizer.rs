@@ -121,7 +121,8 @@ pub enum GgufVocabulary {
     ByteLevel,
     /// A SentencePiece-style BPE: byte fallback, spaces made `▁` by a `Replace(" ", "▁")`
     /// normalizer or a `Metaspace` pre-tokenizer (LLaMA 1/2, Gemma, Mistral): llama.cpp's
-    /// `llama`.
+    /// `llama`. A `Metaspace` that splits the text at each `▁` (`split: true`) is taken too,
+    /// though llama.cpp, which does not split, may then join a run of `▁`s that HF keeps apart.
     SentencePiece {
         /// Whether a `▁` goes before the text (a `Prepend("▁")` normalizer, a `Metaspace`
         /// prepending one): llama.cpp's `tokenizer.ggml.add_space_prefix`. Gemma's does not.
