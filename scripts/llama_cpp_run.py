@@ -5,6 +5,9 @@ prunec's GGUF output, and prints one JSON object on stdout (everything else goes
 Usage: PYTHONPATH=$(scripts/fetch-llama-cpp) python3 scripts/llama_cpp_run.py MODE MODEL.gguf ...
 
   logits   MODEL --tokens 1,2,3            every position's logits, the tokens in one batch
+  tokenize MODEL --text FILE [--add-special]   llama.cpp's ids of the file's text (UTF-8, whole),
+           special tokens written in it not parsed (`special=False`); with --add-special, the
+           BOS/EOS the file's configuration adds (`add_bos=True`). Loads the vocabulary only.
   ppl      MODEL --text FILE | --tokens-file FILE.json [--seq-len 128] [--max-windows N]
            [--bos auto|never|start|window] perplexity as `prunec --pass eval` computes it
   generate MODEL --prompt TEXT [--max-tokens N]   greedy generation
@@ -153,6 +156,16 @@ def mode_logits(a):
     return {"n_vocab": llm.n_vocab(), "logits": [[float(v) for v in row] for row in logits]}
 
 
+def mode_tokenize(a):
+    import llama_cpp
+    silence(llama_cpp)
+    with open(a.text, "rb") as f:
+        text = f.read()
+    llm = llama_cpp.Llama(model_path=a.model, vocab_only=True, verbose=False)
+    ids = llm.tokenize(text, add_bos=a.add_special, special=False)
+    return {"n_vocab": llm.n_vocab(), "ids": ids}
+
+
 def mode_ppl(a):
     import numpy as np
     L = a.seq_len
@@ -252,7 +265,7 @@ def mode_bench(a):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["logits", "ppl", "generate", "bench"])
+    p.add_argument("mode", choices=["logits", "tokenize", "ppl", "generate", "bench"])
     p.add_argument("model")
     p.add_argument("--threads", type=int, default=cores())
     p.add_argument("--kv-type", choices=["f16", "f32"], default="f16")
@@ -267,14 +280,17 @@ def main():
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--gen-tokens", type=int, default=64)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--add-special", action="store_true", help="tokenize: add the BOS/EOS the model adds")
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.mode == "logits" and not a.tokens:
         p.error("logits: --tokens 1,2,3")
+    if a.mode == "tokenize" and not a.text:
+        p.error("tokenize: --text FILE")
     # llama.cpp writes to fd 1 in places: keep stdout for the JSON alone
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    result = {"logits": mode_logits, "ppl": mode_ppl, "generate": mode_generate, "bench": mode_bench}[a.mode](a)
+    result = {"logits": mode_logits, "tokenize": mode_tokenize, "ppl": mode_ppl, "generate": mode_generate, "bench": mode_bench}[a.mode](a)
     json.dump(result, out)
     out.write("\n")
     out.flush()

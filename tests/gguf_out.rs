@@ -745,3 +745,57 @@ fn onnx_to_gguf_from_the_command_line() {
     assert_clean_failure(&run(&tanh, &out, &["--tokenizer", tok.to_str().unwrap()]), &["tanh.onnx", "not recognised as a LLaMA-family decoder", "SiLU"]);
     assert!(!out.exists(), "nothing written");
 }
+
+/// The text the SentencePiece tokenizers are compared on: the first lines of
+/// `tests/fixtures/smollm2/public.txt` (about 4 KB) and a line of tabs, a carriage return,
+/// runs of spaces and non-ASCII characters of 2, 3 and 4 bytes (byte fallback).
+fn sentencepiece_text() -> String {
+    let text = std::fs::read_to_string(fixture("smollm2/public.txt")).unwrap();
+    let mut out: String = text.lines().take(60).map(|l| format!("{l}\n")).collect();
+    out.push_str("\tcafé —  ’quoted’\t\t日本\r\n  🙂 x  \n");
+    out
+}
+
+/// An HF folder whose `tokenizer.json` is a SentencePiece-style BPE (byte fallback, `▁`) is
+/// written with llama.cpp's `llama` vocabulary (scores, types, `add_space_prefix`): Gemma 3
+/// (no space prefix, `tests/fixtures/sentencepiece`) and LLaMA (`Prepend("▁")`,
+/// `tests/fixtures/sentencepiece/llama`). On [`sentencepiece_text`] llama.cpp's ids are prunec's
+/// (all 1731 and 1732 of them, the BOS added by both), prunec reads the same ids back from the
+/// file, and llama.cpp's logits on the first 64 of them are prunec's, as relative RMS: Gemma 3
+/// within 1e-3 (measured 2.3e-4: llama.cpp's f16 GELU table), LLaMA within 1e-4 (1.1e-6).
+#[test]
+fn sentencepiece_tokenizers_are_written_as_llama_vocabularies() {
+    use prunec_frontends::tokenizer::Tokenizer;
+    let dir = tempfile::tempdir().unwrap();
+    let text = sentencepiece_text();
+    let text_file = dir.path().join("text.txt");
+    std::fs::write(&text_file, &text).unwrap();
+    for (name, tokenizer, arch, add_space_prefix, unk, tol) in [("gemma3-tiny", "sentencepiece", "gemma3", false, 3, 1e-3f32), ("llama-gqa", "sentencepiece/llama", "llama", true, 0, 1e-4)] {
+        let hf = common::copy_fixture(name);
+        std::fs::copy(fixture(tokenizer).join("tokenizer.json"), hf.path().join("tokenizer.json")).unwrap();
+        let model = load(hf.path());
+        let out = dir.path().join(format!("{name}.gguf"));
+        write(&model, &out, None);
+        let file = GgufFile::open(&out).unwrap();
+        assert_eq!(file.get_str("general.architecture").unwrap(), arch);
+        assert_eq!(file.get_str("tokenizer.ggml.model").unwrap(), "llama");
+        assert_eq!(file.get_bool("tokenizer.ggml.add_space_prefix").unwrap(), add_space_prefix, "{name}");
+        let ours = Tokenizer::for_model(hf.path()).unwrap().encode_with_special(&text).unwrap();
+        assert_eq!(ours[0], 1, "{name}: the BOS first");
+        assert!(!ours.contains(&unk), "{name}: an unknown token (a byte without its token)");
+        assert_eq!(file.get_usize("tokenizer.ggml.unknown_token_id").unwrap(), unk as usize, "{name}");
+        let back = Tokenizer::from_gguf(&file).unwrap().encode_with_special(&text).unwrap();
+        assert_eq!(back, ours, "{name}: prunec reads other ids back from the GGUF file");
+        let Some(json) = llama_cpp("tokenize", &out, &["--text", text_file.to_str().unwrap(), "--add-special"]) else { return };
+        let theirs: Vec<u32> = json["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let same = ours.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
+        println!("{name}: llama.cpp's ids are prunec's for the first {same} of {} ({} in llama.cpp)", ours.len(), theirs.len());
+        assert_eq!(theirs, ours, "{name}: llama.cpp tokenizes otherwise from token {same}");
+        let ids = &ours[..64];
+        let tokens = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { return };
+        let relative = relative_rms(&logits_of(&model, ids), &theirs);
+        println!("{name}: llama.cpp's logits on those ids differ from prunec's by {relative:.2e} relative RMS");
+        assert!(relative <= tol, "{name}: llama.cpp's logits differ from prunec's by {relative:.2e} relative RMS");
+    }
+}

@@ -16,6 +16,10 @@
 //!   `tokenizer.ggml.add_space_prefix`, default true); merges from `tokenizer.ggml.merges`, else
 //!   derived from `tokenizer.ggml.scores` as transformers' GGUF converter does.
 //!
+//! [`Tokenizer::gguf_metadata`] goes the other way, writing an HF `tokenizer.json` as either
+//! kind ([`GgufVocabulary`]); a SentencePiece-style BPE gets scores that make llama.cpp's
+//! SentencePiece merging apply its BPE merges in their order.
+//!
 //! Tokens of type CONTROL (3) and UNKNOWN (2) become special tokens (matched in text, skipped by
 //! [`Tokenizer::decode`]); USER_DEFINED (4) ones become added, non-special tokens.
 //!
@@ -103,9 +107,74 @@ const QWEN2_SPLIT: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// llama.cpp's token types (`tokenizer.ggml.token_type`).
+const TOKEN_TYPE_NORMAL: i64 = 1;
 const TOKEN_TYPE_UNKNOWN: i64 = 2;
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+const TOKEN_TYPE_BYTE: i64 = 6;
+
+/// The two kinds of HF `tokenizer.json` prunec writes into GGUF files, as llama.cpp's
+/// `tokenizer.ggml.model` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufVocabulary {
+    /// A byte-level BPE (a `ByteLevel` pre-tokenizer, no byte fallback): llama.cpp's `gpt2`.
+    ByteLevel,
+    /// A SentencePiece-style BPE: byte fallback, spaces made `▁` by a `Replace(" ", "▁")`
+    /// normalizer or a `Metaspace` pre-tokenizer (LLaMA 1/2, Gemma, Mistral): llama.cpp's
+    /// `llama`. A `Metaspace` that splits the text at each `▁` (`split: true`) is taken too,
+    /// though llama.cpp, which does not split, may then join a run of `▁`s that HF keeps apart.
+    SentencePiece {
+        /// Whether a `▁` goes before the text (a `Prepend("▁")` normalizer, a `Metaspace`
+        /// prepending one): llama.cpp's `tokenizer.ggml.add_space_prefix`. Gemma's does not.
+        add_space_prefix: bool,
+    },
+}
+
+impl GgufVocabulary {
+    /// The kind of the serialized `tokenizer.json` `json`; else why it is neither.
+    pub fn of(json: &serde_json::Value) -> std::result::Result<GgufVocabulary, String> {
+        let model = &json["model"];
+        let kind = model["type"].as_str().unwrap_or("?");
+        // a component and, in a `Sequence`, its parts
+        let parts = |v: &serde_json::Value, list: &str| -> Vec<serde_json::Value> {
+            match v[list].as_array() {
+                Some(a) => a.clone(),
+                None => vec![v.clone()],
+            }
+        };
+        let normalizers = parts(&json["normalizer"], "normalizers");
+        let pre_tokenizers = parts(&json["pre_tokenizer"], "pretokenizers");
+        let byte_level = pre_tokenizers.iter().any(|p| p["type"] == "ByteLevel");
+        if kind == "BPE" && model["byte_fallback"] != true && byte_level {
+            return Ok(GgufVocabulary::ByteLevel);
+        }
+        if kind != "BPE" {
+            return Err(format!("its model is {kind}, not BPE"));
+        }
+        if model["byte_fallback"] != true {
+            return Err("a BPE with neither a ByteLevel pre-tokenizer nor byte fallback".into());
+        }
+        let replaces_spaces =
+            normalizers.iter().any(|n| n["type"] == "Replace" && n["pattern"]["String"] == " " && n["content"] == "▁");
+        let prepends = normalizers.iter().any(|n| n["type"] == "Prepend" && n["prepend"] == "▁");
+        let metaspace = pre_tokenizers.iter().find(|p| p["type"] == "Metaspace" && p["replacement"] == "▁");
+        match metaspace {
+            _ if byte_level => Err("a BPE with byte fallback and a ByteLevel pre-tokenizer".into()),
+            Some(m) => {
+                let scheme = m["prepend_scheme"].as_str();
+                let prepend = scheme.map_or(m["add_prefix_space"] == true, |s| s != "never");
+                Ok(GgufVocabulary::SentencePiece { add_space_prefix: prepend || prepends })
+            }
+            None if replaces_spaces => Ok(GgufVocabulary::SentencePiece { add_space_prefix: prepends }),
+            None => Err("a BPE with byte fallback that does not write spaces as `▁` (no `Replace(\" \", \"▁\")` normalizer, no `Metaspace` pre-tokenizer)".into()),
+        }
+    }
+}
+
+/// Whether `text` is a SentencePiece byte token (`<0x0A>`).
+fn is_byte_token(text: &str) -> bool {
+    matches!(text.as_bytes(), [b'<', b'0', b'x', h, l, b'>'] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit())
+}
 
 /// A model's tokenizer.
 #[derive(Clone)]
@@ -218,26 +287,34 @@ impl Tokenizer {
     }
 
     /// The tokenizer as llama.cpp's converter writes it in a GGUF file, for a model of `vocab`
-    /// tokens: a byte-level BPE (`tokenizer.ggml.model` `gpt2`: tokens by id, their types,
-    /// merges), bos/eos, whether a BOS is added, and the chat template; ids the tokenizer does
-    /// not name (embedding rows beyond it) become `[PAD{id}]` tokens of type unused, as the
-    /// converter pads them. Other tokenizers (SentencePiece's, a BPE with byte fallback) are an
-    /// error naming the file: llama.cpp reads them with scores this file does not hold.
+    /// tokens: tokens by id with their types, bos/eos (and unknown/padding for SentencePiece),
+    /// whether a BOS/EOS is added, and the chat template; ids the tokenizer does not name
+    /// (embedding rows beyond it) become `[PAD{id}]` tokens of type unused, as the converter pads
+    /// them. Two kinds of `tokenizer.json` are written (see [`GgufVocabulary`]):
+    ///
+    /// * a byte-level BPE as llama.cpp's `gpt2`, with its merges;
+    /// * a SentencePiece-style BPE (byte fallback, `▁` for spaces: LLaMA 2, Gemma, Mistral) as
+    ///   llama.cpp's `llama`, with scores that make llama.cpp's SentencePiece merging (the
+    ///   adjacent pair whose joined text is the highest-scoring token, ties leftmost) apply the
+    ///   BPE merges in their order: the token made by merge `r` scores `−r`, every other token
+    ///   less than any of those. `add_space_prefix` says whether a `▁` is put before the text.
+    ///   The merges are written too (llama.cpp does not read them for `llama`; transformers and
+    ///   prunec take them over the scores).
+    ///
+    /// Any other tokenizer (WordPiece, Unigram, a BPE without either layout) is an error naming
+    /// the file.
     pub fn gguf_metadata(&self, vocab: usize) -> Result<Vec<(String, crate::gguf::GgufValue)>> {
         use crate::gguf::GgufValue as V;
         let bad = |reason: String| FrontendError::Corrupt { path: self.source.clone(), format: "tokenizer.json", reason };
         let json = serde_json::to_value(&self.inner).map_err(|e| bad(e.to_string()))?;
         let model = &json["model"];
-        let byte_level = |v: &serde_json::Value| -> bool {
-            v["type"] == "ByteLevel" || v["pretokenizers"].as_array().is_some_and(|a| a.iter().any(|p| p["type"] == "ByteLevel"))
-        };
-        if model["type"] != "BPE" || model["byte_fallback"] == true || !byte_level(&json["pre_tokenizer"]) {
-            return Err(bad(format!(
-                "writing GGUF: prunec writes byte-level BPE tokenizers (llama.cpp's `gpt2`), and this one is a {} model{}",
-                model["type"].as_str().unwrap_or("?"),
-                if model["byte_fallback"] == true { " with byte fallback (SentencePiece's, which llama.cpp reads with scores)" } else { " without a ByteLevel pre-tokenizer" }
-            )));
-        }
+        let kind = GgufVocabulary::of(&json).map_err(|reason| FrontendError::NotRecognised {
+            path: self.source.clone(),
+            expected: "a tokenizer llama.cpp reads (a byte-level BPE, or a SentencePiece-style BPE with byte fallback)",
+            reason,
+        })?;
+        let sentencepiece = matches!(kind, GgufVocabulary::SentencePiece { .. });
+        let unk = model["unk_token"].as_str().filter(|_| sentencepiece).and_then(|t| self.inner.token_to_id(t));
         let mut tokens: Vec<Option<(String, i64)>> = vec![None; vocab];
         let mut put = |id: u64, text: &str, ty: i64| -> Result<()> {
             let slot = usize::try_from(id).ok().and_then(|i| tokens.get_mut(i)).ok_or_else(|| bad(format!("token {id} (`{text}`) is beyond the model's {vocab} embeddings")))?;
@@ -245,12 +322,40 @@ impl Tokenizer {
             Ok(())
         };
         for (text, id) in model["vocab"].as_object().into_iter().flatten() {
-            put(id.as_u64().ok_or_else(|| bad(format!("the id of `{text}` is not a number")))?, text, 1)?;
+            let ty = if sentencepiece && is_byte_token(text) { TOKEN_TYPE_BYTE } else { TOKEN_TYPE_NORMAL };
+            put(id.as_u64().ok_or_else(|| bad(format!("the id of `{text}` is not a number")))?, text, ty)?;
         }
         for t in json["added_tokens"].as_array().into_iter().flatten() {
             let ty = if t["special"] == true { TOKEN_TYPE_CONTROL } else { TOKEN_TYPE_USER_DEFINED };
             put(t["id"].as_u64().unwrap_or(u64::MAX), t["content"].as_str().unwrap_or(""), ty)?;
         }
+        if let Some(slot) = unk.and_then(|id| tokens.get_mut(id as usize)).and_then(Option::as_mut) {
+            slot.1 = TOKEN_TYPE_UNKNOWN;
+        }
+        // merges as "a b" lines (tokenizers writes them as pairs since 0.20)
+        let merges: Vec<String> = model["merges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| match m {
+                serde_json::Value::String(s) => s.clone(),
+                pair => pair.as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(" "),
+            })
+            .collect();
+        let scores = sentencepiece.then(|| {
+            // the token each merge makes scores minus the merge's rank (its first, when several
+            // make it); all others score below every merge
+            let rank: HashMap<String, usize> =
+                merges.iter().enumerate().rev().map(|(r, m)| (m.replacen(' ', "", 1), r)).collect();
+            let lowest = -(merges.len() as f32) - 1.0;
+            tokens
+                .iter()
+                .map(|t| {
+                    let rank = t.as_ref().filter(|(_, ty)| *ty == TOKEN_TYPE_NORMAL).and_then(|(text, _)| rank.get(text));
+                    V::F32(rank.map_or(lowest, |&r| -(r as f32)))
+                })
+                .collect::<Vec<_>>()
+        });
         const TOKEN_TYPE_UNUSED: i64 = 5;
         let (texts, types): (Vec<V>, Vec<V>) = tokens
             .into_iter()
@@ -260,34 +365,62 @@ impl Tokenizer {
                 (V::String(text), V::I32(ty as i32))
             })
             .unzip();
-        // merges as "a b" lines (tokenizers writes them as pairs since 0.20)
-        let merges: Vec<V> = model["merges"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|m| match m {
-                serde_json::Value::String(s) => V::String(s.clone()),
-                pair => V::String(pair.as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(" ")),
-            })
-            .collect();
+        let merges = merges.into_iter().map(V::String).collect();
         let mut out = vec![
-            ("tokenizer.ggml.model".to_string(), V::String("gpt2".into())),
+            ("tokenizer.ggml.model".to_string(), V::String(if sentencepiece { "llama" } else { "gpt2" }.into())),
             ("tokenizer.ggml.tokens".to_string(), V::Array(texts)),
-            ("tokenizer.ggml.token_type".to_string(), V::Array(types)),
-            ("tokenizer.ggml.merges".to_string(), V::Array(merges)),
         ];
+        if let Some(scores) = scores {
+            out.push(("tokenizer.ggml.scores".into(), V::Array(scores)));
+        }
+        out.push(("tokenizer.ggml.token_type".into(), V::Array(types)));
+        out.push(("tokenizer.ggml.merges".into(), V::Array(merges)));
+        if let GgufVocabulary::SentencePiece { add_space_prefix } = kind {
+            out.push(("tokenizer.ggml.add_space_prefix".into(), V::Bool(add_space_prefix)));
+        }
         if let Some(b) = self.bos {
             out.push(("tokenizer.ggml.bos_token_id".into(), V::U32(b)));
         }
         if let Some(e) = self.eos {
             out.push(("tokenizer.ggml.eos_token_id".into(), V::U32(e)));
         }
-        let adds_bos = self.special_tokens().map(|s| !s.prefix.is_empty()).unwrap_or(false);
-        out.push(("tokenizer.ggml.add_bos_token".into(), V::Bool(adds_bos)));
+        if let Some(u) = unk {
+            out.push(("tokenizer.ggml.unknown_token_id".into(), V::U32(u)));
+        }
+        if let Some(p) = self.hf_pad_token()?.filter(|&p| (p as usize) < vocab) {
+            out.push(("tokenizer.ggml.padding_token_id".into(), V::U32(p)));
+        }
+        let added = self.special_tokens().unwrap_or_default();
+        out.push(("tokenizer.ggml.add_bos_token".into(), V::Bool(!added.prefix.is_empty())));
+        if sentencepiece {
+            // llama.cpp adds none unless told (its SentencePiece default is a BOS, not an EOS)
+            out.push(("tokenizer.ggml.add_eos_token".into(), V::Bool(!added.suffix.is_empty())));
+        }
         if let Some(t) = &self.chat_template {
             out.push(("tokenizer.chat_template".into(), V::String(t.clone())));
         }
         Ok(out)
+    }
+
+    /// The padding token of an HF folder, as llama.cpp's converter finds it: `pad_token` of
+    /// `tokenizer_config.json`, else `pad_token_id` of `config.json` (none when that is not a
+    /// token id: old LLaMA configurations say -1, which the converter skips too).
+    fn hf_pad_token(&self) -> Result<Option<u32>> {
+        let dir = self.source.parent().unwrap_or(Path::new("."));
+        if let Some((_, cfg)) = read_json(&dir.join("tokenizer_config.json"), "tokenizer_config.json")? {
+            let text = match cfg.get("pad_token") {
+                Some(serde_json::Value::String(s)) => Some(s.as_str()),
+                Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()),
+                _ => None,
+            };
+            if let Some(id) = text.and_then(|t| self.inner.token_to_id(t)) {
+                return Ok(Some(id));
+            }
+        }
+        match read_json(&dir.join("config.json"), "config.json")? {
+            Some((path, cfg)) => Ok(json_token_id(&path, &cfg, "pad_token_id").ok().flatten()),
+            None => Ok(None),
+        }
     }
 
     /// The tokenizer described by a GGUF file's `tokenizer.ggml.*` metadata, as transformers
@@ -1080,5 +1213,81 @@ mod tests {
         assert_eq!(tok.encode(" ab").unwrap(), [1, 6]);
         assert_eq!(tok.encode("A").unwrap(), [1, 7]);
         assert_eq!(tok.decode(&[6, 1, 7]).unwrap(), "ab A");
+    }
+
+    /// The kinds of `tokenizer.json` written into GGUF files, and the ones refused.
+    #[test]
+    fn gguf_vocabulary_of_tokenizer_layouts() {
+        use serde_json::json;
+        let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"});
+        let prepend = json!({"type": "Prepend", "prepend": "▁"});
+        let bpe = |byte_fallback: bool| json!({"type": "BPE", "byte_fallback": byte_fallback});
+        let of = |normalizer: serde_json::Value, pre: serde_json::Value, model: serde_json::Value| {
+            GgufVocabulary::of(&json!({"normalizer": normalizer, "pre_tokenizer": pre, "model": model}))
+        };
+        let byte_level = json!({"type": "Sequence", "pretokenizers": [{"type": "Digits"}, {"type": "ByteLevel"}]});
+        assert_eq!(of(json!(null), byte_level.clone(), bpe(false)), Ok(GgufVocabulary::ByteLevel));
+        let sp = |add_space_prefix| Ok(GgufVocabulary::SentencePiece { add_space_prefix });
+        // Gemma: spaces replaced, nothing prepended; LLaMA 2: Prepend then Replace
+        assert_eq!(of(replace.clone(), json!(null), bpe(true)), sp(false));
+        assert_eq!(of(json!({"type": "Sequence", "normalizers": [prepend, replace]}), json!(null), bpe(true)), sp(true));
+        // Mistral, LLaMA since transformers 4.4x: a Metaspace pre-tokenizer
+        for (scheme, prefix) in [("first", true), ("always", true), ("never", false)] {
+            let metaspace = json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": scheme, "split": false});
+            assert_eq!(of(json!(null), metaspace, bpe(true)), sp(prefix), "{scheme}");
+        }
+        let refused = [
+            (of(json!(null), json!(null), json!({"type": "WordPiece"})), "WordPiece"),
+            (of(json!(null), json!(null), json!({"type": "Unigram"})), "Unigram"),
+            (of(json!(null), json!(null), bpe(true)), "`▁`"),
+            (of(json!(null), json!(null), bpe(false)), "neither"),
+            (of(replace.clone(), byte_level, bpe(true)), "ByteLevel"),
+        ];
+        for (got, needle) in refused {
+            assert!(got.as_ref().is_err_and(|e| e.contains(needle)), "{got:?}, not an error naming {needle}");
+        }
+    }
+
+    /// A WordPiece `tokenizer.json` written into a GGUF file: an error naming the file.
+    #[test]
+    fn wordpiece_tokenizers_are_refused_for_gguf_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": {"type": "BertPreTokenizer"}, "post_processor": null, "decoder": null,
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                      "max_input_chars_per_word": 100, "vocab": {"[UNK]": 0, "a": 1, "##b": 2}}
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        let err = Tokenizer::from_file(&path).unwrap().gguf_metadata(8).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()) && err.contains("WordPiece"), "{err}");
+    }
+
+    /// The SentencePiece fixture (Gemma's layout) as llama.cpp's `llama` vocabulary: types,
+    /// scores from the merges' ranks, no space prefix.
+    #[test]
+    fn sentencepiece_gguf_metadata() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sentencepiece/tokenizer.json");
+        let keys: HashMap<String, GgufValue> = Tokenizer::from_file(&path).unwrap().gguf_metadata(260).unwrap().into_iter().collect();
+        let list = |key: &str| keys[key].as_array().unwrap().to_vec();
+        assert_eq!(keys["tokenizer.ggml.model"].as_str(), Some("llama"));
+        assert_eq!(keys["tokenizer.ggml.add_space_prefix"], GgufValue::Bool(false));
+        assert_eq!(keys["tokenizer.ggml.add_bos_token"], GgufValue::Bool(true));
+        assert_eq!(keys["tokenizer.ggml.unknown_token_id"].as_i64(), Some(3));
+        let (tokens, types, scores) = (list("tokenizer.ggml.tokens"), list("tokenizer.ggml.token_type"), list("tokenizer.ggml.scores"));
+        assert_eq!((tokens.len(), types.len(), scores.len()), (260, 260, 260));
+        let merges = list("tokenizer.ggml.merges");
+        let token = |i: usize| tokens[i].as_str().unwrap().to_string();
+        let ty = |i: usize| types[i].as_i64().unwrap();
+        let score = |i: usize| scores[i].as_f64().unwrap();
+        assert_eq!([ty(0), ty(1), ty(2), ty(3)], [TOKEN_TYPE_CONTROL, TOKEN_TYPE_CONTROL, TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN]);
+        assert_eq!((token(4).as_str(), ty(4)), ("<0x09>", TOKEN_TYPE_BYTE));
+        assert_eq!((token(259).as_str(), ty(259)), ("[PAD259]", 5));
+        let lowest = -(merges.len() as f64) - 1.0;
+        for i in 0..260 {
+            let made_by = merges.iter().position(|m| m.as_str().unwrap().replacen(' ', "", 1) == token(i));
+            assert_eq!(score(i), made_by.map_or(lowest, |r| -(r as f64)), "token {i} `{}`", token(i));
+        }
     }
 }
