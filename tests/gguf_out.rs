@@ -818,6 +818,49 @@ fn phi3_written_as_gguf_runs_in_llama_cpp_as_in_prunec() {
     }
 }
 
+/// The tiny ChatGLM2 HF folder, unpruned and pruned — by half, heads and channels with one
+/// global threshold (MLPs of different widths); query heads of layer 1 alone (layers of
+/// different head counts) — written as F32 GGUF (`chatglm`: every layer padded to q as wide as
+/// the hidden state and one count of key/value heads and channels, the fused `attn_qkv`, its
+/// bias and `ffn_up` padded part by part): prunec reads each back computing its logits (within
+/// 1e-5 relative RMS; measured 0), and llama.cpp computes them on the same tokens within 1e-4
+/// relative RMS (measured 8.5e-7–1.24e-6: summation orders).
+#[test]
+fn chatglm2_written_as_gguf_runs_in_llama_cpp_as_in_prunec() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = [250u32, 3, 97, 43, 236, 26, 66].map(|i| i.to_string()).join(",");
+    let hf = common::copy_fixture("chatglm2-6b");
+    common::byte_tokenizer(hf.path());
+    for name in ["unpruned", "block", "query-layer-1"] {
+        let model = match name {
+            "unpruned" => load(hf.path()),
+            "block" => pruned_by(hf.path(), Mode::Block, true, Gqa::KvHeads, 0.5),
+            // query heads of layer 1 alone: layers of different head counts
+            _ => pruned_with(hf.path(), &PruneOptions { attn_layers: Some(1..2), ..uniform_query(0.25) }),
+        };
+        let rows = |m: &str| (0..4).map(|l| model.params.get(&format!("transformer.encoder.layers.{l}.{m}.weight")).map_or(0, |p| p.shape[0])).collect::<Vec<_>>();
+        let (qkv, up) = (rows("self_attention.query_key_value"), rows("mlp.dense_h_to_4h"));
+        match name {
+            "block" => assert!(up.windows(2).any(|w| w[0] != w[1]), "{name}: widths {up:?}"),
+            "query-layer-1" => assert!(qkv.windows(2).any(|w| w[0] != w[1]), "{name}: widths {qkv:?}"),
+            _ => {}
+        }
+        let out = dir.path().join(format!("chatglm2-{name}.gguf"));
+        write(&model, &out, None);
+        let file = GgufFile::open(&out).unwrap();
+        assert_eq!(file.get_str("general.architecture").unwrap(), "chatglm");
+        assert_eq!(file.get_usize("chatglm.attention.head_count").unwrap(), 4, "{name}: q as wide as the hidden state");
+        assert!(file.tensor_info("blk.0.attn_qkv.bias").is_some());
+        let ours = logits(&model);
+        let back = relative_rms(&ours, &logits(&load(&out)));
+        assert!(back < 1e-5, "{name}: read back, logits differ by {back:.2e} relative RMS");
+        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { continue };
+        let relative = relative_rms(&ours, &theirs);
+        println!("chatglm2 {name} (qkv rows {qkv:?}, dense_h_to_4h rows {up:?}): read back {back:.2e}, llama.cpp {relative:.2e} relative RMS from prunec's logits");
+        assert!(relative <= 1e-4, "{name}: llama.cpp's logits differ from prunec's by {relative:.2e} relative RMS");
+    }
+}
+
 /// Block-wise pruning of query heads (taken unevenly from their key/value heads) by `ratio`,
 /// layers alike.
 fn uniform_query(ratio: f64) -> PruneOptions {
