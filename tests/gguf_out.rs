@@ -756,7 +756,11 @@ fn onnx_to_gguf_from_the_command_line() {
 /// fused `attn_qkv` and `ffn_up` padded part by part): prunec reads each back computing its
 /// logits (within 1e-5 relative RMS; measured 0 to 4.2e-7), and llama.cpp computes them on the
 /// same tokens within 1e-4 relative RMS (measured 6.6e-7–9.8e-7: summation orders). The window
-/// is written with a note; hidden channels pruned are refused, naming the file.
+/// is written with a note; hidden channels pruned are refused, naming the file; a GGUF input's
+/// metadata comes along. A Q8_0 file pruned by heads has its fused tensors copied block for
+/// block between zero rows (18 tensors copied; the 3 `ffn_down`, whose kept columns are not
+/// whole blocks, quantized again: read back within 2e-2, measured 4.8e-3), and llama.cpp
+/// computes its logits within 5e-2 (measured 3.1e-2: it quantizes the activations to Q8_0).
 #[test]
 fn phi3_written_as_gguf_runs_in_llama_cpp_as_in_prunec() {
     let dir = tempfile::tempdir().unwrap();
@@ -816,6 +820,21 @@ fn phi3_written_as_gguf_runs_in_llama_cpp_as_in_prunec() {
         println!("phi3 {name} (qkv rows {qkv:?}, gate_up rows {gate_up:?}): read back {back:.2e}, llama.cpp {relative:.2e} relative RMS from prunec's logits");
         assert!(relative <= 1e-4, "{name}: llama.cpp's logits differ from prunec's by {relative:.2e} relative RMS");
     }
+    // a Q8_0 file pruned by heads: its fused `attn_qkv` rows (heads of 16 in blocks of 32 along the
+    // hidden state) are copied block for block between zero rows; read back as the pruned model
+    let q8 = dir.path().join("phi3-q8_0.gguf");
+    write(&load(hf.path()), &q8, Some(GgmlType::Q8_0));
+    let pruned_q8 = pruned_by(&q8, Mode::Block, true, Gqa::KvHeads, 0.5);
+    let out = dir.path().join("phi3-q8_0-pruned.gguf");
+    let written = write(&pruned_q8, &out, None);
+    assert!(written.copied >= 3, "the attn_qkv tensors are copied: {} copied", written.copied);
+    let back = relative_rms(&logits(&pruned_q8), &logits(&load(&out)));
+    println!("phi3 Q8_0 pruned: {} tensors copied, {} quantized again; read back {back:.2e} relative RMS", written.copied, written.quantized);
+    assert!(back < 2e-2, "Q8_0: read back, logits differ by {back:.2e} relative RMS");
+    let Some(theirs) = llama_cpp_logits(&out, &tokens) else { return };
+    let relative = relative_rms(&logits(&pruned_q8), &theirs);
+    println!("phi3 Q8_0 pruned: llama.cpp {relative:.2e} relative RMS from prunec's logits");
+    assert!(relative <= 5e-2, "Q8_0: llama.cpp's logits differ from prunec's by {relative:.2e} relative RMS");
 }
 
 /// The tiny ChatGLM2 HF folder, unpruned and pruned — by half, heads and channels with one
@@ -824,13 +843,32 @@ fn phi3_written_as_gguf_runs_in_llama_cpp_as_in_prunec() {
 /// the hidden state and one count of key/value heads and channels, the fused `attn_qkv`, its
 /// bias and `ffn_up` padded part by part): prunec reads each back computing its logits (within
 /// 1e-5 relative RMS; measured 0), and llama.cpp computes them on the same tokens within 1e-4
-/// relative RMS (measured 8.5e-7–1.24e-6: summation orders).
+/// relative RMS (measured 8.5e-7–1.24e-6: summation orders). A GGUF input's metadata comes
+/// along; hidden channels pruned are refused, naming the file.
 #[test]
 fn chatglm2_written_as_gguf_runs_in_llama_cpp_as_in_prunec() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = [250u32, 3, 97, 43, 236, 26, 66].map(|i| i.to_string()).join(",");
     let hf = common::copy_fixture("chatglm2-6b");
     common::byte_tokenizer(hf.path());
+    // a GGUF input (llama.cpp's converter's layout): its metadata comes along, the pruned file reads back
+    let input = fixture("gguf/chatglm2-6b.gguf");
+    let from_gguf = pruned_by(&input, Mode::Block, true, Gqa::KvHeads, 0.5);
+    let out = dir.path().join("chatglm2-from-gguf.gguf");
+    write(&from_gguf, &out, None);
+    let file = GgufFile::open(&out).unwrap();
+    let input_file = GgufFile::open(&input).unwrap();
+    for key in ["general.name", "chatglm.context_length"] {
+        assert_eq!(file.get(key), input_file.get(key), "{key}");
+    }
+    let back = relative_rms(&logits(&from_gguf), &logits(&load(&out)));
+    assert!(back < 1e-5, "from GGUF: read back, logits differ by {back:.2e} relative RMS");
+    // hidden channels pruned: q can no longer be as wide as the hidden state, refused
+    let narrow = pruned_by(hf.path(), Mode::Channel, false, Gqa::KvHeads, 0.3);
+    assert!(narrow.params.get("transformer.embedding.word_embeddings.weight").unwrap().shape[1] < 64, "hidden channels were not pruned");
+    let arch = prunec_frontends::arch::of(&narrow).unwrap();
+    let err = arch.gguf_plan(&narrow, 1).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("q as wide as the hidden state") && err.contains("config.json"), "{err}");
     for name in ["unpruned", "block", "query-layer-1"] {
         let model = match name {
             "unpruned" => load(hf.path()),
