@@ -42,11 +42,16 @@ fn pruned(path: &Path, mode: Mode, global: bool, gqa: Gqa) -> Model {
 
 /// [`pruned`] by `ratio`.
 fn pruned_by(path: &Path, mode: Mode, global: bool, gqa: Gqa, ratio: f64) -> Model {
+    let opts = PruneOptions { amount: Amount::Ratio(ratio), mode, attn_layers: None, mlp_layers: None, allocate: if global { Allocate::Sensitivity } else { Allocate::Uniform }, gqa, round_to: 1, uniform: false };
+    pruned_with(path, &opts)
+}
+
+/// `model` pruned by the `prune` pass (L2 scores) with `opts`.
+fn pruned_with(path: &Path, opts: &PruneOptions) -> Model {
     let mut model = load(path);
     prunec_passes::run_group(&mut model).unwrap();
     let scores = score(&model, None, Importance::L2, Aggregation::Sum, 0).unwrap();
-    let opts = PruneOptions { amount: Amount::Ratio(ratio), mode, attn_layers: None, mlp_layers: None, allocate: if global { Allocate::Sensitivity } else { Allocate::Uniform }, gqa, round_to: 1, uniform: false };
-    let selection = select(&model, &scores, &opts).unwrap();
+    let selection = select(&model, &scores, opts).unwrap();
     apply(&mut model, &selection).unwrap();
     model
 }
@@ -799,3 +804,161 @@ fn sentencepiece_tokenizers_are_written_as_llama_vocabularies() {
         assert!(relative <= tol, "{name}: llama.cpp's logits differ from prunec's by {relative:.2e} relative RMS");
     }
 }
+
+/// The tiny Phi-3 HF folder (its window of 5 taken out: llama.cpp 0.3.36 disables Phi-3's
+/// sliding window, and the tokens are 7), unpruned and pruned — by half, heads and channels
+/// with one global threshold (MLPs of different widths); query heads by half; query heads of
+/// layer 1 alone (layers of different head counts) — written as F32 GGUF (`phi3`: every layer
+/// padded to q as wide as the hidden state and one count of key/value heads and channels, the
+/// fused `attn_qkv` and `ffn_up` padded part by part): prunec reads each back computing its
+/// logits (within 1e-5 relative RMS; measured 0 to 4.2e-7), and llama.cpp computes them on the
+/// same tokens within 1e-4 relative RMS (measured 6.6e-7–9.8e-7: summation orders). The window
+/// is written with a note; hidden channels pruned are refused, naming the file; a GGUF input's
+/// metadata comes along. A Q8_0 file pruned by heads has its fused tensors copied block for
+/// block between zero rows (18 tensors copied; the 3 `ffn_down`, whose kept columns are not
+/// whole blocks, quantized again: read back within 2e-2, measured 4.8e-3), and llama.cpp
+/// computes its logits within 5e-2 (measured 3.1e-2: it quantizes the activations to Q8_0).
+#[test]
+fn phi3_written_as_gguf_runs_in_llama_cpp_as_in_prunec() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = [250u32, 3, 97, 43, 236, 26, 66].map(|i| i.to_string()).join(",");
+    let hf = common::copy_fixture("phi3");
+    common::byte_tokenizer(hf.path());
+    let windowed = load(hf.path());
+    let arch = prunec_frontends::arch::of(&windowed).unwrap();
+    let notes = arch.gguf_plan(&windowed, 1).unwrap().notes;
+    assert!(notes.iter().any(|n| n.contains("disables Phi-3's sliding window of 5")), "{notes:?}");
+    // a GGUF input (llama.cpp's converter's layout): its metadata comes along, the pruned file reads back
+    let input = fixture("gguf/phi3.gguf");
+    let from_gguf = pruned_by(&input, Mode::Block, true, Gqa::KvHeads, 0.5);
+    let out = dir.path().join("phi3-from-gguf.gguf");
+    write(&from_gguf, &out, None);
+    let file = GgufFile::open(&out).unwrap();
+    assert_eq!(file.get("general.name"), GgufFile::open(&input).unwrap().get("general.name"));
+    assert_eq!(file.get_usize("phi3.attention.sliding_window").unwrap(), 5);
+    let back = relative_rms(&logits(&from_gguf), &logits(&load(&out)));
+    assert!(back < 1e-5, "from GGUF: read back, logits differ by {back:.2e} relative RMS");
+    // hidden channels pruned: q can no longer be as wide as the hidden state, refused
+    let narrow = pruned_by(hf.path(), Mode::Channel, false, Gqa::KvHeads, 0.3);
+    let hidden = narrow.params.get("model.embed_tokens.weight").unwrap().shape[1];
+    assert!(hidden < 64, "hidden channels were not pruned");
+    let err = arch.gguf_plan(&narrow, 1).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("q as wide as the hidden state") && err.contains("config.json"), "{err}");
+    let config = hf.path().join("config.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["sliding_window"] = serde_json::Value::Null;
+    std::fs::write(&config, json.to_string()).unwrap();
+    for (name, ratio, global, gqa) in [("unpruned", 0.0, false, Gqa::KvHeads), ("block", 0.5, true, Gqa::KvHeads), ("query", 0.5, false, Gqa::QueryHeads), ("query-layer-1", 0.5, false, Gqa::QueryHeads)] {
+        let model = match name {
+            "unpruned" => load(hf.path()),
+            // query heads of layer 1 alone: layers of different head counts
+            "query-layer-1" => pruned_with(hf.path(), &PruneOptions { attn_layers: Some(1..2), ..uniform_query(0.25) }),
+            _ => pruned_by(hf.path(), Mode::Block, global, gqa, ratio),
+        };
+        let rows = |m: &str| (0..3).map(|l| model.params.get(&format!("model.layers.{l}.{m}.weight")).map_or(0, |p| p.shape[0])).collect::<Vec<_>>();
+        let (qkv, gate_up) = (rows("self_attn.qkv_proj"), rows("mlp.gate_up_proj"));
+        match name {
+            "block" => assert!(gate_up.windows(2).any(|w| w[0] != w[1]), "{name}: widths {gate_up:?}"),
+            "query-layer-1" => assert!(qkv.windows(2).any(|w| w[0] != w[1]), "{name}: widths {qkv:?}"),
+            _ => {}
+        }
+        let out = dir.path().join(format!("phi3-{name}.gguf"));
+        write(&model, &out, None);
+        let file = GgufFile::open(&out).unwrap();
+        assert_eq!(file.get_str("general.architecture").unwrap(), "phi3");
+        assert_eq!(file.get_usize("phi3.attention.head_count").unwrap(), 4, "{name}: q as wide as the hidden state");
+        assert_eq!(file.get_usize("phi3.rope.dimension_count").unwrap(), 12);
+        assert!(file.get("tokenizer.ggml.tokens").is_some(), "{name}: the tokenizer");
+        let ours = logits(&model);
+        let back = relative_rms(&ours, &logits(&load(&out)));
+        assert!(back < 1e-5, "{name}: read back, logits differ by {back:.2e} relative RMS");
+        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { continue };
+        let relative = relative_rms(&ours, &theirs);
+        println!("phi3 {name} (qkv rows {qkv:?}, gate_up rows {gate_up:?}): read back {back:.2e}, llama.cpp {relative:.2e} relative RMS from prunec's logits");
+        assert!(relative <= 1e-4, "{name}: llama.cpp's logits differ from prunec's by {relative:.2e} relative RMS");
+    }
+    // a Q8_0 file pruned by heads: its fused `attn_qkv` rows (heads of 16 in blocks of 32 along the
+    // hidden state) are copied block for block between zero rows; read back as the pruned model
+    let q8 = dir.path().join("phi3-q8_0.gguf");
+    write(&load(hf.path()), &q8, Some(GgmlType::Q8_0));
+    let pruned_q8 = pruned_by(&q8, Mode::Block, true, Gqa::KvHeads, 0.5);
+    let out = dir.path().join("phi3-q8_0-pruned.gguf");
+    let written = write(&pruned_q8, &out, None);
+    assert!(written.copied >= 3, "the attn_qkv tensors are copied: {} copied", written.copied);
+    let back = relative_rms(&logits(&pruned_q8), &logits(&load(&out)));
+    println!("phi3 Q8_0 pruned: {} tensors copied, {} quantized again; read back {back:.2e} relative RMS", written.copied, written.quantized);
+    assert!(back < 2e-2, "Q8_0: read back, logits differ by {back:.2e} relative RMS");
+    let Some(theirs) = llama_cpp_logits(&out, &tokens) else { return };
+    let relative = relative_rms(&logits(&pruned_q8), &theirs);
+    println!("phi3 Q8_0 pruned: llama.cpp {relative:.2e} relative RMS from prunec's logits");
+    assert!(relative <= 5e-2, "Q8_0: llama.cpp's logits differ from prunec's by {relative:.2e} relative RMS");
+}
+
+/// The tiny ChatGLM2 HF folder, unpruned and pruned — by half, heads and channels with one
+/// global threshold (MLPs of different widths); query heads of layer 1 alone (layers of
+/// different head counts) — written as F32 GGUF (`chatglm`: every layer padded to q as wide as
+/// the hidden state and one count of key/value heads and channels, the fused `attn_qkv`, its
+/// bias and `ffn_up` padded part by part): prunec reads each back computing its logits (within
+/// 1e-5 relative RMS; measured 0), and llama.cpp computes them on the same tokens within 1e-4
+/// relative RMS (measured 8.5e-7–1.24e-6: summation orders). A GGUF input's metadata comes
+/// along; hidden channels pruned are refused, naming the file.
+#[test]
+fn chatglm2_written_as_gguf_runs_in_llama_cpp_as_in_prunec() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = [250u32, 3, 97, 43, 236, 26, 66].map(|i| i.to_string()).join(",");
+    let hf = common::copy_fixture("chatglm2-6b");
+    common::byte_tokenizer(hf.path());
+    // a GGUF input (llama.cpp's converter's layout): its metadata comes along, the pruned file reads back
+    let input = fixture("gguf/chatglm2-6b.gguf");
+    let from_gguf = pruned_by(&input, Mode::Block, true, Gqa::KvHeads, 0.5);
+    let out = dir.path().join("chatglm2-from-gguf.gguf");
+    write(&from_gguf, &out, None);
+    let file = GgufFile::open(&out).unwrap();
+    let input_file = GgufFile::open(&input).unwrap();
+    for key in ["general.name", "chatglm.context_length"] {
+        assert_eq!(file.get(key), input_file.get(key), "{key}");
+    }
+    let back = relative_rms(&logits(&from_gguf), &logits(&load(&out)));
+    assert!(back < 1e-5, "from GGUF: read back, logits differ by {back:.2e} relative RMS");
+    // hidden channels pruned: q can no longer be as wide as the hidden state, refused
+    let narrow = pruned_by(hf.path(), Mode::Channel, false, Gqa::KvHeads, 0.3);
+    assert!(narrow.params.get("transformer.embedding.word_embeddings.weight").unwrap().shape[1] < 64, "hidden channels were not pruned");
+    let arch = prunec_frontends::arch::of(&narrow).unwrap();
+    let err = arch.gguf_plan(&narrow, 1).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("q as wide as the hidden state") && err.contains("config.json"), "{err}");
+    for name in ["unpruned", "block", "query-layer-1"] {
+        let model = match name {
+            "unpruned" => load(hf.path()),
+            "block" => pruned_by(hf.path(), Mode::Block, true, Gqa::KvHeads, 0.5),
+            // query heads of layer 1 alone: layers of different head counts
+            _ => pruned_with(hf.path(), &PruneOptions { attn_layers: Some(1..2), ..uniform_query(0.25) }),
+        };
+        let rows = |m: &str| (0..4).map(|l| model.params.get(&format!("transformer.encoder.layers.{l}.{m}.weight")).map_or(0, |p| p.shape[0])).collect::<Vec<_>>();
+        let (qkv, up) = (rows("self_attention.query_key_value"), rows("mlp.dense_h_to_4h"));
+        match name {
+            "block" => assert!(up.windows(2).any(|w| w[0] != w[1]), "{name}: widths {up:?}"),
+            "query-layer-1" => assert!(qkv.windows(2).any(|w| w[0] != w[1]), "{name}: widths {qkv:?}"),
+            _ => {}
+        }
+        let out = dir.path().join(format!("chatglm2-{name}.gguf"));
+        write(&model, &out, None);
+        let file = GgufFile::open(&out).unwrap();
+        assert_eq!(file.get_str("general.architecture").unwrap(), "chatglm");
+        assert_eq!(file.get_usize("chatglm.attention.head_count").unwrap(), 4, "{name}: q as wide as the hidden state");
+        assert!(file.tensor_info("blk.0.attn_qkv.bias").is_some());
+        let ours = logits(&model);
+        let back = relative_rms(&ours, &logits(&load(&out)));
+        assert!(back < 1e-5, "{name}: read back, logits differ by {back:.2e} relative RMS");
+        let Some(theirs) = llama_cpp_logits(&out, &tokens) else { continue };
+        let relative = relative_rms(&ours, &theirs);
+        println!("chatglm2 {name} (qkv rows {qkv:?}, dense_h_to_4h rows {up:?}): read back {back:.2e}, llama.cpp {relative:.2e} relative RMS from prunec's logits");
+        assert!(relative <= 1e-4, "{name}: llama.cpp's logits differ from prunec's by {relative:.2e} relative RMS");
+    }
+}
+
+/// Block-wise pruning of query heads (taken unevenly from their key/value heads) by `ratio`,
+/// layers alike.
+fn uniform_query(ratio: f64) -> PruneOptions {
+    PruneOptions { amount: Amount::Ratio(ratio), mode: Mode::Block, attn_layers: None, mlp_layers: None, allocate: Allocate::Uniform, gqa: Gqa::QueryHeads, round_to: 1, uniform: false }
+}
+

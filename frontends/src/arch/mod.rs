@@ -14,6 +14,7 @@ pub mod chatglm2;
 pub mod chatglm6b;
 pub mod gemma3;
 pub mod gguf_out;
+pub mod gguf_pad;
 mod gguf_weights;
 pub mod llama;
 pub mod mistral;

@@ -395,6 +395,14 @@ impl super::Architecture for ChatGlm2 {
     fn load_gguf(&self, path: &Path, file: crate::gguf::GgufFile) -> Result<Model> {
         gguf::load(path, file)
     }
+
+    fn gguf_plan(&self, model: &Model, block: usize) -> Result<super::gguf_out::GgufPlan> {
+        gguf::plan(model, block)
+    }
+
+    fn writes_gguf(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

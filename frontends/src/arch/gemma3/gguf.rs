@@ -28,6 +28,8 @@ use prunec_ir::{Model, Op, UnaryOp};
 
 use super::{Gemma3Config, LayerType};
 use crate::arch::gguf_out::{GgufPlan, Planned, PlannedTensor};
+pub use crate::arch::gguf_pad::SharedWidths;
+use crate::arch::gguf_pad::{head_rows, padded_channels, Padding};
 use crate::arch::{Config, GgufWeights};
 use crate::error::{FrontendError, Result};
 use crate::gguf::{GgufFile, GgufValue};
@@ -162,67 +164,6 @@ pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
     super::build(&config, &GgufWeights { file, names: |hf: &str| gguf_name(hf).map(|n| (n, None)) }, info, 0.0)
 }
 
-/// The widths every layer of a `gemma3` file shares: `kv` key/value heads of `group` query
-/// heads each, `channels` MLP channels. Each layer's own heads are laid out in them by
-/// [`SharedWidths::slots`]: a key/value head serving more than `group` query heads is
-/// repeated (exact: its copies hold the same keys and values), slots left over are zero heads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SharedWidths {
-    /// Key/value heads per layer.
-    pub kv: usize,
-    /// Query heads per key/value head.
-    pub group: usize,
-    /// MLP channels per layer.
-    pub channels: usize,
-}
-
-impl SharedWidths {
-    /// The smallest widths that hold every layer: `copies[l]` the query heads each key/value head
-    /// of layer `l` serves, `channels[l]` its MLP channels, channels in whole blocks of `block`
-    /// (at least one block). Of the groupings holding as many query heads, the one with the
-    /// fewest key/value heads (a smaller cache). `None` when no layer has a head.
-    pub fn of(copies: &[Vec<usize>], channels: &[usize], block: usize) -> Option<SharedWidths> {
-        let widest = copies.iter().flatten().copied().max().filter(|&c| c > 0)?;
-        let kv_for = |group: usize| copies.iter().map(|c| c.iter().map(|&n| n.div_ceil(group)).sum::<usize>()).max().unwrap_or(0);
-        let group = (1..=widest).rev().min_by_key(|&g| kv_for(g) * g)?;
-        let block = block.max(1);
-        let channels = channels.iter().copied().max().unwrap_or(0).next_multiple_of(block).max(block);
-        Some(SharedWidths { kv: kv_for(group), group, channels })
-    }
-
-    /// Query heads per layer.
-    pub fn heads(&self) -> usize {
-        self.kv * self.group
-    }
-
-    /// Where the heads of a layer whose key/value heads serve `copies` query heads go: for each
-    /// key/value head written, the layer's key/value head (`None`: a zero head); for each query
-    /// head written, the layer's query head (`None`: a zero head). Query heads are numbered
-    /// as the model orders them, the first key/value head's first.
-    pub fn slots(&self, copies: &[usize]) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
-        let (mut kv, mut q) = (Vec::with_capacity(self.kv), Vec::with_capacity(self.heads()));
-        let mut first = 0;
-        for (h, &c) in copies.iter().enumerate() {
-            for chunk in 0..c.div_ceil(self.group) {
-                kv.push(Some(h));
-                let served = (c - chunk * self.group).min(self.group);
-                q.extend((0..self.group).map(|s| (s < served).then_some(first + chunk * self.group + s)));
-            }
-            first += c;
-        }
-        kv.resize(self.kv, None);
-        q.resize(self.heads(), None);
-        (kv, q)
-    }
-}
-
-/// The rows (or columns) of `heads` heads of `width` each, head by head (zeros for `None`);
-/// `None` when that is every row in order (nothing to rearrange).
-fn head_rows(heads: &[Option<usize>], width: usize) -> Option<Vec<Option<usize>>> {
-    let rows: Vec<Option<usize>> = heads.iter().flat_map(|h| (0..width).map(move |i| h.map(|h| h * width + i))).collect();
-    (!rows.iter().enumerate().all(|(i, r)| *r == Some(i))).then_some(rows)
-}
-
 /// The GGUF file llama.cpp's `gemma3` runs for Gemma 3 `model`, widths read from its
 /// parameters. Layers of different widths are padded to [`SharedWidths`] (see the module's
 /// doc) and the plan says by how much; MLP channels are whole blocks of `block` (the matrices'
@@ -325,15 +266,12 @@ pub fn plan(model: &Model, block: usize) -> Result<GgufPlan> {
         Ok(())
     };
     push(embed, param(embed.into(), None, None)?)?;
-    let (mut padded_heads, mut padded_kv, mut padded_channels) = (0, 0, 0);
+    let mut padding = Padding::default();
     for l in 0..n {
         let p = layer(l);
         let w = |m: &str| format!("{p}.{m}.weight");
-        let (kv_slots, q_slots) = shared.slots(&copies[l]);
+        let (kv_slots, q_slots) = padding.layer(&shared, &copies[l], channels[l]);
         let (no_attention, no_mlp) = (copies[l].is_empty(), channels[l] == 0);
-        padded_heads += q_slots.iter().filter(|s| s.is_none()).count();
-        padded_kv += kv_slots.len() - copies[l].len();
-        padded_channels += shared.channels - channels[l];
         // llama.cpp multiplies q by 1/√scalar: the q norm makes up the difference to the model's scale
         let factor = scales.get(&format!("{p}.self_attn")).map_or(1.0, |&s| (f64::from(s) * scalar.sqrt()) as f32);
         push(&w("input_layernorm"), norm(&w("input_layernorm"), hidden, 1.0, no_attention)?)?;
@@ -358,8 +296,7 @@ pub fn plan(model: &Model, block: usize) -> Result<GgufPlan> {
             push(&w("mlp.up_proj"), zeros(vec![shared.channels, hidden]))?;
             push(&w("mlp.down_proj"), zeros(vec![hidden, shared.channels]))?;
         } else {
-            let pad = shared.channels - channels[l];
-            let padded = (pad > 0).then(|| (0..channels[l]).map(Some).chain(std::iter::repeat_n(None, pad)).collect::<Vec<_>>());
+            let padded = padded_channels(channels[l], shared.channels);
             push(&w("mlp.gate_proj"), param(w("mlp.gate_proj"), padded.clone(), None)?)?;
             push(&w("mlp.up_proj"), param(w("mlp.up_proj"), padded.clone(), None)?)?;
             push(&w("mlp.down_proj"), param(w("mlp.down_proj"), None, padded)?)?;
@@ -398,68 +335,13 @@ pub fn plan(model: &Model, block: usize) -> Result<GgufPlan> {
     if !slides {
         stale.push(key("attention.sliding_window"));
     }
-    let mut notes = Vec::new();
-    if padded_heads + padded_kv + padded_channels > 0 {
-        let own = model.params.numel();
-        let added = (padded_heads + padded_kv) * 2 * hd * hidden + padded_channels * 3 * hidden;
-        let parts: Vec<String> = [
-            (padded_heads, "zero query heads"),
-            (padded_kv, "key/value heads (zeros, or repeats of one serving more query heads)"),
-            (padded_channels, "zero MLP channels"),
-        ]
-        .iter()
-        .filter(|(k, _)| *k > 0)
-        .map(|(k, what)| format!("{k} {what}"))
-        .collect();
-        notes.push(format!(
-            "gguf: every layer padded to {heads} query heads, {} key/value heads and {} MLP channels, as llama.cpp's gemma3 builds every layer with the first layer's widths: {} over {n} layers (exact; {added} parameters more, {:.1}% of the model's {own})",
-            shared.kv,
-            shared.channels,
-            parts.join(", "),
-            100.0 * added as f64 / own.max(1) as f64
-        ));
-    }
+    let notes = padding.note("gemma3", &shared, n, hd, hidden, model.params.numel()).into_iter().collect();
     Ok(GgufPlan { arch: "gemma3".into(), metadata, stale, vocab, tensors, notes })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layers_share_the_fewest_heads_that_hold_each() {
-        let w = |kv, group, channels| Some(SharedWidths { kv, group, channels });
-        // Gemma 3 270M: one key/value head of four query heads, and a layer pruned to three
-        assert_eq!(SharedWidths::of(&[vec![4], vec![3]], &[2048, 1600], 1), w(1, 4, 2048));
-        // channels in whole blocks, at least one
-        assert_eq!(SharedWidths::of(&[vec![4], vec![3]], &[0, 1600], 32), w(1, 4, 1600));
-        assert_eq!(SharedWidths::of(&[vec![4], vec![3]], &[0, 1601], 32), w(1, 4, 1632));
-        assert_eq!(SharedWidths::of(&[vec![4], vec![3]], &[0, 0], 32), w(1, 4, 32));
-        // uneven groups: three key/value heads of one (one repeated) beat two of two
-        assert_eq!(SharedWidths::of(&[vec![1, 2]], &[8], 1), w(3, 1, 8));
-        // one layer of one group of four, another of four groups of one: four heads, not sixteen
-        assert_eq!(SharedWidths::of(&[vec![4], vec![1, 1, 1, 1]], &[8, 8], 1), w(4, 1, 8));
-        // equal head counts: the fewest key/value heads
-        assert_eq!(SharedWidths::of(&[vec![2, 2], vec![2]], &[8, 8], 1), w(2, 2, 8));
-        assert_eq!(SharedWidths::of(&[vec![], vec![]], &[8, 8], 1), None);
-    }
-
-    #[test]
-    fn each_layer_s_heads_are_laid_out_in_the_shared_widths() {
-        let shared = SharedWidths { kv: 2, group: 2, channels: 8 };
-        // a key/value head of one query head: a zero query head after it
-        assert_eq!(shared.slots(&[1, 2]), (vec![Some(0), Some(1)], vec![Some(0), None, Some(1), Some(2)]));
-        // a key/value head of three: repeated, its third query head beside a zero one
-        assert_eq!(shared.slots(&[3]), (vec![Some(0), Some(0)], vec![Some(0), Some(1), Some(2), None]));
-        // a layer of one key/value head of one: a zero key/value head with two zero query heads
-        assert_eq!(shared.slots(&[1]), (vec![Some(0), None], vec![Some(0), None, None, None]));
-        // an emptied attention: zeros only
-        assert_eq!(shared.slots(&[]), (vec![None, None], vec![None; 4]));
-        // rows of heads of 2: in order (nothing to rearrange) or not
-        assert_eq!(head_rows(&[Some(0), Some(1)], 2), None);
-        assert_eq!(head_rows(&[Some(1), None], 2), Some(vec![Some(2), Some(3), None, None]));
-        assert_eq!(head_rows(&[Some(0), None], 2), Some(vec![Some(0), Some(1), None, None]));
-    }
 
     #[test]
     fn llama_cpp_scales_27b_by_its_hidden_width_per_head() {

@@ -5,16 +5,27 @@
 //! no rows (Phi-3's rotary layout is the NeoX one). It writes `rope.dimension_count` =
 //! `int(partial_rotary_factor · hidden) / heads` and `attention.sliding_window` (0: none); a
 //! LongRoPE model carries `rope_factors_long`/`rope_factors_short` tensors, which are refused.
+//!
+//! Written ([`plan`]) as llama.cpp's `phi3` runs them: it builds every layer with the first
+//! layer's widths and q (and `attn_output`) as wide as the hidden state (`n_embd`; checked in
+//! llama.cpp 0.3.36's `llama_model_phi3::load_arch_tensors`), so every layer is padded to
+//! `hidden / head_dim` query heads, one shared count of key/value heads and of MLP channels
+//! ([`SharedWidths::with_heads`]), exactly, with zero heads and channels. llama.cpp 0.3.36
+//! disables Phi-3's sliding window (it warns, and attends to every earlier position): a
+//! window is written as the converter writes it, and the plan says where llama.cpp's logits
+//! part from prunec's.
 
 use std::path::Path;
 
 use prunec_ir::Model;
 
 use super::{factor_for, Phi3Config};
+use crate::arch::gguf_out::{GgufPlan, Planned, PlannedTensor};
+use crate::arch::gguf_pad::{fused_rows, head_rows, padded_channels, Padding, SharedWidths};
 use crate::arch::llama::{LlamaConfig, Variant};
 use crate::arch::GgufWeights;
 use crate::error::{FrontendError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, GgufValue};
 
 /// The GGUF name of an HF Phi-3 tensor.
 pub fn gguf_name(hf: &str) -> Option<String> {
@@ -114,6 +125,114 @@ pub fn load(path: &Path, file: GgufFile) -> Result<Model> {
     crate::arch::gguf_all_read(&file, &read)?;
     info.config = Some(crate::arch::Config::shared(config.clone(), hf_json(&config, &file)?));
     super::build(&config, &GgufWeights { file, names: |hf: &str| gguf_name(hf).map(|n| (n, None)) }, info)
+}
+
+/// The GGUF file llama.cpp's `phi3` runs for Phi-3 `model` (prepared by
+/// [`crate::arch::Architecture::before_writing`]), widths read from its parameters: every
+/// layer padded to `hidden / head_dim` query heads and shared key/value heads and MLP channels
+/// (see the module's doc), the channels in whole blocks of `block`; a layer whose attention or
+/// MLP pruning emptied gets zeros (and a norm of ones). The plan's note says what padding was
+/// added, and where llama.cpp ignores the model's sliding window. Refused, naming why: a hidden
+/// width that is not whole heads, or narrower than a layer's query heads (hidden channels
+/// pruned: llama.cpp's q is as wide as the hidden state).
+pub fn plan(model: &Model, block: usize) -> Result<GgufPlan> {
+    let path = crate::arch::llama::config_path(model);
+    let bad = |reason: String| FrontendError::BadConfig { path: path.clone(), reason: format!("writing GGUF: {reason}") };
+    let config = Phi3Config::from_hf_json(&path, &super::hf_config(model)?)?;
+    let c = &config.decoder;
+    let (hidden, hd, n) = (c.hidden_size, c.head_dim, c.num_layers);
+    let widths: Vec<_> = (0..n).map(|l| c.layer(l)).collect();
+    let copies: Vec<Vec<usize>> = widths.iter().map(|w| w.kv_copies()).collect();
+    let channels: Vec<usize> = widths.iter().map(|w| w.intermediate_size).collect();
+    let heads = hidden.checked_div(hd).filter(|h| h * hd == hidden).ok_or_else(|| {
+        bad(format!("llama.cpp's phi3 makes q as wide as the hidden state, and its {hidden} channels are not whole heads of {hd} (were hidden channels pruned?)"))
+    })?;
+    let widest = widths.iter().map(|w| w.num_heads).max().unwrap_or(0);
+    let shared = SharedWidths::with_heads(&copies, &channels, block, heads).ok_or_else(|| {
+        bad(format!(
+            "llama.cpp's phi3 makes q as wide as the hidden state ({heads} heads of {hd}), and a layer has {widest} query heads (were hidden channels pruned?)"
+        ))
+    })?;
+    let source = &model.info.source;
+    let missing = |hf: &str| FrontendError::MissingTensor { path: source.clone(), tensor: hf.into() };
+    let param = |hf: String, rows: Option<Vec<Option<usize>>>, cols: Option<Vec<Option<usize>>>| -> Result<Planned> {
+        match model.params.get(&hf) {
+            None => Err(missing(&hf)),
+            Some(_) => Ok(Planned::Param { hf, rows, cols }),
+        }
+    };
+    let zeros = |shape: Vec<usize>| Planned::Values { values: vec![0.0; shape.iter().product()], shape };
+    let ones = Planned::Values { values: vec![1.0; hidden], shape: vec![hidden] };
+    let mut tensors = Vec::new();
+    let mut push = |hf: &str, data: Planned| -> Result<()> {
+        let name = gguf_name(hf).ok_or_else(|| bad(format!("llama.cpp has no name for `{hf}`")))?;
+        tensors.push(PlannedTensor { name, data });
+        Ok(())
+    };
+    let embed = "model.embed_tokens.weight";
+    push(embed, param(embed.into(), None, None)?)?;
+    let (kv_rows, ff) = (shared.kv * hd, shared.channels);
+    let mut padding = Padding::default();
+    for (l, w) in widths.iter().enumerate() {
+        let p = format!("model.layers.{l}");
+        let name = |m: &str| format!("{p}.{m}.weight");
+        let (kv_slots, q_slots) = padding.layer(&shared, &copies[l], channels[l]);
+        if w.has_attention() {
+            let (q, kv) = config.qkv_rows(l);
+            let (q_map, kv_map) = (head_rows(&q_slots, hd), head_rows(&kv_slots, hd));
+            let rows = fused_rows(&[(q_map.clone(), q), (kv_map.clone(), kv), (kv_map, kv)]);
+            push(&name("input_layernorm"), param(name("input_layernorm"), None, None)?)?;
+            push(&name("self_attn.qkv_proj"), param(name("self_attn.qkv_proj"), rows, None)?)?;
+            push(&name("self_attn.o_proj"), param(name("self_attn.o_proj"), None, q_map)?)?;
+        } else {
+            push(&name("input_layernorm"), ones.clone())?;
+            push(&name("self_attn.qkv_proj"), zeros(vec![hidden + 2 * kv_rows, hidden]))?;
+            push(&name("self_attn.o_proj"), zeros(vec![hidden, hidden]))?;
+        }
+        if w.has_mlp() {
+            let f = channels[l];
+            let pad = padded_channels(f, ff);
+            let rows = fused_rows(&[(pad.clone(), f), (pad.clone(), f)]);
+            push(&name("post_attention_layernorm"), param(name("post_attention_layernorm"), None, None)?)?;
+            push(&name("mlp.gate_up_proj"), param(name("mlp.gate_up_proj"), rows, None)?)?;
+            push(&name("mlp.down_proj"), param(name("mlp.down_proj"), None, pad)?)?;
+        } else {
+            push(&name("post_attention_layernorm"), ones.clone())?;
+            push(&name("mlp.gate_up_proj"), zeros(vec![2 * ff, hidden]))?;
+            push(&name("mlp.down_proj"), zeros(vec![hidden, ff]))?;
+        }
+    }
+    push("model.norm.weight", param("model.norm.weight".into(), None, None)?)?;
+    if model.params.get("lm_head.weight").is_some() {
+        push("lm_head.weight", param("lm_head.weight".into(), None, None)?)?;
+    }
+    let key = |k: &str| format!("phi3.{k}");
+    let u32_of = |v: usize| GgufValue::U32(v as u32);
+    let metadata = vec![
+        (key("block_count"), u32_of(n)),
+        (key("context_length"), u32_of(c.max_position_embeddings)),
+        (key("rope.scaling.original_context_length"), u32_of(config.original_max_position_embeddings)),
+        (key("embedding_length"), u32_of(hidden)),
+        (key("vocab_size"), u32_of(c.vocab_size)),
+        (key("feed_forward_length"), u32_of(ff)),
+        (key("attention.head_count"), u32_of(heads)),
+        (key("attention.head_count_kv"), u32_of(shared.kv)),
+        (key("attention.key_length"), u32_of(hd)),
+        (key("attention.value_length"), u32_of(hd)),
+        (key("attention.layer_norm_rms_epsilon"), GgufValue::F32(c.rms_norm_eps)),
+        (key("rope.dimension_count"), u32_of(config.rotary_dims)),
+        (key("rope.freq_base"), GgufValue::F32(c.rope_theta)),
+        // the converter's 0 for none
+        (key("attention.sliding_window"), u32_of(c.variant.sliding_window.unwrap_or(0))),
+    ];
+    let stale = ["rope.scaling.type", "rope.scaling.factor", "rope.scaling.attn_factor"].iter().map(|k| key(k)).collect();
+    let mut notes: Vec<String> = padding.note("phi3", &shared, n, hd, hidden, model.params.numel()).into_iter().collect();
+    if let Some(window) = c.variant.sliding_window {
+        notes.push(format!(
+            "gguf: llama.cpp (0.3.36) disables Phi-3's sliding window of {window} positions: its logits are prunec's for sequences of up to {window} tokens, and beyond them it attends to every earlier position"
+        ));
+    }
+    Ok(GgufPlan { arch: "phi3".into(), metadata, stale, vocab: c.vocab_size, tensors, notes })
 }
 
 #[cfg(test)]
