@@ -47,6 +47,17 @@ pub struct GgufPlan {
     pub notes: Vec<String>,
 }
 
+impl Planned {
+    /// `model`'s parameter `hf`, its rows and columns mapped as [`Planned::Param`] says; an
+    /// error naming the model's source when the model has no such parameter.
+    pub fn param(model: &Model, hf: String, rows: Option<Vec<Option<usize>>>, cols: Option<Vec<Option<usize>>>) -> Result<Planned> {
+        match model.params.get(&hf) {
+            None => Err(FrontendError::MissingTensor { path: model.info.source.clone(), tensor: hf }),
+            Some(_) => Ok(Planned::Param { hf, rows, cols }),
+        }
+    }
+}
+
 /// One tensor of a [`GgufPlan`]: its llama.cpp name and where its values come from.
 #[derive(Debug, Clone)]
 pub struct PlannedTensor {

@@ -42,6 +42,20 @@ impl SharedWidths {
         Some(SharedWidths { kv: heads / group, group, channels: shared_channels(channels, block) })
     }
 
+    /// For llama.cpp's `arch` whose q is as wide as the hidden state (`phi3`, `chatglm`): its
+    /// query heads (`hidden / head_dim`) and the widths every layer is padded to
+    /// ([`SharedWidths::with_heads`]); else why not (hidden channels pruned), for an error.
+    pub fn hidden_wide(arch: &str, hidden: usize, head_dim: usize, copies: &[Vec<usize>], channels: &[usize], block: usize) -> Result<(usize, SharedWidths), String> {
+        let heads = hidden.checked_div(head_dim).filter(|h| h * head_dim == hidden).ok_or_else(|| {
+            format!("llama.cpp's {arch} makes q as wide as the hidden state, and its {hidden} channels are not whole heads of {head_dim} (were hidden channels pruned?)")
+        })?;
+        let widest = copies.iter().map(|c| c.iter().sum::<usize>()).max().unwrap_or(0);
+        let shared = SharedWidths::with_heads(copies, channels, block, heads).ok_or_else(|| {
+            format!("llama.cpp's {arch} makes q as wide as the hidden state ({heads} heads of {head_dim}), and a layer has {widest} query heads (were hidden channels pruned?)")
+        })?;
+        Ok((heads, shared))
+    }
+
     /// Query heads per layer.
     pub fn heads(&self) -> usize {
         self.kv * self.group

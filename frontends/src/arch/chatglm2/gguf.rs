@@ -130,20 +130,8 @@ pub fn plan(model: &Model, block: usize) -> Result<GgufPlan> {
         })
         .collect();
     let channels: Vec<usize> = (0..n).map(|l| config.layer(l)[2]).collect();
-    let heads = hidden.checked_div(hd).filter(|h| h * hd == hidden).ok_or_else(|| {
-        bad(format!("llama.cpp's chatglm makes q as wide as the hidden state, and its {hidden} channels are not whole heads of {hd} (were hidden channels pruned?)"))
-    })?;
-    let widest = (0..n).map(|l| config.layer(l)[0]).max().unwrap_or(0);
-    let shared = SharedWidths::with_heads(&copies, &channels, block, heads).ok_or_else(|| {
-        bad(format!("llama.cpp's chatglm makes q as wide as the hidden state ({heads} heads of {hd}), and a layer has {widest} query heads (were hidden channels pruned?)"))
-    })?;
-    let source = &model.info.source;
-    let param = |hf: String, rows: Option<Vec<Option<usize>>>, cols: Option<Vec<Option<usize>>>| -> Result<Planned> {
-        match model.params.get(&hf) {
-            None => Err(FrontendError::MissingTensor { path: source.clone(), tensor: hf }),
-            Some(_) => Ok(Planned::Param { hf, rows, cols }),
-        }
-    };
+    let (heads, shared) = SharedWidths::hidden_wide("chatglm", hidden, hd, &copies, &channels, block).map_err(bad)?;
+    let param = |hf: String, rows: Option<Vec<Option<usize>>>, cols: Option<Vec<Option<usize>>>| Planned::param(model, hf, rows, cols);
     let mut tensors = Vec::new();
     let mut push = |hf: String, rows: Option<Vec<Option<usize>>>, cols: Option<Vec<Option<usize>>>| -> Result<()> {
         let name = gguf_name(&hf).ok_or_else(|| bad(format!("llama.cpp has no name for `{hf}`")))?;

@@ -239,12 +239,7 @@ pub fn plan(model: &Model, block: usize) -> Result<GgufPlan> {
     let shared = SharedWidths::of(&copies, &channels, block).ok_or_else(|| bad("no layer has attention heads left".into()))?;
     let heads = shared.heads();
     let scalar = query_scalar(n, hidden, heads, hd);
-    let param = |hf: String, rows: Option<Vec<Option<usize>>>, cols: Option<Vec<Option<usize>>>| -> Result<Planned> {
-        match model.params.get(&hf) {
-            None => Err(missing(&hf)),
-            Some(_) => Ok(Planned::Param { hf, rows, cols }),
-        }
-    };
+    let param = |hf: String, rows: Option<Vec<Option<usize>>>, cols: Option<Vec<Option<usize>>>| Planned::param(model, hf, rows, cols);
     // a norm as llama.cpp multiplies by it: `w + offset`, times `factor`; ones where its branch was emptied
     let norm = |hf: &str, width: usize, factor: f32, emptied: bool| -> Result<Planned> {
         let values: Vec<f32> = match model.params.get(hf) {

@@ -144,23 +144,8 @@ pub fn plan(model: &Model, block: usize) -> Result<GgufPlan> {
     let widths: Vec<_> = (0..n).map(|l| c.layer(l)).collect();
     let copies: Vec<Vec<usize>> = widths.iter().map(|w| w.kv_copies()).collect();
     let channels: Vec<usize> = widths.iter().map(|w| w.intermediate_size).collect();
-    let heads = hidden.checked_div(hd).filter(|h| h * hd == hidden).ok_or_else(|| {
-        bad(format!("llama.cpp's phi3 makes q as wide as the hidden state, and its {hidden} channels are not whole heads of {hd} (were hidden channels pruned?)"))
-    })?;
-    let widest = widths.iter().map(|w| w.num_heads).max().unwrap_or(0);
-    let shared = SharedWidths::with_heads(&copies, &channels, block, heads).ok_or_else(|| {
-        bad(format!(
-            "llama.cpp's phi3 makes q as wide as the hidden state ({heads} heads of {hd}), and a layer has {widest} query heads (were hidden channels pruned?)"
-        ))
-    })?;
-    let source = &model.info.source;
-    let missing = |hf: &str| FrontendError::MissingTensor { path: source.clone(), tensor: hf.into() };
-    let param = |hf: String, rows: Option<Vec<Option<usize>>>, cols: Option<Vec<Option<usize>>>| -> Result<Planned> {
-        match model.params.get(&hf) {
-            None => Err(missing(&hf)),
-            Some(_) => Ok(Planned::Param { hf, rows, cols }),
-        }
-    };
+    let (heads, shared) = SharedWidths::hidden_wide("phi3", hidden, hd, &copies, &channels, block).map_err(bad)?;
+    let param = |hf: String, rows: Option<Vec<Option<usize>>>, cols: Option<Vec<Option<usize>>>| Planned::param(model, hf, rows, cols);
     let zeros = |shape: Vec<usize>| Planned::Values { values: vec![0.0; shape.iter().product()], shape };
     let ones = Planned::Values { values: vec![1.0; hidden], shape: vec![hidden] };
     let mut tensors = Vec::new();
