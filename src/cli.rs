@@ -90,6 +90,10 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub(crate) report: Option<PathBuf>,
 
+    /// Calibration and recovery on several devices and nodes (data-parallel).
+    #[command(flatten)]
+    pub(crate) parallel: device::ParallelArgs,
+
     /// Importance estimator of `score`: random, l1, l2, taylor-vector, taylor-element1,
     /// taylor-element2, taylor-mix.
     #[arg(long, default_value = "taylor-element1", value_delimiter = ',', value_parser = parse_importance)]
@@ -227,6 +231,31 @@ pub(crate) struct RunArgs {
     /// Replace an existing output folder.
     #[arg(long)]
     pub(crate) force: bool,
+}
+
+impl RunArgs {
+    /// Settles `--devices` and the ranks before a run: the devices' kind becomes `--device`
+    /// (evaluation and generation run on the first), and a rank other than 0 writes no output
+    /// (rank 0 writes them; every rank computes the same).
+    pub(crate) fn settle_parallel(&mut self) -> anyhow::Result<()> {
+        let cluster = self.parallel.cluster(self.device)?;
+        self.device = cluster.device;
+        if self.parallel.rank != 0 {
+            let dropped = [
+                self.output.take(),
+                self.scores_out.take(),
+                self.report.take(),
+                self.recover.adapter_out.take(),
+                self.recover.checkpoint_dir.take(),
+                self.eval.table.take(),
+                self.eval.samples.take(),
+            ];
+            if dropped.iter().any(Option::is_some) {
+                eprintln!("rank {}: the outputs are written by rank 0", self.parallel.rank);
+            }
+        }
+        Ok(())
+    }
 }
 
 fn parse_gguf_type(name: &str) -> std::result::Result<prunec_frontends::gguf::GgmlType, String> {

@@ -28,7 +28,7 @@ mod synth;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => match safety::negative_count(&e) {
             Some(msg) => {
@@ -39,7 +39,12 @@ fn main() -> ExitCode {
         },
     };
     safety::install_signal_cleanup();
-    let result = safety::check_args(&cli).and_then(|()| match &cli.command {
+    quiet_collective_panics();
+    // burn-communication installs a logger printing to stdout unless one is set: stdout is
+    // prunec's (IR dumps, JSON rows)
+    let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
+    let settled = if cli.command.is_none() { cli.run.settle_parallel() } else { Ok(()) };
+    let result = settled.and_then(|()| safety::check_args(&cli)).and_then(|()| match &cli.command {
         Some(Command::Synth(args)) => synth::run(args),
         Some(Command::Generate(args)) => generate::generate(args),
         Some(Command::Bench(args)) => bench::bench(args),
@@ -58,6 +63,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// burn-collective panics in its own threads where it loses a peer (a node that died): the run
+/// reports that as an error of its own, so those panics are one note each, not a backtrace.
+fn quiet_collective_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let at = info.location().map(|l| (l.file().to_string(), l.line()));
+        match at {
+            Some((file, line)) if prunec_backends::runtime::is_collective_panic(&file) => {
+                let msg = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let file = file.rsplit_once("/src/").map_or(file.as_str(), |(_, f)| f).to_string();
+                eprintln!("note: burn-collective ({file}:{line}): {}", safety::printable(&msg));
+            }
+            _ => default(info),
+        }
+    }));
 }
 
 /// An error and its causes, `: `-separated, leaving out a cause whose text the message before

@@ -343,8 +343,18 @@ pub fn run(cli: &crate::cli::RunArgs, model: &mut Model, model_path: &Path) -> R
         inputs: vec![model_path],
         force: cli.force,
     };
-    let outcome = crate::device::train(cli.device, model, &trainable, &train_view, &val_view, eval_text, &opts, &mut observer)
+    let cluster = cli.parallel.cluster(cli.device)?;
+    let (outcome, times) = crate::device::train(&cluster, model, &trainable, &train_view, &val_view, eval_text, &opts, &mut observer)
         .context("training")?;
+    if cluster.is_parallel() {
+        cluster.describe(&times);
+        let mut d = crate::session::Digest::default();
+        for name in &trainable {
+            d.add_name(name);
+            d.add(&model.params.read_f32(name)?);
+        }
+        eprintln!("adapters digest {} (equal on every peer)", d.hex());
+    }
     let Observer { bar, peft, .. } = observer;
     bar.finish();
     if let Some(out) = &args.adapter_out {

@@ -107,6 +107,53 @@ pub(crate) fn calibration_windows(
     Ok((samples, calib_name))
 }
 
+/// FNV-1a over names and f32 bit patterns: what every peer of a parallel run prints, to show
+/// that they hold the same values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Digest(u64);
+
+impl Default for Digest {
+    fn default() -> Self {
+        Digest(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Digest {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// Adds a name (a parameter's).
+    pub(crate) fn add_name(&mut self, name: &str) {
+        self.bytes(name.as_bytes());
+        self.bytes(&[0]);
+    }
+
+    /// Adds values.
+    pub(crate) fn add(&mut self, values: &[f32]) {
+        for v in values {
+            self.bytes(&v.to_bits().to_le_bytes());
+        }
+    }
+
+    /// The digest as 16 hex digits.
+    pub(crate) fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// The digest of named vectors (in their map's order).
+pub(crate) fn stats_digest<'a>(named: impl Iterator<Item = (&'a String, &'a Vec<f32>)>) -> String {
+    let mut d = Digest::default();
+    for (name, v) in named {
+        d.add_name(name);
+        d.add(v);
+    }
+    d.hex()
+}
+
 /// The report's `calibration` object.
 pub(crate) fn calibration_record(cli: &RunArgs, calib_name: &str, samples: usize, tokens: usize, loss: f64, mode: &str) -> serde_json::Value {
     eprintln!("calibrated on {samples} samples of {} tokens from {calib_name} ({mode}): loss {loss:.4}", cli.calib_len);
@@ -133,11 +180,21 @@ pub(crate) fn calibrate(
 ) -> Result<prunec_ir::CalibrationStats> {
     let (samples, calib_name) = calibration_samples(cli, model, model_path, importance)?;
     let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
+    let cluster = cli.parallel.cluster(cli.device)?;
     let mut bar = Progress::new("calibrate", samples.len(), "samples");
-    let stats = device::calibrate(cli.device, model, &samples, options, |done, _| bar.update(done, "")).context("calibration")?;
+    let (stats, times) = device::calibrate(&cluster, model, &samples, options, |done, mine| {
+        bar.update(done * samples.len() / mine.max(1), "")
+    })
+    .context("calibration")?;
     bar.finish();
     safety::check_finite(stats.loss, "the calibration loss")?;
-    report.calibration = Some(calibration_record(cli, &calib_name, stats.samples, stats.tokens, stats.loss, "resident"));
+    let mut record = calibration_record(cli, &calib_name, stats.samples, stats.tokens, stats.loss, "resident");
+    if cluster.is_parallel() {
+        record["peers"] = cluster.describe(&times);
+        record["digest"] = stats_digest(stats.grad.iter().chain(stats.fisher.iter().flatten())).into();
+        eprintln!("calibration digest {} (equal on every peer)", record["digest"].as_str().unwrap_or(""));
+    }
+    report.calibration = Some(record);
     Ok(stats)
 }
 
@@ -172,9 +229,23 @@ pub(crate) fn calibrate_streamed(
         wanted: axes.keys().cloned().collect(),
         micro_batch,
     };
+    let cluster = cli.parallel.cluster(cli.device)?;
     let mut saliences = prunec_passes::Saliences::new();
+    let mut digest = Digest::default();
     let start = Instant::now();
     let sink = |name: &str, stats: prunec_ir::ParamGradient| -> prunec_backends::Result<()> {
+        if cluster.is_parallel() {
+            digest.add_name(name);
+            for g in std::iter::once(&stats.grad).chain(&stats.fisher) {
+                match g {
+                    prunec_ir::GradValues::Dense(v) => digest.add(v),
+                    prunec_ir::GradValues::Rows { rows, .. } => rows.iter().for_each(|(r, v)| {
+                        digest.add_name(&r.to_string());
+                        digest.add(v)
+                    }),
+                }
+            }
+        }
         let mut fold = || -> Result<()> {
             let p = model.params.get(name).with_context(|| format!("no parameter `{name}`"))?;
             let w = model.params.read_f32(name)?;
@@ -194,9 +265,14 @@ pub(crate) fn calibrate_streamed(
             start.elapsed().as_secs_f64()
         );
     };
-    let summary = device::calibrate_streamed(cli.device, model, &samples, &options, sink, progress).context("calibration")?;
+    let (summary, times) = device::calibrate_streamed(&cluster, model, &samples, &options, sink, progress).context("calibration")?;
     safety::check_finite(summary.loss, "the calibration loss")?;
     let mut record = calibration_record(cli, &calib_name, summary.samples, summary.tokens, summary.loss, "streamed");
+    if cluster.is_parallel() {
+        record["peers"] = cluster.describe(&times);
+        record["digest"] = digest.hex().into();
+        eprintln!("calibration digest {} (equal on every peer)", digest.hex());
+    }
     record["segments"] = summary.segments.into();
     record["backward_segments"] = summary.backward_segments.into();
     record["micro_batches"] = summary.micro_batches.into();

@@ -84,6 +84,10 @@ pub enum BackendError {
     /// The IR could not be run (an op the backend cannot lower, inconsistent operands).
     #[error("backend: {0}")]
     Lowering(String),
+    /// Several peers (devices, nodes) could not work together: one failed, stopped answering
+    /// within the timeout, or the collective could not be set up.
+    #[error("peers: {0}")]
+    Collective(String),
     /// The IR could not be read (a parameter's data, for instance).
     #[error(transparent)]
     Ir(#[from] prunec_ir::IrError),

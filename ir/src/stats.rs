@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 /// Gradients of the causal-LM loss on calibration samples, per parameter, row-major.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CalibrationStats {
     /// Samples used.
     pub samples: usize,

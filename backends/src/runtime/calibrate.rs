@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use burn::tensor::backend::AutodiffBackend;
 use prunec_ir::{CalibrationStats, Model};
 
+use super::collective::Peer;
 use super::exec::{causal_lm_loss, Executor};
 use crate::{BackendError, Result};
 
@@ -43,12 +44,26 @@ pub fn calibrate<B: AutodiffBackend>(
     device: &B::Device,
     samples: &[Vec<u32>],
     options: CalibrationOptions,
+    progress: impl FnMut(usize, usize),
+) -> Result<CalibrationStats> {
+    calibrate_on::<B>(model, &mut Peer::alone(device.clone()), samples, options, progress)
+}
+
+/// [`calibrate`] as one of several peers: every peer is given all `samples` and runs the
+/// micro-batches it [owns](Peer::owns); the token-weighted gradient sums, the Fisher sums and
+/// the loss are summed over the peers, so every peer returns the statistics of all samples.
+/// `progress` counts this peer's samples.
+pub fn calibrate_on<B: AutodiffBackend>(
+    model: &Model,
+    peer: &mut Peer<B::InnerBackend>,
+    samples: &[Vec<u32>],
+    options: CalibrationOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<CalibrationStats> {
     if samples.is_empty() || samples.iter().any(|s| s.len() < 2) {
         return Err(BackendError::Lowering("calibration needs samples of at least 2 tokens".into()));
     }
-    let mut exec = Executor::<B>::new(model, device)?;
+    let mut exec = Executor::<B>::new(model, peer.device())?;
     exec.require_grad();
     let total_tokens: usize = samples.iter().map(|s| s.len() - 1).sum();
     // batches of equal-length samples; one sample per batch when per-sample gradients are needed
@@ -64,13 +79,14 @@ pub fn calibrate<B: AutodiffBackend>(
     let mut fisher: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let mut loss_sum = 0.0f64;
     let mut done = 0;
-    for batch in &batches {
+    let mine: usize = batches.iter().enumerate().filter(|(i, _)| peer.owns(*i)).map(|(_, b)| b.len()).sum();
+    for batch in batches.iter().enumerate().filter(|(i, _)| peer.owns(*i)).map(|(_, b)| b) {
         let ids = exec.ids(batch)?;
         let loss = causal_lm_loss(exec.forward(ids.clone())?, ids.clone());
         let tokens = batch.len() * (batch[0].len() - 1);
         let value = loss.clone().into_data().convert::<f32>().into_vec::<f32>().map_err(|e| BackendError::Lowering(format!("{e:?}")))?;
         let value = f64::from(value.first().copied().unwrap_or(f32::NAN));
-        exec.ensure_finite(value, ids, || format!("the calibration loss of samples {done}..{} (of {})", done + batch.len(), samples.len()))?;
+        exec.ensure_finite(value, ids, || format!("the calibration loss of samples {done}..{} (of {mine})", done + batch.len()))?;
         loss_sum += value * tokens as f64;
         let grads = loss.backward();
         // the batch gradient is the token-weighted mean of the micro-batch gradients
@@ -83,7 +99,23 @@ pub fn calibrate<B: AutodiffBackend>(
             }
         }
         done += batch.len();
-        progress(done, samples.len());
+        progress(done, mine);
+    }
+    if peer.peers() > 1 {
+        let mut names: Vec<&String> = exec.params().keys().collect();
+        names.sort();
+        let numel = |i: usize| exec.params()[names[i]].dims().iter().product::<usize>();
+        for (stat, wanted) in [(&mut grad, true), (&mut fisher, options.fisher)] {
+            if !wanted {
+                continue;
+            }
+            let mut slots: Vec<Option<Vec<f32>>> = names.iter().map(|n| stat.remove(*n)).collect();
+            peer.sum_optional(&mut slots, numel)?;
+            stat.extend(names.iter().zip(slots).filter_map(|(n, s)| s.map(|s| ((*n).clone(), s))));
+        }
+        let mut loss = [loss_sum];
+        peer.sum(&mut loss)?;
+        loss_sum = loss[0];
     }
     Ok(CalibrationStats {
         samples: samples.len(),

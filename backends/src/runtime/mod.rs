@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod collective;
 pub mod eval;
 pub mod exec;
 pub mod generate;
@@ -10,12 +11,13 @@ pub mod tensor;
 pub mod train;
 pub mod zero_shot;
 
-pub use calibrate::{calibrate, CalibrationOptions};
+pub use calibrate::{calibrate, calibrate_on, CalibrationOptions};
+pub use collective::{is_collective_panic, run_peers, Nodes, Peer, PeerRun, PeerTime};
 pub use eval::{perplexity, perplexity_of, perplexity_streamed, Perplexity};
 pub use generate::{generate, Sampling};
 pub use exec::{causal_lm_loss, masked_nll, row_nll, EmbeddingTap, Executor, KvCache};
-pub use stream::{activation_bytes_per_token, calibrate_streamed, crossing_bytes_per_token, forward_streamed, input_moments, largest_segment_params, StreamOptions, StreamStep, StreamSummary};
-pub use train::{train, EvalText, LrSchedule, Sample, TrainObserver, TrainOptions, TrainOutcome, TrainPoint};
+pub use stream::{activation_bytes_per_token, calibrate_streamed, calibrate_streamed_on, crossing_bytes_per_token, forward_streamed, input_moments, largest_segment_params, StreamOptions, StreamStep, StreamSummary};
+pub use train::{train, train_on, EvalText, LrSchedule, Sample, TrainObserver, TrainOptions, TrainOutcome, TrainPoint};
 pub use tensor::DynTensor;
 pub use zero_shot::{loglikelihoods, loglikelihoods_streamed, TokenRequest};
 

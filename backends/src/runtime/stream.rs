@@ -27,6 +27,7 @@ use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use prunec_ir::{GradValues, Model, Moments, Op, ParamGradient, Segments, ValueId};
 
+use super::collective::Peer;
 use super::exec::{causal_lm_loss, Executor};
 use super::tensor::DynTensor;
 use crate::{BackendError, Result};
@@ -188,10 +189,66 @@ pub fn calibrate_streamed<A: AutodiffBackend>(
     device: &A::Device,
     samples: &[Vec<u32>],
     options: &StreamOptions,
+    sink: impl FnMut(&str, ParamGradient) -> Result<()>,
+    progress: impl FnMut(StreamStep),
+) -> Result<StreamSummary> {
+    calibrate_streamed_on::<A>(model, &mut Peer::alone(device.clone()), samples, options, sink, progress)
+}
+
+/// A gradient summed over the peers: dense where any peer's is dense, else on the union of
+/// the rows the peers saw (a row mask, then the rows packed in that order, are all-reduced).
+fn sum_over_peers<B: Backend>(peer: &mut Peer<B>, g: GradValues, len: usize, width: usize) -> Result<GradValues> {
+    if peer.peers() == 1 {
+        return Ok(g);
+    }
+    let width = width.max(1);
+    let mut dense = [if matches!(g, GradValues::Dense(_)) { 1.0 } else { 0.0 }];
+    peer.sum(&mut dense)?;
+    let rows = match g {
+        GradValues::Dense(mut v) => {
+            peer.sum(&mut v)?;
+            return Ok(GradValues::Dense(v));
+        }
+        GradValues::Rows { rows, .. } if dense[0] > 0.0 => {
+            let mut v = vec![0.0; len];
+            for (r, row) in rows {
+                v.get_mut(r * width..(r + 1) * width).ok_or_else(|| err(format!("row {r} is outside the table")))?.copy_from_slice(&row);
+            }
+            peer.sum(&mut v)?;
+            return Ok(GradValues::Dense(v));
+        }
+        GradValues::Rows { rows, .. } => rows,
+    };
+    let mut seen = vec![0.0f32; len / width];
+    for &r in rows.keys() {
+        *seen.get_mut(r).ok_or_else(|| err(format!("row {r} is outside the table")))? = 1.0;
+    }
+    peer.sum(&mut seen)?;
+    let union: Vec<usize> = (0..seen.len()).filter(|&r| seen[r] > 0.0).collect();
+    let mut packed = vec![0.0f32; union.len() * width];
+    for (j, r) in union.iter().enumerate() {
+        if let Some(row) = rows.get(r) {
+            packed[j * width..(j + 1) * width].copy_from_slice(row);
+        }
+    }
+    peer.sum(&mut packed)?;
+    Ok(GradValues::Rows { row_len: width, rows: union.into_iter().zip(packed.chunks_exact(width)).map(|(r, c)| (r, c.to_vec())).collect() })
+}
+
+/// [`calibrate_streamed`] as one of several peers: each streams the layers over the
+/// micro-batches it [owns](Peer::owns) (all are weighted by their share of every peer's
+/// tokens); each parameter's gradient and Fisher diagonal are summed over the peers before
+/// `sink` gets them, so every peer's sink gets the same values, as does the loss.
+pub fn calibrate_streamed_on<A: AutodiffBackend>(
+    model: &Model,
+    peer: &mut Peer<A::InnerBackend>,
+    samples: &[Vec<u32>],
+    options: &StreamOptions,
     mut sink: impl FnMut(&str, ParamGradient) -> Result<()>,
     mut progress: impl FnMut(StreamStep),
 ) -> Result<StreamSummary> {
     type I<A> = <A as AutodiffBackend>::InnerBackend;
+    let device = &peer.device().clone();
     if samples.is_empty() || samples.iter().any(|s| s.len() < 2) {
         return Err(err("calibration needs samples of at least 2 tokens"));
     }
@@ -281,6 +338,8 @@ pub fn calibrate_streamed<A: AutodiffBackend>(
     let batches = micro_batches(samples, per);
     let total_tokens: usize = samples.iter().map(|s| s.len() - 1).sum();
     let weights: Vec<f64> = batches.iter().map(|b| (b.len() * (b[0].len() - 1)) as f64 / total_tokens as f64).collect();
+    let all_batches = batches.len();
+    let (batches, weights): (Vec<_>, Vec<_>) = batches.into_iter().zip(weights).enumerate().filter(|(i, _)| peer.owns(*i)).map(|(_, bw)| bw).unzip();
     let n_samples = samples.len() as f64;
     let largest_segment_params = segment_params(model, &segs);
 
@@ -442,14 +501,21 @@ pub fn calibrate_streamed<A: AutodiffBackend>(
                     None => GradValues::Rows { row_len: width, rows },
                 })
             };
-            let grad = to_values(a.dense, a.rows)?;
-            let fisher = if options.fisher { Some(to_values(a.dense_fisher, a.rows_fisher)?) } else { None };
+            let numel = width * param.shape.first().copied().unwrap_or(1);
+            let grad = sum_over_peers(peer, to_values(a.dense, a.rows)?, numel, width)?;
+            let fisher = match options.fisher {
+                true => Some(sum_over_peers(peer, to_values(a.dense_fisher, a.rows_fisher)?, numel, width)?),
+                false => None,
+            };
             sink(p, ParamGradient { grad, fisher })?;
             params_done += 1;
         }
         bexec.unload_params();
         progress(StreamStep { phase: "backward", done: done + 1, total: backward_total, block: seg.block });
     }
+    let mut loss = [loss_sum];
+    peer.sum(&mut loss)?;
+    let loss_sum = loss[0];
     Ok(StreamSummary {
         samples: samples.len(),
         tokens: total_tokens,
@@ -457,7 +523,7 @@ pub fn calibrate_streamed<A: AutodiffBackend>(
         segments: n_segs,
         forward_segments: n_segs - 1,
         backward_segments: backward_total,
-        micro_batches: batches.len(),
+        micro_batches: all_batches,
         largest_segment_params,
         params_done,
     })

@@ -17,6 +17,7 @@ use burn::tensor::backend::AutodiffBackend;
 use prunec_ir::rng::SplitMix64;
 use prunec_ir::{Model, Param, ParamStore};
 
+use super::collective::Peer;
 use super::eval::{perplexity_of, Perplexity};
 use super::exec::{masked_nll, Executor};
 use super::tensor::DynTensor;
@@ -181,6 +182,33 @@ pub fn train<A: AutodiffBackend>(
     opts: &TrainOptions,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainOutcome> {
+    let mut peer = Peer::alone(device.clone());
+    let (trained, outcome) = train_on::<A>(model, &mut peer, trainable, train, val, eval_text, opts, observer)?;
+    for (name, p) in trained.iter() {
+        model.params.insert(name.clone(), p.clone());
+    }
+    Ok(outcome)
+}
+
+/// [`train`] as one of several peers, data-parallel: every peer draws the same batches; the
+/// micro-batches of each step are dealt among the peers ([`Peer::owns`]), their adapter
+/// gradients and losses summed over the peers before the optimizer's step, so every peer takes
+/// the same step and ends with the same parameters (returned, `model` is left as it is). Only
+/// the first peer evaluates, checkpoints and reports steps to `observer`. Dropout masks are
+/// drawn by each peer: with dropout the result equals one peer's in distribution only.
+#[allow(clippy::too_many_arguments)]
+pub fn train_on<A: AutodiffBackend>(
+    model: &Model,
+    peer: &mut Peer<A::InnerBackend>,
+    trainable: &[String],
+    train: &[Sample<'_>],
+    val: &[Sample<'_>],
+    eval_text: Option<EvalText<'_>>,
+    opts: &TrainOptions,
+    observer: &mut dyn TrainObserver,
+) -> Result<(ParamStore, TrainOutcome)> {
+    let device = &peer.device().clone();
+    let first = peer.rank() == 0;
     if trainable.is_empty() {
         return Err(err("nothing to train: no trainable parameters"));
     }
@@ -205,7 +233,7 @@ pub fn train<A: AutodiffBackend>(
     let evaluate_at = |step: usize| {
         (opts.eval_every > 0 && step.is_multiple_of(opts.eval_every)) || step == opts.steps
     };
-    if opts.eval_every > 0 {
+    if opts.eval_every > 0 && first {
         let point = evaluate(&exec, val, eval_text, opts.micro_batch_size, 0, None, 0.0, 0.0)?;
         observer.evaluated(&point);
         outcome.curve.push(point);
@@ -214,10 +242,13 @@ pub fn train<A: AutodiffBackend>(
         let started = Instant::now();
         let batch: Vec<Sample<'_>> = (0..opts.batch_size).map(|_| train[order.next()]).collect();
         let predicted: usize = batch.iter().map(Sample::predicted).sum();
-        let mut grads: HashMap<String, Tensor<A::InnerBackend, 2>> = HashMap::new();
+        // each trainable parameter's gradient, summed in f64 (then rounded once): the sum of the
+        // micro-batches' gradients is the same whichever peers computed which
+        let mut grads: Vec<Option<Vec<f64>>> = vec![None; trainable.len()];
         let mut loss_sum = 0.0f64;
-        for micro in batch.chunks(opts.micro_batch_size) {
-            if micro.iter().all(|s| s.predicted() == 0) {
+        let mut step_tokens = 0usize;
+        for (i, micro) in batch.chunks(opts.micro_batch_size).enumerate() {
+            if !peer.owns(i) || micro.iter().all(|s| s.predicted() == 0) {
                 continue;
             }
             let (ids, mask) = padded(&exec, micro)?;
@@ -226,23 +257,34 @@ pub fn train<A: AutodiffBackend>(
             exec.ensure_finite(value, ids, || format!("the training loss of step {step}"))?;
             loss_sum += value;
             let g = loss.backward();
-            for name in trainable {
+            for (name, acc) in trainable.iter().zip(grads.iter_mut()) {
                 let DynTensor::F2(t) = param(&exec, name)? else {
                     return Err(err(format!("trainable parameter `{name}` is not a matrix")));
                 };
                 let Some(grad) = t.grad(&g) else { continue };
-                let acc = match grads.remove(name) {
-                    Some(acc) => acc + grad,
-                    None => grad,
-                };
-                grads.insert(name.clone(), acc);
+                let grad = grad.into_data().convert::<f64>().into_vec::<f64>().map_err(|e| err(format!("{e:?}")))?;
+                match acc {
+                    Some(acc) => acc.iter_mut().zip(grad).for_each(|(a, g)| *a += g),
+                    None => *acc = Some(grad),
+                }
             }
-            outcome.tokens += micro.iter().map(|s| s.ids.len()).sum::<usize>();
+            step_tokens += micro.iter().map(|s| s.ids.len()).sum::<usize>();
         }
+        let dims: Vec<Vec<usize>> = trainable.iter().map(|n| param(&exec, n).map(DynTensor::dims)).collect::<Result<_>>()?;
+        if peer.peers() > 1 {
+            peer.sum_optional(&mut grads, |k| dims[k].iter().product())?;
+            let mut sums = [loss_sum, step_tokens as f64];
+            peer.sum(&mut sums)?;
+            loss_sum = sums[0];
+            step_tokens = sums[1].round() as usize;
+        }
+        outcome.tokens += step_tokens;
         let lr = opts.schedule.lr(opts.lr, step, opts.steps, opts.warmup_steps);
-        for name in trainable {
-            let Some(grad) = grads.remove(name) else { continue };
+        for ((name, grad), d) in trainable.iter().zip(grads).zip(&dims) {
+            let Some(grad) = grad else { continue };
             let DynTensor::F2(t) = param(&exec, name)? else { continue };
+            let [rows, cols] = d[..] else { continue };
+            let grad = Tensor::<A::InnerBackend, 2>::from_data(TensorData::new(grad, [rows, cols]), device);
             let state = states.remove(name).flatten();
             let (updated, state) = SimpleOptimizer::<A::InnerBackend>::step(&optimizer, lr, t.clone().inner(), grad, state);
             states.insert(name.clone(), state);
@@ -253,26 +295,25 @@ pub fn train<A: AutodiffBackend>(
         interval_loss += loss_sum * predicted as f64;
         interval_tokens += predicted;
         let tokens_per_s = outcome.tokens as f64 / outcome.train_seconds.max(1e-9);
-        observer.step(step, opts.steps, loss_sum, tokens_per_s);
-        if evaluate_at(step) {
+        if first {
+            observer.step(step, opts.steps, loss_sum, tokens_per_s);
+        }
+        if evaluate_at(step) && first {
             let train_loss = (interval_tokens > 0).then(|| interval_loss / interval_tokens as f64);
             let point = evaluate(&exec, val, eval_text, opts.micro_batch_size, step, train_loss, lr, tokens_per_s)?;
             (interval_loss, interval_tokens) = (0.0, 0);
             observer.evaluated(&point);
             outcome.curve.push(point);
         }
-        if opts.save_every > 0 && step.is_multiple_of(opts.save_every) && step != opts.steps {
+        if first && opts.save_every > 0 && step.is_multiple_of(opts.save_every) && step != opts.steps {
             observer.checkpoint(step, &current(&exec, model, trainable)?)?;
         }
     }
     let trained = current(&exec, model, trainable)?;
-    for (name, p) in trained.iter() {
-        model.params.insert(name.clone(), p.clone());
-    }
-    if opts.save_every > 0 {
+    if first && opts.save_every > 0 {
         observer.checkpoint(opts.steps, &trained)?;
     }
-    Ok(outcome)
+    Ok((trained, outcome))
 }
 
 /// The trainable parameters' current values, as a store.
