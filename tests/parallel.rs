@@ -399,3 +399,43 @@ fn a_killed_rank_ends_the_other_with_an_error() {
     assert!(joined, "rank 1 joined before it was killed");
     assert!(!dir.path().join("rank0").exists(), "no output from a failed run");
 }
+
+/// LLM-Pruner's recipe on SmolLM2-135M (taylor-element1, block-wise, layers 3..27, the
+/// embedded 10 × 64 calibration tokens) with `--devices cpu:0,cpu:1` against one peer.
+#[test]
+fn smollm2_two_local_peers_prune_as_one() {
+    let Some(path) = common::smollm2() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |tag: &str, extra: &[&str]| {
+        let (scores, out) = (dir.path().join(format!("{tag}.json")), dir.path().join(format!("{tag}.gguf")));
+        let mut args = vec![
+            path.to_str().unwrap(),
+            "--pass",
+            "group,score,prune",
+            "--importance",
+            "taylor-element1",
+            "--unit-ratio",
+            "0.2",
+            "--gqa",
+            "query",
+            "--attn-layers",
+            "3..27",
+            "--mlp-layers",
+            "3..27",
+            "--scores-out",
+            scores.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let r = prunec(&args);
+        let (_, err) = texts(&r);
+        assert!(r.status.success(), "{tag}: {err}");
+        (scores_file(&scores), std::fs::read(&out).unwrap(), err)
+    };
+    let (one, model_one, _) = run("one", &[]);
+    let (two, model_two, err) = run("two", &["--devices", "cpu:0,cpu:1"]);
+    assert_same_scores(&one, &two, "SmolLM2, 2 local peers");
+    assert_eq!(model_one, model_two, "SmolLM2: the same units pruned, the same file");
+    println!("{}", err.lines().filter(|l| l.starts_with("peer ") || l.contains("digest")).collect::<Vec<_>>().join("\n"));
+}
