@@ -179,7 +179,9 @@ def main():
     ids = bench_ids(pt.vocab, args.batch, args.seq_len)
     rows = {k: ([], []) for k in ("forward", "backward", "calibration", "recipe")}
     recipe_passes = []
+    loads = []
     for r in range(args.rounds):
+        loads.append(os.getloadavg()[0])
         # A: prunec, B: PyTorch, alternating within each round
         row = run_prunec_bench(args.prunec, args.gguf, args.batch, args.seq_len, args.iters)
         f, b = pt.forward(ids, args.iters), pt.backward(ids, args.iters)
@@ -204,6 +206,9 @@ def main():
         f"prunec `{args.prunec}` against PyTorch {torch.__version__} eager (transformers {transformers.__version__}, "
         f"attn_implementation={args.attn}, {args.threads} threads) on `{os.path.basename(args.gguf)}` "
         f"({os.cpu_count()} cores); {args.rounds} rounds A B A B, medians; ratio > 1: prunec faster.",
+        f"Load average (1 min) at the start of each round: {', '.join(f'{x:.1f}' for x in loads)} "
+        "(above the core count, other work shared the cores: PyTorch's OpenMP threads suffer from that "
+        "more than prunec's rayon pool, so such figures flatter prunec).",
         "",
         "| measure | prunec | PyTorch | ratio |",
         "|---|---:|---:|---:|",
