@@ -168,6 +168,11 @@ pub(crate) fn calibration_record(cli: &RunArgs, calib_name: &str, samples: usize
     })
 }
 
+/// Tokens per forward/backward pass of resident calibration (LLM-Pruner runs its 10 samples of
+/// 64 tokens in one pass; the activations of 1024 tokens stay within the resident estimate's
+/// slack, a quarter of the weights and gradients, from SmolLM2-135M up).
+const CALIBRATION_TOKENS: usize = 1024;
+
 /// Calibration for `importance` (the Fisher diagonal too when it needs it), holding the whole
 /// model: the gradient of the mean loss on `--calib-samples` windows of `--calib`, recorded in
 /// the report.
@@ -179,8 +184,13 @@ pub(crate) fn calibrate(
     report: &mut Report,
 ) -> Result<prunec_ir::CalibrationStats> {
     let (samples, calib_name) = calibration_samples(cli, model, model_path, importance)?;
-    let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch: 4 };
     let cluster = cli.parallel.cluster(cli.device)?;
+    // as many samples per forward/backward pass as make CALIBRATION_TOKENS tokens: fewer passes
+    // read every gradient back fewer times, and larger matrix products run faster; with several
+    // peers, at least one pass for each
+    let longest = samples.iter().map(Vec::len).max().unwrap_or(1);
+    let micro_batch = (CALIBRATION_TOKENS / longest.max(1)).max(1).min(samples.len().div_ceil(cluster.peers()).max(1));
+    let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch };
     let mut bar = Progress::new("calibrate", samples.len(), "samples");
     let (stats, times) = device::calibrate(&cluster, model, &samples, options, |done, mine| {
         bar.update(done * samples.len() / mine.max(1), "")

@@ -183,7 +183,24 @@ pub fn salience<'g>(
         t.map(|t| t.runs()).unwrap_or_default()
     }
     let size = shape.get(axis).copied().ok_or_else(|| PassError::Config(format!("`{name}` has no axis {axis}")))?;
-    let stride: usize = shape[axis + 1..].iter().product();
+    let stride: usize = shape[axis + 1..].iter().product::<usize>().max(1);
+    // `index(i)` of `(i / stride) % size`, one flat index after another, without a division
+    let walk = |start: usize| {
+        let mut index = (start / stride) % size.max(1);
+        let mut left = stride - start % stride;
+        move || {
+            let at = index;
+            left -= 1;
+            if left == 0 {
+                left = stride;
+                index += 1;
+                if index == size {
+                    index = 0;
+                }
+            }
+            at
+        }
+    };
     let index = |i: usize| (i / stride) % size;
     for (t, what) in [(g, "gradient"), (f, "Fisher diagonal")] {
         match t {
@@ -204,30 +221,33 @@ pub fn salience<'g>(
     match importance {
         Importance::Random => return Err(PassError::Config("random importance has no salience".into())),
         Importance::L1 | Importance::L2 => {
-            for (i, &wi) in w.iter().enumerate() {
-                out[index(i)] += f64::from(if importance == Importance::L1 { wi.abs() } else { wi * wi });
+            let mut next = walk(0);
+            for &wi in w {
+                out[next()] += f64::from(if importance == Importance::L1 { wi.abs() } else { wi * wi });
             }
         }
         Importance::TaylorVector => {
             for (start, g) in runs(g) {
-                for (k, &gi) in g.iter().enumerate() {
-                    out[index(start + k)] += f64::from(w[start + k] * gi);
+                let mut next = walk(start);
+                for (&wi, &gi) in w[start..start + g.len()].iter().zip(g) {
+                    out[next()] += f64::from(wi * gi);
                 }
             }
             out.iter_mut().for_each(|v| *v = v.abs());
         }
         Importance::TaylorElement1 => {
             for (start, g) in runs(g) {
-                for (k, &gi) in g.iter().enumerate() {
-                    out[index(start + k)] += f64::from((w[start + k] * gi).abs());
+                let mut next = walk(start);
+                for (&wi, &gi) in w[start..start + g.len()].iter().zip(g) {
+                    out[next()] += f64::from((wi * gi).abs());
                 }
             }
         }
         Importance::TaylorElement2 => {
             for (start, f) in runs(f) {
-                for (k, &fi) in f.iter().enumerate() {
-                    let wi = w[start + k];
-                    out[index(start + k)] += f64::from((wi * fi * wi).abs());
+                let mut next = walk(start);
+                for (&wi, &fi) in w[start..start + f.len()].iter().zip(f) {
+                    out[next()] += f64::from((wi * fi * wi).abs());
                 }
             }
         }
@@ -432,8 +452,55 @@ pub fn score_with(
     score_groups(model, vectors, aggregation, scope)
 }
 
+impl MemberVectors<'_> {
+    /// Computes the vectors of every (parameter, axis) that `groups` read and the cache lacks,
+    /// spread over the machine's cores (each vector is computed as [`MemberVectors::get`] would,
+    /// so the scores do not depend on the number of threads).
+    fn prefetch(&mut self, groups: &[&Group]) {
+        let mut wanted: Vec<(String, Vec<usize>, usize)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for g in groups {
+            for ax in &g.axes {
+                if let Some((name, shape)) = &ax.param {
+                    let key = (name.clone(), ax.axis);
+                    if !self.cache.contains_key(&key) && seen.insert(key) {
+                        wanted.push((name.clone(), shape.clone(), ax.axis));
+                    }
+                }
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(wanted.len()).max(1);
+        let this = &*self;
+        // a vector that fails here is left out: `get` computes it again and reports the error
+        // where scoring reads it, as without prefetching
+        let computed: Vec<Vec<((String, usize), Vec<f64>)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let wanted = &wanted;
+                    scope.spawn(move || {
+                        wanted
+                            .iter()
+                            .skip(t)
+                            .step_by(threads)
+                            .filter_map(|(name, shape, axis)| Some(((name.clone(), *axis), this.compute(name, shape, *axis).ok()?)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for part in computed {
+            self.cache.extend(part);
+        }
+    }
+}
+
 fn score_groups(model: &Model, mut vectors: MemberVectors<'_>, aggregation: Aggregation, scope: &dyn Fn(&Group) -> bool) -> Result<Scores> {
     let groups = model.groups.as_ref().ok_or_else(|| PassError::Config("`score` needs the groups: run `group` first".into()))?;
+    vectors.prefetch(&groups.iter().filter(|g| scope(g)).collect::<Vec<_>>());
     let mut out = Vec::with_capacity(groups.len());
     for group in groups {
         let mut units = Vec::with_capacity(group.units.len());

@@ -11,6 +11,7 @@ use prunec_ir::{CalibrationStats, Model};
 
 use super::collective::Peer;
 use super::exec::{causal_lm_loss, Executor};
+use super::tensor::DynTensor;
 use crate::{BackendError, Result};
 
 /// How to calibrate.
@@ -88,14 +89,19 @@ pub fn calibrate_on<B: AutodiffBackend>(
         let value = f64::from(value.first().copied().unwrap_or(f32::NAN));
         exec.ensure_finite(value, ids, || format!("the calibration loss of samples {done}..{} (of {mine})", done + batch.len()))?;
         loss_sum += value * tokens as f64;
-        let grads = loss.backward();
+        let mut grads = loss.backward();
         // the batch gradient is the token-weighted mean of the micro-batch gradients
         let weight = tokens as f32 / total_tokens as f32;
         for (name, t) in exec.params() {
-            let Some(g) = t.grad_f32(&grads)? else { continue };
-            add_scaled(grad.entry(name.clone()).or_default(), &g, weight, false);
+            // taken out of `grads`, so that reading a gradient that is already contiguous copies nothing
+            let Some(g) = t.take_grad(&mut grads).map(DynTensor::into_f32).transpose()? else { continue };
             if options.fisher {
                 add_scaled(fisher.entry(name.clone()).or_default(), &g, 1.0 / samples.len() as f32, true);
+            }
+            match grad.entry(name.clone()).or_default() {
+                // one pass over every sample: the gradient as it is (0 + x·1 is x)
+                acc if acc.is_empty() && weight == 1.0 => *acc = g,
+                acc => add_scaled(acc, &g, weight, false),
             }
         }
         done += batch.len();

@@ -83,9 +83,9 @@ pub struct EmbeddingTap<B: Backend> {
     pub ids: DynTensor<B>,
 }
 
-/// Cached rotary tables: (theta bits, dims, layout, f16 frequencies, offset, seq) -> (cos, sin).
-/// cos and sin tables by (inverse frequencies' bits, interleaved, attention factor's bits, offset, length).
-type RopeTables<B> = HashMap<(Vec<u32>, bool, u32, usize, usize), (Tensor<B, 4>, Tensor<B, 4>)>;
+/// cos and sin tables, `[batch, seq, heads, width]`, by (inverse frequencies' bits, interleaved,
+/// attention factor's bits, offset, length, batch, heads).
+type RopeTables<B> = HashMap<(Vec<u32>, bool, u32, usize, usize, usize, usize), (Tensor<B, 4>, Tensor<B, 4>)>;
 
 struct Run<'a, B: Backend> {
     batch: usize,
@@ -504,8 +504,17 @@ impl<B: Backend> Executor<B> {
                         .flat_map(|&p| (0..s).flat_map(move |i| (0..t).map(move |j| if hidden(p, i, j) { f32::NEG_INFINITY } else { 0.0 })))
                         .collect();
                     let n = rows.len();
-                    let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [n, s, t]), &self.device);
-                    scores = scores + mask.unsqueeze_dim::<4>(1);
+                    if n == 1 {
+                        // one mask for every row and head: added as a shared row of s·t values,
+                        // which Flex adds in place with SIMD (a [1, 1, s, t] operand broadcast
+                        // over [batch, heads, s, t] it would walk element by element)
+                        let [b, h, _, _] = scores.dims();
+                        let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [1, s * t]), &self.device);
+                        scores = (scores.reshape([b * h, s * t]) + mask).reshape([b, h, s, t]);
+                    } else {
+                        let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [n, s, t]), &self.device);
+                        scores = scores + mask.unsqueeze_dim::<4>(1);
+                    }
                 }
                 let probs = activation::softmax(scores, 3);
                 one(DynTensor::F4(probs.matmul(v).swap_dims(1, 2)))
@@ -593,7 +602,10 @@ impl<B: Backend> Executor<B> {
                 (cos * factor, sin * factor)
             }
         } else {
-            let key = (inv.iter().map(|f| f.to_bits()).collect(), interleaved, factor.to_bits(), offset, s);
+            // the tables are written out for every row and head, [batch, seq, heads, width]:
+            // Flex multiplies two operands of one shape with SIMD, whereas a [1, seq, 1, width]
+            // table broadcast over the rows and heads it would walk element by element
+            let key = (inv.iter().map(|f| f.to_bits()).collect(), interleaved, factor.to_bits(), offset, s, b, h);
             let mut tables = run.ropes.borrow_mut();
             tables
                 .entry(key)
@@ -608,7 +620,15 @@ impl<B: Backend> Executor<B> {
                         }
                     }
                     let table = |v: Vec<f32>| {
-                        Tensor::<B, 2>::from_data(TensorData::new(v, [s, width]), &self.device).reshape([1, s, 1, width])
+                        let mut full = Vec::with_capacity(b * s * h * width);
+                        for _ in 0..b {
+                            for row in v.chunks(width) {
+                                for _ in 0..h {
+                                    full.extend_from_slice(row);
+                                }
+                            }
+                        }
+                        Tensor::<B, 4>::from_data(TensorData::new(full, [b, s, h, width]), &self.device)
                     };
                     (table(cos), table(sin))
                 })
@@ -709,9 +729,20 @@ impl PrefixLayout {
 }
 
 /// An element-wise binary op with numpy broadcasting.
+///
+/// Speed: Flex runs a broadcast op with SIMD (in place when it can) only when the left operand
+/// is the full, contiguous one and the right one is broadcast (`x * gamma`); the other way round
+/// (`gamma * x`, as RMSNorm's weight comes first in the IR) it walks both operands element by
+/// element, an order of magnitude slower. Addition and multiplication of floats commute exactly,
+/// so their operands are put in that order; the values are the same bit for bit.
 fn binary<B: Backend>(op: BinaryOp, a: DynTensor<B>, b: DynTensor<B>) -> Result<DynTensor<B>> {
     let r = a.rank().max(b.rank());
     let (a, b) = (a.lift(r)?, b.lift(r)?);
+    let numel = |t: &DynTensor<B>| t.dims().iter().product::<usize>();
+    let (a, b) = match op {
+        BinaryOp::Add | BinaryOp::Mul if numel(&a) < numel(&b) => (b, a),
+        _ => (a, b),
+    };
     match op {
         BinaryOp::Add => float_zip!(a, b, |x, y| x + y),
         BinaryOp::Sub => float_zip!(a, b, |x, y| x - y),

@@ -179,6 +179,21 @@ impl<B: Backend> DynTensor<B> {
 }
 
 impl<B: Backend> DynTensor<B> {
+    /// The values, row-major, on the host, taking the tensor: unlike [`DynTensor::to_f32`], which
+    /// reads a shared tensor (a copy, always), this moves a contiguous buffer that nothing else
+    /// holds out as it is.
+    pub fn into_f32(self) -> Result<Vec<f32>> {
+        let data = match self {
+            DynTensor::F1(t) => t.into_data(),
+            DynTensor::F2(t) => t.into_data(),
+            DynTensor::F3(t) => t.into_data(),
+            DynTensor::F4(t) => t.into_data(),
+            DynTensor::F5(t) => t.into_data(),
+            _ => return Err(unsupported("reading an integer tensor as floats")),
+        };
+        data.convert::<f32>().into_vec::<f32>().map_err(|e| unsupported(&format!("{e:?}")))
+    }
+
     /// Whether it holds floats.
     pub fn is_float(&self) -> bool {
         !matches!(self, DynTensor::I1(_) | DynTensor::I2(_))

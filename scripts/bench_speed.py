@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""prunec against PyTorch eager on the same model and the same token ids, alternating the two
+(A B A B) so that both see the same machine load: forward tokens/s and forward+backward tokens/s
+of a batch of BATCH × SEQ tokens, and the time of LLM-Pruner's calibration (one forward+backward
+of 10 samples × 64 tokens, the recipe's), then prunec's whole recipe (group,score,prune).
+
+    python3 scripts/bench_speed.py PRUNEC GGUF [--rounds 3] [--batch 4] [--seq-len 128]
+                                   [--iters 3] [--threads N] [--attn eager] [--out FILE.md]
+                                   [--work DIR] [--no-recipe]
+
+Driven by `scripts/bench-speed`. The model is read by transformers from the GGUF file itself
+(`load_gguf_checkpoint`, weights dequantized to float32), as prunec reads it. The token ids of the
+forward and forward+backward batches are those `prunec bench` draws: SplitMix64 seeded 0,
+`below(vocab)` per token, row by row (`backends/src/runtime/bench.rs`), restated here; the
+calibration ids are `scripts/ab-smollm2`'s (Python's `random.Random(0)`, ids in 3..30000).
+
+Each measurement times ITERS batches after one untimed warm-up (as `prunec bench` does); the
+table reports the median over the rounds and the ratio prunec / PyTorch (> 1: prunec faster).
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+MASK = (1 << 64) - 1
+
+
+class SplitMix64:
+    """`prunec_ir::rng::SplitMix64`, bit for bit."""
+
+    def __init__(self, seed):
+        self.state = seed & MASK
+
+    def next_u64(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+        return z ^ (z >> 31)
+
+    def below(self, bound):
+        if bound <= 1:
+            return 0
+        rem = (MASK % bound + 1) % bound
+        while True:
+            x = self.next_u64()
+            if x <= MASK - rem:
+                return x % bound
+
+
+def bench_ids(vocab, batch, seq_len):
+    rng = SplitMix64(0)
+    return [[rng.below(vocab) for _ in range(seq_len)] for _ in range(batch)]
+
+
+def calib_ids():
+    r = random.Random(0)
+    return [[r.randrange(3, 30000) for _ in range(64)] for _ in range(10)]
+
+
+def run_prunec_bench(prunec, gguf, batch, seq_len, iters):
+    cmd = [prunec, "bench", gguf, "--batch", str(batch), "--seq-len", str(seq_len), "--iters", str(iters),
+           "--new-tokens", "0", "--row-json"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("row: "):
+            return json.loads(line[5:])
+    raise RuntimeError(f"no row from {' '.join(cmd)}:\n{out}")
+
+
+def run_prunec_recipe(prunec, gguf, work):
+    calib = os.path.join(work, "calib.jsonl")
+    out, report = os.path.join(work, "recipe-out.gguf"), os.path.join(work, "recipe.json")
+    cmd = [prunec, gguf, "--pass", "group,score,prune", "--unit-ratio", "0.2", "--gqa", "query",
+           "--attn-layers", "3..27", "--mlp-layers", "3..27", "--importance", "taylor-element1",
+           "--calib", calib, "--calib-samples", "10", "--calib-len", "64", "-o", out, "--report", report, "--force"]
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    passes = {p["name"]: p["seconds"] for p in json.load(open(report))["passes"]}
+    return wall, passes
+
+
+class Torch:
+    def __init__(self, gguf, threads, attn):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        folder, name = os.path.split(os.path.abspath(gguf))
+        t = time.perf_counter()
+        # from_pretrained(gguf_file=) wants `accelerate`; its own GGUF reader does without
+        from transformers import AutoConfig
+        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+        self.model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=torch.float32)
+        tensors = load_gguf_checkpoint(os.path.abspath(gguf), return_tensors=True, model_to_load=self.model)["tensors"]
+        result = self.model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
+        tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+        if result.unexpected_keys or set(result.missing_keys) - tied:
+            raise RuntimeError(f"GGUF tensors do not fit the model: {result}")
+        self.model.eval()
+        self.load_seconds = time.perf_counter() - t
+        self.torch = torch
+        self.vocab = self.model.get_input_embeddings().weight.shape[0]
+
+    def forward(self, ids, iters):
+        torch = self.torch
+        x = torch.tensor(ids)
+        with torch.no_grad():
+            self.model(x, use_cache=False).logits[0, 0, 0].item()
+            t = time.perf_counter()
+            for _ in range(iters):
+                self.model(x, use_cache=False).logits[0, 0, 0].item()
+            return x.numel() * iters / (time.perf_counter() - t)
+
+    def step(self, x):
+        loss = self.model(x, labels=x, use_cache=False).loss
+        loss.backward()
+        self.model.zero_grad(set_to_none=True)
+
+    def backward(self, ids, iters):
+        x = self.torch.tensor(ids)
+        self.step(x)
+        t = time.perf_counter()
+        for _ in range(iters):
+            self.step(x)
+        return x.numel() * iters / (time.perf_counter() - t)
+
+    def calibrate(self, ids):
+        """LLM-Pruner's taylor calibration: one forward+backward of the whole batch, then
+        |w ⊙ ∂L/∂w| of every weight (element1's salience before the per-unit sums)."""
+        x = self.torch.tensor(ids)
+        t = time.perf_counter()
+        loss = self.model(x, labels=x, use_cache=False).loss
+        loss.backward()
+        with self.torch.no_grad():
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    (p * p.grad).abs()
+        seconds = time.perf_counter() - t
+        self.model.zero_grad(set_to_none=True)
+        return seconds
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("prunec")
+    ap.add_argument("gguf")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--attn", default="eager", help="transformers' attn_implementation (eager, sdpa)")
+    ap.add_argument("--work", default="/tmp/prunec-bench-speed")
+    ap.add_argument("--no-recipe", action="store_true", help="skip the calibration and the recipe")
+    ap.add_argument("--out", help="also write the table (Markdown) here")
+    args = ap.parse_args()
+
+    import torch
+    import transformers
+
+    os.makedirs(args.work, exist_ok=True)
+    with open(os.path.join(args.work, "calib.jsonl"), "w") as f:
+        for row in calib_ids():
+            f.write(json.dumps({"input_ids": row}) + "\n")
+    pt = Torch(args.gguf, args.threads, args.attn)
+    ids = bench_ids(pt.vocab, args.batch, args.seq_len)
+    rows = {k: ([], []) for k in ("forward", "backward", "calibration", "recipe")}
+    recipe_passes = []
+    loads = []
+    for r in range(args.rounds):
+        loads.append(os.getloadavg()[0])
+        # A: prunec, B: PyTorch, alternating within each round
+        row = run_prunec_bench(args.prunec, args.gguf, args.batch, args.seq_len, args.iters)
+        f, b = pt.forward(ids, args.iters), pt.backward(ids, args.iters)
+        rows["forward"][0].append(row["forward_tokens_per_s"])
+        rows["forward"][1].append(f)
+        rows["backward"][0].append(row["backward_tokens_per_s"])
+        rows["backward"][1].append(b)
+        print(f"round {r + 1}: forward prunec {row['forward_tokens_per_s']:.0f} torch {f:.0f} tok/s; "
+              f"fwd+bwd prunec {row['backward_tokens_per_s']:.0f} torch {b:.0f} tok/s", file=sys.stderr, flush=True)
+        if not args.no_recipe:
+            wall, passes = run_prunec_recipe(args.prunec, args.gguf, args.work)
+            c = pt.calibrate(calib_ids())
+            rows["recipe"][0].append(wall)
+            rows["calibration"][0].append(passes.get("score", float("nan")))
+            rows["calibration"][1].append(c)
+            recipe_passes.append(passes)
+            print(f"round {r + 1}: recipe prunec {wall:.2f} s ({', '.join(f'{k} {v:.2f} s' for k, v in passes.items())}); "
+                  f"torch calibration {c:.2f} s", file=sys.stderr, flush=True)
+
+    med = lambda xs: statistics.median(xs) if xs else float("nan")
+    lines = [
+        f"prunec `{args.prunec}` against PyTorch {torch.__version__} eager (transformers {transformers.__version__}, "
+        f"attn_implementation={args.attn}, {args.threads} threads) on `{os.path.basename(args.gguf)}` "
+        f"({os.cpu_count()} cores); {args.rounds} rounds A B A B, medians; ratio > 1: prunec faster.",
+        f"Load average (1 min) at the start of each round: {', '.join(f'{x:.1f}' for x in loads)} "
+        "(above the core count, other work shared the cores: PyTorch's OpenMP threads suffer from that "
+        "more than prunec's rayon pool, so such figures flatter prunec).",
+        "",
+        "| measure | prunec | PyTorch | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for key, label in (("forward", f"forward tokens/s ({args.batch}×{args.seq_len})"),
+                       ("backward", f"forward+backward tokens/s ({args.batch}×{args.seq_len})")):
+        p, t = med(rows[key][0]), med(rows[key][1])
+        lines.append(f"| {label} | {p:.0f} | {t:.0f} | {p / t:.2f} |")
+    if not args.no_recipe:
+        p, t = med(rows["calibration"][0]), med(rows["calibration"][1])
+        lines.append(f"| calibration 10×64 s (prunec: the score pass; PyTorch: fwd+bwd+\\|w·g\\|) | {p:.2f} | {t:.2f} | {t / p:.2f} |")
+        lines.append(f"| recipe group,score,prune wall s (prunec process) | {med(rows['recipe'][0]):.2f} | — | — |")
+        keys = sorted({k for ps in recipe_passes for k in ps})
+        lines.append("")
+        lines.append("prunec recipe passes (median s): " + ", ".join(
+            f"{k} {med([ps[k] for ps in recipe_passes if k in ps]):.2f}" for k in keys))
+    lines.append("")
+    lines.append("raw: " + json.dumps({k: {"prunec": v[0], "torch": v[1]} for k, v in rows.items()}))
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
