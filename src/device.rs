@@ -150,6 +150,15 @@ impl Cluster {
         local
     }
 
+    /// The local peers' devices, of `dev`'s kind, by their ordinals (every CPU peer is the CPU).
+    fn devices_like<D: prunec_backends::burn::tensor::backend::DeviceOps>(&self, dev: &D) -> Vec<D> {
+        let kind = dev.to_id().type_id;
+        self.ordinals
+            .iter()
+            .map(|&i| D::from_id(prunec_backends::burn::tensor::backend::DeviceId { type_id: kind, index_id: i as u16 }))
+            .collect()
+    }
+
     /// Whether there is more than one peer.
     pub fn is_parallel(&self) -> bool {
         self.ordinals.len() > 1 || self.nodes.is_some()
@@ -297,35 +306,11 @@ macro_rules! on_device {
 macro_rules! on_peers {
     ($cluster:expr, |$b:ident, $a:ident, $peer:ident| $body:expr) => {{
         let cluster: &Cluster = $cluster;
-        match cluster.device {
-            Device::Cpu => {
-                #[allow(dead_code)]
-                type $b = runtime::Cpu;
-                #[allow(dead_code)]
-                type $a = runtime::CpuAutodiff;
-                let devices: Vec<_> = cluster.ordinals.iter().map(|_| runtime::cpu()).collect();
-                runtime::run_peers::<$b, _>(&devices, cluster.nodes.as_ref(), cluster.timeout, |$peer| $body)
-                    .map_err(anyhow::Error::from)
-            }
-            Device::Cuda => {
-                #[cfg(feature = "cuda")]
-                {
-                    cuda_driver()?;
-                    #[allow(dead_code)]
-                    type $b = prunec_backends::burn::backend::Cuda;
-                    #[allow(dead_code)]
-                    type $a = prunec_backends::burn::backend::Autodiff<prunec_backends::burn::backend::Cuda>;
-                    let devices: Vec<_> =
-                        cluster.ordinals.iter().map(|&i| prunec_backends::burn::backend::cuda::CudaDevice::new(i)).collect();
-                    runtime::run_peers::<$b, _>(&devices, cluster.nodes.as_ref(), cluster.timeout, |$peer| $body)
-                        .map_err(anyhow::Error::from)
-                }
-                #[cfg(not(feature = "cuda"))]
-                {
-                    no_cuda()
-                }
-            }
-        }
+        on_device!(cluster.device, |$b, $a, dev| {
+            let devices = cluster.devices_like(&dev);
+            runtime::run_peers::<$b, _>(&devices, cluster.nodes.as_ref(), cluster.timeout, |$peer| $body)
+                .map_err(anyhow::Error::from)
+        })
     }};
 }
 

@@ -400,6 +400,62 @@ fn a_killed_rank_ends_the_other_with_an_error() {
     assert!(!dir.path().join("rank0").exists(), "no output from a failed run");
 }
 
+/// Prune, LoRA recovery (20 steps, 4 micro-batches a step) and merge from the command line:
+/// `--devices cpu:0,cpu:1` trains the adapters one peer trains, bit for bit.
+#[test]
+fn devices_split_recovery_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ids_jsonl(dir.path(), 12, 12);
+    let run = |tag: &str, extra: &[&str]| {
+        let (adapter, out) = (dir.path().join(format!("adapter-{tag}")), dir.path().join(format!("out-{tag}")));
+        let mut args = vec![
+            fixture("llama-mha").to_str().unwrap().to_string(),
+            "--pass".into(),
+            "group,score,prune,lora,recover,merge".into(),
+            "--importance".into(),
+            "l2".into(),
+            "--ratio".into(),
+            "0.2".into(),
+            "--train-text".into(),
+            ids.to_str().unwrap().into(),
+            "--cutoff-len".into(),
+            "12".into(),
+            "--val-set-size".into(),
+            "2".into(),
+            "--batch-size".into(),
+            "4".into(),
+            "--micro-batch-size".into(),
+            "1".into(),
+            "--steps".into(),
+            "20".into(),
+            "--lr".into(),
+            "1e-2".into(),
+            "--lora-dropout".into(),
+            "0".into(),
+            "--adapter-out".into(),
+            adapter.to_str().unwrap().into(),
+            "-o".into(),
+            out.to_str().unwrap().into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let r = prunec(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let (_, err) = texts(&r);
+        assert!(r.status.success(), "{tag}: {err}");
+        let tensors = std::fs::read(adapter.join("adapter_model.safetensors")).unwrap();
+        let tensors = safetensors::SafeTensors::deserialize(&tensors).unwrap();
+        let mut values: Vec<(String, Vec<u8>)> = tensors.tensors().into_iter().map(|(n, t)| (n, t.data().to_vec())).collect();
+        values.sort();
+        (values, std::fs::read(out.join("model.safetensors")).unwrap(), err)
+    };
+    let (one, merged_one, _) = run("one", &[]);
+    let (two, merged_two, err) = run("two", &["--devices", "cpu:0,cpu:1"]);
+    assert_eq!(one.len(), 56, "28 adapters");
+    assert!(one == two, "2 peers train other adapters than 1");
+    assert_eq!(merged_one, merged_two, "the same merged model");
+    digest(&err, "adapters");
+    assert!(err.contains("peer 1 (cpu:1): computed"), "{err}");
+}
+
 /// LLM-Pruner's recipe on SmolLM2-135M (taylor-element1, block-wise, layers 3..27, the
 /// embedded 10 × 64 calibration tokens) with `--devices cpu:0,cpu:1` against one peer.
 #[test]
