@@ -346,15 +346,19 @@ pub fn run(cli: &crate::cli::RunArgs, model: &mut Model, model_path: &Path) -> R
     let cluster = cli.parallel.cluster(cli.device)?;
     let (outcome, times) = crate::device::train(&cluster, model, &trainable, &train_view, &val_view, eval_text, &opts, &mut observer)
         .context("training")?;
-    if cluster.is_parallel() {
-        cluster.describe(&times);
+    let peers = if cluster.is_parallel() {
+        let mut record = cluster.describe(&times);
         let mut d = crate::session::Digest::default();
         for name in &trainable {
             d.add_name(name);
             d.add(&model.params.read_f32(name)?);
         }
         eprintln!("adapters digest {} (equal on every peer)", d.hex());
-    }
+        record["digest"] = d.hex().into();
+        record
+    } else {
+        serde_json::Value::Null
+    };
     let Observer { bar, peft, .. } = observer;
     bar.finish();
     if let Some(out) = &args.adapter_out {
@@ -399,5 +403,9 @@ pub fn run(cli: &crate::cli::RunArgs, model: &mut Model, model_path: &Path) -> R
         "step_losses": outcome.step_losses,
         "curve": curve,
     });
+    let mut training = training;
+    if !peers.is_null() {
+        training["peers"] = peers;
+    }
     Ok((summary, training))
 }

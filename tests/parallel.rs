@@ -448,7 +448,12 @@ fn devices_split_recovery_from_the_command_line() {
         (values, std::fs::read(out.join("model.safetensors")).unwrap(), err)
     };
     let (one, merged_one, _) = run("one", &[]);
-    let (two, merged_two, err) = run("two", &["--devices", "cpu:0,cpu:1"]);
+    let report = dir.path().join("report.json");
+    let (two, merged_two, err) = run("two", &["--devices", "cpu:0,cpu:1", "--report", report.to_str().unwrap()]);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let peers = &report["training"]["peers"];
+    assert_eq!(peers["count"], 2, "{peers}");
+    assert!(peers["local"].as_array().unwrap().iter().all(|p| p["communicate_s"].as_f64().is_some() && p["all_reduce_calls"].as_u64() > Some(0)), "{peers}");
     assert_eq!(one.len(), 56, "28 adapters");
     assert!(one == two, "2 peers train other adapters than 1");
     assert_eq!(merged_one, merged_two, "the same merged model");
