@@ -276,9 +276,20 @@ fn digest(stderr: &str, what: &str) -> String {
 /// The recipe on a fixture, with `extra` arguments; returns the scores, the written model's
 /// bytes and stderr.
 fn recipe(dir: &std::path::Path, tag: &str, extra: &[&str]) -> (BTreeMap<String, f64>, Vec<u8>, String) {
-    let ids = ids_jsonl(dir, 10, 12);
+    let mut args = recipe_args(dir, tag, 10);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let run = prunec(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (_, err) = texts(&run);
+    assert!(run.status.success(), "{tag}: {err}");
+    (scores_file(&dir.join(format!("{tag}.json"))), std::fs::read(dir.join(tag).join("model.safetensors")).unwrap(), err)
+}
+
+/// The recipe's arguments on the llama-gqa fixture, `samples` rows of 12 ids, writing the
+/// scores to `TAG.json` and the model to the folder `TAG` in `dir`.
+fn recipe_args(dir: &std::path::Path, tag: &str, samples: usize) -> Vec<String> {
+    let ids = ids_jsonl(dir, samples, 12);
     let (scores, out) = (dir.join(format!("{tag}.json")), dir.join(tag));
-    let mut args = vec![
+    vec![
         fixture("llama-gqa").to_str().unwrap().to_string(),
         "--pass".into(),
         "group,score,prune".into(),
@@ -287,17 +298,12 @@ fn recipe(dir: &std::path::Path, tag: &str, extra: &[&str]) -> (BTreeMap<String,
         "--calib".into(),
         ids.to_str().unwrap().into(),
         "--calib-samples".into(),
-        "10".into(),
+        samples.to_string(),
         "--scores-out".into(),
         scores.to_str().unwrap().into(),
         "-o".into(),
         out.to_str().unwrap().into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let run = prunec(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let (_, err) = texts(&run);
-    assert!(run.status.success(), "{tag}: {err}");
-    (scores_file(&scores), std::fs::read(out.join("model.safetensors")).unwrap(), err)
+    ]
 }
 
 #[test]
@@ -324,24 +330,9 @@ fn devices_split_calibration_from_the_command_line() {
 
 /// Starts one rank of the recipe over the loopback address.
 fn start_rank(dir: &std::path::Path, rank: u32, coordinator: &str, node_port: u16, timeout: &str, tag: &str, samples: usize) -> std::process::Child {
-    let ids = ids_jsonl(dir, samples, 12);
-    let scores = dir.join(format!("{tag}.json"));
-    let out = dir.join(tag);
     Command::new(env!("CARGO_BIN_EXE_prunec"))
+        .args(recipe_args(dir, tag, samples))
         .args([
-            fixture("llama-gqa").to_str().unwrap(),
-            "--pass",
-            "group,score,prune",
-            "--ratio",
-            "0.25",
-            "--calib",
-            ids.to_str().unwrap(),
-            "--calib-samples",
-            &samples.to_string(),
-            "--scores-out",
-            scores.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
             "--world-size",
             "2",
             "--rank",

@@ -80,8 +80,10 @@ pub fn calibrate_on<B: AutodiffBackend>(
     let mut fisher: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     let mut loss_sum = 0.0f64;
     let mut done = 0;
-    let mine: usize = batches.iter().enumerate().filter(|(i, _)| peer.owns(*i)).map(|(_, b)| b.len()).sum();
-    for batch in batches.iter().enumerate().filter(|(i, _)| peer.owns(*i)).map(|(_, b)| b) {
+    // this peer's micro-batches (all of them when it is alone)
+    let owned: Vec<&Vec<Vec<u32>>> = batches.iter().enumerate().filter(|(i, _)| peer.owns(*i)).map(|(_, b)| b).collect();
+    let mine: usize = owned.iter().map(|b| b.len()).sum();
+    for batch in owned {
         let ids = exec.ids(batch)?;
         let loss = causal_lm_loss(exec.forward(ids.clone())?, ids.clone());
         let tokens = batch.len() * (batch[0].len() - 1);

@@ -164,24 +164,15 @@ impl<B: Backend> DynTensor<B> {
         }
     }
 
-    /// The values, row-major, on the host.
+    /// The values, row-major, on the host (a copy: the tensor stays shared).
     pub fn to_f32(&self) -> Result<Vec<f32>> {
-        let data = match self {
-            DynTensor::F1(t) => t.to_data(),
-            DynTensor::F2(t) => t.to_data(),
-            DynTensor::F3(t) => t.to_data(),
-            DynTensor::F4(t) => t.to_data(),
-            DynTensor::F5(t) => t.to_data(),
-            _ => return Err(unsupported("reading an integer tensor as floats")),
-        };
-        data.convert::<f32>().into_vec::<f32>().map_err(|e| unsupported(&format!("{e:?}")))
+        self.clone().into_f32()
     }
 }
 
 impl<B: Backend> DynTensor<B> {
-    /// The values, row-major, on the host, taking the tensor: unlike [`DynTensor::to_f32`], which
-    /// reads a shared tensor (a copy, always), this moves a contiguous buffer that nothing else
-    /// holds out as it is.
+    /// The values, row-major, on the host, taking the tensor: a contiguous buffer that nothing
+    /// else holds moves out as it is (a shared one is copied).
     pub fn into_f32(self) -> Result<Vec<f32>> {
         let data = match self {
             DynTensor::F1(t) => t.into_data(),
