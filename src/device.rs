@@ -410,8 +410,8 @@ pub fn calibrate(
     let run = on_peers!(cluster, |B, A, peer| {
         let local = cluster.joined(peer.rank(), peer.peers());
         match first.take(local) {
-            Some(progress) => runtime::calibrate_on::<A>(model, peer, samples, options, progress),
-            None => runtime::calibrate_on::<A>(model, peer, samples, options, |_, _| {}),
+            Some(progress) => runtime::calibrate_on::<A>(model, peer, samples, options.clone(), progress),
+            None => runtime::calibrate_on::<A>(model, peer, samples, options.clone(), |_, _| {}),
         }
     })?;
     let stats = run.results.into_iter().next().context("no peer ran")?;

@@ -175,12 +175,13 @@ const CALIBRATION_TOKENS: usize = 1024;
 
 /// Calibration for `importance` (the Fisher diagonal too when it needs it), holding the whole
 /// model: the gradient of the mean loss on `--calib-samples` windows of `--calib`, recorded in
-/// the report.
+/// the report; of the parameters `wanted` only when given (the others get no gradient).
 pub(crate) fn calibrate(
     cli: &RunArgs,
     model: &Model,
     model_path: &Path,
     importance: prunec_passes::Importance,
+    wanted: Option<Vec<String>>,
     report: &mut Report,
 ) -> Result<prunec_ir::CalibrationStats> {
     let (samples, calib_name) = calibration_samples(cli, model, model_path, importance)?;
@@ -190,7 +191,7 @@ pub(crate) fn calibrate(
     // peers, at least one pass for each
     let longest = samples.iter().map(Vec::len).max().unwrap_or(1);
     let micro_batch = (CALIBRATION_TOKENS / longest.max(1)).max(1).min(samples.len().div_ceil(cluster.peers()).max(1));
-    let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch };
+    let options = prunec_backends::runtime::CalibrationOptions { fisher: importance.needs_fisher(), micro_batch, wanted };
     let mut bar = Progress::new("calibrate", samples.len(), "samples");
     let (stats, times) = device::calibrate(&cluster, model, &samples, options, |done, mine| {
         bar.update(done * samples.len() / mine.max(1), "")
@@ -312,8 +313,15 @@ pub(crate) fn run_score(
         let saliences = calibrate_streamed(cli, model, model_path, importance, scope, memory, report)?;
         prunec_passes::score_with(model, saliences, importance, aggregation, cli.seed, scope)?
     } else {
-        let stats = if calibrates { Some(calibrate(cli, model, model_path, importance, report)?) } else { None };
-        prunec_passes::score(model, stats.as_ref(), importance, aggregation, cli.seed)?
+        // the gradients of the parameters of the groups in scope only (all when it takes every
+        // group): the backward pass then skips the others', and every layer below the lowest
+        // scored one (LLM-Pruner's recipe: the first layers, and the tied embedding's table)
+        let groups = model.groups.as_deref().unwrap_or_default();
+        let partial = calibrates && !groups.iter().all(scope);
+        let wanted = partial.then(|| prunec_passes::scored_axes(model, scope).into_keys().collect());
+        let stats = if calibrates { Some(calibrate(cli, model, model_path, importance, wanted, report)?) } else { None };
+        let every = |_: &prunec_ir::Group| true;
+        prunec_passes::score_in(model, stats.as_ref(), importance, aggregation, cli.seed, if partial { scope } else { &every })?
     };
     let units: usize = s.groups.iter().map(|g| g.units.len()).sum();
     let scored = s.groups.iter().filter(|g| g.is_scored()).count();

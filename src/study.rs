@@ -129,7 +129,7 @@ impl<'a> Bench<'a> {
         prunec_passes::run_group(&mut model).context("pass `group`")?;
         let needs = |f: fn(Importance) -> bool| importances.iter().copied().find(|&i| f(i));
         let stats = match needs(Importance::needs_fisher).or_else(|| needs(Importance::needs_gradient)) {
-            Some(i) => Some(crate::session::calibrate(cli, &model, &path, i, &mut Report::default())?),
+            Some(i) => Some(crate::session::calibrate(cli, &model, &path, i, None, &mut Report::default())?),
             None => None,
         };
         Ok(Bench { cli, path, model, text, tokens, stats })

@@ -21,7 +21,7 @@ fn gradient_and_fisher_match_llm_pruner() {
     let rows = golden.rows("input_ids");
     let acc = GoldenFile::read(&fixture("llm-pruner-importance-acc-grad.safetensors"));
     let mut calls = 0;
-    let stats = calibrate::<CpuAutodiff>(&model, &cpu(), &rows, CalibrationOptions { fisher: true, micro_batch: 4 }, |_, _| calls += 1)
+    let stats = calibrate::<CpuAutodiff>(&model, &cpu(), &rows, CalibrationOptions { fisher: true, micro_batch: 4, wanted: None }, |_, _| calls += 1)
         .unwrap();
     assert_eq!((stats.samples, stats.tokens, calls), (2, 22, 2), "one backward per sample");
     assert!((stats.loss - 7.0955033).abs() < 1e-5, "{}", stats.loss);
@@ -43,7 +43,7 @@ fn micro_batched_gradient_equals_per_sample_gradient() {
     let model = prunec_frontends::load(&fixture("llama-gqa")).unwrap();
     let golden = golden("llama-gqa");
     let rows = golden.rows("input_ids");
-    let batched = calibrate::<CpuAutodiff>(&model, &cpu(), &rows, CalibrationOptions { fisher: false, micro_batch: 2 }, |_, _| {}).unwrap();
+    let batched = calibrate::<CpuAutodiff>(&model, &cpu(), &rows, CalibrationOptions { fisher: false, micro_batch: 2, wanted: None }, |_, _| {}).unwrap();
     assert!(batched.fisher.is_none());
     for (name, g) in &batched.grad {
         assert!(rel_err(g, golden.floats(&format!("grad.{name}"))) < 1e-4, "{name}");
@@ -55,4 +55,35 @@ fn samples_too_short_are_refused() {
     let model = prunec_frontends::load(&fixture("llama-gqa")).unwrap();
     let e = calibrate::<CpuAutodiff>(&model, &cpu(), &[vec![1]], CalibrationOptions::default(), |_, _| {}).unwrap_err();
     assert!(e.to_string().contains("at least 2 tokens"), "{e}");
+}
+
+/// Gradients of some parameters only: the others get none (they are constants of the backward
+/// pass), and the wanted ones are those of a calibration of every parameter, bit for bit.
+#[test]
+fn gradients_of_the_wanted_parameters_only() {
+    for fixture_name in ["llama-mha", "chatglm2-6b"] {
+        let model = prunec_frontends::load(&fixture(fixture_name)).unwrap();
+        let rows = golden(fixture_name).rows("input_ids");
+        for fisher in [false, true] {
+            let run = |wanted| {
+                let options = CalibrationOptions { fisher, micro_batch: 4, wanted };
+                calibrate::<CpuAutodiff>(&model, &cpu(), &rows, options, |_, _| {}).unwrap()
+            };
+            let full = run(None);
+            // the second layer's parameters (no embedding, head or first layer)
+            let wanted: Vec<String> = full.grad.keys().filter(|n| n.contains(".1.")).cloned().collect();
+            assert!(!wanted.is_empty() && wanted.len() * 2 < full.grad.len(), "{fixture_name}: {wanted:?}");
+            let some = run(Some(wanted.clone()));
+            assert_eq!(some.loss.to_bits(), full.loss.to_bits());
+            let stats = [(&some.grad, &full.grad)].into_iter().chain(some.fisher.as_ref().zip(full.fisher.as_ref()));
+            assert_eq!(stats.clone().count(), 1 + usize::from(fisher));
+            for (some, full) in stats {
+                assert!(some.keys().eq(wanted.iter()), "{fixture_name}: {:?}", some.keys());
+                for name in &wanted {
+                    let (a, b) = (&some[name], &full[name]);
+                    assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "{fixture_name} {name}");
+                }
+            }
+        }
+    }
 }

@@ -54,7 +54,8 @@ fn llm_pruner_recipe_from_the_command_line() {
     // linear MACs per token: 4 layers × (4·64·64 + 3·176·64) + 256·64 before; 25088 fewer after
     assert_eq!(json["macs_per_token"]["before"], 4 * (4 * 64 * 64 + 3 * 176 * 64) + 256 * 64);
     assert_eq!(json["macs_per_token"]["after"], 4 * (4 * 64 * 64 + 3 * 176 * 64) + 256 * 64 - 25088);
-    assert_eq!(json["importance"].as_array().unwrap().len(), 9);
+    // the groups prune takes (attention and mlp of layers 1 and 2) are the ones scored
+    assert_eq!(json["importance"].as_array().unwrap().len(), 4);
     let widths = json["widths"].as_array().unwrap();
     assert_eq!(widths.len(), 4, "attention and mlp of layers 1 and 2");
     assert!(widths.iter().any(|w| w["layer"] == 1 && w["kind"] == "mlp" && w["units_before"] == 176 && w["units_after"] == 132));
@@ -69,6 +70,46 @@ fn llm_pruner_recipe_from_the_command_line() {
     let (before, after) = (json["perplexity"]["before"].as_f64().unwrap(), json["perplexity"]["after"].as_f64().unwrap());
     assert!((before / 7.0955033f64.exp() - 1.0).abs() < 1e-5);
     assert!(after.is_finite() && after != before);
+}
+
+/// Scores of a `--scores-out` file, by (layer, kind, unit).
+fn scores_file(path: &std::path::Path) -> std::collections::BTreeMap<String, f64> {
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let units = doc["units"].as_array().unwrap().iter();
+    units.map(|u| (format!("{} {} {}", u["layer"], u["kind"], u["unit"]), u["score"].as_f64().unwrap())).collect()
+}
+
+/// With `prune` following, only the groups it prunes are scored, and calibration takes the
+/// gradients of their parameters only (none of the embedding, the head, or the layers outside
+/// --attn-layers/--mlp-layers): their scores are those of a calibration of every parameter,
+/// bit for bit.
+#[test]
+fn calibration_of_the_pruned_layers_only_scores_as_a_full_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = common::golden_ids_jsonl(dir.path());
+    for model in ["llama-mha", "llama-gqa", "chatglm2-6b"] {
+        let path = fixture(model);
+        let run = |passes: &str, scores: &str| {
+            let scores = dir.path().join(format!("{model}-{scores}"));
+            let mut args = vec![path.to_str().unwrap(), "--pass", passes, "--importance", "taylor-element1", "--calib"];
+            args.extend([calib.to_str().unwrap(), "--calib-len", "12", "--attn-layers", "1..2", "--mlp-layers", "2..3"]);
+            args.extend(["--unit-ratio", "0.25", "--scores-out", scores.to_str().unwrap(), "-o"]);
+            let out_dir = dir.path().join(format!("{model}-{passes}"));
+            args.push(out_dir.to_str().unwrap());
+            let out = prunec(&args);
+            assert!(out.status.success(), "{model} {passes}: {}", texts(&out).1);
+            scores_file(&scores)
+        };
+        let all = run("group,score", "all.json");
+        let scoped = run("group,score,prune", "scoped.json");
+        let kinds: Vec<&str> = scoped.keys().map(|k| k.split_once(' ').unwrap().1).collect();
+        assert!(!scoped.is_empty() && scoped.len() < all.len(), "{model}: {} of {} units", scoped.len(), all.len());
+        assert!(kinds.iter().all(|k| k.starts_with("\"attention\"") || k.starts_with("\"mlp\"")), "{model}: {kinds:?}");
+        assert!(scoped.keys().all(|k| k.starts_with("1 \"attention\"") || k.starts_with("2 \"mlp\"")), "{model}: {:?}", scoped.keys());
+        for (unit, score) in &scoped {
+            assert_eq!(score.to_bits(), all[unit].to_bits(), "{model} {unit}: {score} and {}", all[unit]);
+        }
+    }
 }
 
 #[test]

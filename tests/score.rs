@@ -21,7 +21,7 @@ fn scores_match_llm_pruner() {
     let mut model = prunec_frontends::load(&fixture("llama-mha")).unwrap();
     prunec_passes::run_group(&mut model).unwrap();
     let stats =
-        calibrate::<CpuAutodiff>(&model, &cpu(), &golden_rows(), CalibrationOptions { fisher: true, micro_batch: 1 }, |_, _| {})
+        calibrate::<CpuAutodiff>(&model, &cpu(), &golden_rows(), CalibrationOptions { fisher: true, micro_batch: 1, wanted: None }, |_, _| {})
             .unwrap();
     let groups = model.groups.clone().unwrap();
     let variants = [

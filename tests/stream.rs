@@ -42,7 +42,7 @@ fn both_paths(
     micro_batch: usize,
 ) -> Vec<(Importance, Scores, Scores)> {
     let estimators: Vec<Importance> = TAYLOR.into_iter().filter(|i| fisher || !i.needs_fisher()).collect();
-    let options = runtime::CalibrationOptions { fisher, micro_batch };
+    let options = runtime::CalibrationOptions { fisher, micro_batch, wanted: None };
     let stats = runtime::calibrate::<CpuAutodiff>(model, &cpu(), samples, options, |_, _| {}).unwrap();
     let axes = scored_axes(model, scope);
     let mut saliences: Vec<Saliences> = estimators.iter().map(|_| Saliences::new()).collect();

@@ -22,7 +22,7 @@ pub mod score;
 pub use group::{find_groups, summarize};
 pub use lora::LoraOptions;
 pub use manager::{parse_pipeline, run_group, run_pass, Group, Lora, Merge, Pass, PassName, PassOutcome};
-pub use score::{score, score_with, scored_axes, Aggregation, GroupScores, Importance, Saliences, Scores};
+pub use score::{score, score_in, score_with, scored_axes, Aggregation, GroupScores, Importance, Saliences, Scores};
 
 use prunec_ir::IrError;
 

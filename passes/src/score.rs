@@ -433,7 +433,20 @@ pub fn score(
     aggregation: Aggregation,
     seed: u64,
 ) -> Result<Scores> {
-    score_groups(model, MemberVectors::new(model, stats, importance, seed), aggregation, &|_| true)
+    score_in(model, stats, importance, aggregation, seed, &|_| true)
+}
+
+/// [`score`] of the groups `scope` accepts only; the other groups get no scores (empty
+/// [`GroupScores`]), so `stats` need only hold the parameters of [`scored_axes`]`(model, scope)`.
+pub fn score_in(
+    model: &Model,
+    stats: Option<&CalibrationStats>,
+    importance: Importance,
+    aggregation: Aggregation,
+    seed: u64,
+    scope: &dyn Fn(&Group) -> bool,
+) -> Result<Scores> {
+    score_groups(model, MemberVectors::new(model, stats, importance, seed), aggregation, scope)
 }
 
 /// Scores the units of the groups `scope` accepts from saliences computed ahead (by the

@@ -1,5 +1,6 @@
-//! Calibration: the causal-LM loss on a few samples, its gradient for every parameter, and
-//! the per-sample squared gradients whose mean approximates the Hessian diagonal (Fisher).
+//! Calibration: the causal-LM loss on a few samples, its gradient for every parameter (or for
+//! those [wanted](CalibrationOptions::wanted)), and the per-sample squared gradients whose mean
+//! approximates the Hessian diagonal (Fisher).
 //!
 //! Memory: besides the model and the autodiff graph of one micro-batch, it holds one f32
 //! copy of the parameters per statistic asked for (the gradient; the Fisher diagonal).
@@ -15,17 +16,21 @@ use super::tensor::DynTensor;
 use crate::{BackendError, Result};
 
 /// How to calibrate.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CalibrationOptions {
     /// Also accumulate the Fisher diagonal (needs one backward pass per sample).
     pub fisher: bool,
     /// Samples per forward/backward pass when the Fisher diagonal is not asked for.
     pub micro_batch: usize,
+    /// The parameters whose statistics are wanted (`None`: every parameter). The others stay
+    /// constants: the backward pass computes no gradient for them, and none for the layers
+    /// below the lowest wanted one.
+    pub wanted: Option<Vec<String>>,
 }
 
 impl Default for CalibrationOptions {
     fn default() -> Self {
-        CalibrationOptions { fisher: false, micro_batch: 4 }
+        CalibrationOptions { fisher: false, micro_batch: 4, wanted: None }
     }
 }
 
@@ -65,7 +70,10 @@ pub fn calibrate_on<B: AutodiffBackend>(
         return Err(BackendError::Lowering("calibration needs samples of at least 2 tokens".into()));
     }
     let mut exec = Executor::<B>::new(model, peer.device())?;
-    exec.require_grad();
+    match &options.wanted {
+        Some(names) => exec.require_grad_of(names)?,
+        None => exec.require_grad(),
+    }
     let total_tokens: usize = samples.iter().map(|s| s.len() - 1).sum();
     // batches of equal-length samples; one sample per batch when per-sample gradients are needed
     let per_batch = if options.fisher { 1 } else { options.micro_batch.max(1) };
