@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """prunec against PyTorch eager on the same model and the same token ids, alternating the two
 (A B A B) so that both see the same machine load: forward tokens/s and forward+backward tokens/s
-of a batch of BATCH × SEQ tokens, and the time of LLM-Pruner's calibration (one forward+backward
-of 10 samples × 64 tokens, the recipe's), then prunec's whole recipe (group,score,prune).
+of a batch of BATCH × SEQ tokens, LoRA training tokens/s on that batch (prunec's `lora,recover`
+against PEFT, LLM-Pruner's adapter settings), and the time of LLM-Pruner's calibration (one
+forward+backward of 10 samples × 64 tokens, the recipe's), then prunec's whole recipe
+(group,score,prune).
 
     python3 scripts/bench_speed.py PRUNEC GGUF [--rounds 3] [--batch 4] [--seq-len 128]
                                    [--iters 3] [--threads N] [--attn eager] [--out FILE.md]
-                                   [--work DIR] [--no-recipe]
+                                   [--work DIR] [--no-recipe] [--lora-steps 3] [--devices cpu:0,cpu:1]
 
 Driven by `scripts/bench-speed`. The model is read by transformers from the GGUF file itself
 (`load_gguf_checkpoint`, weights dequantized to float32), as prunec reads it. The token ids of the
@@ -76,17 +78,35 @@ def run_prunec_bench(prunec, gguf, batch, seq_len, iters):
     raise RuntimeError(f"no row from {' '.join(cmd)}:\n{out}")
 
 
-def run_prunec_recipe(prunec, gguf, work):
+def run_prunec_recipe(prunec, gguf, work, devices=None):
     calib = os.path.join(work, "calib.jsonl")
     out, report = os.path.join(work, "recipe-out.gguf"), os.path.join(work, "recipe.json")
     cmd = [prunec, gguf, "--pass", "group,score,prune", "--unit-ratio", "0.2", "--gqa", "query",
            "--attn-layers", "3..27", "--mlp-layers", "3..27", "--importance", "taylor-element1",
            "--calib", calib, "--calib-samples", "10", "--calib-len", "64", "-o", out, "--report", report, "--force"]
+    if devices:
+        cmd += ["--devices", devices]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - t
     passes = {p["name"]: p["seconds"] for p in json.load(open(report))["passes"]}
     return wall, passes
+
+
+def run_prunec_lora(prunec, gguf, work, rows, steps):
+    """prunec's LoRA recovery (LLM-Pruner's adapters: r 8, alpha 16, dropout 0.05 on every
+    linear of the layers; AdamW lr 1e-4) on `rows` (one step = all of them, one micro-batch):
+    training tokens/s as its report gives it (every step, the first included)."""
+    data, report = os.path.join(work, "lora.jsonl"), os.path.join(work, "lora.json")
+    with open(data, "w") as f:
+        for row in rows:
+            f.write(json.dumps({"input_ids": row}) + "\n")
+    n = str(len(rows))
+    cmd = [prunec, gguf, "--pass", "lora,recover", "--train-text", data, "--cutoff-len", str(len(rows[0])),
+           "--steps", str(steps), "--batch-size", n, "--micro-batch-size", n, "--val-set-size", "0",
+           "--warmup-steps", "0", "--report", report, "--force"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.load(open(report))["training"]["tokens_per_s"]
 
 
 class Torch:
@@ -137,6 +157,30 @@ class Torch:
             self.step(x)
         return x.numel() * iters / (time.perf_counter() - t)
 
+    def lora(self, ids, steps):
+        """PEFT's LoRA with LLM-Pruner's settings on a copy of the model (r 8, alpha 16,
+        dropout 0.05, every linear of the layers), AdamW lr 1e-4, one optimizer step per batch:
+        training tokens/s over `steps` steps, the first included, as prunec's report counts."""
+        import copy
+        from peft import LoraConfig, get_peft_model
+
+        torch = self.torch
+        config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, bias="none", task_type="CAUSAL_LM",
+                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        model = get_peft_model(copy.deepcopy(self.model), config)
+        model.train()
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.0)
+        x = torch.tensor(ids)
+        t = time.perf_counter()
+        for _ in range(steps):
+            loss = model(input_ids=x, labels=x, use_cache=False).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - t
+        del model, opt
+        return x.numel() * steps / seconds
+
     def calibrate(self, ids):
         """LLM-Pruner's taylor calibration: one forward+backward of the whole batch, then
         |w ⊙ ∂L/∂w| of every weight (element1's salience before the per-unit sums)."""
@@ -165,6 +209,8 @@ def main():
     ap.add_argument("--attn", default="eager", help="transformers' attn_implementation (eager, sdpa)")
     ap.add_argument("--work", default="/tmp/prunec-bench-speed")
     ap.add_argument("--no-recipe", action="store_true", help="skip the calibration and the recipe")
+    ap.add_argument("--devices", help="also run the recipe with prunec's --devices DEVICES (e.g. cpu:0,cpu:1: one peer per core)")
+    ap.add_argument("--lora-steps", type=int, default=3, help="LoRA steps of one batch each (0: no LoRA part; PyTorch's needs peft)")
     ap.add_argument("--out", help="also write the table (Markdown) here")
     args = ap.parse_args()
 
@@ -177,7 +223,7 @@ def main():
             f.write(json.dumps({"input_ids": row}) + "\n")
     pt = Torch(args.gguf, args.threads, args.attn)
     ids = bench_ids(pt.vocab, args.batch, args.seq_len)
-    rows = {k: ([], []) for k in ("forward", "backward", "calibration", "recipe")}
+    rows = {k: ([], []) for k in ("forward", "backward", "calibration", "recipe", "recipe_devices", "lora")}
     recipe_passes = []
     loads = []
     for r in range(args.rounds):
@@ -200,6 +246,18 @@ def main():
             recipe_passes.append(passes)
             print(f"round {r + 1}: recipe prunec {wall:.2f} s ({', '.join(f'{k} {v:.2f} s' for k, v in passes.items())}); "
                   f"torch calibration {c:.2f} s", file=sys.stderr, flush=True)
+            if args.devices:
+                wall, passes = run_prunec_recipe(args.prunec, args.gguf, args.work, args.devices)
+                rows["recipe_devices"][0].append(wall)
+                print(f"round {r + 1}: recipe prunec --devices {args.devices} {wall:.2f} s "
+                      f"({', '.join(f'{k} {v:.2f} s' for k, v in passes.items())})", file=sys.stderr, flush=True)
+
+        if args.lora_steps > 0:
+            p = run_prunec_lora(args.prunec, args.gguf, args.work, ids, args.lora_steps)
+            t = pt.lora(ids, args.lora_steps)
+            rows["lora"][0].append(p)
+            rows["lora"][1].append(t)
+            print(f"round {r + 1}: LoRA prunec {p:.0f} torch+peft {t:.0f} tok/s", file=sys.stderr, flush=True)
 
     med = lambda xs: statistics.median(xs) if xs else float("nan")
     lines = [
@@ -217,10 +275,15 @@ def main():
                        ("backward", f"forward+backward tokens/s ({args.batch}×{args.seq_len})")):
         p, t = med(rows[key][0]), med(rows[key][1])
         lines.append(f"| {label} | {p:.0f} | {t:.0f} | {p / t:.2f} |")
+    if args.lora_steps > 0:
+        p, t = med(rows["lora"][0]), med(rows["lora"][1])
+        lines.append(f"| LoRA training tokens/s ({args.batch}×{args.seq_len} a step, {args.lora_steps} steps; PyTorch: PEFT) | {p:.0f} | {t:.0f} | {p / t:.2f} |")
     if not args.no_recipe:
         p, t = med(rows["calibration"][0]), med(rows["calibration"][1])
         lines.append(f"| calibration 10×64 s (prunec: the score pass; PyTorch: fwd+bwd+\\|w·g\\|) | {p:.2f} | {t:.2f} | {t / p:.2f} |")
         lines.append(f"| recipe group,score,prune wall s (prunec process) | {med(rows['recipe'][0]):.2f} | — | — |")
+        if args.devices:
+            lines.append(f"| recipe wall s, `--devices {args.devices}` | {med(rows['recipe_devices'][0]):.2f} | — | — |")
         keys = sorted({k for ps in recipe_passes for k in ps})
         lines.append("")
         lines.append("prunec recipe passes (median s): " + ", ".join(

@@ -61,7 +61,7 @@ fn worst_relative(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>
 fn calibrate(model: &Model, samples: &[Vec<u32>], fisher: bool, micro_batch: usize, n: usize) -> Vec<CalibrationStats> {
     let options = runtime::CalibrationOptions { fisher, micro_batch, wanted: None };
     runtime::run_peers::<Cpu, _>(&peers(n), None, TIMEOUT, |peer| {
-        runtime::calibrate_on::<CpuAutodiff>(model, peer, samples, options, |_, _| {})
+        runtime::calibrate_on::<CpuAutodiff>(model, peer, samples, options.clone(), |_, _| {})
     })
     .unwrap()
     .results

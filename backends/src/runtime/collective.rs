@@ -301,6 +301,11 @@ pub fn run_peers<B: Backend, T: Send>(
         None => (CollectiveConfig::default().with_num_devices(local), 0, local),
     };
     let abort = Arc::new(AtomicBool::new(false));
+    // the cores shared out among the local peers: each runs its CPU work (Flex's matrix products
+    // and row-parallel ops) on a rayon pool of its own, so peers do not queue behind each
+    // other's parallel regions in the global pool
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = (cores / local).max(1);
     let outcomes: Vec<Result<(T, PeerTime)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = devices
             .iter()
@@ -323,9 +328,16 @@ pub fn run_peers<B: Backend, T: Send>(
                         calls: 0,
                     };
                     let id = peer.id;
-                    let outcome = peer
-                        .call("joining the other peers", move || collective::register::<B>(id, device, config))
-                        .and_then(|()| work(&mut peer))
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .thread_name(move |t| format!("peer{i}-{t}"))
+                        .build()
+                        .map_err(|e| err(format!("peer {i}: no thread pool ({e})")));
+                    let outcome = pool
+                        .and_then(|pool| {
+                            peer.call("joining the other peers", move || collective::register::<B>(id, device, config))?;
+                            pool.install(|| work(&mut peer))
+                        })
                         .and_then(|r| {
                             peer.call("leaving the other peers", move || collective::finish_collective::<B>(id))?;
                             Ok(r)

@@ -752,11 +752,17 @@ fn binary<B: Backend>(op: BinaryOp, a: DynTensor<B>, b: DynTensor<B>) -> Result<
 }
 
 /// Log-probability of each row's tokens `1..seq` predicted from `0..seq-1`: `[batch, seq-1]`.
+///
+/// The log-softmax runs over every position, the last one's too (whose prediction has no target
+/// and is dropped after the gather): the logits stay one contiguous tensor, which a view without
+/// the last position would not be (every op of the log-softmax and of its backward pass would copy
+/// it first).
 fn target_log_probs<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [b, s, _] = logits.dims();
-    let logp = activation::log_softmax(logits.narrow(1, 0, s - 1), 2);
-    let targets = ids.narrow(1, 1, s - 1).reshape([b, s - 1, 1]);
-    logp.gather(2, targets).reshape([b, s - 1])
+    let logp = activation::log_softmax(logits, 2);
+    // each position's next token; the last position takes the first token, any valid index
+    let targets = Tensor::cat(vec![ids.clone().narrow(1, 1, s - 1), ids.narrow(1, 0, 1)], 1).reshape([b, s, 1]);
+    logp.gather(2, targets).reshape([b, s]).narrow(1, 0, s - 1)
 }
 
 /// Mean negative log-likelihood of each row's tokens `1..seq` predicted from `0..seq-1`
