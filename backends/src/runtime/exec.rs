@@ -12,7 +12,7 @@ use std::sync::Arc;
 use burn::prelude::{Backend, Int, Tensor, TensorData};
 use burn::tensor::activation;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::Distribution;
+use prunec_ir::rng::SplitMix64;
 use prunec_ir::{BinaryOp, Dim, Model, NodeId, Op, PrefixPart, RopeLayout, UnaryOp, ValueId, ValueType};
 
 use super::tensor::{float_map, float_zip, DynTensor};
@@ -64,6 +64,8 @@ pub struct Executor<B: Backend> {
     output: ValueId,
     /// Whether `dropout` ops drop (training) or pass their input (inference).
     training: bool,
+    /// The masks of `dropout` ops: 32 random bits per element ([`Executor::seed_dropout`]).
+    dropout: RefCell<SplitMix64>,
     /// Embedding tables whose lookups are tapped: the lookup's output becomes a leaf (through
     /// `leaf`), recorded with its ids, so that the table's gradient can be reduced from the
     /// output's gradient and the ids instead of as a dense tensor.
@@ -136,6 +138,7 @@ impl<B: Backend> Executor<B> {
             params: HashMap::new(),
             output,
             training: false,
+            dropout: RefCell::new(SplitMix64::new(0)),
             tapped_tables: HashSet::new(),
             leaf: None,
             taps: RefCell::new(Vec::new()),
@@ -188,6 +191,13 @@ impl<B: Backend> Executor<B> {
     /// Switches `dropout` ops on (training) or off (inference, the default).
     pub fn set_training(&mut self, training: bool) {
         self.training = training;
+    }
+
+    /// Restarts the generator of the `dropout` masks at `seed`: the masks of a forward pass
+    /// depend only on the seed it starts from (so whichever peer runs a micro-batch draws its
+    /// masks, when the seed is the micro-batch's).
+    pub fn seed_dropout(&self, seed: u64) {
+        *self.dropout.borrow_mut() = SplitMix64::new(seed);
     }
 
     /// Replaces the tensor of parameter `name` (same shape).
@@ -558,11 +568,12 @@ impl<B: Backend> Executor<B> {
                 if !self.training || *p <= 0.0 {
                     return one(x);
                 }
-                let keep = 1.0 - f64::from(*p);
-                one(float_map!(x, t => {
-                    let mask = t.random_like(Distribution::Bernoulli(keep));
-                    (t * mask).div_scalar(keep)
-                })?)
+                // each element kept with probability `keep` (its 32 random bits below keep·2³²)
+                // and scaled by 1/keep: one multiplication by a mask drawn here, ten times faster
+                // than the backend's Bernoulli draws (a lock and a ChaCha draw per element)
+                let dims = x.dims();
+                let mask = dropout_mask(&mut self.dropout.borrow_mut(), dims.iter().product(), 1.0 - f64::from(*p));
+                one(binary(BinaryOp::Mul, x, DynTensor::from_f32(mask, &dims, &self.device)?)?)
             }
         }
     }
@@ -683,6 +694,7 @@ impl<B: AutodiffBackend> Executor<B> {
             params: self.params.iter().map(|(n, t)| (n.clone(), t.clone().inner())).collect(),
             output: self.output,
             training: false,
+            dropout: RefCell::new(SplitMix64::new(0)),
             tapped_tables: HashSet::new(),
             leaf: None,
             taps: RefCell::new(Vec::new()),
@@ -735,6 +747,21 @@ impl PrefixLayout {
 /// (`gamma * x`, as RMSNorm's weight comes first in the IR) it walks both operands element by
 /// element, an order of magnitude slower. Addition and multiplication of floats commute exactly,
 /// so their operands are put in that order; the values are the same bit for bit.
+/// A dropout mask of `n` elements: each `1/keep` with probability `keep` (its 32 random bits
+/// below keep·2³²), else 0.
+fn dropout_mask(rng: &mut SplitMix64, n: usize, keep: f64) -> Vec<f32> {
+    let (threshold, scale) = ((keep * 4_294_967_296.0) as u64, (1.0 / keep) as f32);
+    let mut mask = Vec::with_capacity(n + 1);
+    while mask.len() < n {
+        let bits = rng.next_u64();
+        for half in [bits & 0xFFFF_FFFF, bits >> 32] {
+            mask.push(if half < threshold { scale } else { 0.0 });
+        }
+    }
+    mask.truncate(n);
+    mask
+}
+
 fn binary<B: Backend>(op: BinaryOp, a: DynTensor<B>, b: DynTensor<B>) -> Result<DynTensor<B>> {
     let r = a.rank().max(b.rank());
     let (a, b) = (a.lift(r)?, b.lift(r)?);
@@ -806,6 +833,21 @@ mod tests {
         assert_eq!(p, [0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 8]);
         assert_eq!(b, [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]);
         assert_eq!(n, 9);
+    }
+
+    #[test]
+    fn dropout_masks_keep_the_asked_share() {
+        for keep in [0.95, 0.5, 0.1] {
+            let n = 200_001;
+            let mask = dropout_mask(&mut SplitMix64::new(9), n, keep);
+            assert_eq!(mask.len(), n);
+            assert!(mask.iter().all(|&m| m == 0.0 || m == (1.0 / keep) as f32));
+            let kept = mask.iter().filter(|&&m| m > 0.0).count() as f64 / n as f64;
+            // binomial: the standard deviation of the share is below 0.0012 here
+            assert!((kept - keep).abs() < 0.006, "keep {keep}: {kept}");
+            assert_eq!(mask, dropout_mask(&mut SplitMix64::new(9), n, keep), "a seed gives its mask");
+            assert_ne!(mask, dropout_mask(&mut SplitMix64::new(10), n, keep));
+        }
     }
 
     #[test]

@@ -252,6 +252,8 @@ pub fn train_on<A: AutodiffBackend>(
                 continue;
             }
             let (ids, mask) = padded(&exec, micro)?;
+            // the micro-batch's own dropout masks, whichever peer runs it
+            exec.seed_dropout(dropout_seed(opts.seed, step, i));
             let loss = masked_nll(exec.forward(ids.clone())?, ids.clone(), mask).div_scalar(predicted.max(1) as f64);
             let value = scalar(loss.clone())?;
             exec.ensure_finite(value, ids, || format!("the training loss of step {step}"))?;
@@ -317,6 +319,12 @@ pub fn train_on<A: AutodiffBackend>(
 }
 
 /// The trainable parameters' current values, as a store.
+/// The seed of the dropout masks of micro-batch `micro` of step `step`.
+fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
+    let mut rng = prunec_ir::rng::SplitMix64::new(seed ^ 0xD809_0075);
+    rng.next_u64() ^ ((step as u64) << 20) ^ micro as u64
+}
+
 fn current<B: Backend>(exec: &Executor<B>, model: &Model, names: &[String]) -> Result<ParamStore> {
     let mut store = ParamStore::new();
     for name in names {
