@@ -740,13 +740,6 @@ impl PrefixLayout {
     }
 }
 
-/// An element-wise binary op with numpy broadcasting.
-///
-/// Speed: Flex runs a broadcast op with SIMD (in place when it can) only when the left operand
-/// is the full, contiguous one and the right one is broadcast (`x * gamma`); the other way round
-/// (`gamma * x`, as RMSNorm's weight comes first in the IR) it walks both operands element by
-/// element, an order of magnitude slower. Addition and multiplication of floats commute exactly,
-/// so their operands are put in that order; the values are the same bit for bit.
 /// A dropout mask of `n` elements: each `1/keep` with probability `keep` (its 32 random bits
 /// below keep·2³²), else 0.
 fn dropout_mask(rng: &mut SplitMix64, n: usize, keep: f64) -> Vec<f32> {
@@ -762,6 +755,13 @@ fn dropout_mask(rng: &mut SplitMix64, n: usize, keep: f64) -> Vec<f32> {
     mask
 }
 
+/// An element-wise binary op with numpy broadcasting.
+///
+/// Speed: Flex runs a broadcast op with SIMD (in place when it can) only when the left operand
+/// is the full, contiguous one and the right one is broadcast (`x * gamma`); the other way round
+/// (`gamma * x`, as RMSNorm's weight comes first in the IR) it walks both operands element by
+/// element, an order of magnitude slower. Addition and multiplication of floats commute exactly,
+/// so their operands are put in that order; the values are the same bit for bit.
 fn binary<B: Backend>(op: BinaryOp, a: DynTensor<B>, b: DynTensor<B>) -> Result<DynTensor<B>> {
     let r = a.rank().max(b.rank());
     let (a, b) = (a.lift(r)?, b.lift(r)?);

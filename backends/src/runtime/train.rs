@@ -318,13 +318,13 @@ pub fn train_on<A: AutodiffBackend>(
     Ok((trained, outcome))
 }
 
-/// The trainable parameters' current values, as a store.
 /// The seed of the dropout masks of micro-batch `micro` of step `step`.
 fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
     let mut rng = prunec_ir::rng::SplitMix64::new(seed ^ 0xD809_0075);
     rng.next_u64() ^ ((step as u64) << 20) ^ micro as u64
 }
 
+/// The trainable parameters' current values, as a store.
 fn current<B: Backend>(exec: &Executor<B>, model: &Model, names: &[String]) -> Result<ParamStore> {
     let mut store = ParamStore::new();
     for name in names {
