@@ -348,16 +348,13 @@ pub fn run(cli: &crate::cli::RunArgs, model: &mut Model, model_path: &Path) -> R
         .context("training")?;
     let peers = if cluster.is_parallel() {
         let mut record = cluster.describe(&times);
-        let mut d = crate::session::Digest::default();
-        for name in &trainable {
-            d.add_name(name);
-            d.add(&model.params.read_f32(name)?);
-        }
-        eprintln!("adapters digest {} (equal on every peer)", d.hex());
-        record["digest"] = d.hex().into();
-        record
+        let adapters = trainable.iter().map(|n| Ok((n, model.params.read_f32(n)?))).collect::<Result<Vec<_>>>()?;
+        let digest = crate::session::stats_digest(adapters.iter().map(|(n, v)| (*n, v.as_ref())));
+        eprintln!("adapters digest {digest} (equal on every peer)");
+        record["digest"] = digest.into();
+        Some(record)
     } else {
-        serde_json::Value::Null
+        None
     };
     let Observer { bar, peft, .. } = observer;
     bar.finish();
@@ -387,7 +384,7 @@ pub fn run(cli: &crate::cli::RunArgs, model: &mut Model, model_path: &Path) -> R
             })
         })
         .collect();
-    let training = json!({
+    let mut training = json!({
         "data": source,
         "samples": { "train": train.len(), "validation": val.len(), "left_out": dropped },
         "steps": steps,
@@ -403,8 +400,7 @@ pub fn run(cli: &crate::cli::RunArgs, model: &mut Model, model_path: &Path) -> R
         "step_losses": outcome.step_losses,
         "curve": curve,
     });
-    let mut training = training;
-    if !peers.is_null() {
+    if let Some(peers) = peers {
         training["peers"] = peers;
     }
     Ok((summary, training))

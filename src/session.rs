@@ -321,7 +321,8 @@ pub(crate) fn run_score(
         let wanted = partial.then(|| prunec_passes::scored_axes(model, scope).into_keys().collect());
         let stats = if calibrates { Some(calibrate(cli, model, model_path, importance, wanted, report)?) } else { None };
         let every = |_: &prunec_ir::Group| true;
-        prunec_passes::score_in(model, stats.as_ref(), importance, aggregation, cli.seed, if partial { scope } else { &every })?
+        // estimators that read only the weights score every group, as before
+        prunec_passes::score_in(model, stats.as_ref(), importance, aggregation, cli.seed, if calibrates { scope } else { &every })?
     };
     let units: usize = s.groups.iter().map(|g| g.units.len()).sum();
     let scored = s.groups.iter().filter(|g| g.is_scored()).count();
