@@ -97,7 +97,7 @@ pub(super) fn check_tensor(
 #[cfg(test)]
 mod tests {
     use crate::error::FrontendError;
-    use crate::gguf::testing::{open_err, small_file, Edit};
+    use crate::gguf::tests::support::{open_err, small_file, Edit};
     use crate::gguf::GgmlType;
 
     #[test]

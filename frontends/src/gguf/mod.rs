@@ -33,8 +33,6 @@ mod layout;
 mod parse;
 mod permute;
 pub mod quant;
-#[cfg(test)]
-mod testing;
 mod value;
 pub mod write;
 
@@ -240,11 +238,13 @@ impl GgufFile {
 
 #[cfg(test)]
 mod tests {
+    pub(in crate::gguf) mod support;
+
     use std::path::Path;
     use std::sync::Arc;
 
     use super::*;
-    use crate::gguf::testing::{
+    use crate::gguf::tests::support::{
         assert_bits_eq, fixture, load_safetensors, open_err, small_file, small_file_aligned, Builder, TempFile,
     };
 

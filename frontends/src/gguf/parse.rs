@@ -147,7 +147,7 @@ pub(super) fn parse(buf: &[u8]) -> ParseResult<Parsed> {
 mod tests {
     use super::*;
     use crate::error::FrontendError;
-    use crate::gguf::testing::{fixture, open_err, small_file, TempFile};
+    use crate::gguf::tests::support::{fixture, open_err, small_file, TempFile};
     use crate::gguf::{dequantize, GgufFile};
 
     #[test]

@@ -73,7 +73,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
-    use crate::gguf::testing::{assert_bits_eq, fixture, load_safetensors};
+    use crate::gguf::tests::support::{assert_bits_eq, fixture, load_safetensors};
     use crate::gguf::GgufFile;
 
     /// The HF model the fixture was converted from, in the project's own fixtures.

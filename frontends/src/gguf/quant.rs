@@ -452,7 +452,7 @@ mod tests {
     /// hit their edge cases (`scripts/make-quant-reference`).
     #[test]
     fn quantizers_equal_the_reference_byte_for_byte() {
-        use crate::gguf::testing::fixture;
+        use crate::gguf::tests::support::fixture;
         let f = crate::gguf::GgufFile::open(&fixture("quantize.gguf")).unwrap();
         // the legacy types' input, and the k-quants' (ggml-quants.c's own outputs)
         let (x, xk) = (f.dequantize("input").unwrap(), f.dequantize("input_k").unwrap());

@@ -230,7 +230,7 @@ pub(super) fn read_value(
 #[cfg(test)]
 mod tests {
     use crate::error::FrontendError;
-    use crate::gguf::testing::{open_err, small_file, Edit};
+    use crate::gguf::tests::support::{open_err, small_file, Edit};
 
     #[test]
     fn bad_metadata() {

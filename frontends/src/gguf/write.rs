@@ -159,7 +159,7 @@ pub fn write_gguf(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::testing::TempFile;
+    use crate::gguf::tests::support::TempFile;
     use crate::gguf::GgufFile;
 
     #[test]

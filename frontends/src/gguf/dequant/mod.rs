@@ -91,7 +91,7 @@ const QK_K: usize = 256;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf::testing::{assert_bits_eq, fixture, load_safetensors};
+    use crate::gguf::tests::support::{assert_bits_eq, fixture, load_safetensors};
     use crate::gguf::{GgufFile, GgufTensorInfo};
 
     #[test]

@@ -1,35 +1,35 @@
 //! Helpers of the GGUF reader's unit tests: fixtures, temporary files, a builder of GGUF files by
-//! hand (for broken inputs) and bitwise comparisons.
-#![cfg(test)]
+//! hand (for broken inputs) and bitwise comparisons. A module of the test module
+//! (`gguf::tests::support`), built with the tests only.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{GgmlType, GgufFile};
+use crate::gguf::{GgmlType, GgufFile};
 use crate::error::FrontendError;
 
-pub(super) fn fixture(name: &str) -> PathBuf {
+pub(in crate::gguf) fn fixture(name: &str) -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/gguf")).join(name)
 }
 
 /// A file in the temporary folder, removed on drop.
-pub(super) struct TempFile(pub(super) PathBuf);
+pub(in crate::gguf) struct TempFile(pub(in crate::gguf) PathBuf);
 
 impl TempFile {
-    pub(super) fn new() -> TempFile {
+    pub(in crate::gguf) fn new() -> TempFile {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         TempFile(std::env::temp_dir().join(format!("prunec-gguf-{}-{n}.gguf", std::process::id())))
     }
 
-    pub(super) fn with(bytes: &[u8]) -> TempFile {
+    pub(in crate::gguf) fn with(bytes: &[u8]) -> TempFile {
         let t = TempFile::new();
         t.write(bytes);
         t
     }
 
-    pub(super) fn write(&self, bytes: &[u8]) {
+    pub(in crate::gguf) fn write(&self, bytes: &[u8]) {
         std::fs::write(&self.0, bytes).unwrap();
     }
 }
@@ -41,7 +41,7 @@ impl Drop for TempFile {
 }
 
 /// `open` must fail; returns the message, after checking that it names the file.
-pub(super) fn open_err(bytes: &[u8]) -> (FrontendError, String) {
+pub(in crate::gguf) fn open_err(bytes: &[u8]) -> (FrontendError, String) {
     let t = TempFile::with(bytes);
     let err = match GgufFile::open(&t.0) {
         Ok(_) => panic!("a bad file opened"),
@@ -53,7 +53,7 @@ pub(super) fn open_err(bytes: &[u8]) -> (FrontendError, String) {
 }
 
 /// F32 tensors of a safetensors file: name -> (shape, values).
-pub(super) fn load_safetensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+pub(in crate::gguf) fn load_safetensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = ::safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
@@ -67,7 +67,7 @@ pub(super) fn load_safetensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec
 }
 
 /// Bitwise equality, with the first difference in the message.
-pub(super) fn assert_bits_eq(what: &str, got: &[f32], want: &[f32]) {
+pub(in crate::gguf) fn assert_bits_eq(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
         panic!(
@@ -81,14 +81,14 @@ pub(super) fn assert_bits_eq(what: &str, got: &[f32], want: &[f32]) {
 }
 
 /// A GGUF file assembled by hand, for broken inputs.
-pub(super) struct Builder {
-    pub(super) version: u32,
+pub(in crate::gguf) struct Builder {
+    pub(in crate::gguf) version: u32,
     kvs: Vec<u8>,
-    pub(super) n_kv: u64,
+    pub(in crate::gguf) n_kv: u64,
     infos: Vec<u8>,
-    pub(super) n_tensors: u64,
+    pub(in crate::gguf) n_tensors: u64,
     data: Vec<u8>,
-    pub(super) alignment: usize,
+    pub(in crate::gguf) alignment: usize,
 }
 
 fn gstr(s: &[u8]) -> Vec<u8> {
@@ -98,11 +98,11 @@ fn gstr(s: &[u8]) -> Vec<u8> {
 }
 
 impl Builder {
-    pub(super) fn new() -> Builder {
+    pub(in crate::gguf) fn new() -> Builder {
         Builder { version: 3, kvs: vec![], n_kv: 0, infos: vec![], n_tensors: 0, data: vec![], alignment: 32 }
     }
 
-    pub(super) fn kv_raw(&mut self, key: &[u8], ty: u32, value: &[u8]) -> &mut Builder {
+    pub(in crate::gguf) fn kv_raw(&mut self, key: &[u8], ty: u32, value: &[u8]) -> &mut Builder {
         self.kvs.extend(gstr(key));
         self.kvs.extend(ty.to_le_bytes());
         self.kvs.extend_from_slice(value);
@@ -110,15 +110,15 @@ impl Builder {
         self
     }
 
-    pub(super) fn kv_u32(&mut self, key: &str, v: u32) -> &mut Builder {
+    pub(in crate::gguf) fn kv_u32(&mut self, key: &str, v: u32) -> &mut Builder {
         self.kv_raw(key.as_bytes(), 4, &v.to_le_bytes())
     }
 
-    pub(super) fn kv_str(&mut self, key: &str, v: &str) -> &mut Builder {
+    pub(in crate::gguf) fn kv_str(&mut self, key: &str, v: &str) -> &mut Builder {
         self.kv_raw(key.as_bytes(), 8, &gstr(v.as_bytes()))
     }
 
-    pub(super) fn tensor_raw(&mut self, name: &str, dims: &[u64], ty: u32, offset: u64) -> &mut Builder {
+    pub(in crate::gguf) fn tensor_raw(&mut self, name: &str, dims: &[u64], ty: u32, offset: u64) -> &mut Builder {
         self.infos.extend(gstr(name.as_bytes()));
         self.infos.extend((dims.len() as u32).to_le_bytes());
         for d in dims {
@@ -131,7 +131,7 @@ impl Builder {
     }
 
     /// A tensor whose data is `bytes`, placed at the next aligned offset.
-    pub(super) fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, bytes: &[u8]) -> &mut Builder {
+    pub(in crate::gguf) fn tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, bytes: &[u8]) -> &mut Builder {
         while !self.data.len().is_multiple_of(self.alignment) {
             self.data.push(0);
         }
@@ -140,12 +140,12 @@ impl Builder {
         self.tensor_raw(name, dims, ty.id(), offset)
     }
 
-    pub(super) fn tensor_f32(&mut self, name: &str, dims: &[u64], values: &[f32]) -> &mut Builder {
+    pub(in crate::gguf) fn tensor_f32(&mut self, name: &str, dims: &[u64], values: &[f32]) -> &mut Builder {
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.tensor(name, dims, GgmlType::F32, &bytes)
     }
 
-    pub(super) fn build(&self) -> Vec<u8> {
+    pub(in crate::gguf) fn build(&self) -> Vec<u8> {
         let mut out = b"GGUF".to_vec();
         out.extend(self.version.to_le_bytes());
         out.extend(self.n_tensors.to_le_bytes());
@@ -161,15 +161,15 @@ impl Builder {
 }
 
 /// An edit of a [`Builder`], for the table-driven tests.
-pub(super) type Edit = Box<dyn Fn(&mut Builder)>;
+pub(in crate::gguf) type Edit = Box<dyn Fn(&mut Builder)>;
 
 /// A small valid file: metadata of several types and two tensors.
-pub(super) fn small_file() -> Builder {
+pub(in crate::gguf) fn small_file() -> Builder {
     small_file_aligned(None)
 }
 
 /// [`small_file`] with a `general.alignment`.
-pub(super) fn small_file_aligned(alignment: Option<u32>) -> Builder {
+pub(in crate::gguf) fn small_file_aligned(alignment: Option<u32>) -> Builder {
     let mut b = Builder::new();
     if let Some(a) = alignment {
         b.alignment = a as usize;
