@@ -119,28 +119,36 @@ impl Group {
         )
     }
 
+    /// How many indices of axis `axis` `elements` cover.
+    fn count_on(&self, elements: &[Element], axis: usize) -> usize {
+        let mut on = elements.iter().filter(|e| e.axis as usize == axis);
+        match (on.next(), on.next()) {
+            (None, _) => 0,
+            // one element (a unit's usual case): its range, without sorting indices
+            (Some(e), None) => self.axes.get(axis).map_or(0, |ax| ax.indices(e.index).len()),
+            _ => self.indices_on(elements, axis).iter().map(Range::len).sum(),
+        }
+    }
+
     /// Parameter elements (numbers) that removing `elements` removes.
     pub fn params_in(&self, elements: &[Element]) -> usize {
+        let named = |a: &GroupAxis, name: &str| a.param.as_ref().is_some_and(|(n, _)| n == name);
         let mut total = 0;
-        let mut seen: Vec<&str> = Vec::new();
-        for ax in &self.axes {
+        for (i, ax) in self.axes.iter().enumerate() {
             let Some((name, shape)) = &ax.param else { continue };
-            if seen.contains(&name.as_str()) {
+            // each parameter once, at its first axis
+            if self.axes[..i].iter().any(|a| named(a, name)) {
                 continue;
             }
-            seen.push(name);
-            // elements of this parameter with at least one coordinate removed
-            let mut kept = 1usize;
-            for (d, &size) in shape.iter().enumerate() {
-                let removed: usize = self
-                    .axes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, a)| a.axis == d && a.param.as_ref().is_some_and(|(n, _)| n == name))
-                    .map(|(k, _)| self.indices_on(elements, k).iter().map(|r| r.len()).sum::<usize>())
-                    .sum();
-                kept *= size.saturating_sub(removed);
+            // indices removed per dimension, over every axis of this parameter
+            let mut removed = vec![0usize; shape.len()];
+            for (k, a) in self.axes.iter().enumerate().skip(i) {
+                if a.axis < shape.len() && named(a, name) {
+                    removed[a.axis] += self.count_on(elements, k);
+                }
             }
+            // elements of this parameter with at least one coordinate removed
+            let kept: usize = shape.iter().zip(&removed).map(|(&size, &r)| size.saturating_sub(r)).product();
             total += shape.iter().product::<usize>() - kept;
         }
         total

@@ -37,3 +37,81 @@ pub fn cpu_in_f64() -> crate::Result<()> {
     burn::tensor::backend::set_default_float_dtype::<Cpu>(&cpu(), burn::tensor::FloatDType::F64)
         .map_err(|e| crate::BackendError::Lowering(format!("the CPU's float type cannot be set to f64: {e:?}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{cpu, Cpu};
+    use burn::prelude::{Tensor, TensorData};
+    use burn::tensor::activation;
+
+    /// Values in [-4, 4) from a fixed linear congruential sequence.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
+            })
+            .collect()
+    }
+
+    fn tensor<const D: usize>(v: &[f32], shape: [usize; D]) -> Tensor<Cpu, D> {
+        Tensor::from_data(TensorData::new(v.to_vec(), shape), &cpu())
+    }
+
+    fn bits<const D: usize>(t: Tensor<Cpu, D>) -> Vec<u32> {
+        t.into_data().to_vec::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()
+    }
+
+    fn expect(got: Vec<u32>, want: impl IntoIterator<Item = f32>, what: &str) {
+        let want: Vec<u32> = want.into_iter().map(f32::to_bits).collect();
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let first = got.iter().zip(&want).position(|(g, w)| g != w);
+        assert!(first.is_none(), "{what}: element {first:?} differs from the element-by-element loop");
+    }
+
+    /// The CPU backend's element-wise ops, scalar ops and strided copies are split over rayon's
+    /// pool above 32 Ki elements (vendor/burn-flex/PRUNEC.md). On tensors large enough to be
+    /// split, in chunks that do not divide them, every element is the one a plain loop gives:
+    /// in place and into a new buffer, broadcast by row and by scalar, transposed and permuted.
+    #[test]
+    fn split_cpu_kernels_compute_every_element_as_a_loop() {
+        let (rows, cols) = (389, 517); // 201 113 elements, prime sides
+        let n = rows * cols;
+        let (a, b) = (values(n, 1), values(n, 2));
+        let (ta, tb) = (tensor(&a, [rows, cols]), tensor(&b, [rows, cols]));
+        let zip = |f: fn(f32, f32) -> f32| a.iter().zip(&b).map(move |(&x, &y)| f(x, y)).collect::<Vec<_>>();
+
+        // in place (the left operand is unique), then into a new buffer (it is shared)
+        expect(bits(ta.clone() + tb.clone()), zip(|x, y| x + y), "add, shared lhs");
+        expect(bits(tensor(&a, [rows, cols]) * tb.clone()), zip(|x, y| x * y), "mul in place");
+        expect(bits(tensor(&a, [rows, cols]) / tb.clone()), zip(|x, y| x / y), "div in place");
+        expect(bits(ta.clone().sub(tb.clone())), zip(|x, y| x - y), "sub, shared lhs");
+        expect(bits(tensor(&a, [rows, cols]).mul_scalar(0.37)), a.iter().map(|x| x * 0.37), "mul_scalar in place");
+        expect(bits(ta.clone().add_scalar(1.5)), a.iter().map(|x| x + 1.5), "add_scalar, shared");
+        expect(bits(tensor(&a, [rows, cols]).exp()), a.iter().map(|x| x.exp()), "exp in place");
+        expect(bits(ta.clone().exp()), a.iter().map(|x| x.exp()), "exp, shared");
+        let sigmoid = |x: f32| if x >= 0.0 { 1.0 / (1.0 + (-x).exp()) } else { x.exp() / (1.0 + x.exp()) };
+        expect(bits(activation::sigmoid(ta.clone())), a.iter().map(|&x| sigmoid(x)), "sigmoid");
+
+        // a row shared by every row, and one scalar per row
+        let row = tensor(&b[..cols], [1, cols]);
+        let want = (0..n).map(|i| a[i] + b[i % cols]);
+        expect(bits(tensor(&a, [rows, cols]) + row), want, "add a shared row");
+        let per_row = tensor(&b[..rows], [rows, 1]);
+        let want = (0..n).map(|i| a[i] * b[i / cols]);
+        expect(bits(tensor(&a, [rows, cols]) * per_row), want, "mul a scalar per row");
+
+        // strided copies: a transpose, and heads swapped with positions ([b, s, h, d] → [b, h, s, d])
+        let want = (0..n).map(|i| a[(i % rows) * cols + i / rows]);
+        expect(bits(ta.clone().transpose()), want, "transpose");
+        let (bs, s, h, d) = (3, 67, 9, 37);
+        let v = values(bs * s * h * d, 3);
+        let got = bits(tensor(&v, [bs, s, h, d]).swap_dims(1, 2));
+        let want = (0..bs * h * s * d).map(|i| {
+            let (bi, hi, si, di) = (i / (h * s * d), i / (s * d) % h, i / d % s, i % d);
+            v[((bi * s + si) * h + hi) * d + di]
+        });
+        expect(got, want, "swap_dims(1, 2)");
+    }
+}

@@ -325,7 +325,7 @@ impl FlexTensor {
         }
     }
 
-    fn copy_contiguous<E: Element + bytemuck::Pod>(&self) -> Self {
+    fn copy_contiguous<E: Element + bytemuck::Pod + Send + Sync>(&self) -> Self {
         let src: &[E] = bytemuck::cast_slice(&self.data);
         let n = self.layout.num_elements();
         let mut dst = Vec::with_capacity(n);
@@ -374,12 +374,41 @@ impl FlexTensor {
             // SAFETY: capacity is n; `copy_2d_tiled` writes every
             // `(row, col)` position exactly once.
             unsafe { dst.set_len(n) };
-            copy_2d_tiled(
-                &mut dst, src, offset, shape[0], shape[1], strides[0], strides[1],
-            );
+            let cols = shape[1];
+            let (row_stride, col_stride) = (strides[0], strides[1]);
+            // (prunec) Bands of whole tiles of rows on the pool.
+            crate::par::for_chunks_mut(&mut dst, cols * 16, |at, band| {
+                let first = at / cols.max(1);
+                let band_offset = offset + first as isize * row_stride;
+                let band_rows = band.len() / cols.max(1);
+                copy_2d_tiled(band, src, band_offset, band_rows, cols, row_stride, col_stride);
+            });
+        } else if all_positive && self.layout.num_dims() <= COLLAPSE_MAX_RANK {
+            // (prunec) N-D, positive strides (a permuted tensor such as attention heads
+            // swapped with positions): a tiled 2D copy of the two innermost dims per index of
+            // the outer ones, on the pool, instead of a scalar walk of every element.
+            let nd = shape.len();
+            let (rows, cols) = (shape[nd - 2], shape[nd - 1]);
+            let (row_stride, col_stride) = (strides[nd - 2], strides[nd - 1]);
+            let (outer_shape, outer_strides) = (&shape[..nd - 2], &strides[..nd - 2]);
+            let plane = rows * cols;
+            // SAFETY: capacity is n; every plane below is written whole by `copy_2d_tiled`.
+            unsafe { dst.set_len(n) };
+            if plane > 0 {
+                crate::par::for_chunks_mut(&mut dst, plane, |at, chunk| {
+                    for (p, out) in chunk.chunks_mut(plane).enumerate() {
+                        let mut index = at / plane + p;
+                        let mut plane_offset = offset;
+                        for d in (0..outer_shape.len()).rev() {
+                            plane_offset += (index % outer_shape[d]) as isize * outer_strides[d];
+                            index /= outer_shape[d];
+                        }
+                        copy_2d_tiled(out, src, plane_offset, rows, cols, row_stride, col_stride);
+                    }
+                });
+            }
         } else {
-            // General fallback: covers negative strides (flipped
-            // tensors) and ND layouts that can't collapse to ≤2D.
+            // General fallback: negative strides (flipped tensors).
             for idx in crate::strided_index::StridedIter::new(&self.layout) {
                 dst.push(src[idx]);
             }
