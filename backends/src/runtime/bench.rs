@@ -4,13 +4,13 @@
 
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
 use prunec_ir::rng::SplitMix64;
 use prunec_ir::Model;
 
 use super::exec::{causal_lm_loss, Executor};
 use super::generate::{generate, Sampling};
 use crate::{BackendError, Result};
+use super::fused::FusedAutodiff;
 
 /// What a benchmark measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,7 +32,7 @@ pub struct Throughput {
 
 /// Times `iters` forward passes and `iters` forward+backward passes of `batch × seq_len` tokens,
 /// and the generation of `new_tokens` tokens after `seq_len` (when `new_tokens > 0`).
-pub fn measure<B: AutodiffBackend>(
+pub fn measure<B: FusedAutodiff>(
     model: &Model,
     device: &B::Device,
     batch: usize,

@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::backend::AutodiffBackend;
 use prunec_ir::{CalibrationStats, Model};
 
 use super::collective::Peer;
 use super::exec::{causal_lm_loss, Executor};
 use super::tensor::DynTensor;
 use crate::{BackendError, Result};
+use super::fused::FusedAutodiff;
 
 /// How to calibrate.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ fn add_scaled(acc: &mut Vec<f32>, g: &[f32], scale: f32, square: bool) {
 
 /// Measures the calibration statistics of `model` on `samples` (token ids, each at least 2
 /// long). `progress(samples_done, samples)` is called after each forward/backward pass.
-pub fn calibrate<B: AutodiffBackend>(
+pub fn calibrate<B: FusedAutodiff>(
     model: &Model,
     device: &B::Device,
     samples: &[Vec<u32>],
@@ -59,7 +59,7 @@ pub fn calibrate<B: AutodiffBackend>(
 /// micro-batches it [owns](Peer::owns); the token-weighted gradient sums, the Fisher sums and
 /// the loss are summed over the peers, so every peer returns the statistics of all samples.
 /// `progress` counts this peer's samples.
-pub fn calibrate_on<B: AutodiffBackend>(
+pub fn calibrate_on<B: FusedAutodiff>(
     model: &Model,
     peer: &mut Peer<B::InnerBackend>,
     samples: &[Vec<u32>],

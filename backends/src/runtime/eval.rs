@@ -2,11 +2,12 @@
 //! tokens (the last partial window dropped), each scored on its own (positions `1..L` predicted
 //! from `0..L−1`), `exp` of the mean NLL over every predicted token, summed in f64.
 
-use burn::prelude::{Backend, Int, Tensor, TensorData};
+use burn::prelude::{Int, Tensor, TensorData};
 use prunec_ir::Model;
 
 use super::exec::{row_nll, Executor};
 use crate::{BackendError, Result};
+use super::fused::Fused;
 
 /// What a perplexity run measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -25,7 +26,7 @@ pub struct Perplexity {
 
 /// Perplexity of `model` on `tokens`, in windows of `seq_len`, `batch` windows per forward.
 /// `progress(done, total)` is called after each batch.
-pub fn perplexity<B: Backend>(
+pub fn perplexity<B: Fused>(
     model: &Model,
     device: &B::Device,
     tokens: &[u32],
@@ -52,7 +53,7 @@ fn check_windows(tokens: &[u32], seq_len: usize) -> Result<()> {
 }
 
 /// [`perplexity`] with a model already prepared (during training, for instance).
-pub fn perplexity_of<B: Backend>(
+pub fn perplexity_of<B: Fused>(
     exec: &Executor<B>,
     tokens: &[u32],
     seq_len: usize,
@@ -95,7 +96,7 @@ impl Perplexity {
 /// at most `group_tokens` tokens, each segment's parameters read once per group, in the same
 /// batches of `batch` windows as the resident path (so the same values). `progress(done,
 /// total)` follows the windows.
-pub fn perplexity_streamed<B: Backend>(
+pub fn perplexity_streamed<B: Fused>(
     model: &Model,
     device: &B::Device,
     tokens: &[u32],

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use burn::prelude::{Backend, Int, Tensor, TensorData};
 use burn::tensor::activation;
-use burn::tensor::backend::AutodiffBackend;
 use prunec_ir::rng::SplitMix64;
 use prunec_ir::{BinaryOp, Dim, Model, NodeId, Op, PrefixPart, RopeLayout, UnaryOp, ValueId, ValueType};
 
+use super::fused::{self, Fused, FusedAutodiff};
 use super::tensor::{float_map, float_zip, DynTensor};
 use crate::{BackendError, Result};
 
@@ -97,7 +97,7 @@ struct Run<'a, B: Backend> {
     ropes: RefCell<RopeTables<B>>,
 }
 
-impl<B: Backend> Executor<B> {
+impl<B: Fused> Executor<B> {
     /// Prepares `model` to run on `device`, reading every parameter into a tensor.
     pub fn new(model: &Model, device: &B::Device) -> Result<Executor<B>> {
         let mut exec = Executor::program(model, device)?;
@@ -400,12 +400,8 @@ impl<B: Backend> Executor<B> {
             Op::RmsNorm { eps, offset } => {
                 let (x, w) = (next()?, next()?);
                 let w = if *offset == 0.0 { w } else { float_map!(w, t => t.add_scalar(*offset))? };
-                let axis = x.rank() - 1;
-                let eps = *eps;
-                let normed = float_map!(x, t => {
-                    let var = t.clone().powi_scalar(2).mean_dim(axis);
-                    t * (var + eps).sqrt().recip()
-                })?;
+                let eps = f64::from(*eps);
+                let normed = float_map!(x, t => fused::rms_normalize(t, eps))?;
                 one(binary(BinaryOp::Mul, w, normed)?)
             }
             Op::LayerNorm { eps } => {
@@ -526,7 +522,7 @@ impl<B: Backend> Executor<B> {
                         scores = scores + mask.unsqueeze_dim::<4>(1);
                     }
                 }
-                let probs = activation::softmax(scores, 3);
+                let probs = fused::softmax(scores, 3);
                 one(DynTensor::F4(probs.matmul(v).swap_dims(1, 2)))
             }
             Op::Reshape { .. } | Op::SplitHeads { .. } | Op::MergeHeads => {
@@ -542,7 +538,7 @@ impl<B: Backend> Executor<B> {
             Op::Unary(op) => {
                 let x = next()?;
                 one(match *op {
-                    UnaryOp::Silu => float_map!(x, t => activation::silu(t))?,
+                    UnaryOp::Silu => float_map!(x, t => fused::silu(t))?,
                     UnaryOp::Gelu => float_map!(x, t => activation::gelu(t))?,
                     UnaryOp::GeluTanh => float_map!(x, t => {
                         let inner = t.clone().mul(t.clone().powi_scalar(2).mul_scalar(0.044715).add_scalar(1.0)).mul_scalar(0.797_884_6);
@@ -562,7 +558,7 @@ impl<B: Backend> Executor<B> {
                 one(DynTensor::cat(parts, *axis)?)
             }
             Op::Slice { axis, start, end } => one(next()?.narrow(*axis, *start, end - start)?),
-            Op::Softmax { axis } => one(float_map!(next()?, t => activation::softmax(t, *axis))?),
+            Op::Softmax { axis } => one(float_map!(next()?, t => fused::softmax(t, *axis))?),
             Op::Dropout { p } => {
                 let x = next()?;
                 if !self.training || *p <= 0.0 {
@@ -666,7 +662,7 @@ impl<B: Backend> Executor<B> {
     }
 }
 
-impl<B: AutodiffBackend> Executor<B> {
+impl<B: FusedAutodiff> Executor<B> {
     /// Marks every parameter as a leaf whose gradient is wanted.
     pub fn require_grad(&mut self) {
         let params = std::mem::take(&mut self.params);
@@ -780,26 +776,25 @@ fn binary<B: Backend>(op: BinaryOp, a: DynTensor<B>, b: DynTensor<B>) -> Result<
 
 /// Log-probability of each row's tokens `1..seq` predicted from `0..seq-1`: `[batch, seq-1]`.
 ///
-/// The log-softmax runs over every position, the last one's too (whose prediction has no target
-/// and is dropped after the gather): the logits stay one contiguous tensor, which a view without
-/// the last position would not be (every op of the log-softmax and of its backward pass would copy
-/// it first).
-fn target_log_probs<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-    let [b, s, _] = logits.dims();
-    let logp = activation::log_softmax(logits, 2);
+/// One fused op (`Fused::token_log_probs`: no log-softmax of the whole logits is written out or
+/// kept) over every position, the last one's too (whose prediction has no target and is dropped
+/// after): the logits stay one contiguous tensor, which a view without the last position would
+/// not be.
+fn target_log_probs<B: Fused>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+    let s = logits.dims()[1];
     // each position's next token; the last position takes the first token, any valid index
-    let targets = Tensor::cat(vec![ids.clone().narrow(1, 1, s - 1), ids.narrow(1, 0, 1)], 1).reshape([b, s, 1]);
-    logp.gather(2, targets).reshape([b, s]).narrow(1, 0, s - 1)
+    let targets = Tensor::cat(vec![ids.clone().narrow(1, 1, s - 1), ids.narrow(1, 0, 1)], 1);
+    fused::token_log_probs(logits, targets).narrow(1, 0, s - 1)
 }
 
 /// Mean negative log-likelihood of each row's tokens `1..seq` predicted from `0..seq-1`
 /// (the causal-LM loss), as a scalar tensor `[1]`.
-pub fn causal_lm_loss<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+pub fn causal_lm_loss<B: Fused>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     target_log_probs(logits, ids).mean().neg()
 }
 
 /// Sum of negative log-likelihoods per row `[batch]`, over tokens `1..seq`.
-pub fn row_nll<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+pub fn row_nll<B: Fused>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
     let b = ids.dims()[0];
     target_log_probs(logits, ids).sum_dim(1).reshape([b]).neg()
 }
@@ -807,7 +802,7 @@ pub fn row_nll<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tens
 /// Sum of negative log-likelihoods of the tokens `mask` marks (`mask[b, t]` 1: token `t` is a
 /// target, predicted from `..t`; 0: padding or a prompt token; column 0 is never predicted),
 /// as a scalar tensor `[1]`.
-pub fn masked_nll<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
+pub fn masked_nll<B: Fused>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
     let s = ids.dims()[1];
     (target_log_probs(logits, ids) * mask.narrow(1, 1, s - 1)).sum().neg()
 }

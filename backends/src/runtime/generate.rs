@@ -1,10 +1,10 @@
 //! Text generation with a key/value cache: greedy, or sampling with temperature and top-p.
 
-use burn::prelude::Backend;
 use prunec_ir::rng::SplitMix64;
 
 use super::exec::{Executor, KvCache};
 use crate::{BackendError, Result};
+use super::fused::Fused;
 
 /// How to choose each next token.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -58,7 +58,7 @@ pub fn choose(logits: &[f32], s: &Sampling, rng: &mut SplitMix64) -> u32 {
 }
 
 /// Generates after `prompt`, calling `on_token` with each new token; stops at `eos`.
-pub fn generate<B: Backend>(
+pub fn generate<B: Fused>(
     exec: &Executor<B>,
     prompt: &[u32],
     sampling: &Sampling,

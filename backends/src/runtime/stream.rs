@@ -31,6 +31,7 @@ use super::collective::Peer;
 use super::exec::{causal_lm_loss, Executor};
 use super::tensor::DynTensor;
 use crate::{BackendError, Result};
+use super::fused::{Fused, FusedAutodiff};
 
 fn err(msg: impl Into<String>) -> BackendError {
     BackendError::Lowering(msg.into())
@@ -140,7 +141,7 @@ fn add_into<I: Backend>(slot: &mut Option<DynTensor<I>>, t: DynTensor<I>) -> Res
 /// Runs segments `range` of `segs` forward on the inner backend over `batches`, reading and
 /// extending `saved`; values whose last reader is done and that `keep` does not want are dropped.
 #[allow(clippy::too_many_arguments)]
-fn forward_segments<B: Backend>(
+fn forward_segments<B: Fused>(
     exec: &mut Executor<B>,
     model: &Model,
     segs: &Segments,
@@ -184,7 +185,7 @@ fn forward_segments<B: Backend>(
 /// Calibrates `model` layer by layer on `samples` (token ids, each at least 2 long): every
 /// parameter of `options.wanted`'s gradient of the mean loss (and Fisher diagonal) goes to
 /// `sink` once complete.
-pub fn calibrate_streamed<A: AutodiffBackend>(
+pub fn calibrate_streamed<A: FusedAutodiff>(
     model: &Model,
     device: &A::Device,
     samples: &[Vec<u32>],
@@ -197,7 +198,7 @@ pub fn calibrate_streamed<A: AutodiffBackend>(
 
 /// A gradient summed over the peers: dense where any peer's is dense, else on the union of
 /// the rows the peers saw (a row mask, then the rows packed in that order, are all-reduced).
-fn sum_over_peers<B: Backend>(peer: &mut Peer<B>, g: GradValues, len: usize, width: usize) -> Result<GradValues> {
+fn sum_over_peers<B: Fused>(peer: &mut Peer<B>, g: GradValues, len: usize, width: usize) -> Result<GradValues> {
     if peer.peers() == 1 {
         return Ok(g);
     }
@@ -239,7 +240,7 @@ fn sum_over_peers<B: Backend>(peer: &mut Peer<B>, g: GradValues, len: usize, wid
 /// micro-batches it [owns](Peer::owns) (all are weighted by their share of every peer's
 /// tokens); each parameter's gradient and Fisher diagonal are summed over the peers before
 /// `sink` gets them, so every peer's sink gets the same values, as does the loss.
-pub fn calibrate_streamed_on<A: AutodiffBackend>(
+pub fn calibrate_streamed_on<A: FusedAutodiff>(
     model: &Model,
     peer: &mut Peer<A::InnerBackend>,
     samples: &[Vec<u32>],
@@ -532,7 +533,7 @@ pub fn calibrate_streamed_on<A: AutodiffBackend>(
 /// Runs `model` forward layer by layer over `batches` (rows of one length each): each
 /// segment's parameters are read once for all of them; `on_logits(batch, ids, logits)` takes
 /// each batch's logits as the last segment makes them.
-pub fn forward_streamed<B: Backend>(
+pub fn forward_streamed<B: Fused>(
     model: &Model,
     device: &B::Device,
     batches: &[Vec<Vec<u32>>],
@@ -571,7 +572,7 @@ pub fn forward_streamed<B: Backend>(
 /// its whole second moment is wanted or its diagonal). The moments of a segment's taps go to
 /// `on_segment` once every batch has run through it, before the next segment loads: memory
 /// holds one segment's parameters and moments, never the model's.
-pub fn input_moments<B: Backend>(
+pub fn input_moments<B: Fused>(
     model: &Model,
     device: &B::Device,
     batches: &[Vec<Vec<u32>>],

@@ -12,8 +12,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use burn::optim::{AdamW, AdamWConfig, AdamWState, SimpleOptimizer};
-use burn::prelude::{Backend, Tensor, TensorData};
-use burn::tensor::backend::AutodiffBackend;
+use burn::prelude::{Tensor, TensorData};
 use prunec_ir::rng::SplitMix64;
 use prunec_ir::{Model, Param, ParamStore};
 
@@ -22,6 +21,7 @@ use super::eval::{perplexity_of, Perplexity};
 use super::exec::{masked_nll, Executor};
 use super::tensor::DynTensor;
 use crate::{BackendError, Result};
+use super::fused::{Fused, FusedAutodiff};
 
 fn err(msg: impl Into<String>) -> BackendError {
     BackendError::Lowering(msg.into())
@@ -172,7 +172,7 @@ impl TrainObserver for () {}
 /// loss on `val` and the perplexity on `eval_text` along the way; the trained values are
 /// written back into `model.params`. `dropout` ops are active while training.
 #[allow(clippy::too_many_arguments)]
-pub fn train<A: AutodiffBackend>(
+pub fn train<A: FusedAutodiff>(
     model: &mut Model,
     device: &A::Device,
     trainable: &[String],
@@ -197,7 +197,7 @@ pub fn train<A: AutodiffBackend>(
 /// the first peer evaluates, checkpoints and reports steps to `observer`. Dropout masks are
 /// drawn by each peer: with dropout the result equals one peer's in distribution only.
 #[allow(clippy::too_many_arguments)]
-pub fn train_on<A: AutodiffBackend>(
+pub fn train_on<A: FusedAutodiff>(
     model: &Model,
     peer: &mut Peer<A::InnerBackend>,
     trainable: &[String],
@@ -325,7 +325,7 @@ fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
 }
 
 /// The trainable parameters' current values, as a store.
-fn current<B: Backend>(exec: &Executor<B>, model: &Model, names: &[String]) -> Result<ParamStore> {
+fn current<B: Fused>(exec: &Executor<B>, model: &Model, names: &[String]) -> Result<ParamStore> {
     let mut store = ParamStore::new();
     for name in names {
         let t = param(exec, name)?;
@@ -338,17 +338,17 @@ fn current<B: Backend>(exec: &Executor<B>, model: &Model, names: &[String]) -> R
     Ok(store)
 }
 
-fn param<'e, B: Backend>(exec: &'e Executor<B>, name: &str) -> Result<&'e DynTensor<B>> {
+fn param<'e, B: Fused>(exec: &'e Executor<B>, name: &str) -> Result<&'e DynTensor<B>> {
     exec.params().get(name).ok_or_else(|| err(format!("parameter `{name}` not loaded")))
 }
 
-fn scalar<B: Backend>(t: Tensor<B, 1>) -> Result<f64> {
+fn scalar<B: Fused>(t: Tensor<B, 1>) -> Result<f64> {
     let v = t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| err(format!("{e:?}")))?;
     Ok(f64::from(v.first().copied().unwrap_or(f32::NAN)))
 }
 
 /// Token ids `[m, longest]` padded on the right with token 0, and the target mask.
-fn padded<B: Backend>(exec: &Executor<B>, samples: &[Sample<'_>]) -> Result<(Tensor<B, 2, burn::prelude::Int>, Tensor<B, 2>)> {
+fn padded<B: Fused>(exec: &Executor<B>, samples: &[Sample<'_>]) -> Result<(Tensor<B, 2, burn::prelude::Int>, Tensor<B, 2>)> {
     let len = samples.iter().map(|s| s.ids.len()).max().unwrap_or(0).max(2);
     let rows: Vec<Vec<u32>> = samples.iter().map(|s| {
         let mut r = s.ids.to_vec();
@@ -364,7 +364,7 @@ fn padded<B: Backend>(exec: &Executor<B>, samples: &[Sample<'_>]) -> Result<(Ten
 }
 
 /// Mean loss per target token of `samples` (none: `None`).
-fn validation_loss<B: Backend>(exec: &Executor<B>, samples: &[Sample<'_>], micro: usize) -> Result<Option<f64>> {
+fn validation_loss<B: Fused>(exec: &Executor<B>, samples: &[Sample<'_>], micro: usize) -> Result<Option<f64>> {
     let predicted: usize = samples.iter().map(Sample::predicted).sum();
     if predicted == 0 {
         return Ok(None);
@@ -380,7 +380,7 @@ fn validation_loss<B: Backend>(exec: &Executor<B>, samples: &[Sample<'_>], micro
 }
 
 #[allow(clippy::too_many_arguments)]
-fn evaluate<A: AutodiffBackend>(
+fn evaluate<A: FusedAutodiff>(
     exec: &Executor<A>,
     val: &[Sample<'_>],
     eval_text: Option<EvalText<'_>>,

@@ -4,12 +4,13 @@
 //! continuation's tokens at the last positions are summed. Requests are grouped longest first into
 //! batches, each row padded on the right (a causal model's earlier positions never see the padding).
 
-use burn::prelude::{Backend, Int, Tensor, TensorData};
+use burn::prelude::{Int, Tensor, TensorData};
 use burn::tensor::activation;
 use prunec_ir::Model;
 
 use super::exec::Executor;
 use crate::{BackendError, Result};
+use super::fused::Fused;
 
 /// One request: the context's tokens and the continuation's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +72,7 @@ impl Prepared {
     }
 
     /// Scores the requests `chunk` from their batch's `logits`, into `out`.
-    fn score<B: Backend>(&self, chunk: &[usize], logits: Tensor<B, 3>, device: &B::Device, out: &mut [f64]) -> Result<()> {
+    fn score<B: Fused>(&self, chunk: &[usize], logits: Tensor<B, 3>, device: &B::Device, out: &mut [f64]) -> Result<()> {
         let vocab = logits.dims()[2];
         for (k, &i) in chunk.iter().enumerate() {
             let (input, scored, targets) = &self.inputs[i];
@@ -94,7 +95,7 @@ impl Prepared {
 /// The summed log-probability of each request's continuation given its context, in the order
 /// of `requests`; `batch` rows per forward pass; inputs longer than `max_length` lose their
 /// first tokens (the harness's left truncation). `progress(done, total)` follows the requests.
-pub fn loglikelihoods<B: Backend>(
+pub fn loglikelihoods<B: Fused>(
     model: &Model,
     device: &B::Device,
     requests: &[TokenRequest],
@@ -124,7 +125,7 @@ pub fn loglikelihoods<B: Backend>(
 /// of at most `group_tokens` input tokens, each segment's parameters read once per group; the
 /// same batches as the resident path, so the same values. `progress(done, total)` follows the
 /// requests.
-pub fn loglikelihoods_streamed<B: Backend>(
+pub fn loglikelihoods_streamed<B: Fused>(
     model: &Model,
     device: &B::Device,
     requests: &[TokenRequest],

@@ -12,8 +12,9 @@ use prunec_ir::{Dim, Op, ValueId};
 use super::{Executor, Run};
 use crate::runtime::tensor::DynTensor;
 use crate::{BackendError, Result};
+use crate::runtime::fused::Fused;
 
-impl<B: Backend> Executor<B> {
+impl<B: Fused> Executor<B> {
     /// The rows of the embedding table, which token ids must stay below.
     fn embedding_rows(&self) -> Option<usize> {
         let table = self.steps.iter().find(|s| matches!(s.op, Op::Embedding))?.inputs.first()?.node;

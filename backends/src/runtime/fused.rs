@@ -1,0 +1,628 @@
+//! Ops the executor runs as one kernel each where the backend has one: the loss's token
+//! log-probabilities, SiLU, RMSNorm's normalization and the softmax over the last axis, each with a backward pass of its
+//! own under autodiff.
+//!
+//! Burn's autodiff composes `log_softmax`, `softmax` and `silu` from primitive ops, each a pass
+//! over memory whose output is kept for the backward pass: the loss of a 640-token batch over a
+//! 49 152-token vocabulary made six passes over a 126 MB tensor forward, more backward, and kept
+//! three of them. [`Fused`] is Burn's extension point for that (a backend extension trait, as in
+//! Burn's custom-kernel examples): the CPU backend runs each op as one kernel over rayon's pool
+//! (rows or chunks split among the threads; every element computed as in a plain loop); autodiff
+//! records one node, which keeps only the op's input or output, and whose backward pass is one
+//! more kernel; any other backend (CUDA) composes the op from Burn's ops, as before.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::prelude::{Int, Tensor, TensorData};
+use burn::tensor::activation;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{DType, IndexingUpdateOp, Shape, TensorMetadata, TensorPrimitive};
+
+/// A backend that runs prunec's fused ops; each has a composition of Burn's ops as its default.
+pub trait Fused: Backend {
+    /// `log softmax(logits[r, ..])[targets[r]]` of every row of `logits [rows, vocab]`: `[rows]`.
+    fn token_log_probs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        composed::token_log_probs::<Self>(logits, targets)
+    }
+
+    /// The gradient of the logits from that of their token log-probabilities `grad [rows]`:
+    /// `grad[r] · (onehot(targets[r]) − softmax(logits[r, ..]))`.
+    fn token_log_probs_backward(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        composed::token_log_probs_backward::<Self>(logits, targets, grad)
+    }
+
+    /// `x · σ(x)`, element-wise.
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::silu::<Self>(x)
+    }
+
+    /// The gradient of SiLU's input: `grad · (σ(x) + x·σ(x)·(1 − σ(x)))`.
+    fn silu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::silu_backward::<Self>(x, grad)
+    }
+
+    /// `x / √(mean(x²) + eps)` over the last axis (RMSNorm before its weight).
+    fn rms_normalize(x: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        composed::rms_normalize::<Self>(x, eps)
+    }
+
+    /// The gradient of RMSNorm's input, row by row with `r = 1/√(mean(x²) + eps)`:
+    /// `r · (grad − x · r² · mean(grad·x))`.
+    fn rms_normalize_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        composed::rms_normalize_backward::<Self>(x, grad, eps)
+    }
+
+    /// Softmax over the last axis.
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let last = x.shape().num_dims() - 1;
+        Self::softmax(x, last)
+    }
+
+    /// The gradient of the softmax's input from its output `y` and its gradient, row by row
+    /// over the last axis: `y · (grad − Σ grad·y)`.
+    fn softmax_last_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::softmax_last_backward::<Self>(y, grad)
+    }
+}
+
+/// An autodiff backend whose inner backend runs the fused ops too.
+pub trait FusedAutodiff: AutodiffBackend<InnerBackend: Fused> + Fused {}
+
+impl<A> FusedAutodiff for A
+where
+    A: AutodiffBackend + Fused,
+    A::InnerBackend: Fused,
+{
+}
+
+#[cfg(feature = "cuda")]
+impl Fused for burn::backend::Cuda {}
+
+/// `log softmax(logits)[.., target]` over the last axis of `logits [.., vocab]` for the targets
+/// `[..]` of the leading axes.
+pub fn token_log_probs<B: Fused, const D: usize, const T: usize>(logits: Tensor<B, D>, targets: Tensor<B, T, Int>) -> Tensor<B, T> {
+    let lead = targets.dims();
+    let vocab = logits.dims()[D - 1];
+    let rows = lead.iter().product();
+    let logits = logits.reshape([rows, vocab]).into_primitive().tensor();
+    let out = B::token_log_probs(logits, targets.reshape([rows]).into_primitive());
+    Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(out)).reshape(lead)
+}
+
+/// SiLU, `x · σ(x)`.
+pub fn silu<B: Fused, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::silu(x.into_primitive().tensor())))
+}
+
+/// RMSNorm's normalization over the last axis, `x / √(mean(x²) + eps)`.
+pub fn rms_normalize<B: Fused, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::rms_normalize(x.into_primitive().tensor(), eps)))
+}
+
+/// Softmax over `axis`: fused over the last axis, Burn's own over any other.
+pub fn softmax<B: Fused, const D: usize>(x: Tensor<B, D>, axis: usize) -> Tensor<B, D> {
+    if axis + 1 == D {
+        Tensor::from_primitive(TensorPrimitive::Float(B::softmax_last(x.into_primitive().tensor())))
+    } else {
+        activation::softmax(x, axis)
+    }
+}
+
+/// The fused ops composed from Burn's ops (the defaults, and the CPU's for other float types).
+mod composed {
+    use super::*;
+
+    fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(t))
+    }
+
+    fn flat<B: Backend>(t: FloatTensor<B>) -> (Tensor<B, 1>, Shape) {
+        let shape = t.shape();
+        let n = shape.num_elements();
+        (float::<B, 1>(t).reshape([n]), shape)
+    }
+
+    fn rows<B: Backend>(t: FloatTensor<B>) -> (Tensor<B, 2>, Shape) {
+        let shape = t.shape();
+        let width = shape.last().copied().unwrap_or(1);
+        let n = shape.num_elements() / width.max(1);
+        (float::<B, 2>(t).reshape([n, width]), shape)
+    }
+
+    fn back<B: Backend, const D: usize>(t: Tensor<B, D>, shape: Shape) -> FloatTensor<B> {
+        B::float_reshape(t.into_primitive().tensor(), shape)
+    }
+
+    pub fn token_log_probs<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B> {
+        let logits = float::<B, 2>(logits);
+        let n = logits.dims()[0];
+        let targets = Tensor::<B, 1, Int>::from_primitive(targets).reshape([n, 1]);
+        activation::log_softmax(logits, 1).gather(1, targets).reshape([n]).into_primitive().tensor()
+    }
+
+    pub fn token_log_probs_backward<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+        let logits = float::<B, 2>(logits);
+        let n = logits.dims()[0];
+        let grad = float::<B, 1>(grad).reshape([n, 1]);
+        let targets = Tensor::<B, 1, Int>::from_primitive(targets).reshape([n, 1]);
+        let picked = logits.zeros_like().scatter(1, targets, grad.clone(), IndexingUpdateOp::Add);
+        (picked - activation::softmax(logits, 1) * grad).into_primitive().tensor()
+    }
+
+    pub fn silu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+        let (x, shape) = flat::<B>(x);
+        back(activation::silu(x), shape)
+    }
+
+    pub fn silu_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+        let (x, shape) = flat::<B>(x);
+        let (grad, _) = flat::<B>(grad);
+        let s = activation::sigmoid(x.clone());
+        let ds = s.clone() + x * s.clone() * (s.neg() + 1.0);
+        back(grad * ds, shape)
+    }
+
+    pub fn rms_normalize<B: Backend>(x: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
+        let (x, shape) = rows::<B>(x);
+        let r = (x.clone().powi_scalar(2).mean_dim(1) + eps).sqrt().recip();
+        back(x * r, shape)
+    }
+
+    pub fn rms_normalize_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>, eps: f64) -> FloatTensor<B> {
+        let (x, shape) = rows::<B>(x);
+        let (grad, _) = rows::<B>(grad);
+        let r = (x.clone().powi_scalar(2).mean_dim(1) + eps).sqrt().recip();
+        let dot = (grad.clone() * x.clone()).mean_dim(1);
+        back((grad - x * r.clone().powi_scalar(2) * dot) * r, shape)
+    }
+
+    pub fn softmax_last_backward<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+        let (y, shape) = rows::<B>(y);
+        let (grad, _) = rows::<B>(grad);
+        let dot = (grad.clone() * y.clone()).sum_dim(1);
+        back(y * (grad - dot), shape)
+    }
+}
+
+/// The CPU's kernels, over f32 slices, their sums over a row taken in f64; every row or chunk is
+/// computed by one thread as a plain loop would, so results do not depend on the number of
+/// threads.
+mod cpu {
+    use rayon::prelude::*;
+
+    /// Elements a task takes at least (smaller ops are not worth splitting).
+    const GRAIN: usize = 1 << 15;
+
+    /// Rows per task for rows of `width` elements.
+    fn rows_per_task(width: usize) -> usize {
+        (GRAIN / width.max(1)).max(1)
+    }
+
+    /// Elements per task for rows of `width` elements (never 0: an empty row is one task's).
+    fn row_chunk(width: usize) -> usize {
+        (rows_per_task(width) * width).max(1)
+    }
+
+    /// The row's maximum and `Σ exp(z − max)`, summed in f64: a sum of tens of thousands of
+    /// f32 terms taken one by one in f32 is off by about 1e-5 relative, which would scale every
+    /// probability alike and leave the gradient's sum over the vocabulary off zero.
+    fn max_and_sum(row: &[f32]) -> (f32, f64) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        (max, row.iter().map(|&z| f64::from((z - max).exp())).sum())
+    }
+
+    /// `Σ a·b` of two rows, summed in f64.
+    fn dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()
+    }
+
+    /// A target's index in a row of `width`, or `None` where it lies outside.
+    fn index(target: i64, width: usize) -> Option<usize> {
+        usize::try_from(target).ok().filter(|&t| t < width)
+    }
+
+    pub fn token_log_probs(logits: &[f32], width: usize, targets: &[i64]) -> Vec<f32> {
+        let mut out = vec![0.0; targets.len()];
+        let per = rows_per_task(width);
+        out.par_chunks_mut(per).zip(logits.par_chunks(row_chunk(width))).zip(targets.par_chunks(per)).for_each(|((out, rows), targets)| {
+            for ((o, row), &t) in out.iter_mut().zip(rows.chunks(width)).zip(targets) {
+                let (max, sum) = max_and_sum(row);
+                // a target outside the vocabulary has no probability: NaN, which the loss carries
+                *o = index(t, width).map_or(f32::NAN, |t| (f64::from(row[t] - max) - sum.ln()) as f32);
+            }
+        });
+        out
+    }
+
+    pub fn token_log_probs_backward(logits: &[f32], width: usize, targets: &[i64], grad: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0; logits.len()];
+        let per = rows_per_task(width);
+        out.par_chunks_mut(row_chunk(width))
+            .zip(logits.par_chunks(row_chunk(width)))
+            .zip(targets.par_chunks(per).zip(grad.par_chunks(per)))
+            .for_each(|((out, rows), (targets, grad))| {
+                for (((o, row), &t), &g) in out.chunks_mut(width).zip(rows.chunks(width)).zip(targets).zip(grad) {
+                    let (max, sum) = max_and_sum(row);
+                    let scale = (-f64::from(g) / sum) as f32;
+                    for (o, &z) in o.iter_mut().zip(row) {
+                        *o = scale * (z - max).exp();
+                    }
+                    if let Some(t) = index(t, width) {
+                        o[t] += g;
+                    }
+                }
+            });
+        out
+    }
+
+    /// σ(x) as the CPU backend computes it (`exp` of a non-positive argument only).
+    fn sigmoid(x: f32) -> f32 {
+        if x >= 0.0 {
+            1.0 / (1.0 + (-x).exp())
+        } else {
+            let e = x.exp();
+            e / (1.0 + e)
+        }
+    }
+
+    pub fn silu(x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0; x.len()];
+        out.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(out, x)| {
+            for (o, &x) in out.iter_mut().zip(x) {
+                *o = x * sigmoid(x);
+            }
+        });
+        out
+    }
+
+    pub fn silu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0; x.len()];
+        out.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN).zip(grad.par_chunks(GRAIN))).for_each(|(out, (x, grad))| {
+            for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+                let s = sigmoid(x);
+                *o = g * (s + x * s * (1.0 - s));
+            }
+        });
+        out
+    }
+
+    /// `1/√(mean(x²) + eps)` of a row.
+    fn rms_scale(row: &[f32], eps: f32) -> f32 {
+        (1.0 / (dot(row, row) / row.len() as f64 + f64::from(eps)).sqrt()) as f32
+    }
+
+    pub fn rms_normalize(x: &[f32], width: usize, eps: f32) -> Vec<f32> {
+        let mut out = vec![0.0; x.len()];
+        let per = row_chunk(width);
+        out.par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(out, x)| {
+            for (o, x) in out.chunks_mut(width).zip(x.chunks(width)) {
+                let r = rms_scale(x, eps);
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = x * r;
+                }
+            }
+        });
+        out
+    }
+
+    pub fn rms_normalize_backward(x: &[f32], grad: &[f32], width: usize, eps: f32) -> Vec<f32> {
+        let mut out = vec![0.0; x.len()];
+        let per = row_chunk(width);
+        out.par_chunks_mut(per).zip(x.par_chunks(per).zip(grad.par_chunks(per))).for_each(|(out, (x, grad))| {
+            for ((o, x), g) in out.chunks_mut(width).zip(x.chunks(width)).zip(grad.chunks(width)) {
+                let r = rms_scale(x, eps);
+                let k = r * r * (dot(x, g) / width as f64) as f32;
+                for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+                    *o = (g - x * k) * r;
+                }
+            }
+        });
+        out
+    }
+
+    pub fn softmax_backward(y: &[f32], grad: &[f32], width: usize) -> Vec<f32> {
+        let mut out = vec![0.0; y.len()];
+        let per = row_chunk(width);
+        out.par_chunks_mut(per).zip(y.par_chunks(per).zip(grad.par_chunks(per))).for_each(|(out, (y, grad))| {
+            for ((o, y), g) in out.chunks_mut(width).zip(y.chunks(width)).zip(grad.chunks(width)) {
+                let dot = dot(y, g) as f32;
+                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                    *o = y * (g - dot);
+                }
+            }
+        });
+        out
+    }
+}
+
+/// A CPU tensor's values as contiguous f32, or `None` for another float type or no values
+/// (the composition of Burn's ops takes those).
+fn f32_values(t: &FlexTensor) -> Option<FlexTensor> {
+    (t.dtype() == DType::F32 && t.shape().num_elements() > 0).then(|| t.to_contiguous())
+}
+
+fn flex_f32(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn flex_ids(t: FlexTensor) -> Vec<i64> {
+    t.into_data().convert::<i64>().into_vec::<i64>().unwrap_or_default()
+}
+
+impl Fused for Flex {
+    fn token_log_probs(logits: FlexTensor, targets: FlexTensor) -> FlexTensor {
+        let Some(z) = f32_values(&logits) else { return composed::token_log_probs::<Flex>(logits, targets) };
+        let shape = z.shape();
+        let ids = flex_ids(targets);
+        let out = cpu::token_log_probs(z.storage::<f32>(), shape[1], &ids);
+        flex_f32(out, Shape::from(vec![ids.len()]))
+    }
+
+    fn token_log_probs_backward(logits: FlexTensor, targets: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let (Some(z), Some(g)) = (f32_values(&logits), f32_values(&grad)) else {
+            return composed::token_log_probs_backward::<Flex>(logits, targets, grad);
+        };
+        let shape = z.shape();
+        let out = cpu::token_log_probs_backward(z.storage::<f32>(), shape[1], &flex_ids(targets), g.storage::<f32>());
+        flex_f32(out, shape)
+    }
+
+    fn silu(x: FlexTensor) -> FlexTensor {
+        let Some(v) = f32_values(&x) else { return composed::silu::<Flex>(x) };
+        flex_f32(cpu::silu(v.storage::<f32>()), v.shape())
+    }
+
+    fn silu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let (Some(v), Some(g)) = (f32_values(&x), f32_values(&grad)) else { return composed::silu_backward::<Flex>(x, grad) };
+        flex_f32(cpu::silu_backward(v.storage::<f32>(), g.storage::<f32>()), v.shape())
+    }
+
+    fn rms_normalize(x: FlexTensor, eps: f64) -> FlexTensor {
+        let Some(v) = f32_values(&x) else { return composed::rms_normalize::<Flex>(x, eps) };
+        let shape = v.shape();
+        let width = shape.last().copied().unwrap_or(1);
+        flex_f32(cpu::rms_normalize(v.storage::<f32>(), width, eps as f32), shape)
+    }
+
+    fn rms_normalize_backward(x: FlexTensor, grad: FlexTensor, eps: f64) -> FlexTensor {
+        let (Some(v), Some(g)) = (f32_values(&x), f32_values(&grad)) else {
+            return composed::rms_normalize_backward::<Flex>(x, grad, eps);
+        };
+        let shape = v.shape();
+        let width = shape.last().copied().unwrap_or(1);
+        flex_f32(cpu::rms_normalize_backward(v.storage::<f32>(), g.storage::<f32>(), width, eps as f32), shape)
+    }
+
+    fn softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let (Some(v), Some(g)) = (f32_values(&y), f32_values(&grad)) else {
+            return composed::softmax_last_backward::<Flex>(y, grad);
+        };
+        let shape = v.shape();
+        let width = shape.last().copied().unwrap_or(1);
+        flex_f32(cpu::softmax_backward(v.storage::<f32>(), g.storage::<f32>(), width), shape)
+    }
+}
+
+impl<B: Fused, C: CheckpointStrategy> Fused for Autodiff<B, C> {
+    fn token_log_probs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct TokenLogProbs;
+
+        impl<B: Fused> Backward<B, 1> for TokenLogProbs {
+            type State = (FloatTensor<B>, IntTensor<B>);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let (logits, targets) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::token_log_probs_backward(logits, targets, grad));
+            }
+        }
+
+        let out = B::token_log_probs(logits.primitive.clone(), targets.clone());
+        match TokenLogProbs.prepare::<C>([logits.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((logits.primitive, targets), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Silu;
+
+        impl<B: Fused> Backward<B, 1> for Silu {
+            type State = FloatTensor<B>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let x = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::silu_backward(x, grad));
+            }
+        }
+
+        let out = B::silu(x.primitive.clone());
+        match Silu.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(x.primitive, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn rms_normalize(x: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct RmsNormalize;
+
+        impl<B: Fused> Backward<B, 1> for RmsNormalize {
+            type State = (FloatTensor<B>, f64);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let (x, eps) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::rms_normalize_backward(x, grad, eps));
+            }
+        }
+
+        let out = B::rms_normalize(x.primitive.clone(), eps);
+        match RmsNormalize.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x.primitive, eps), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SoftmaxLast;
+
+        impl<B: Fused> Backward<B, 1> for SoftmaxLast {
+            type State = FloatTensor<B>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let y = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::softmax_last_backward(y, grad));
+            }
+        }
+
+        let out = B::softmax_last(x.primitive.clone());
+        match SoftmaxLast.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Cpu, CpuAutodiff};
+
+    /// Values in [-scale, scale) from a fixed linear congruential sequence.
+    fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    fn tensor<B: Backend, const D: usize>(v: &[f32], shape: [usize; D]) -> Tensor<B, D> {
+        Tensor::from_data(TensorData::new(v.to_vec(), shape), &Default::default())
+    }
+
+    fn ids<B: Backend>(v: &[i64]) -> Tensor<B, 1, Int> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &Default::default())
+    }
+
+    fn vec_of<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+    }
+
+    /// Every element within `tol` of the reference, relative to the reference's largest magnitude.
+    fn close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let scale = want.iter().fold(0f32, |m, w| m.max(w.abs())).max(1e-30);
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() <= tol * scale, "{what}: element {i}: {g} against {w} (scale {scale})");
+        }
+    }
+
+    /// Rows over a vocabulary wider than one task's share, so the rows are split among threads.
+    const ROWS: usize = 37;
+    const VOCAB: usize = 1531;
+
+    fn targets() -> Vec<i64> {
+        (0..ROWS as i64).map(|r| (r * 389) % VOCAB as i64).collect()
+    }
+
+    /// The CPU's fused token log-probabilities, SiLU and softmax give the values of Burn's
+    /// compositions (log-softmax then gather; `x·σ(x)`; softmax) within f32 rounding.
+    #[test]
+    fn cpu_kernels_match_burns_compositions() {
+        let z = values(ROWS * VOCAB, 1, 12.0);
+        let t = targets();
+        let got = vec_of(token_log_probs(tensor::<Cpu, 2>(&z, [ROWS, VOCAB]), ids::<Cpu>(&t).reshape([ROWS])));
+        let want = vec_of(
+            activation::log_softmax(tensor::<Cpu, 2>(&z, [ROWS, VOCAB]), 1).gather(1, ids::<Cpu>(&t).reshape([ROWS, 1])).reshape([ROWS]),
+        );
+        close(&got, &want, 1e-6, "token log-probs");
+
+        let x = values(100_003, 2, 9.0);
+        close(&vec_of(silu(tensor::<Cpu, 1>(&x, [100_003]))), &vec_of(activation::silu(tensor::<Cpu, 1>(&x, [100_003]))), 1e-6, "silu");
+        let rms = |x: Tensor<Cpu, 2>| x.clone() * (x.powi_scalar(2).mean_dim(1) + 1e-5).sqrt().recip();
+        let got = vec_of(rms_normalize(tensor::<Cpu, 2>(&z, [ROWS, VOCAB]), 1e-5));
+        close(&got, &vec_of(rms(tensor::<Cpu, 2>(&z, [ROWS, VOCAB]))), 1e-6, "rms_normalize");
+        let got = vec_of(softmax(tensor::<Cpu, 2>(&z, [ROWS, VOCAB]), 1));
+        close(&got, &vec_of(activation::softmax(tensor::<Cpu, 2>(&z, [ROWS, VOCAB]), 1)), 1e-6, "softmax");
+    }
+
+    /// Input gradients of `Σ w·op(x)` through the fused ops (one autodiff node each, the CPU's
+    /// backward kernels) against those through Burn's compositions (autodiff of every primitive).
+    #[test]
+    fn fused_backward_passes_match_autodiff_of_the_compositions() {
+        type A = CpuAutodiff;
+        let grad_of = |x: &[f32], shape: [usize; 2], f: &dyn Fn(Tensor<A, 2>) -> Tensor<A, 1>| {
+            let x = tensor::<A, 2>(x, shape).require_grad();
+            let y = f(x.clone());
+            let n = y.dims()[0];
+            let w = tensor::<A, 1>(&values(n, 7, 1.0), [n]);
+            let grads = (y * w).sum().backward();
+            vec_of(x.grad(&grads).unwrap())
+        };
+        let z = values(ROWS * VOCAB, 3, 12.0);
+        let t = targets();
+        let fused_g = grad_of(&z, [ROWS, VOCAB], &|x| token_log_probs(x, ids::<A>(&t)));
+        let composed_g = grad_of(&z, [ROWS, VOCAB], &|x| activation::log_softmax(x, 1).gather(1, ids::<A>(&t).reshape([ROWS, 1])).reshape([ROWS]));
+        close(&fused_g, &composed_g, 1e-6, "token log-probs' gradient");
+
+        let n = ROWS * VOCAB;
+        let x = values(n, 4, 9.0);
+        let fused_g = grad_of(&x, [ROWS, VOCAB], &|x| silu(x).reshape([n]));
+        let composed_g = grad_of(&x, [ROWS, VOCAB], &|x| activation::silu(x).reshape([n]));
+        close(&fused_g, &composed_g, 1e-6, "silu's gradient");
+
+        let fused_g = grad_of(&x, [ROWS, VOCAB], &|x| rms_normalize(x, 1e-5).reshape([n]));
+        let composed_g = grad_of(&x, [ROWS, VOCAB], &|x| (x.clone() * (x.powi_scalar(2).mean_dim(1) + 1e-5).sqrt().recip()).reshape([n]));
+        close(&fused_g, &composed_g, 1e-5, "rms_normalize's gradient");
+
+        let fused_g = grad_of(&z, [ROWS, VOCAB], &|x| softmax(x, 1).reshape([n]));
+        let composed_g = grad_of(&z, [ROWS, VOCAB], &|x| activation::softmax(x, 1).reshape([n]));
+        close(&fused_g, &composed_g, 1e-5, "softmax's gradient");
+    }
+
+    /// The CPU's kernels give the same bits on one thread and on several.
+    #[test]
+    fn cpu_kernels_do_not_depend_on_the_number_of_threads() {
+        let z = values(ROWS * VOCAB, 5, 12.0);
+        let g = values(ROWS * VOCAB, 6, 1.0);
+        let t = targets();
+        let run = || {
+            let mut out = cpu::token_log_probs(&z, VOCAB, &t);
+            out.extend(cpu::token_log_probs_backward(&z, VOCAB, &t, &g[..ROWS]));
+            out.extend(cpu::silu(&z));
+            out.extend(cpu::silu_backward(&z, &g));
+            out.extend(cpu::softmax_backward(&z, &g, VOCAB));
+            out.extend(cpu::rms_normalize(&z, VOCAB, 1e-5));
+            out.extend(cpu::rms_normalize_backward(&z, &g, VOCAB, 1e-5));
+            out.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+        };
+        let on = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(run);
+        assert_eq!(on(1), on(3));
+    }
+
+    /// A target outside the vocabulary has no probability: NaN (the executor checks token ids
+    /// before they get here), and no gradient but the softmax's.
+    #[test]
+    fn a_target_outside_the_vocabulary_is_nan() {
+        let z = values(2 * 5, 8, 3.0);
+        let out = cpu::token_log_probs(&z, 5, &[2, 5]);
+        assert!(out[0].is_finite() && out[1].is_nan(), "{out:?}");
+        let g = cpu::token_log_probs_backward(&z, 5, &[-1, 4], &[1.0, 1.0]);
+        assert!(g[..5].iter().all(|&v| v < 0.0), "row 0 is −softmax: {g:?}");
+        assert!((g[5..].iter().sum::<f32>()).abs() < 1e-6, "row 1 sums to 0: {g:?}");
+    }
+}
