@@ -243,25 +243,21 @@ mod cpu {
         out
     }
 
-    pub fn token_log_probs_backward(logits: &[f32], width: usize, targets: &[i64], grad: &[f32]) -> Vec<f32> {
-        let mut out = vec![0.0; logits.len()];
+    /// The logits' gradient written over the logits (`z`), row by row.
+    pub fn token_log_probs_backward(z: &mut [f32], width: usize, targets: &[i64], grad: &[f32]) {
         let per = rows_per_task(width);
-        out.par_chunks_mut(row_chunk(width))
-            .zip(logits.par_chunks(row_chunk(width)))
-            .zip(targets.par_chunks(per).zip(grad.par_chunks(per)))
-            .for_each(|((out, rows), (targets, grad))| {
-                for (((o, row), &t), &g) in out.chunks_mut(width).zip(rows.chunks(width)).zip(targets).zip(grad) {
-                    let (max, sum) = max_and_sum(row);
-                    let scale = (-f64::from(g) / sum) as f32;
-                    for (o, &z) in o.iter_mut().zip(row) {
-                        *o = scale * (z - max).exp();
-                    }
-                    if let Some(t) = index(t, width) {
-                        o[t] += g;
-                    }
+        z.par_chunks_mut(row_chunk(width)).zip(targets.par_chunks(per).zip(grad.par_chunks(per))).for_each(|(rows, (targets, grad))| {
+            for ((row, &t), &g) in rows.chunks_mut(width).zip(targets).zip(grad) {
+                let (max, sum) = max_and_sum(row);
+                let scale = (-f64::from(g) / sum) as f32;
+                for z in row.iter_mut() {
+                    *z = scale * (*z - max).exp();
                 }
-            });
-        out
+                if let Some(t) = index(t, width) {
+                    row[t] += g;
+                }
+            }
+        });
     }
 
     /// σ(x) as the CPU backend computes it (`exp` of a non-positive argument only).
@@ -284,15 +280,14 @@ mod cpu {
         out
     }
 
-    pub fn silu_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
-        let mut out = vec![0.0; x.len()];
-        out.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN).zip(grad.par_chunks(GRAIN))).for_each(|(out, (x, grad))| {
-            for ((o, &x), &g) in out.iter_mut().zip(x).zip(grad) {
+    /// The input's gradient written over the output's (`grad`).
+    pub fn silu_backward(x: &[f32], grad: &mut [f32]) {
+        grad.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(grad, x)| {
+            for (g, &x) in grad.iter_mut().zip(x) {
                 let s = sigmoid(x);
-                *o = g * (s + x * s * (1.0 - s));
+                *g *= s + x * s * (1.0 - s);
             }
         });
-        out
     }
 
     /// `1/√(mean(x²) + eps)` of a row.
@@ -314,40 +309,52 @@ mod cpu {
         out
     }
 
-    pub fn rms_normalize_backward(x: &[f32], grad: &[f32], width: usize, eps: f32) -> Vec<f32> {
-        let mut out = vec![0.0; x.len()];
+    /// The input's gradient written over the output's (`grad`).
+    pub fn rms_normalize_backward(x: &[f32], grad: &mut [f32], width: usize, eps: f32) {
         let per = row_chunk(width);
-        out.par_chunks_mut(per).zip(x.par_chunks(per).zip(grad.par_chunks(per))).for_each(|(out, (x, grad))| {
-            for ((o, x), g) in out.chunks_mut(width).zip(x.chunks(width)).zip(grad.chunks(width)) {
+        grad.par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(grad, x)| {
+            for (g, x) in grad.chunks_mut(width).zip(x.chunks(width)) {
                 let r = rms_scale(x, eps);
                 let k = r * r * (dot(x, g) / width as f64) as f32;
-                for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
-                    *o = (g - x * k) * r;
+                for (g, &x) in g.iter_mut().zip(x) {
+                    *g = (*g - x * k) * r;
                 }
             }
         });
-        out
     }
 
-    pub fn softmax_backward(y: &[f32], grad: &[f32], width: usize) -> Vec<f32> {
-        let mut out = vec![0.0; y.len()];
+    /// The input's gradient written over the output's (`grad`).
+    pub fn softmax_backward(y: &[f32], grad: &mut [f32], width: usize) {
         let per = row_chunk(width);
-        out.par_chunks_mut(per).zip(y.par_chunks(per).zip(grad.par_chunks(per))).for_each(|(out, (y, grad))| {
-            for ((o, y), g) in out.chunks_mut(width).zip(y.chunks(width)).zip(grad.chunks(width)) {
+        grad.par_chunks_mut(per).zip(y.par_chunks(per)).for_each(|(grad, y)| {
+            for (g, y) in grad.chunks_mut(width).zip(y.chunks(width)) {
                 let dot = dot(y, g) as f32;
-                for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                    *o = y * (g - dot);
+                for (g, &y) in g.iter_mut().zip(y) {
+                    *g = y * (*g - dot);
                 }
             }
         });
-        out
     }
 }
 
-/// A CPU tensor's values as contiguous f32, or `None` for another float type or no values
-/// (the composition of Burn's ops takes those).
-fn f32_values(t: &FlexTensor) -> Option<FlexTensor> {
-    (t.dtype() == DType::F32 && t.shape().num_elements() > 0).then(|| t.to_contiguous())
+/// Whether the CPU's kernels take a tensor: f32 with values (the composition of Burn's ops takes
+/// the others).
+fn kernel_takes(t: &FlexTensor) -> bool {
+    t.dtype() == DType::F32 && t.shape().num_elements() > 0
+}
+
+/// A CPU tensor's values as contiguous f32 (shared where they already are).
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+/// A CPU tensor as contiguous f32 for a kernel to write over: the tensor itself where it holds
+/// its buffer alone (a consumed gradient; the logits, which only the loss's node keeps), else a
+/// copy, made by `storage_mut`.
+fn owned(t: FlexTensor) -> FlexTensor {
+    let c = t.to_contiguous();
+    drop(t);
+    c
 }
 
 fn flex_f32(values: Vec<f32>, shape: Shape) -> FlexTensor {
@@ -358,57 +365,75 @@ fn flex_ids(t: FlexTensor) -> Vec<i64> {
     t.into_data().convert::<i64>().into_vec::<i64>().unwrap_or_default()
 }
 
+/// The width of the last axis.
+fn last_width(t: &FlexTensor) -> usize {
+    t.shape().last().copied().unwrap_or(1)
+}
+
 impl Fused for Flex {
     fn token_log_probs(logits: FlexTensor, targets: FlexTensor) -> FlexTensor {
-        let Some(z) = f32_values(&logits) else { return composed::token_log_probs::<Flex>(logits, targets) };
-        let shape = z.shape();
+        if !kernel_takes(&logits) {
+            return composed::token_log_probs::<Flex>(logits, targets);
+        }
+        let z = contiguous(&logits);
         let ids = flex_ids(targets);
-        let out = cpu::token_log_probs(z.storage::<f32>(), shape[1], &ids);
+        let out = cpu::token_log_probs(z.storage::<f32>(), last_width(&z), &ids);
         flex_f32(out, Shape::from(vec![ids.len()]))
     }
 
     fn token_log_probs_backward(logits: FlexTensor, targets: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let (Some(z), Some(g)) = (f32_values(&logits), f32_values(&grad)) else {
+        if !(kernel_takes(&logits) && kernel_takes(&grad)) {
             return composed::token_log_probs_backward::<Flex>(logits, targets, grad);
-        };
-        let shape = z.shape();
-        let out = cpu::token_log_probs_backward(z.storage::<f32>(), shape[1], &flex_ids(targets), g.storage::<f32>());
-        flex_f32(out, shape)
+        }
+        let mut z = owned(logits);
+        let width = last_width(&z);
+        cpu::token_log_probs_backward(z.storage_mut::<f32>(), width, &flex_ids(targets), contiguous(&grad).storage::<f32>());
+        z
     }
 
     fn silu(x: FlexTensor) -> FlexTensor {
-        let Some(v) = f32_values(&x) else { return composed::silu::<Flex>(x) };
+        if !kernel_takes(&x) {
+            return composed::silu::<Flex>(x);
+        }
+        let v = contiguous(&x);
         flex_f32(cpu::silu(v.storage::<f32>()), v.shape())
     }
 
     fn silu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let (Some(v), Some(g)) = (f32_values(&x), f32_values(&grad)) else { return composed::silu_backward::<Flex>(x, grad) };
-        flex_f32(cpu::silu_backward(v.storage::<f32>(), g.storage::<f32>()), v.shape())
+        if !(kernel_takes(&x) && kernel_takes(&grad)) {
+            return composed::silu_backward::<Flex>(x, grad);
+        }
+        let mut g = owned(grad);
+        cpu::silu_backward(contiguous(&x).storage::<f32>(), g.storage_mut::<f32>());
+        g
     }
 
     fn rms_normalize(x: FlexTensor, eps: f64) -> FlexTensor {
-        let Some(v) = f32_values(&x) else { return composed::rms_normalize::<Flex>(x, eps) };
-        let shape = v.shape();
-        let width = shape.last().copied().unwrap_or(1);
-        flex_f32(cpu::rms_normalize(v.storage::<f32>(), width, eps as f32), shape)
+        if !kernel_takes(&x) {
+            return composed::rms_normalize::<Flex>(x, eps);
+        }
+        let v = contiguous(&x);
+        flex_f32(cpu::rms_normalize(v.storage::<f32>(), last_width(&v), eps as f32), v.shape())
     }
 
     fn rms_normalize_backward(x: FlexTensor, grad: FlexTensor, eps: f64) -> FlexTensor {
-        let (Some(v), Some(g)) = (f32_values(&x), f32_values(&grad)) else {
+        if !(kernel_takes(&x) && kernel_takes(&grad)) {
             return composed::rms_normalize_backward::<Flex>(x, grad, eps);
-        };
-        let shape = v.shape();
-        let width = shape.last().copied().unwrap_or(1);
-        flex_f32(cpu::rms_normalize_backward(v.storage::<f32>(), g.storage::<f32>(), width, eps as f32), shape)
+        }
+        let mut g = owned(grad);
+        let width = last_width(&g);
+        cpu::rms_normalize_backward(contiguous(&x).storage::<f32>(), g.storage_mut::<f32>(), width, eps as f32);
+        g
     }
 
     fn softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let (Some(v), Some(g)) = (f32_values(&y), f32_values(&grad)) else {
+        if !(kernel_takes(&y) && kernel_takes(&grad)) {
             return composed::softmax_last_backward::<Flex>(y, grad);
-        };
-        let shape = v.shape();
-        let width = shape.last().copied().unwrap_or(1);
-        flex_f32(cpu::softmax_backward(v.storage::<f32>(), g.storage::<f32>(), width), shape)
+        }
+        let mut g = owned(grad);
+        let width = last_width(&g);
+        cpu::softmax_backward(contiguous(&y).storage::<f32>(), g.storage_mut::<f32>(), width);
+        g
     }
 }
 
@@ -602,12 +627,21 @@ mod tests {
         let t = targets();
         let run = || {
             let mut out = cpu::token_log_probs(&z, VOCAB, &t);
-            out.extend(cpu::token_log_probs_backward(&z, VOCAB, &t, &g[..ROWS]));
+            let mut written = z.clone();
+            cpu::token_log_probs_backward(&mut written, VOCAB, &t, &g[..ROWS]);
+            out.extend(written);
             out.extend(cpu::silu(&z));
-            out.extend(cpu::silu_backward(&z, &g));
-            out.extend(cpu::softmax_backward(&z, &g, VOCAB));
             out.extend(cpu::rms_normalize(&z, VOCAB, 1e-5));
-            out.extend(cpu::rms_normalize_backward(&z, &g, VOCAB, 1e-5));
+            let kernels: [&dyn Fn(&mut [f32]); 3] = [
+                &|g| cpu::silu_backward(&z, g),
+                &|g| cpu::softmax_backward(&z, g, VOCAB),
+                &|g| cpu::rms_normalize_backward(&z, g, VOCAB, 1e-5),
+            ];
+            for kernel in kernels {
+                let mut written = g.clone();
+                kernel(&mut written);
+                out.extend(written);
+            }
             out.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
         };
         let on = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(run);
@@ -621,7 +655,8 @@ mod tests {
         let z = values(2 * 5, 8, 3.0);
         let out = cpu::token_log_probs(&z, 5, &[2, 5]);
         assert!(out[0].is_finite() && out[1].is_nan(), "{out:?}");
-        let g = cpu::token_log_probs_backward(&z, 5, &[-1, 4], &[1.0, 1.0]);
+        let mut g = z.clone();
+        cpu::token_log_probs_backward(&mut g, 5, &[-1, 4], &[1.0, 1.0]);
         assert!(g[..5].iter().all(|&v| v < 0.0), "row 0 is −softmax: {g:?}");
         assert!((g[5..].iter().sum::<f32>()).abs() < 1e-6, "row 1 sums to 0: {g:?}");
     }
