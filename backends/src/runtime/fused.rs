@@ -437,85 +437,61 @@ impl Fused for Flex {
     }
 }
 
+/// The autodiff node of a fused op of one input: its backward pass is `backward(state, grad)`.
+struct FusedNode<B: Backend, S> {
+    backward: fn(S, FloatTensor<B>) -> FloatTensor<B>,
+}
+
+impl<B: Backend, S> core::fmt::Debug for FusedNode<B, S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FusedNode")
+    }
+}
+
+impl<B: Backend, S: Clone + Send + core::fmt::Debug + 'static> Backward<B, 1> for FusedNode<B, S> {
+    type State = S;
+
+    fn backward(self, ops: Ops<S, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let state = ops.state;
+        unary::<B, _>(ops.parents, ops.node, grads, |grad| (self.backward)(state, grad));
+    }
+}
+
+/// `out`, computed from `input` by a fused op, as an autodiff tensor: a node that keeps `state`
+/// (taken only where a gradient is wanted) for `backward`.
+fn record<B: Fused, C: CheckpointStrategy, S: Clone + Send + core::fmt::Debug + 'static>(
+    input: &FloatTensor<Autodiff<B, C>>,
+    out: FloatTensor<B>,
+    state: impl FnOnce() -> S,
+    backward: fn(S, FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match (FusedNode { backward }).prepare::<C>([input.node.clone()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish(state(), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
 impl<B: Fused, C: CheckpointStrategy> Fused for Autodiff<B, C> {
     fn token_log_probs(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct TokenLogProbs;
-
-        impl<B: Fused> Backward<B, 1> for TokenLogProbs {
-            type State = (FloatTensor<B>, IntTensor<B>);
-
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let (logits, targets) = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::token_log_probs_backward(logits, targets, grad));
-            }
-        }
-
         let out = B::token_log_probs(logits.primitive.clone(), targets.clone());
-        match TokenLogProbs.prepare::<C>([logits.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((logits.primitive, targets), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        // the logits are kept by this node alone (their gradient is written over them)
+        record::<B, C, _>(&logits, out, || (logits.primitive.clone(), targets), |(z, t), g| B::token_log_probs_backward(z, t, g))
     }
 
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct Silu;
-
-        impl<B: Fused> Backward<B, 1> for Silu {
-            type State = FloatTensor<B>;
-
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let x = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::silu_backward(x, grad));
-            }
-        }
-
         let out = B::silu(x.primitive.clone());
-        match Silu.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(x.primitive, out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record::<B, C, _>(&x, out, || x.primitive.clone(), B::silu_backward)
     }
 
     fn rms_normalize(x: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct RmsNormalize;
-
-        impl<B: Fused> Backward<B, 1> for RmsNormalize {
-            type State = (FloatTensor<B>, f64);
-
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let (x, eps) = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::rms_normalize_backward(x, grad, eps));
-            }
-        }
-
         let out = B::rms_normalize(x.primitive.clone(), eps);
-        match RmsNormalize.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish((x.primitive, eps), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        record::<B, C, _>(&x, out, || (x.primitive.clone(), eps), |(x, eps), g| B::rms_normalize_backward(x, g, eps))
     }
 
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct SoftmaxLast;
-
-        impl<B: Fused> Backward<B, 1> for SoftmaxLast {
-            type State = FloatTensor<B>;
-
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-                let y = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| B::softmax_last_backward(y, grad));
-            }
-        }
-
         let out = B::softmax_last(x.primitive.clone());
-        match SoftmaxLast.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
-            OpsKind::Tracked(prep) => prep.finish(out.clone(), out),
-            OpsKind::UnTracked(prep) => prep.finish(out),
-        }
+        let y = out.clone();
+        record::<B, C, _>(&x, out, || y, B::softmax_last_backward)
     }
 }
 
