@@ -2,6 +2,9 @@
 //! for a seed is fixed by this code, so a seed gives the same calibration samples, random
 //! importances, sampled tokens and synthetic weights in every version and on every machine.
 
+/// What SplitMix64's state advances by at each draw.
+const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// SplitMix64.
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
@@ -16,11 +19,19 @@ impl SplitMix64 {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.state = self.state.wrapping_add(GAMMA);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+
+    /// A generator of this one's next `n` draws, which this one skips: the two give what this
+    /// one alone would have (a stream cut into pieces that can be drawn in parallel).
+    pub fn take(&mut self, n: u64) -> SplitMix64 {
+        let head = self.clone();
+        self.state = self.state.wrapping_add(n.wrapping_mul(GAMMA));
+        head
     }
 
     /// A uniform draw from `0..bound` (unbiased: draws that would favour small values are
@@ -70,6 +81,21 @@ mod tests {
         let mut rng = SplitMix64::new(1234567);
         let got: Vec<u64> = (0..3).map(|_| rng.next_u64()).collect();
         assert_eq!(got, [6457827717110365317, 3203168211198807973, 9817491932198370423]);
+    }
+
+    /// Pieces taken off a generator, drawn in any order, give the one stream it alone gives.
+    #[test]
+    fn pieces_taken_give_the_one_stream() {
+        let mut whole = SplitMix64::new(1234567);
+        let stream: Vec<u64> = (0..10).map(|_| whole.next_u64()).collect();
+        let mut cut = SplitMix64::new(1234567);
+        let (mut a, mut b) = (cut.take(3), cut.take(0));
+        let mut c = cut.take(4);
+        let mut got: Vec<u64> = (0..4).map(|_| c.next_u64()).collect();
+        got.splice(0..0, (0..3).map(|_| a.next_u64()));
+        got.extend((0..3).map(|_| cut.next_u64()));
+        assert_eq!(got, stream);
+        assert_eq!(b.next_u64(), stream[3], "an empty piece starts where the next one does");
     }
 
     #[test]

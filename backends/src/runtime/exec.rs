@@ -737,17 +737,23 @@ impl PrefixLayout {
 }
 
 /// A dropout mask of `n` elements: each `1/keep` with probability `keep` (its 32 random bits
-/// below keep·2³²), else 0.
+/// below keep·2³²), else 0. Two elements a draw, in order; drawn in chunks over rayon's pool, each
+/// from its own piece of the stream (`SplitMix64::take`), so the mask is the one a single loop
+/// draws.
 fn dropout_mask(rng: &mut SplitMix64, n: usize, keep: f64) -> Vec<f32> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16; // elements, even: a chunk starts at a draw's first half
     let (threshold, scale) = ((keep * 4_294_967_296.0) as u64, (1.0 / keep) as f32);
-    let mut mask = Vec::with_capacity(n + 1);
-    while mask.len() < n {
-        let bits = rng.next_u64();
-        for half in [bits & 0xFFFF_FFFF, bits >> 32] {
-            mask.push(if half < threshold { scale } else { 0.0 });
+    let mut mask = vec![0.0f32; n];
+    let pieces: Vec<SplitMix64> = mask.chunks(CHUNK).map(|c| rng.take(c.len().div_ceil(2) as u64)).collect();
+    mask.par_chunks_mut(CHUNK).zip(pieces).for_each(|(chunk, mut rng)| {
+        for pair in chunk.chunks_mut(2) {
+            let bits = rng.next_u64();
+            for (m, half) in pair.iter_mut().zip([bits & 0xFFFF_FFFF, bits >> 32]) {
+                *m = if half < threshold { scale } else { 0.0 };
+            }
         }
-    }
-    mask.truncate(n);
+    });
     mask
 }
 
@@ -842,6 +848,21 @@ mod tests {
             assert!((kept - keep).abs() < 0.006, "keep {keep}: {kept}");
             assert_eq!(mask, dropout_mask(&mut SplitMix64::new(9), n, keep), "a seed gives its mask");
             assert_ne!(mask, dropout_mask(&mut SplitMix64::new(10), n, keep));
+            // drawn in chunks, the mask of a single loop over the stream, which ends where the
+            // loop's would (n is odd: the last draw's upper half is unused)
+            let mut rng = SplitMix64::new(9);
+            let mut one_loop = Vec::new();
+            while one_loop.len() < n {
+                let bits = rng.next_u64();
+                for half in [bits & 0xFFFF_FFFF, bits >> 32] {
+                    one_loop.push(if half < (keep * 4_294_967_296.0) as u64 { (1.0 / keep) as f32 } else { 0.0 });
+                }
+            }
+            one_loop.truncate(n);
+            assert_eq!(mask, one_loop);
+            let mut chunked = SplitMix64::new(9);
+            dropout_mask(&mut chunked, n, keep);
+            assert_eq!(chunked.next_u64(), rng.next_u64(), "the generator is left where the loop leaves it");
         }
     }
 
