@@ -8,9 +8,9 @@ use prunec_ir::rng::SplitMix64;
 use prunec_ir::Model;
 
 use super::exec::{causal_lm_loss, Executor};
+use super::fused::FusedAutodiff;
 use super::generate::{generate, Sampling};
 use crate::{BackendError, Result};
-use super::fused::FusedAutodiff;
 
 /// What a benchmark measured.
 #[derive(Debug, Clone, Copy, PartialEq)]

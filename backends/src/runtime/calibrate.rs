@@ -11,9 +11,9 @@ use prunec_ir::{CalibrationStats, Model};
 
 use super::collective::Peer;
 use super::exec::{causal_lm_loss, Executor};
+use super::fused::FusedAutodiff;
 use super::tensor::DynTensor;
 use crate::{BackendError, Result};
-use super::fused::FusedAutodiff;
 
 /// How to calibrate.
 #[derive(Debug, Clone)]

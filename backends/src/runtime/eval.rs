@@ -6,8 +6,8 @@ use burn::prelude::{Int, Tensor, TensorData};
 use prunec_ir::Model;
 
 use super::exec::{row_nll, Executor};
-use crate::{BackendError, Result};
 use super::fused::Fused;
+use crate::{BackendError, Result};
 
 /// What a perplexity run measured.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,6 +1,6 @@
 //! Ops the executor runs as one kernel each where the backend has one: the loss's token
-//! log-probabilities, SiLU, RMSNorm's normalization and the softmax over the last axis, each with a backward pass of its
-//! own under autodiff.
+//! log-probabilities, SiLU, RMSNorm's normalization and the softmax over the last axis, each
+//! with a backward pass of its own under autodiff.
 //!
 //! Burn's autodiff composes `log_softmax`, `softmax` and `silu` from primitive ops, each a pass
 //! over memory whose output is kept for the backward pass: the loss of a 640-token batch over a
@@ -212,6 +212,11 @@ mod cpu {
         (rows_per_task(width) * width).max(1)
     }
 
+    /// `f(out, x)` on the pieces of `out` and `x` of `chunk` elements each, over the pool.
+    fn zip_chunks(out: &mut [f32], x: &[f32], chunk: usize, f: impl Fn(&mut [f32], &[f32]) + Sync + Send) {
+        out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| f(out, x));
+    }
+
     /// The row's maximum and `Σ exp(z − max)`, summed in f64: a sum of tens of thousands of
     /// f32 terms taken one by one in f32 is off by about 1e-5 relative, which would scale every
     /// probability alike and leave the gradient's sum over the vocabulary off zero.
@@ -272,7 +277,7 @@ mod cpu {
 
     pub fn silu(x: &[f32]) -> Vec<f32> {
         let mut out = vec![0.0; x.len()];
-        out.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(out, x)| {
+        zip_chunks(&mut out, x, GRAIN, |out, x| {
             for (o, &x) in out.iter_mut().zip(x) {
                 *o = x * sigmoid(x);
             }
@@ -282,7 +287,7 @@ mod cpu {
 
     /// The input's gradient written over the output's (`grad`).
     pub fn silu_backward(x: &[f32], grad: &mut [f32]) {
-        grad.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(grad, x)| {
+        zip_chunks(grad, x, GRAIN, |grad, x| {
             for (g, &x) in grad.iter_mut().zip(x) {
                 let s = sigmoid(x);
                 *g *= s + x * s * (1.0 - s);
@@ -297,8 +302,7 @@ mod cpu {
 
     pub fn rms_normalize(x: &[f32], width: usize, eps: f32) -> Vec<f32> {
         let mut out = vec![0.0; x.len()];
-        let per = row_chunk(width);
-        out.par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(out, x)| {
+        zip_chunks(&mut out, x, row_chunk(width), |out, x| {
             for (o, x) in out.chunks_mut(width).zip(x.chunks(width)) {
                 let r = rms_scale(x, eps);
                 for (o, &x) in o.iter_mut().zip(x) {
@@ -311,8 +315,7 @@ mod cpu {
 
     /// The input's gradient written over the output's (`grad`).
     pub fn rms_normalize_backward(x: &[f32], grad: &mut [f32], width: usize, eps: f32) {
-        let per = row_chunk(width);
-        grad.par_chunks_mut(per).zip(x.par_chunks(per)).for_each(|(grad, x)| {
+        zip_chunks(grad, x, row_chunk(width), |grad, x| {
             for (g, x) in grad.chunks_mut(width).zip(x.chunks(width)) {
                 let r = rms_scale(x, eps);
                 let k = r * r * (dot(x, g) / width as f64) as f32;
@@ -325,8 +328,7 @@ mod cpu {
 
     /// The input's gradient written over the output's (`grad`).
     pub fn softmax_backward(y: &[f32], grad: &mut [f32], width: usize) {
-        let per = row_chunk(width);
-        grad.par_chunks_mut(per).zip(y.par_chunks(per)).for_each(|(grad, y)| {
+        zip_chunks(grad, y, row_chunk(width), |grad, y| {
             for (g, y) in grad.chunks_mut(width).zip(y.chunks(width)) {
                 let dot = dot(y, g) as f32;
                 for (g, &y) in g.iter_mut().zip(y) {
@@ -341,11 +343,6 @@ mod cpu {
 /// the others).
 fn kernel_takes(t: &FlexTensor) -> bool {
     t.dtype() == DType::F32 && t.shape().num_elements() > 0
-}
-
-/// A CPU tensor's values as contiguous f32 (shared where they already are).
-fn contiguous(t: &FlexTensor) -> FlexTensor {
-    t.to_contiguous()
 }
 
 /// A CPU tensor as contiguous f32 for a kernel to write over: the tensor itself where it holds
@@ -375,7 +372,7 @@ impl Fused for Flex {
         if !kernel_takes(&logits) {
             return composed::token_log_probs::<Flex>(logits, targets);
         }
-        let z = contiguous(&logits);
+        let z = logits.to_contiguous();
         let ids = flex_ids(targets);
         let out = cpu::token_log_probs(z.storage::<f32>(), last_width(&z), &ids);
         flex_f32(out, Shape::from(vec![ids.len()]))
@@ -387,7 +384,7 @@ impl Fused for Flex {
         }
         let mut z = owned(logits);
         let width = last_width(&z);
-        cpu::token_log_probs_backward(z.storage_mut::<f32>(), width, &flex_ids(targets), contiguous(&grad).storage::<f32>());
+        cpu::token_log_probs_backward(z.storage_mut::<f32>(), width, &flex_ids(targets), grad.to_contiguous().storage::<f32>());
         z
     }
 
@@ -395,7 +392,7 @@ impl Fused for Flex {
         if !kernel_takes(&x) {
             return composed::silu::<Flex>(x);
         }
-        let v = contiguous(&x);
+        let v = x.to_contiguous();
         flex_f32(cpu::silu(v.storage::<f32>()), v.shape())
     }
 
@@ -404,7 +401,7 @@ impl Fused for Flex {
             return composed::silu_backward::<Flex>(x, grad);
         }
         let mut g = owned(grad);
-        cpu::silu_backward(contiguous(&x).storage::<f32>(), g.storage_mut::<f32>());
+        cpu::silu_backward(x.to_contiguous().storage::<f32>(), g.storage_mut::<f32>());
         g
     }
 
@@ -412,7 +409,7 @@ impl Fused for Flex {
         if !kernel_takes(&x) {
             return composed::rms_normalize::<Flex>(x, eps);
         }
-        let v = contiguous(&x);
+        let v = x.to_contiguous();
         flex_f32(cpu::rms_normalize(v.storage::<f32>(), last_width(&v), eps as f32), v.shape())
     }
 
@@ -422,7 +419,7 @@ impl Fused for Flex {
         }
         let mut g = owned(grad);
         let width = last_width(&g);
-        cpu::rms_normalize_backward(contiguous(&x).storage::<f32>(), g.storage_mut::<f32>(), width, eps as f32);
+        cpu::rms_normalize_backward(x.to_contiguous().storage::<f32>(), g.storage_mut::<f32>(), width, eps as f32);
         g
     }
 
@@ -432,7 +429,7 @@ impl Fused for Flex {
         }
         let mut g = owned(grad);
         let width = last_width(&g);
-        cpu::softmax_backward(contiguous(&y).storage::<f32>(), g.storage_mut::<f32>(), width);
+        cpu::softmax_backward(y.to_contiguous().storage::<f32>(), g.storage_mut::<f32>(), width);
         g
     }
 }
@@ -498,18 +495,8 @@ impl<B: Fused, C: CheckpointStrategy> Fused for Autodiff<B, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::test_values as values;
     use crate::runtime::{Cpu, CpuAutodiff};
-
-    /// Values in [-scale, scale) from a fixed linear congruential sequence.
-    fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
-    }
 
     fn tensor<B: Backend, const D: usize>(v: &[f32], shape: [usize; D]) -> Tensor<B, D> {
         Tensor::from_data(TensorData::new(v.to_vec(), shape), &Default::default())

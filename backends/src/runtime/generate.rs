@@ -3,8 +3,8 @@
 use prunec_ir::rng::SplitMix64;
 
 use super::exec::{Executor, KvCache};
-use crate::{BackendError, Result};
 use super::fused::Fused;
+use crate::{BackendError, Result};
 
 /// How to choose each next token.
 #[derive(Debug, Clone, Copy, PartialEq)]

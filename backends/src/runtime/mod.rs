@@ -40,21 +40,27 @@ pub fn cpu_in_f64() -> crate::Result<()> {
         .map_err(|e| crate::BackendError::Lowering(format!("the CPU's float type cannot be set to f64: {e:?}")))
 }
 
+/// Values in [-scale, scale) from a fixed linear congruential sequence, for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{cpu, Cpu};
     use burn::prelude::{Tensor, TensorData};
     use burn::tensor::activation;
 
-    /// Values in [-4, 4) from a fixed linear congruential sequence.
+    /// Values in [-4, 4).
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
-            })
-            .collect()
+        super::test_values(n, seed, 4.0)
     }
 
     fn tensor<const D: usize>(v: &[f32], shape: [usize; D]) -> Tensor<Cpu, D> {

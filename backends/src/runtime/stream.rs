@@ -29,9 +29,9 @@ use prunec_ir::{GradValues, Model, Moments, Op, ParamGradient, Segments, ValueId
 
 use super::collective::Peer;
 use super::exec::{causal_lm_loss, Executor};
+use super::fused::{Fused, FusedAutodiff};
 use super::tensor::DynTensor;
 use crate::{BackendError, Result};
-use super::fused::{Fused, FusedAutodiff};
 
 fn err(msg: impl Into<String>) -> BackendError {
     BackendError::Lowering(msg.into())

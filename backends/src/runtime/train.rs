@@ -19,9 +19,9 @@ use prunec_ir::{Model, Param, ParamStore};
 use super::collective::Peer;
 use super::eval::{perplexity_of, Perplexity};
 use super::exec::{masked_nll, Executor};
+use super::fused::{Fused, FusedAutodiff};
 use super::tensor::DynTensor;
 use crate::{BackendError, Result};
-use super::fused::{Fused, FusedAutodiff};
 
 fn err(msg: impl Into<String>) -> BackendError {
     BackendError::Lowering(msg.into())

@@ -9,8 +9,8 @@ use burn::tensor::activation;
 use prunec_ir::Model;
 
 use super::exec::Executor;
-use crate::{BackendError, Result};
 use super::fused::Fused;
+use crate::{BackendError, Result};
 
 /// One request: the context's tokens and the continuation's.
 #[derive(Debug, Clone, PartialEq, Eq)]

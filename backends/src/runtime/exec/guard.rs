@@ -10,9 +10,9 @@ use burn::tensor::ElementConversion;
 use prunec_ir::{Dim, Op, ValueId};
 
 use super::{Executor, Run};
+use crate::runtime::fused::Fused;
 use crate::runtime::tensor::DynTensor;
 use crate::{BackendError, Result};
-use crate::runtime::fused::Fused;
 
 impl<B: Fused> Executor<B> {
     /// The rows of the embedding table, which token ids must stay below.
