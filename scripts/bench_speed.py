@@ -196,6 +196,70 @@ class Torch:
         self.model.zero_grad(set_to_none=True)
         return seconds
 
+    def export_onnx(self, path, batch, seq_len):
+        """The model as ONNX for onnxruntime: `input_ids [batch, seq_len] -> logits`, torch.onnx's
+        TorchScript exporter (opset 17, eager attention, constants folded), the shape fixed to the
+        benchmark's (transformers 4.57's masks do not export with symbolic sequence lengths), once
+        per shape under the work folder."""
+        if os.path.exists(path):
+            return path
+        torch = self.torch
+        import transformers.masking_utils as mu
+
+        class Logits(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, input_ids):
+                return self.m(input_ids=input_ids, use_cache=False).logits
+
+        # transformers looks for packed sequences with `torch.diff`, which this exporter cannot
+        # write; with one sequence per row its answer is None (as scripts/onnx_forms.py does)
+        original = mu.find_packed_sequence_indices
+        mu.find_packed_sequence_indices = lambda position_ids: None
+        tmp = path + ".part"
+        try:
+            ids = torch.randint(3, 100, (batch, seq_len))
+            torch.onnx.export(Logits(self.model), (ids,), tmp, dynamo=False, opset_version=17, do_constant_folding=True,
+                              input_names=["input_ids"], output_names=["logits"])
+        finally:
+            mu.find_packed_sequence_indices = original
+        os.replace(tmp, path)
+        return path
+
+    def logits(self, ids):
+        with self.torch.no_grad():
+            return self.model(self.torch.tensor(ids), use_cache=False).logits.numpy()
+
+
+ORT_BENCH = """
+import json, sys, time
+import numpy as np
+import onnxruntime as ort
+model, ids, iters, threads, out = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+opts = ort.SessionOptions()
+opts.intra_op_num_threads = threads
+s = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+x = np.array(ids, dtype=np.int64)
+np.save(out, s.run(None, {"input_ids": x})[0])
+t = time.perf_counter()
+for _ in range(iters):
+    s.run(None, {"input_ids": x})[0][0, 0, 0]
+print(ort.__version__, x.size * iters / (time.perf_counter() - t))
+"""
+
+
+def run_ort(python, site, model, ids, iters, threads, logits_out):
+    """onnxruntime (CPU provider, its default graph optimizations, `threads` intra-op threads) on
+    `ids`: forward tokens/s over `iters` runs after one untimed run, whose logits go to
+    `logits_out` (.npy). Its own process: onnxruntime and its numpy come from `site`."""
+    env = dict(os.environ, PYTHONPATH=site)
+    out = subprocess.run([python, "-c", ORT_BENCH, model, json.dumps(ids), str(iters), str(threads), logits_out],
+                         check=True, capture_output=True, text=True, env=env).stdout
+    version, rate = out.split()[-2:]
+    return version, float(rate)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -212,6 +276,9 @@ def main():
     ap.add_argument("--devices", help="also run the recipe with prunec's --devices DEVICES (e.g. cpu:0,cpu:1: one peer per core)")
     ap.add_argument("--lora-steps", type=int, default=3, help="LoRA steps of one batch each (0: no LoRA part; PyTorch's needs peft)")
     ap.add_argument("--out", help="also write the table (Markdown) here")
+    ap.add_argument("--ort-site", help="a folder with onnxruntime and numpy (scripts/fetch-onnxruntime): adds onnxruntime's "
+                    "forward on the model exported to ONNX")
+    ap.add_argument("--ort-python", default="python3", help="the Python that runs onnxruntime from --ort-site")
     args = ap.parse_args()
 
     import torch
@@ -223,7 +290,12 @@ def main():
             f.write(json.dumps({"input_ids": row}) + "\n")
     pt = Torch(args.gguf, args.threads, args.attn)
     ids = bench_ids(pt.vocab, args.batch, args.seq_len)
-    rows = {k: ([], []) for k in ("forward", "backward", "calibration", "recipe", "recipe_devices", "lora")}
+    rows = {k: ([], []) for k in ("forward", "backward", "calibration", "recipe", "recipe_devices", "lora", "ort")}
+    if args.ort_site:
+        import numpy as np
+
+        onnx_path = pt.export_onnx(os.path.join(args.work, f"model-{args.batch}x{args.seq_len}.onnx"), args.batch, args.seq_len)
+        ort_logits = os.path.join(args.work, "ort-logits.npy")
     recipe_passes = []
     loads = []
     for r in range(args.rounds):
@@ -235,6 +307,17 @@ def main():
         rows["forward"][1].append(f)
         rows["backward"][0].append(row["backward_tokens_per_s"])
         rows["backward"][1].append(b)
+        if args.ort_site:
+            ort_version, o = run_ort(args.ort_python, args.ort_site, onnx_path, ids, args.iters, args.threads, ort_logits)
+            rows["ort"][0].append(row["forward_tokens_per_s"])
+            rows["ort"][1].append(o)
+            if r == 0:
+                # the same model: onnxruntime's logits against PyTorch's
+                diff = float(np.abs(np.load(ort_logits) - pt.logits(ids)).max())
+                print(f"onnxruntime vs PyTorch logits: max |diff| {diff:.2e}", file=sys.stderr, flush=True)
+                if not diff < 1e-2:
+                    raise RuntimeError(f"the ONNX export's logits are off PyTorch's by {diff}")
+            print(f"round {r + 1}: forward onnxruntime {o:.0f} tok/s", file=sys.stderr, flush=True)
         print(f"round {r + 1}: forward prunec {row['forward_tokens_per_s']:.0f} torch {f:.0f} tok/s; "
               f"fwd+bwd prunec {row['backward_tokens_per_s']:.0f} torch {b:.0f} tok/s", file=sys.stderr, flush=True)
         if not args.no_recipe:
@@ -275,6 +358,10 @@ def main():
                        ("backward", f"forward+backward tokens/s ({args.batch}×{args.seq_len})")):
         p, t = med(rows[key][0]), med(rows[key][1])
         lines.append(f"| {label} | {p:.0f} | {t:.0f} | {p / t:.2f} |")
+    if args.ort_site:
+        p, o = med(rows["ort"][0]), med(rows["ort"][1])
+        lines.append(f"| forward tokens/s ({args.batch}×{args.seq_len}); other column: onnxruntime {ort_version} "
+                     f"(ONNX export, CPU provider) | {p:.0f} | {o:.0f} | {p / o:.2f} |")
     if args.lora_steps > 0:
         p, t = med(rows["lora"][0]), med(rows["lora"][1])
         lines.append(f"| LoRA training tokens/s ({args.batch}×{args.seq_len} a step, {args.lora_steps} steps; PyTorch: PEFT) | {p:.0f} | {t:.0f} | {p / t:.2f} |")

@@ -35,6 +35,11 @@ pub(crate) fn bench_one(args: &BenchArgs, path: &Path) -> Result<BenchRow> {
     println!("batch                {} × {} tokens, {} timed iterations", args.batch, args.seq_len, t.iters);
     println!("MACs per token       {macs} (linear ops)");
     println!("forward              {:.1} tokens/s", t.forward_tokens_per_s);
+    // PRUNEC_OP_PROFILE: the forward passes' time per op kind
+    let total: f64 = t.forward_ops.iter().map(|o| o.2).sum();
+    for (op, steps, seconds) in &t.forward_ops {
+        println!("  {op:<24} {steps:>6} steps {:>8.1} ms/pass {:>5.1}%", seconds * 1e3 / t.iters as f64, 100.0 * seconds / total);
+    }
     println!("forward+backward     {:.1} tokens/s", t.backward_tokens_per_s);
     if let Some(g) = t.generate_tokens_per_s {
         println!("generation           {g:.1} tokens/s ({} new tokens after {}, prefill included)", args.new_tokens, args.seq_len);

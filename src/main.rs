@@ -28,6 +28,7 @@ mod synth;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    session::tune_allocator();
     let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => match safety::negative_count(&e) {

@@ -17,8 +17,32 @@ use crate::report::Report;
 use crate::safety;
 use crate::output::write_scores;
 
-/// Starts a new peak-memory measurement (Linux: writing 5 to `clear_refs` resets `VmHWM`).
+/// Tunes glibc's allocator for tensor work: blocks up to 32 MiB (its largest mmap threshold)
+/// come from the heap and freed memory stays with the process, instead of each block of 128 KiB
+/// and more being mapped fresh and unmapped on release. A forward pass allocates and frees its
+/// activations op after op, and fresh maps cost a page fault and a zeroed page per 4 KiB written:
+/// SmolLM2's forward (4×128 tokens) runs at ~940 tokens/s so against 650-750 (docs/speed.md,
+/// "Fifth part"). Larger blocks (a big model's weights, the logits) are still mapped and
+/// returned; [`reset_peak_rss`] hands the rest back between passes.
+pub(crate) fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any thread is started
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
+/// Starts a new peak-memory measurement (Linux: writing 5 to `clear_refs` resets `VmHWM`),
+/// after returning the memory the allocator keeps freed to the kernel, so that a pass's peak
+/// counts what it holds, not what an earlier pass left free.
 pub(crate) fn reset_peak_rss() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 

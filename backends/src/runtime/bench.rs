@@ -7,13 +7,13 @@ use std::time::Instant;
 use prunec_ir::rng::SplitMix64;
 use prunec_ir::Model;
 
-use super::exec::{causal_lm_loss, Executor};
+use super::exec::{causal_lm_loss, op_profile, Executor};
 use super::fused::FusedAutodiff;
 use super::generate::{generate, Sampling};
 use crate::{BackendError, Result};
 
 /// What a benchmark measured.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Throughput {
     /// Tokens per batch.
     pub tokens_per_batch: usize,
@@ -28,6 +28,9 @@ pub struct Throughput {
     pub generate_tokens_per_s: Option<f64>,
     /// Seconds to prepare the model on the device.
     pub load_seconds: f64,
+    /// The timed forward passes' seconds per op kind, `(op, steps, seconds)`, longest first:
+    /// empty unless `PRUNEC_OP_PROFILE` is set (see [`op_profile`]).
+    pub forward_ops: Vec<(String, u64, f64)>,
 }
 
 /// Times `iters` forward passes and `iters` forward+backward passes of `batch × seq_len` tokens,
@@ -60,11 +63,13 @@ pub fn measure<B: FusedAutodiff>(
         t.narrow(2, 0, 1).into_data().convert::<f32>().into_vec::<f32>().map_err(|e| BackendError::Lowering(format!("{e:?}")))
     };
     sync(read(inference.forward(ids.clone())?)?);
+    op_profile::take();
     let t = Instant::now();
     for _ in 0..iters {
         sync(read(inference.forward(ids.clone())?)?);
     }
     let forward = t.elapsed().as_secs_f64();
+    let forward_ops = op_profile::take();
     let generate_tokens_per_s = if new_tokens > 0 {
         let sampling = Sampling { max_new_tokens: new_tokens, ..Sampling::default() };
         let t = Instant::now();
@@ -98,6 +103,7 @@ pub fn measure<B: FusedAutodiff>(
         tokens_per_batch: batch * seq_len,
         iters,
         forward_tokens_per_s: tokens / forward,
+        forward_ops,
         backward_tokens_per_s: tokens / backward,
         generate_tokens_per_s,
         load_seconds,

@@ -20,6 +20,39 @@ use crate::{BackendError, Result};
 
 mod guard;
 
+/// Wall time per op kind of the interpreter's steps, kept when the environment sets
+/// `PRUNEC_OP_PROFILE` (to anything but `0`): where a forward pass spends its time. Meaningful on
+/// the CPU, whose ops finish before they return; on a GPU it times the launches. Under autodiff
+/// it counts the forward pass and the recording of its graph, never the backward pass.
+pub mod op_profile {
+    use std::collections::BTreeMap;
+    use std::sync::{LazyLock, Mutex};
+
+    static ENABLED: LazyLock<bool> = LazyLock::new(|| std::env::var_os("PRUNEC_OP_PROFILE").is_some_and(|v| v != "0"));
+    static TIMES: Mutex<BTreeMap<String, (u64, f64)>> = Mutex::new(BTreeMap::new());
+
+    /// Whether steps are timed.
+    pub fn enabled() -> bool {
+        *ENABLED
+    }
+
+    pub(super) fn add(op: String, seconds: f64) {
+        if let Ok(mut t) = TIMES.lock() {
+            let e = t.entry(op).or_default();
+            e.0 += 1;
+            e.1 += seconds;
+        }
+    }
+
+    /// The times kept since the last call, `(op, steps, seconds)`, longest first; clears them.
+    pub fn take() -> Vec<(String, u64, f64)> {
+        let times = TIMES.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        let mut v: Vec<_> = times.into_iter().map(|(k, (n, s))| (k, n, s)).collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
+    }
+}
+
 fn err(msg: impl Into<String>) -> BackendError {
     BackendError::Lowering(msg.into())
 }
@@ -287,7 +320,18 @@ impl<B: Fused> Executor<B> {
                     values.remove(v);
                 }
             }
+            // the op and, for a linear op, its weight's shape
+            let profiled = op_profile::enabled().then(|| {
+                let key = match (&step.op, inputs.get(1)) {
+                    (Op::Linear, Some(w)) => format!("linear {:?}", w.dims()),
+                    (op, _) => op.mnemonic().to_string(),
+                };
+                (key, std::time::Instant::now())
+            });
             let outs = self.eval(step, inputs, run).map_err(|e| err(format!("node `{}` ({}): {e}", step.name, step.op.mnemonic())))?;
+            if let Some((key, t)) = profiled {
+                op_profile::add(key, t.elapsed().as_secs_f64());
+            }
             for (j, t) in outs.into_iter().enumerate() {
                 values.insert(ValueId { node: step.id, output: j as u16 }, t);
             }
