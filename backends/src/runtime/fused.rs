@@ -199,6 +199,49 @@ mod composed {
 mod cpu {
     use rayon::prelude::*;
 
+    /// Defines a function whose body is compiled for AVX-512 and for AVX2 besides the baseline,
+    /// the widest the CPU has being chosen at run time: the same operations in the same order
+    /// (Rust never fuses a multiply and an add by itself), so the same bits, more lanes at once.
+    /// Tests set this to run the baseline bodies of [`wide!`]'s functions and compare bits.
+    #[cfg(test)]
+    pub static FORCE_BASELINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    fn baseline_forced() -> bool {
+        #[cfg(test)]
+        return FORCE_BASELINE.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(test))]
+        false
+    }
+
+    macro_rules! wide {
+        ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block) => {
+            $(#[$m])* $vis fn $name($($a: $t),*) $(-> $r)? {
+                #[inline(always)]
+                fn body($($a: $t),*) $(-> $r)? $body
+                #[cfg(target_arch = "x86_64")]
+                if !baseline_forced() {
+                    #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
+                    unsafe fn v4($($a: $t),*) $(-> $r)? { body($($a),*) }
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn v3($($a: $t),*) $(-> $r)? { body($($a),*) }
+                    if std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx512bw")
+                        && std::arch::is_x86_feature_detected!("avx512dq")
+                        && std::arch::is_x86_feature_detected!("avx512vl")
+                    {
+                        // SAFETY: the CPU has the features v4 is compiled for
+                        return unsafe { v4($($a),*) };
+                    }
+                    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                        // SAFETY: the CPU has the features v3 is compiled for
+                        return unsafe { v3($($a),*) };
+                    }
+                }
+                body($($a),*)
+            }
+        };
+    }
+
     /// Elements a task takes at least (smaller ops are not worth splitting).
     const GRAIN: usize = 1 << 15;
 
@@ -227,36 +270,70 @@ mod cpu {
         const LOG2E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
-        // adding and taking away 1.5·2^23 rounds to the nearest integer (|v| < 2^22)
+        // adding 1.5·2^23 rounds to the nearest integer (|v| < 2^22), which then sits in the
+        // low bits of the sum; taking it away again gives that integer as a float
         const ROUND: f32 = 12_582_912.0;
         const MIN: f32 = -87.336_55;
         const MAX: f32 = 88.722_83;
-        let c = x.clamp(MIN, MAX);
-        let n = (c * LOG2E + ROUND) - ROUND;
+        let c = x.max(MIN).min(MAX);
+        let k = c * LOG2E + ROUND;
+        let n = k - ROUND;
         let r = (c - n * LN2_HI) - n * LN2_LO;
         let p = ((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r + 0.5;
         let e = (p * r * r + r) + 1.0;
         // 2^n in two factors: n reaches 128 at the top of the range, which one exponent can't hold
-        let half = (n * 0.5) as i32;
+        let n = k.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+        let half = n >> 1;
         let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
-        let y = e * pow(half) * pow(n as i32 - half);
-        if x < MIN {
-            0.0
-        } else if x > MAX {
-            f32::INFINITY
-        } else if x.is_nan() {
+        let y = e * pow(half) * pow(n - half);
+        let y = if x < MIN { 0.0 } else { y };
+        let y = if x > MAX { f32::INFINITY } else { y };
+        if x.is_nan() {
             x
         } else {
             y
         }
     }
 
-    /// The row's maximum and `Σ exp(z − max)`, summed in f64: a sum of tens of thousands of
-    /// f32 terms taken one by one in f32 is off by about 1e-5 relative, which would scale every
-    /// probability alike and leave the gradient's sum over the vocabulary off zero.
+    wide! {
+    /// The row's maximum and `Σ exp(z − max)`: terms summed in f32 over blocks of 64 (16 lanes
+    /// of 4 terms, which vectorises), the blocks' sums in f64. A sum of tens of thousands of f32
+    /// terms taken one by one in f32 is off by about 1e-5 relative, which would scale every
+    /// probability alike and leave the gradient's sum over the vocabulary off zero; summed so,
+    /// it is within f32's rounding of the exact sum.
     fn max_and_sum(row: &[f32]) -> (f32, f64) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        (max, row.iter().map(|&z| f64::from(exp(z - max))).sum())
+        const LANES: usize = 16;
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (m, &z) in lanes.iter_mut().zip(c) {
+                *m = m.max(z);
+            }
+        }
+        let max = chunks.remainder().iter().chain(&lanes).copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0f64;
+        for block in row.chunks(4 * LANES) {
+            let mut acc = [0f32; LANES];
+            let mut chunks = block.chunks_exact(LANES);
+            for c in &mut chunks {
+                for (a, &z) in acc.iter_mut().zip(c) {
+                    *a += exp(z - max);
+                }
+            }
+            let rest: f32 = chunks.remainder().iter().map(|&z| exp(z - max)).sum();
+            total += f64::from(acc.iter().sum::<f32>() + rest);
+        }
+        (max, total)
+    }
+    }
+
+    wide! {
+    /// `scale · exp(z − max)` over a row, in place.
+    fn scaled_exp(row: &mut [f32], max: f32, scale: f32) {
+        for z in row.iter_mut() {
+            *z = scale * exp(*z - max);
+        }
+    }
     }
 
     /// `Σ a·b` of two rows, summed in f64.
@@ -288,10 +365,7 @@ mod cpu {
         z.par_chunks_mut(row_chunk(width)).zip(targets.par_chunks(per).zip(grad.par_chunks(per))).for_each(|(rows, (targets, grad))| {
             for ((row, &t), &g) in rows.chunks_mut(width).zip(targets).zip(grad) {
                 let (max, sum) = max_and_sum(row);
-                let scale = (-f64::from(g) / sum) as f32;
-                for z in row.iter_mut() {
-                    *z = scale * exp(*z - max);
-                }
+                scaled_exp(row, max, (-f64::from(g) / sum) as f32);
                 if let Some(t) = index(t, width) {
                     row[t] += g;
                 }
@@ -312,24 +386,32 @@ mod cpu {
         }
     }
 
+    wide! {
+    fn silu_into(out: &mut [f32], x: &[f32]) {
+        for (o, &x) in out.iter_mut().zip(x) {
+            *o = x * sigmoid(x);
+        }
+    }
+    }
+
+    wide! {
+    fn silu_grad_into(grad: &mut [f32], x: &[f32]) {
+        for (g, &x) in grad.iter_mut().zip(x) {
+            let s = sigmoid(x);
+            *g *= s + x * s * (1.0 - s);
+        }
+    }
+    }
+
     pub fn silu(x: &[f32]) -> Vec<f32> {
         let mut out = vec![0.0; x.len()];
-        zip_chunks(&mut out, x, GRAIN, |out, x| {
-            for (o, &x) in out.iter_mut().zip(x) {
-                *o = x * sigmoid(x);
-            }
-        });
+        zip_chunks(&mut out, x, GRAIN, silu_into);
         out
     }
 
     /// The input's gradient written over the output's (`grad`).
     pub fn silu_backward(x: &[f32], grad: &mut [f32]) {
-        zip_chunks(grad, x, GRAIN, |grad, x| {
-            for (g, &x) in grad.iter_mut().zip(x) {
-                let s = sigmoid(x);
-                *g *= s + x * s * (1.0 - s);
-            }
-        });
+        zip_chunks(grad, x, GRAIN, silu_grad_into);
     }
 
     /// `1/√(mean(x²) + eps)` of a row.
@@ -577,6 +659,31 @@ mod tests {
         assert_eq!(cpu::exp(89.0), f32::INFINITY);
         assert_eq!(cpu::exp(f32::INFINITY), f32::INFINITY);
         assert!(cpu::exp(f32::NAN).is_nan());
+    }
+
+    /// The kernels compiled for the CPU's widest vectors give the baseline's bits.
+    #[test]
+    fn wide_kernels_give_the_baseline_bits() {
+        use std::sync::atomic::Ordering;
+        let z = values(ROWS * VOCAB, 3, 30.0);
+        let t = targets();
+        let g = values(ROWS, 4, 1.0);
+        let run = || {
+            let lp = cpu::token_log_probs(&z, VOCAB, &t);
+            let mut back = z.clone();
+            cpu::token_log_probs_backward(&mut back, VOCAB, &t, &g);
+            let s = cpu::silu(&z);
+            let mut sg = z.clone();
+            cpu::silu_backward(&z, &mut sg);
+            [lp, back, s, sg].map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>())
+        };
+        let wide = run();
+        cpu::FORCE_BASELINE.store(true, Ordering::Relaxed);
+        let baseline = run();
+        cpu::FORCE_BASELINE.store(false, Ordering::Relaxed);
+        for (w, b) in wide.iter().zip(&baseline) {
+            assert!(w == b, "the wide kernels' bits differ from the baseline's");
+        }
     }
 
     /// Rows over a vocabulary wider than one task's share, so the rows are split among threads.
