@@ -58,6 +58,13 @@ class SplitMix64:
                 return x % bound
 
 
+def settle(seconds):
+    """A pause before each measurement: PyTorch's OpenMP threads spin for a while after their
+    work, taking a core from whatever runs next (prunec's LoRA right after PyTorch's work ran
+    ~10% slower than after a 2 s pause)."""
+    time.sleep(seconds)
+
+
 def bench_ids(vocab, batch, seq_len):
     rng = SplitMix64(0)
     return [[rng.below(vocab) for _ in range(seq_len)] for _ in range(batch)]
@@ -276,6 +283,7 @@ def main():
     ap.add_argument("--devices", help="also run the recipe with prunec's --devices DEVICES (e.g. cpu:0,cpu:1: one peer per core)")
     ap.add_argument("--lora-steps", type=int, default=3, help="LoRA steps of one batch each (0: no LoRA part; PyTorch's needs peft)")
     ap.add_argument("--out", help="also write the table (Markdown) here")
+    ap.add_argument("--pause", type=float, default=2.0, help="seconds of rest before each measurement (see settle)")
     ap.add_argument("--ort-site", help="a folder with onnxruntime and numpy (scripts/fetch-onnxruntime): adds onnxruntime's "
                     "forward on the model exported to ONNX")
     ap.add_argument("--ort-python", default="python3", help="the Python that runs onnxruntime from --ort-site")
@@ -301,13 +309,18 @@ def main():
     for r in range(args.rounds):
         loads.append(os.getloadavg()[0])
         # A: prunec, B: PyTorch, alternating within each round
+        settle(args.pause)
         row = run_prunec_bench(args.prunec, args.gguf, args.batch, args.seq_len, args.iters)
-        f, b = pt.forward(ids, args.iters), pt.backward(ids, args.iters)
+        settle(args.pause)
+        f = pt.forward(ids, args.iters)
+        settle(args.pause)
+        b = pt.backward(ids, args.iters)
         rows["forward"][0].append(row["forward_tokens_per_s"])
         rows["forward"][1].append(f)
         rows["backward"][0].append(row["backward_tokens_per_s"])
         rows["backward"][1].append(b)
         if args.ort_site:
+            settle(args.pause)
             ort_version, o = run_ort(args.ort_python, args.ort_site, onnx_path, ids, args.iters, args.threads, ort_logits)
             rows["ort"][0].append(row["forward_tokens_per_s"])
             rows["ort"][1].append(o)
@@ -321,7 +334,9 @@ def main():
         print(f"round {r + 1}: forward prunec {row['forward_tokens_per_s']:.0f} torch {f:.0f} tok/s; "
               f"fwd+bwd prunec {row['backward_tokens_per_s']:.0f} torch {b:.0f} tok/s", file=sys.stderr, flush=True)
         if not args.no_recipe:
+            settle(args.pause)
             wall, passes = run_prunec_recipe(args.prunec, args.gguf, args.work)
+            settle(args.pause)
             c = pt.calibrate(calib_ids())
             rows["recipe"][0].append(wall)
             rows["calibration"][0].append(passes.get("score", float("nan")))
@@ -330,13 +345,16 @@ def main():
             print(f"round {r + 1}: recipe prunec {wall:.2f} s ({', '.join(f'{k} {v:.2f} s' for k, v in passes.items())}); "
                   f"torch calibration {c:.2f} s", file=sys.stderr, flush=True)
             if args.devices:
+                settle(args.pause)
                 wall, passes = run_prunec_recipe(args.prunec, args.gguf, args.work, args.devices)
                 rows["recipe_devices"][0].append(wall)
                 print(f"round {r + 1}: recipe prunec --devices {args.devices} {wall:.2f} s "
                       f"({', '.join(f'{k} {v:.2f} s' for k, v in passes.items())})", file=sys.stderr, flush=True)
 
         if args.lora_steps > 0:
+            settle(args.pause)
             p = run_prunec_lora(args.prunec, args.gguf, args.work, ids, args.lora_steps)
+            settle(args.pause)
             t = pt.lora(ids, args.lora_steps)
             rows["lora"][0].append(p)
             rows["lora"][1].append(t)
@@ -346,7 +364,8 @@ def main():
     lines = [
         f"prunec `{args.prunec}` against PyTorch {torch.__version__} eager (transformers {transformers.__version__}, "
         f"attn_implementation={args.attn}, {args.threads} threads) on `{os.path.basename(args.gguf)}` "
-        f"({os.cpu_count()} cores); {args.rounds} rounds A B A B, medians; ratio > 1: prunec faster.",
+        f"({os.cpu_count()} cores); {args.rounds} rounds A B A B, {args.pause:g} s of rest before each measurement, "
+        "medians; ratio > 1: prunec faster.",
         f"Load average (1 min) at the start of each round: {', '.join(f'{x:.1f}' for x in loads)} "
         "(above the core count, other work shared the cores: PyTorch's OpenMP threads suffer from that "
         "more than prunec's rayon pool, so such figures flatter prunec).",
@@ -375,6 +394,14 @@ def main():
         lines.append("")
         lines.append("prunec recipe passes (median s): " + ", ".join(
             f"{k} {med([ps[k] for ps in recipe_passes if k in ps]):.2f}" for k in keys))
+    lines.append("")
+    # each round's prunec/other ratio (the calibration's: other/prunec, as in the table)
+    per_round = []
+    for key, (a, b) in rows.items():
+        if a and b and len(a) == len(b):
+            ratios = [(y / x if key == "calibration" else x / y) for x, y in zip(a, b)]
+            per_round.append(f"{key} {', '.join(f'{r:.2f}' for r in ratios)}")
+    lines.append("Ratios round by round: " + "; ".join(per_round) + ".")
     lines.append("")
     lines.append("raw: " + json.dumps({k: {"prunec": v[0], "torch": v[1]} for k, v in rows.items()}))
     text = "\n".join(lines)
