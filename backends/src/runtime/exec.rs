@@ -14,7 +14,7 @@ use burn::tensor::activation;
 use prunec_ir::rng::SplitMix64;
 use prunec_ir::{BinaryOp, Dim, Model, NodeId, Op, PrefixPart, RopeLayout, UnaryOp, ValueId, ValueType};
 
-use super::fused::{self, Fused, FusedAutodiff};
+use super::fused::{self, AttentionMask, Fused, FusedAutodiff};
 use super::tensor::{float_map, float_zip, DynTensor};
 use crate::{BackendError, Result};
 
@@ -535,39 +535,8 @@ impl<B: Fused> Executor<B> {
                     }
                     cache.entries.insert(step.id, (k.clone(), v.clone()));
                 }
-                let (s, t) = (q.dims()[1], k.dims()[1]);
-                let q = q.swap_dims(1, 2);
-                let k = k.swap_dims(1, 2);
-                let v = v.swap_dims(1, 2);
-                let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(attn.scale);
-                if attn.causal || attn.window.is_some() {
-                    // key j is hidden from query i when it lies ahead of it and past the row's
-                    // prefix, or (with a sliding window w) w or more positions behind it
-                    let rows = prefix.unwrap_or_else(|| vec![0]);
-                    let (causal, window) = (attn.causal, attn.window.unwrap_or(usize::MAX));
-                    let hidden = move |p: i64, i: usize, j: usize| {
-                        let at = past + i;
-                        (causal && j > at && j as i64 >= p) || (j <= at && at - j >= window)
-                    };
-                    let mask: Vec<f32> = rows
-                        .iter()
-                        .flat_map(|&p| (0..s).flat_map(move |i| (0..t).map(move |j| if hidden(p, i, j) { f32::NEG_INFINITY } else { 0.0 })))
-                        .collect();
-                    let n = rows.len();
-                    if n == 1 {
-                        // one mask for every row and head: added as a shared row of s·t values,
-                        // which Flex adds in place with SIMD (a [1, 1, s, t] operand broadcast
-                        // over [batch, heads, s, t] it would walk element by element)
-                        let [b, h, _, _] = scores.dims();
-                        let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [1, s * t]), &self.device);
-                        scores = (scores.reshape([b * h, s * t]) + mask).reshape([b, h, s, t]);
-                    } else {
-                        let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [n, s, t]), &self.device);
-                        scores = scores + mask.unsqueeze_dim::<4>(1);
-                    }
-                }
-                let probs = fused::softmax(scores, 3);
-                one(DynTensor::F4(probs.matmul(v).swap_dims(1, 2)))
+                let mask = AttentionMask { causal: attn.causal, window: attn.window, past, prefix };
+                one(DynTensor::F4(fused::attention(q, k, v, attn.scale, &mask).swap_dims(1, 2)))
             }
             Op::Reshape { .. } | Op::SplitHeads { .. } | Op::MergeHeads => {
                 let x = next()?;

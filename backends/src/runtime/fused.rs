@@ -72,6 +72,52 @@ pub trait Fused: Backend {
     fn softmax_last_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         composed::softmax_last_backward::<Self>(y, grad)
     }
+
+    /// Scaled dot-product attention: `q [batch, s, heads, d]`, `k` and `v` `[batch, t, heads,
+    /// d]` (key/value heads repeated for their queries), scores `q·kᵀ·scale`, the query at `i`
+    /// of row `r` seeing the keys [`AttentionMask::visible`]; `[batch, heads, s, d]`. Forward
+    /// only: under autodiff it is the composition of Burn's ops.
+    fn masked_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+        mask: &AttentionMask,
+    ) -> FloatTensor<Self> {
+        composed::attention::<Self>(q, k, v, scale, mask)
+    }
+}
+
+/// Which keys each query of an attention sees: those at or before its position (causal), or
+/// also those of the row's prefix (a prefix LM), within a sliding window behind it (if any).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttentionMask {
+    /// Whether a query sees no key ahead of it (past its row's prefix).
+    pub causal: bool,
+    /// A query at `i` sees only keys `j` with `i − j < window` (of those at or before it).
+    pub window: Option<usize>,
+    /// Positions before the first query (a key/value cache's).
+    pub past: usize,
+    /// Each row's prefix length (a prefix LM's bidirectional part); none: no prefix.
+    pub prefix: Option<Vec<i64>>,
+}
+
+impl AttentionMask {
+    /// Whether the mask hides any key at all.
+    pub fn hides(&self) -> bool {
+        self.causal || self.window.is_some()
+    }
+
+    /// The keys the query at `i` of row `row` sees, of `t`: one range. Key `j` is hidden when
+    /// it lies ahead of the query and past the row's prefix (causal), or the window or more
+    /// positions behind it.
+    pub fn visible(&self, row: usize, i: usize, t: usize) -> std::ops::Range<usize> {
+        let at = self.past + i;
+        let lo = self.window.map_or(0, |w| (at + 1).saturating_sub(w));
+        let prefix = self.prefix.as_ref().and_then(|p| p.get(row)).map_or(0, |&p| usize::try_from(p).unwrap_or(0));
+        let hi = if self.causal { t.min((at + 1).max(prefix)) } else { t };
+        lo.min(hi)..hi
+    }
 }
 
 /// An autodiff backend whose inner backend runs the fused ops too.
@@ -115,6 +161,12 @@ pub fn softmax<B: Fused, const D: usize>(x: Tensor<B, D>, axis: usize) -> Tensor
     } else {
         activation::softmax(x, axis)
     }
+}
+
+/// Scaled dot-product attention (see [`Fused::masked_attention`]): `[batch, heads, s, d]`.
+pub fn attention<B: Fused>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>, scale: f32, mask: &AttentionMask) -> Tensor<B, 4> {
+    let out = B::masked_attention(q.into_primitive().tensor(), k.into_primitive().tensor(), v.into_primitive().tensor(), scale, mask);
+    Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
 /// The fused ops composed from Burn's ops (the defaults, and the CPU's for other float types).
@@ -183,6 +235,45 @@ mod composed {
         let r = (x.clone().powi_scalar(2).mean_dim(1) + eps).sqrt().recip();
         let dot = (grad.clone() * x.clone()).mean_dim(1);
         back((grad - x * r.clone().powi_scalar(2) * dot) * r, shape)
+    }
+
+    pub fn attention<B: Fused>(
+        q: FloatTensor<B>,
+        k: FloatTensor<B>,
+        v: FloatTensor<B>,
+        scale: f32,
+        mask: &AttentionMask,
+    ) -> FloatTensor<B> {
+        let (q, k, v) = (float::<B, 4>(q), float::<B, 4>(k), float::<B, 4>(v));
+        let device = q.device();
+        let q = q.swap_dims(1, 2);
+        let k = k.swap_dims(1, 2);
+        let v = v.swap_dims(1, 2);
+        let [b, h, s, t] = [q.dims()[0], q.dims()[1], q.dims()[2], k.dims()[2]];
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        if mask.hides() {
+            let rows = mask.prefix.as_ref().map_or(1, Vec::len);
+            let additive: Vec<f32> = (0..rows)
+                .flat_map(|r| {
+                    (0..s).flat_map(move |i| {
+                        let seen = mask.visible(r, i, t);
+                        (0..t).map(move |j| if seen.contains(&j) { 0.0 } else { f32::NEG_INFINITY })
+                    })
+                })
+                .collect();
+            if rows == 1 {
+                // one mask for every row and head: added as a shared row of s·t values, which
+                // Flex adds in place with SIMD (a [1, 1, s, t] operand broadcast over [batch,
+                // heads, s, t] it would walk element by element)
+                let additive = Tensor::<B, 2>::from_data(TensorData::new(additive, [1, s * t]), &device);
+                scores = (scores.reshape([b * h, s * t]) + additive).reshape([b, h, s, t]);
+            } else {
+                let additive = Tensor::<B, 3>::from_data(TensorData::new(additive, [rows, s, t]), &device);
+                scores = scores + additive.unsqueeze_dim::<4>(1);
+            }
+        }
+        let probs = super::softmax(scores, 3);
+        probs.matmul(v).into_primitive().tensor()
     }
 
     pub fn softmax_last_backward<B: Backend>(y: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
@@ -334,6 +425,75 @@ mod cpu {
             *z = scale * exp(*z - max);
         }
     }
+    }
+
+    wide! {
+    /// A row of attention scores made probabilities in place: the keys `lo..hi` scaled by
+    /// `scale` and softmaxed, every other key 0; a query that sees no key gets NaN, as a row of
+    /// −∞ does in a softmax.
+    fn masked_softmax(row: &mut [f32], lo: usize, hi: usize, scale: f32) {
+        if lo >= hi {
+            row.fill(f32::NAN);
+            return;
+        }
+        let (before, rest) = row.split_at_mut(lo);
+        let (seen, after) = rest.split_at_mut(hi - lo);
+        before.fill(0.0);
+        after.fill(0.0);
+        for x in seen.iter_mut() {
+            *x *= scale;
+        }
+        let (max, sum) = max_and_sum(seen);
+        let sum = sum as f32;
+        for x in seen.iter_mut() {
+            *x = exp(*x - max) / sum;
+        }
+    }
+    }
+
+    /// Attention of `q [batch, s, heads, d]` over `k`, `v` `[batch, t, heads, d]` (see
+    /// [`super::Fused::masked_attention`]): a task per row and head over the pool, each two matrix
+    /// products by gemm on the heads' strided rows (no copies) around a masked softmax of its
+    /// `s × t` scores; `[batch, heads, s, d]`.
+    pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: [usize; 4], t: usize, scale: f32, mask: &super::AttentionMask) -> Vec<f32> {
+        let [batch, s, heads, d] = dims;
+        let mut out = vec![0.0; batch * heads * s * d];
+        if out.is_empty() {
+            return out;
+        }
+        // between two positions of one head, in q, k and v
+        let stride = (heads * d) as isize;
+        out.par_chunks_mut(s * d).enumerate().for_each_init(
+            || vec![0f32; s * t],
+            |scores, (task, out)| {
+                let (r, h) = (task / heads, task % heads);
+                let (qo, kvo) = ((r * s * heads + h) * d, (r * t * heads + h) * d);
+                // SAFETY: gemm reads s×d of q and t×d of k and v at these strides, within their
+                // slices (row r, head h), and writes the s×t scores and the s×d output it is given
+                unsafe {
+                    gemm::gemm(
+                        s, t, d, scores.as_mut_ptr(), 1, t as isize, false,
+                        q.as_ptr().add(qo), 1, stride,
+                        k.as_ptr().add(kvo), stride, 1,
+                        0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                    );
+                }
+                for (i, row) in scores.chunks_mut(t).enumerate() {
+                    let seen = mask.visible(r, i, t);
+                    masked_softmax(row, seen.start, seen.end, scale);
+                }
+                // SAFETY: as above
+                unsafe {
+                    gemm::gemm(
+                        s, d, t, out.as_mut_ptr(), 1, d as isize, false,
+                        scores.as_ptr(), 1, t as isize,
+                        v.as_ptr().add(kvo), 1, stride,
+                        0.0, 1.0, false, false, false, gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
+        out
     }
 
     /// `Σ a·b` of two rows, summed in f64.
@@ -542,6 +702,22 @@ impl Fused for Flex {
         g
     }
 
+    fn masked_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32, mask: &AttentionMask) -> FlexTensor {
+        let dims = |t: &FlexTensor| -> Option<[usize; 4]> { t.shape().as_slice().try_into().ok() };
+        let fits = match (dims(&q), dims(&k), dims(&v)) {
+            (Some([b, _, h, d]), Some(kd), Some(vd)) => kd == vd && [kd[0], kd[2], kd[3]] == [b, h, d],
+            _ => false,
+        };
+        if !(fits && kernel_takes(&q) && kernel_takes(&k) && kernel_takes(&v)) {
+            return composed::attention::<Flex>(q, k, v, scale, mask);
+        }
+        let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
+        let [b, s, h, d] = dims(&q).unwrap_or_default();
+        let t = k.shape()[1];
+        let out = cpu::attention(q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>(), [b, s, h, d], t, scale, mask);
+        flex_f32(out, Shape::from(vec![b, h, s, d]))
+    }
+
     fn softmax_last_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
         if !(kernel_takes(&y) && kernel_takes(&grad)) {
             return composed::softmax_last_backward::<Flex>(y, grad);
@@ -659,6 +835,62 @@ mod tests {
         assert_eq!(cpu::exp(89.0), f32::INFINITY);
         assert_eq!(cpu::exp(f32::INFINITY), f32::INFINITY);
         assert!(cpu::exp(f32::NAN).is_nan());
+    }
+
+    /// The visible range is the complement of the mask written key by key: key `j` hidden from
+    /// the query at `at = past + i` when it lies ahead of it and past the row's prefix `p`
+    /// (causal), or `w` or more positions behind it (a window).
+    #[test]
+    fn visible_keys_are_those_the_mask_leaves() {
+        for causal in [false, true] {
+            for window in [None, Some(1), Some(3)] {
+                for past in [0, 4] {
+                    for p in [0i64, 3, 20] {
+                        let mask = AttentionMask { causal, window, past, prefix: Some(vec![0, p]) };
+                        let t = past + 9;
+                        for i in 0..9 {
+                            let at = past + i;
+                            let w = window.unwrap_or(usize::MAX);
+                            let hidden = |j: usize| (causal && j > at && j as i64 >= p) || (j <= at && at - j >= w);
+                            let seen = mask.visible(1, i, t);
+                            for j in 0..t {
+                                assert_eq!(seen.contains(&j), !hidden(j), "{mask:?}: query {i}, key {j}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The CPU's attention gives the composition's values for every mask: causal, after a
+    /// cache's positions, within a window, with prefixes per row, none.
+    #[test]
+    fn cpu_attention_matches_the_composition() {
+        let (b, s, h, d) = (3, 7, 4, 16);
+        let causal = AttentionMask { causal: true, ..AttentionMask::default() };
+        let cases = [
+            (s, causal.clone()),
+            (s + 5, AttentionMask { past: 5, ..causal.clone() }),
+            (s, AttentionMask { window: Some(3), ..causal.clone() }),
+            (s, AttentionMask { prefix: Some(vec![2, 9, 0]), ..causal.clone() }),
+            (s + 2, AttentionMask::default()),
+            (s, AttentionMask { window: Some(2), ..AttentionMask::default() }),
+        ];
+        for (n, (t, mask)) in cases.into_iter().enumerate() {
+            let q = values(b * s * h * d, 11, 2.0);
+            let (k, v) = (values(b * t * h * d, 12, 2.0), values(b * t * h * d, 13, 2.0));
+            let run = |fused: bool| {
+                let (q, k, v) = (tensor::<Cpu, 4>(&q, [b, s, h, d]), tensor::<Cpu, 4>(&k, [b, t, h, d]), tensor::<Cpu, 4>(&v, [b, t, h, d]));
+                if fused {
+                    vec_of(attention(q, k, v, 0.3, &mask))
+                } else {
+                    let p = |x: Tensor<Cpu, 4>| x.into_primitive().tensor();
+                    vec_of(Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(composed::attention::<Cpu>(p(q), p(k), p(v), 0.3, &mask))))
+                }
+            };
+            close(&run(true), &run(false), 1e-5, &format!("attention case {n} ({mask:?})"));
+        }
     }
 
     /// The kernels compiled for the CPU's widest vectors give the baseline's bits.
