@@ -213,13 +213,7 @@ class Torch:
         torch = self.torch
         import transformers.masking_utils as mu
 
-        class Logits(torch.nn.Module):
-            def __init__(self, m):
-                super().__init__()
-                self.m = m
-
-            def forward(self, input_ids):
-                return self.m(input_ids=input_ids, use_cache=False).logits
+        from onnx_forms import Logits  # `model(input_ids).logits`, as the ONNX forms export it
 
         # transformers looks for packed sequences with `torch.diff`, which this exporter cannot
         # write; with one sequence per row its answer is None (as scripts/onnx_forms.py does)
