@@ -428,7 +428,7 @@ pub fn generate(
     on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
     on_device!(device, |B, A, dev| {
-        let exec = Executor::<B>::new(model, &dev)?;
+        let exec = Executor::<B>::for_inference(model, &dev)?;
         Ok(runtime::generate(&exec, prompt, sampling, eos, on_token)?)
     })
 }

@@ -17,17 +17,22 @@ fn check_logits(name: &str) {
     check_logits_of(&fixture(name), name);
 }
 
-/// The model at `path` computes the logits of fixture `name`'s golden data.
+/// The model at `path` computes the logits of fixture `name`'s golden data, and an executor
+/// for inference (linear weights held transposed) the same bits.
 fn check_logits_of(path: &std::path::Path, name: &str) {
     let model = prunec_frontends::load(path).unwrap();
     let g = golden(name);
-    let exec = Executor::<Cpu>::new(&model, &cpu()).unwrap();
-    let logits = exec.forward(exec.ids(&g.rows("input_ids")).unwrap()).unwrap();
-    let got: Vec<f32> = logits.into_data().into_vec().unwrap();
+    let run = |exec: Executor<Cpu>| -> Vec<f32> {
+        let logits = exec.forward(exec.ids(&g.rows("input_ids")).unwrap()).unwrap();
+        logits.into_data().into_vec().unwrap()
+    };
+    let got = run(Executor::<Cpu>::new(&model, &cpu()).unwrap());
     let want = g.floats("logits");
     let diff = max_abs_diff(&got, want);
     println!("{name}: max |Δlogits| = {diff:e}");
     assert!(diff < 1e-4, "{name}: max |Δlogits| = {diff}");
+    let inference = run(Executor::<Cpu>::for_inference(&model, &cpu()).unwrap());
+    assert!(got.iter().zip(&inference).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}: the inference executor's logits differ");
 }
 
 fn check_loss_and_grads(name: &str) {

@@ -55,7 +55,7 @@ pub fn measure<B: FusedAutodiff>(
     let mut rng = SplitMix64::new(0);
     let rows: Vec<Vec<u32>> = (0..batch).map(|_| (0..seq_len).map(|_| rng.below(vocab) as u32).collect()).collect();
     let t0 = Instant::now();
-    let inference = Executor::<B::InnerBackend>::new(model, device)?;
+    let inference = Executor::<B::InnerBackend>::for_inference(model, device)?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let ids = inference.ids(&rows)?;
     let sync = |v: Vec<f32>| v.first().copied();

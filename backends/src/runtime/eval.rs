@@ -35,7 +35,7 @@ pub fn perplexity<B: Fused>(
     progress: impl FnMut(usize, usize),
 ) -> Result<Perplexity> {
     check_windows(tokens, seq_len)?;
-    let exec = Executor::<B>::new(model, device)?;
+    let exec = Executor::<B>::for_inference(model, device)?;
     perplexity_of(&exec, tokens, seq_len, batch, progress)
 }
 

@@ -105,6 +105,9 @@ pub struct Executor<B: Backend> {
     tapped_tables: HashSet<String>,
     leaf: Option<fn(DynTensor<B>) -> DynTensor<B>>,
     taps: RefCell<Vec<EmbeddingTap<B>>>,
+    /// Parameters held transposed, `[in, out]`: weights that only linear ops read, in an
+    /// executor for inference ([`Executor::for_inference`]).
+    transposed: HashSet<String>,
 }
 
 /// A tapped embedding lookup: the table's name, the lookup's output (a leaf) and its ids.
@@ -175,7 +178,44 @@ impl<B: Fused> Executor<B> {
             tapped_tables: HashSet::new(),
             leaf: None,
             taps: RefCell::new(Vec::new()),
+            transposed: HashSet::new(),
         })
+    }
+
+    /// Prepares `model` to run forward passes only on `device`, reading every parameter: as
+    /// [`Executor::new`], with the weights of linear ops held transposed
+    /// ([`Executor::hold_linear_weights_transposed`]).
+    pub fn for_inference(model: &Model, device: &B::Device) -> Result<Executor<B>> {
+        let mut exec = Executor::program(model, device)?;
+        exec.hold_linear_weights_transposed();
+        let names: Vec<String> = model.params.iter().map(|(n, _)| n.clone()).collect();
+        exec.load_params(model, &names)?;
+        Ok(exec)
+    }
+
+    /// Holds the weights that only linear ops read transposed, `[in, out]` row by row, as they
+    /// are loaded from now on: a linear op then multiplies by a row-major matrix, which gemm
+    /// does 5-30% faster than by the transposed view of `[out, in]` (SmolLM2's down projection:
+    /// 2.1 against 2.8 ms for 4×128 tokens), with the same bits. For inference only: the
+    /// gradient of such a parameter would be transposed too. [`Executor::params`] and
+    /// [`Executor::map_param`] see them as held; [`Executor::set_param`] takes `[out, in]`.
+    pub fn hold_linear_weights_transposed(&mut self) {
+        // whether every use of a value is as a linear op's weight
+        let mut only_weight: HashMap<ValueId, bool> = HashMap::new();
+        for step in &self.steps {
+            for (i, &v) in step.inputs.iter().enumerate() {
+                let weight = matches!(step.op, Op::Linear) && i == 1;
+                *only_weight.entry(v).or_insert(true) &= weight;
+            }
+        }
+        self.transposed = self
+            .steps
+            .iter()
+            .filter_map(|step| match &step.op {
+                Op::Param { name, .. } if only_weight.get(&ValueId { node: step.id, output: 0 }) == Some(&true) => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
     }
 
     /// Reads parameters `names` of `model` into tensors (decoding them from their files now).
@@ -183,8 +223,11 @@ impl<B: Fused> Executor<B> {
         for name in names {
             let p = model.params.get(name).ok_or_else(|| err(format!("parameter `{name}` is not in the model")))?;
             let values = model.params.read_f32(name)?;
-            let values = Arc::try_unwrap(values).unwrap_or_else(|shared| shared.as_ref().clone());
-            self.params.insert(name.clone(), DynTensor::from_f32(values, &p.shape, &self.device)?);
+            let tensor = match p.shape.as_slice() {
+                &[rows, cols] if self.transposed.contains(name) => DynTensor::from_f32(transpose(&values, rows, cols), &[cols, rows], &self.device)?,
+                _ => DynTensor::from_f32(Arc::try_unwrap(values).unwrap_or_else(|shared| shared.as_ref().clone()), &p.shape, &self.device)?,
+            };
+            self.params.insert(name.clone(), tensor);
         }
         Ok(())
     }
@@ -235,6 +278,10 @@ impl<B: Fused> Executor<B> {
 
     /// Replaces the tensor of parameter `name` (same shape).
     pub fn set_param(&mut self, name: &str, tensor: DynTensor<B>) -> Result<()> {
+        let tensor = match tensor {
+            DynTensor::F2(w) if self.transposed.contains(name) => DynTensor::F2(w.transpose()),
+            t => t,
+        };
         let old = self.params.get_mut(name).ok_or_else(|| err(format!("parameter `{name}` not loaded")))?;
         if old.dims() != tensor.dims() {
             return Err(err(format!("parameter `{name}`: shape {:?} replaced by {:?}", old.dims(), tensor.dims())));
@@ -323,7 +370,14 @@ impl<B: Fused> Executor<B> {
             // the op and, for a linear op, its weight's shape
             let profiled = op_profile::enabled().then(|| {
                 let key = match (&step.op, inputs.get(1)) {
-                    (Op::Linear, Some(w)) => format!("linear {:?}", w.dims()),
+                    // `[out, in]`, whichever way the weight is held
+                    (Op::Linear, Some(w)) => {
+                        let mut dims = w.dims();
+                        if step.inputs.get(1).and_then(|&v| self.param_name(v)).is_some_and(|n| self.transposed.contains(n)) {
+                            dims.reverse();
+                        }
+                        format!("linear {dims:?}")
+                    }
                     (op, _) => op.mnemonic().to_string(),
                 };
                 (key, std::time::Instant::now())
@@ -428,7 +482,9 @@ impl<B: Fused> Executor<B> {
                 let inner = dims.pop().ok_or_else(|| err("scalar input"))?;
                 let rows: usize = dims.iter().product();
                 let DynTensor::F2(x2) = x.reshape(&[rows, inner])? else { return Err(err("reshape")) };
-                let mut y = x2.matmul(w.transpose());
+                // a weight held transposed is `[in, out]` already
+                let held = step.inputs.get(1).and_then(|&v| self.param_name(v)).is_some_and(|n| self.transposed.contains(n));
+                let mut y = if held { x2.matmul(w) } else { x2.matmul(w.transpose()) };
                 if let Some(DynTensor::F1(b)) = bias {
                     y = y + b.unsqueeze::<2>();
                 }
@@ -707,6 +763,7 @@ impl<B: FusedAutodiff> Executor<B> {
             tapped_tables: HashSet::new(),
             leaf: None,
             taps: RefCell::new(Vec::new()),
+            transposed: self.transposed.clone(),
         }
     }
 }
@@ -753,6 +810,29 @@ impl PrefixLayout {
 /// below keep·2³²), else 0. Two elements a draw, in order; drawn in chunks over rayon's pool, each
 /// from its own piece of the stream (`SplitMix64::take`), so the mask is the one a single loop
 /// draws.
+/// A `rows × cols` matrix, row by row, transposed: `cols × rows`. In tiles of 32 × 32, so that
+/// both sides stay in cache, a band of 32 output rows a task over rayon's pool.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const TILE: usize = 32;
+    let mut out = vec![0.0; values.len()];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(TILE * rows).enumerate().for_each(|(band, out)| {
+        let c0 = band * TILE;
+        let width = out.len() / rows;
+        for r0 in (0..rows).step_by(TILE) {
+            for c in 0..width {
+                for r in r0..(r0 + TILE).min(rows) {
+                    out[c * rows + r] = values[r * cols + c0 + c];
+                }
+            }
+        }
+    });
+    out
+}
+
 fn dropout_mask(rng: &mut SplitMix64, n: usize, keep: f64) -> Vec<f32> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16; // elements, even: a chunk starts at a draw's first half
@@ -847,6 +927,19 @@ mod tests {
         assert_eq!(p, [0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 8]);
         assert_eq!(b, [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3]);
         assert_eq!(n, 9);
+    }
+
+    #[test]
+    fn transposed_matrices_swap_rows_and_columns() {
+        for (rows, cols) in [(1, 1), (3, 70), (70, 3), (65, 33), (0, 4)] {
+            let values: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = transpose(&values, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(t[c * rows + r], values[r * cols + c], "{rows}×{cols} at ({r}, {c})");
+                }
+            }
+        }
     }
 
     #[test]

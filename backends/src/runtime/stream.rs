@@ -542,6 +542,7 @@ pub fn forward_streamed<B: Fused>(
 ) -> Result<()> {
     let segs = Segments::of(&model.graph)?;
     let mut exec = Executor::<B>::program(model, device)?;
+    exec.hold_linear_weights_transposed();
     let mut saved: Saved<B> = HashMap::new();
     let logits = segs.logits;
     let last = segs.len() - 1;

@@ -104,7 +104,7 @@ pub fn loglikelihoods<B: Fused>(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Vec<f64>> {
     let prepared = Prepared::new(requests, max_length)?;
-    let exec = Executor::<B>::new(model, device)?;
+    let exec = Executor::<B>::for_inference(model, device)?;
     let mut out = vec![0.0f64; requests.len()];
     let mut done = 0;
     for (chunk, rows) in prepared.batches(batch) {
