@@ -136,10 +136,14 @@ struct Run<'a, B: Backend> {
 impl<B: Fused> Executor<B> {
     /// Prepares `model` to run on `device`, reading every parameter into a tensor.
     pub fn new(model: &Model, device: &B::Device) -> Result<Executor<B>> {
-        let mut exec = Executor::program(model, device)?;
+        Executor::program(model, device)?.with_every_param(model)
+    }
+
+    /// This executor with every parameter of `model` loaded.
+    fn with_every_param(mut self, model: &Model) -> Result<Executor<B>> {
         let names: Vec<String> = model.params.iter().map(|(n, _)| n.clone()).collect();
-        exec.load_params(model, &names)?;
-        Ok(exec)
+        self.load_params(model, &names)?;
+        Ok(self)
     }
 
     /// Prepares `model`'s steps to run on `device` without reading any parameter: load those a
@@ -188,9 +192,7 @@ impl<B: Fused> Executor<B> {
     pub fn for_inference(model: &Model, device: &B::Device) -> Result<Executor<B>> {
         let mut exec = Executor::program(model, device)?;
         exec.hold_linear_weights_transposed();
-        let names: Vec<String> = model.params.iter().map(|(n, _)| n.clone()).collect();
-        exec.load_params(model, &names)?;
-        Ok(exec)
+        exec.with_every_param(model)
     }
 
     /// Holds the weights that only linear ops read transposed, `[in, out]` row by row, as they
@@ -254,6 +256,11 @@ impl<B: Fused> Executor<B> {
     /// The lookups tapped since the last call.
     pub fn take_taps(&self) -> Vec<EmbeddingTap<B>> {
         std::mem::take(&mut *self.taps.borrow_mut())
+    }
+
+    /// Whether the weight of linear `step` (its second input) is a parameter held transposed.
+    fn weight_held_transposed(&self, step: &Step) -> bool {
+        step.inputs.get(1).and_then(|&v| self.param_name(v)).is_some_and(|n| self.transposed.contains(n))
     }
 
     /// The parameter that value `v` is, when it is one.
@@ -373,7 +380,7 @@ impl<B: Fused> Executor<B> {
                     // `[out, in]`, whichever way the weight is held
                     (Op::Linear, Some(w)) => {
                         let mut dims = w.dims();
-                        if step.inputs.get(1).and_then(|&v| self.param_name(v)).is_some_and(|n| self.transposed.contains(n)) {
+                        if self.weight_held_transposed(step) {
                             dims.reverse();
                         }
                         format!("linear {dims:?}")
@@ -483,8 +490,7 @@ impl<B: Fused> Executor<B> {
                 let rows: usize = dims.iter().product();
                 let DynTensor::F2(x2) = x.reshape(&[rows, inner])? else { return Err(err("reshape")) };
                 // a weight held transposed is `[in, out]` already
-                let held = step.inputs.get(1).and_then(|&v| self.param_name(v)).is_some_and(|n| self.transposed.contains(n));
-                let mut y = if held { x2.matmul(w) } else { x2.matmul(w.transpose()) };
+                let mut y = if self.weight_held_transposed(step) { x2.matmul(w) } else { x2.matmul(w.transpose()) };
                 if let Some(DynTensor::F1(b)) = bias {
                     y = y + b.unsqueeze::<2>();
                 }
@@ -806,10 +812,6 @@ impl PrefixLayout {
     }
 }
 
-/// A dropout mask of `n` elements: each `1/keep` with probability `keep` (its 32 random bits
-/// below keep·2³²), else 0. Two elements a draw, in order; drawn in chunks over rayon's pool, each
-/// from its own piece of the stream (`SplitMix64::take`), so the mask is the one a single loop
-/// draws.
 /// A `rows × cols` matrix, row by row, transposed: `cols × rows`. In tiles of 32 × 32, so that
 /// both sides stay in cache, a band of 32 output rows a task over rayon's pool.
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -833,6 +835,10 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// A dropout mask of `n` elements: each `1/keep` with probability `keep` (its 32 random bits
+/// below keep·2³²), else 0. Two elements a draw, in order; drawn in chunks over rayon's pool, each
+/// from its own piece of the stream (`SplitMix64::take`), so the mask is the one a single loop
+/// draws.
 fn dropout_mask(rng: &mut SplitMix64, n: usize, keep: f64) -> Vec<f32> {
     use rayon::prelude::*;
     const CHUNK: usize = 1 << 16; // elements, even: a chunk starts at a draw's first half

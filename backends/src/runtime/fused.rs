@@ -290,9 +290,6 @@ mod composed {
 mod cpu {
     use rayon::prelude::*;
 
-    /// Defines a function whose body is compiled for AVX-512 and for AVX2 besides the baseline,
-    /// the widest the CPU has being chosen at run time: the same operations in the same order
-    /// (Rust never fuses a multiply and an add by itself), so the same bits, more lanes at once.
     /// Tests set this to run the baseline bodies of [`wide!`]'s functions and compare bits.
     #[cfg(test)]
     pub static FORCE_BASELINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -304,6 +301,9 @@ mod cpu {
         false
     }
 
+    /// Defines a function whose body is compiled for AVX-512 and for AVX2 besides the baseline,
+    /// the widest the CPU has being chosen at run time: the same operations in the same order
+    /// (Rust never fuses a multiply and an add by itself), so the same bits, more lanes at once.
     macro_rules! wide {
         ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block) => {
             $(#[$m])* $vis fn $name($($a: $t),*) $(-> $r)? {
