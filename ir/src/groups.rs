@@ -132,19 +132,50 @@ impl Group {
 
     /// Parameter elements (numbers) that removing `elements` removes.
     pub fn params_in(&self, elements: &[Element]) -> usize {
-        let named = |a: &GroupAxis, name: &str| a.param.as_ref().is_some_and(|(n, _)| n == name);
-        let mut total = 0;
-        for (i, ax) in self.axes.iter().enumerate() {
-            let Some((name, shape)) = &ax.param else { continue };
-            // each parameter once, at its first axis
-            if self.axes[..i].iter().any(|a| named(a, name)) {
-                continue;
+        self.params_in_of(&self.param_axes(), elements)
+    }
+
+    /// Each parameter the axes belong to, once, in the order of its first axis: its shape (as
+    /// that axis gives it) and the axes on it.
+    fn param_axes(&self) -> Vec<(&[usize], Vec<usize>)> {
+        let mut out: Vec<(&[usize], Vec<usize>)> = Vec::new();
+        let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (k, a) in self.axes.iter().enumerate() {
+            let Some((name, shape)) = &a.param else { continue };
+            let i = *at.entry(name.as_str()).or_insert_with(|| {
+                out.push((shape.as_slice(), Vec::new()));
+                out.len() - 1
+            });
+            out[i].1.push(k);
+        }
+        out
+    }
+
+    /// [`Group::params_in`] over the parameters of [`Group::param_axes`].
+    fn params_in_of(&self, params: &[(&[usize], Vec<usize>)], elements: &[Element]) -> usize {
+        // indices of each axis that `elements` cover, in one pass over them
+        let mut first: Vec<Option<&Element>> = vec![None; self.axes.len()];
+        let mut several = vec![false; self.axes.len()];
+        for e in elements {
+            match first.get_mut(e.axis as usize) {
+                Some(slot @ None) => *slot = Some(e),
+                Some(Some(_)) => several[e.axis as usize] = true,
+                None => {}
             }
+        }
+        let count = |k: usize| match first[k] {
+            None => 0,
+            Some(_) if several[k] => self.count_on(elements, k),
+            Some(e) => self.axes[k].indices(e.index).len(),
+        };
+        let mut total = 0;
+        for (shape, axes) in params {
             // indices removed per dimension, over every axis of this parameter
             let mut removed = vec![0usize; shape.len()];
-            for (k, a) in self.axes.iter().enumerate().skip(i) {
-                if a.axis < shape.len() && named(a, name) {
-                    removed[a.axis] += self.count_on(elements, k);
+            for &k in axes {
+                let axis = self.axes[k].axis;
+                if axis < shape.len() {
+                    removed[axis] += count(k);
                 }
             }
             // elements of this parameter with at least one coordinate removed
@@ -156,7 +187,8 @@ impl Group {
 
     /// Parameter elements per unit: `(min, max)` over the units.
     pub fn params_per_unit(&self) -> (usize, usize) {
-        let counts: Vec<usize> = self.units.iter().map(|u| self.params_in(&u.elements)).collect();
+        let params = self.param_axes();
+        let counts: Vec<usize> = self.units.iter().map(|u| self.params_in_of(&params, &u.elements)).collect();
         (counts.iter().copied().min().unwrap_or(0), counts.iter().copied().max().unwrap_or(0))
     }
 

@@ -222,14 +222,28 @@ impl<B: Fused> Executor<B> {
 
     /// Reads parameters `names` of `model` into tensors (decoding them from their files now).
     pub fn load_params(&mut self, model: &Model, names: &[String]) -> Result<()> {
-        for name in names {
-            let p = model.params.get(name).ok_or_else(|| err(format!("parameter `{name}` is not in the model")))?;
-            let values = model.params.read_f32(name)?;
-            let tensor = match p.shape.as_slice() {
-                &[rows, cols] if self.transposed.contains(name) => DynTensor::from_f32(transpose(&values, rows, cols), &[cols, rows], &self.device)?,
-                _ => DynTensor::from_f32(Arc::try_unwrap(values).unwrap_or_else(|shared| shared.as_ref().clone()), &p.shape, &self.device)?,
-            };
-            self.params.insert(name.clone(), tensor);
+        use rayon::prelude::*;
+        // decoded (dequantized, transposed) a few at a time over the pool, handed to the device
+        // in order: at most a chunk's values wait on the host beside the loaded tensors
+        let chunk = 2 * rayon::current_num_threads().max(1);
+        for names in names.chunks(chunk) {
+            let decoded = names
+                .par_iter()
+                .map(|name| {
+                    let p = model.params.get(name).ok_or_else(|| err(format!("parameter `{name}` is not in the model")))?;
+                    let values = model.params.read_f32(name)?;
+                    Ok(match p.shape.as_slice() {
+                        &[rows, cols] if self.transposed.contains(name) => (transpose(&values, rows, cols), vec![cols, rows]),
+                        _ => (Arc::try_unwrap(values).unwrap_or_else(|shared| shared.as_ref().clone()), p.shape.clone()),
+                    })
+                })
+                .collect::<Vec<Result<_>>>();
+            // the first error in the order of `names`, as when they were read one by one
+            for (name, decoded) in names.iter().zip(decoded) {
+                let (values, shape) = decoded?;
+                let tensor = DynTensor::from_f32(values, &shape, &self.device)?;
+                self.params.insert(name.clone(), tensor);
+            }
         }
         Ok(())
     }

@@ -79,7 +79,7 @@ impl FlexTensor {
                         dtype: self.dtype,
                     },
                     Err(arc) => {
-                        let bytes = Bytes::from_bytes_vec((*arc)[..expected_bytes].to_vec());
+                        let bytes = copied_bytes(&(*arc)[..expected_bytes], dtype_size(self.dtype));
                         TensorData {
                             bytes,
                             shape: self.layout.shape().clone(),
@@ -90,7 +90,7 @@ impl FlexTensor {
             } else {
                 // Contiguous at offset 0 but buffer is oversized (e.g., narrowed view).
                 // Truncate to exact logical size.
-                let bytes = Bytes::from_bytes_vec(self.data[..expected_bytes].to_vec());
+                let bytes = copied_bytes(&self.data[..expected_bytes], dtype_size(self.dtype));
                 TensorData {
                     bytes,
                     shape: self.layout.shape().clone(),
@@ -252,7 +252,7 @@ impl FlexTensor {
     pub fn empty(shape: Shape, dtype: DType) -> Self {
         let num_elements = shape.num_elements();
         let elem_size = dtype_size(dtype);
-        let bytes = Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]);
+        let bytes = zeroed_bytes(num_elements * elem_size, elem_size);
         let layout = Layout::contiguous(shape);
         Self {
             data: Arc::new(bytes),
@@ -631,6 +631,29 @@ fn copy_2d_tiled<E: Copy>(
             }
         }
     }
+}
+
+/// (prunec) `len` zeroed bytes, allocated as elements of `elem_size` bytes (1, 2, 4 or 8;
+/// others as bytes) so that the allocation's alignment is the element's own.
+/// `Bytes::from_bytes_vec` copies every buffer it is given into a fresh 16-aligned allocation
+/// (its controller reports a `Vec<u8>`'s alignment, 1, whatever the pointer's): upstream's
+/// `empty` allocated, zeroed and copied each output twice, matmul's included.
+pub(crate) fn zeroed_bytes(len: usize, elem_size: usize) -> Bytes {
+    match elem_size {
+        8 if len % 8 == 0 => Bytes::from_elems(alloc::vec![0u64; len / 8]),
+        4 if len % 4 == 0 => Bytes::from_elems(alloc::vec![0u32; len / 4]),
+        2 if len % 2 == 0 => Bytes::from_elems(alloc::vec![0u16; len / 2]),
+        1 => Bytes::from_elems(alloc::vec![0u8; len]),
+        _ => Bytes::from_bytes_vec(alloc::vec![0u8; len]),
+    }
+}
+
+/// (prunec) A copy of `src` in bytes allocated as by [`zeroed_bytes`]: one copy where
+/// `Bytes::from_bytes_vec(src.to_vec())` made two.
+pub(crate) fn copied_bytes(src: &[u8], elem_size: usize) -> Bytes {
+    let mut bytes = zeroed_bytes(src.len(), elem_size);
+    bytes.copy_from_slice(src);
+    bytes
 }
 
 /// Get the size in bytes for a dtype element.
