@@ -504,7 +504,7 @@ impl<B: Fused> Executor<B> {
                 let rows: usize = dims.iter().product();
                 let DynTensor::F2(x2) = x.reshape(&[rows, inner])? else { return Err(err("reshape")) };
                 // a weight held transposed is `[in, out]` already
-                let mut y = if self.weight_held_transposed(step) { x2.matmul(w) } else { x2.matmul(w.transpose()) };
+                let mut y = if self.weight_held_transposed(step) { x2.matmul(w) } else { fused::linear(x2, w) };
                 if let Some(DynTensor::F1(b)) = bias {
                     y = y + b.unsqueeze::<2>();
                 }

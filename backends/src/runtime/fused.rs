@@ -1,6 +1,7 @@
 //! Ops the executor runs as one kernel each where the backend has one: the loss's token
 //! log-probabilities, SiLU, RMSNorm's normalization and the softmax over the last axis, each
-//! with a backward pass of its own under autodiff.
+//! with a backward pass of its own under autodiff; and the linear op as one autodiff node (its
+//! products Burn's).
 //!
 //! Burn's autodiff composes `log_softmax`, `softmax` and `silu` from primitive ops, each a pass
 //! over memory whose output is kept for the backward pass: the loss of a 640-token batch over a
@@ -14,7 +15,7 @@
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::prelude::{Int, Tensor, TensorData};
@@ -59,6 +60,13 @@ pub trait Fused: Backend {
     /// `r · (grad − x · r² · mean(grad·x))`.
     fn rms_normalize_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, eps: f64) -> FloatTensor<Self> {
         composed::rms_normalize_backward::<Self>(x, grad, eps)
+    }
+
+    /// `x · wᵀ` of `x [rows, in]` and a weight held `[out, in]`: `[rows, out]`. Under autodiff
+    /// one node with both as parents, whose backward pass gives `x`'s gradient as `grad · w` and
+    /// the weight's as `gradᵀ · x`, in the weight's own layout.
+    fn linear_out_in(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_matmul(x, Self::float_transpose(w))
     }
 
     /// Softmax over the last axis.
@@ -147,6 +155,11 @@ pub fn token_log_probs<B: Fused, const D: usize, const T: usize>(logits: Tensor<
 /// SiLU, `x · σ(x)`.
 pub fn silu<B: Fused, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(B::silu(x.into_primitive().tensor())))
+}
+
+/// `x · wᵀ` of `x [rows, in]` and a weight held `[out, in]` ([`Fused::linear_out_in`]; Burn's `ModuleOps::linear` takes the weight `[in, out]`).
+pub fn linear<B: Fused>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::linear_out_in(x.into_primitive().tensor(), w.into_primitive().tensor())))
 }
 
 /// RMSNorm's normalization over the last axis, `x / √(mean(x²) + eps)`.
@@ -749,6 +762,34 @@ impl<B: Backend, S: Clone + Send + core::fmt::Debug + 'static> Backward<B, 1> fo
     }
 }
 
+/// The autodiff node of [`Fused::linear_out_in`]: its state is `x` where the weight's gradient is
+/// wanted and `w` where `x`'s is.
+///
+/// Burn's own composition (`x.matmul(w.transpose())`) recorded the transpose as a node of its
+/// own, with the weight its only parent, so every tracked weight began a graph of its own that
+/// the product then merged into the model's: Burn's locator merges two graphs by moving the
+/// nodes of one into the other, whichever comes first out of a hash map, so a forward pass moved
+/// the model's growing graph about once per weight (a LoRA step's 420 adapters: a tenth of its
+/// time). The weight's gradient came out as the transpose of `xᵀ · grad`, copied into the
+/// weight's layout wherever it was read or added.
+#[derive(Debug)]
+struct LinearNode;
+
+impl<B: Backend> Backward<B, 2> for LinearNode {
+    type State = (Option<FloatTensor<B>>, Option<FloatTensor<B>>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, w) = ops.state;
+        binary::<B, _, _>(
+            ops.parents,
+            ops.node,
+            grads,
+            |grad| B::float_matmul(grad, w.expect("the weight is kept where the input's gradient is wanted")),
+            |grad| B::float_matmul(B::float_transpose(grad), x.expect("the input is kept where the weight's gradient is wanted")),
+        );
+    }
+}
+
 /// `out`, computed from `input` by a fused op, as an autodiff tensor: a node that keeps `state`
 /// (taken only where a gradient is wanted) for `backward`.
 fn record<B: Fused, C: CheckpointStrategy, S: Clone + Send + core::fmt::Debug + 'static>(
@@ -784,6 +825,15 @@ impl<B: Fused, C: CheckpointStrategy> Fused for Autodiff<B, C> {
         let out = B::softmax_last(x.primitive.clone());
         let y = out.clone();
         record::<B, C, _>(&x, out, || y, B::softmax_last_backward)
+    }
+
+    fn linear_out_in(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let out = B::linear_out_in(x.primitive.clone(), w.primitive.clone());
+        let (x_wanted, w_wanted) = (x.is_tracked(), w.is_tracked());
+        match LinearNode.prepare::<C>([x.node.clone(), w.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((w_wanted.then(|| x.primitive.clone()), x_wanted.then(|| w.primitive.clone())), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
     }
 }
 

@@ -121,5 +121,54 @@ mod tests {
             v[((bi * s + si) * h + hi) * d + di]
         });
         expect(got, want, "swap_dims(1, 2)");
+
+        // transposed and permuted operands, laid out contiguously before the op (as a gradient
+        // arriving transposed is added to another)
+        let at = |i: usize| (i % rows) * cols + i / rows; // element i of the transpose, in `a`/`b`
+        let want = (0..n).map(|i| a[at(i)] + b[at(i)]);
+        expect(bits(ta.clone().transpose() + tb.clone().transpose()), want, "add of two transposes");
+        let c = values(n, 4);
+        let want = (0..n).map(|i| c[i] - b[at(i)]);
+        expect(bits(tensor(&c, [cols, rows]) - tb.clone().transpose()), want, "sub of a transpose, in place");
+        let want = (0..n).map(|i| a[at(i)] * 0.37);
+        expect(bits(ta.clone().transpose().mul_scalar(0.37)), want, "mul_scalar of a transpose");
+        let w = values(bs * s * h * d, 5);
+        let permuted = (0..bs * h * s * d).map(|i| {
+            let (bi, hi, si, di) = (i / (h * s * d), i / (s * d) % h, i / d % s, i % d);
+            ((bi * s + si) * h + hi) * d + di
+        });
+        let want = permuted.map(|j| v[j] * w[j]);
+        let got = bits(tensor(&v, [bs, s, h, d]).swap_dims(1, 2) * tensor(&w, [bs, s, h, d]).swap_dims(1, 2));
+        expect(got, want, "mul of two permuted tensors");
+    }
+
+    /// Matrix products write their outputs without zeroing them first (vendor/burn-flex/PRUNEC.md):
+    /// every element is written, each the one a plain loop of products gives within f32
+    /// rounding, including an inner size of 0 (all zeros) and batched products.
+    #[test]
+    fn products_write_every_element_of_their_output() {
+        let naive = |a: &[f32], b: &[f32], m: usize, k: usize, n: usize| -> Vec<f32> {
+            (0..m * n).map(|i| (0..k).map(|j| f64::from(a[i / n * k + j]) * f64::from(b[j * n + i % n])).sum::<f64>() as f32).collect()
+        };
+        let close = |got: Vec<f32>, want: Vec<f32>, k: usize, what: &str| {
+            assert_eq!(got.len(), want.len(), "{what}: length");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-5 * (k as f32) * 16.0, "{what}: element {i} is {g}, a plain loop gives {w}");
+            }
+        };
+        // fill the allocator's free lists with non-zero blocks of the outputs' sizes first
+        for _ in 0..4 {
+            drop(tensor(&values(300 * 257, 9), [300, 257]).exp());
+        }
+        let (m, k, n) = (300, 67, 257);
+        let (a, b) = (values(m * k, 6), values(k * n, 7));
+        let got = tensor(&a, [m, k]).matmul(tensor(&b, [k, n])).into_data().to_vec::<f32>().unwrap();
+        close(got, naive(&a, &b, m, k, n), k, "2D product");
+        let got = tensor(&a, [3, m / 3, k]).matmul(tensor(&b, [1, k, n])).into_data().to_vec::<f32>().unwrap();
+        close(got, naive(&a, &b, m, k, n), k, "batched product");
+        let empty: Tensor<Cpu, 2> = Tensor::from_data(TensorData::new(Vec::<f32>::new(), [m, 0]), &cpu());
+        let none: Tensor<Cpu, 2> = Tensor::from_data(TensorData::new(Vec::<f32>::new(), [0, n]), &cpu());
+        let got = empty.matmul(none).into_data().to_vec::<f32>().unwrap();
+        assert_eq!(got, vec![0.0; m * n], "a product over an inner size of 0 is all zeros");
     }
 }

@@ -42,6 +42,8 @@ where
 
     // Broadcast tensors to the same shape if needed
     let (lhs, rhs) = crate::ops::expand::broadcast_binary(lhs, rhs);
+    // (prunec) Transposed and permuted operands laid out contiguously first.
+    let (lhs, rhs) = (materialized(lhs), materialized(rhs));
 
     let dtype = lhs.dtype();
 
@@ -55,6 +57,21 @@ where
             bf16::from_f32(f32_op(a.to_f32(), b.to_f32()))
         }),
         _ => panic!("binary_op: unsupported dtype {:?}", dtype),
+    }
+}
+
+/// (prunec) `t` copied into a contiguous layout when it is strided without broadcast or
+/// reversed dims (a transposed or permuted view, a slice across rows): `to_contiguous` copies it
+/// in tiles on the pool, where the paths below walked it element by element on one thread
+/// (`StridedIter`, or `apply_2d_strided` for a 2D view; in prunec's calibration an autodiff
+/// gradient arriving transposed, such as a tied embedding's, added up that way). Every element
+/// is then computed by the same operation as before.
+pub(crate) fn materialized(t: FlexTensor) -> FlexTensor {
+    let layout = t.layout();
+    if layout.contiguous_offsets().is_none() && layout.strides().iter().all(|&s| s > 0) {
+        t.to_contiguous()
+    } else {
+        t
     }
 }
 
@@ -480,11 +497,13 @@ where
     }
 }
 
-pub(crate) fn scalar_op_typed<E, Op>(mut tensor: FlexTensor, scalar: E, op: Op) -> FlexTensor
+pub(crate) fn scalar_op_typed<E, Op>(tensor: FlexTensor, scalar: E, op: Op) -> FlexTensor
 where
     E: Element + bytemuck::Pod,
     Op: Fn(E, E) -> E + Sync + Send,
 {
+    // (prunec) A transposed or permuted view laid out contiguously first.
+    let mut tensor = materialized(tensor);
     // In-place fast path: unique, contiguous at offset 0
     if tensor.is_unique()
         && let Some((0, end)) = tensor.layout().contiguous_offsets()
@@ -536,6 +555,8 @@ where
 
     // Broadcast tensors to the same shape if needed
     let (lhs, rhs) = crate::ops::expand::broadcast_binary(lhs, rhs);
+    // (prunec) Transposed and permuted operands laid out contiguously first.
+    let (lhs, rhs) = (materialized(lhs), materialized(rhs));
 
     let dtype = lhs.dtype();
 

@@ -753,7 +753,8 @@ pub fn select_add<E: Element + Pod + Default + Copy + core::ops::AddAssign + Sen
     indices: FlexTensor,
     value: FlexTensor,
 ) -> FlexTensor {
-    let tensor = tensor.to_contiguous();
+    // (prunec) Moved into the contiguous form, so that a unique buffer stays unique.
+    let mut tensor = owned_contiguous(tensor);
     let indices = indices.to_contiguous();
     let value = value.to_contiguous();
 
@@ -793,6 +794,15 @@ pub fn select_add<E: Element + Pod + Default + Copy + core::ops::AddAssign + Sen
                 d, tensor_shape[d], value_shape[d]
             );
         }
+    }
+
+    // (prunec) A unique tensor is added to in place: autodiff's gradient of a row lookup
+    // adds a few rows into a zeroed table (a 49 152 × 576 embedding's 113 MB), which upstream
+    // copied whole first.
+    if ndims == 2 && tensor.is_unique() {
+        let (rows, cols) = (tensor_shape[0], tensor_shape[1]);
+        select_add_2d(tensor.storage_mut(), &indices_data, value_data, rows, cols, num_indices, dim);
+        return tensor;
     }
 
     let mut result: Vec<E> = tensor_data.to_vec();
@@ -835,6 +845,12 @@ pub fn select_add<E: Element + Pod + Default + Copy + core::ops::AddAssign + Sen
 
     let bytes = Bytes::from_elems(result);
     FlexTensor::new(bytes, Layout::contiguous(tensor_shape), E::dtype())
+}
+
+/// (prunec) `t` in a contiguous layout, taking it by value: a tensor that is contiguous already
+/// comes back as the same handle (unique if it was), not as a second handle to its buffer.
+fn owned_contiguous(t: FlexTensor) -> FlexTensor {
+    t.to_contiguous()
 }
 
 /// Optimized 2D select_add.

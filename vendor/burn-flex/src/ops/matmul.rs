@@ -57,6 +57,19 @@ fn checked_size(a: usize, b: usize) -> usize {
 /// 192^3 = ~7M ops - balance between 128x128 (no parallel) and 256x256 (parallel)
 const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
+/// (prunec) Products of this many multiply-adds or more, below `PARALLEL_THRESHOLD`, are split
+/// in bands over the pool (`matmul_2d_strided`): 1 Mi, where a band's serial gemm takes longer
+/// than handing it to another thread.
+#[cfg(feature = "rayon")]
+const SPLIT_THRESHOLD: usize = 1 << 20;
+
+/// (prunec) A pointer handed to the pool's threads, each of which touches its own part.
+struct SendPtr<T>(*mut T);
+// SAFETY: the threads write disjoint parts of the output and only read the operands
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above
+unsafe impl<T> Sync for SendPtr<T> {}
+
 /// Threshold for batch-level parallelism (total ops across all batches).
 /// Use batch parallelism when individual matrices are small but total work is large.
 #[cfg(feature = "rayon")]
@@ -261,17 +274,81 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let rhs_ptr = unsafe { rhs_data.as_ptr().add(rhs.layout().start_offset()) };
 
     let out_shape = Shape::from(vec![m, n]);
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
-    let out_data: &mut [T] = output.storage_mut();
+    // (prunec) The output is not zeroed first: gemm writes every element (see `gemm_output`).
+    let mut out_vec: Vec<T> = Vec::with_capacity(m * n);
+    let out_data = &mut out_vec.spare_capacity_mut()[..m * n];
 
     let parallelism = get_parallelism(m, n, k);
+
+    // (prunec) A product below gemm's own threshold for threads, but of SPLIT_THRESHOLD
+    // multiply-adds or more (LoRA's rank-8 adapters: 512 × 576 × 8), in bands of output rows (or
+    // columns, where there are more) over the pool, each band a serial gemm.
+    #[cfg(feature = "rayon")]
+    if matches!(parallelism, gemm::Parallelism::None)
+        && m.saturating_mul(n).saturating_mul(k) >= SPLIT_THRESHOLD
+        && m.max(n) >= 32
+        && rayon::current_num_threads() > 1
+    {
+        use rayon::prelude::*;
+        let by_rows = m >= n;
+        let len = if by_rows { m } else { n };
+        let band = len.div_ceil(rayon::current_num_threads());
+        let (out, lhs_at, rhs_at) = (
+            SendPtr(out_data.as_mut_ptr().cast::<T>()),
+            SendPtr(lhs_ptr.cast_mut()),
+            SendPtr(rhs_ptr.cast_mut()),
+        );
+        (0..len.div_ceil(band)).into_par_iter().for_each(|b| {
+            let (start, size) = (b * band, band.min(len - b * band));
+            let (out, lhs_at, rhs_at) = (&out, &lhs_at, &rhs_at);
+            // SAFETY: each band writes its own rows (columns) of the output, and reads the
+            // operands' matching rows (columns) within their storage
+            unsafe {
+                if by_rows {
+                    gemm_call(
+                        size,
+                        n,
+                        k,
+                        out.0.add(start * n),
+                        1,
+                        n as isize,
+                        lhs_at.0.offset(start as isize * lhs_row_stride),
+                        lhs_col_stride,
+                        lhs_row_stride,
+                        rhs_at.0,
+                        rhs_col_stride,
+                        rhs_row_stride,
+                        gemm::Parallelism::None,
+                    );
+                } else {
+                    gemm_call(
+                        m,
+                        size,
+                        k,
+                        out.0.add(start),
+                        1,
+                        n as isize,
+                        lhs_at.0,
+                        lhs_col_stride,
+                        lhs_row_stride,
+                        rhs_at.0.offset(start as isize * rhs_col_stride),
+                        rhs_col_stride,
+                        rhs_row_stride,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        });
+        // SAFETY: the bands cover all m × n elements
+        return unsafe { gemm_output(out_vec, out_shape) };
+    }
 
     unsafe {
         gemm_call(
             m,
             n,
             k,
-            out_data.as_mut_ptr(),
+            out_data.as_mut_ptr().cast::<T>(),
             1,
             n as isize,
             lhs_ptr,
@@ -284,7 +361,24 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
         );
     }
 
-    output
+    // SAFETY: gemm wrote all m × n elements
+    unsafe { gemm_output(out_vec, out_shape) }
+}
+
+/// (prunec) A product's output from the buffer gemm wrote. Upstream allocated it zeroed
+/// (`FlexTensor::empty`), on the calling thread, for gemm to overwrite: `gemm_call` passes
+/// `read_dst = false`, so gemm reads no element of it (with `k = 0` it writes zeros), and the
+/// zeroing was one more pass over every output, done serially before the parallel product.
+///
+/// # Safety
+///
+/// All `shape.num_elements()` elements of `out`'s spare capacity must have been written.
+unsafe fn gemm_output<T: GemmScalar>(mut out: Vec<T>, shape: Shape) -> FlexTensor {
+    let len = shape.num_elements();
+    debug_assert!(out.capacity() >= len);
+    // SAFETY: the caller wrote the first `len` elements
+    unsafe { out.set_len(len) };
+    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(shape), T::dtype())
 }
 
 /// Strided gemm call for one matrix. Wraps `gemm::gemm` with GemmScalar zero/one.
@@ -364,13 +458,15 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     out_dims.push(n);
     let out_shape = Shape::from(out_dims);
 
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
+    // (prunec) Not zeroed first: every batch's gemm writes its whole matrix (`gemm_output`).
+    let out_len = out_shape.num_elements();
+    let mut out_vec: Vec<T> = Vec::with_capacity(out_len);
 
     let lhs_data: &[T] = lhs.storage();
     let rhs_data: &[T] = rhs.storage();
     let lhs_start = lhs.layout().start_offset() as isize;
     let rhs_start = rhs.layout().start_offset() as isize;
-    let out_data: &mut [T] = output.storage_mut();
+    let out_data = &mut out_vec.spare_capacity_mut()[..out_len];
 
     let per_matrix_ops = m.saturating_mul(n).saturating_mul(k);
 
@@ -409,7 +505,7 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
             let parallelism = gemm::Parallelism::Rayon(0);
             for b in 0..batch_size {
-                run_one(out_data[b * out_matrix_size..].as_mut_ptr(), b, parallelism);
+                run_one(out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(), b, parallelism);
             }
         } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
             use rayon::prelude::*;
@@ -418,12 +514,12 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
                 .par_chunks_mut(out_matrix_size)
                 .enumerate()
                 .for_each(|(b, out_chunk)| {
-                    run_one(out_chunk.as_mut_ptr(), b, gemm::Parallelism::None);
+                    run_one(out_chunk.as_mut_ptr().cast::<T>(), b, gemm::Parallelism::None);
                 });
         } else {
             for b in 0..batch_size {
                 run_one(
-                    out_data[b * out_matrix_size..].as_mut_ptr(),
+                    out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(),
                     b,
                     gemm::Parallelism::None,
                 );
@@ -436,14 +532,15 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
         let _ = per_matrix_ops;
         for b in 0..batch_size {
             run_one(
-                out_data[b * out_matrix_size..].as_mut_ptr(),
+                out_data[b * out_matrix_size..].as_mut_ptr().cast::<T>(),
                 b,
                 gemm::Parallelism::None,
             );
         }
     }
 
-    output
+    // SAFETY: every batch's gemm wrote its m × n elements
+    unsafe { gemm_output(out_vec, out_shape) }
 }
 
 // ============================================================================
