@@ -673,7 +673,7 @@ impl<B: Fused> Executor<B> {
         positions: Option<Tensor<B, 2, Int>>,
         run: &Run<'_, B>,
     ) -> Result<Tensor<B, 4>> {
-        let [b, s, h, d] = x.dims();
+        let [b, s, h, _] = x.dims();
         let r = rope.rotary_dims;
         let half = r / 2;
         let interleaved = rope.layout == RopeLayout::Interleaved;
@@ -730,24 +730,7 @@ impl<B: Fused> Executor<B> {
                 })
                 .clone()
         };
-        let (rot, pass) = if r < d { (x.clone().narrow(3, 0, r), Some(x.narrow(3, r, d - r))) } else { (x, None) };
-        let rotated = if interleaved {
-            let pairs = rot.reshape([b, s, h, half, 2]);
-            let even = pairs.clone().narrow(4, 0, 1).reshape([b, s, h, half]);
-            let odd = pairs.narrow(4, 1, 1).reshape([b, s, h, half]);
-            let e = even.clone() * cos.clone() - odd.clone() * sin.clone();
-            let o = odd * cos + even * sin;
-            Tensor::cat(vec![e.reshape([b, s, h, half, 1]), o.reshape([b, s, h, half, 1])], 4).reshape([b, s, h, r])
-        } else {
-            let x1 = rot.clone().narrow(3, 0, half);
-            let x2 = rot.clone().narrow(3, half, half);
-            let rotated_half = Tensor::cat(vec![x2.neg(), x1], 3);
-            rot * cos + rotated_half * sin
-        };
-        Ok(match pass {
-            Some(p) => Tensor::cat(vec![rotated, p], 3),
-            None => rotated,
-        })
+        Ok(fused::rope(x, cos, sin, r, interleaved))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Ops the executor runs as one kernel each where the backend has one: the loss's token
-//! log-probabilities, SiLU, RMSNorm's normalization and the softmax over the last axis, each
-//! with a backward pass of its own under autodiff; and the linear op as one autodiff node (its
-//! products Burn's).
+//! log-probabilities, SiLU, RMSNorm's normalization, the softmax over the last axis and the
+//! rotary embedding, each with a backward pass of its own under autodiff; and the linear op as
+//! one autodiff node (its products Burn's).
 //!
 //! Burn's autodiff composes `log_softmax`, `softmax` and `silu` from primitive ops, each a pass
 //! over memory whose output is kept for the backward pass: the loss of a 640-token batch over a
@@ -67,6 +67,26 @@ pub trait Fused: Backend {
     /// the weight's as `gradᵀ · x`, in the weight's own layout.
     fn linear_out_in(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::float_matmul(x, Self::float_transpose(w))
+    }
+
+    /// Rotary position embedding of `x [batch, seq, heads, d]`: its first `rotary` channels
+    /// turned by the angles whose cosines and sines are `cos` and `sin` (`[batch, seq, heads or
+    /// 1, width]`, `width` being `rotary`, or `rotary / 2` for `interleaved` pairs), the others
+    /// passed through: `x · cos + turn(x) · sin`, `turn` swapping the two halves and negating the
+    /// first (or each pair's members, negating the odd one into the even place). With `inverse`
+    /// the turn's transpose (each half's sine moving with the value it multiplies; for pairs, the
+    /// sines negated): the gradient of `x` from that of the output, and the turn back where the
+    /// two halves' angles are equal, as rotary tables' are. Under autodiff one node; the tables
+    /// are constants.
+    fn rope(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+        rotary: usize,
+        interleaved: bool,
+        inverse: bool,
+    ) -> FloatTensor<Self> {
+        composed::rope::<Self>(x, cos, sin, rotary, interleaved, inverse)
     }
 
     /// Softmax over the last axis.
@@ -162,6 +182,12 @@ pub fn linear<B: Fused>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     Tensor::from_primitive(TensorPrimitive::Float(B::linear_out_in(x.into_primitive().tensor(), w.into_primitive().tensor())))
 }
 
+/// Rotary position embedding of `x [batch, seq, heads, d]` ([`Fused::rope`]).
+pub fn rope<B: Fused>(x: Tensor<B, 4>, cos: Tensor<B, 4>, sin: Tensor<B, 4>, rotary: usize, interleaved: bool) -> Tensor<B, 4> {
+    let p = |t: Tensor<B, 4>| t.into_primitive().tensor();
+    Tensor::from_primitive(TensorPrimitive::Float(B::rope(p(x), p(cos), p(sin), rotary, interleaved, false)))
+}
+
 /// RMSNorm's normalization over the last axis, `x / √(mean(x²) + eps)`.
 pub fn rms_normalize<B: Fused, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(B::rms_normalize(x.into_primitive().tensor(), eps)))
@@ -221,6 +247,47 @@ mod composed {
         let targets = Tensor::<B, 1, Int>::from_primitive(targets).reshape([n, 1]);
         let picked = logits.zeros_like().scatter(1, targets, grad.clone(), IndexingUpdateOp::Add);
         (picked - activation::softmax(logits, 1) * grad).into_primitive().tensor()
+    }
+
+    pub fn rope<B: Backend>(
+        x: FloatTensor<B>,
+        cos: FloatTensor<B>,
+        sin: FloatTensor<B>,
+        r: usize,
+        interleaved: bool,
+        inverse: bool,
+    ) -> FloatTensor<B> {
+        let (x, cos, sin) = (float::<B, 4>(x), float::<B, 4>(cos), float::<B, 4>(sin));
+        let [b, s, h, d] = x.dims();
+        let half = r / 2;
+        let (rot, pass) = if r < d { (x.clone().narrow(3, 0, r), Some(x.narrow(3, r, d - r))) } else { (x, None) };
+        let rotated = if interleaved {
+            // a pair's turn back is the turn by the negated angle
+            let sin = if inverse { sin.neg() } else { sin };
+            let pairs = rot.reshape([b, s, h, half, 2]);
+            let even = pairs.clone().narrow(4, 0, 1).reshape([b, s, h, half]);
+            let odd = pairs.narrow(4, 1, 1).reshape([b, s, h, half]);
+            let e = even.clone() * cos.clone() - odd.clone() * sin.clone();
+            let o = odd * cos + even * sin;
+            Tensor::cat(vec![e.reshape([b, s, h, half, 1]), o.reshape([b, s, h, half, 1])], 4).reshape([b, s, h, r])
+        } else {
+            let x1 = rot.clone().narrow(3, 0, half);
+            let x2 = rot.clone().narrow(3, half, half);
+            if inverse {
+                // the turn's transpose: each half's sine moves with the value it multiplies
+                let (s1, s2) = (sin.clone().narrow(3, 0, half), sin.narrow(3, half, half));
+                rot * cos + Tensor::cat(vec![x2 * s2, x1.neg() * s1], 3)
+            } else {
+                let rotated_half = Tensor::cat(vec![x2.neg(), x1], 3);
+                rot * cos + rotated_half * sin
+            }
+        };
+        match pass {
+            Some(p) => Tensor::cat(vec![rotated, p], 3),
+            None => rotated,
+        }
+        .into_primitive()
+        .tensor()
     }
 
     pub fn silu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
@@ -302,6 +369,50 @@ mod composed {
 /// threads.
 mod cpu {
     use rayon::prelude::*;
+
+    /// [`Fused::rope`](super::Fused::rope) of `x` (`[.., heads, d]` row-major, a row of `heads ×
+    /// d` per position), the tables holding `width` values per position and head
+    /// (`table_heads == heads`) or per position (`table_heads == 1`): position by position over
+    /// the pool, each element by the composition's operations in its order (`x1·c + (−x2)·s`,
+    /// `e·c − o·s`), so with its bits.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope(x: &[f32], cos: &[f32], sin: &[f32], d: usize, heads: usize, table_heads: usize, rotary: usize, interleaved: bool, inverse: bool) -> Vec<f32> {
+        let width = if interleaved { rotary / 2 } else { rotary };
+        let half = rotary / 2;
+        let row = heads * d;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(row).zip(x.par_chunks(row)).enumerate().for_each(|(pos, (out, x))| {
+            for head in 0..heads {
+                let t = (pos * table_heads + if table_heads == 1 { 0 } else { head }) * width;
+                let (c, s) = (&cos[t..t + width], &sin[t..t + width]);
+                // a pair's turn back: the negated angle
+                let sn = |j: usize| if inverse { -s[j] } else { s[j] };
+                let (x, y) = (&x[head * d..(head + 1) * d], &mut out[head * d..(head + 1) * d]);
+                if interleaved {
+                    for j in 0..half {
+                        let (e, o) = (x[2 * j], x[2 * j + 1]);
+                        y[2 * j] = e * c[j] - o * sn(j);
+                        y[2 * j + 1] = o * c[j] + e * sn(j);
+                    }
+                } else if inverse {
+                    // each half's sine moves with the value it multiplies
+                    for j in 0..half {
+                        let (x1, x2) = (x[j], x[j + half]);
+                        y[j] = x1 * c[j] + x2 * s[j + half];
+                        y[j + half] = x2 * c[j + half] + (-x1) * s[j];
+                    }
+                } else {
+                    for j in 0..half {
+                        let (x1, x2) = (x[j], x[j + half]);
+                        y[j] = x1 * c[j] + (-x2) * s[j];
+                        y[j + half] = x2 * c[j + half] + x1 * s[j + half];
+                    }
+                }
+                y[rotary..].copy_from_slice(&x[rotary..]);
+            }
+        });
+        out
+    }
 
     /// Tests set this to run the baseline bodies of [`wide!`]'s functions and compare bits.
     #[cfg(test)]
@@ -715,6 +826,25 @@ impl Fused for Flex {
         g
     }
 
+    fn rope(x: FlexTensor, cos: FlexTensor, sin: FlexTensor, rotary: usize, interleaved: bool, inverse: bool) -> FlexTensor {
+        let dims = |t: &FlexTensor| -> Option<[usize; 4]> { t.shape().as_slice().try_into().ok() };
+        let width = if interleaved { rotary / 2 } else { rotary };
+        let fits = match (dims(&x), dims(&cos), dims(&sin)) {
+            (Some([b, s, h, d]), Some(c), Some(sn)) => {
+                c == sn && [c[0], c[1], c[3]] == [b, s, width] && (c[2] == h || c[2] == 1) && rotary <= d && rotary % 2 == 0
+            }
+            _ => false,
+        };
+        if !(fits && kernel_takes(&x) && kernel_takes(&cos) && kernel_takes(&sin)) {
+            return composed::rope::<Flex>(x, cos, sin, rotary, interleaved, inverse);
+        }
+        let [b, s, h, d] = dims(&x).unwrap_or_default();
+        let table_heads = cos.shape()[2];
+        let (x, cos, sin) = (x.to_contiguous(), cos.to_contiguous(), sin.to_contiguous());
+        let out = cpu::rope(x.storage::<f32>(), cos.storage::<f32>(), sin.storage::<f32>(), d, h, table_heads, rotary, interleaved, inverse);
+        flex_f32(out, Shape::from(vec![b, s, h, d]))
+    }
+
     fn masked_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32, mask: &AttentionMask) -> FlexTensor {
         let dims = |t: &FlexTensor| -> Option<[usize; 4]> { t.shape().as_slice().try_into().ok() };
         let fits = match (dims(&q), dims(&k), dims(&v)) {
@@ -825,6 +955,13 @@ impl<B: Fused, C: CheckpointStrategy> Fused for Autodiff<B, C> {
         let out = B::softmax_last(x.primitive.clone());
         let y = out.clone();
         record::<B, C, _>(&x, out, || y, B::softmax_last_backward)
+    }
+
+    fn rope(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>, rotary: usize, interleaved: bool, inverse: bool) -> FloatTensor<Self> {
+        let (cos, sin) = (cos.primitive, sin.primitive);
+        let out = B::rope(x.primitive.clone(), cos.clone(), sin.clone(), rotary, interleaved, inverse);
+        // the gradient of `x`: the output's through the turn's transpose
+        record::<B, C, _>(&x, out, || (cos, sin, rotary, interleaved, inverse), |(c, s, r, i, inv), g| B::rope(g, c, s, r, i, !inv))
     }
 
     fn linear_out_in(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -940,6 +1077,46 @@ mod tests {
                 }
             };
             close(&run(true), &run(false), 1e-5, &format!("attention case {n} ({mask:?})"));
+        }
+    }
+
+    /// The CPU's rotary embedding gives the composition's bits, turning and turning back, by
+    /// halves and by pairs, with channels passed through or none, tables per head or per
+    /// position; under autodiff, the composition's gradient.
+    #[test]
+    fn cpu_rope_matches_the_composition() {
+        let (b, s, h) = (2, 5, 3);
+        for (d, rotary, interleaved) in [(8, 8, false), (12, 8, false), (8, 8, true), (10, 6, true)] {
+            for table_heads in [h, 1] {
+                let width = if interleaved { rotary / 2 } else { rotary };
+                let x = values(b * s * h * d, 21, 2.0);
+                let (c, sn) = (values(b * s * table_heads * width, 22, 1.0), values(b * s * table_heads * width, 23, 1.0));
+                let case = format!("d {d}, rotary {rotary}, interleaved {interleaved}, table heads {table_heads}");
+                for inverse in [false, true] {
+                    let p = |v: &[f32], shape: [usize; 4]| tensor::<Cpu, 4>(v, shape).into_primitive().tensor();
+                    let args = || (p(&x, [b, s, h, d]), p(&c, [b, s, table_heads, width]), p(&sn, [b, s, table_heads, width]));
+                    let (x1, c1, s1) = args();
+                    let fused = vec_of(Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(Cpu::rope(x1, c1, s1, rotary, interleaved, inverse))));
+                    let (x2, c2, s2) = args();
+                    let composed = vec_of(Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(composed::rope::<Cpu>(x2, c2, s2, rotary, interleaved, inverse))));
+                    assert!(fused.iter().zip(&composed).all(|(a, b)| a.to_bits() == b.to_bits()), "{case}, inverse {inverse}: the bits differ");
+                }
+                // the gradient of Σ y·w, fused against composed
+                let w = values(b * s * h * d, 24, 1.0);
+                let grad = |fused: bool| {
+                    let xt = tensor::<CpuAutodiff, 4>(&x, [b, s, h, d]).require_grad();
+                    let (ct, st) = (tensor::<CpuAutodiff, 4>(&c, [b, s, table_heads, width]), tensor::<CpuAutodiff, 4>(&sn, [b, s, table_heads, width]));
+                    let y = if fused {
+                        rope(xt.clone(), ct, st, rotary, interleaved)
+                    } else {
+                        let p = |t: Tensor<CpuAutodiff, 4>| t.into_primitive().tensor();
+                        Tensor::from_primitive(TensorPrimitive::Float(composed::rope::<CpuAutodiff>(p(xt.clone()), p(ct), p(st), rotary, interleaved, false)))
+                    };
+                    let grads = (y * tensor::<CpuAutodiff, 4>(&w, [b, s, h, d])).sum().backward();
+                    vec_of(xt.grad(&grads).expect("x's gradient"))
+                };
+                close(&grad(true), &grad(false), 1e-6, &format!("{case}: gradient"));
+            }
         }
     }
 
