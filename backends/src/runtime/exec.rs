@@ -699,8 +699,9 @@ impl<B: Fused> Executor<B> {
             }
         } else {
             // the tables are written out for every row and head, [batch, seq, heads, width]:
-            // Flex multiplies two operands of one shape with SIMD, whereas a [1, seq, 1, width]
-            // table broadcast over the rows and heads it would walk element by element
+            // the CPU's fused rope reads them so, and where it does not apply (f64) the
+            // composition multiplies two operands of one shape with SIMD, whereas a [1, seq, 1,
+            // width] table broadcast over the rows and heads Flex would walk element by element
             let key = (inv.iter().map(|f| f.to_bits()).collect(), interleaved, factor.to_bits(), offset, s, b, h);
             let mut tables = run.ropes.borrow_mut();
             tables

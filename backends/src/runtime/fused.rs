@@ -896,12 +896,9 @@ impl<B: Backend, S: Clone + Send + core::fmt::Debug + 'static> Backward<B, 1> fo
 /// wanted and `w` where `x`'s is.
 ///
 /// Burn's own composition (`x.matmul(w.transpose())`) recorded the transpose as a node of its
-/// own, with the weight its only parent, so every tracked weight began a graph of its own that
-/// the product then merged into the model's: Burn's locator merges two graphs by moving the
-/// nodes of one into the other, whichever comes first out of a hash map, so a forward pass moved
-/// the model's growing graph about once per weight (a LoRA step's 420 adapters: a tenth of its
-/// time). The weight's gradient came out as the transpose of `xᵀ · grad`, copied into the
-/// weight's layout wherever it was read or added.
+/// own, and gave the weight's gradient as the transpose of `xᵀ · grad`, a strided view copied
+/// into the weight's layout wherever it was read or added. (Merging each tracked weight's graph
+/// into the model's, which the product does either way, is `vendor/burn-autodiff`'s patch.)
 #[derive(Debug)]
 struct LinearNode;
 

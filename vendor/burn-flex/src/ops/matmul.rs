@@ -63,13 +63,6 @@ const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 #[cfg(feature = "rayon")]
 const SPLIT_THRESHOLD: usize = 1 << 20;
 
-/// (prunec) A pointer handed to the pool's threads, each of which touches its own part.
-struct SendPtr<T>(*mut T);
-// SAFETY: the threads write disjoint parts of the output and only read the operands
-unsafe impl<T> Send for SendPtr<T> {}
-// SAFETY: as above
-unsafe impl<T> Sync for SendPtr<T> {}
-
 /// Threshold for batch-level parallelism (total ops across all batches).
 /// Use batch parallelism when individual matrices are small but total work is large.
 #[cfg(feature = "rayon")]
@@ -294,49 +287,36 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
         let len = if by_rows { m } else { n };
         let band = len.div_ceil(rayon::current_num_threads());
         let (out, lhs_at, rhs_at) = (
-            SendPtr(out_data.as_mut_ptr().cast::<T>()),
-            SendPtr(lhs_ptr.cast_mut()),
-            SendPtr(rhs_ptr.cast_mut()),
+            crate::ops::SendMutPtr::new(out_data.as_mut_ptr().cast::<T>()),
+            crate::ops::SendMutPtr::new(lhs_ptr.cast_mut()),
+            crate::ops::SendMutPtr::new(rhs_ptr.cast_mut()),
         );
         (0..len.div_ceil(band)).into_par_iter().for_each(|b| {
             let (start, size) = (b * band, band.min(len - b * band));
-            let (out, lhs_at, rhs_at) = (&out, &lhs_at, &rhs_at);
-            // SAFETY: each band writes its own rows (columns) of the output, and reads the
-            // operands' matching rows (columns) within their storage
+            // a band of rows: its rows of the output and of `lhs`; of columns: theirs and `rhs`'s
+            let (rows, cols, out_at, lhs_skip, rhs_skip) = if by_rows {
+                (size, n, start * n, start as isize * lhs_row_stride, 0)
+            } else {
+                (m, size, start, 0, start as isize * rhs_col_stride)
+            };
+            // SAFETY: each band writes its own part of the output, and reads the operands' parts
+            // matching it within their storage (only `out` is written through)
             unsafe {
-                if by_rows {
-                    gemm_call(
-                        size,
-                        n,
-                        k,
-                        out.0.add(start * n),
-                        1,
-                        n as isize,
-                        lhs_at.0.offset(start as isize * lhs_row_stride),
-                        lhs_col_stride,
-                        lhs_row_stride,
-                        rhs_at.0,
-                        rhs_col_stride,
-                        rhs_row_stride,
-                        gemm::Parallelism::None,
-                    );
-                } else {
-                    gemm_call(
-                        m,
-                        size,
-                        k,
-                        out.0.add(start),
-                        1,
-                        n as isize,
-                        lhs_at.0,
-                        lhs_col_stride,
-                        lhs_row_stride,
-                        rhs_at.0.offset(start as isize * rhs_col_stride),
-                        rhs_col_stride,
-                        rhs_row_stride,
-                        gemm::Parallelism::None,
-                    );
-                }
+                gemm_call(
+                    rows,
+                    cols,
+                    k,
+                    out.ptr_add(out_at),
+                    1,
+                    n as isize,
+                    lhs_at.ptr_add(0).offset(lhs_skip),
+                    lhs_col_stride,
+                    lhs_row_stride,
+                    rhs_at.ptr_add(0).offset(rhs_skip),
+                    rhs_col_stride,
+                    rhs_row_stride,
+                    gemm::Parallelism::None,
+                );
             }
         });
         // SAFETY: the bands cover all m × n elements
