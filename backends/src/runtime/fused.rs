@@ -380,8 +380,8 @@ mod cpu {
         let width = if interleaved { rotary / 2 } else { rotary };
         let half = rotary / 2;
         let row = heads * d;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(row).zip(x.par_chunks(row)).enumerate().for_each(|(pos, (out, x))| {
+        output(x.len(), row, |pos, out| {
+            let x = &x[pos * row..(pos + 1) * row];
             for head in 0..heads {
                 let t = (pos * table_heads + if table_heads == 1 { 0 } else { head }) * width;
                 let (c, s) = (&cos[t..t + width], &sin[t..t + width]);
@@ -410,8 +410,7 @@ mod cpu {
                 }
                 y[rotary..].copy_from_slice(&x[rotary..]);
             }
-        });
-        out
+        })
     }
 
     /// Tests set this to run the baseline bodies of [`wide!`]'s functions and compare bits.
@@ -468,6 +467,24 @@ mod cpu {
     /// Elements per task for rows of `width` elements (never 0: an empty row is one task's).
     fn row_chunk(width: usize) -> usize {
         (rows_per_task(width) * width).max(1)
+    }
+
+    /// A new output of `n` elements, written piece by piece over the pool: each piece of `chunk`
+    /// elements zeroed and then handed to `f(index, piece)` by the task that owns it, so the
+    /// calling thread does not clear the whole buffer alone first (as `vec![0.0; n]` does) and
+    /// each piece is written while it is in that core's cache.
+    fn output(n: usize, chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        out.spare_capacity_mut().par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, piece)| {
+            piece.fill(std::mem::MaybeUninit::new(0.0));
+            // SAFETY: every element of `piece` was just written; MaybeUninit<f32> and f32 share
+            // their layout
+            let piece = unsafe { &mut *(piece as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) };
+            f(i, piece);
+        });
+        // SAFETY: the pieces cover the `n` elements, each written above
+        unsafe { out.set_len(n) };
+        out
     }
 
     /// `f(out, x)` on the pieces of `out` and `x` of `chunk` elements each, over the pool.
@@ -688,9 +705,7 @@ mod cpu {
     }
 
     pub fn silu(x: &[f32]) -> Vec<f32> {
-        let mut out = vec![0.0; x.len()];
-        zip_chunks(&mut out, x, GRAIN, silu_into);
-        out
+        output(x.len(), GRAIN, |i, out| silu_into(out, &x[i * GRAIN..i * GRAIN + out.len()]))
     }
 
     /// The input's gradient written over the output's (`grad`).
@@ -704,16 +719,16 @@ mod cpu {
     }
 
     pub fn rms_normalize(x: &[f32], width: usize, eps: f32) -> Vec<f32> {
-        let mut out = vec![0.0; x.len()];
-        zip_chunks(&mut out, x, row_chunk(width), |out, x| {
+        let chunk = row_chunk(width);
+        output(x.len(), chunk, |i, out| {
+            let x = &x[i * chunk..i * chunk + out.len()];
             for (o, x) in out.chunks_mut(width).zip(x.chunks(width)) {
                 let r = rms_scale(x, eps);
                 for (o, &x) in o.iter_mut().zip(x) {
                     *o = x * r;
                 }
             }
-        });
-        out
+        })
     }
 
     /// The input's gradient written over the output's (`grad`).

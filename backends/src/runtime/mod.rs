@@ -142,6 +142,25 @@ mod tests {
         expect(got, want, "mul of two permuted tensors");
     }
 
+    /// Zeros of 1 MiB and more are written over the pool, not taken from calloc
+    /// (vendor/burn-flex/PRUNEC.md, `zeroed_vec`): every element is zero, in buffers that do and
+    /// do not divide into the pool's pieces, after the allocator's free lists were filled with
+    /// non-zero blocks of those sizes; and an in-place add into them (an accumulated gradient)
+    /// gives the other operand.
+    #[test]
+    fn large_zeros_are_zeros_and_take_in_place_adds() {
+        for (rows, cols) in [(512, 512), (1031, 263), (3, 5)] {
+            let n = rows * cols;
+            for _ in 0..4 {
+                drop(tensor(&values(n, 11), [rows, cols]).exp());
+            }
+            let zeros = Tensor::<Cpu, 2>::zeros([rows, cols], &cpu());
+            assert!(bits(zeros.clone()).iter().all(|&b| b == 0), "{rows}×{cols} zeros hold a non-zero element");
+            let b = values(n, 12);
+            expect(bits(zeros + tensor(&b, [rows, cols])), b.iter().copied(), "an add into zeros");
+        }
+    }
+
     /// Matrix products write their outputs without zeroing them first (vendor/burn-flex/PRUNEC.md):
     /// every element is written, each the one a plain loop of products gives within f32
     /// rounding, including an inner size of 0 (all zeros) and batched products.

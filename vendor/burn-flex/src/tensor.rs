@@ -640,12 +640,37 @@ fn copy_2d_tiled<E: Copy>(
 /// `empty` allocated, zeroed and copied each output twice, matmul's included.
 pub(crate) fn zeroed_bytes(len: usize, elem_size: usize) -> Bytes {
     match elem_size {
-        8 if len % 8 == 0 => Bytes::from_elems(alloc::vec![0u64; len / 8]),
-        4 if len % 4 == 0 => Bytes::from_elems(alloc::vec![0u32; len / 4]),
-        2 if len % 2 == 0 => Bytes::from_elems(alloc::vec![0u16; len / 2]),
-        1 => Bytes::from_elems(alloc::vec![0u8; len]),
-        _ => Bytes::from_bytes_vec(alloc::vec![0u8; len]),
+        8 if len % 8 == 0 => Bytes::from_elems(zeroed_vec::<u64>(len / 8)),
+        4 if len % 4 == 0 => Bytes::from_elems(zeroed_vec::<u32>(len / 4)),
+        2 if len % 2 == 0 => Bytes::from_elems(zeroed_vec::<u16>(len / 2)),
+        1 => Bytes::from_elems(zeroed_vec::<u8>(len)),
+        _ => Bytes::from_bytes_vec(zeroed_vec::<u8>(len)),
     }
+}
+
+/// (prunec) Bytes from which [`zeroed_vec`] writes its zeros itself rather than taking calloc's.
+#[cfg(feature = "rayon")]
+const WRITTEN_ZEROS_BYTES: usize = 1 << 20;
+
+/// (prunec) `n` zeros. Large ones are written, in chunks over rayon's pool, instead of taken
+/// from calloc: calloc hands out fresh mappings untouched, and a buffer whose first access to a
+/// page is a read (an in-place add into a zeroed gradient, a row lookup's gradient table) maps
+/// the kernel's shared zero page there, so the write that follows faults again, copies, and
+/// flushes the page from every core's TLB (an inter-processor interrupt per 4 KiB, costly in a
+/// virtual machine). Written zeros fault once per page, on the writing core.
+pub(crate) fn zeroed_vec<T: bytemuck::Zeroable + Copy + Send>(n: usize) -> alloc::vec::Vec<T> {
+    #[cfg(feature = "rayon")]
+    if n * core::mem::size_of::<T>() >= WRITTEN_ZEROS_BYTES {
+        use rayon::prelude::*;
+        let mut v = alloc::vec::Vec::<T>::with_capacity(n);
+        v.spare_capacity_mut()
+            .par_chunks_mut(WRITTEN_ZEROS_BYTES / 4 / core::mem::size_of::<T>())
+            .for_each(|chunk| chunk.fill(core::mem::MaybeUninit::new(T::zeroed())));
+        // SAFETY: every one of the `n` elements was written just above
+        unsafe { v.set_len(n) };
+        return v;
+    }
+    alloc::vec![T::zeroed(); n]
 }
 
 /// (prunec) A copy of `src` in bytes allocated as by [`zeroed_bytes`]: one copy where
