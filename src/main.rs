@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod activations;
+mod alloc;
 mod bench;
 mod cli;
 mod device;

@@ -38,6 +38,7 @@ pub(crate) fn tune_allocator() {
 /// after returning the memory the allocator keeps freed to the kernel, so that a pass's peak
 /// counts what it holds, not what an earlier pass left free.
 pub(crate) fn reset_peak_rss() {
+    crate::alloc::release();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory
     unsafe {
