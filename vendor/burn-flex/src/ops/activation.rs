@@ -250,25 +250,36 @@ fn softmax_last_f32(tensor: FlexTensor) -> FlexTensor {
     // signature. The memset is a streaming write on a bandwidth-bound
     // kernel, so the overhead is small (~10% at the largest bench shape)
     // and the fused path remains well ahead of decomposed and candle.
-    let mut output: Vec<f32> = vec![0.0; n];
-    let out_slice = output.as_mut_slice();
-
     // Row-parallel via rayon: one macerator dispatch per chunk of rows,
-    // amortized over all rows in the chunk.
+    // amortized over all rows in the chunk. (prunec) Each task zeroes its own
+    // chunk before the row kernel writes it, where upstream zeroed the whole
+    // output on the calling thread first (`vec![0.0; n]`) while the pool waited.
     #[cfg(feature = "rayon")]
-    {
+    let output: Vec<f32> = {
         use rayon::prelude::*;
         const ROWS_PER_TASK: usize = 64;
         let chunk_elems = ROWS_PER_TASK * last;
-        out_slice
+        let mut output: Vec<f32> = Vec::with_capacity(n);
+        output.spare_capacity_mut()[..n]
             .par_chunks_mut(chunk_elems)
             .zip(input.par_chunks(chunk_elems))
-            .for_each(|(o, i)| softmax_rows_f32(i, o, last));
-    }
+            .for_each(|(o, i)| {
+                o.fill(core::mem::MaybeUninit::new(0.0));
+                // SAFETY: every element of `o` was just written, and
+                // MaybeUninit<f32> has f32's layout
+                let o = unsafe { &mut *(o as *mut [core::mem::MaybeUninit<f32>] as *mut [f32]) };
+                softmax_rows_f32(i, o, last)
+            });
+        // SAFETY: the chunks cover the first `n` elements, each written above
+        unsafe { output.set_len(n) };
+        output
+    };
     #[cfg(not(feature = "rayon"))]
-    {
-        softmax_rows_f32(input, out_slice, last);
-    }
+    let output: Vec<f32> = {
+        let mut output: Vec<f32> = vec![0.0; n];
+        softmax_rows_f32(input, output.as_mut_slice(), last);
+        output
+    };
 
     FlexTensor::new(
         Bytes::from_elems(output),
