@@ -277,7 +277,9 @@ fn apply_broadcast_pattern_f32(
     } else {
         // Copy lhs once, then apply the broadcast in place. The
         // memcpy is cheaper than the StridedIter fallback it replaces.
-        let mut out: Vec<f32> = lhs.storage::<f32>()[..numel].to_vec();
+        // (prunec) the copy on the pool as well: a shared lhs is the rule under autodiff (its
+        // node keeps the input), and upstream's `to_vec` copied it on the calling thread
+        let mut out: Vec<f32> = crate::par::map(&lhs.storage::<f32>()[..numel], |x| x);
         run_broadcast_pattern_f32(&mut out, rhs_storage, simd_op, pattern);
         make_tensor(out, lhs.layout().shape().clone(), lhs.dtype())
     }
