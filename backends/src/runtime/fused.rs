@@ -475,7 +475,7 @@ mod cpu {
     /// each piece is written while it is in that core's cache.
     fn output(n: usize, chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
         let mut out: Vec<f32> = Vec::with_capacity(n);
-        out.spare_capacity_mut().par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, piece)| {
+        out.spare_capacity_mut()[..n].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, piece)| {
             piece.fill(std::mem::MaybeUninit::new(0.0));
             // SAFETY: every element of `piece` was just written; MaybeUninit<f32> and f32 share
             // their layout

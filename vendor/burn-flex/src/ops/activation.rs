@@ -244,16 +244,12 @@ fn softmax_last_f32(tensor: FlexTensor) -> FlexTensor {
     // `&mut [f32]` to skip the memset, but forming a `&mut [f32]` over
     // uninitialized memory violates Rust's validity invariant (references
     // must point to initialized values of the correct type) even if every
-    // element is written before it is read. The sound zero-memset
-    // alternative would require threading `&mut [MaybeUninit<f32>]` through
-    // the row kernel, which does not compose with macerator's `#[with_simd]`
-    // signature. The memset is a streaming write on a bandwidth-bound
-    // kernel, so the overhead is small (~10% at the largest bench shape)
-    // and the fused path remains well ahead of decomposed and candle.
+    // element is written before it is read.
     // Row-parallel via rayon: one macerator dispatch per chunk of rows,
     // amortized over all rows in the chunk. (prunec) Each task zeroes its own
-    // chunk before the row kernel writes it, where upstream zeroed the whole
-    // output on the calling thread first (`vec![0.0; n]`) while the pool waited.
+    // chunk (`MaybeUninit` writes) before casting it to `&mut [f32]`, so the
+    // cast covers initialized values only; upstream zeroed the whole output
+    // on the calling thread first (`vec![0.0; n]`) while the pool waited.
     #[cfg(feature = "rayon")]
     let output: Vec<f32> = {
         use rayon::prelude::*;
