@@ -13,7 +13,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 
-/// Blocks from this size on are kept when freed (glibc's mmap threshold as prunec sets it).
+/// Blocks from this size on are kept when freed; glibc's mmap threshold, as
+/// [`crate::session::tune_allocator`] sets it, is the same size.
 pub(crate) const LARGE: usize = 32 << 20;
 
 /// The system allocator, keeping one freed large block.

@@ -22,13 +22,14 @@ use crate::output::write_scores;
 /// and more being mapped fresh and unmapped on release. A forward pass allocates and frees its
 /// activations op after op, and fresh maps cost a page fault and a zeroed page per 4 KiB written:
 /// SmolLM2's forward (4×128 tokens) runs at ~940 tokens/s so against 650-750 (docs/speed.md,
-/// "Fifth part"). Larger blocks (a big model's weights, the logits) are still mapped and
-/// returned; [`reset_peak_rss`] hands the rest back between passes.
+/// "Fifth part"). Larger blocks (a big model's weights, the logits) are still mapped, and
+/// returned but for the last one freed, which [`crate::alloc`] keeps for the next block of its
+/// size; [`reset_peak_rss`] hands the rest back between passes.
 pub(crate) fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any thread is started
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, crate::alloc::LARGE as i32);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
     }

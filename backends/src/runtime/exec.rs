@@ -838,24 +838,20 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// from its own piece of the stream (`SplitMix64::take`), so the mask is the one a single loop
 /// draws.
 fn dropout_mask(rng: &mut SplitMix64, n: usize, keep: f64) -> Vec<f32> {
-    use rayon::prelude::*;
     const CHUNK: usize = 1 << 16; // elements, even: a chunk starts at a draw's first half
     let (threshold, scale) = ((keep * 4_294_967_296.0) as u64, (1.0 / keep) as f32);
-    // written once, by the tasks: not zeroed first on the calling thread (LoRA's dropout draws a
-    // mask the size of each adapter's input, 210 of them a step for SmolLM2)
-    let mut mask: Vec<f32> = Vec::with_capacity(n);
     let pieces: Vec<SplitMix64> = (0..n).step_by(CHUNK).map(|start| rng.take(CHUNK.min(n - start).div_ceil(2) as u64)).collect();
-    mask.spare_capacity_mut()[..n].par_chunks_mut(CHUNK).zip(pieces).for_each(|(chunk, mut rng)| {
+    // written by the tasks, not zeroed first on the calling thread (LoRA's dropout draws a mask
+    // the size of each adapter's input, 210 of them a step for SmolLM2)
+    fused::output(n, CHUNK, |i, chunk| {
+        let mut rng = pieces[i].clone();
         for pair in chunk.chunks_mut(2) {
             let bits = rng.next_u64();
             for (m, half) in pair.iter_mut().zip([bits & 0xFFFF_FFFF, bits >> 32]) {
-                m.write(if half < threshold { scale } else { 0.0 });
+                *m = if half < threshold { scale } else { 0.0 };
             }
         }
-    });
-    // SAFETY: the chunks cover the first `n` elements, and every element of each was written
-    unsafe { mask.set_len(n) };
-    mask
+    })
 }
 
 /// An element-wise binary op with numpy broadcasting.

@@ -182,6 +182,9 @@ pub fn linear<B: Fused>(x: Tensor<B, 2>, w: Tensor<B, 2>) -> Tensor<B, 2> {
     Tensor::from_primitive(TensorPrimitive::Float(B::linear_out_in(x.into_primitive().tensor(), w.into_primitive().tensor())))
 }
 
+/// A new f32 buffer written over the pool, `chunk` elements a task (the CPU kernels' outputs).
+pub(super) use cpu::output;
+
 /// Rotary position embedding of `x [batch, seq, heads, d]` ([`Fused::rope`]).
 pub fn rope<B: Fused>(x: Tensor<B, 4>, cos: Tensor<B, 4>, sin: Tensor<B, 4>, rotary: usize, interleaved: bool) -> Tensor<B, 4> {
     let p = |t: Tensor<B, 4>| t.into_primitive().tensor();
@@ -473,7 +476,7 @@ mod cpu {
     /// elements zeroed and then handed to `f(index, piece)` by the task that owns it, so the
     /// calling thread does not clear the whole buffer alone first (as `vec![0.0; n]` does) and
     /// each piece is written while it is in that core's cache.
-    fn output(n: usize, chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
+    pub fn output(n: usize, chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) -> Vec<f32> {
         let mut out: Vec<f32> = Vec::with_capacity(n);
         out.spare_capacity_mut()[..n].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, piece)| {
             piece.fill(std::mem::MaybeUninit::new(0.0));

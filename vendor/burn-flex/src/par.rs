@@ -101,3 +101,29 @@ where
     }
     a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect()
 }
+
+/// (prunec) A new vector of `n` elements written on the pool, `chunk` elements a task: each task
+/// fills its chunk with `fill` and hands it to `f(index of the chunk, chunk)`. The calling thread
+/// clears nothing alone first (as `vec![fill; n]` would, while the pool waits), and every page is
+/// first touched by a write.
+#[cfg(feature = "rayon")]
+pub(crate) fn written<T, F>(n: usize, chunk: usize, fill: T, f: F) -> Vec<T>
+where
+    T: Copy + Send + Sync,
+    F: Fn(usize, &mut [T]) + Sync + Send,
+{
+    use core::mem::MaybeUninit;
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, piece)| {
+            piece.fill(MaybeUninit::new(fill));
+            // SAFETY: every element of `piece` was just written, and MaybeUninit<T> has T's layout
+            let piece = unsafe { &mut *(piece as *mut [MaybeUninit<T>] as *mut [T]) };
+            f(i, piece);
+        });
+    // SAFETY: the chunks cover the first `n` elements, each written above
+    unsafe { out.set_len(n) };
+    out
+}

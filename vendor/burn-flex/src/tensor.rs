@@ -658,17 +658,11 @@ const WRITTEN_ZEROS_BYTES: usize = 1 << 20;
 /// the kernel's shared zero page there, so the write that follows faults again, copies, and
 /// flushes the page from every core's TLB (an inter-processor interrupt per 4 KiB, costly in a
 /// virtual machine). Written zeros fault once per page, on the writing core.
-pub(crate) fn zeroed_vec<T: bytemuck::Zeroable + Copy + Send>(n: usize) -> alloc::vec::Vec<T> {
+pub(crate) fn zeroed_vec<T: bytemuck::Zeroable + Copy + Send + Sync>(n: usize) -> alloc::vec::Vec<T> {
     #[cfg(feature = "rayon")]
     if n * core::mem::size_of::<T>() >= WRITTEN_ZEROS_BYTES {
-        use rayon::prelude::*;
-        let mut v = alloc::vec::Vec::<T>::with_capacity(n);
-        v.spare_capacity_mut()
-            .par_chunks_mut(WRITTEN_ZEROS_BYTES / 4 / core::mem::size_of::<T>())
-            .for_each(|chunk| chunk.fill(core::mem::MaybeUninit::new(T::zeroed())));
-        // SAFETY: every one of the `n` elements was written just above
-        unsafe { v.set_len(n) };
-        return v;
+        let chunk = WRITTEN_ZEROS_BYTES / 4 / core::mem::size_of::<T>();
+        return crate::par::written(n, chunk, T::zeroed(), |_, _| {});
     }
     alloc::vec![T::zeroed(); n]
 }

@@ -247,28 +247,16 @@ fn softmax_last_f32(tensor: FlexTensor) -> FlexTensor {
     // element is written before it is read.
     // Row-parallel via rayon: one macerator dispatch per chunk of rows,
     // amortized over all rows in the chunk. (prunec) Each task zeroes its own
-    // chunk (`MaybeUninit` writes) before casting it to `&mut [f32]`, so the
-    // cast covers initialized values only; upstream zeroed the whole output
-    // on the calling thread first (`vec![0.0; n]`) while the pool waited.
+    // chunk before the row kernel writes it (`par::written`); upstream zeroed
+    // the whole output on the calling thread first (`vec![0.0; n]`) while the
+    // pool waited.
     #[cfg(feature = "rayon")]
     let output: Vec<f32> = {
-        use rayon::prelude::*;
         const ROWS_PER_TASK: usize = 64;
         let chunk_elems = ROWS_PER_TASK * last;
-        let mut output: Vec<f32> = Vec::with_capacity(n);
-        output.spare_capacity_mut()[..n]
-            .par_chunks_mut(chunk_elems)
-            .zip(input.par_chunks(chunk_elems))
-            .for_each(|(o, i)| {
-                o.fill(core::mem::MaybeUninit::new(0.0));
-                // SAFETY: every element of `o` was just written, and
-                // MaybeUninit<f32> has f32's layout
-                let o = unsafe { &mut *(o as *mut [core::mem::MaybeUninit<f32>] as *mut [f32]) };
-                softmax_rows_f32(i, o, last)
-            });
-        // SAFETY: the chunks cover the first `n` elements, each written above
-        unsafe { output.set_len(n) };
-        output
+        crate::par::written(n, chunk_elems, 0.0, |c, o| {
+            softmax_rows_f32(&input[c * chunk_elems..c * chunk_elems + o.len()], o, last)
+        })
     };
     #[cfg(not(feature = "rayon"))]
     let output: Vec<f32> = {
