@@ -3,8 +3,9 @@
 (A B A B) so that both see the same machine load: forward tokens/s and forward+backward tokens/s
 of a batch of BATCH × SEQ tokens, LoRA training tokens/s on that batch (prunec's `lora,recover`
 against PEFT, LLM-Pruner's adapter settings), and the time of LLM-Pruner's calibration (one
-forward+backward of 10 samples × 64 tokens, the recipe's), then prunec's whole recipe
-(group,score,prune).
+forward+backward of 10 samples × 64 tokens, the recipe's), then the whole recipe end to end, each in
+its own process with its peak RSS sampled from /proc: prunec's group,score,prune against the same
+recipe in PyTorch on Torch-Pruning, the engine LLM-Pruner forks (scripts/llm_pruner_recipe.py).
 
     python3 scripts/bench_speed.py PRUNEC GGUF [--rounds 3] [--batch 4] [--seq-len 128]
                                    [--iters 3] [--threads N] [--attn eager] [--out FILE.md]
@@ -85,7 +86,42 @@ def run_prunec_bench(prunec, gguf, batch, seq_len, iters):
     raise RuntimeError(f"no row from {' '.join(cmd)}:\n{out}")
 
 
+def run_sampled(cmd, env=None):
+    """Runs `cmd` and samples its resident set from /proc every 5 ms (prunec resets the kernel's
+    high-water mark per pass, so the child's ru_maxrss under-reports it; the same sampling serves
+    both sides): wall seconds, peak RSS in bytes, stdout."""
+    import threading
+
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak = [0]
+
+    def sample():
+        path = f"/proc/{proc.pid}/status"
+        while proc.poll() is None:
+            try:
+                with open(path) as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            peak[0] = max(peak[0], int(line.split()[1]) * 1024)
+                            break
+            except (FileNotFoundError, ProcessLookupError, ValueError):
+                break
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err[-4000:]}")
+    return wall, peak[0], out
+
+
 def run_prunec_recipe(prunec, gguf, work, devices=None):
+    """prunec's whole recipe in its own process: wall seconds, peak RSS (sampled), each pass's
+    seconds from its report."""
     calib = os.path.join(work, "calib.jsonl")
     out, report = os.path.join(work, "recipe-out.gguf"), os.path.join(work, "recipe.json")
     cmd = [prunec, gguf, "--pass", "group,score,prune", "--unit-ratio", "0.2", "--gqa", "query",
@@ -93,11 +129,22 @@ def run_prunec_recipe(prunec, gguf, work, devices=None):
            "--calib", calib, "--calib-samples", "10", "--calib-len", "64", "-o", out, "--report", report, "--force"]
     if devices:
         cmd += ["--devices", devices]
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    wall = time.perf_counter() - t
+    wall, peak, _ = run_sampled(cmd)
     passes = {p["name"]: p["seconds"] for p in json.load(open(report))["passes"]}
-    return wall, passes
+    return wall, peak, passes
+
+
+def run_torch_recipe(python, folder, work, threads):
+    """The same recipe in PyTorch on Torch-Pruning, the engine LLM-Pruner's `hf_prune.py` forks
+    (scripts/llm_pruner_recipe.py), in its own process, on the model as a transformers folder (float32
+    safetensors, `Torch.hf_folder`: read by `from_pretrained` as `hf_prune.py` reads its model):
+    wall seconds (imports included), peak RSS (sampled), its parts' seconds."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llm_pruner_recipe.py")
+    cmd = [python, script, folder, os.path.join(work, "calib.jsonl"), os.path.join(work, "recipe-torch"),
+           "--layers", "3..27", "--ratio", "0.2", "--threads", str(threads)]
+    wall, peak, out = run_sampled(cmd)
+    row = next(json.loads(l[5:]) for l in out.splitlines() if l.startswith("row: "))
+    return wall, peak, row["parts"]
 
 
 def run_prunec_lora(prunec, gguf, work, rows, steps):
@@ -229,6 +276,14 @@ class Torch:
         os.replace(tmp, path)
         return path
 
+    def hf_folder(self, path):
+        """The model as a transformers folder (float32 safetensors), once under the work folder."""
+        if not os.path.isdir(path):
+            tmp = path + ".part"
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            os.replace(tmp, path)
+        return path
+
     def logits(self, ids):
         with self.torch.no_grad():
             return self.model(self.torch.tensor(ids), use_cache=False).logits.numpy()
@@ -292,7 +347,16 @@ def main():
             f.write(json.dumps({"input_ids": row}) + "\n")
     pt = Torch(args.gguf, args.threads, args.attn)
     ids = bench_ids(pt.vocab, args.batch, args.seq_len)
-    rows = {k: ([], []) for k in ("forward", "backward", "calibration", "recipe", "recipe_devices", "lora", "ort")}
+    rows = {k: ([], []) for k in ("forward", "backward", "calibration", "recipe", "recipe_rss", "recipe_devices", "lora", "ort")}
+    # the recipe's PyTorch side needs Torch-Pruning (scripts/bench-speed installs it)
+    try:
+        import torch_pruning  # noqa: F401
+
+        torch_recipe = not args.no_recipe
+    except ImportError:
+        torch_recipe = False
+        print("no torch_pruning: the recipe runs on prunec's side only", file=sys.stderr)
+    torch_parts = []
     if args.ort_site:
         import numpy as np
 
@@ -300,6 +364,8 @@ def main():
         ort_logits = os.path.join(args.work, "ort-logits.npy")
     recipe_passes = []
     loads = []
+    if torch_recipe:
+        hf_model = pt.hf_folder(os.path.join(args.work, "hf-model"))
     for r in range(args.rounds):
         loads.append(os.getloadavg()[0])
         # A: prunec, B: PyTorch, alternating within each round
@@ -329,18 +395,27 @@ def main():
               f"fwd+bwd prunec {row['backward_tokens_per_s']:.0f} torch {b:.0f} tok/s", file=sys.stderr, flush=True)
         if not args.no_recipe:
             settle(args.pause)
-            wall, passes = run_prunec_recipe(args.prunec, args.gguf, args.work)
+            wall, peak, passes = run_prunec_recipe(args.prunec, args.gguf, args.work)
             settle(args.pause)
             c = pt.calibrate(calib_ids())
             rows["recipe"][0].append(wall)
+            rows["recipe_rss"][0].append(peak / 2**30)
+            if torch_recipe:
+                settle(args.pause)
+                twall, tpeak, tparts = run_torch_recipe(sys.executable, hf_model, args.work, args.threads)
+                rows["recipe"][1].append(twall)
+                rows["recipe_rss"][1].append(tpeak / 2**30)
+                torch_parts.append(tparts)
+                print(f"round {r + 1}: recipe on Torch-Pruning {twall:.2f} s, peak {tpeak / 2**30:.2f} GiB "
+                      f"({', '.join(f'{k} {v:.2f} s' for k, v in tparts.items())})", file=sys.stderr, flush=True)
             rows["calibration"][0].append(passes.get("score", float("nan")))
             rows["calibration"][1].append(c)
             recipe_passes.append(passes)
-            print(f"round {r + 1}: recipe prunec {wall:.2f} s ({', '.join(f'{k} {v:.2f} s' for k, v in passes.items())}); "
+            print(f"round {r + 1}: recipe prunec {wall:.2f} s, peak {peak / 2**30:.2f} GiB ({', '.join(f'{k} {v:.2f} s' for k, v in passes.items())}); "
                   f"torch calibration {c:.2f} s", file=sys.stderr, flush=True)
             if args.devices:
                 settle(args.pause)
-                wall, passes = run_prunec_recipe(args.prunec, args.gguf, args.work, args.devices)
+                wall, _, passes = run_prunec_recipe(args.prunec, args.gguf, args.work, args.devices)
                 rows["recipe_devices"][0].append(wall)
                 print(f"round {r + 1}: recipe prunec --devices {args.devices} {wall:.2f} s "
                       f"({', '.join(f'{k} {v:.2f} s' for k, v in passes.items())})", file=sys.stderr, flush=True)
@@ -359,7 +434,8 @@ def main():
         f"prunec `{args.prunec}` against PyTorch {torch.__version__} eager (transformers {transformers.__version__}, "
         f"attn_implementation={args.attn}, {args.threads} threads) on `{os.path.basename(args.gguf)}` "
         f"({os.cpu_count()} cores); {args.rounds} rounds A B A B, {args.pause:g} s of rest before each measurement, "
-        "medians; ratio > 1: prunec faster.",
+        "medians; ratio > 1: prunec faster, except in the recipe's two rows, where the ratio is prunec's share "
+        "of the time and of the memory (< 1: prunec lighter).",
         f"Load average (1 min) at the start of each round: {', '.join(f'{x:.1f}' for x in loads)} "
         "(above the core count, other work shared the cores: PyTorch's OpenMP threads suffer from that "
         "more than prunec's rayon pool, so such figures flatter prunec).",
@@ -381,13 +457,24 @@ def main():
     if not args.no_recipe:
         p, t = med(rows["calibration"][0]), med(rows["calibration"][1])
         lines.append(f"| calibration 10×64 s (prunec: the score pass; PyTorch: fwd+bwd+\\|w·g\\|) | {p:.2f} | {t:.2f} | {t / p:.2f} |")
-        lines.append(f"| recipe group,score,prune wall s (prunec process) | {med(rows['recipe'][0]):.2f} | — | — |")
+        if torch_recipe:
+            p, t = med(rows["recipe"][0]), med(rows["recipe"][1])
+            lines.append(f"| LLM-Pruner's recipe end to end, wall s (prunec: group,score,prune; PyTorch: Torch-Pruning, "
+                         f"scripts/llm_pruner_recipe.py); ratio: prunec's share | {p:.2f} | {t:.2f} | {p / t:.2f} |")
+            p, t = med(rows["recipe_rss"][0]), med(rows["recipe_rss"][1])
+            lines.append(f"| the recipe's peak RSS GiB (/proc sampled every 5 ms); ratio: prunec's share | {p:.2f} | {t:.2f} | {p / t:.2f} |")
+        else:
+            lines.append(f"| recipe group,score,prune wall s (prunec process) | {med(rows['recipe'][0]):.2f} | — | — |")
         if args.devices:
             lines.append(f"| recipe wall s, `--devices {args.devices}` | {med(rows['recipe_devices'][0]):.2f} | — | — |")
         keys = sorted({k for ps in recipe_passes for k in ps})
         lines.append("")
         lines.append("prunec recipe passes (median s): " + ", ".join(
             f"{k} {med([ps[k] for ps in recipe_passes if k in ps]):.2f}" for k in keys))
+        if torch_parts:
+            lines.append("")
+            lines.append("Torch-Pruning recipe parts (median s): " + ", ".join(
+                f"{k} {med([ps[k] for ps in torch_parts]):.2f}" for k in torch_parts[0]))
     lines.append("")
     # each round's prunec/other ratio (the calibration's: other/prunec, as in the table)
     per_round = []
