@@ -121,7 +121,7 @@ def run_sampled(cmd, env=None):
 
 def run_prunec_recipe(prunec, gguf, work, devices=None):
     """prunec's whole recipe in its own process: wall seconds, peak RSS (sampled), each pass's
-    seconds from its report."""
+    seconds and the calibration's loss from its report."""
     calib = os.path.join(work, "calib.jsonl")
     out, report = os.path.join(work, "recipe-out.gguf"), os.path.join(work, "recipe.json")
     cmd = [prunec, gguf, "--pass", "group,score,prune", "--unit-ratio", "0.2", "--gqa", "query",
@@ -130,21 +130,22 @@ def run_prunec_recipe(prunec, gguf, work, devices=None):
     if devices:
         cmd += ["--devices", devices]
     wall, peak, _ = run_sampled(cmd)
-    passes = {p["name"]: p["seconds"] for p in json.load(open(report))["passes"]}
-    return wall, peak, passes
+    report = json.load(open(report))
+    passes = {p["name"]: p["seconds"] for p in report["passes"]}
+    return wall, peak, passes, report["calibration"]["loss"]
 
 
 def run_torch_recipe(python, folder, work, threads):
     """The same recipe in PyTorch on Torch-Pruning, the engine LLM-Pruner's `hf_prune.py` forks
     (scripts/llm_pruner_recipe.py), in its own process, on the model as a transformers folder (float32
     safetensors, `Torch.hf_folder`: read by `from_pretrained` as `hf_prune.py` reads its model):
-    wall seconds (imports included), peak RSS (sampled), its parts' seconds."""
+    wall seconds (imports included), peak RSS (sampled), its parts' seconds, the calibration's loss."""
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llm_pruner_recipe.py")
     cmd = [python, script, folder, os.path.join(work, "calib.jsonl"), os.path.join(work, "recipe-torch"),
            "--layers", "3..27", "--ratio", "0.2", "--threads", str(threads)]
     wall, peak, out = run_sampled(cmd)
     row = next(json.loads(l[5:]) for l in out.splitlines() if l.startswith("row: "))
-    return wall, peak, row["parts"]
+    return wall, peak, row["parts"], row["loss"]
 
 
 def run_prunec_lora(prunec, gguf, work, rows, steps):
@@ -395,16 +396,19 @@ def main():
               f"fwd+bwd prunec {row['backward_tokens_per_s']:.0f} torch {b:.0f} tok/s", file=sys.stderr, flush=True)
         if not args.no_recipe:
             settle(args.pause)
-            wall, peak, passes = run_prunec_recipe(args.prunec, args.gguf, args.work)
+            wall, peak, passes, loss = run_prunec_recipe(args.prunec, args.gguf, args.work)
             settle(args.pause)
             c = pt.calibrate(calib_ids())
             rows["recipe"][0].append(wall)
             rows["recipe_rss"][0].append(peak / 2**30)
             if torch_recipe:
                 settle(args.pause)
-                twall, tpeak, tparts = run_torch_recipe(sys.executable, hf_model, args.work, args.threads)
+                twall, tpeak, tparts, tloss = run_torch_recipe(sys.executable, hf_model, args.work, args.threads)
                 rows["recipe"][1].append(twall)
                 rows["recipe_rss"][1].append(tpeak / 2**30)
+                # the same calibration on both sides: its loss agrees
+                if not abs(tloss - loss) <= 1e-4 * abs(loss):
+                    raise RuntimeError(f"the recipes' calibration losses differ: prunec {loss}, Torch-Pruning {tloss}")
                 torch_parts.append(tparts)
                 print(f"round {r + 1}: recipe on Torch-Pruning {twall:.2f} s, peak {tpeak / 2**30:.2f} GiB "
                       f"({', '.join(f'{k} {v:.2f} s' for k, v in tparts.items())})", file=sys.stderr, flush=True)
@@ -415,7 +419,7 @@ def main():
                   f"torch calibration {c:.2f} s", file=sys.stderr, flush=True)
             if args.devices:
                 settle(args.pause)
-                wall, _, passes = run_prunec_recipe(args.prunec, args.gguf, args.work, args.devices)
+                wall, _, passes, _ = run_prunec_recipe(args.prunec, args.gguf, args.work, args.devices)
                 rows["recipe_devices"][0].append(wall)
                 print(f"round {r + 1}: recipe prunec --devices {args.devices} {wall:.2f} s "
                       f"({', '.join(f'{k} {v:.2f} s' for k, v in passes.items())})", file=sys.stderr, flush=True)
