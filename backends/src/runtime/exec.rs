@@ -65,6 +65,11 @@ struct Step {
     name: String,
     inputs: Vec<ValueId>,
     outputs: Vec<ValueType>,
+    /// A `repeat_heads` read only by an attention op that repeats the heads itself: its input
+    /// passes through ([`defer_head_repeats`]).
+    pass_through: bool,
+    /// An attention op whose keys and values come unrepeated: each key/value head's copies.
+    kv_copies: Option<Vec<usize>>,
 }
 
 /// Keys and values of past positions, per attention node.
@@ -167,9 +172,18 @@ impl<B: Fused> Executor<B> {
                 }
             }
             step_of.insert(id, k);
-            steps.push(Step { id, op: node.op.clone(), name: node.name.clone(), inputs, outputs: node.outputs().to_vec() });
+            steps.push(Step {
+                id,
+                op: node.op.clone(),
+                name: node.name.clone(),
+                inputs,
+                outputs: node.outputs().to_vec(),
+                pass_through: false,
+                kv_copies: None,
+            });
         }
         let output = output.ok_or_else(|| err("the graph has no `logits` output"))?;
+        defer_head_repeats(&mut steps, &step_of);
         Ok(Executor {
             device: device.clone(),
             steps,
@@ -569,6 +583,7 @@ impl<B: Fused> Executor<B> {
                     .collect();
                 one(DynTensor::I2(Tensor::from_data(TensorData::new(values, [b, s]), &self.device)))
             }
+            Op::RepeatHeads { .. } if step.pass_through => one(next()?),
             Op::RepeatHeads { copies } => {
                 let x = next()?;
                 let mut dims = x.dims();
@@ -611,7 +626,7 @@ impl<B: Fused> Executor<B> {
                     }
                     cache.entries.insert(step.id, (k.clone(), v.clone()));
                 }
-                let mask = AttentionMask { causal: attn.causal, window: attn.window, past, prefix };
+                let mask = AttentionMask { causal: attn.causal, window: attn.window, past, prefix, kv_copies: step.kv_copies.clone() };
                 one(DynTensor::F4(fused::attention(q, k, v, attn.scale, &mask).swap_dims(1, 2)))
             }
             Op::Reshape { .. } | Op::SplitHeads { .. } | Op::MergeHeads => {
@@ -768,6 +783,45 @@ impl<B: FusedAutodiff> Executor<B> {
             leaf: None,
             taps: RefCell::new(Vec::new()),
             transposed: self.transposed.clone(),
+        }
+    }
+}
+
+/// Lets each attention op whose keys and values are both `repeat_heads` outputs (the same copies,
+/// `[batch, seq, kv heads, dim]`, read by nothing else) read them unrepeated: the attention
+/// kernel takes each query head's key/value head in place (the composition repeats them
+/// itself, by the same ops), so no copy of the repeated keys and values is made, and a key/value
+/// cache holds them once per key/value head.
+fn defer_head_repeats(steps: &mut [Step], step_of: &HashMap<NodeId, usize>) {
+    let mut readers: HashMap<ValueId, usize> = HashMap::new();
+    for step in steps.iter() {
+        for &v in &step.inputs {
+            *readers.entry(v).or_default() += 1;
+        }
+    }
+    // the step of a repeat whose output is `v`, read once, rank 4, with its copies
+    let repeat = |steps: &[Step], v: ValueId| -> Option<(usize, Vec<usize>)> {
+        let k = *step_of.get(&v.node)?;
+        match &steps[k].op {
+            Op::RepeatHeads { copies }
+                if v.output == 0 && readers.get(&v) == Some(&1) && steps[k].outputs.first()?.shape.dims().len() == 4 =>
+            {
+                Some((k, copies.clone()))
+            }
+            _ => None,
+        }
+    };
+    for a in 0..steps.len() {
+        if !matches!(steps[a].op, Op::Attention(_)) || steps[a].inputs.len() < 3 {
+            continue;
+        }
+        let (k, v) = (steps[a].inputs[1], steps[a].inputs[2]);
+        if let (Some((rk, ck)), Some((rv, cv))) = (repeat(steps, k), repeat(steps, v)) {
+            if rk != rv && ck == cv {
+                steps[rk].pass_through = true;
+                steps[rv].pass_through = true;
+                steps[a].kv_copies = Some(ck);
+            }
         }
     }
 }

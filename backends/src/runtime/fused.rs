@@ -19,6 +19,7 @@ use burn::backend::autodiff::ops::{binary, unary, Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::prelude::{Int, Tensor, TensorData};
+use prunec_ir::Op;
 use burn::tensor::activation;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{FloatTensor, IntTensor};
@@ -102,9 +103,10 @@ pub trait Fused: Backend {
     }
 
     /// Scaled dot-product attention: `q [batch, s, heads, d]`, `k` and `v` `[batch, t, heads,
-    /// d]` (key/value heads repeated for their queries), scores `q·kᵀ·scale`, the query at `i`
-    /// of row `r` seeing the keys [`AttentionMask::visible`]; `[batch, heads, s, d]`. Forward
-    /// only: under autodiff it is the composition of Burn's ops.
+    /// d]` (key/value heads repeated for their queries), or `[batch, t, kv heads, d]` with
+    /// [`AttentionMask::kv_copies`] saying how many query heads read each, scores
+    /// `q·kᵀ·scale`, the query at `i` of row `r` seeing the keys [`AttentionMask::visible`];
+    /// `[batch, heads, s, d]`. Forward only: under autodiff it is the composition of Burn's ops.
     fn masked_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -128,9 +130,22 @@ pub struct AttentionMask {
     pub past: usize,
     /// Each row's prefix length (a prefix LM's bidirectional part); none: no prefix.
     pub prefix: Option<Vec<i64>>,
+    /// Keys and values come with one head per key/value head, each read by this many
+    /// consecutive query heads (grouped-query attention, unrepeated); none: one per query head.
+    pub kv_copies: Option<Vec<usize>>,
 }
 
 impl AttentionMask {
+    /// The key/value head each of `heads` query heads reads, for keys and values of `kv_heads`
+    /// heads; `None` when [`AttentionMask::kv_copies`] does not pair them.
+    pub fn kv_head_of(&self, heads: usize, kv_heads: usize) -> Option<Vec<usize>> {
+        match &self.kv_copies {
+            None => (kv_heads == heads).then(|| (0..heads).collect()),
+            Some(copies) => (copies.len() == kv_heads && copies.iter().sum::<usize>() == heads)
+                .then(|| copies.iter().enumerate().flat_map(|(j, &c)| std::iter::repeat_n(j, c)).collect()),
+        }
+    }
+
     /// Whether the mask hides any key at all.
     pub fn hides(&self) -> bool {
         self.causal || self.window.is_some()
@@ -202,6 +217,20 @@ pub fn softmax<B: Fused, const D: usize>(x: Tensor<B, D>, axis: usize) -> Tensor
         Tensor::from_primitive(TensorPrimitive::Float(B::softmax_last(x.into_primitive().tensor())))
     } else {
         activation::softmax(x, axis)
+    }
+}
+
+/// `x [batch, seq, kv heads, d]` with head `j` repeated `copies[j]` times, consecutively: the
+/// IR's `repeat_heads` (as the interpreter runs it).
+pub fn repeat_heads<B: Backend>(x: Tensor<B, 4>, copies: &[usize]) -> Tensor<B, 4> {
+    let [b, t, h, d] = x.dims();
+    match Op::uniform_copies(copies) {
+        Some(times) => x.reshape([b, t, h, 1, d]).repeat_dim(3, times).reshape([b, t, h * times, d]),
+        None => {
+            let index: Vec<i64> = copies.iter().enumerate().flat_map(|(j, &c)| std::iter::repeat_n(j as i64, c)).collect();
+            let (n, device) = (index.len(), x.device());
+            x.select(2, Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &device))
+        }
     }
 }
 
@@ -327,7 +356,11 @@ mod composed {
         scale: f32,
         mask: &AttentionMask,
     ) -> FloatTensor<B> {
-        let (q, k, v) = (float::<B, 4>(q), float::<B, 4>(k), float::<B, 4>(v));
+        let (q, mut k, mut v) = (float::<B, 4>(q), float::<B, 4>(k), float::<B, 4>(v));
+        if let Some(copies) = &mask.kv_copies {
+            k = super::repeat_heads(k, copies);
+            v = super::repeat_heads(v, copies);
+        }
         let device = q.device();
         let q = q.swap_dims(1, 2);
         let k = k.swap_dims(1, 2);
@@ -599,26 +632,38 @@ mod cpu {
     /// [`super::Fused::masked_attention`]): a task per row and head over the pool, each two matrix
     /// products by gemm on the heads' strided rows (no copies) around a masked softmax of its
     /// `s × t` scores; `[batch, heads, s, d]`.
-    pub fn attention(q: &[f32], k: &[f32], v: &[f32], dims: [usize; 4], t: usize, scale: f32, mask: &super::AttentionMask) -> Vec<f32> {
+    /// `kv_head[h]`: the head of `k` and `v` (`[batch, t, kv_heads, d]`) query head `h` reads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dims: [usize; 4],
+        t: usize,
+        kv_head: &[usize],
+        kv_heads: usize,
+        scale: f32,
+        mask: &super::AttentionMask,
+    ) -> Vec<f32> {
         let [batch, s, heads, d] = dims;
         let mut out = vec![0.0; batch * heads * s * d];
         if out.is_empty() {
             return out;
         }
-        // between two positions of one head, in q, k and v
-        let stride = (heads * d) as isize;
+        // between two positions of one head, in q, and in k and v
+        let (stride, kv_stride) = ((heads * d) as isize, (kv_heads * d) as isize);
         out.par_chunks_mut(s * d).enumerate().for_each_init(
             || vec![0f32; s * t],
             |scores, (task, out)| {
                 let (r, h) = (task / heads, task % heads);
-                let (qo, kvo) = ((r * s * heads + h) * d, (r * t * heads + h) * d);
+                let (qo, kvo) = ((r * s * heads + h) * d, (r * t * kv_heads + kv_head[h]) * d);
                 // SAFETY: gemm reads s×d of q and t×d of k and v at these strides, within their
                 // slices (row r, head h), and writes the s×t scores and the s×d output it is given
                 unsafe {
                     gemm::gemm(
                         s, t, d, scores.as_mut_ptr(), 1, t as isize, false,
                         q.as_ptr().add(qo), 1, stride,
-                        k.as_ptr().add(kvo), stride, 1,
+                        k.as_ptr().add(kvo), kv_stride, 1,
                         0.0, 1.0, false, false, false, gemm::Parallelism::None,
                     );
                 }
@@ -631,7 +676,7 @@ mod cpu {
                     gemm::gemm(
                         s, d, t, out.as_mut_ptr(), 1, d as isize, false,
                         scores.as_ptr(), 1, t as isize,
-                        v.as_ptr().add(kvo), 1, stride,
+                        v.as_ptr().add(kvo), 1, kv_stride,
                         0.0, 1.0, false, false, false, gemm::Parallelism::None,
                     );
                 }
@@ -866,16 +911,16 @@ impl Fused for Flex {
     fn masked_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor, scale: f32, mask: &AttentionMask) -> FlexTensor {
         let dims = |t: &FlexTensor| -> Option<[usize; 4]> { t.shape().as_slice().try_into().ok() };
         let fits = match (dims(&q), dims(&k), dims(&v)) {
-            (Some([b, _, h, d]), Some(kd), Some(vd)) => kd == vd && [kd[0], kd[2], kd[3]] == [b, h, d],
-            _ => false,
+            (Some([b, _, h, d]), Some(kd), Some(vd)) if kd == vd && [kd[0], kd[3]] == [b, d] => mask.kv_head_of(h, kd[2]),
+            _ => None,
         };
-        if !(fits && kernel_takes(&q) && kernel_takes(&k) && kernel_takes(&v)) {
+        let Some(kv_head) = fits.filter(|_| kernel_takes(&q) && kernel_takes(&k) && kernel_takes(&v)) else {
             return composed::attention::<Flex>(q, k, v, scale, mask);
-        }
+        };
         let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
         let [b, s, h, d] = dims(&q).unwrap_or_default();
-        let t = k.shape()[1];
-        let out = cpu::attention(q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>(), [b, s, h, d], t, scale, mask);
+        let (t, kv_heads) = (k.shape()[1], k.shape()[2]);
+        let out = cpu::attention(q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>(), [b, s, h, d], t, &kv_head, kv_heads, scale, mask);
         flex_f32(out, Shape::from(vec![b, h, s, d]))
     }
 
@@ -1048,7 +1093,7 @@ mod tests {
             for window in [None, Some(1), Some(3)] {
                 for past in [0, 4] {
                     for p in [0i64, 3, 20] {
-                        let mask = AttentionMask { causal, window, past, prefix: Some(vec![0, p]) };
+                        let mask = AttentionMask { causal, window, past, prefix: Some(vec![0, p]), kv_copies: None };
                         let t = past + 9;
                         for i in 0..9 {
                             let at = past + i;
@@ -1093,6 +1138,56 @@ mod tests {
             };
             close(&run(true), &run(false), 1e-5, &format!("attention case {n} ({mask:?})"));
         }
+    }
+
+    /// Keys and values given once per key/value head (`kv_copies`, even and uneven) give the
+    /// bits of the same attention on them repeated: the CPU's kernel, the composition, and under
+    /// autodiff the gradients of q, k and v; copies that do not pair the heads fall back to the
+    /// composition, which refuses them.
+    #[test]
+    fn unrepeated_keys_and_values_give_the_repeated_bits() {
+        let (b, s, t, d) = (2, 6, 9, 8);
+        for copies in [vec![3, 3], vec![2, 1, 3], vec![1, 1, 1]] {
+            let (h, g) = (copies.iter().sum::<usize>(), copies.len());
+            let q = values(b * s * h * d, 21, 2.0);
+            let (k, v) = (values(b * t * g * d, 22, 2.0), values(b * t * g * d, 23, 2.0));
+            for base in [AttentionMask { causal: true, past: t - s, ..AttentionMask::default() }, AttentionMask::default()] {
+                let grouped = AttentionMask { kv_copies: Some(copies.clone()), ..base.clone() };
+                let rep = |x: &[f32]| vec_of(repeat_heads(tensor::<Cpu, 4>(x, [b, t, g, d]), &copies));
+                let (kr, vr) = (rep(&k), rep(&v));
+                let shapes = ([b, s, h, d], [b, t, g, d], [b, t, h, d]);
+                let fused = |k: &[f32], v: &[f32], kv, mask: &AttentionMask| {
+                    vec_of(attention(tensor::<Cpu, 4>(&q, shapes.0), tensor::<Cpu, 4>(k, kv), tensor::<Cpu, 4>(v, kv), 0.3, mask))
+                };
+                assert_eq!(fused(&k, &v, shapes.1, &grouped), fused(&kr, &vr, shapes.2, &base), "kernel, copies {copies:?}, {base:?}");
+                let p = |x: &[f32], shape| tensor::<Cpu, 4>(x, shape).into_primitive().tensor();
+                let composed_of = |k: &[f32], v: &[f32], kv, mask: &AttentionMask| {
+                    vec_of(Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(composed::attention::<Cpu>(
+                        p(&q, shapes.0), p(k, kv), p(v, kv), 0.3, mask,
+                    ))))
+                };
+                assert_eq!(composed_of(&k, &v, shapes.1, &grouped), composed_of(&kr, &vr, shapes.2, &base), "composition, copies {copies:?}");
+                // under autodiff: the gradients of q, k and v
+                let grads = |grouped_kv: bool| {
+                    let q = tensor::<CpuAutodiff, 4>(&q, shapes.0).require_grad();
+                    let (k, v) = (tensor::<CpuAutodiff, 4>(&k, shapes.1).require_grad(), tensor::<CpuAutodiff, 4>(&v, shapes.1).require_grad());
+                    let out = if grouped_kv {
+                        attention(q.clone(), k.clone(), v.clone(), 0.3, &grouped)
+                    } else {
+                        attention(q.clone(), repeat_heads(k.clone(), &copies), repeat_heads(v.clone(), &copies), 0.3, &base)
+                    };
+                    let g = (out.clone() * out).sum().backward();
+                    [q, k, v].map(|x| vec_of(x.grad(&g).expect("a gradient")))
+                };
+                assert_eq!(grads(true), grads(false), "gradients, copies {copies:?}");
+            }
+        }
+        // copies that do not pair the query heads with the key/value heads: not the kernel's
+        let mask = AttentionMask { kv_copies: Some(vec![2, 2]), ..AttentionMask::default() };
+        assert_eq!(mask.kv_head_of(4, 2), Some(vec![0, 0, 1, 1]));
+        assert_eq!(mask.kv_head_of(5, 2), None);
+        assert_eq!(mask.kv_head_of(4, 3), None);
+        assert_eq!(AttentionMask::default().kv_head_of(3, 3), Some(vec![0, 1, 2]));
     }
 
     /// The CPU's rotary embedding gives the composition's bits, turning and turning back, by
