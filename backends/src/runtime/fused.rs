@@ -628,10 +628,20 @@ mod cpu {
     }
     }
 
+    /// Queries a block of [`attention`] takes at a time.
+    pub const QUERY_BLOCK: usize = 64;
+
     /// Attention of `q [batch, s, heads, d]` over `k`, `v` `[batch, t, heads, d]` (see
-    /// [`super::Fused::masked_attention`]): a task per row and head over the pool, each two matrix
-    /// products by gemm on the heads' strided rows (no copies) around a masked softmax of its
-    /// `s × t` scores; `[batch, heads, s, d]`.
+    /// [`super::Fused::masked_attention`]): a task per row, head and block of queries over the
+    /// pool, each two matrix products by gemm on the heads' strided rows (no copies) around a
+    /// masked softmax of its scores; `[batch, heads, s, d]`.
+    ///
+    /// Queries are taken [`QUERY_BLOCK`] at a time, each block against the keys up to the last
+    /// one any of its queries sees (under a causal mask, about half the products of whole rows).
+    /// The keys past that have probability 0, which the product's single chain of multiply-adds
+    /// per output (gemm's, up to 512 keys) would add exactly; past 512 keys gemm may split the
+    /// sum at other places, which can move its last bit.
+    ///
     /// `kv_head[h]`: the head of `k` and `v` (`[batch, t, kv_heads, d]`) query head `h` reads.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
@@ -645,6 +655,23 @@ mod cpu {
         scale: f32,
         mask: &super::AttentionMask,
     ) -> Vec<f32> {
+        attention_in_blocks(q, k, v, dims, t, kv_head, kv_heads, scale, mask, QUERY_BLOCK)
+    }
+
+    /// [`attention`] with blocks of `block` queries.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attention_in_blocks(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dims: [usize; 4],
+        t: usize,
+        kv_head: &[usize],
+        kv_heads: usize,
+        scale: f32,
+        mask: &super::AttentionMask,
+        block: usize,
+    ) -> Vec<f32> {
         let [batch, s, heads, d] = dims;
         let mut out = vec![0.0; batch * heads * s * d];
         if out.is_empty() {
@@ -652,30 +679,46 @@ mod cpu {
         }
         // between two positions of one head, in q, and in k and v
         let (stride, kv_stride) = ((heads * d) as isize, (kv_heads * d) as isize);
-        out.par_chunks_mut(s * d).enumerate().for_each_init(
-            || vec![0f32; s * t],
-            |scores, (task, out)| {
+        // a task per row, head and block of queries (blocks further down see more keys)
+        let blocks = out
+            .par_chunks_mut(s * d)
+            .enumerate()
+            .flat_map(|(task, out)| out.par_chunks_mut(block * d).enumerate().map(move |(b, out)| (task, b, out)));
+        blocks.for_each_init(
+            || vec![0f32; block.min(s) * t],
+            |scores, (task, b, out)| {
                 let (r, h) = (task / heads, task % heads);
                 let (qo, kvo) = ((r * s * heads + h) * d, (r * t * kv_heads + kv_head[h]) * d);
-                // SAFETY: gemm reads s×d of q and t×d of k and v at these strides, within their
-                // slices (row r, head h), and writes the s×t scores and the s×d output it is given
+                let (i0, rows) = (b * block, out.len() / d);
+                // the keys the block's queries see end before `w`: the scores past it (a
+                // causal mask's upper triangle) are neither computed nor multiplied
+                let w = (i0..i0 + rows).map(|i| mask.visible(r, i, t)).filter(|seen| !seen.is_empty()).map(|seen| seen.end).max();
+                let Some(w) = w else {
+                    // no query of the block sees a key: NaN, as a row of −∞ gives
+                    out.fill(f32::NAN);
+                    return;
+                };
+                let scores = &mut scores[..rows * w];
+                // SAFETY: gemm reads rows×d of q (from query i0) and w×d of k and v (w ≤ t)
+                // at these strides, within their slices (row r, head h), and writes the
+                // rows×w scores and the rows×d output it is given
                 unsafe {
                     gemm::gemm(
-                        s, t, d, scores.as_mut_ptr(), 1, t as isize, false,
-                        q.as_ptr().add(qo), 1, stride,
+                        rows, w, d, scores.as_mut_ptr(), 1, w as isize, false,
+                        q.as_ptr().add(qo + i0 * heads * d), 1, stride,
                         k.as_ptr().add(kvo), kv_stride, 1,
                         0.0, 1.0, false, false, false, gemm::Parallelism::None,
                     );
                 }
-                for (i, row) in scores.chunks_mut(t).enumerate() {
-                    let seen = mask.visible(r, i, t);
+                for (i, row) in scores.chunks_mut(w).enumerate() {
+                    let seen = mask.visible(r, i0 + i, t);
                     masked_softmax(row, seen.start, seen.end, scale);
                 }
                 // SAFETY: as above
                 unsafe {
                     gemm::gemm(
-                        s, d, t, out.as_mut_ptr(), 1, d as isize, false,
-                        scores.as_ptr(), 1, t as isize,
+                        rows, d, w, out.as_mut_ptr(), 1, d as isize, false,
+                        scores.as_ptr(), 1, w as isize,
                         v.as_ptr().add(kvo), 1, kv_stride,
                         0.0, 1.0, false, false, false, gemm::Parallelism::None,
                     );
@@ -1137,6 +1180,43 @@ mod tests {
                 }
             };
             close(&run(true), &run(false), 1e-5, &format!("attention case {n} ({mask:?})"));
+        }
+    }
+
+    /// The CPU's attention over more queries than a block holds: the composition's values for
+    /// every mask (a block whose queries see no key gives NaN, as the composition does), and
+    /// the bits of the kernel taking all queries as one block (as it did before blocks).
+    #[test]
+    fn blocked_attention_matches_the_composition_and_whole_rows() {
+        let (b, s, h, d) = (2, 2 * cpu::QUERY_BLOCK + 9, 3, 8);
+        let causal = AttentionMask { causal: true, ..AttentionMask::default() };
+        let cases = [
+            (s, causal.clone()),
+            (s + 5, AttentionMask { past: 5, ..causal.clone() }),
+            (s, AttentionMask { window: Some(70), ..causal.clone() }),
+            (s, AttentionMask { prefix: Some(vec![90, 3]), ..causal.clone() }),
+            (s, AttentionMask::default()),
+            (s, AttentionMask { window: Some(0), ..causal.clone() }),
+        ];
+        let q = values(b * s * h * d, 31, 2.0);
+        for (n, (t, mask)) in cases.into_iter().enumerate() {
+            let (k, v) = (values(b * t * h * d, 32, 2.0), values(b * t * h * d, 33, 2.0));
+            let (qt, kt, vt) = (tensor::<Cpu, 4>(&q, [b, s, h, d]), tensor::<Cpu, 4>(&k, [b, t, h, d]), tensor::<Cpu, 4>(&v, [b, t, h, d]));
+            let fused = vec_of(attention(qt.clone(), kt.clone(), vt.clone(), 0.3, &mask));
+            let p = |x: Tensor<Cpu, 4>| x.into_primitive().tensor();
+            let composed = vec_of(Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(composed::attention::<Cpu>(p(qt), p(kt), p(vt), 0.3, &mask))));
+            if mask.window == Some(0) {
+                assert!(fused.iter().chain(&composed).all(|x| x.is_nan()), "case {n}: no key seen, NaN");
+                continue;
+            }
+            close(&fused, &composed, 1e-5, &format!("blocked attention case {n} ({mask:?})"));
+        }
+        // blocks against whole rows (one block of every query, as the kernel ran before blocks)
+        for (n, t, mask) in [(0, s, causal.clone()), (1, s + 5, AttentionMask { past: 5, window: Some(70), ..causal.clone() })] {
+            let (k, v) = (values(b * t * h * d, 32, 2.0), values(b * t * h * d, 33, 2.0));
+            let heads: Vec<usize> = (0..h).collect();
+            let run = |block| cpu::attention_in_blocks(&q, &k, &v, [b, s, h, d], t, &heads, h, 0.3, &mask, block);
+            assert_eq!(run(cpu::QUERY_BLOCK), run(s), "case {n}: blocks against whole rows");
         }
     }
 
