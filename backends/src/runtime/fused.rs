@@ -636,31 +636,16 @@ mod cpu {
     /// pool, each two matrix products by gemm on the heads' strided rows (no copies) around a
     /// masked softmax of its scores; `[batch, heads, s, d]`.
     ///
-    /// Queries are taken [`QUERY_BLOCK`] at a time, each block against the keys up to the last
+    /// Queries are taken `block` at a time, each block against the keys up to the last
     /// one any of its queries sees (under a causal mask, about half the products of whole rows).
     /// The keys past that have probability 0, which the product's single chain of multiply-adds
     /// per output (gemm's, up to 512 keys) would add exactly; past 512 keys gemm may split the
     /// sum at other places, which can move its last bit.
     ///
-    /// `kv_head[h]`: the head of `k` and `v` (`[batch, t, kv_heads, d]`) query head `h` reads.
+    /// `kv_head[h]`: the head of `k` and `v` (`[batch, t, kv_heads, d]`) query head `h` reads;
+    /// `block`: the queries a block takes ([`QUERY_BLOCK`]).
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        dims: [usize; 4],
-        t: usize,
-        kv_head: &[usize],
-        kv_heads: usize,
-        scale: f32,
-        mask: &super::AttentionMask,
-    ) -> Vec<f32> {
-        attention_in_blocks(q, k, v, dims, t, kv_head, kv_heads, scale, mask, QUERY_BLOCK)
-    }
-
-    /// [`attention`] with blocks of `block` queries.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn attention_in_blocks(
         q: &[f32],
         k: &[f32],
         v: &[f32],
@@ -963,7 +948,7 @@ impl Fused for Flex {
         let (q, k, v) = (q.to_contiguous(), k.to_contiguous(), v.to_contiguous());
         let [b, s, h, d] = dims(&q).unwrap_or_default();
         let (t, kv_heads) = (k.shape()[1], k.shape()[2]);
-        let out = cpu::attention(q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>(), [b, s, h, d], t, &kv_head, kv_heads, scale, mask);
+        let out = cpu::attention(q.storage::<f32>(), k.storage::<f32>(), v.storage::<f32>(), [b, s, h, d], t, &kv_head, kv_heads, scale, mask, cpu::QUERY_BLOCK);
         flex_f32(out, Shape::from(vec![b, h, s, d]))
     }
 
@@ -1215,7 +1200,7 @@ mod tests {
         for (n, t, mask) in [(0, s, causal.clone()), (1, s + 5, AttentionMask { past: 5, window: Some(70), ..causal.clone() })] {
             let (k, v) = (values(b * t * h * d, 32, 2.0), values(b * t * h * d, 33, 2.0));
             let heads: Vec<usize> = (0..h).collect();
-            let run = |block| cpu::attention_in_blocks(&q, &k, &v, [b, s, h, d], t, &heads, h, 0.3, &mask, block);
+            let run = |block| cpu::attention(&q, &k, &v, [b, s, h, d], t, &heads, h, 0.3, &mask, block);
             assert_eq!(run(cpu::QUERY_BLOCK), run(s), "case {n}: blocks against whole rows");
         }
     }
