@@ -86,14 +86,14 @@ def run_prunec_bench(prunec, gguf, batch, seq_len, iters):
     raise RuntimeError(f"no row from {' '.join(cmd)}:\n{out}")
 
 
-def run_sampled(cmd, env=None):
+def run_sampled(cmd):
     """Runs `cmd` and samples its resident set from /proc every 5 ms (prunec resets the kernel's
     high-water mark per pass, so the child's ru_maxrss under-reports it; the same sampling serves
     both sides): wall seconds, peak RSS in bytes, stdout."""
     import threading
 
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
 
     def sample():

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """LLM-Pruner's recipe in PyTorch, end to end in one process, for the side-by-side timing of
-`scripts/bench-speed` (not CI): import, load the GGUF model, trace its dependency graph, calibrate,
+`scripts/bench-speed` (not CI): import, load the model, trace its dependency graph, calibrate,
 score, prune, write.
 
     python3 scripts/llm_pruner_recipe.py MODEL CALIB.jsonl OUT_DIR [--ratio 0.2] [--layers 3..27]
@@ -9,9 +9,9 @@ score, prune, write.
 LLM-Pruner's own `hf_prune.py` cannot be run here: LLM-Pruner is not on PyPI and GitHub cannot
 be reached. Its pruning engine is a fork of Torch-Pruning by the same authors, which is on PyPI
 (`torch-pruning`); this script runs the recipe of `hf_prune.py` on that engine: the model read by
-transformers in float32 (MODEL: a transformers folder, read by `from_pretrained` as `hf_prune.py`
-reads its model, or a GGUF file, dequantized by transformers' own reader), Torch-Pruning's `MetaPruner` tracing the dependency graph from one
-calibration row, LLM-Pruner's Taylor calibration (one forward+backward of the whole calibration
+transformers in float32 from MODEL, a transformers folder (`from_pretrained`, as `hf_prune.py`
+reads its model; `bench_speed.py` writes one from the GGUF file), Torch-Pruning's `MetaPruner`
+tracing the dependency graph from one calibration row, LLM-Pruner's Taylor calibration (one forward+backward of the whole calibration
 batch, labels = inputs), first-order element-wise Taylor importance (|w · ∂L/∂w| summed per
 channel, group reduction `sum`, as `--importance taylor-element1`), block-wise: only the MLP's
 inner channels and the attention heads of layers LAYERS are pruned (the hidden size is kept:
@@ -35,7 +35,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("model", help="a transformers model folder, or a GGUF file")
+    ap.add_argument("model", help="a transformers model folder")
     ap.add_argument("calib", help="JSON lines, one {\"input_ids\": [...]} a sample (bench-speed's calib.jsonl)")
     ap.add_argument("out")
     ap.add_argument("--ratio", type=float, default=0.2)
@@ -46,27 +46,15 @@ def main():
 
     import torch
     import torch_pruning as tp
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+    from transformers import AutoModelForCausalLM
 
     parts = {"import": time.perf_counter() - T0}
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     t = time.perf_counter()
-    if os.path.isdir(args.model):
-        model = AutoModelForCausalLM.from_pretrained(args.model, attn_implementation="eager", dtype=torch.float32)
-        config = model.config
-    else:
-        folder, name = os.path.split(os.path.abspath(args.model))
-        config = AutoConfig.from_pretrained(folder, gguf_file=name)
-        model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32)
-        tensors = load_gguf_checkpoint(os.path.abspath(args.model), return_tensors=True, model_to_load=model)["tensors"]
-        result = model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
-        tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-        if result.unexpected_keys or set(result.missing_keys) - tied:
-            raise RuntimeError(f"{args.model}: the GGUF tensors do not fit the model: {result}")
-        del tensors
+    model = AutoModelForCausalLM.from_pretrained(args.model, attn_implementation="eager", dtype=torch.float32)
+    config = model.config
     parts["load"] = time.perf_counter() - t
     params_before = sum(p.numel() for p in model.parameters())
 
@@ -111,13 +99,12 @@ def main():
     t = time.perf_counter()
     pruner.step()
     model.zero_grad(set_to_none=True)
-    # the pruned shapes into the config, as hf_prune.py does
+    # the pruned head counts into the attention modules, as hf_prune.py does
     for layer in layers:
         attn = layer.self_attn
         attn.num_key_value_groups = attn.q_proj.out_features // attn.k_proj.out_features
-    shapes = [(l.self_attn.q_proj.out_features // config.head_dim if hasattr(config, "head_dim") and config.head_dim
-               else l.self_attn.q_proj.out_features * config.num_attention_heads // config.hidden_size,
-               l.self_attn.k_proj.out_features, l.mlp.gate_proj.out_features) for l in layers]
+    shapes = [(l.self_attn.q_proj.out_features // l.self_attn.head_dim, l.self_attn.k_proj.out_features,
+               l.mlp.gate_proj.out_features) for l in layers]
     parts["prune"] = time.perf_counter() - t
 
     t = time.perf_counter()

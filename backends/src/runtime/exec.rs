@@ -584,27 +584,12 @@ impl<B: Fused> Executor<B> {
                 one(DynTensor::I2(Tensor::from_data(TensorData::new(values, [b, s]), &self.device)))
             }
             Op::RepeatHeads { .. } if step.pass_through => one(next()?),
-            Op::RepeatHeads { copies } => {
-                let x = next()?;
-                let mut dims = x.dims();
-                let r = dims.len();
-                if r < 2 {
-                    return Err(err("repeat_heads needs [.., heads, dim]"));
-                }
-                if let Some(times) = Op::uniform_copies(copies) {
-                    let mut expanded = dims.clone();
-                    expanded.insert(r - 1, 1);
-                    let repeated = float_map!(x.reshape(&expanded)?, t => t.repeat_dim(r - 1, times))?;
-                    dims[r - 2] *= times;
-                    one(repeated.reshape(&dims)?)
-                } else {
-                    // uneven (query heads pruned unevenly): gather source heads by index
-                    let index: Vec<i64> = copies.iter().enumerate().flat_map(|(h, &c)| std::iter::repeat_n(h as i64, c)).collect();
-                    let n = index.len();
-                    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &self.device);
-                    one(float_map!(x, t => t.select(r - 2, index.clone()))?)
-                }
-            }
+            Op::RepeatHeads { copies } => one(match next()? {
+                DynTensor::F2(t) => DynTensor::F2(fused::repeat_heads::<B, 2, 3>(t, copies)),
+                DynTensor::F3(t) => DynTensor::F3(fused::repeat_heads::<B, 3, 4>(t, copies)),
+                DynTensor::F4(t) => DynTensor::F4(fused::repeat_heads::<B, 4, 5>(t, copies)),
+                _ => return Err(err("repeat_heads needs a float [.., heads, dim] of rank 2 to 4")),
+            }),
             Op::Attention(attn) => {
                 let (q, k, v) = (next()?, next()?, next()?);
                 let prefix = match next().ok() {

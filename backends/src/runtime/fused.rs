@@ -141,8 +141,7 @@ impl AttentionMask {
     pub fn kv_head_of(&self, heads: usize, kv_heads: usize) -> Option<Vec<usize>> {
         match &self.kv_copies {
             None => (kv_heads == heads).then(|| (0..heads).collect()),
-            Some(copies) => (copies.len() == kv_heads && copies.iter().sum::<usize>() == heads)
-                .then(|| copies.iter().enumerate().flat_map(|(j, &c)| std::iter::repeat_n(j, c)).collect()),
+            Some(copies) => (copies.len() == kv_heads && copies.iter().sum::<usize>() == heads).then(|| source_heads(copies)),
         }
     }
 
@@ -220,16 +219,29 @@ pub fn softmax<B: Fused, const D: usize>(x: Tensor<B, D>, axis: usize) -> Tensor
     }
 }
 
-/// `x [batch, seq, kv heads, d]` with head `j` repeated `copies[j]` times, consecutively: the
-/// IR's `repeat_heads` (as the interpreter runs it).
-pub fn repeat_heads<B: Backend>(x: Tensor<B, 4>, copies: &[usize]) -> Tensor<B, 4> {
-    let [b, t, h, d] = x.dims();
+/// The head each repeated head of `repeat_heads` copies: head `j`, `copies[j]` times, in order.
+pub fn source_heads(copies: &[usize]) -> Vec<usize> {
+    copies.iter().enumerate().flat_map(|(j, &c)| std::iter::repeat_n(j, c)).collect()
+}
+
+/// `x [.., heads, d]` with head `j` repeated `copies[j]` times, consecutively: the IR's
+/// `repeat_heads`. `E` is `D + 1` (the rank of the uniform case's expanded view).
+pub fn repeat_heads<B: Backend, const D: usize, const E: usize>(x: Tensor<B, D>, copies: &[usize]) -> Tensor<B, D> {
+    let mut dims = x.dims();
     match Op::uniform_copies(copies) {
-        Some(times) => x.reshape([b, t, h, 1, d]).repeat_dim(3, times).reshape([b, t, h * times, d]),
+        Some(times) => {
+            // [.., heads, 1, d], the 1 repeated
+            let mut expanded = [1; E];
+            expanded[..D - 1].copy_from_slice(&dims[..D - 1]);
+            expanded[D] = dims[D - 1];
+            dims[D - 2] *= times;
+            x.reshape(expanded).repeat_dim(D - 1, times).reshape(dims)
+        }
         None => {
-            let index: Vec<i64> = copies.iter().enumerate().flat_map(|(j, &c)| std::iter::repeat_n(j as i64, c)).collect();
+            // uneven (query heads pruned unevenly): the source heads gathered by index
+            let index: Vec<i64> = source_heads(copies).into_iter().map(|j| j as i64).collect();
             let (n, device) = (index.len(), x.device());
-            x.select(2, Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &device))
+            x.select(D - 2, Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &device))
         }
     }
 }
@@ -358,8 +370,8 @@ mod composed {
     ) -> FloatTensor<B> {
         let (q, mut k, mut v) = (float::<B, 4>(q), float::<B, 4>(k), float::<B, 4>(v));
         if let Some(copies) = &mask.kv_copies {
-            k = super::repeat_heads(k, copies);
-            v = super::repeat_heads(v, copies);
+            k = super::repeat_heads::<B, 4, 5>(k, copies);
+            v = super::repeat_heads::<B, 4, 5>(v, copies);
         }
         let device = q.device();
         let q = q.swap_dims(1, 2);
@@ -1207,8 +1219,8 @@ mod tests {
 
     /// Keys and values given once per key/value head (`kv_copies`, even and uneven) give the
     /// bits of the same attention on them repeated: the CPU's kernel, the composition, and under
-    /// autodiff the gradients of q, k and v; copies that do not pair the heads fall back to the
-    /// composition, which refuses them.
+    /// autodiff the gradients of q, k and v; copies that do not pair the query heads with the
+    /// key/value heads give no head map (not the kernel's).
     #[test]
     fn unrepeated_keys_and_values_give_the_repeated_bits() {
         let (b, s, t, d) = (2, 6, 9, 8);
@@ -1218,7 +1230,7 @@ mod tests {
             let (k, v) = (values(b * t * g * d, 22, 2.0), values(b * t * g * d, 23, 2.0));
             for base in [AttentionMask { causal: true, past: t - s, ..AttentionMask::default() }, AttentionMask::default()] {
                 let grouped = AttentionMask { kv_copies: Some(copies.clone()), ..base.clone() };
-                let rep = |x: &[f32]| vec_of(repeat_heads(tensor::<Cpu, 4>(x, [b, t, g, d]), &copies));
+                let rep = |x: &[f32]| vec_of(repeat_heads::<Cpu, 4, 5>(tensor::<Cpu, 4>(x, [b, t, g, d]), &copies));
                 let (kr, vr) = (rep(&k), rep(&v));
                 let shapes = ([b, s, h, d], [b, t, g, d], [b, t, h, d]);
                 let fused = |k: &[f32], v: &[f32], kv, mask: &AttentionMask| {
@@ -1239,7 +1251,7 @@ mod tests {
                     let out = if grouped_kv {
                         attention(q.clone(), k.clone(), v.clone(), 0.3, &grouped)
                     } else {
-                        attention(q.clone(), repeat_heads(k.clone(), &copies), repeat_heads(v.clone(), &copies), 0.3, &base)
+                        attention(q.clone(), repeat_heads::<_, 4, 5>(k.clone(), &copies), repeat_heads::<_, 4, 5>(v.clone(), &copies), 0.3, &base)
                     };
                     let g = (out.clone() * out).sum().backward();
                     [q, k, v].map(|x| vec_of(x.grad(&g).expect("a gradient")))
